@@ -1,0 +1,127 @@
+use serde::{Deserialize, Serialize};
+
+use crate::ChunkId;
+
+/// zstd level for chunks. Level 3 is zstd's default: on the benchmark tree it
+/// compresses text within a few percent of level 9 at several times the
+/// speed (see docs/decisions.md).
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// A chunk in its stored form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedChunk {
+    /// blake3 of the uncompressed bytes.
+    pub id: ChunkId,
+    /// Length of the uncompressed bytes.
+    pub raw_len: u32,
+    /// True when `data` is zstd-compressed, false when stored raw.
+    pub compressed: bool,
+    /// The stored bytes.
+    pub data: Vec<u8>,
+}
+
+/// A stored chunk that does not decode to its id.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// zstd refused the stored bytes.
+    #[error("chunk {id}: zstd: {source}")]
+    Decompress {
+        /// The chunk.
+        id: ChunkId,
+        /// zstd's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes decode but do not hash to the id, or have the wrong length.
+    #[error("chunk {id}: content does not match its id (damaged)")]
+    Mismatch {
+        /// The chunk.
+        id: ChunkId,
+    },
+}
+
+impl EncodedChunk {
+    /// Hash and compress `data`; keep it raw when compression saves less
+    /// than 1/32 (such data is random or already compressed, and decoding
+    /// raw is free).
+    pub fn encode(data: &[u8]) -> EncodedChunk {
+        let id = ChunkId::of(data);
+        Self::encode_with_id(id, data)
+    }
+
+    /// Compress `data` whose id is already known.
+    pub fn encode_with_id(id: ChunkId, data: &[u8]) -> EncodedChunk {
+        let raw_len = data.len() as u32;
+        if let Ok(c) = zstd::bulk::compress(data, ZSTD_LEVEL)
+            && c.len() + data.len() / 32 < data.len()
+        {
+            return EncodedChunk {
+                id,
+                raw_len,
+                compressed: true,
+                data: c,
+            };
+        }
+        EncodedChunk {
+            id,
+            raw_len,
+            compressed: false,
+            data: data.to_vec(),
+        }
+    }
+
+    /// Decompress and check the id.
+    pub fn decode(&self) -> Result<Vec<u8>, CodecError> {
+        let raw = if self.compressed {
+            zstd::bulk::decompress(&self.data, self.raw_len as usize).map_err(|source| {
+                CodecError::Decompress {
+                    id: self.id,
+                    source,
+                }
+            })?
+        } else {
+            self.data.clone()
+        };
+        if raw.len() != self.raw_len as usize || ChunkId::of(&raw) != self.id {
+            return Err(CodecError::Mismatch { id: self.id });
+        }
+        Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngCore;
+
+    #[test]
+    fn compressible_is_compressed_and_round_trips() {
+        let data = b"hello world ".repeat(1000);
+        let c = EncodedChunk::encode(&data);
+        assert!(c.compressed);
+        assert!(c.data.len() < data.len() / 10);
+        assert_eq!(c.decode().unwrap(), data);
+    }
+
+    #[test]
+    fn random_is_stored_raw() {
+        let mut data = vec![0u8; 100_000];
+        rand::rng().fill_bytes(&mut data);
+        let c = EncodedChunk::encode(&data);
+        assert!(!c.compressed);
+        assert_eq!(c.decode().unwrap(), data);
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let data = b"some content here".repeat(50);
+        let mut c = EncodedChunk::encode(&data);
+        let n = c.data.len();
+        c.data[n / 2] ^= 0x40;
+        assert!(c.decode().is_err());
+        let mut raw = EncodedChunk::encode(b"x");
+        raw.data[0] = b'y';
+        assert!(matches!(raw.decode(), Err(CodecError::Mismatch { .. })));
+    }
+}

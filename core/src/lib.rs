@@ -1,0 +1,33 @@
+//! rewind-core: the shared vocabulary of rewind.
+//!
+//! Every other crate speaks in these types: [`ChunkId`] (blake3 of a chunk's
+//! bytes), [`EncodedChunk`] (a chunk as stored: zstd or raw), [`Version`] (one
+//! observed state of one path, or a tombstone), [`Timestamp`] and the
+//! point-in-time parser, the content-defined [`Chunker`], the on-disk record
+//! [`frame`] format, and the [`Repository`] trait through which the uploader
+//! and restore talk to a repository, local or remote.
+//!
+//! Guarantees:
+//! - A [`ChunkId`] is the blake3 hash of the chunk's uncompressed bytes;
+//!   [`EncodedChunk::decode`] checks it, so damaged data never passes as good.
+//! - Every framed record carries its length and a CRC-32; decoding checks
+//!   both and bounds the length before allocating.
+//! - Nothing here performs I/O except on readers and writers handed in, so
+//!   an interruption leaves nothing behind.
+
+mod chunker;
+mod codec;
+pub mod frame;
+mod id;
+pub mod path;
+mod repository;
+mod time;
+mod version;
+
+pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
+pub use codec::{CodecError, EncodedChunk, ZSTD_LEVEL};
+pub use id::{ChunkId, ParseChunkIdError};
+pub use repository::{RepoError, RepoStats, Repository};
+pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};
+pub use time::{TimeParseError, Timestamp, parse_point_in_time};
+pub use version::{ChunkRef, Entry, Version, content_changed};

@@ -1,0 +1,114 @@
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ChunkId, EncodedChunk, Timestamp, Version};
+
+/// Errors from a repository, local or remote.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// No repository at this location.
+    #[error("no repository at {path} (create one with `rewind init --repo {path}`)")]
+    NotFound {
+        /// Where one was expected.
+        path: PathBuf,
+    },
+    /// Another process holds the writer lock.
+    #[error("repository {path} is in use by another writer (pid file {lock})")]
+    Locked {
+        /// The repository.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// An I/O error on a file of the repository.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored data is damaged.
+    #[error("{path}: damaged: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A chunk was asked for that the repository does not have.
+    #[error("chunk {0} is not in the repository")]
+    MissingChunk(ChunkId),
+    /// A version refers to chunks that were never uploaded.
+    #[error("version {seq} of {path} refers to chunk {chunk} which the repository does not have")]
+    DanglingVersion {
+        /// The version's sequence number.
+        seq: u64,
+        /// Its path, for people.
+        path: String,
+        /// The first missing chunk.
+        chunk: ChunkId,
+    },
+    /// The repository was opened read-only.
+    #[error("repository opened read-only")]
+    ReadOnly,
+}
+
+impl RepoError {
+    /// True when retrying later may succeed (I/O trouble such as a full disk
+    /// or a dead server), false for damage and misuse.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RepoError::Io { .. } | RepoError::Locked { .. })
+    }
+}
+
+/// Counters for `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RepoStats {
+    /// Versions stored.
+    pub versions: u64,
+    /// Distinct chunks stored.
+    pub chunks: u64,
+    /// Pack files.
+    pub packs: u64,
+    /// Bytes of pack files on disk.
+    pub pack_bytes: u64,
+    /// Time of the last durable commit.
+    pub last_commit: Option<Timestamp>,
+    /// Highest committed sequence number per client.
+    pub max_seq: Vec<(String, u64)>,
+}
+
+/// What the uploader and restore need from a repository. Implemented in
+/// process by `rewind-repo` and over HTTPS by `rewind-remote`.
+///
+/// Protocol for writers: ask [`missing_chunks`](Repository::missing_chunks),
+/// send them with [`put_chunks`](Repository::put_chunks) (possibly in several
+/// calls), then [`commit_versions`](Repository::commit_versions). Chunks become
+/// durable no later than the commit that follows them; a commit is durable
+/// when it returns, is atomic, refuses versions whose chunks are missing, and
+/// ignores versions whose `(client, seq)` it already holds, so re-sending a
+/// batch after a crash is harmless.
+pub trait Repository: Send + Sync {
+    /// Which of `ids` the repository does not have.
+    fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError>;
+    /// Store chunks (their ids are checked against their content).
+    fn put_chunks(&self, chunks: Vec<EncodedChunk>) -> Result<(), RepoError>;
+    /// Durably and atomically commit versions.
+    fn commit_versions(&self, versions: Vec<Version>) -> Result<(), RepoError>;
+    /// Every version of exactly `path` for `client`, oldest first.
+    fn versions_of(&self, client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError>;
+    /// The newest version at or before `at` of `path` and of every path below
+    /// it, tombstones left out, sorted by path.
+    fn tree_at(&self, client: &str, path: &[u8], at: Timestamp) -> Result<Vec<Version>, RepoError>;
+    /// True when some version of `path` or of one of its ancestors exists
+    /// (that is, `path` lies inside something that was protected).
+    fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError>;
+    /// The decoded, verified bytes of a chunk.
+    fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError>;
+    /// Counters.
+    fn stats(&self) -> Result<RepoStats, RepoError>;
+}

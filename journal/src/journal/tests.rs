@@ -1,0 +1,150 @@
+use super::*;
+use rewind_core::{FileKind, FileTime};
+
+fn meta(size: u64) -> FileMeta {
+    FileMeta {
+        kind: FileKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        user: None,
+        group: None,
+        size,
+        mtime: FileTime::default(),
+        atime: FileTime::default(),
+        ctime: FileTime::default(),
+        btime: None,
+        dev: 1,
+        ino: 2,
+        nlink: 1,
+        rdev: 0,
+        symlink_target: None,
+        xattrs: vec![],
+        acl: None,
+        default_acl: None,
+        hardlink_group: None,
+        sparse: None,
+        flags: None,
+    }
+}
+
+fn version(path: &str, chunks: &[&EncodedChunk]) -> Version {
+    Version {
+        client: String::new(),
+        seq: 0,
+        observed_at: Timestamp::now(),
+        path: path.as_bytes().to_vec(),
+        entry: Entry::Present {
+            meta: meta(chunks.iter().map(|c| c.raw_len as u64).sum()),
+            chunks: chunks
+                .iter()
+                .map(|c| ChunkRef {
+                    id: c.id,
+                    len: c.raw_len,
+                })
+                .collect(),
+        },
+    }
+}
+
+fn capture(j: &Journal, path: &str, data: &[u8]) -> (u64, EncodedChunk) {
+    let c = EncodedChunk::encode(data);
+    let g = j.begin_capture();
+    g.spool(&c).unwrap();
+    (g.append(version(path, &[&c])), c)
+}
+
+#[test]
+fn versions_become_durable_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "host").unwrap();
+    let (s1, c1) = capture(&j, "/r/a", b"one");
+    let (s2, _) = capture(&j, "/r/b", b"two");
+    assert_eq!((s1, s2), (1, 2));
+    assert_eq!(j.wait_durable_beyond(1, Duration::from_secs(10)), 2);
+    assert_eq!(j.last_known(b"/r/a").unwrap().unwrap().seq, 1);
+    j.close().unwrap();
+    drop(j);
+
+    let j = Journal::open(dir.path(), "other").unwrap();
+    assert_eq!(j.client(), "host");
+    assert_eq!(j.durable_seq(), 2);
+    let vs = j.versions_after(0, 100).unwrap();
+    assert_eq!(vs.len(), 2);
+    assert_eq!(vs[0].client, "host");
+    assert_eq!(j.read_spooled(&c1.id).unwrap().unwrap(), c1);
+    let (s3, _) = capture(&j, "/r/c", b"three");
+    assert_eq!(s3, 3);
+    assert_eq!(j.known_under(b"/r").unwrap().len(), 3);
+    assert_eq!(j.known_under(b"/r/a").unwrap().len(), 1);
+}
+
+#[test]
+fn deletions_clear_state_and_overlay_is_visible_before_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "h").unwrap();
+    capture(&j, "/r/x", b"x");
+    assert!(j.last_known(b"/r/x").unwrap().is_some());
+    let g = j.begin_capture();
+    let mut v = version("/r/x", &[]);
+    v.entry = Entry::Deleted;
+    let seq = g.append(v);
+    assert!(j.last_known(b"/r/x").unwrap().is_none());
+    j.flush().unwrap();
+    assert!(j.durable_seq() >= seq);
+    assert!(j.last_known(b"/r/x").unwrap().is_none());
+    assert!(j.known_under(b"/r").unwrap().is_empty());
+}
+
+#[test]
+fn cursor_advance_drops_versions_and_reclaims_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "h").unwrap();
+    let (_, c1) = capture(&j, "/r/a", &vec![7u8; 100_000]);
+    let (s2, _) = capture(&j, "/r/b", b"bbb");
+    j.flush().unwrap();
+    assert!(j.stats().unwrap().spool_bytes > 0);
+    j.advance_cursor(s2).unwrap();
+    assert!(j.versions_after(0, 10).unwrap().is_empty());
+    assert_eq!(j.cursor().unwrap(), s2);
+    assert!(j.read_spooled(&c1.id).unwrap().is_none());
+    let segs = fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().metadata().unwrap().len() > 0)
+        .count();
+    assert_eq!(segs, 0, "drained spool keeps no data");
+    let st = j.stats().unwrap();
+    assert_eq!(st.versions_waiting, 0);
+    assert!(st.last_upload.is_some());
+}
+
+#[test]
+fn inflight_capture_pins_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "h").unwrap();
+    let (s1, _) = capture(&j, "/r/a", b"a");
+    // A long capture starts and spools a chunk, but has not appended yet.
+    let g = j.begin_capture();
+    let big = EncodedChunk::encode(b"pinned chunk");
+    g.spool(&big).unwrap();
+    j.flush().unwrap();
+    j.advance_cursor(s1).unwrap();
+    let seq = g.append(version("/r/big", &[&big]));
+    j.flush().unwrap();
+    assert_eq!(j.read_spooled(&big.id).unwrap().unwrap(), big);
+    j.advance_cursor(seq).unwrap();
+    assert!(j.read_spooled(&big.id).unwrap().is_none());
+}
+
+#[test]
+fn abandoned_capture_leaves_nothing_referenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "h").unwrap();
+    {
+        let g = j.begin_capture();
+        g.spool(&EncodedChunk::encode(b"orphan")).unwrap();
+    }
+    j.flush().unwrap();
+    assert_eq!(j.durable_seq(), 0);
+    assert!(j.versions_after(0, 10).unwrap().is_empty());
+}

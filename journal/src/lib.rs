@@ -1,0 +1,38 @@
+//! rewind-journal: the durable local log between capture and upload.
+//!
+//! It holds, in one sled tree with key prefixes:
+//! - `v` + seq: captured versions not yet in the repository, in order;
+//! - `s` + path: the last-known state of every protected path (metadata and
+//!   chunk list), which the first pass and rescans compare against;
+//! - `c` + chunk id: where a spooled chunk lives in the spool segment files;
+//! - `m` + name: the upload cursor, the next sequence number, the client name,
+//!   the protected roots and timestamps for `status`.
+//!
+//! Chunk bytes live in append-only spool segment files (`spool/*.seg`, each
+//! record a length+CRC frame) rather than in sled, which handles megabyte
+//! values poorly.
+//!
+//! Guarantees:
+//! - Group commit: [`Journal::append`] queues a version; a flusher thread
+//!   writes queued spool bytes, fsyncs the segment, then applies the versions,
+//!   states and chunk locations in one atomic sled batch and flushes it. A
+//!   version is *captured* (acknowledged) only when [`Journal::durable_seq`]
+//!   has reached its seq; sled's background flushing is off, so nothing
+//!   reaches disk out of this order.
+//! - A version is never durable before the chunk bytes it introduced.
+//! - The uploader reads only durable versions, and the cursor advances only
+//!   when the caller says the repository holds a batch durably.
+//! - A spool segment is deleted only when every version that may refer to
+//!   its chunks is behind the cursor and no capture that started while it
+//!   was being written is still running.
+//!
+//! After a crash: versions queued but not flushed are lost (they were never
+//! acknowledged; their paths differ from the last-known state, so the next
+//! first pass captures them again); spool bytes past the last fsync are
+//! garbage at the end of a segment and are never referenced; all segments
+//! present at open are kept until the cursor passes every version then in
+//! the journal.
+
+mod journal;
+
+pub use journal::{CaptureGuard, Journal, JournalError, JournalStats, PathState};
