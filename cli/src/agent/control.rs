@@ -1,0 +1,129 @@
+//! The agent's control socket: `rewind status` in another terminal asks the
+//! running agent (which holds the journal open) for its state.
+//!
+//! Protocol: one request line (`status`), one JSON line back.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rewind_uploader::Uploader;
+use serde_json::json;
+
+use super::Agent;
+
+/// The running socket server.
+pub struct Control {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Control {
+    /// Stop serving and remove the socket.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serve status requests on `path`.
+pub(crate) fn serve(
+    path: &Path,
+    agent: Arc<Agent>,
+    uploader: Arc<Mutex<Option<Uploader>>>,
+) -> Result<Control> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            bail!(
+                "another rewind agent is already running for this repository (socket {})",
+                path.display()
+            );
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let _ = handle(conn, &agent, &uploader);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        })?;
+    Ok(Control {
+        stop,
+        handle: Some(handle),
+        path: path.to_path_buf(),
+    })
+}
+
+fn handle(conn: UnixStream, agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    let reply = match line.trim() {
+        "status" => status_json(agent, uploader),
+        other => json!({ "error": format!("unknown request {other:?}") }),
+    };
+    let mut w = &conn;
+    w.write_all(format!("{reply}\n").as_bytes())?;
+    Ok(())
+}
+
+fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> serde_json::Value {
+    let journal = agent.journal.stats().ok();
+    let upload = uploader
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|u| u.status());
+    let problems = agent.problems.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    json!({
+        "agent": {
+            "running": true,
+            "pid": std::process::id(),
+            "started": agent.started.to_string(),
+            "roots": agent.roots.iter().map(|r| r.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+            "repository": agent.repo_path.to_string_lossy(),
+            "first_pass_done": agent.first_pass_done.load(Ordering::Relaxed),
+            "pending_captures": agent.sched.pending(),
+            "counters": &agent.counters,
+            "recent_problems": problems,
+        },
+        "journal": journal,
+        "upload": upload,
+    })
+}
+
+/// Ask a running agent for its status; `Ok(None)` when none listens.
+pub fn query(path: &Path) -> Result<Option<serde_json::Value>> {
+    let Ok(mut conn) = UnixStream::connect(path) else {
+        return Ok(None);
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.write_all(b"status\n")?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    Ok(Some(serde_json::from_str(&line).context("agent sent a malformed status")?))
+}

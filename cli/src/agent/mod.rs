@@ -1,0 +1,373 @@
+//! The agent behind `rewind watch`: sources → capture → journal → uploader.
+//!
+//! ```text
+//! watcher ──Changed──▶ scheduler ──▶ capture workers ──▶ journal ──▶ uploader ──▶ repository
+//!         ──Rescan───▶ scanner thread ─┘ (first pass, overflow, new dirs)
+//! control socket ◀── `rewind status` from another terminal
+//! ```
+//!
+//! Stopping (Ctrl-C, SIGTERM): the watcher stops, queued captures finish,
+//! the journal flushes, the uploader drains what is durable, then exit.
+
+pub mod capture;
+pub mod control;
+pub mod scheduler;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use crossbeam_channel::{Receiver, Sender, select};
+use rewind_core::path::{display as show, to_bytes};
+use rewind_core::{Chunker, Repository, Timestamp};
+use rewind_journal::Journal;
+use rewind_repo::LocalRepo;
+use rewind_uploader::{UploadOptions, Uploader};
+use rewind_watcher::{IgnoreRules, ScanItem, WatchEvent, WatchOptions, Watcher};
+use serde::Serialize;
+
+use crate::paths;
+use capture::{Capturer, Outcome};
+use scheduler::Scheduler;
+
+/// How `rewind watch` runs.
+pub struct AgentOptions {
+    /// Folders to protect.
+    pub roots: Vec<PathBuf>,
+    /// The repository directory.
+    pub repo: PathBuf,
+    /// `--exclude` globs.
+    pub excludes: Vec<String>,
+    /// Quiet time before a changed path is captured.
+    pub quiescence: Duration,
+    /// Longest time a busy path goes uncaptured.
+    pub max_interval: Duration,
+    /// Show a progress bar for the first pass.
+    pub progress: bool,
+}
+
+/// Counters shared by the agent's threads.
+#[derive(Default, Serialize)]
+pub struct Counters {
+    /// Paths looked at by scans.
+    pub scanned: AtomicU64,
+    /// Versions queued.
+    pub captured: AtomicU64,
+    /// Content bytes read.
+    pub bytes_read: AtomicU64,
+    /// Compressed bytes spooled.
+    pub bytes_spooled: AtomicU64,
+    /// Per-path errors.
+    pub errors: AtomicU64,
+}
+
+/// A per-path problem, kept for `status`.
+#[derive(Clone, Serialize)]
+pub struct ProblemRecord {
+    /// When.
+    pub at: String,
+    /// What.
+    pub message: String,
+}
+
+pub(crate) struct Agent {
+    pub journal: Journal,
+    pub rules: Arc<IgnoreRules>,
+    pub chunker: Chunker,
+    pub sched: Scheduler,
+    pub counters: Counters,
+    pub problems: Mutex<Vec<ProblemRecord>>,
+    pub first_pass_done: AtomicBool,
+    pub roots: Vec<PathBuf>,
+    pub repo_path: PathBuf,
+    pub started: Timestamp,
+    pub quiescence: Duration,
+}
+
+impl Agent {
+    fn problem(&self, message: String) {
+        tracing::warn!("{message}");
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        p.push(ProblemRecord {
+            at: Timestamp::now().to_string(),
+            message,
+        });
+        // Keep the most recent ones only.
+        if p.len() > 100 {
+            p.remove(0);
+        }
+    }
+
+    fn worker(&self) {
+        let cap = Capturer {
+            journal: &self.journal,
+            chunker: self.chunker,
+            rules: &self.rules,
+        };
+        while let Some((path, at)) = self.sched.next() {
+            let p = rewind_core::path::from_bytes(&path);
+            match cap.capture(&p, at) {
+                Ok(Outcome::Captured { bytes, spooled }) => {
+                    self.counters.captured.fetch_add(1, Ordering::Relaxed);
+                    self.counters.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+                    self.counters.bytes_spooled.fetch_add(spooled, Ordering::Relaxed);
+                    tracing::debug!("captured {}", show(&path));
+                }
+                Ok(Outcome::Deleted(n)) => {
+                    self.counters.captured.fetch_add(n as u64, Ordering::Relaxed);
+                    tracing::debug!("deleted {} ({n} paths)", show(&path));
+                }
+                Ok(Outcome::Raced) => {
+                    tracing::debug!("{} changed while read; again later", show(&path));
+                    self.sched.retry_later(path.clone(), at, self.quiescence);
+                }
+                Ok(Outcome::Unchanged | Outcome::Skipped) => {}
+                Err(capture::CaptureError::Journal(e)) => {
+                    self.problem(format!("journal: {e} (capture of {} will be retried)", show(&path)));
+                    self.sched.retry_later(path.clone(), at, Duration::from_secs(2));
+                }
+                Err(e) => self.problem(format!("skipped {e}")),
+            }
+            self.sched.done(&path);
+        }
+    }
+
+    /// Compare everything under `root` with the last-known state and queue
+    /// what differs, including deletions.
+    fn rescan(&self, root: &Path, at: Timestamp) {
+        let base = to_bytes(root).to_vec();
+        let known: HashMap<Vec<u8>, rewind_journal::PathState> = match self.journal.known_under(&base) {
+            Ok(k) => k.into_iter().collect(),
+            Err(e) => {
+                self.problem(format!("rescan of {}: {e}", root.display()));
+                return;
+            }
+        };
+        let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(known.len());
+        let mut unreadable: Vec<Vec<u8>> = Vec::new();
+        if std::fs::symlink_metadata(root).is_err() {
+            self.sched.submit(base.clone(), at);
+            return;
+        }
+        rewind_watcher::scan(root, &self.rules, |item| match item {
+            ScanItem::Entry { path, metadata } => {
+                self.counters.scanned.fetch_add(1, Ordering::Relaxed);
+                let b = to_bytes(&path).to_vec();
+                if capture::differs(known.get(&b), &metadata) {
+                    self.sched.submit(b.clone(), at);
+                }
+                seen.insert(b);
+            }
+            ScanItem::Error { path, error } => {
+                let b = to_bytes(&path).to_vec();
+                if error.kind() == std::io::ErrorKind::NotFound {
+                    self.sched.submit(b, at);
+                } else {
+                    self.problem(format!("cannot read {}: {error}", path.display()));
+                    // What is below an unreadable directory is not deleted.
+                    seen.insert(b.clone());
+                    unreadable.push(b);
+                }
+            }
+        });
+        for p in known.keys() {
+            if !seen.contains(p) && !unreadable.iter().any(|u| rewind_core::path::is_under(p, u)) {
+                self.sched.submit(p.clone(), at);
+            }
+        }
+    }
+}
+
+/// Run the agent until Ctrl-C / SIGTERM.
+pub fn run(opts: AgentOptions) -> Result<i32> {
+    let mut roots = Vec::new();
+    for r in &opts.roots {
+        let c = r
+            .canonicalize()
+            .with_context(|| format!("cannot protect {}", r.display()))?;
+        if !c.is_dir() {
+            bail!("cannot protect {}: not a directory", r.display());
+        }
+        roots.push(c);
+    }
+    let repo = if opts.repo.join("config").exists() {
+        LocalRepo::open_writer(&opts.repo)?
+    } else {
+        std::fs::create_dir_all(&opts.repo)
+            .with_context(|| format!("cannot create repository {}", opts.repo.display()))?;
+        let r = LocalRepo::init(&opts.repo, rewind_core::DEFAULT_CHUNKER)?;
+        eprintln!("rewind: created repository {}", opts.repo.display());
+        r
+    };
+    let repo_path = opts.repo.canonicalize().unwrap_or(opts.repo.clone());
+    let jdir = paths::journal_dir(repo.id())?;
+    std::fs::create_dir_all(&jdir).with_context(|| format!("cannot create {}", jdir.display()))?;
+    let client = paths::client_name(&jdir);
+    let journal = Journal::open(&jdir, &client)?;
+    std::fs::write(jdir.join("client"), journal.client())
+        .with_context(|| format!("cannot write {}", jdir.join("client").display()))?;
+    journal.set_roots(&roots)?;
+    let cfg = crate::commands::AgentConfig {
+        roots: roots.clone(),
+        excludes: opts.excludes.clone(),
+    };
+    std::fs::write(jdir.join("agent.json"), serde_json::to_vec_pretty(&cfg)?)
+        .with_context(|| format!("cannot write {}", jdir.join("agent.json").display()))?;
+    let state_dir = paths::state_dir()?;
+    let ignored = vec![
+        repo_path.clone(),
+        state_dir.canonicalize().unwrap_or(state_dir),
+    ];
+    let rules = Arc::new(IgnoreRules::new(&roots, &opts.excludes, &ignored)?);
+    let chunker = Chunker::new(repo.chunker());
+    let repo: Arc<dyn Repository> = Arc::new(repo);
+    let uploader = Uploader::start(journal.clone(), repo.clone(), UploadOptions::default());
+
+    let mut wopts = WatchOptions::new(roots.clone(), rules.clone());
+    wopts.quiescence = opts.quiescence;
+    wopts.max_interval = opts.max_interval;
+    let (watcher, events) = Watcher::start(wopts)?;
+
+    let agent = Arc::new(Agent {
+        journal: journal.clone(),
+        rules,
+        chunker,
+        sched: Scheduler::default(),
+        counters: Counters::default(),
+        problems: Mutex::new(Vec::new()),
+        first_pass_done: AtomicBool::new(false),
+        roots: roots.clone(),
+        repo_path,
+        started: Timestamp::now(),
+        quiescence: opts.quiescence,
+    });
+    let uploader = Arc::new(Mutex::new(Some(uploader)));
+    let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
+
+    // Two capture workers per core would only contend for the disk; one
+    // per core keeps hashing and compression on both cores.
+    let nworkers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+    let mut workers = Vec::new();
+    for i in 0..nworkers {
+        let a = agent.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("capture-{i}"))
+                .spawn(move || a.worker())?,
+        );
+    }
+
+    let (rescan_tx, rescan_rx): (Sender<(PathBuf, Timestamp)>, Receiver<(PathBuf, Timestamp)>) =
+        crossbeam_channel::unbounded();
+    let scanner = {
+        let a = agent.clone();
+        let roots = roots.clone();
+        let progress = opts.progress;
+        std::thread::Builder::new()
+            .name("scanner".into())
+            .spawn(move || {
+                first_pass(&a, &roots, progress);
+                for (p, at) in rescan_rx {
+                    a.rescan(&p, at);
+                }
+            })?
+    };
+
+    for r in &roots {
+        eprintln!("rewind: protecting {}", r.display());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    while !stop.load(Ordering::Relaxed) {
+        select! {
+            recv(events) -> ev => match ev {
+                Ok(WatchEvent::Changed { path, observed_at }) => {
+                    agent.sched.submit(to_bytes(&path).to_vec(), Timestamp::from_system(observed_at));
+                }
+                Ok(WatchEvent::Rescan { path, observed_at, reason }) => {
+                    tracing::debug!("rescan of {} ({reason:?})", path.display());
+                    let _ = rescan_tx.send((path, Timestamp::from_system(observed_at)));
+                }
+                Ok(WatchEvent::Warning(w)) => agent.problem(w),
+                Err(_) => {
+                    agent.problem("the file watcher stopped".into());
+                    break;
+                }
+            },
+            default(Duration::from_millis(200)) => {}
+        }
+    }
+    eprintln!("rewind: stopping (finishing captures and uploads)");
+    watcher.stop();
+    drop(rescan_tx);
+    let _ = scanner.join();
+    agent.sched.wait_idle(Duration::from_secs(30));
+    agent.sched.stop();
+    for w in workers {
+        let _ = w.join();
+    }
+    journal.flush()?;
+    if let Some(u) = uploader.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        u.stop();
+    }
+    control.stop();
+    journal.close()?;
+    let st = journal.stats()?;
+    if st.versions_waiting > 0 {
+        eprintln!(
+            "rewind: {} versions wait in the journal and will be uploaded on the next start",
+            st.versions_waiting
+        );
+    }
+    Ok(0)
+}
+
+fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool) {
+    let started = Instant::now();
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    });
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        if let Some(b) = &bar {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    let c = &agent.counters;
+                    b.set_message(format!(
+                        "first pass: {} scanned, {} captured, {} read",
+                        c.scanned.load(Ordering::Relaxed),
+                        c.captured.load(Ordering::Relaxed),
+                        indicatif::HumanBytes(c.bytes_read.load(Ordering::Relaxed)),
+                    ));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        let at = Timestamp::now();
+        for r in roots {
+            agent.rescan(r, at);
+        }
+        agent.sched.wait_idle(Duration::from_secs(365 * 86400));
+        let _ = agent.journal.flush();
+        done.store(true, Ordering::Relaxed);
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    agent.first_pass_done.store(true, Ordering::Relaxed);
+    let c = &agent.counters;
+    eprintln!(
+        "rewind: first pass complete: {} paths scanned, {} versions captured, {} read in {:.1}s",
+        c.scanned.load(Ordering::Relaxed),
+        c.captured.load(Ordering::Relaxed),
+        indicatif::HumanBytes(c.bytes_read.load(Ordering::Relaxed)),
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,194 @@
+//! The capture work queue: one entry per path, never two workers on the
+//! same path at once (so versions of one path keep their order), a path
+//! changed again while being captured is queued again afterwards, and
+//! captures that raced a writer are retried after a delay.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rewind_core::Timestamp;
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Vec<u8>>,
+    /// Queued paths and the time their change was first observed.
+    queued: HashMap<Vec<u8>, Timestamp>,
+    /// Paths being captured, and the observation time of a change that
+    /// arrived meanwhile.
+    running: HashMap<Vec<u8>, Option<Timestamp>>,
+    delayed: Vec<(Instant, Vec<u8>, Timestamp)>,
+    stop: bool,
+}
+
+/// See the module doc.
+#[derive(Default)]
+pub struct Scheduler {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+impl Scheduler {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A change of `path` first observed at `at`.
+    pub fn submit(&self, path: Vec<u8>, at: Timestamp) {
+        let mut s = self.lock();
+        if s.stop {
+            return;
+        }
+        if let Some(again) = s.running.get_mut(&path) {
+            *again = Some(again.map_or(at, |a| a.min(at)));
+            return;
+        }
+        if let Some(t) = s.queued.get_mut(&path) {
+            *t = (*t).min(at);
+            return;
+        }
+        s.queued.insert(path.clone(), at);
+        s.queue.push_back(path);
+        drop(s);
+        self.cv.notify_one();
+    }
+
+    /// Capture `path` again after `delay`, keeping its observation time.
+    pub fn retry_later(&self, path: Vec<u8>, at: Timestamp, delay: Duration) {
+        let mut s = self.lock();
+        s.delayed.push((Instant::now() + delay, path, at));
+    }
+
+    /// The next path to capture; `None` once stopped.
+    pub fn next(&self) -> Option<(Vec<u8>, Timestamp)> {
+        let mut s = self.lock();
+        loop {
+            if s.stop {
+                return None;
+            }
+            let now = Instant::now();
+            let mut i = 0;
+            while i < s.delayed.len() {
+                if s.delayed[i].0 <= now {
+                    let (_, p, t) = s.delayed.swap_remove(i);
+                    if !s.queued.contains_key(&p) && !s.running.contains_key(&p) {
+                        s.queued.insert(p.clone(), t);
+                        s.queue.push_back(p);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            while let Some(p) = s.queue.pop_front() {
+                if s.running.contains_key(&p) {
+                    // Changed again while running: wait for that capture.
+                    let t = s.queued.remove(&p).expect("queued");
+                    let again = s.running.get_mut(&p).expect("running");
+                    *again = Some(again.map_or(t, |a| a.min(t)));
+                    continue;
+                }
+                let t = s.queued.remove(&p).expect("queued");
+                s.running.insert(p.clone(), None);
+                return Some((p, t));
+            }
+            // Sleep until work arrives or the next delayed entry is due.
+            let wait = s
+                .delayed
+                .iter()
+                .map(|d| d.0.saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_millis(500));
+            s = self
+                .cv
+                .wait_timeout(s, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// The capture of `path` finished.
+    pub fn done(&self, path: &[u8]) {
+        let mut s = self.lock();
+        if let Some(Some(again)) = s.running.remove(path) {
+            s.queued.insert(path.to_vec(), again);
+            s.queue.push_back(path.to_vec());
+            drop(s);
+            self.cv.notify_one();
+        } else {
+            drop(s);
+            self.cv.notify_all();
+        }
+    }
+
+    /// Nothing queued, running or delayed.
+    #[cfg(test)]
+    pub fn is_idle(&self) -> bool {
+        let s = self.lock();
+        s.queue.is_empty() && s.running.is_empty() && s.delayed.is_empty()
+    }
+
+    /// Paths queued or running.
+    pub fn pending(&self) -> usize {
+        let s = self.lock();
+        s.queued.len() + s.running.len() + s.delayed.len()
+    }
+
+    /// Wait until idle (or `timeout`).
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.lock();
+        loop {
+            if s.queue.is_empty() && s.running.is_empty() && s.delayed.is_empty() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            s = self
+                .cv
+                .wait_timeout(s, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Stop handing out work; workers return from `next`.
+    pub fn stop(&self) {
+        self.lock().stop = true;
+        self.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_worker_per_path_and_requeue() {
+        let s = Scheduler::default();
+        s.submit(b"/a".to_vec(), Timestamp(5));
+        s.submit(b"/a".to_vec(), Timestamp(3));
+        s.submit(b"/b".to_vec(), Timestamp(9));
+        let (p, t) = s.next().unwrap();
+        assert_eq!((p.as_slice(), t), (&b"/a"[..], Timestamp(3)));
+        s.submit(b"/a".to_vec(), Timestamp(7));
+        let (p, _) = s.next().unwrap();
+        assert_eq!(p, b"/b");
+        s.done(b"/b");
+        s.done(b"/a");
+        let (p, t) = s.next().unwrap();
+        assert_eq!((p.as_slice(), t), (&b"/a"[..], Timestamp(7)));
+        s.done(b"/a");
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn delayed_retry_comes_back() {
+        let s = Scheduler::default();
+        s.retry_later(b"/x".to_vec(), Timestamp(1), Duration::from_millis(20));
+        assert!(!s.is_idle());
+        let (p, t) = s.next().unwrap();
+        assert_eq!((p.as_slice(), t), (&b"/x"[..], Timestamp(1)));
+    }
+}

@@ -1,0 +1,403 @@
+//! The subcommands other than the agent itself.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result, bail};
+use rewind_core::path::{JsonPath, display, to_bytes};
+use rewind_core::{FileKind, Repository, Timestamp, Version, content_changed, parse_point_in_time};
+use rewind_repo::LocalRepo;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::agent::{self, AgentOptions};
+use crate::{Cli, Command, paths};
+
+/// What the agent records beside its journal for other commands.
+#[derive(Serialize, Deserialize, Default)]
+pub struct AgentConfig {
+    /// Protected roots.
+    pub roots: Vec<PathBuf>,
+    /// `--exclude` globs.
+    pub excludes: Vec<String>,
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let repo_dir = match &cli.global.repo {
+        Some(r) => r.clone(),
+        None => paths::default_repo()?,
+    };
+    match cli.command {
+        Command::Init => {
+            if repo_dir.join("config").exists() {
+                bail!("a repository already exists at {}", repo_dir.display());
+            }
+            std::fs::create_dir_all(&repo_dir)
+                .with_context(|| format!("cannot create {}", repo_dir.display()))?;
+            let r = LocalRepo::init(&repo_dir, rewind_core::DEFAULT_CHUNKER)?;
+            println!("created repository {} (id {})", repo_dir.display(), r.id());
+            Ok(0)
+        }
+        Command::Watch(w) => {
+            let opts = AgentOptions {
+                roots: w.paths,
+                repo: repo_dir,
+                excludes: w.exclude,
+                quiescence: w.quiescence,
+                max_interval: w.max_interval,
+                progress: std::io::stderr().is_terminal(),
+            };
+            agent::run(opts)
+        }
+        Command::Status(j) => status(&repo_dir, j.json),
+        Command::Versions { path, json } => versions(&repo_dir, &path, json.json),
+        Command::Ls { path, at, json } => ls(&repo_dir, &path, &at, json.json),
+        Command::Restore(r) => restore(&repo_dir, r),
+    }
+}
+
+struct Opened {
+    repo: LocalRepo,
+    client: String,
+    jdir: PathBuf,
+}
+
+fn open(repo_dir: &Path) -> Result<Opened> {
+    let repo = LocalRepo::open(repo_dir)?;
+    let jdir = paths::journal_dir(repo.id())?;
+    let client = paths::client_name(&jdir);
+    Ok(Opened { repo, client, jdir })
+}
+
+fn parse_at(s: &str) -> Result<Timestamp> {
+    Ok(parse_point_in_time(s, &jiff::Zoned::now())?)
+}
+
+/// The stored form of a user-given path, checked to lie inside something
+/// that was protected.
+fn stored_path(o: &Opened, p: &Path) -> Result<Vec<u8>> {
+    let abs = rewind_core::path::absolute(p)
+        .with_context(|| format!("cannot resolve {}", p.display()))?;
+    let b = to_bytes(&abs).to_vec();
+    if !o.repo.covers(&o.client, &b)? {
+        bail!(
+            "{} is not inside any protected folder of this repository",
+            abs.display()
+        );
+    }
+    Ok(b)
+}
+
+fn kind_of(v: &Version) -> &'static str {
+    v.meta().map(|m| m.kind.as_str()).unwrap_or("deleted")
+}
+
+fn versions(repo_dir: &Path, path: &Path, json: bool) -> Result<i32> {
+    let o = open(repo_dir)?;
+    let b = stored_path(&o, path)?;
+    let vs = o.repo.versions_of(&o.client, &b)?;
+    if vs.is_empty() {
+        bail!("no versions of {}", display(&b));
+    }
+    let mut prev: Option<&Version> = None;
+    let mut rows = Vec::new();
+    for v in &vs {
+        let change = if v.is_tombstone() {
+            "deleted"
+        } else if prev.is_none_or(|p| p.is_tombstone()) {
+            "created"
+        } else if content_changed(prev, v) {
+            "content"
+        } else {
+            "metadata"
+        };
+        rows.push((v, change, content_changed(prev, v)));
+        prev = Some(v);
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(v, change, cc)| {
+                json!({
+                    "seq": v.seq,
+                    "time": v.observed_at.to_string(),
+                    "time_ns": v.observed_at.0,
+                    "kind": kind_of(v),
+                    "size": v.size(),
+                    "change": change,
+                    "content_changed": cc,
+                    "deleted": v.is_tombstone(),
+                    "mode": v.meta().map(|m| m.mode),
+                    "mtime_ns": v.meta().map(|m| m.mtime.sec as i128 * 1_000_000_000 + m.mtime.nsec as i128),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &json!({"path": JsonPath(&b), "versions": list}))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{:>8}  {:<23}  {:<7}  {:>10}  CHANGE", "SEQ", "TIME", "KIND", "SIZE")?;
+        for (v, change, _) in rows {
+            writeln!(
+                out,
+                "{:>8}  {:<23}  {:<7}  {:>10}  {}",
+                v.seq,
+                v.observed_at.to_local_string(),
+                kind_of(v),
+                if v.is_tombstone() { "-".to_string() } else { indicatif::HumanBytes(v.size()).to_string() },
+                change
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+fn mode_string(kind: FileKind, mode: u32) -> String {
+    let k = match kind {
+        FileKind::Dir => 'd',
+        FileKind::Symlink => 'l',
+        FileKind::Fifo => 'p',
+        FileKind::CharDevice => 'c',
+        FileKind::BlockDevice => 'b',
+        FileKind::Socket => 's',
+        FileKind::File => '-',
+    };
+    let mut s = String::from(k);
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
+    }
+    s
+}
+
+fn ls(repo_dir: &Path, path: &Path, at: &str, json: bool) -> Result<i32> {
+    let o = open(repo_dir)?;
+    let at = parse_at(at)?;
+    let b = stored_path(&o, path)?;
+    let tree = o.repo.tree_at(&o.client, &b, at)?;
+    if tree.is_empty() {
+        bail!("{} did not exist at {}", display(&b), at.to_local_string());
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let list: Vec<_> = tree
+            .iter()
+            .map(|v| {
+                let m = v.meta().expect("tree_at leaves out tombstones");
+                json!({
+                    "path": JsonPath(&v.path),
+                    "kind": m.kind.as_str(),
+                    "size": v.size(),
+                    "mode": m.mode,
+                    "mtime": Timestamp(m.mtime.sec.saturating_mul(1_000_000_000).saturating_add(m.mtime.nsec as i64)).to_string(),
+                    "symlink_target": m.symlink_target.as_ref().map(|t| JsonPath(t)),
+                    "seq": v.seq,
+                    "version_time": v.observed_at.to_string(),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &json!({"at": at.to_string(), "entries": list}))?;
+        writeln!(out)?;
+    } else {
+        for v in &tree {
+            let m = v.meta().expect("tree_at leaves out tombstones");
+            let mtime = Timestamp(m.mtime.sec.saturating_mul(1_000_000_000)).to_local_string();
+            let mut line = format!(
+                "{}  {:>10}  {}  {}",
+                mode_string(m.kind, m.mode),
+                indicatif::HumanBytes(v.size()).to_string(),
+                &mtime[..16],
+                display(&v.path)
+            );
+            if let Some(t) = &m.symlink_target {
+                line.push_str(" -> ");
+                line.push_str(&display(t));
+            }
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(0)
+}
+
+fn restore(repo_dir: &Path, r: crate::RestoreArgs) -> Result<i32> {
+    let o = open(repo_dir)?;
+    let at = parse_at(&r.at)?;
+    let b = stored_path(&o, &r.path)?;
+    let to = match &r.to {
+        Some(t) => Some(
+            rewind_core::path::absolute(t).with_context(|| format!("cannot resolve {}", t.display()))?,
+        ),
+        None => None,
+    };
+    let cfg: AgentConfig = std::fs::read(o.jdir.join("agent.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or_default();
+    let target = rewind_core::path::from_bytes(&b);
+    let root = cfg
+        .roots
+        .iter()
+        .find(|root| target.starts_with(root))
+        .cloned()
+        .unwrap_or(target.clone());
+    let state = paths::state_dir()?;
+    let rules = rewind_watcher::IgnoreRules::new(
+        std::slice::from_ref(&root),
+        &cfg.excludes,
+        &[o.repo.path().to_path_buf(), state],
+    )?;
+    let keep = |p: &Path| rules.is_ignored(p, p.is_dir()) || is_restore_tmp(p);
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        b
+    });
+    let done = AtomicU64::new(0);
+    let progress = |n: u64| {
+        let total = done.fetch_add(n, Ordering::Relaxed) + n;
+        if let Some(b) = &bar {
+            b.set_message(format!("restoring: {}", indicatif::HumanBytes(total)));
+        }
+    };
+    let opts = rewind_restore::RestoreOptions {
+        to: to.clone(),
+        delete: r.delete,
+        chunker: Some(o.repo.chunker()),
+        keep: Some(&keep),
+        progress: Some(&progress),
+    };
+    let report = rewind_restore::restore(&o.repo, &o.client, &b, at, &opts)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for p in &report.problems {
+        eprintln!("rewind: {}: {}", display(&p.path), p.message);
+    }
+    for n in &report.notes {
+        eprintln!("rewind: note: {}: {}", display(&n.path), n.message);
+    }
+    let dest = to.unwrap_or(target);
+    if r.json.json {
+        println!(
+            "{}",
+            json!({
+                "path": JsonPath(&b),
+                "at": at.to_string(),
+                "dest": JsonPath(to_bytes(&dest)),
+                "files": report.files,
+                "dirs": report.dirs,
+                "symlinks": report.symlinks,
+                "other": report.other,
+                "unchanged": report.unchanged,
+                "bytes_fetched": report.bytes_fetched,
+                "bytes_reused": report.bytes_reused,
+                "deleted": report.deleted,
+                "problems": report.problems.iter().map(|p| json!({"path": JsonPath(&p.path), "message": p.message})).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        eprintln!(
+            "restored {} as of {} to {}: {} files ({} unchanged), {} dirs, {} symlinks; {} fetched, {} reused{}{}",
+            display(&b),
+            at.to_local_string(),
+            dest.display(),
+            report.files,
+            report.unchanged,
+            report.dirs,
+            report.symlinks,
+            indicatif::HumanBytes(report.bytes_fetched),
+            indicatif::HumanBytes(report.bytes_reused),
+            if report.deleted > 0 { format!(", {} removed", report.deleted) } else { String::new() },
+            if report.problems.is_empty() { String::new() } else { format!("; {} problems", report.problems.len()) },
+        );
+    }
+    Ok(if report.problems.is_empty() { 0 } else { 3 })
+}
+
+fn is_restore_tmp(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(".rewind-restore-"))
+}
+
+fn status(repo_dir: &Path, json: bool) -> Result<i32> {
+    let o = open(repo_dir)?;
+    let stats = o.repo.stats()?;
+    let live = agent::control::query(&paths::socket_path(&o.jdir))?;
+    let (agent_v, journal_v) = match live {
+        Some(v) => (v["agent"].clone(), v["journal"].clone()),
+        None if o.jdir.join("db").exists() => {
+            let j = rewind_journal::Journal::open(&o.jdir, &o.client)
+                .context("cannot open the journal (is an agent starting?)")?;
+            let st = j.stats()?;
+            j.close()?;
+            (json!({"running": false}), serde_json::to_value(st)?)
+        }
+        None => (json!({"running": false}), serde_json::Value::Null),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "repository": {
+                    "path": o.repo.path().to_string_lossy(),
+                    "id": o.repo.id(),
+                    "versions": stats.versions,
+                    "chunks": stats.chunks,
+                    "packs": stats.packs,
+                    "pack_bytes": stats.pack_bytes,
+                    "last_commit": stats.last_commit.map(|t| t.to_string()),
+                },
+                "client": o.client,
+                "agent": agent_v,
+                "journal": journal_v,
+            }))?
+        );
+        return Ok(0);
+    }
+    println!("repository   {} (id {})", o.repo.path().display(), o.repo.id());
+    println!(
+        "             {} versions, {} chunks, {} in {} packs; last commit {}",
+        stats.versions,
+        stats.chunks,
+        indicatif::HumanBytes(stats.pack_bytes),
+        stats.packs,
+        stats.last_commit.map(|t| t.to_local_string()).unwrap_or_else(|| "never".into())
+    );
+    if agent_v["running"].as_bool() == Some(true) {
+        println!(
+            "agent        running (pid {}), first pass {}",
+            agent_v["pid"],
+            if agent_v["first_pass_done"].as_bool() == Some(true) { "done" } else { "in progress" }
+        );
+    } else {
+        println!("agent        not running");
+    }
+    if let Some(roots) = journal_v["roots"].as_array() {
+        for r in roots {
+            println!("protecting   {}", r.as_str().unwrap_or("?"));
+        }
+    }
+    if !journal_v.is_null() {
+        let ts = |k: &str| {
+            journal_v[k]
+                .as_i64()
+                .map(|n| Timestamp(n).to_local_string())
+                .unwrap_or_else(|| "never".into())
+        };
+        println!(
+            "journal      {} versions waiting, {} spooled; last capture {}, last upload {}",
+            journal_v["versions_waiting"],
+            indicatif::HumanBytes(journal_v["spool_bytes"].as_u64().unwrap_or(0)),
+            ts("last_capture"),
+            ts("last_upload"),
+        );
+        if let Some(e) = journal_v["last_error"].as_str() {
+            println!("last error   {e}");
+        }
+    }
+    if let Some(p) = agent_v["recent_problems"].as_array().and_then(|a| a.last()) {
+        println!("last problem {}", p["message"].as_str().unwrap_or(""));
+    }
+    Ok(0)
+}

@@ -1,0 +1,179 @@
+//! `rewind`: continuous file protection with point-in-time restore.
+//!
+//! This crate is thin: argument parsing, output, exit codes, and the agent
+//! that wires the watcher, capture, journal and uploader together. Exit
+//! codes: 0 complete, 1 failed, 3 partial (some items skipped; each is
+//! reported on stderr).
+
+mod agent;
+mod commands;
+mod paths;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Continuous file protection: every change to a protected folder is
+/// captured within about a second; any file or folder can be restored as it
+/// was at any past moment.
+#[derive(Parser)]
+#[command(name = "rewind", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// Repository directory [default: $XDG_DATA_HOME/rewind/repo]
+    #[arg(long, global = true, env = "REWIND_REPO", value_name = "DIR")]
+    repo: Option<PathBuf>,
+    /// More log output (-v: info, -vv: debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a repository
+    Init,
+    /// Protect folders: capture every change, in the foreground, until Ctrl-C
+    Watch(WatchArgs),
+    /// Show the agent, journal and repository state
+    Status(JsonArg),
+    /// List every version of a path, oldest first
+    Versions {
+        /// File or folder
+        path: PathBuf,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List the tree under a path as it was at a point in time
+    Ls {
+        /// File or folder
+        path: PathBuf,
+        /// Point in time: now, RFC 3339, 'YYYY-MM-DD HH:MM[:SS]', '10 minutes ago', 'yesterday 17:00'
+        #[arg(long, default_value = "now")]
+        at: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Restore a file or folder as it was at a point in time
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct JsonArg {
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// Folders to protect
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Leave out paths matching this gitignore-style glob (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Capture a path once it has been quiet this long (e.g. 300ms, 1s)
+    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    quiescence: Duration,
+    /// Capture a path that never goes quiet at least this often
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    max_interval: Duration,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// File or folder to restore
+    path: PathBuf,
+    /// Point in time: now, RFC 3339, 'YYYY-MM-DD HH:MM[:SS]', '10 minutes ago', 'yesterday 17:00'
+    #[arg(long)]
+    at: String,
+    /// Write it here (must not exist, or be an empty directory) instead of in place
+    #[arg(long, value_name = "DEST")]
+    to: Option<PathBuf>,
+    /// In place: also remove files created after that time
+    #[arg(long, conflicts_with = "to")]
+    delete: bool,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 300ms, 2s, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in {s:?} (use ms, s, m, h)")),
+    };
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration out of range: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REWIND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let result = commands::run(cli);
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("rewind: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The error and its causes on one line, without repeating a cause that
+/// the message already contains.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}

@@ -1,0 +1,27 @@
+//! rewind-restore: the tree under a path as it was at a point in time, written
+//! back to disk.
+//!
+//! Guarantees:
+//! - Every write goes through a directory descriptor and a single checked
+//!   name (`openat`, `mkdirat`, `symlinkat`, `renameat` with `O_NOFOLLOW`), so
+//!   a symlink found or planted in the destination is never followed and
+//!   nothing is written outside the destination.
+//! - Stored paths with `..`, `.`, empty components or NUL are refused (and
+//!   reported), never joined.
+//! - Files are written under a temporary name, flushed, given their metadata
+//!   and renamed into place: an interrupted in-place restore never leaves a
+//!   half-written file where the user's file was.
+//! - Local data is reused: a file whose current content already has the
+//!   version's chunks is not rewritten, and chunks present in the current
+//!   file are copied from it instead of read from the repository.
+//! - Metadata comes after content; directory metadata is applied deepest
+//!   first, after the directory's children.
+//! - Per-item failures are collected in [`RestoreReport::problems`]; the
+//!   restore goes on with the other items.
+//!
+//! An interruption leaves complete files (restored or original) and possibly
+//! temporary files named `.rewind-restore-*` that the next restore ignores.
+
+mod restore;
+
+pub use restore::{Problem, RestoreError, RestoreOptions, RestoreReport, restore};

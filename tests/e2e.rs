@@ -1,0 +1,379 @@
+//! End-to-end tests: the real `rewind` binary on temporary directories.
+//!
+//! Every test gets its own HOME, XDG dirs, repository and protected folder,
+//! and its own agent process. Waits poll with a generous deadline; nothing
+//! asserts on timing. On failure the helpers print the command, its stdout
+//! and stderr, and the agent's log.
+
+mod harness;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use harness::{Env, wait_until};
+
+fn write(p: &Path, data: &[u8]) {
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(p, data).unwrap();
+}
+
+#[test]
+fn edits_restore_at_every_point_in_between() {
+    let env = Env::new();
+    let f = env.root.join("notes.txt");
+    write(&f, b"first draft\n");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&f, 1);
+    let mut points = vec![(env.now(), b"first draft\n".to_vec(), 0o644)];
+    let edits: [(&[u8], u32); 4] = [
+        (b"second draft, longer\n", 0o644),
+        (b"third\n", 0o600),
+        (b"", 0o600),
+        (b"fourth draft after truncation\n", 0o755),
+    ];
+    for (i, (content, mode)) in edits.iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&f, content).unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(*mode)).unwrap();
+        env.wait_versions_where(&f, |vs| {
+            vs.last().is_some_and(|v| v["mode"] == *mode && v["size"] == content.len())
+                && vs.len() >= i + 2
+        });
+        points.push((env.now(), content.to_vec(), *mode));
+    }
+    for (i, (at, content, mode)) in points.iter().enumerate() {
+        let dest = env.tmp.path().join(format!("restore-{i}"));
+        env.ok(&["restore", f.to_str().unwrap(), "--at", at, "--to", dest.to_str().unwrap()]);
+        assert_eq!(&fs::read(&dest).unwrap(), content, "content at point {i}");
+        let m = fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(m, *mode, "mode at point {i}");
+    }
+    // And in place: back to the second state.
+    env.ok(&["restore", f.to_str().unwrap(), "--at", &points[1].0]);
+    assert_eq!(fs::read(&f).unwrap(), points[1].1);
+    drop(agent);
+}
+
+#[test]
+fn atomic_save_keeps_the_file_not_the_temp() {
+    let env = Env::new();
+    let f = env.root.join("doc.md");
+    write(&f, b"v1");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&f, 1);
+    // The editor's way: write a temp file beside it, rename over it.
+    let tmp = env.root.join(".doc.md.tmp-4711");
+    write(&tmp, b"v2 saved atomically");
+    fs::rename(&tmp, &f).unwrap();
+    env.wait_versions_where(&f, |vs| vs.last().is_some_and(|v| v["size"] == 19));
+    let dest = env.tmp.path().join("out");
+    env.ok(&["restore", f.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
+    assert_eq!(fs::read(&dest).unwrap(), b"v2 saved atomically");
+    let ls = env.json(&["ls", env.root.to_str().unwrap(), "--json"]);
+    let names: Vec<String> = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("tmp-4711")), "{names:?}");
+    let vs = env.versions_json(&tmp);
+    assert!(vs.iter().all(|v| v["deleted"] == true), "temp kept as a live version: {vs:?}");
+    drop(agent);
+}
+
+#[test]
+fn directory_rename_moves_the_tree() {
+    let env = Env::new();
+    let d = env.root.join("project");
+    write(&d.join("a.rs"), b"fn a() {}");
+    write(&d.join("src/b.rs"), b"fn b() {}");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&d.join("src/b.rs"), 1);
+    let before = env.now();
+    let e = env.root.join("renamed");
+    fs::rename(&d, &e).unwrap();
+    env.wait_versions(&e.join("src/b.rs"), 1);
+    // A write inside the renamed directory is seen under its new name.
+    write(&e.join("src/c.rs"), b"fn c() {}");
+    env.wait_versions(&e.join("src/c.rs"), 1);
+    env.wait_versions_where(&d.join("src/b.rs"), |vs| vs.last().is_some_and(|v| v["deleted"] == true));
+    let ls = env.json(&["ls", env.root.to_str().unwrap(), "--json"]);
+    let paths: Vec<String> = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(paths.iter().all(|p| !p.contains("/project")), "{paths:?}");
+    assert!(paths.iter().any(|p| p.ends_with("renamed/src/c.rs")), "{paths:?}");
+    // The old name restores as it was before the rename.
+    let dest = env.tmp.path().join("old");
+    env.ok(&["restore", d.to_str().unwrap(), "--at", &before, "--to", dest.to_str().unwrap()]);
+    assert_eq!(fs::read(dest.join("src/b.rs")).unwrap(), b"fn b() {}");
+    assert_eq!(fs::read(dest.join("a.rs")).unwrap(), b"fn a() {}");
+    drop(agent);
+}
+
+#[test]
+fn delete_then_restore_in_place() {
+    let env = Env::new();
+    let f = env.root.join("keep/precious.txt");
+    write(&f, b"do not lose me");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&f, 1);
+    let before = env.now();
+    fs::remove_dir_all(env.root.join("keep")).unwrap();
+    env.wait_versions_where(&f, |vs| vs.last().is_some_and(|v| v["deleted"] == true));
+    assert!(!f.exists());
+    env.ok(&["restore", env.root.join("keep").to_str().unwrap(), "--at", &before]);
+    assert_eq!(fs::read(&f).unwrap(), b"do not lose me");
+    drop(agent);
+}
+
+#[test]
+fn a_file_rewritten_while_read_never_mixes_states() {
+    let env = Env::new();
+    let f = env.root.join("busy.bin");
+    let size = 8 << 20;
+    write(&f, &vec![0u8; size]);
+    let agent = env.watch_with(&["--max-interval", "1s"]);
+    agent.wait_first_pass();
+    env.wait_versions(&f, 1);
+    // Rewrite in place, without truncating, with a new byte value each
+    // time: any version mixing two rewrites has two different bytes.
+    for k in 1..=12u8 {
+        let mut file = fs::OpenOptions::new().write(true).open(&f).unwrap();
+        for _ in 0..8 {
+            std::io::Write::write_all(&mut file, &vec![k; size / 8]).unwrap();
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    }
+    env.wait_versions_where(&f, |vs| vs.len() >= 2);
+    let vs = env.versions_json(&f);
+    wait_until("final state captured", || {
+        let dest = env.tmp.path().join("final-check");
+        let _ = fs::remove_file(&dest);
+        env.run(&["restore", f.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
+        fs::read(&dest).map(|d| d.iter().all(|&b| b == 12)).unwrap_or(false)
+    });
+    for (i, v) in vs.iter().enumerate() {
+        let at = v["time"].as_str().unwrap();
+        let dest = env.tmp.path().join(format!("v{i}"));
+        env.ok(&["restore", f.to_str().unwrap(), "--at", at, "--to", dest.to_str().unwrap()]);
+        let data = fs::read(&dest).unwrap();
+        assert_eq!(data.len(), size);
+        let first = data[0];
+        assert!(data.iter().all(|&b| b == first), "version {i} mixes two states");
+    }
+    drop(agent);
+}
+
+#[test]
+fn restart_captures_only_what_changed_while_stopped() {
+    let env = Env::new();
+    for i in 0..50 {
+        write(&env.root.join(format!("f{i}.txt")), format!("file {i}").as_bytes());
+    }
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("f49.txt"), 1);
+    agent.stop();
+    let before = env.json(&["status", "--json"])["repository"]["versions"].as_u64().unwrap();
+    write(&env.root.join("f1.txt"), b"changed while stopped");
+    fs::remove_file(env.root.join("f2.txt")).unwrap();
+    write(&env.root.join("new.txt"), b"new while stopped");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("new.txt"), 1);
+    env.wait_versions(&env.root.join("f1.txt"), 2);
+    env.wait_versions_where(&env.root.join("f2.txt"), |vs| vs.last().is_some_and(|v| v["deleted"] == true));
+    let log = agent.log();
+    agent.stop();
+    let after = env.json(&["status", "--json"])["repository"]["versions"].as_u64().unwrap();
+    // f1, f2 (tombstone), new.txt, and the root directory whose mtime changed.
+    assert_eq!(after - before, 4, "only the changed paths were captured again");
+    assert_eq!(env.versions_json(&env.root.join("f3.txt")).len(), 1);
+    assert!(log.contains("first pass complete"));
+}
+
+#[test]
+fn ignore_rules_keep_things_out() {
+    let env = Env::new();
+    write(&env.root.join(".rewindignore"), b"*.log\nbuild/\n!important.log\n");
+    write(&env.root.join("app.log"), b"noise");
+    write(&env.root.join("important.log"), b"keep");
+    write(&env.root.join("build/out.o"), b"obj");
+    write(&env.root.join("notes.bak"), b"excluded by flag");
+    write(&env.root.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55\n");
+    write(&env.root.join("cache/blob"), b"cached");
+    write(&env.root.join(".notes.txt.swp"), b"vim swap");
+    write(&env.root.join("notes.txt"), b"real");
+    let agent = env.watch(&["--exclude", "*.bak"]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("notes.txt"), 1);
+    write(&env.root.join("later.log"), b"ignored later too");
+    write(&env.root.join("later.txt"), b"kept");
+    env.wait_versions(&env.root.join("later.txt"), 1);
+    for ignored in ["app.log", "build/out.o", "notes.bak", "cache/blob", ".notes.txt.swp", "later.log"] {
+        let vs = env.versions_json(&env.root.join(ignored));
+        assert!(vs.is_empty(), "{ignored} was captured: {vs:?}");
+    }
+    env.wait_versions(&env.root.join("important.log"), 1);
+    env.wait_versions(&env.root.join(".rewindignore"), 1);
+    drop(agent);
+}
+
+#[test]
+fn first_pass_of_ten_thousand_files() {
+    let env = Env::new();
+    for d in 0..100 {
+        for f in 0..100 {
+            write(
+                &env.root.join(format!("d{d:03}/f{f:03}.txt")),
+                format!("dir {d} file {f}\n").as_bytes(),
+            );
+        }
+    }
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    wait_until("all 10,000 files in the repository", || {
+        env.json(&["ls", env.root.to_str().unwrap(), "--json"])["entries"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 10_000 + 100 + 1
+    });
+    let dest = env.tmp.path().join("all");
+    env.ok(&["restore", env.root.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
+    assert_eq!(fs::read(dest.join("d042/f017.txt")).unwrap(), b"dir 42 file 17\n");
+    drop(agent);
+}
+
+#[test]
+fn two_restores_of_one_time_are_identical() {
+    let env = Env::new();
+    write(&env.root.join("a/b/c.txt"), b"deep");
+    write(&env.root.join("top.txt"), b"top");
+    std::os::unix::fs::symlink("a/b/c.txt", env.root.join("link")).unwrap();
+    fs::create_dir_all(env.root.join("empty")).unwrap();
+    fs::set_permissions(env.root.join("top.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("link"), 1);
+    env.wait_versions(&env.root.join("empty"), 1);
+    let at = env.now();
+    let d1 = env.tmp.path().join("r1");
+    let d2 = env.tmp.path().join("r2");
+    env.ok(&["restore", env.root.to_str().unwrap(), "--at", &at, "--to", d1.to_str().unwrap()]);
+    env.ok(&["restore", env.root.to_str().unwrap(), "--at", &at, "--to", d2.to_str().unwrap()]);
+    let t1 = harness::describe_tree(&d1);
+    let t2 = harness::describe_tree(&d2);
+    assert_eq!(t1, t2);
+    assert!(t1.iter().any(|l| l.starts_with("link symlink a/b/c.txt")), "{t1:#?}");
+    assert!(t1.iter().any(|l| l.starts_with("empty dir")), "{t1:#?}");
+    // And identical to the original, modes and mtimes included.
+    let orig = harness::describe_tree(&env.root);
+    assert_eq!(t1, orig);
+    drop(agent);
+}
+
+#[test]
+fn restore_refuses_to_escape_the_destination() {
+    let env = Env::new();
+    write(&env.root.join("ok.txt"), b"fine");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("ok.txt"), 1);
+    agent.stop();
+    // A damaged or hostile repository holds paths that climb out.
+    env.inject_versions(&[
+        (env.root.join("../escaped.txt"), b"evil".as_slice()),
+        (env.root.join("sub/../../escaped2.txt"), b"evil".as_slice()),
+    ]);
+    let dest = env.tmp.path().join("dest");
+    let out = env.run(&["restore", env.root.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", harness::show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'..'"), "{}", harness::show(&out));
+    assert_eq!(fs::read(dest.join("ok.txt")).unwrap(), b"fine");
+    assert!(!env.tmp.path().join("escaped.txt").exists());
+    assert!(!env.tmp.path().join("escaped2.txt").exists());
+    assert!(!env.root.parent().unwrap().join("escaped.txt").exists());
+}
+
+#[test]
+fn restore_does_not_follow_a_symlink_planted_in_place() {
+    let env = Env::new();
+    write(&env.root.join("dir/file.txt"), b"mine");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("dir/file.txt"), 1);
+    let at = env.now();
+    agent.stop();
+    // Someone replaces the directory with a symlink to a place outside.
+    let outside = env.tmp.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::remove_dir_all(env.root.join("dir")).unwrap();
+    std::os::unix::fs::symlink(&outside, env.root.join("dir")).unwrap();
+    let out = env.run(&["restore", env.root.to_str().unwrap(), "--at", &at]);
+    assert_eq!(out.status.code(), Some(3), "{}", harness::show(&out));
+    assert!(!outside.join("file.txt").exists(), "restore wrote through a symlink");
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let env = Env::new();
+    let missing = env.tmp.path().join("no-repo");
+    let out = env.run(&["--repo", missing.to_str().unwrap(), "versions", "/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no repository at"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    write(&env.root.join("a.txt"), b"a");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("a.txt"), 1);
+    let out = env.run(&["ls", env.root.to_str().unwrap(), "--at", "the day after tomorrow-ish"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read time"));
+    let out = env.run(&["versions", "/etc/hostname"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not inside any protected folder"));
+    let out = env.run(&["restore", env.root.join("a.txt").to_str().unwrap(), "--at", "2001-01-01 00:00"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not exist"));
+    let dest = env.tmp.path().join("occupied");
+    write(&dest.join("x"), b"x");
+    let out = env.run(&["restore", env.root.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an empty directory"));
+    drop(agent);
+}
+
+#[test]
+fn status_works_while_the_agent_runs() {
+    let env = Env::new();
+    write(&env.root.join("a.txt"), b"a");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("a.txt"), 1);
+    let st = env.json(&["status", "--json"]);
+    assert_eq!(st["agent"]["running"], true, "{st}");
+    assert_eq!(st["agent"]["first_pass_done"], true, "{st}");
+    assert!(st["journal"]["last_capture"].is_i64(), "{st}");
+    let text = env.ok(&["status"]);
+    assert!(text.contains("running"), "{text}");
+    agent.stop();
+    let st = env.json(&["status", "--json"]);
+    assert_eq!(st["agent"]["running"], false, "{st}");
+    assert_eq!(st["journal"]["versions_waiting"], 0, "{st}");
+}

@@ -1,0 +1,306 @@
+//! Test harness: temporary environments, the agent as a child process,
+//! polling helpers and tree descriptions for comparisons.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rewind_core::{ChunkRef, EncodedChunk, Entry, Repository, Timestamp, Version};
+
+/// How long a wait may take before the test fails: long enough for a
+/// loaded 2-core CI machine, never part of an assertion about speed.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rewind")
+}
+
+/// Poll `f` until it is true or the deadline passes.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "exit: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One isolated user: HOME, XDG dirs, a protected folder `root`.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        // Canonical, as the agent stores it (on macOS /tmp is a symlink).
+        let base = tmp.path().canonicalize().unwrap();
+        let root = base.join("root");
+        fs::create_dir_all(&root).unwrap();
+        for d in ["home", "data", "state", "config"] {
+            fs::create_dir_all(base.join(d)).unwrap();
+        }
+        Env { tmp, root }
+    }
+
+    pub fn command(&self) -> Command {
+        let base = self.tmp.path().canonicalize().unwrap();
+        let mut c = Command::new(bin());
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", base.join("home"))
+            .env("XDG_DATA_HOME", base.join("data"))
+            .env("XDG_STATE_HOME", base.join("state"))
+            .env("XDG_CONFIG_HOME", base.join("config"))
+            .env("TZ", "UTC")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Run and require exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "rewind {args:?} failed\n{}", show(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let s = self.ok(args);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{s}"))
+    }
+
+    /// RFC 3339 now, a little after everything done so far.
+    pub fn now(&self) -> String {
+        std::thread::sleep(Duration::from_millis(5));
+        let t = jiff::Timestamp::now().to_string();
+        std::thread::sleep(Duration::from_millis(5));
+        t
+    }
+
+    /// Versions of `p`; empty when there are none.
+    pub fn versions_json(&self, p: &Path) -> Vec<serde_json::Value> {
+        let out = self.run(&["versions", p.to_str().unwrap(), "--json"]);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("no versions"), "{}", show(&out));
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["versions"].as_array().unwrap().clone()
+    }
+
+    pub fn wait_versions(&self, p: &Path, n: usize) {
+        self.wait_versions_where(p, |vs| vs.len() >= n)
+    }
+
+    pub fn wait_versions_where(&self, p: &Path, mut f: impl FnMut(&[serde_json::Value]) -> bool) {
+        let start = Instant::now();
+        loop {
+            let vs = self.versions_json(p);
+            if f(&vs) {
+                return;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!("timed out waiting on versions of {}: {vs:#?}", p.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Start `rewind watch root` with a short quiescence.
+    pub fn watch(&self, extra: &[&str]) -> Agent {
+        self.watch_with(extra)
+    }
+
+    pub fn watch_with(&self, extra: &[&str]) -> Agent {
+        let log = self.tmp.path().join(format!("agent-{}.log", rand_suffix()));
+        let mut c = self.command();
+        c.arg("watch")
+            .arg(&self.root)
+            .args(["--quiescence", "100ms"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap());
+        let child = c.spawn().unwrap();
+        Agent {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Write versions straight into the repository (as a damaged or
+    /// hostile repository would hold them), with a directory version for
+    /// every path between the root and each file.
+    pub fn inject_versions(&self, files: &[(PathBuf, &[u8])]) {
+        let base = self.tmp.path().canonicalize().unwrap();
+        let repo_dir = base.join("data/rewind/repo");
+        let repo = rewind_repo::LocalRepo::open_writer(&repo_dir).unwrap();
+        let client = fs::read_to_string(base.join("state/rewind/journals").join(repo.id()).join("client")).unwrap();
+        let root_meta = rewind_fsmeta::read_meta(&self.root).unwrap();
+        let file_meta = {
+            let p = self.root.join(".meta-template");
+            fs::write(&p, b"").unwrap();
+            let m = rewind_fsmeta::read_meta(&p).unwrap();
+            fs::remove_file(&p).unwrap();
+            m
+        };
+        let mut seq = 1_000_000;
+        let mut versions = Vec::new();
+        let mut chunks = Vec::new();
+        let root_b = rewind_core::path::to_bytes(&self.root).to_vec();
+        for (path, data) in files {
+            let b = rewind_core::path::to_bytes(path).to_vec();
+            let rest = &b[root_b.len() + 1..];
+            let parts: Vec<&[u8]> = rest.split(|&c| c == b'/').collect();
+            let mut cur = root_b.clone();
+            for part in &parts[..parts.len() - 1] {
+                cur.push(b'/');
+                cur.extend_from_slice(part);
+                seq += 1;
+                versions.push(Version {
+                    client: client.clone(),
+                    seq,
+                    observed_at: Timestamp::now(),
+                    path: cur.clone(),
+                    entry: Entry::Present { meta: root_meta.clone(), chunks: vec![] },
+                });
+            }
+            let c = EncodedChunk::encode(data);
+            seq += 1;
+            versions.push(Version {
+                client: client.clone(),
+                seq,
+                observed_at: Timestamp::now(),
+                path: b,
+                entry: Entry::Present {
+                    meta: rewind_core::FileMeta { size: data.len() as u64, ..file_meta.clone() },
+                    chunks: vec![ChunkRef { id: c.id, len: c.raw_len }],
+                },
+            });
+            chunks.push(c);
+        }
+        repo.put_chunks(chunks).unwrap();
+        repo.commit_versions(versions).unwrap();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::SystemTime;
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// A running `rewind watch`; stopped with SIGINT on drop.
+pub struct Agent {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_first_pass(&self) {
+        let start = Instant::now();
+        while !self.log().contains("first pass complete") {
+            if start.elapsed() > DEADLINE {
+                panic!("agent never finished its first pass; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT and wait: the agent finishes captures and uploads first.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let start = Instant::now();
+            loop {
+                if let Ok(Some(st)) = c.try_wait() {
+                    assert!(st.success() || std::thread::panicking(), "agent exited with {st}; log:\n{}", self.log());
+                    return;
+                }
+                if start.elapsed() > DEADLINE {
+                    let _ = c.kill();
+                    panic!("agent did not stop; log:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent log {}\n{}", self.log.display(), self.log());
+        }
+        self.stop_inner();
+    }
+}
+
+/// One line per entry below `root` (sorted): name, kind, mode, size, mtime
+/// in ns, content hash or link target. The root's own line uses ".".
+pub fn describe_tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    describe(root, root, &mut out);
+    out.sort();
+    out
+}
+
+fn describe(root: &Path, p: &Path, out: &mut Vec<String>) {
+    let md = fs::symlink_metadata(p).unwrap();
+    let rel = p.strip_prefix(root).unwrap();
+    let name = if rel.as_os_str().is_empty() { ".".into() } else { rel.display().to_string() };
+    let mtime = format!("{}.{:09}", md.mtime(), md.mtime_nsec());
+    if md.file_type().is_symlink() {
+        out.push(format!("{name} symlink {} {mtime}", fs::read_link(p).unwrap().display()));
+    } else if md.is_dir() {
+        out.push(format!("{name} dir {:o} {mtime}", md.mode() & 0o7777));
+        for e in fs::read_dir(p).unwrap() {
+            describe(root, &e.unwrap().path(), out);
+        }
+    } else {
+        let mut data = Vec::new();
+        fs::File::open(p).unwrap().read_to_end(&mut data).unwrap();
+        out.push(format!(
+            "{name} file {:o} {} {mtime} {}",
+            md.mode() & 0o7777,
+            md.size(),
+            blake3::hash(&data).to_hex()
+        ));
+    }
+}
