@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 excludes: w.exclude,
                 quiescence: w.quiescence,
                 max_interval: w.max_interval,
+                once: w.once,
                 progress: std::io::stderr().is_terminal(),
             };
             agent::run(opts)

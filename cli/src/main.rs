@@ -87,6 +87,10 @@ struct WatchArgs {
     /// Capture a path that never goes quiet at least this often
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     max_interval: Duration,
+    /// Capture everything once, upload it and exit (a backup run instead of
+    /// continuous protection); exit code 3 if some paths were skipped
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Args)]

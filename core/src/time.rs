@@ -128,7 +128,7 @@ fn parse_duration(s: &str) -> Option<SignedDuration> {
         _ => return None,
     };
     let total = n * secs;
-    if !total.is_finite() || total < 0.0 || total > 1e12 {
+    if !(0.0..=1e12).contains(&total) {
         return None;
     }
     Some(SignedDuration::from_secs_f64(total))

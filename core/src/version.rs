@@ -12,6 +12,9 @@ pub struct ChunkRef {
 }
 
 /// What a version says about its path.
+// Tombstones are rare next to present entries, so boxing the common case
+// to shrink the rare one would cost an allocation per version for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Entry {
     /// The path existed with this metadata and (for files) this content.

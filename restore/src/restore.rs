@@ -99,6 +99,10 @@ pub struct RestoreOptions<'a> {
 
 type DirKey = Vec<Vec<u8>>;
 
+/// A file in the destination, where each of its chunks lies, and its chunk
+/// ids in order.
+type LocalChunks = (File, HashMap<ChunkId, (u64, u32)>, Vec<ChunkId>);
+
 struct Dest<'r> {
     parent: Arc<OwnedFd>,
     root_name: Vec<u8>,
@@ -246,7 +250,7 @@ impl Dest<'_> {
         &self,
         dirfd: &OwnedFd,
         name: &[u8],
-    ) -> Option<(File, HashMap<ChunkId, (u64, u32)>, Vec<ChunkId>)> {
+    ) -> Option<LocalChunks> {
         let fd = rustix::fs::openat(
             dirfd,
             name,

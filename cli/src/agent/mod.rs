@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::select;
 use rewind_core::path::{display as show, to_bytes};
 use rewind_core::{Chunker, Repository, Timestamp};
 use rewind_journal::Journal;
@@ -47,6 +47,8 @@ pub struct AgentOptions {
     pub max_interval: Duration,
     /// Show a progress bar for the first pass.
     pub progress: bool,
+    /// Exit after the first pass has been captured and uploaded.
+    pub once: bool,
 }
 
 /// Counters shared by the agent's threads.
@@ -261,8 +263,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         );
     }
 
-    let (rescan_tx, rescan_rx): (Sender<(PathBuf, Timestamp)>, Receiver<(PathBuf, Timestamp)>) =
-        crossbeam_channel::unbounded();
+    let (rescan_tx, rescan_rx) = crossbeam_channel::unbounded::<(PathBuf, Timestamp)>();
     let scanner = {
         let a = agent.clone();
         let roots = roots.clone();
@@ -284,6 +285,9 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     while !stop.load(Ordering::Relaxed) {
+        if opts.once && agent.first_pass_done.load(Ordering::Relaxed) {
+            break;
+        }
         select! {
             recv(events) -> ev => match ev {
                 Ok(WatchEvent::Changed { path, observed_at }) => {
@@ -302,7 +306,9 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             default(Duration::from_millis(200)) => {}
         }
     }
-    eprintln!("rewind: stopping (finishing captures and uploads)");
+    if !opts.once {
+        eprintln!("rewind: stopping (finishing captures and uploads)");
+    }
     watcher.stop();
     drop(rescan_tx);
     let _ = scanner.join();
@@ -323,6 +329,11 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             "rewind: {} versions wait in the journal and will be uploaded on the next start",
             st.versions_waiting
         );
+    }
+    let errors = agent.counters.errors.load(Ordering::Relaxed);
+    if opts.once && errors > 0 {
+        eprintln!("rewind: {errors} paths could not be captured (see above)");
+        return Ok(3);
     }
     Ok(0)
 }

@@ -1,0 +1,105 @@
+//! `DIR/config`: the repository's identity and chunker bounds, as JSON.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use rewind_core::frame::MAX_FRAME;
+use rewind_core::{ChunkerParams, RepoError, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::durable::{CONFIG_STEPS, corrupt, io_err, write_durably};
+
+/// The on-disk format this crate reads and writes.
+pub(crate) const FORMAT: u32 = 1;
+
+/// A config file is a few hundred bytes; anything over this is not one.
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+/// The contents of `DIR/config`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Config {
+    pub format: u32,
+    /// 32 random hex digits.
+    pub id: String,
+    pub chunker: ChunkerParams,
+    /// RFC 3339.
+    pub created: String,
+}
+
+impl Config {
+    pub(crate) fn new(chunker: ChunkerParams) -> Config {
+        let id: [u8; 16] = rand::random();
+        Config {
+            format: FORMAT,
+            id: hex::encode(id),
+            chunker,
+            created: Timestamp::now().to_string(),
+        }
+    }
+
+    /// Write `DIR/config` durably.
+    pub(crate) fn write(&self, dir: &Path) -> Result<(), RepoError> {
+        let path = dir.join("config");
+        let mut bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| corrupt(&path, e.to_string()))?;
+        bytes.push(b'\n');
+        write_durably(&dir.join("tmp"), &path, &bytes, &CONFIG_STEPS)
+    }
+
+    /// Read and check `DIR/config`; `NotFound` when there is none.
+    pub(crate) fn read(dir: &Path) -> Result<Config, RepoError> {
+        let path = dir.join("config");
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::NotFound {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut bytes = Vec::new();
+        f.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(&path))?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(corrupt(&path, "too large for a config file"));
+        }
+        let c: Config = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(&path, format!("not a config: {e}")))?;
+        if c.format != FORMAT {
+            return Err(corrupt(
+                &path,
+                format!(
+                    "repository format {} is not supported (this build reads {FORMAT})",
+                    c.format
+                ),
+            ));
+        }
+        if c.id.len() != 32 || !c.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(corrupt(&path, "id is not 32 hex digits"));
+        }
+        check_chunker(c.chunker).map_err(|r| corrupt(&path, r))?;
+        Ok(c)
+    }
+}
+
+/// Chunker bounds this repository can store: ordered, non-zero, and a
+/// maximum chunk that fits one pack record with room to spare.
+pub(crate) fn check_chunker(p: ChunkerParams) -> Result<(), String> {
+    if p.min == 0 || p.min > p.avg || p.avg > p.max {
+        return Err(format!(
+            "chunker bounds must satisfy 0 < min <= avg <= max (got {}/{}/{})",
+            p.min, p.avg, p.max
+        ));
+    }
+    if p.max as usize > MAX_FRAME / 2 {
+        return Err(format!(
+            "chunker max {} is over {} bytes",
+            p.max,
+            MAX_FRAME / 2
+        ));
+    }
+    Ok(())
+}

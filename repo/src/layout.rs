@@ -1,0 +1,144 @@
+//! Listing the files of a repository directory, and finding what the
+//! in-memory indexes do not know yet.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rewind_core::RepoError;
+use tracing::{debug, info, warn};
+
+use crate::durable::io_err;
+use crate::index::{self, PackIndex};
+use crate::pack::{self, PackName};
+
+/// `read_dir` that treats a missing directory as empty.
+fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, RepoError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(io_err(dir))?;
+        match e.file_name().into_string() {
+            Ok(name) => out.push((name, e.path())),
+            Err(other) => debug!(dir = %dir.display(), name = ?other, "ignoring a foreign file"),
+        }
+    }
+    Ok(out)
+}
+
+/// Every `packs/<2 hex>/<32 hex>.pack`, by name.
+pub(crate) fn list_packs(dir: &Path) -> Result<BTreeMap<PackName, PathBuf>, RepoError> {
+    let mut out = BTreeMap::new();
+    for (sub, subpath) in entries(&dir.join("packs"))? {
+        if sub.len() != 2 || !sub.bytes().all(|b| b.is_ascii_hexdigit()) {
+            debug!(path = %subpath.display(), "ignoring a foreign entry in packs/");
+            continue;
+        }
+        for (file, path) in entries(&subpath)? {
+            match file.strip_suffix(".pack").and_then(PackName::parse) {
+                Some(name) if name.to_hex().starts_with(&sub) => {
+                    out.insert(name, path);
+                }
+                _ => debug!(path = %path.display(), "ignoring a foreign file in packs/"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every `index/<32 hex>.idx`, by pack name.
+pub(crate) fn list_idx(dir: &Path) -> Result<BTreeSet<PackName>, RepoError> {
+    let mut out = BTreeSet::new();
+    for (file, path) in entries(&dir.join("index"))? {
+        match file.strip_suffix(".idx").and_then(PackName::parse) {
+            Some(name) => {
+                out.insert(name);
+            }
+            None => debug!(path = %path.display(), "ignoring a foreign file in index/"),
+        }
+    }
+    Ok(out)
+}
+
+/// How [`discover`] treats what it finds.
+#[derive(Clone, Copy)]
+pub(crate) struct Discover {
+    /// Write the index of a pack that has none (or a bad one): writers only.
+    pub repair: bool,
+    /// Log index files whose pack is missing (at open, not on every refresh).
+    pub warn_orphans: bool,
+}
+
+/// The contents of every pack on disk not in `known`: from its index file
+/// when that is sound and matches the pack's length, else from the pack
+/// itself (footer, or a salvaging scan). Files that vanish while we look
+/// are skipped: a concurrent writer only ever adds files by rename, and a
+/// pack or index that disappears was removed on purpose.
+pub(crate) fn discover(
+    dir: &Path,
+    known: &HashSet<PackName>,
+    how: Discover,
+) -> Result<Vec<PackIndex>, RepoError> {
+    // Index files first: a pack renamed into place after this listing is
+    // then merely "a pack without an index", which is handled.
+    let idx_names = list_idx(dir)?;
+    let packs = list_packs(dir)?;
+    if how.warn_orphans {
+        for n in idx_names.iter().filter(|n| !packs.contains_key(n)) {
+            warn!(index = %n.idx_path(dir).display(), "index file without its pack; ignored");
+        }
+    }
+    let mut out = Vec::new();
+    for (name, path) in packs {
+        if known.contains(&name) {
+            continue;
+        }
+        let pack_len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut from_idx = None;
+        if idx_names.contains(&name) {
+            let idx_path = name.idx_path(dir);
+            match index::read(&idx_path) {
+                Ok(Some(i)) if i.pack == name && i.pack_len == pack_len => from_idx = Some(i),
+                Ok(Some(_)) => warn!(
+                    index = %idx_path.display(),
+                    "index does not describe its pack (name or length differ); reading the pack"
+                ),
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "unreadable index; reading the pack instead"),
+            }
+        }
+        let idx = match from_idx {
+            Some(i) => i,
+            None => {
+                let i = match pack::load(&path, name) {
+                    Ok(i) => i,
+                    Err(RepoError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Some(d) = &i.damage {
+                    warn!(pack = %path.display(), "damaged pack: {d}");
+                }
+                if how.repair {
+                    index::write(dir, &i)?;
+                    info!(pack = %path.display(), "wrote the missing index of a pack");
+                }
+                i
+            }
+        };
+        out.push(idx);
+    }
+    Ok(out)
+}

@@ -1,0 +1,94 @@
+//! rewind-repo: the storage engine. A repository in a local directory that
+//! implements [`rewind_core::Repository`]: pack files of compressed chunks
+//! and version records, one index file per pack, and in-memory indexes of
+//! chunks (by id) and versions (by client and path) for point-in-time
+//! queries.
+//!
+//! # Layout
+//!
+//! ```text
+//! DIR/config                        JSON {"format":1,"id":"<32 hex>","chunker":{"min","avg","max"},"created":"<RFC 3339>"}
+//! DIR/packs/<2 hex>/<32 hex>.pack   immutable once renamed into place
+//! DIR/index/<32 hex>.idx            one per pack, same name; a cache of the pack, rebuildable from it
+//! DIR/tmp/                          the pack being filled and files being written; garbage at open
+//! DIR/lock                          the writer lock (flock), holding the writer's pid
+//! ```
+//!
+//! A pack is `RWPACK01`, then records, each a [`rewind_core::frame`]
+//! (length, CRC-32, payload) whose payload is a postcard `Chunk { id,
+//! raw_len, compressed, data }` or `Versions([Version])`, then a footer
+//! frame holding the table of contents (offset, frame length and kind of
+//! every record, with chunk id and sizes or version count), then the
+//! footer's offset (u64 LE) and `RWPKEND1`. A pack describes itself: the
+//! footer makes loading cheap, and without it the records are found by
+//! scanning frames from the start. An index file is a frame holding the
+//! pack's name and length, seal time and chunk locations, followed by
+//! frames of the pack's versions.
+//!
+//! # Guarantees
+//!
+//! - A commit is atomic and durable when `commit_versions` returns: its
+//!   versions are written into the open pack together with the chunks sent
+//!   since the last commit, and the pack is sealed (footer, fsync, re-read
+//!   of the footer, rename into `packs/`, fsync of the directory) before
+//!   its index is written (temp file, fsync, rename, directory fsync). A
+//!   pack becomes visible only by that rename, whole.
+//! - Re-sending a batch is harmless: versions whose `(client, seq)` is at
+//!   or below the client's highest stored seq are dropped, and a batch left
+//!   empty is a no-op.
+//! - No stored version refers to a chunk the repository does not hold: a
+//!   batch naming a chunk neither stored nor sent since the last commit is
+//!   refused whole ([`rewind_core::RepoError::DanglingVersion`]).
+//! - A chunk is stored only if its content matches its id, once per
+//!   repository; reading one checks the frame's CRC and the chunk's blake3,
+//!   so damage is reported as [`rewind_core::RepoError::Corrupt`] with the
+//!   pack's path and the offset, never returned as data.
+//! - One writer at a time (`DIR/lock`); any number of readers, in any
+//!   process, alongside it. Readers never write; they see new commits after
+//!   [`LocalRepo::refresh`].
+//! - A pack writer that fails once is discarded: its temp file is deleted
+//!   and the chunks sent since the last commit are forgotten, so after any
+//!   error from `put_chunks` or `commit_versions` a client starts again
+//!   from `missing_chunks`.
+//! - Nothing read from disk can make this crate panic or allocate without
+//!   bound: frames are length-checked against `MAX_FRAME` and the file.
+//!
+//! # Points in time
+//!
+//! `tree_at(client, path, at)` takes, for `path` and every path below it,
+//! the newest version (by seq) observed at or before `at`, drops tombstones,
+//! and drops every path whose nearest *recorded* ancestor is not a directory
+//! present at `at` (checked all the way up, also above `path`), so files
+//! left under a deleted directory never show. Ancestors the repository
+//! never recorded (the parents of a protected folder, when `path` lies
+//! above it) hide nothing.
+//!
+//! # After a crash
+//!
+//! - Before a pack's rename: the pack is a partial file in `DIR/tmp`,
+//!   nothing of the batch is visible, and the next writer deletes it. The
+//!   client never got an answer, so it sends the batch again.
+//! - After the rename, before the index is in place: the pack is complete;
+//!   [`LocalRepo::open_writer`] writes its index from the pack, and readers
+//!   read the pack's footer instead. The batch is committed; sent again, it
+//!   is recognised by seq.
+//! - A pack damaged afterwards (truncated, bit rot): opening salvages the
+//!   records before the damage (with a warning), [`LocalRepo::verify`]
+//!   reports the damage, [`LocalRepo::rebuild_index`] rewrites every index.
+//! - An index whose pack is gone is ignored (and logged); one that does not
+//!   match its pack's length is replaced from the pack.
+
+mod config;
+mod durable;
+mod index;
+mod layout;
+mod pack;
+mod repo;
+mod state;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use repo::LocalRepo;
+pub use verify::{Issue, RebuildReport, VerifyReport};

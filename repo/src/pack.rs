@@ -1,0 +1,955 @@
+//! Pack files: the immutable containers of chunks and version records.
+//!
+//! ```text
+//! "RWPACK01"                       8 bytes
+//! record frame*                    frame = [len u32 LE][crc32 u32 LE][payload]
+//!                                  payload = postcard(PackRecord::Chunk | ::Versions)
+//! footer frame                     payload = postcard(PackRecord::Footer(table of contents))
+//! footer offset                    u64 LE
+//! "RWPKEND1"                       8 bytes
+//! ```
+//!
+//! The footer lists every record (offset, frame length, kind, chunk id and
+//! sizes, version count), so loading a pack reads the footer and the version
+//! records but no chunk data. Without a usable footer the records are still
+//! found by scanning frames from the start, which is how a damaged pack is
+//! salvaged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rewind_core::frame::{self, HEADER, MAX_FRAME};
+use rewind_core::{ChunkId, EncodedChunk, RepoError, Timestamp, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::durable::{corrupt, ensure_dir, failpoint, fsync_dir, io_err};
+use crate::index::{IdxChunk, PackIndex};
+
+/// First bytes of every pack.
+pub(crate) const PACK_MAGIC: &[u8; 8] = b"RWPACK01";
+/// Last bytes of every sealed pack.
+pub(crate) const PACK_END: &[u8; 8] = b"RWPKEND1";
+/// Footer offset + end magic.
+const TRAILER: u64 = 16;
+
+/// Version records are cut at about this many payload bytes. Any size under
+/// `MAX_FRAME` works; 8 MiB keeps each read and decode buffer modest while a
+/// typical batch (a few thousand versions of a few hundred bytes) still
+/// fits in one record.
+pub(crate) const VERSIONS_RECORD_TARGET: usize = 8 << 20;
+
+/// The largest one version may encode to: it must fit one frame with the
+/// record's tag and count (a few bytes) beside it.
+pub(crate) const MAX_VERSION_BYTES: usize = MAX_FRAME - 64;
+
+/// The random name of a pack (and of its index file).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct PackName(pub [u8; 16]);
+
+impl PackName {
+    pub(crate) fn random() -> PackName {
+        PackName(rand::random())
+    }
+
+    pub(crate) fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parse 32 lowercase hex digits.
+    pub(crate) fn parse(s: &str) -> Option<PackName> {
+        if s.len() != 32 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(PackName(out))
+    }
+
+    /// `DIR/packs/<2 hex>/<32 hex>.pack`
+    pub(crate) fn pack_path(self, dir: &Path) -> PathBuf {
+        let h = self.to_hex();
+        dir.join("packs").join(&h[..2]).join(format!("{h}.pack"))
+    }
+
+    /// `DIR/index/<32 hex>.idx`
+    pub(crate) fn idx_path(self, dir: &Path) -> PathBuf {
+        dir.join("index").join(format!("{}.idx", self.to_hex()))
+    }
+}
+
+impl fmt::Display for PackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for PackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PackName({})", self.to_hex())
+    }
+}
+
+/// One record of a pack, as read back.
+#[derive(Debug, Deserialize)]
+pub(crate) enum PackRecord {
+    /// A chunk in its stored form.
+    Chunk {
+        id: ChunkId,
+        raw_len: u32,
+        compressed: bool,
+        #[serde(with = "bytes")]
+        data: Vec<u8>,
+    },
+    /// Versions committed together (one commit may span several records,
+    /// always in one pack).
+    Versions(Vec<Version>),
+    /// The table of contents; the last record.
+    Footer(Footer),
+}
+
+/// The same records for writing, borrowing their contents. The variant
+/// order must match [`PackRecord`] (postcard encodes the variant index).
+#[derive(Serialize)]
+enum PackRecordRef<'a> {
+    Chunk {
+        id: ChunkId,
+        raw_len: u32,
+        compressed: bool,
+        #[serde(with = "bytes")]
+        data: &'a [u8],
+    },
+    Versions(&'a [Version]),
+    Footer(&'a Footer),
+}
+
+/// A pack's table of contents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Footer {
+    /// When the pack was sealed.
+    pub sealed_at: Timestamp,
+    /// Every record before the footer, in file order.
+    pub entries: Vec<TocEntry>,
+}
+
+/// Where one record is and what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TocEntry {
+    /// Offset of the frame in the pack.
+    pub offset: u64,
+    /// Frame length including its 8-byte header.
+    pub frame_len: u32,
+    /// What the record holds.
+    pub kind: TocKind,
+}
+
+/// The kind of a record, with what an index needs to know about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum TocKind {
+    /// A chunk.
+    Chunk {
+        id: ChunkId,
+        raw_len: u32,
+        compressed: bool,
+    },
+    /// A version record holding `count` versions.
+    Versions { count: u32 },
+}
+
+impl TocEntry {
+    pub(crate) fn idx_chunk(&self) -> Option<IdxChunk> {
+        match self.kind {
+            TocKind::Chunk {
+                id,
+                raw_len,
+                compressed,
+            } => Some(IdxChunk {
+                id,
+                offset: self.offset,
+                frame_len: self.frame_len,
+                raw_len,
+                compressed,
+            }),
+            TocKind::Versions { .. } => None,
+        }
+    }
+}
+
+mod bytes {
+    //! `Vec<u8>` / `&[u8]` as postcard bytes (length + raw bytes; the same
+    //! encoding postcard gives a sequence of u8, decoded without a per-byte
+    //! visit).
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::ser::Serializer;
+
+    pub(super) fn serialize<T: AsRef<[u8]> + ?Sized, S: Serializer>(
+        b: &T,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b.as_ref())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Decode a record payload; the whole payload must be consumed.
+fn decode_record(payload: &[u8]) -> Result<PackRecord, String> {
+    match postcard::take_from_bytes::<PackRecord>(payload) {
+        Ok((rec, [])) => Ok(rec),
+        Ok((_, rest)) => Err(format!("{} unexpected bytes after the record", rest.len())),
+        Err(e) => Err(format!("record does not decode: {e}")),
+    }
+}
+
+/// Read the frame at `offset`, which must end at or before `end`. Returns the
+/// whole frame (header included). Lengths are bounded before allocating.
+pub(crate) fn read_frame_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    end: u64,
+) -> Result<Vec<u8>, RepoError> {
+    let mut header = [0u8; HEADER];
+    if offset.checked_add(HEADER as u64).is_none_or(|e| e > end) {
+        return Err(corrupt(
+            path,
+            format!("truncated record at offset {offset}"),
+        ));
+    }
+    read_exact_at(file, path, &mut header, offset)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
+    if len > MAX_FRAME as u64 {
+        return Err(corrupt(
+            path,
+            format!("record at offset {offset} announces {len} bytes (over the limit)"),
+        ));
+    }
+    let frame_len = HEADER as u64 + len;
+    if offset + frame_len > end {
+        return Err(corrupt(
+            path,
+            format!("truncated record at offset {offset}"),
+        ));
+    }
+    let mut buf = vec![0u8; frame_len as usize];
+    read_exact_at(file, path, &mut buf, offset)?;
+    frame::decode(&buf, offset).map_err(|e| corrupt(path, e.to_string()))?;
+    Ok(buf)
+}
+
+/// Read the frame of `frame_len` bytes at `offset` (a location from an
+/// index) and decode its record.
+pub(crate) fn read_record_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    frame_len: u32,
+) -> Result<PackRecord, RepoError> {
+    let frame_len = frame_len as usize;
+    if !(HEADER..=HEADER + MAX_FRAME).contains(&frame_len) {
+        return Err(corrupt(
+            path,
+            format!("index gives record at offset {offset} an impossible length {frame_len}"),
+        ));
+    }
+    let mut buf = vec![0u8; frame_len];
+    read_exact_at(file, path, &mut buf, offset)?;
+    let (payload, used) = frame::decode(&buf, offset).map_err(|e| corrupt(path, e.to_string()))?;
+    if used != frame_len {
+        return Err(corrupt(
+            path,
+            format!("record at offset {offset} is {used} bytes, the index says {frame_len}"),
+        ));
+    }
+    decode_record(payload).map_err(|r| corrupt(path, format!("at offset {offset}: {r}")))
+}
+
+/// Read the chunk stored at `offset` and check it against `id`.
+pub(crate) fn read_chunk_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    frame_len: u32,
+    id: &ChunkId,
+) -> Result<Vec<u8>, RepoError> {
+    match read_record_at(file, path, offset, frame_len)? {
+        PackRecord::Chunk {
+            id: got,
+            raw_len,
+            compressed,
+            data,
+        } => {
+            if got != *id {
+                return Err(corrupt(
+                    path,
+                    format!("record at offset {offset} holds chunk {got}, expected {id}"),
+                ));
+            }
+            EncodedChunk {
+                id: got,
+                raw_len,
+                compressed,
+                data,
+            }
+            .decode()
+            .map_err(|e| corrupt(path, format!("at offset {offset}: {e}")))
+        }
+        _ => Err(corrupt(
+            path,
+            format!("record at offset {offset} is not a chunk"),
+        )),
+    }
+}
+
+fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<(), RepoError> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            corrupt(path, format!("truncated at offset {offset}"))
+        } else {
+            RepoError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
+    })
+}
+
+/// Read and check the footer of a pack of `len` bytes: magic at both ends,
+/// footer frame, and a table of contents whose records tile the space
+/// between the start magic and the footer exactly.
+pub(crate) fn read_footer(file: &File, path: &Path, len: u64) -> Result<Footer, RepoError> {
+    let min = PACK_MAGIC.len() as u64 + HEADER as u64 + TRAILER;
+    if len < min {
+        return Err(corrupt(
+            path,
+            format!("{len} bytes is too short for a pack"),
+        ));
+    }
+    let mut magic = [0u8; 8];
+    read_exact_at(file, path, &mut magic, 0)?;
+    if &magic != PACK_MAGIC {
+        return Err(corrupt(path, "not a pack (bad magic)"));
+    }
+    let mut trailer = [0u8; TRAILER as usize];
+    read_exact_at(file, path, &mut trailer, len - TRAILER)?;
+    if &trailer[8..] != PACK_END {
+        return Err(corrupt(path, "no end marker (footer missing)"));
+    }
+    let footer_off = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
+    if footer_off < PACK_MAGIC.len() as u64 || footer_off > len - TRAILER - HEADER as u64 {
+        return Err(corrupt(
+            path,
+            format!("footer offset {footer_off} out of range"),
+        ));
+    }
+    let buf = read_frame_at(file, path, footer_off, len - TRAILER)?;
+    if footer_off + buf.len() as u64 != len - TRAILER {
+        return Err(corrupt(path, "footer does not end at the trailer"));
+    }
+    let footer = match decode_record(&buf[HEADER..]) {
+        Ok(PackRecord::Footer(f)) => f,
+        Ok(_) => {
+            return Err(corrupt(
+                path,
+                format!("record at offset {footer_off} is not a footer"),
+            ));
+        }
+        Err(r) => return Err(corrupt(path, format!("footer at offset {footer_off}: {r}"))),
+    };
+    let mut expect = PACK_MAGIC.len() as u64;
+    for e in &footer.entries {
+        if e.offset != expect || (e.frame_len as usize) < HEADER {
+            return Err(corrupt(
+                path,
+                format!("table of contents: bad entry at offset {}", e.offset),
+            ));
+        }
+        expect += e.frame_len as u64;
+    }
+    if expect != footer_off {
+        return Err(corrupt(
+            path,
+            "table of contents does not cover the records before the footer",
+        ));
+    }
+    Ok(footer)
+}
+
+/// What a scan from the start found.
+pub(crate) struct Scan {
+    /// Every record that decoded, in order.
+    pub entries: Vec<TocEntry>,
+    /// The versions of those records.
+    pub versions: Vec<Version>,
+    /// The footer, when the scan reached a decodable one.
+    pub footer: Option<Footer>,
+    /// Where and why the scan stopped early, if it did.
+    pub damage: Option<(u64, String)>,
+    /// With `check_chunks`: offsets and reasons of chunk records whose
+    /// content does not match their id (they stay in `entries`).
+    pub bad_chunks: Vec<(u64, String)>,
+}
+
+/// Walk the records of a pack of `len` bytes from the start, stopping at the
+/// footer or at the first record that does not decode. With `check_chunks`
+/// every chunk is decompressed and hashed.
+pub(crate) fn scan(file: &File, path: &Path, len: u64, check_chunks: bool) -> Scan {
+    let mut s = Scan {
+        entries: Vec::new(),
+        versions: Vec::new(),
+        footer: None,
+        damage: None,
+        bad_chunks: Vec::new(),
+    };
+    let mut magic = [0u8; 8];
+    if len < 8 || file.read_exact_at(&mut magic, 0).is_err() || &magic != PACK_MAGIC {
+        s.damage = Some((0, "not a pack (bad or missing magic)".into()));
+        return s;
+    }
+    let mut off = PACK_MAGIC.len() as u64;
+    loop {
+        if off >= len {
+            s.damage = Some((off, "ends without a footer".into()));
+            return s;
+        }
+        let buf = match read_frame_at(file, path, off, len) {
+            Ok(b) => b,
+            Err(e) => {
+                s.damage = Some((off, e.to_string()));
+                return s;
+            }
+        };
+        let frame_len = buf.len() as u32;
+        let rec = match decode_record(&buf[HEADER..]) {
+            Ok(r) => r,
+            Err(r) => {
+                s.damage = Some((off, r));
+                return s;
+            }
+        };
+        let kind = match rec {
+            PackRecord::Chunk {
+                id,
+                raw_len,
+                compressed,
+                data,
+            } => {
+                if check_chunks {
+                    let c = EncodedChunk {
+                        id,
+                        raw_len,
+                        compressed,
+                        data,
+                    };
+                    if let Err(e) = c.decode() {
+                        s.bad_chunks.push((off, e.to_string()));
+                    }
+                }
+                TocKind::Chunk {
+                    id,
+                    raw_len,
+                    compressed,
+                }
+            }
+            PackRecord::Versions(vs) => {
+                let count = vs.len() as u32;
+                s.versions.extend(vs);
+                TocKind::Versions { count }
+            }
+            PackRecord::Footer(f) => {
+                s.footer = Some(f);
+                return s;
+            }
+        };
+        s.entries.push(TocEntry {
+            offset: off,
+            frame_len,
+            kind,
+        });
+        off += frame_len as u64;
+    }
+}
+
+/// Everything an index needs from the pack at `path`: from its footer and
+/// version records when they are sound, else salvaged by a scan (the good
+/// records before the damage; `damage` says what was lost).
+pub(crate) fn load(path: &Path, name: PackName) -> Result<PackIndex, RepoError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let len = file.metadata().map_err(io_err(path))?.len();
+    match read_footer(&file, path, len) {
+        Ok(footer) => {
+            let mut versions = Vec::new();
+            let mut damage = None;
+            for e in &footer.entries {
+                if let TocKind::Versions { count } = e.kind {
+                    match read_record_at(&file, path, e.offset, e.frame_len) {
+                        Ok(PackRecord::Versions(vs)) if vs.len() == count as usize => {
+                            versions.extend(vs)
+                        }
+                        Ok(_) => {
+                            damage = Some(format!(
+                                "version record at offset {} disagrees with the footer; its versions are lost",
+                                e.offset
+                            ))
+                        }
+                        Err(err) => {
+                            damage = Some(format!("{err}; the versions of that record are lost"))
+                        }
+                    }
+                }
+            }
+            Ok(PackIndex {
+                pack: name,
+                pack_len: len,
+                sealed_at: Some(footer.sealed_at),
+                damage,
+                chunks: footer
+                    .entries
+                    .iter()
+                    .filter_map(TocEntry::idx_chunk)
+                    .collect(),
+                versions,
+            })
+        }
+        Err(RepoError::Io { path, source }) => Err(RepoError::Io { path, source }),
+        Err(footer_err) => {
+            let s = scan(&file, path, len, false);
+            let lost = match &s.damage {
+                Some((off, why)) => format!("; records from offset {off} on are lost: {why}"),
+                None => String::new(),
+            };
+            Ok(PackIndex {
+                pack: name,
+                pack_len: len,
+                sealed_at: s.footer.as_ref().map(|f| f.sealed_at),
+                damage: Some(format!(
+                    "{footer_err}; salvaged {} records by scanning{lost}",
+                    s.entries.len()
+                )),
+                chunks: s.entries.iter().filter_map(TocEntry::idx_chunk).collect(),
+                versions: s.versions,
+            })
+        }
+    }
+}
+
+/// Cut `versions` into runs that each encode to at most `target` bytes
+/// (a single larger version gets a run of its own). Errors name the first
+/// version over [`MAX_VERSION_BYTES`].
+pub(crate) fn split_versions(
+    versions: &[Version],
+    target: usize,
+) -> Result<Vec<&[Version]>, (usize, usize)> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, v) in versions.iter().enumerate() {
+        let n = postcard::experimental::serialized_size(v).unwrap_or(usize::MAX);
+        if n > MAX_VERSION_BYTES {
+            return Err((i, n));
+        }
+        if i > start && size + n > target {
+            runs.push(&versions[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += n;
+    }
+    if start < versions.len() {
+        runs.push(&versions[start..]);
+    }
+    Ok(runs)
+}
+
+/// A pack being written in `DIR/tmp`. Dropping it unsealed removes the temp
+/// file (the chunks in it were never promised durable). After its first
+/// error every call fails.
+pub(crate) struct PackWriter {
+    name: PackName,
+    tmp: PathBuf,
+    file: File,
+    len: u64,
+    entries: Vec<TocEntry>,
+    pending: HashMap<ChunkId, usize>,
+    versions: Vec<Version>,
+    failed: bool,
+    sealed: bool,
+}
+
+impl PackWriter {
+    /// Start a pack in `tmp_dir`.
+    pub(crate) fn create(tmp_dir: &Path) -> Result<PackWriter, RepoError> {
+        let name = PackName::random();
+        let tmp = tmp_dir.join(format!("{name}.pack.tmp"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        let mut w = PackWriter {
+            name,
+            tmp,
+            file,
+            len: 0,
+            entries: Vec::new(),
+            pending: HashMap::new(),
+            versions: Vec::new(),
+            failed: false,
+            sealed: false,
+        };
+        w.write(PACK_MAGIC)?;
+        Ok(w)
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Records written so far.
+    pub(crate) fn records(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when `id` was added to this pack.
+    pub(crate) fn contains(&self, id: &ChunkId) -> bool {
+        self.pending.contains_key(id)
+    }
+
+    fn check(&self) -> Result<(), RepoError> {
+        if self.failed || self.sealed {
+            return Err(RepoError::Io {
+                path: self.tmp.clone(),
+                source: io::Error::other("pack writer is unusable after an earlier error"),
+            });
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), RepoError> {
+        self.check()?;
+        let r = failpoint("pack.write").and_then(|()| self.file.write_all(bytes));
+        if let Err(e) = r {
+            self.failed = true;
+            return Err(RepoError::Io {
+                path: self.tmp.clone(),
+                source: e,
+            });
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn append(&mut self, payload: &[u8], kind: TocKind) -> Result<(), RepoError> {
+        let offset = self.len;
+        let framed = frame::encode(payload);
+        self.write(&framed)?;
+        self.entries.push(TocEntry {
+            offset,
+            frame_len: framed.len() as u32,
+            kind,
+        });
+        Ok(())
+    }
+
+    /// Append a chunk (its content was checked by the caller). A chunk too
+    /// large for one record is refused without harming the writer.
+    pub(crate) fn add_chunk(&mut self, c: &EncodedChunk) -> Result<(), RepoError> {
+        self.check()?;
+        let payload = postcard::to_stdvec(&PackRecordRef::Chunk {
+            id: c.id,
+            raw_len: c.raw_len,
+            compressed: c.compressed,
+            data: &c.data,
+        })
+        .map_err(|e| corrupt(&self.tmp, format!("encoding chunk {}: {e}", c.id)))?;
+        if payload.len() > MAX_FRAME {
+            return Err(corrupt(
+                &self.tmp,
+                format!(
+                    "chunk {} is too large to store ({} bytes)",
+                    c.id,
+                    c.data.len()
+                ),
+            ));
+        }
+        self.append(
+            &payload,
+            TocKind::Chunk {
+                id: c.id,
+                raw_len: c.raw_len,
+                compressed: c.compressed,
+            },
+        )?;
+        self.pending.insert(c.id, self.entries.len() - 1);
+        Ok(())
+    }
+
+    /// Append versions as one or more records (sizes checked by the caller
+    /// with [`split_versions`]).
+    pub(crate) fn add_versions(&mut self, runs: &[&[Version]]) -> Result<(), RepoError> {
+        for run in runs {
+            self.check()?;
+            let payload = postcard::to_stdvec(&PackRecordRef::Versions(run))
+                .map_err(|e| corrupt(&self.tmp, format!("encoding versions: {e}")))?;
+            self.append(
+                &payload,
+                TocKind::Versions {
+                    count: run.len() as u32,
+                },
+            )?;
+            self.versions.extend_from_slice(run);
+        }
+        Ok(())
+    }
+
+    /// Read back a chunk added to this (unsealed) pack.
+    pub(crate) fn read_pending(&self, id: &ChunkId) -> Option<Result<Vec<u8>, RepoError>> {
+        let e = self.entries[*self.pending.get(id)?];
+        Some(read_chunk_at(
+            &self.file,
+            &self.tmp,
+            e.offset,
+            e.frame_len,
+            id,
+        ))
+    }
+
+    /// Finish the pack: footer, trailer, fsync, re-read and compare the
+    /// footer, rename into `DIR/packs/<2 hex>/`, fsync that directory.
+    /// Returns what its index must hold.
+    pub(crate) fn seal(&mut self, dir: &Path) -> Result<PackIndex, RepoError> {
+        self.check()?;
+        let r = self.seal_inner(dir);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    fn seal_inner(&mut self, dir: &Path) -> Result<PackIndex, RepoError> {
+        let footer = Footer {
+            sealed_at: Timestamp::now(),
+            entries: self.entries.clone(),
+        };
+        let payload = postcard::to_stdvec(&PackRecordRef::Footer(&footer))
+            .map_err(|e| corrupt(&self.tmp, format!("encoding footer: {e}")))?;
+        if payload.len() > MAX_FRAME {
+            return Err(corrupt(&self.tmp, "footer over the frame limit"));
+        }
+        let footer_off = self.len;
+        let mut tail = frame::encode(&payload);
+        tail.extend_from_slice(&footer_off.to_le_bytes());
+        tail.extend_from_slice(PACK_END);
+        self.write(&tail)?;
+        failpoint("pack.fsync")
+            .and_then(|()| self.file.sync_all())
+            .map_err(io_err(&self.tmp))?;
+        // Cheap check of what reached the file: the footer reads back equal.
+        let back = read_footer(&self.file, &self.tmp, self.len)?;
+        if back != footer {
+            return Err(corrupt(
+                &self.tmp,
+                "footer read back differs from the one written",
+            ));
+        }
+        let dest = self.name.pack_path(dir);
+        let subdir = dest.parent().expect("pack path has a parent");
+        ensure_dir(subdir)?;
+        failpoint("pack.rename")
+            .and_then(|()| fs::rename(&self.tmp, &dest))
+            .map_err(io_err(&dest))?;
+        self.sealed = true;
+        failpoint("pack.dir_fsync").map_err(io_err(subdir))?;
+        fsync_dir(subdir)?;
+        Ok(PackIndex {
+            pack: self.name,
+            pack_len: self.len,
+            sealed_at: Some(footer.sealed_at),
+            damage: None,
+            chunks: self
+                .entries
+                .iter()
+                .filter_map(TocEntry::idx_chunk)
+                .collect(),
+            versions: std::mem::take(&mut self.versions),
+        })
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if !self.sealed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_parse() {
+        let n = PackName::random();
+        assert_eq!(PackName::parse(&n.to_hex()), Some(n));
+        assert_eq!(PackName::parse("zz"), None);
+        assert_eq!(PackName::parse(&n.to_hex().to_uppercase()), None);
+    }
+
+    #[test]
+    fn ref_and_owned_records_agree() {
+        let data = b"some bytes".to_vec();
+        let id = ChunkId::of(&data);
+        let bytes = postcard::to_stdvec(&PackRecordRef::Chunk {
+            id,
+            raw_len: 10,
+            compressed: false,
+            data: &data,
+        })
+        .unwrap();
+        match decode_record(&bytes).unwrap() {
+            PackRecord::Chunk {
+                id: got, data: d, ..
+            } => {
+                assert_eq!(got, id);
+                assert_eq!(d, data);
+            }
+            other => panic!("{other:?}"),
+        }
+        let f = Footer {
+            sealed_at: Timestamp(5),
+            entries: vec![],
+        };
+        let bytes = postcard::to_stdvec(&PackRecordRef::Footer(&f)).unwrap();
+        assert!(matches!(decode_record(&bytes).unwrap(), PackRecord::Footer(g) if g == f));
+        // Trailing garbage is refused, and so is nonsense.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_record(&longer).is_err());
+        assert!(decode_record(&[9, 9, 9]).is_err());
+    }
+
+    #[test]
+    fn writer_round_trip_and_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        fs::create_dir_all(dir.path().join("packs")).unwrap();
+        let mut w = PackWriter::create(&dir.path().join("tmp")).unwrap();
+        let chunks: Vec<EncodedChunk> = (0..5)
+            .map(|i| EncodedChunk::encode(format!("chunk {i} ").repeat(100).as_bytes()))
+            .collect();
+        for c in &chunks {
+            w.add_chunk(c).unwrap();
+        }
+        assert_eq!(
+            w.read_pending(&chunks[2].id).unwrap().unwrap(),
+            chunks[2].decode().unwrap()
+        );
+        let idx = w.seal(dir.path()).unwrap();
+        assert!(w.add_chunk(&chunks[0]).is_err(), "sealed writer refuses");
+        let path = idx.pack.pack_path(dir.path());
+        assert_eq!(fs::metadata(&path).unwrap().len(), idx.pack_len);
+        let loaded = load(&path, idx.pack).unwrap();
+        assert_eq!(loaded.chunks, idx.chunks);
+        assert!(loaded.damage.is_none());
+        let f = File::open(&path).unwrap();
+        let s = scan(&f, &path, idx.pack_len, true);
+        assert!(s.damage.is_none() && s.footer.is_some() && s.bad_chunks.is_empty());
+        assert_eq!(s.entries.len(), 5);
+        for c in &idx.chunks {
+            let got = read_chunk_at(&f, &path, c.offset, c.frame_len, &c.id).unwrap();
+            assert_eq!(ChunkId::of(&got), c.id);
+        }
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = PackWriter::create(dir.path()).unwrap();
+        drop(w);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.pack");
+        let mut seed = 1u64;
+        for n in [0usize, 7, 8, 30, 100, 4000] {
+            for round in 0..20 {
+                let mut bytes: Vec<u8> = (0..n)
+                    .map(|_| {
+                        seed = seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (seed >> 33) as u8
+                    })
+                    .collect();
+                if round % 2 == 0 && n >= 8 {
+                    bytes[..8].copy_from_slice(PACK_MAGIC);
+                }
+                if round % 4 == 0 && n >= 24 {
+                    bytes[n - 8..].copy_from_slice(PACK_END);
+                }
+                fs::write(&path, &bytes).unwrap();
+                let _ = load(&path, PackName([0; 16]));
+                let f = File::open(&path).unwrap();
+                let _ = scan(&f, &path, n as u64, true);
+            }
+        }
+    }
+
+    #[test]
+    fn split_versions_respects_target() {
+        use rewind_core::Entry;
+        let vs: Vec<Version> = (0..100)
+            .map(|i| Version {
+                client: "c".into(),
+                seq: i,
+                observed_at: Timestamp(i as i64),
+                path: vec![b'a'; 100],
+                entry: Entry::Deleted,
+            })
+            .collect();
+        let runs = split_versions(&vs, 1000).unwrap();
+        assert!(runs.len() > 1);
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 100);
+        for r in &runs {
+            assert!(postcard::experimental::serialized_size(r).unwrap() <= 1100);
+        }
+        assert!(split_versions(&[], 10).unwrap().is_empty());
+    }
+}

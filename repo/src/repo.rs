@@ -1,0 +1,526 @@
+//! [`LocalRepo`]: the repository in a local directory.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use rewind_core::frame::MAX_FRAME;
+use rewind_core::path::display;
+use rewind_core::{
+    ChunkId, ChunkerParams, EncodedChunk, RepoError, RepoStats, Repository, Timestamp, Version,
+};
+use tracing::{info, warn};
+
+use crate::config::{Config, check_chunker};
+use crate::durable::{corrupt, ensure_dir, io_err};
+use crate::index;
+use crate::layout::{Discover, discover, list_idx, list_packs};
+use crate::pack::{self, PackName, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
+use crate::state::State;
+use crate::verify::{self, Issue, RebuildReport, VerifyReport};
+
+/// A pack is sealed once it holds this many bytes. Large enough that a
+/// 1 TiB repository has about 32 000 packs (directory listings, open files
+/// and object-store requests stay cheap; restic's default is 16 MiB, borg's
+/// segments are 500 MiB), small enough that a seal fsyncs a bounded amount
+/// and a salvage or a verify of one pack reads a bounded amount. Commits
+/// seal earlier, so most packs of a desktop are smaller.
+pub(crate) const PACK_TARGET: u64 = 32 << 20;
+
+/// A pack is also sealed at this many records, so that its footer (about
+/// 60 bytes a record) and its index header stay far below `MAX_FRAME` even
+/// when chunks are tiny.
+pub(crate) const MAX_PACK_RECORDS: usize = 200_000;
+
+/// Pack files kept open for reading. macOS's default limit is 256 open
+/// files per process, Linux's 1024; 64 leaves the rest of the process room.
+const MAX_OPEN_PACKS: usize = 64;
+
+/// Chunks sent for storage may not claim more than this many bytes: it
+/// bounds what checking one allocates (a chunk must fit one record anyway).
+const MAX_CHUNK_BYTES: usize = MAX_FRAME - 1024;
+
+/// A repository in a local directory: an indexed set of pack files. See the
+/// crate documentation for the layout and guarantees.
+///
+/// Opened with [`LocalRepo::open`] it is a read-only view that sees new
+/// commits after [`LocalRepo::refresh`]; opened with [`LocalRepo::init`] or
+/// [`LocalRepo::open_writer`] it holds the writer lock until dropped.
+pub struct LocalRepo {
+    dir: PathBuf,
+    config: Config,
+    state: RwLock<State>,
+    writer: Option<Mutex<Writer>>,
+    files: Mutex<HashMap<PackName, Arc<File>>>,
+}
+
+/// What only the writer has. Lock order: this mutex before `state`.
+pub(crate) struct Writer {
+    /// `DIR/lock`, locked for as long as this lives.
+    _lock: File,
+    /// The pack being filled in `DIR/tmp`, if any.
+    open: Option<PackWriter>,
+    /// Seal the open pack at this size ([`PACK_TARGET`]; tests lower it).
+    pub(crate) pack_target: u64,
+}
+
+impl std::fmt::Debug for LocalRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRepo")
+            .field("dir", &self.dir)
+            .field("id", &self.config.id)
+            .field("writer", &self.writer.is_some())
+            .finish()
+    }
+}
+
+fn invalid_input(path: &Path, msg: String) -> RepoError {
+    RepoError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, msg),
+    }
+}
+
+impl LocalRepo {
+    /// Create a repository in `dir` (created if needed) and return it opened
+    /// for writing. Fails if `dir/config` exists.
+    pub fn init(dir: &Path, chunker: ChunkerParams) -> Result<LocalRepo, RepoError> {
+        check_chunker(chunker).map_err(|m| invalid_input(dir, m))?;
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = take_lock(dir)?;
+        let config_path = dir.join("config");
+        if config_path.try_exists().map_err(io_err(&config_path))? {
+            return Err(RepoError::Io {
+                path: config_path,
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a repository already exists here",
+                ),
+            });
+        }
+        for sub in ["packs", "index", "tmp"] {
+            ensure_dir(&dir.join(sub))?;
+        }
+        let config = Config::new(chunker);
+        config.write(dir)?;
+        info!(repo = %dir.display(), id = %config.id, "created repository");
+        Ok(LocalRepo {
+            dir: dir.to_path_buf(),
+            config,
+            state: RwLock::new(State::default()),
+            writer: Some(Mutex::new(Writer {
+                _lock: lock,
+                open: None,
+                pack_target: PACK_TARGET,
+            })),
+            files: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Open `dir` read-only. Any number of readers may coexist with one
+    /// writer (in this or another process); packs without an index are
+    /// read directly and nothing is written.
+    pub fn open(dir: &Path) -> Result<LocalRepo, RepoError> {
+        let config = Config::read(dir)?;
+        let mut state = State::default();
+        let how = Discover {
+            repair: false,
+            warn_orphans: true,
+        };
+        for idx in discover(dir, &HashSet::new(), how)? {
+            state.add_pack(idx);
+        }
+        Ok(LocalRepo {
+            dir: dir.to_path_buf(),
+            config,
+            state: RwLock::new(state),
+            writer: None,
+            files: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Open `dir` for writing: take `dir/lock` ([`RepoError::Locked`] when
+    /// another writer holds it), delete leftovers in `dir/tmp`, and write
+    /// the index of every pack that lacks one (salvaging damaged packs).
+    pub fn open_writer(dir: &Path) -> Result<LocalRepo, RepoError> {
+        let config = Config::read(dir)?;
+        for sub in ["packs", "index", "tmp"] {
+            ensure_dir(&dir.join(sub))?;
+        }
+        let lock = take_lock(dir)?;
+        clean_tmp(&dir.join("tmp"))?;
+        let mut state = State::default();
+        let how = Discover {
+            repair: true,
+            warn_orphans: true,
+        };
+        for idx in discover(dir, &HashSet::new(), how)? {
+            state.add_pack(idx);
+        }
+        Ok(LocalRepo {
+            dir: dir.to_path_buf(),
+            config,
+            state: RwLock::new(state),
+            writer: Some(Mutex::new(Writer {
+                _lock: lock,
+                open: None,
+                pack_target: PACK_TARGET,
+            })),
+            files: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The repository's random id (32 hex digits).
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The chunker bounds clients must use.
+    pub fn chunker(&self) -> ChunkerParams {
+        self.config.chunker
+    }
+
+    /// The repository directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Load packs that appeared since open (a writer in another process
+    /// keeps committing). Never writes.
+    pub fn refresh(&self) -> Result<(), RepoError> {
+        let known: HashSet<PackName> = self.read_state().packs.iter().map(|p| p.name).collect();
+        let how = Discover {
+            repair: false,
+            warn_orphans: false,
+        };
+        let new = discover(&self.dir, &known, how)?;
+        if !new.is_empty() {
+            let mut st = self.write_state();
+            for idx in new {
+                st.add_pack(idx);
+            }
+        }
+        Ok(())
+    }
+
+    /// Regenerate the index file of every pack from the pack itself (its
+    /// footer, or a salvaging scan when that is damaged), delete index files
+    /// whose pack is gone, and reload the in-memory indexes. Writers only.
+    pub fn rebuild_index(&self) -> Result<RebuildReport, RepoError> {
+        let _w = self.lock_writer()?;
+        let mut report = RebuildReport::default();
+        let mut state = State::default();
+        let packs = list_packs(&self.dir)?;
+        for (name, path) in &packs {
+            let idx = match pack::load(path, *name) {
+                Ok(i) => i,
+                Err(RepoError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(d) = &idx.damage {
+                warn!(pack = %path.display(), "damaged pack: {d}");
+                report.damaged.push(Issue {
+                    path: path.clone(),
+                    offset: None,
+                    problem: d.clone(),
+                });
+            }
+            index::write(&self.dir, &idx)?;
+            report.packs += 1;
+            report.chunks += idx.chunks.len() as u64;
+            report.versions += idx.versions.len() as u64;
+            state.add_pack(idx);
+        }
+        for name in list_idx(&self.dir)? {
+            if !packs.contains_key(&name) {
+                let p = name.idx_path(&self.dir);
+                match fs::remove_file(&p) {
+                    Ok(()) => report.orphan_indexes_removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&p)(e)),
+                }
+            }
+        }
+        *self.write_state() = state;
+        self.files.lock().expect("file cache poisoned").clear();
+        Ok(report)
+    }
+
+    /// Check the repository: the structure of every pack, unless `quick`
+    /// the content of every chunk (decompress and blake3), that every index
+    /// file agrees with its pack, and that every version's chunks exist.
+    /// Problems are collected in the report; `Err` only when the repository
+    /// cannot be listed at all.
+    pub fn verify(&self, quick: bool) -> Result<VerifyReport, RepoError> {
+        verify::verify(&self.dir, quick)
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .expect("repository state poisoned by an earlier panic")
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .expect("repository state poisoned by an earlier panic")
+    }
+
+    pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, RepoError> {
+        let m = self.writer.as_ref().ok_or(RepoError::ReadOnly)?;
+        Ok(m.lock()
+            .expect("repository writer poisoned by an earlier panic"))
+    }
+
+    /// The open pack, started if there is none.
+    fn open_pack<'w>(&self, w: &'w mut Writer) -> Result<&'w mut PackWriter, RepoError> {
+        if w.open.is_none() {
+            w.open = Some(PackWriter::create(&self.dir.join("tmp"))?);
+        }
+        Ok(w.open.as_mut().expect("just set"))
+    }
+
+    /// Seal the open pack, write its index, then make it visible in memory.
+    /// On failure the open pack is dropped (its temp file deleted, its
+    /// pending chunks forgotten) so that the next call starts afresh.
+    fn seal_open(&self, w: &mut Writer) -> Result<(), RepoError> {
+        let Some(mut p) = w.open.take() else {
+            return Ok(());
+        };
+        let idx = p.seal(&self.dir)?;
+        drop(p);
+        // A failure from here on leaves a sealed pack without an index:
+        // the next open_writer indexes it, and a re-sent batch is filtered
+        // by seq, or stored again harmlessly.
+        index::write(&self.dir, &idx)?;
+        self.write_state().add_pack(idx);
+        Ok(())
+    }
+
+    fn pack_file(&self, name: PackName, path: &Path) -> Result<Arc<File>, RepoError> {
+        let mut files = self.files.lock().expect("file cache poisoned");
+        if let Some(f) = files.get(&name) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(path).map_err(io_err(path))?);
+        if files.len() >= MAX_OPEN_PACKS {
+            files.clear();
+        }
+        files.insert(name, f.clone());
+        Ok(f)
+    }
+
+    /// Refuse a chunk whose content does not match its id or whose size is
+    /// out of bounds.
+    fn check_chunk(&self, c: &EncodedChunk) -> Result<(), RepoError> {
+        if c.data.len() > MAX_CHUNK_BYTES || c.raw_len as usize > MAX_CHUNK_BYTES {
+            return Err(corrupt(
+                &self.dir,
+                format!("refused chunk {}: too large ({} bytes)", c.id, c.raw_len),
+            ));
+        }
+        c.decode()
+            .map_err(|e| corrupt(&self.dir, format!("refused chunk sent for storage: {e}")))?;
+        Ok(())
+    }
+}
+
+/// Take `DIR/lock` and write our pid into it.
+fn take_lock(dir: &Path) -> Result<File, RepoError> {
+    let path = dir.join("lock");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(RepoError::Locked {
+                path: dir.to_path_buf(),
+                lock: path,
+            });
+        }
+        Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+    }
+    f.set_len(0)
+        .and_then(|()| writeln!(f, "{}", std::process::id()))
+        .map_err(io_err(&path))?;
+    Ok(f)
+}
+
+/// Delete everything in `DIR/tmp`: with the writer lock held, it can only
+/// be what a crashed or failed writer left.
+fn clean_tmp(tmp: &Path) -> Result<(), RepoError> {
+    let mut n = 0;
+    for e in fs::read_dir(tmp).map_err(io_err(tmp))? {
+        let e = e.map_err(io_err(tmp))?;
+        let p = e.path();
+        let r = if e.file_type().map_err(io_err(&p))?.is_dir() {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        match r {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&p)(e)),
+        }
+    }
+    if n > 0 {
+        info!(count = n, dir = %tmp.display(), "deleted leftovers of an interrupted writer");
+    }
+    Ok(())
+}
+
+impl Repository for LocalRepo {
+    fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError> {
+        let w = match &self.writer {
+            Some(_) => Some(self.lock_writer()?),
+            None => None,
+        };
+        let pending = w.as_ref().and_then(|w| w.open.as_ref());
+        let st = self.read_state();
+        Ok(ids
+            .iter()
+            .filter(|id| !st.chunks.contains_key(id) && !pending.is_some_and(|p| p.contains(id)))
+            .copied()
+            .collect())
+    }
+
+    fn put_chunks(&self, chunks: Vec<EncodedChunk>) -> Result<(), RepoError> {
+        if self.writer.is_none() {
+            return Err(RepoError::ReadOnly);
+        }
+        let todo: Vec<EncodedChunk> = {
+            let st = self.read_state();
+            chunks
+                .into_iter()
+                .filter(|c| !st.chunks.contains_key(&c.id))
+                .collect()
+        };
+        // Hashing is the expensive part: done before taking the writer, and
+        // for the whole call before writing any of it.
+        for c in &todo {
+            self.check_chunk(c)?;
+        }
+        let mut w = self.lock_writer()?;
+        for c in todo {
+            let pending = w.open.as_ref().is_some_and(|p| p.contains(&c.id));
+            if pending || self.read_state().chunks.contains_key(&c.id) {
+                continue;
+            }
+            let target = w.pack_target;
+            if let Err(e) = self.open_pack(&mut w)?.add_chunk(&c) {
+                w.open = None;
+                return Err(e);
+            }
+            let full = w
+                .open
+                .as_ref()
+                .is_some_and(|p| p.len() >= target || p.records() >= MAX_PACK_RECORDS);
+            if full {
+                self.seal_open(&mut w)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_versions(&self, versions: Vec<Version>) -> Result<(), RepoError> {
+        let mut w = self.lock_writer()?;
+        let batch: Vec<Version> = {
+            let st = self.read_state();
+            let keep: Vec<bool> = {
+                let mut seen = HashSet::new();
+                versions
+                    .iter()
+                    .map(|v| {
+                        st.max_seq(&v.client).is_none_or(|m| v.seq > m)
+                            && seen.insert((v.client.as_str(), v.seq))
+                    })
+                    .collect()
+            };
+            let batch: Vec<Version> = versions
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(v, k)| k.then_some(v))
+                .collect();
+            let pending = w.open.as_ref();
+            for v in &batch {
+                for c in v.chunks() {
+                    if !st.chunks.contains_key(&c.id) && !pending.is_some_and(|p| p.contains(&c.id))
+                    {
+                        return Err(RepoError::DanglingVersion {
+                            seq: v.seq,
+                            path: display(&v.path),
+                            chunk: c.id,
+                        });
+                    }
+                }
+            }
+            batch
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let runs = split_versions(&batch, VERSIONS_RECORD_TARGET).map_err(|(i, n)| {
+            corrupt(
+                &self.dir,
+                format!(
+                    "refused version {} of {}: it encodes to {n} bytes, over the record limit",
+                    batch[i].seq,
+                    display(&batch[i].path)
+                ),
+            )
+        })?;
+        if let Err(e) = self.open_pack(&mut w)?.add_versions(&runs) {
+            w.open = None;
+            return Err(e);
+        }
+        self.seal_open(&mut w)
+    }
+
+    fn versions_of(&self, client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError> {
+        Ok(self.read_state().versions_of(client, path))
+    }
+
+    fn tree_at(&self, client: &str, path: &[u8], at: Timestamp) -> Result<Vec<Version>, RepoError> {
+        Ok(self.read_state().tree_at(client, path, at))
+    }
+
+    fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
+        Ok(self.read_state().covers(client, path))
+    }
+
+    fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
+        let found = {
+            let st = self.read_state();
+            st.chunks
+                .get(id)
+                .map(|l| (*l, st.packs[l.pack as usize].name))
+        };
+        if let Some((loc, name)) = found {
+            let path = name.pack_path(&self.dir);
+            let f = self.pack_file(name, &path)?;
+            return pack::read_chunk_at(&f, &path, loc.offset, loc.frame_len, id);
+        }
+        if self.writer.is_some() {
+            let w = self.lock_writer()?;
+            if let Some(r) = w.open.as_ref().and_then(|p| p.read_pending(id)) {
+                return r;
+            }
+        }
+        Err(RepoError::MissingChunk(*id))
+    }
+
+    fn stats(&self) -> Result<RepoStats, RepoError> {
+        Ok(self.read_state().stats())
+    }
+}

@@ -1,0 +1,270 @@
+//! The in-memory indexes: where every chunk is, and every version by client
+//! and path. Built from index files (or packs) at open; a pack is added
+//! whole, and adding one twice is a no-op.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+
+use rewind_core::path::is_under;
+use rewind_core::{ChunkId, FileKind, RepoStats, Timestamp, Version};
+
+use crate::index::PackIndex;
+use crate::pack::PackName;
+
+/// Where a stored chunk is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Location {
+    /// Index into [`State::packs`].
+    pub pack: u32,
+    pub offset: u64,
+    pub frame_len: u32,
+}
+
+/// A pack known to the indexes.
+#[derive(Clone, Debug)]
+pub(crate) struct PackInfo {
+    pub name: PackName,
+    pub len: u64,
+    pub sealed_at: Option<Timestamp>,
+    pub has_versions: bool,
+}
+
+/// The versions of one client.
+#[derive(Default)]
+pub(crate) struct ClientIndex {
+    /// Path → versions sorted by seq.
+    paths: BTreeMap<Vec<u8>, Vec<Version>>,
+    /// Highest seq stored.
+    max_seq: u64,
+}
+
+/// All in-memory indexes.
+#[derive(Default)]
+pub(crate) struct State {
+    pub packs: Vec<PackInfo>,
+    by_name: HashMap<PackName, u32>,
+    pub chunks: HashMap<ChunkId, Location>,
+    clients: BTreeMap<String, ClientIndex>,
+    versions: u64,
+}
+
+impl State {
+    pub(crate) fn has_pack(&self, name: &PackName) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Add a pack's chunks and versions. Chunks already known elsewhere and
+    /// versions whose `(client, seq)` is already stored for that path are
+    /// skipped (a batch re-sent after a failed commit may exist twice).
+    pub(crate) fn add_pack(&mut self, idx: PackIndex) {
+        if self.has_pack(&idx.pack) {
+            return;
+        }
+        let n = self.packs.len() as u32;
+        self.by_name.insert(idx.pack, n);
+        self.packs.push(PackInfo {
+            name: idx.pack,
+            len: idx.pack_len,
+            sealed_at: idx.sealed_at,
+            has_versions: !idx.versions.is_empty(),
+        });
+        for c in idx.chunks {
+            self.chunks.entry(c.id).or_insert(Location {
+                pack: n,
+                offset: c.offset,
+                frame_len: c.frame_len,
+            });
+        }
+        for v in idx.versions {
+            self.insert_version(v);
+        }
+    }
+
+    fn insert_version(&mut self, v: Version) {
+        let ci = self.clients.entry(v.client.clone()).or_default();
+        ci.max_seq = ci.max_seq.max(v.seq);
+        let list = ci.paths.entry(v.path.clone()).or_default();
+        let at = match list.last() {
+            None => 0,
+            Some(last) if last.seq < v.seq => list.len(),
+            Some(_) => match list.binary_search_by_key(&v.seq, |x| x.seq) {
+                Ok(_) => return,
+                Err(i) => i,
+            },
+        };
+        list.insert(at, v);
+        self.versions += 1;
+    }
+
+    /// The highest seq stored for `client`, if any.
+    pub(crate) fn max_seq(&self, client: &str) -> Option<u64> {
+        self.clients.get(client).map(|c| c.max_seq)
+    }
+
+    pub(crate) fn versions_of(&self, client: &str, path: &[u8]) -> Vec<Version> {
+        self.clients
+            .get(client)
+            .and_then(|c| c.paths.get(path))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The state of `base` and everything below it at `at`; see
+    /// `Repository::tree_at` and the crate doc for the parent rule.
+    pub(crate) fn tree_at(&self, client: &str, base: &[u8], at: Timestamp) -> Vec<Version> {
+        let Some(ci) = self.clients.get(client) else {
+            return Vec::new();
+        };
+        let base = normalize(base);
+        let mut out = Vec::new();
+        if !ancestors_present(ci, base, at) {
+            return out;
+        }
+        // Paths kept so far that are directories at `at`. Keys sort by bytes,
+        // so a parent (a prefix) is always visited before its children.
+        let mut dirs: HashSet<&[u8]> = HashSet::new();
+        let range = ci
+            .paths
+            .range::<[u8], _>((Bound::Included(base), Bound::Unbounded));
+        for (p, vs) in range {
+            if !p.starts_with(base) {
+                break;
+            }
+            if !is_under(p, base) {
+                continue;
+            }
+            let Some(v) = vs.iter().rev().find(|v| v.observed_at <= at) else {
+                continue;
+            };
+            if v.is_tombstone() {
+                continue;
+            }
+            if p.as_slice() != base && !parent_present(ci, &dirs, p, base) {
+                continue;
+            }
+            if v.meta().is_some_and(|m| m.kind == FileKind::Dir) {
+                dirs.insert(p);
+            }
+            out.push(v.clone());
+        }
+        out
+    }
+
+    /// True when a version exists for `path` or one of its ancestors.
+    pub(crate) fn covers(&self, client: &str, path: &[u8]) -> bool {
+        let Some(ci) = self.clients.get(client) else {
+            return false;
+        };
+        let mut p = Some(normalize(path));
+        while let Some(q) = p {
+            if ci.paths.contains_key(q) {
+                return true;
+            }
+            p = parent(q);
+        }
+        false
+    }
+
+    pub(crate) fn stats(&self) -> RepoStats {
+        RepoStats {
+            versions: self.versions,
+            chunks: self.chunks.len() as u64,
+            packs: self.packs.len() as u64,
+            pack_bytes: self.packs.iter().map(|p| p.len).sum(),
+            last_commit: self
+                .packs
+                .iter()
+                .filter(|p| p.has_versions)
+                .filter_map(|p| p.sealed_at)
+                .max(),
+            max_seq: self
+                .clients
+                .iter()
+                .map(|(c, i)| (c.clone(), i.max_seq))
+                .collect(),
+        }
+    }
+}
+
+/// Strip trailing slashes (but keep `/`).
+fn normalize(p: &[u8]) -> &[u8] {
+    let mut p = p;
+    while p.len() > 1 && p.ends_with(b"/") {
+        p = &p[..p.len() - 1];
+    }
+    p
+}
+
+/// The parent of an absolute path; `None` for `/` and for relative names.
+fn parent(p: &[u8]) -> Option<&[u8]> {
+    if p == b"/" {
+        return None;
+    }
+    match p.iter().rposition(|&b| b == b'/')? {
+        0 => Some(b"/"),
+        i => Some(&p[..i]),
+    }
+}
+
+/// Whether `p`'s nearest recorded ancestor within `base` is a directory kept
+/// at the query time. Ancestors the repository never recorded (for example
+/// the parents of a protected root when `base` lies above it) say nothing
+/// and are passed over.
+fn parent_present(ci: &ClientIndex, dirs: &HashSet<&[u8]>, p: &[u8], base: &[u8]) -> bool {
+    let mut q = parent(p);
+    while let Some(a) = q {
+        if !is_under(a, base) {
+            return true;
+        }
+        if ci.paths.contains_key(a) {
+            return dirs.contains(a);
+        }
+        q = parent(a);
+    }
+    true
+}
+
+/// The version of `path` in force at `at`, unless it is a tombstone.
+fn present_at<'a>(ci: &'a ClientIndex, path: &[u8], at: Timestamp) -> Option<&'a Version> {
+    let v = ci
+        .paths
+        .get(path)?
+        .iter()
+        .rev()
+        .find(|v| v.observed_at <= at)?;
+    (!v.is_tombstone()).then_some(v)
+}
+
+/// Whether every recorded ancestor of `base` is a directory present at
+/// `at`: below a deleted directory nothing exists, whatever was recorded
+/// there before its deletion.
+fn ancestors_present(ci: &ClientIndex, base: &[u8], at: Timestamp) -> bool {
+    let mut q = parent(base);
+    while let Some(a) = q {
+        if ci.paths.contains_key(a) {
+            let is_dir = present_at(ci, a, at)
+                .and_then(Version::meta)
+                .is_some_and(|m| m.kind == FileKind::Dir);
+            if !is_dir {
+                return false;
+            }
+        }
+        q = parent(a);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent(b"/a/b"), Some(&b"/a"[..]));
+        assert_eq!(parent(b"/a"), Some(&b"/"[..]));
+        assert_eq!(parent(b"/"), None);
+        assert_eq!(parent(b"rel"), None);
+        assert_eq!(normalize(b"/a//"), b"/a");
+        assert_eq!(normalize(b"/"), b"/");
+    }
+}

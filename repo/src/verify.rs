@@ -1,0 +1,249 @@
+//! `verify` and the reports of `verify` and `rebuild_index`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use rewind_core::path::display;
+use rewind_core::{ChunkId, RepoError, Version};
+use serde::Serialize;
+
+use crate::index;
+use crate::layout::{list_idx, list_packs};
+use crate::pack::{self, PackRecord, TocEntry, TocKind};
+
+/// One problem found in a repository.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    /// The file concerned (the repository directory for problems between
+    /// files, such as a version whose chunk is missing).
+    pub path: PathBuf,
+    /// Offset in that file, when the problem has one.
+    pub offset: Option<u64>,
+    /// What is wrong, for people.
+    pub problem: String,
+}
+
+/// What [`LocalRepo::verify`](crate::LocalRepo::verify) found.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Pack files examined.
+    pub packs: u64,
+    /// Chunk records found in them.
+    pub chunks: u64,
+    /// Chunks decompressed and hashed (0 in a quick verify).
+    pub chunks_read: u64,
+    /// Versions found in them.
+    pub versions: u64,
+    /// Every problem, in the order found.
+    pub issues: Vec<Issue>,
+}
+
+impl VerifyReport {
+    /// True when no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.issues.is_empty()
+    }
+}
+
+/// What [`LocalRepo::rebuild_index`](crate::LocalRepo::rebuild_index) did.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct RebuildReport {
+    /// Index files written.
+    pub packs: u64,
+    /// Chunks indexed.
+    pub chunks: u64,
+    /// Versions indexed.
+    pub versions: u64,
+    /// Damaged packs, whose index holds only what could be salvaged.
+    pub damaged: Vec<Issue>,
+    /// Index files deleted because their pack no longer exists.
+    pub orphan_indexes_removed: u64,
+}
+
+struct Checker {
+    report: VerifyReport,
+}
+
+impl Checker {
+    fn issue(&mut self, path: &Path, offset: Option<u64>, problem: impl Into<String>) {
+        self.report.issues.push(Issue {
+            path: path.to_path_buf(),
+            offset,
+            problem: problem.into(),
+        });
+    }
+}
+
+/// Check the repository in `dir`; see `LocalRepo::verify`.
+pub(crate) fn verify(dir: &Path, quick: bool) -> Result<VerifyReport, RepoError> {
+    let mut ck = Checker {
+        report: VerifyReport::default(),
+    };
+    let packs = list_packs(dir)?;
+    let idx_names = list_idx(dir)?;
+    for n in idx_names.iter().filter(|n| !packs.contains_key(n)) {
+        ck.issue(&n.idx_path(dir), None, "index file without its pack");
+    }
+    let mut chunk_lens: HashMap<ChunkId, u32> = HashMap::new();
+    let mut versions: Vec<Version> = Vec::new();
+    for (name, path) in &packs {
+        ck.report.packs += 1;
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                ck.issue(path, None, format!("cannot open: {e}"));
+                continue;
+            }
+        };
+        let len = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                ck.issue(path, None, format!("cannot stat: {e}"));
+                continue;
+            }
+        };
+        let (entries, pack_versions) = check_pack(&mut ck, &file, path, len, quick);
+        for e in &entries {
+            if let TocKind::Chunk { id, raw_len, .. } = e.kind {
+                ck.report.chunks += 1;
+                chunk_lens.entry(id).or_insert(raw_len);
+            }
+        }
+        ck.report.versions += pack_versions.len() as u64;
+
+        let idx_path = name.idx_path(dir);
+        match index::read(&idx_path) {
+            Ok(None) => ck.issue(&idx_path, None, "pack has no index file"),
+            Err(e) => ck.issue(&idx_path, None, e.to_string()),
+            Ok(Some(i)) => {
+                if i.pack != *name || i.pack_len != len {
+                    ck.issue(
+                        &idx_path,
+                        None,
+                        format!(
+                            "index describes pack {} of {} bytes; the pack has {len}",
+                            i.pack, i.pack_len
+                        ),
+                    );
+                }
+                let expect: Vec<_> = entries.iter().filter_map(TocEntry::idx_chunk).collect();
+                if i.chunks != expect {
+                    ck.issue(&idx_path, None, "index chunk list disagrees with the pack");
+                }
+                if i.versions != pack_versions {
+                    ck.issue(&idx_path, None, "index versions disagree with the pack");
+                }
+            }
+        }
+        versions.extend(pack_versions);
+    }
+    for v in &versions {
+        for c in v.chunks() {
+            match chunk_lens.get(&c.id) {
+                None => ck.issue(
+                    dir,
+                    None,
+                    format!(
+                        "version {} of {} (client {}) refers to chunk {} which no pack holds",
+                        v.seq,
+                        display(&v.path),
+                        v.client,
+                        c.id
+                    ),
+                ),
+                Some(&n) if n != c.len => ck.issue(
+                    dir,
+                    None,
+                    format!(
+                        "version {} of {} (client {}) gives chunk {} length {}, the pack {n}",
+                        v.seq,
+                        display(&v.path),
+                        v.client,
+                        c.id,
+                        c.len
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(ck.report)
+}
+
+/// Check one pack; returns its records and versions as far as they could be
+/// read.
+fn check_pack(
+    ck: &mut Checker,
+    file: &File,
+    path: &Path,
+    len: u64,
+    quick: bool,
+) -> (Vec<TocEntry>, Vec<Version>) {
+    match pack::read_footer(file, path, len) {
+        Ok(footer) => {
+            // With a sound table of contents each record is read on its own,
+            // so one damaged record does not hide the ones after it.
+            let mut versions = Vec::new();
+            for e in &footer.entries {
+                match e.kind {
+                    TocKind::Chunk { id, raw_len, .. } => {
+                        if quick {
+                            continue;
+                        }
+                        match pack::read_chunk_at(file, path, e.offset, e.frame_len, &id) {
+                            Ok(data) if data.len() == raw_len as usize => {
+                                ck.report.chunks_read += 1
+                            }
+                            Ok(_) => ck.issue(
+                                path,
+                                Some(e.offset),
+                                "chunk length disagrees with the table of contents",
+                            ),
+                            Err(err) => ck.issue(path, Some(e.offset), err.to_string()),
+                        }
+                    }
+                    TocKind::Versions { count } => {
+                        match pack::read_record_at(file, path, e.offset, e.frame_len) {
+                            Ok(PackRecord::Versions(vs)) if vs.len() == count as usize => {
+                                versions.extend(vs)
+                            }
+                            Ok(_) => ck.issue(
+                                path,
+                                Some(e.offset),
+                                "version record disagrees with the table of contents",
+                            ),
+                            Err(err) => ck.issue(path, Some(e.offset), err.to_string()),
+                        }
+                    }
+                }
+            }
+            (footer.entries, versions)
+        }
+        Err(err) => {
+            ck.issue(path, None, err.to_string());
+            let s = pack::scan(file, path, len, !quick);
+            if !quick {
+                let chunks = s
+                    .entries
+                    .iter()
+                    .filter(|e| matches!(e.kind, TocKind::Chunk { .. }))
+                    .count();
+                ck.report.chunks_read += (chunks - s.bad_chunks.len()) as u64;
+            }
+            for (off, why) in s.bad_chunks {
+                ck.issue(path, Some(off), why);
+            }
+            if let Some((off, why)) = s.damage {
+                ck.issue(
+                    path,
+                    Some(off),
+                    format!("records from here on are lost: {why}"),
+                );
+            }
+            (s.entries, s.versions)
+        }
+    }
+}
