@@ -41,14 +41,22 @@ fn edits_restore_at_every_point_in_between() {
         fs::write(&f, content).unwrap();
         fs::set_permissions(&f, fs::Permissions::from_mode(*mode)).unwrap();
         env.wait_versions_where(&f, |vs| {
-            vs.last().is_some_and(|v| v["mode"] == *mode && v["size"] == content.len())
+            vs.last()
+                .is_some_and(|v| v["mode"] == *mode && v["size"] == content.len())
                 && vs.len() >= i + 2
         });
         points.push((env.now(), content.to_vec(), *mode));
     }
     for (i, (at, content, mode)) in points.iter().enumerate() {
         let dest = env.tmp.path().join(format!("restore-{i}"));
-        env.ok(&["restore", f.to_str().unwrap(), "--at", at, "--to", dest.to_str().unwrap()]);
+        env.ok(&[
+            "restore",
+            f.to_str().unwrap(),
+            "--at",
+            at,
+            "--to",
+            dest.to_str().unwrap(),
+        ]);
         assert_eq!(&fs::read(&dest).unwrap(), content, "content at point {i}");
         let m = fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
         assert_eq!(m, *mode, "mode at point {i}");
@@ -73,7 +81,14 @@ fn atomic_save_keeps_the_file_not_the_temp() {
     fs::rename(&tmp, &f).unwrap();
     env.wait_versions_where(&f, |vs| vs.last().is_some_and(|v| v["size"] == 19));
     let dest = env.tmp.path().join("out");
-    env.ok(&["restore", f.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        f.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(fs::read(&dest).unwrap(), b"v2 saved atomically");
     let ls = env.json(&["ls", env.root.to_str().unwrap(), "--json"]);
     let names: Vec<String> = ls["entries"]
@@ -84,7 +99,10 @@ fn atomic_save_keeps_the_file_not_the_temp() {
         .collect();
     assert!(!names.iter().any(|n| n.contains("tmp-4711")), "{names:?}");
     let vs = env.versions_json(&tmp);
-    assert!(vs.iter().all(|v| v["deleted"] == true), "temp kept as a live version: {vs:?}");
+    assert!(
+        vs.iter().all(|v| v["deleted"] == true),
+        "temp kept as a live version: {vs:?}"
+    );
     drop(agent);
 }
 
@@ -104,7 +122,9 @@ fn directory_rename_moves_the_tree() {
     // A write inside the renamed directory is seen under its new name.
     write(&e.join("src/c.rs"), b"fn c() {}");
     env.wait_versions(&e.join("src/c.rs"), 1);
-    env.wait_versions_where(&d.join("src/b.rs"), |vs| vs.last().is_some_and(|v| v["deleted"] == true));
+    env.wait_versions_where(&d.join("src/b.rs"), |vs| {
+        vs.last().is_some_and(|v| v["deleted"] == true)
+    });
     let ls = env.json(&["ls", env.root.to_str().unwrap(), "--json"]);
     let paths: Vec<String> = ls["entries"]
         .as_array()
@@ -113,10 +133,20 @@ fn directory_rename_moves_the_tree() {
         .map(|e| e["path"].as_str().unwrap().to_string())
         .collect();
     assert!(paths.iter().all(|p| !p.contains("/project")), "{paths:?}");
-    assert!(paths.iter().any(|p| p.ends_with("renamed/src/c.rs")), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p.ends_with("renamed/src/c.rs")),
+        "{paths:?}"
+    );
     // The old name restores as it was before the rename.
     let dest = env.tmp.path().join("old");
-    env.ok(&["restore", d.to_str().unwrap(), "--at", &before, "--to", dest.to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        d.to_str().unwrap(),
+        "--at",
+        &before,
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(fs::read(dest.join("src/b.rs")).unwrap(), b"fn b() {}");
     assert_eq!(fs::read(dest.join("a.rs")).unwrap(), b"fn a() {}");
     drop(agent);
@@ -134,7 +164,12 @@ fn delete_then_restore_in_place() {
     fs::remove_dir_all(env.root.join("keep")).unwrap();
     env.wait_versions_where(&f, |vs| vs.last().is_some_and(|v| v["deleted"] == true));
     assert!(!f.exists());
-    env.ok(&["restore", env.root.join("keep").to_str().unwrap(), "--at", &before]);
+    env.ok(&[
+        "restore",
+        env.root.join("keep").to_str().unwrap(),
+        "--at",
+        &before,
+    ]);
     assert_eq!(fs::read(&f).unwrap(), b"do not lose me");
     drop(agent);
 }
@@ -162,17 +197,36 @@ fn a_file_rewritten_while_read_never_mixes_states() {
     wait_until("final state captured", || {
         let dest = env.tmp.path().join("final-check");
         let _ = fs::remove_file(&dest);
-        env.run(&["restore", f.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
-        fs::read(&dest).map(|d| d.iter().all(|&b| b == 12)).unwrap_or(false)
+        env.run(&[
+            "restore",
+            f.to_str().unwrap(),
+            "--at",
+            "now",
+            "--to",
+            dest.to_str().unwrap(),
+        ]);
+        fs::read(&dest)
+            .map(|d| d.iter().all(|&b| b == 12))
+            .unwrap_or(false)
     });
     for (i, v) in vs.iter().enumerate() {
         let at = v["time"].as_str().unwrap();
         let dest = env.tmp.path().join(format!("v{i}"));
-        env.ok(&["restore", f.to_str().unwrap(), "--at", at, "--to", dest.to_str().unwrap()]);
+        env.ok(&[
+            "restore",
+            f.to_str().unwrap(),
+            "--at",
+            at,
+            "--to",
+            dest.to_str().unwrap(),
+        ]);
         let data = fs::read(&dest).unwrap();
         assert_eq!(data.len(), size);
         let first = data[0];
-        assert!(data.iter().all(|&b| b == first), "version {i} mixes two states");
+        assert!(
+            data.iter().all(|&b| b == first),
+            "version {i} mixes two states"
+        );
     }
     drop(agent);
 }
@@ -181,13 +235,18 @@ fn a_file_rewritten_while_read_never_mixes_states() {
 fn restart_captures_only_what_changed_while_stopped() {
     let env = Env::new();
     for i in 0..50 {
-        write(&env.root.join(format!("f{i}.txt")), format!("file {i}").as_bytes());
+        write(
+            &env.root.join(format!("f{i}.txt")),
+            format!("file {i}").as_bytes(),
+        );
     }
     let agent = env.watch(&[]);
     agent.wait_first_pass();
     env.wait_versions(&env.root.join("f49.txt"), 1);
     agent.stop();
-    let before = env.json(&["status", "--json"])["repository"]["versions"].as_u64().unwrap();
+    let before = env.json(&["status", "--json"])["repository"]["versions"]
+        .as_u64()
+        .unwrap();
     write(&env.root.join("f1.txt"), b"changed while stopped");
     fs::remove_file(env.root.join("f2.txt")).unwrap();
     write(&env.root.join("new.txt"), b"new while stopped");
@@ -195,12 +254,20 @@ fn restart_captures_only_what_changed_while_stopped() {
     agent.wait_first_pass();
     env.wait_versions(&env.root.join("new.txt"), 1);
     env.wait_versions(&env.root.join("f1.txt"), 2);
-    env.wait_versions_where(&env.root.join("f2.txt"), |vs| vs.last().is_some_and(|v| v["deleted"] == true));
+    env.wait_versions_where(&env.root.join("f2.txt"), |vs| {
+        vs.last().is_some_and(|v| v["deleted"] == true)
+    });
     let log = agent.log();
     agent.stop();
-    let after = env.json(&["status", "--json"])["repository"]["versions"].as_u64().unwrap();
+    let after = env.json(&["status", "--json"])["repository"]["versions"]
+        .as_u64()
+        .unwrap();
     // f1, f2 (tombstone), new.txt, and the root directory whose mtime changed.
-    assert_eq!(after - before, 4, "only the changed paths were captured again");
+    assert_eq!(
+        after - before,
+        4,
+        "only the changed paths were captured again"
+    );
     assert_eq!(env.versions_json(&env.root.join("f3.txt")).len(), 1);
     assert!(log.contains("first pass complete"));
 }
@@ -208,12 +275,18 @@ fn restart_captures_only_what_changed_while_stopped() {
 #[test]
 fn ignore_rules_keep_things_out() {
     let env = Env::new();
-    write(&env.root.join(".rewindignore"), b"*.log\nbuild/\n!important.log\n");
+    write(
+        &env.root.join(".rewindignore"),
+        b"*.log\nbuild/\n!important.log\n",
+    );
     write(&env.root.join("app.log"), b"noise");
     write(&env.root.join("important.log"), b"keep");
     write(&env.root.join("build/out.o"), b"obj");
     write(&env.root.join("notes.bak"), b"excluded by flag");
-    write(&env.root.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55\n");
+    write(
+        &env.root.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    );
     write(&env.root.join("cache/blob"), b"cached");
     write(&env.root.join(".notes.txt.swp"), b"vim swap");
     write(&env.root.join("notes.txt"), b"real");
@@ -223,7 +296,14 @@ fn ignore_rules_keep_things_out() {
     write(&env.root.join("later.log"), b"ignored later too");
     write(&env.root.join("later.txt"), b"kept");
     env.wait_versions(&env.root.join("later.txt"), 1);
-    for ignored in ["app.log", "build/out.o", "notes.bak", "cache/blob", ".notes.txt.swp", "later.log"] {
+    for ignored in [
+        "app.log",
+        "build/out.o",
+        "notes.bak",
+        "cache/blob",
+        ".notes.txt.swp",
+        "later.log",
+    ] {
         let vs = env.versions_json(&env.root.join(ignored));
         assert!(vs.is_empty(), "{ignored} was captured: {vs:?}");
     }
@@ -253,8 +333,18 @@ fn first_pass_of_ten_thousand_files() {
             == 10_000 + 100 + 1
     });
     let dest = env.tmp.path().join("all");
-    env.ok(&["restore", env.root.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
-    assert_eq!(fs::read(dest.join("d042/f017.txt")).unwrap(), b"dir 42 file 17\n");
+    env.ok(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::read(dest.join("d042/f017.txt")).unwrap(),
+        b"dir 42 file 17\n"
+    );
     drop(agent);
 }
 
@@ -273,12 +363,29 @@ fn two_restores_of_one_time_are_identical() {
     let at = env.now();
     let d1 = env.tmp.path().join("r1");
     let d2 = env.tmp.path().join("r2");
-    env.ok(&["restore", env.root.to_str().unwrap(), "--at", &at, "--to", d1.to_str().unwrap()]);
-    env.ok(&["restore", env.root.to_str().unwrap(), "--at", &at, "--to", d2.to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        &at,
+        "--to",
+        d1.to_str().unwrap(),
+    ]);
+    env.ok(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        &at,
+        "--to",
+        d2.to_str().unwrap(),
+    ]);
     let t1 = harness::describe_tree(&d1);
     let t2 = harness::describe_tree(&d2);
     assert_eq!(t1, t2);
-    assert!(t1.iter().any(|l| l.starts_with("link symlink a/b/c.txt")), "{t1:#?}");
+    assert!(
+        t1.iter().any(|l| l.starts_with("link symlink a/b/c.txt")),
+        "{t1:#?}"
+    );
     assert!(t1.iter().any(|l| l.starts_with("empty dir")), "{t1:#?}");
     // And identical to the original, modes and mtimes included.
     let orig = harness::describe_tree(&env.root);
@@ -300,9 +407,20 @@ fn restore_refuses_to_escape_the_destination() {
         (env.root.join("sub/../../escaped2.txt"), b"evil".as_slice()),
     ]);
     let dest = env.tmp.path().join("dest");
-    let out = env.run(&["restore", env.root.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
+    let out = env.run(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", harness::show(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("'..'"), "{}", harness::show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'..'"),
+        "{}",
+        harness::show(&out)
+    );
     assert_eq!(fs::read(dest.join("ok.txt")).unwrap(), b"fine");
     assert!(!env.tmp.path().join("escaped.txt").exists());
     assert!(!env.tmp.path().join("escaped2.txt").exists());
@@ -325,7 +443,10 @@ fn restore_does_not_follow_a_symlink_planted_in_place() {
     std::os::unix::fs::symlink(&outside, env.root.join("dir")).unwrap();
     let out = env.run(&["restore", env.root.to_str().unwrap(), "--at", &at]);
     assert_eq!(out.status.code(), Some(3), "{}", harness::show(&out));
-    assert!(!outside.join("file.txt").exists(), "restore wrote through a symlink");
+    assert!(
+        !outside.join("file.txt").exists(),
+        "restore wrote through a symlink"
+    );
 }
 
 #[test]
@@ -342,18 +463,35 @@ fn clear_errors_for_bad_input() {
     let agent = env.watch(&[]);
     agent.wait_first_pass();
     env.wait_versions(&env.root.join("a.txt"), 1);
-    let out = env.run(&["ls", env.root.to_str().unwrap(), "--at", "the day after tomorrow-ish"]);
+    let out = env.run(&[
+        "ls",
+        env.root.to_str().unwrap(),
+        "--at",
+        "the day after tomorrow-ish",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read time"));
     let out = env.run(&["versions", "/etc/hostname"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not inside any protected folder"));
-    let out = env.run(&["restore", env.root.join("a.txt").to_str().unwrap(), "--at", "2001-01-01 00:00"]);
+    let out = env.run(&[
+        "restore",
+        env.root.join("a.txt").to_str().unwrap(),
+        "--at",
+        "2001-01-01 00:00",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did not exist"));
     let dest = env.tmp.path().join("occupied");
     write(&dest.join("x"), b"x");
-    let out = env.run(&["restore", env.root.to_str().unwrap(), "--at", "now", "--to", dest.to_str().unwrap()]);
+    let out = env.run(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an empty directory"));
     drop(agent);
@@ -376,4 +514,78 @@ fn status_works_while_the_agent_runs() {
     let st = env.json(&["status", "--json"]);
     assert_eq!(st["agent"]["running"], false, "{st}");
     assert_eq!(st["journal"]["versions_waiting"], 0, "{st}");
+}
+
+#[test]
+fn new_directory_with_files_written_at_once_is_complete() {
+    let env = Env::new();
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    // Files land in the new directory before any watch on it can exist.
+    let d = env.root.join("fresh/deeper");
+    fs::create_dir_all(&d).unwrap();
+    for i in 0..30 {
+        fs::write(d.join(format!("{i}.txt")), format!("{i}")).unwrap();
+    }
+    for i in 0..30 {
+        env.wait_versions(&d.join(format!("{i}.txt")), 1);
+    }
+    drop(agent);
+}
+
+#[test]
+fn kill_9_loses_nothing_that_was_acknowledged() {
+    let env = Env::new();
+    for i in 0..2000 {
+        write(
+            &env.root.join(format!("d{}/f{i}.txt", i % 20)),
+            format!("file {i}\n").repeat(i % 50 + 1).as_bytes(),
+        );
+    }
+    // Killed in the middle of its first pass.
+    let agent = env.watch(&[]);
+    std::thread::sleep(Duration::from_millis(300));
+    agent.kill();
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("d19/f1999.txt"), 1);
+    write(&env.root.join("acked.txt"), b"acknowledged");
+    env.wait_versions(&env.root.join("acked.txt"), 1);
+    let acked_at = env.now();
+    agent.kill();
+    // Changed while the agent was dead.
+    write(&env.root.join("while-dead.txt"), b"written while dead");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("while-dead.txt"), 1);
+    assert_eq!(
+        env.versions_json(&env.root.join("acked.txt")).len(),
+        1,
+        "no duplicates"
+    );
+    let dest = env.tmp.path().join("after-kill");
+    env.ok(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    agent.stop();
+    assert_eq!(
+        harness::describe_tree(&dest),
+        harness::describe_tree(&env.root)
+    );
+    let before = env.tmp.path().join("at-ack");
+    env.ok(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        &acked_at,
+        "--to",
+        before.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(before.join("acked.txt")).unwrap(), b"acknowledged");
+    assert!(!before.join("while-dead.txt").exists());
 }

@@ -138,7 +138,11 @@ fn versions(repo_dir: &Path, path: &Path, json: bool) -> Result<i32> {
         serde_json::to_writer_pretty(&mut out, &json!({"path": JsonPath(&b), "versions": list}))?;
         writeln!(out)?;
     } else {
-        writeln!(out, "{:>8}  {:<23}  {:<7}  {:>10}  CHANGE", "SEQ", "TIME", "KIND", "SIZE")?;
+        writeln!(
+            out,
+            "{:>8}  {:<23}  {:<7}  {:>10}  CHANGE",
+            "SEQ", "TIME", "KIND", "SIZE"
+        )?;
         for (v, change, _) in rows {
             writeln!(
                 out,
@@ -146,7 +150,11 @@ fn versions(repo_dir: &Path, path: &Path, json: bool) -> Result<i32> {
                 v.seq,
                 v.observed_at.to_local_string(),
                 kind_of(v),
-                if v.is_tombstone() { "-".to_string() } else { indicatif::HumanBytes(v.size()).to_string() },
+                if v.is_tombstone() {
+                    "-".to_string()
+                } else {
+                    indicatif::HumanBytes(v.size()).to_string()
+                },
                 change
             )?;
         }
@@ -226,7 +234,8 @@ fn restore(repo_dir: &Path, r: crate::RestoreArgs) -> Result<i32> {
     let b = stored_path(&o, &r.path)?;
     let to = match &r.to {
         Some(t) => Some(
-            rewind_core::path::absolute(t).with_context(|| format!("cannot resolve {}", t.display()))?,
+            rewind_core::path::absolute(t)
+                .with_context(|| format!("cannot resolve {}", t.display()))?,
         ),
         None => None,
     };
@@ -308,8 +317,16 @@ fn restore(repo_dir: &Path, r: crate::RestoreArgs) -> Result<i32> {
             report.symlinks,
             indicatif::HumanBytes(report.bytes_fetched),
             indicatif::HumanBytes(report.bytes_reused),
-            if report.deleted > 0 { format!(", {} removed", report.deleted) } else { String::new() },
-            if report.problems.is_empty() { String::new() } else { format!("; {} problems", report.problems.len()) },
+            if report.deleted > 0 {
+                format!(", {} removed", report.deleted)
+            } else {
+                String::new()
+            },
+            if report.problems.is_empty() {
+                String::new()
+            } else {
+                format!("; {} problems", report.problems.len())
+            },
         );
     }
     Ok(if report.problems.is_empty() { 0 } else { 3 })
@@ -356,20 +373,31 @@ fn status(repo_dir: &Path, json: bool) -> Result<i32> {
         );
         return Ok(0);
     }
-    println!("repository   {} (id {})", o.repo.path().display(), o.repo.id());
+    println!(
+        "repository   {} (id {})",
+        o.repo.path().display(),
+        o.repo.id()
+    );
     println!(
         "             {} versions, {} chunks, {} in {} packs; last commit {}",
         stats.versions,
         stats.chunks,
         indicatif::HumanBytes(stats.pack_bytes),
         stats.packs,
-        stats.last_commit.map(|t| t.to_local_string()).unwrap_or_else(|| "never".into())
+        stats
+            .last_commit
+            .map(|t| t.to_local_string())
+            .unwrap_or_else(|| "never".into())
     );
     if agent_v["running"].as_bool() == Some(true) {
         println!(
             "agent        running (pid {}), first pass {}",
             agent_v["pid"],
-            if agent_v["first_pass_done"].as_bool() == Some(true) { "done" } else { "in progress" }
+            if agent_v["first_pass_done"].as_bool() == Some(true) {
+                "done"
+            } else {
+                "in progress"
+            }
         );
     } else {
         println!("agent        not running");

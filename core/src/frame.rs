@@ -149,10 +149,16 @@ mod tests {
         let mut bad = buf.clone();
         bad[10] ^= 1;
         assert!(matches!(decode(&bad, 0), Err(FrameError::Checksum { .. })));
-        assert!(matches!(decode(&buf[..12], 0), Err(FrameError::Truncated { .. })));
+        assert!(matches!(
+            decode(&buf[..12], 0),
+            Err(FrameError::Truncated { .. })
+        ));
         let mut huge = buf.clone();
         huge[3] = 0xff;
         assert!(matches!(decode(&huge, 0), Err(FrameError::TooLong { .. })));
-        assert!(matches!(read(&mut &huge[..], 0), Err(FrameError::TooLong { .. })));
+        assert!(matches!(
+            read(&mut &huge[..], 0),
+            Err(FrameError::TooLong { .. })
+        ));
     }
 }

@@ -103,7 +103,10 @@ pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
             }
             return Ok(out);
         }
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 tail.push(name);
                 existing = parent.to_path_buf();

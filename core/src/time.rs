@@ -169,7 +169,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "soon", "10 parsecs ago", "2026-13-01", "yesterday 25:00", "-5 min ago"] {
+        for bad in [
+            "",
+            "soon",
+            "10 parsecs ago",
+            "2026-13-01",
+            "yesterday 25:00",
+            "-5 min ago",
+        ] {
             assert!(parse_point_in_time(bad, &now()).is_err(), "{bad}");
         }
     }

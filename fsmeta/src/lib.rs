@@ -21,6 +21,6 @@
 mod meta;
 
 pub use meta::{
-    ApplyOptions, Extent, FileKind, FileMeta, FileTime, MetaError, MetaIssue, Xattr,
-    apply_meta_at, apply_meta_fd, read_meta,
+    ApplyOptions, Extent, FileKind, FileMeta, FileTime, MetaError, MetaIssue, Xattr, apply_meta_at,
+    apply_meta_fd, read_meta,
 };

@@ -45,7 +45,9 @@ impl FileKind {
 
 /// A point in time as the filesystem stores it: seconds and nanoseconds since
 /// the Unix epoch. Seconds may be negative.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct FileTime {
     /// Seconds since 1970-01-01T00:00:00Z.
     pub sec: i64,
@@ -209,7 +211,12 @@ pub fn read_meta(path: &Path) -> Result<FileMeta, MetaError> {
         FileKind::Socket
     };
     let symlink_target = if kind == FileKind::Symlink {
-        Some(fs::read_link(path).map_err(err)?.into_os_string().into_encoded_bytes())
+        Some(
+            fs::read_link(path)
+                .map_err(err)?
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
     } else {
         None
     };
@@ -227,7 +234,10 @@ pub fn read_meta(path: &Path) -> Result<FileMeta, MetaError> {
         ctime: FileTime::from_parts(md.ctime(), md.ctime_nsec()),
         btime: md.created().ok().and_then(|t| {
             let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-            Some(FileTime::from_parts(d.as_secs() as i64, d.subsec_nanos() as i64))
+            Some(FileTime::from_parts(
+                d.as_secs() as i64,
+                d.subsec_nanos() as i64,
+            ))
         }),
         dev: md.dev(),
         ino: md.ino(),
@@ -341,7 +351,11 @@ mod tests {
         assert_eq!(l.kind, FileKind::Symlink);
         assert_eq!(l.symlink_target.as_deref(), Some(&b"does/not/exist"[..]));
         assert_eq!(read_meta(dir.path()).unwrap().kind, FileKind::Dir);
-        assert!(read_meta(&dir.path().join("nope")).unwrap_err().is_not_found());
+        assert!(
+            read_meta(&dir.path().join("nope"))
+                .unwrap_err()
+                .is_not_found()
+        );
     }
 
     #[test]

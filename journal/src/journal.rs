@@ -208,17 +208,19 @@ impl Journal {
         let client = match db.get(meta_key("client")).map_err(db_err)? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
-                db.insert(meta_key("client"), client.as_bytes()).map_err(db_err)?;
+                db.insert(meta_key("client"), client.as_bytes())
+                    .map_err(db_err)?;
                 db.flush().map_err(db_err)?;
                 client.to_string()
             }
         };
         let mut next_seq = get_u64(&db, "next_seq", &dbdir)?.max(1);
         if let Some((k, _)) = db.scan_prefix([b'v']).last().transpose().map_err(db_err)? {
-            let seq = u64::from_be_bytes(k[1..9].try_into().map_err(|_| JournalError::Corrupt {
-                key: format!("{k:?}"),
-                reason: "bad version key".into(),
-            })?);
+            let seq =
+                u64::from_be_bytes(k[1..9].try_into().map_err(|_| JournalError::Corrupt {
+                    key: format!("{k:?}"),
+                    reason: "bad version key".into(),
+                })?);
             next_seq = next_seq.max(seq + 1);
         }
         // Every segment that survived is needed until the cursor passes
@@ -561,10 +563,7 @@ impl Journal {
             batch.remove(k);
         }
         batch.insert(meta_key("cursor"), &seq.to_be_bytes());
-        batch.insert(
-            meta_key("last_upload"),
-            &Timestamp::now().0.to_be_bytes(),
-        );
+        batch.insert(meta_key("last_upload"), &Timestamp::now().0.to_be_bytes());
         self.inner
             .db
             .apply_batch(batch)
@@ -644,7 +643,10 @@ impl Journal {
             .collect();
         self.inner
             .db
-            .insert(meta_key("roots"), postcard::to_stdvec(&v).expect("serialize"))
+            .insert(
+                meta_key("roots"),
+                postcard::to_stdvec(&v).expect("serialize"),
+            )
             .map_err(|source| self.db_err(source))?;
         Ok(())
     }
@@ -716,10 +718,12 @@ fn get_u64(db: &sled::Db, name: &str, dir: &Path) -> Result<u64> {
         source,
     })?;
     Ok(match v {
-        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| JournalError::Corrupt {
-            key: name.to_string(),
-            reason: "not 8 bytes".into(),
-        })?),
+        Some(v) => {
+            u64::from_be_bytes(v.as_ref().try_into().map_err(|_| JournalError::Corrupt {
+                key: name.to_string(),
+                reason: "not 8 bytes".into(),
+            })?)
+        }
         None => 0,
     })
 }
@@ -796,7 +800,10 @@ fn flush_once(inner: &Inner) -> Result<u64> {
     }
     let mut batch = sled::Batch::default();
     for (id, loc) in &chunks {
-        batch.insert(key(b'c', &id.0), postcard::to_stdvec(loc).expect("serialize"));
+        batch.insert(
+            key(b'c', &id.0),
+            postcard::to_stdvec(loc).expect("serialize"),
+        );
     }
     let mut applied: Vec<(Vec<u8>, u64)> = Vec::with_capacity(versions.len());
     for v in &versions {

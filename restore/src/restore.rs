@@ -125,9 +125,7 @@ impl Dest<'_> {
     /// The directory that holds the entry at `comps` (root: the parent).
     fn holder(&mut self, comps: &[Vec<u8>]) -> io::Result<(Arc<OwnedFd>, Vec<u8>)> {
         match comps.split_last() {
-            None => {
-                Ok((self.parent.clone(), self.root_name.clone()))
-            }
+            None => Ok((self.parent.clone(), self.root_name.clone())),
             Some((last, dir)) => Ok((self.dir(dir)?, last.clone())),
         }
     }
@@ -139,7 +137,12 @@ impl Dest<'_> {
             return Ok(fd.clone());
         }
         let fd = match comps.split_last() {
-            None => rustix::fs::openat(&*self.parent, self.root_name.as_slice(), nofollow_dir(), Mode::empty())?,
+            None => rustix::fs::openat(
+                &*self.parent,
+                self.root_name.as_slice(),
+                nofollow_dir(),
+                Mode::empty(),
+            )?,
             Some((last, up)) => {
                 let parent = self.dir(up)?;
                 rustix::fs::openat(&*parent, last.as_slice(), nofollow_dir(), Mode::empty())?
@@ -169,7 +172,8 @@ impl Dest<'_> {
 
     fn restore_entry(&mut self, comps: &[Vec<u8>], v: &Version, meta: &FileMeta) -> io::Result<()> {
         let (dirfd, name) = self.holder(comps)?;
-        let existing = match rustix::fs::statat(&*dirfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+        let existing = match rustix::fs::statat(&*dirfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+        {
             Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
             Err(rustix::io::Errno::NOENT) => None,
             Err(e) => return Err(e.into()),
@@ -178,7 +182,9 @@ impl Dest<'_> {
             FileKind::Dir => {
                 match existing {
                     Some(FileType::Directory) => {}
-                    None => rustix::fs::mkdirat(&*dirfd, name.as_slice(), Mode::from_raw_mode(0o700))?,
+                    None => {
+                        rustix::fs::mkdirat(&*dirfd, name.as_slice(), Mode::from_raw_mode(0o700))?
+                    }
                     Some(_) => {
                         return Err(io::Error::other(
                             "a non-directory is in the way of a directory",
@@ -191,7 +197,13 @@ impl Dest<'_> {
                 if existing == Some(FileType::Directory) {
                     return Err(io::Error::other("a directory is in the way of a file"));
                 }
-                self.write_file(&dirfd, &name, v, meta, existing == Some(FileType::RegularFile))?;
+                self.write_file(
+                    &dirfd,
+                    &name,
+                    v,
+                    meta,
+                    existing == Some(FileType::RegularFile),
+                )?;
                 self.report.files += 1;
             }
             FileKind::Symlink => {
@@ -202,7 +214,12 @@ impl Dest<'_> {
                 let tmp = tmp_name();
                 rustix::fs::symlinkat(target.as_slice(), &*dirfd, tmp.as_slice())?;
                 self.commit_tmp(&dirfd, &tmp, &name)?;
-                let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), meta, ApplyOptions::default());
+                let issues = apply_meta_at(
+                    &*dirfd,
+                    OsStr::from_bytes(&name),
+                    meta,
+                    ApplyOptions::default(),
+                );
                 self.meta_issues(&v.path, issues);
                 self.report.symlinks += 1;
             }
@@ -216,12 +233,30 @@ impl Dest<'_> {
                     _ => FileType::BlockDevice,
                 };
                 let tmp = tmp_name();
-                rustix::fs::mknodat(&*dirfd, tmp.as_slice(), ft, Mode::from_raw_mode(0o600), meta.rdev as _)
-                    .map_err(|e| io::Error::other(format!("cannot create {}: {e}", meta.kind.as_str())))?;
+                rustix::fs::mknodat(
+                    &*dirfd,
+                    tmp.as_slice(),
+                    ft,
+                    Mode::from_raw_mode(0o600),
+                    meta.rdev as _,
+                )
+                .map_err(|e| {
+                    io::Error::other(format!("cannot create {}: {e}", meta.kind.as_str()))
+                })?;
                 self.commit_tmp(&dirfd, &tmp, &name)?;
-                let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), meta, ApplyOptions::default());
+                let issues = apply_meta_at(
+                    &*dirfd,
+                    OsStr::from_bytes(&name),
+                    meta,
+                    ApplyOptions::default(),
+                );
                 self.meta_issues(&v.path, issues);
-                if let Err(e) = rustix::fs::chmodat(&*dirfd, name.as_slice(), Mode::from_raw_mode(meta.mode as _), AtFlags::empty()) {
+                if let Err(e) = rustix::fs::chmodat(
+                    &*dirfd,
+                    name.as_slice(),
+                    Mode::from_raw_mode(meta.mode as _),
+                    AtFlags::empty(),
+                ) {
                     self.problem(&v.path, format!("could not set mode: {e}"));
                 }
                 self.report.other += 1;
@@ -246,11 +281,7 @@ impl Dest<'_> {
 
     /// Chunks of the file now at `name`, if it is a regular file: id →
     /// (offset, len), plus the file itself and the ordered ids.
-    fn local_chunks(
-        &self,
-        dirfd: &OwnedFd,
-        name: &[u8],
-    ) -> Option<LocalChunks> {
+    fn local_chunks(&self, dirfd: &OwnedFd, name: &[u8]) -> Option<LocalChunks> {
         let fd = rustix::fs::openat(
             dirfd,
             name,
@@ -262,7 +293,10 @@ impl Dest<'_> {
         let mut map = HashMap::new();
         let mut order = Vec::new();
         let mut off = 0u64;
-        for chunk in self.chunker.chunks(io::BufReader::with_capacity(1 << 20, &file)) {
+        for chunk in self
+            .chunker
+            .chunks(io::BufReader::with_capacity(1 << 20, &file))
+        {
             let chunk = chunk.ok()?;
             let id = ChunkId::of(&chunk);
             map.entry(id).or_insert((off, chunk.len() as u32));
@@ -431,7 +465,11 @@ pub fn restore(
     }
     let (parent, root_name) = match (dest.parent(), dest.file_name()) {
         (Some(p), Some(n)) => (
-            if p.as_os_str().is_empty() { Path::new(".") } else { p },
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            },
             n.as_bytes().to_vec(),
         ),
         _ => {

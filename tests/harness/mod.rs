@@ -81,7 +81,11 @@ impl Env {
     /// Run and require exit 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "rewind {args:?} failed\n{}", show(&out));
+        assert!(
+            out.status.success(),
+            "rewind {args:?} failed\n{}",
+            show(&out)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -156,7 +160,12 @@ impl Env {
         let base = self.tmp.path().canonicalize().unwrap();
         let repo_dir = base.join("data/rewind/repo");
         let repo = rewind_repo::LocalRepo::open_writer(&repo_dir).unwrap();
-        let client = fs::read_to_string(base.join("state/rewind/journals").join(repo.id()).join("client")).unwrap();
+        let client = fs::read_to_string(
+            base.join("state/rewind/journals")
+                .join(repo.id())
+                .join("client"),
+        )
+        .unwrap();
         let root_meta = rewind_fsmeta::read_meta(&self.root).unwrap();
         let file_meta = {
             let p = self.root.join(".meta-template");
@@ -183,7 +192,10 @@ impl Env {
                     seq,
                     observed_at: Timestamp::now(),
                     path: cur.clone(),
-                    entry: Entry::Present { meta: root_meta.clone(), chunks: vec![] },
+                    entry: Entry::Present {
+                        meta: root_meta.clone(),
+                        chunks: vec![],
+                    },
                 });
             }
             let c = EncodedChunk::encode(data);
@@ -194,8 +206,14 @@ impl Env {
                 observed_at: Timestamp::now(),
                 path: b,
                 entry: Entry::Present {
-                    meta: rewind_core::FileMeta { size: data.len() as u64, ..file_meta.clone() },
-                    chunks: vec![ChunkRef { id: c.id, len: c.raw_len }],
+                    meta: rewind_core::FileMeta {
+                        size: data.len() as u64,
+                        ..file_meta.clone()
+                    },
+                    chunks: vec![ChunkRef {
+                        id: c.id,
+                        len: c.raw_len,
+                    }],
                 },
             });
             chunks.push(c);
@@ -207,7 +225,10 @@ impl Env {
 
 fn rand_suffix() -> u64 {
     use std::time::SystemTime;
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// A running `rewind watch`; stopped with SIGINT on drop.
@@ -238,11 +259,17 @@ impl Agent {
 
     fn stop_inner(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
             let start = Instant::now();
             loop {
                 if let Ok(Some(st)) = c.try_wait() {
-                    assert!(st.success() || std::thread::panicking(), "agent exited with {st}; log:\n{}", self.log());
+                    assert!(
+                        st.success() || std::thread::panicking(),
+                        "agent exited with {st}; log:\n{}",
+                        self.log()
+                    );
                     return;
                 }
                 if start.elapsed() > DEADLINE {
@@ -284,10 +311,17 @@ pub fn describe_tree(root: &Path) -> Vec<String> {
 fn describe(root: &Path, p: &Path, out: &mut Vec<String>) {
     let md = fs::symlink_metadata(p).unwrap();
     let rel = p.strip_prefix(root).unwrap();
-    let name = if rel.as_os_str().is_empty() { ".".into() } else { rel.display().to_string() };
+    let name = if rel.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        rel.display().to_string()
+    };
     let mtime = format!("{}.{:09}", md.mtime(), md.mtime_nsec());
     if md.file_type().is_symlink() {
-        out.push(format!("{name} symlink {} {mtime}", fs::read_link(p).unwrap().display()));
+        out.push(format!(
+            "{name} symlink {} {mtime}",
+            fs::read_link(p).unwrap().display()
+        ));
     } else if md.is_dir() {
         out.push(format!("{name} dir {:o} {mtime}", md.mode() & 0o7777));
         for e in fs::read_dir(p).unwrap() {

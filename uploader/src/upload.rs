@@ -159,7 +159,10 @@ impl Uploader {
 
     /// A snapshot of the status.
     pub fn status(&self) -> UploadStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Finish the current round, upload what is durable now (unless the
@@ -199,7 +202,10 @@ fn run(
                 backoff = Duration::from_millis(200);
                 let cursor = journal.cursor().unwrap_or(0);
                 // Wakes as soon as the journal makes something durable.
-                journal.wait_durable_beyond(cursor.max(journal.durable_seq()), Duration::from_millis(250));
+                journal.wait_durable_beyond(
+                    cursor.max(journal.durable_seq()),
+                    Duration::from_millis(250),
+                );
             }
             Ok(_) => backoff = Duration::from_millis(200),
             Err(e) => {
@@ -221,5 +227,141 @@ fn run(
                 backoff = (backoff * 2).min(opts.max_backoff);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind_core::{ChunkRef, EncodedChunk, Entry, FileKind};
+    use rewind_repo::LocalRepo;
+
+    fn meta() -> rewind_core::FileMeta {
+        rewind_core::FileMeta {
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size: 0,
+            mtime: Default::default(),
+            atime: Default::default(),
+            ctime: Default::default(),
+            btime: None,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            rdev: 0,
+            symlink_target: None,
+            xattrs: vec![],
+            acl: None,
+            default_acl: None,
+            hardlink_group: None,
+            sparse: None,
+            flags: None,
+        }
+    }
+
+    fn capture(j: &Journal, path: &str, data: &[u8]) -> (u64, EncodedChunk) {
+        let c = EncodedChunk::encode(data);
+        let g = j.begin_capture();
+        g.spool(&c).unwrap();
+        let seq = g.append(Version {
+            client: String::new(),
+            seq: 0,
+            observed_at: Timestamp::now(),
+            path: path.as_bytes().to_vec(),
+            entry: Entry::Present {
+                meta: meta(),
+                chunks: vec![ChunkRef {
+                    id: c.id,
+                    len: c.raw_len,
+                }],
+            },
+        });
+        (seq, c)
+    }
+
+    fn setup() -> (tempfile::TempDir, Journal, LocalRepo) {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(&tmp.path().join("journal"), "me").unwrap();
+        let r = LocalRepo::init(&tmp.path().join("repo"), rewind_core::DEFAULT_CHUNKER).unwrap();
+        (tmp, j, r)
+    }
+
+    #[test]
+    fn drains_durable_versions_and_advances_the_cursor() {
+        let (_t, j, r) = setup();
+        capture(&j, "/r/a", b"aaa");
+        let (s2, c2) = capture(&j, "/r/b", b"bbb");
+        j.flush().unwrap();
+        let st = Mutex::new(UploadStatus::default());
+        let opts = UploadOptions::default();
+        assert!(drain_once(&j, &r, &opts, &st).unwrap() > 0);
+        assert_eq!(j.cursor().unwrap(), s2);
+        assert_eq!(r.versions_of("me", b"/r/b").unwrap().len(), 1);
+        assert_eq!(r.read_chunk(&c2.id).unwrap(), b"bbb");
+        assert_eq!(drain_once(&j, &r, &opts, &st).unwrap(), 0);
+        assert_eq!(st.lock().unwrap().versions_committed, 2);
+    }
+
+    #[test]
+    fn small_batches_and_resend_after_a_lost_cursor_are_harmless() {
+        let (_t, j, r) = setup();
+        for i in 0..5 {
+            capture(&j, &format!("/r/{i}"), format!("data {i}").as_bytes());
+        }
+        j.flush().unwrap();
+        let st = Mutex::new(UploadStatus::default());
+        let opts = UploadOptions {
+            max_versions: 2,
+            ..Default::default()
+        };
+        // The repository has the first batch but the cursor never moved
+        // (a crash between commit and cursor advance).
+        let first = j.versions_after(0, 2).unwrap();
+        let chunks: Vec<_> = first
+            .iter()
+            .map(|v| j.read_spooled(&v.chunks()[0].id).unwrap().unwrap())
+            .collect();
+        r.put_chunks(chunks).unwrap();
+        r.commit_versions(first).unwrap();
+        while drain_once(&j, &r, &opts, &st).unwrap() > 0 {}
+        assert_eq!(j.cursor().unwrap(), 5);
+        assert_eq!(r.stats().unwrap().versions, 5, "nothing duplicated");
+    }
+
+    #[test]
+    fn a_version_whose_chunk_is_lost_is_held_back() {
+        let (_t, j, r) = setup();
+        let (s1, _) = capture(&j, "/r/ok", b"fine");
+        j.flush().unwrap();
+        // A version whose chunk was never spooled (a damaged journal).
+        let g = j.begin_capture();
+        let ghost = EncodedChunk::encode(b"never spooled");
+        g.append(Version {
+            client: String::new(),
+            seq: 0,
+            observed_at: Timestamp::now(),
+            path: b"/r/ghost".to_vec(),
+            entry: Entry::Present {
+                meta: meta(),
+                chunks: vec![ChunkRef {
+                    id: ghost.id,
+                    len: ghost.raw_len,
+                }],
+            },
+        });
+        j.flush().unwrap();
+        let st = Mutex::new(UploadStatus::default());
+        drain_once(&j, &r, &UploadOptions::default(), &st).unwrap();
+        assert_eq!(r.versions_of("me", b"/r/ok").unwrap().len(), 1);
+        assert!(r.versions_of("me", b"/r/ghost").unwrap().is_empty());
+        assert!(
+            j.last_known(b"/r/ghost").unwrap().is_none(),
+            "forgotten, so captured again"
+        );
+        assert!(j.cursor().unwrap() > s1);
     }
 }

@@ -12,7 +12,9 @@ use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::Path;
 
-use rewind_core::{ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, FileKind, FileMeta, Timestamp, Version};
+use rewind_core::{
+    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, FileKind, FileMeta, Timestamp, Version,
+};
 use rewind_journal::{Journal, JournalError, PathState};
 use rustix::fs::{CWD, Mode, OFlags};
 
@@ -165,7 +167,10 @@ impl Capturer<'_> {
         let mut chunks = Vec::new();
         let mut read = 0u64;
         let mut spooled = 0u64;
-        for data in self.chunker.chunks(BufReader::with_capacity(1 << 20, &file)) {
+        for data in self
+            .chunker
+            .chunks(BufReader::with_capacity(1 << 20, &file))
+        {
             let data = data.map_err(read_err)?;
             let id = ChunkId::of(&data);
             read += data.len() as u64;

@@ -98,7 +98,11 @@ fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> serde_json:
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
         .map(|u| u.status());
-    let problems = agent.problems.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let problems = agent
+        .problems
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     json!({
         "agent": {
             "running": true,
@@ -125,5 +129,7 @@ pub fn query(path: &Path) -> Result<Option<serde_json::Value>> {
     conn.write_all(b"status\n")?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;
-    Ok(Some(serde_json::from_str(&line).context("agent sent a malformed status")?))
+    Ok(Some(
+        serde_json::from_str(&line).context("agent sent a malformed status")?,
+    ))
 }

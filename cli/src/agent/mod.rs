@@ -83,6 +83,8 @@ pub(crate) struct Agent {
     pub counters: Counters,
     pub problems: Mutex<Vec<ProblemRecord>>,
     pub first_pass_done: AtomicBool,
+    /// Set when stopping: scans stop queueing work.
+    pub stopping: AtomicBool,
     pub roots: Vec<PathBuf>,
     pub repo_path: PathBuf,
     pub started: Timestamp,
@@ -116,11 +118,15 @@ impl Agent {
                 Ok(Outcome::Captured { bytes, spooled }) => {
                     self.counters.captured.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes_read.fetch_add(bytes, Ordering::Relaxed);
-                    self.counters.bytes_spooled.fetch_add(spooled, Ordering::Relaxed);
+                    self.counters
+                        .bytes_spooled
+                        .fetch_add(spooled, Ordering::Relaxed);
                     tracing::debug!("captured {}", show(&path));
                 }
                 Ok(Outcome::Deleted(n)) => {
-                    self.counters.captured.fetch_add(n as u64, Ordering::Relaxed);
+                    self.counters
+                        .captured
+                        .fetch_add(n as u64, Ordering::Relaxed);
                     tracing::debug!("deleted {} ({n} paths)", show(&path));
                 }
                 Ok(Outcome::Raced) => {
@@ -129,8 +135,12 @@ impl Agent {
                 }
                 Ok(Outcome::Unchanged | Outcome::Skipped) => {}
                 Err(capture::CaptureError::Journal(e)) => {
-                    self.problem(format!("journal: {e} (capture of {} will be retried)", show(&path)));
-                    self.sched.retry_later(path.clone(), at, Duration::from_secs(2));
+                    self.problem(format!(
+                        "journal: {e} (capture of {} will be retried)",
+                        show(&path)
+                    ));
+                    self.sched
+                        .retry_later(path.clone(), at, Duration::from_secs(2));
                 }
                 Err(e) => self.problem(format!("skipped {e}")),
             }
@@ -142,13 +152,14 @@ impl Agent {
     /// what differs, including deletions.
     fn rescan(&self, root: &Path, at: Timestamp) {
         let base = to_bytes(root).to_vec();
-        let known: HashMap<Vec<u8>, rewind_journal::PathState> = match self.journal.known_under(&base) {
-            Ok(k) => k.into_iter().collect(),
-            Err(e) => {
-                self.problem(format!("rescan of {}: {e}", root.display()));
-                return;
-            }
-        };
+        let known: HashMap<Vec<u8>, rewind_journal::PathState> =
+            match self.journal.known_under(&base) {
+                Ok(k) => k.into_iter().collect(),
+                Err(e) => {
+                    self.problem(format!("rescan of {}: {e}", root.display()));
+                    return;
+                }
+            };
         let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(known.len());
         let mut unreadable: Vec<Vec<u8>> = Vec::new();
         if std::fs::symlink_metadata(root).is_err() {
@@ -156,6 +167,7 @@ impl Agent {
             return;
         }
         rewind_watcher::scan(root, &self.rules, |item| match item {
+            _ if self.stopping.load(Ordering::Relaxed) => {}
             ScanItem::Entry { path, metadata } => {
                 self.counters.scanned.fetch_add(1, Ordering::Relaxed);
                 let b = to_bytes(&path).to_vec();
@@ -176,6 +188,9 @@ impl Agent {
                 }
             }
         });
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
         for p in known.keys() {
             if !seen.contains(p) && !unreadable.iter().any(|u| rewind_core::path::is_under(p, u)) {
                 self.sched.submit(p.clone(), at);
@@ -242,6 +257,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         counters: Counters::default(),
         problems: Mutex::new(Vec::new()),
         first_pass_done: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
         roots: roots.clone(),
         repo_path,
         started: Timestamp::now(),
@@ -252,7 +268,10 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
 
     // Two capture workers per core would only contend for the disk; one
     // per core keeps hashing and compression on both cores.
-    let nworkers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+    let nworkers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
     let mut workers = Vec::new();
     for i in 0..nworkers {
         let a = agent.clone();
@@ -311,9 +330,12 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     }
     watcher.stop();
     drop(rescan_tx);
-    let _ = scanner.join();
-    agent.sched.wait_idle(Duration::from_secs(30));
+    agent.stopping.store(true, Ordering::Relaxed);
+    // Captures already queued get a little time to finish; whatever is
+    // left is found again by the next start's first pass.
+    agent.sched.wait_idle(Duration::from_secs(10));
     agent.sched.stop();
+    let _ = scanner.join();
     for w in workers {
         let _ = w.join();
     }
@@ -346,7 +368,7 @@ fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool) {
         b
     });
     let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
+    let _complete = std::thread::scope(|s| {
         if let Some(b) = &bar {
             s.spawn(|| {
                 while !done.load(Ordering::Relaxed) {
@@ -365,12 +387,17 @@ fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool) {
         for r in roots {
             agent.rescan(r, at);
         }
-        agent.sched.wait_idle(Duration::from_secs(365 * 86400));
+        let complete = agent.sched.wait_idle(Duration::from_secs(365 * 86400));
         let _ = agent.journal.flush();
         done.store(true, Ordering::Relaxed);
+        complete
     });
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    if agent.stopping.load(Ordering::Relaxed) {
+        eprintln!("rewind: first pass interrupted; the next start goes on from here");
+        return;
     }
     agent.first_pass_done.store(true, Ordering::Relaxed);
     let c = &agent.counters;

@@ -133,13 +133,17 @@ impl Scheduler {
         s.queued.len() + s.running.len() + s.delayed.len()
     }
 
-    /// Wait until idle (or `timeout`).
+    /// Wait until idle (true), or until `timeout` passes or the scheduler
+    /// is stopped (false).
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut s = self.lock();
         loop {
             if s.queue.is_empty() && s.running.is_empty() && s.delayed.is_empty() {
                 return true;
+            }
+            if s.stop {
+                return false;
             }
             let now = Instant::now();
             if now >= deadline {

@@ -55,7 +55,14 @@ impl Fixture {
 
     fn dir(&mut self, rel: &str, at: i64) {
         let meta = self.meta(FileKind::Dir, 0o750, 0);
-        self.put(rel, at, Entry::Present { meta, chunks: vec![] });
+        self.put(
+            rel,
+            at,
+            Entry::Present {
+                meta,
+                chunks: vec![],
+            },
+        );
     }
 
     fn file(&mut self, rel: &str, at: i64, data: &[u8]) {
@@ -102,7 +109,11 @@ fn restores_a_tree_to_a_new_place_with_metadata() {
     assert_eq!(m.mode, 0o640);
     assert_eq!(m.mtime.sec, 1_700_000_000);
     let d = rewind_fsmeta::read_meta(&dest.join("d")).unwrap();
-    assert_eq!((d.mode, d.mtime.sec), (0o750, 1_700_000_000), "dir meta after children");
+    assert_eq!(
+        (d.mode, d.mtime.sec),
+        (0o750, 1_700_000_000),
+        "dir meta after children"
+    );
 }
 
 #[test]
@@ -127,7 +138,10 @@ fn in_place_reuses_matching_content_and_delete_removes_newer_files() {
     assert_eq!(r.unchanged, 1);
     assert_eq!(std::fs::read(src.join("edit.txt")).unwrap(), b"original");
     assert!(!src.join("new.txt").exists());
-    assert!(src.join("ignored.tmp").exists(), "kept paths survive --delete");
+    assert!(
+        src.join("ignored.tmp").exists(),
+        "kept paths survive --delete"
+    );
     assert_eq!(r.deleted, 1);
 }
 
@@ -146,7 +160,11 @@ fn unsafe_stored_paths_are_refused_and_reported() {
     let r = restore(&f.repo, "c", &f.src(), Timestamp(20), &opts).unwrap();
     assert_eq!(std::fs::read(dest.join("ok.txt")).unwrap(), b"ok");
     assert!(!f.base.join("evil.txt").exists());
-    assert!(r.problems.iter().any(|p| p.message.contains("'..'")), "{:?}", r.problems);
+    assert!(
+        r.problems.iter().any(|p| p.message.contains("'..'")),
+        "{:?}",
+        r.problems
+    );
 }
 
 #[test]
@@ -154,7 +172,13 @@ fn missing_path_and_occupied_destination_are_errors() {
     let mut f = Fixture::new();
     f.dir("", 10);
     f.file("a", 10, b"a");
-    let none = restore(&f.repo, "c", &f.src(), Timestamp(5), &RestoreOptions::default());
+    let none = restore(
+        &f.repo,
+        "c",
+        &f.src(),
+        Timestamp(5),
+        &RestoreOptions::default(),
+    );
     assert!(matches!(none, Err(RestoreError::NotFound { .. })));
     let dest = f.base.join("busy");
     std::fs::create_dir_all(dest.join("x")).unwrap();
