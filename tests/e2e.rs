@@ -589,3 +589,21 @@ fn kill_9_loses_nothing_that_was_acknowledged() {
     assert_eq!(fs::read(before.join("acked.txt")).unwrap(), b"acknowledged");
     assert!(!before.join("while-dead.txt").exists());
 }
+
+#[test]
+fn unreadable_file_is_reported_and_the_rest_goes_on() {
+    let env = Env::new();
+    write(&env.root.join("fine.txt"), b"readable");
+    let secret = env.root.join("secret.txt");
+    write(&secret, b"no access");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads anything: run the agent as an unprivileged user then.
+    let out = env.run_unprivileged(&["watch", "--once", env.root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", harness::show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("secret.txt") && err.contains("ermission denied"),
+        "{err}"
+    );
+    assert_eq!(env.versions_json(&env.root.join("fine.txt")).len(), 1);
+}

@@ -74,6 +74,48 @@ impl Env {
         c
     }
 
+    /// Run as `nobody` when the tests run as root (root reads any file);
+    /// as the current user otherwise. The environment's files are handed
+    /// to that user first.
+    pub fn run_unprivileged(&self, args: &[&str]) -> Output {
+        if !is_root() {
+            return self.run(args);
+        }
+        let base = self.tmp.path().canonicalize().unwrap();
+        // The way down to the temp dir must be passable for nobody.
+        let mut p = base.clone();
+        while let Some(parent) = p.parent() {
+            let m = fs::metadata(parent).unwrap().mode();
+            if m & 0o001 == 0 {
+                panic!("{} is not traversable by other users", parent.display());
+            }
+            p = parent.to_path_buf();
+        }
+        Command::new("chmod")
+            .arg("755")
+            .arg(&base)
+            .status()
+            .unwrap();
+        for d in ["home", "data", "state", "config", "root"] {
+            let st = Command::new("chown")
+                .args(["-R", "nobody"])
+                .arg(base.join(d))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(bin());
+        let envs: Vec<(std::ffi::OsString, std::ffi::OsString)> = self
+            .command()
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string())))
+            .collect();
+        c.env_clear().envs(envs).args(args).stdin(Stdio::null());
+        c.output().unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
     }
@@ -221,6 +263,12 @@ impl Env {
         repo.put_chunks(chunks).unwrap();
         repo.commit_versions(versions).unwrap();
     }
+}
+
+pub fn is_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn rand_suffix() -> u64 {
