@@ -7,6 +7,16 @@ use crate::ChunkId;
 /// speed (see docs/decisions.md).
 pub const ZSTD_LEVEL: i32 = 3;
 
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// No chunk is longer: FastCDC's largest maximum (16 MiB).
+pub const MAX_CHUNK_LEN: u32 = 16 << 20;
+
 /// A chunk in its stored form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncodedChunk {
@@ -53,7 +63,18 @@ impl EncodedChunk {
     /// Compress `data` whose id is already known.
     pub fn encode_with_id(id: ChunkId, data: &[u8]) -> EncodedChunk {
         let raw_len = data.len() as u32;
-        if let Ok(c) = zstd::bulk::compress(data, ZSTD_LEVEL)
+        // One compression context per thread: creating one per chunk costs
+        // more than compressing a small file.
+        let compressed = COMPRESSOR.with(|c| match &mut *c.borrow_mut() {
+            Some(z) => z.compress(data).ok(),
+            slot @ None => {
+                let mut z = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?;
+                let out = z.compress(data).ok();
+                *slot = Some(z);
+                out
+            }
+        });
+        if let Some(c) = compressed
             && c.len() + data.len() / 32 < data.len()
         {
             return EncodedChunk {
@@ -73,13 +94,25 @@ impl EncodedChunk {
 
     /// Decompress and check the id.
     pub fn decode(&self) -> Result<Vec<u8>, CodecError> {
+        // A damaged length must not make us allocate gigabytes.
+        if self.raw_len > MAX_CHUNK_LEN {
+            return Err(CodecError::Mismatch { id: self.id });
+        }
         let raw = if self.compressed {
-            zstd::bulk::decompress(&self.data, self.raw_len as usize).map_err(|source| {
-                CodecError::Decompress {
+            DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    d.as_mut()
+                        .expect("just set")
+                        .decompress(&self.data, self.raw_len as usize)
+                })
+                .map_err(|source| CodecError::Decompress {
                     id: self.id,
                     source,
-                }
-            })?
+                })?
         } else {
             self.data.clone()
         };

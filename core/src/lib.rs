@@ -25,7 +25,7 @@ mod time;
 mod version;
 
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
-pub use codec::{CodecError, EncodedChunk, ZSTD_LEVEL};
+pub use codec::{CodecError, EncodedChunk, MAX_CHUNK_LEN, ZSTD_LEVEL};
 pub use id::{ChunkId, ParseChunkIdError};
 pub use repository::{RepoError, RepoStats, Repository};
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};

@@ -153,6 +153,9 @@ struct Inner {
     last_error: Mutex<Option<String>>,
     /// Serializes flushes (the flusher thread and explicit `flush` calls).
     flush_lock: Mutex<()>,
+    /// Open spool segments for reading, so the uploader does not open a
+    /// file per chunk.
+    readers: Mutex<HashMap<u64, Arc<File>>>,
 }
 
 /// The journal. Cheap to clone; all clones share one database.
@@ -278,6 +281,7 @@ impl Journal {
             stop: AtomicBool::new(false),
             last_error: Mutex::new(None),
             flush_lock: Mutex::new(()),
+            readers: Mutex::new(HashMap::new()),
         });
         let j = Journal {
             inner: inner.clone(),
@@ -526,10 +530,18 @@ impl Journal {
         };
         let loc: ChunkLoc = decode(&k, &v)?;
         let path = seg_path(&self.inner.dir, loc.segment);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(JournalError::Io { path, source }),
+        let cached = lock(&self.inner.readers).get(&loc.segment).cloned();
+        let file = match cached {
+            Some(f) => f,
+            None => match File::open(&path) {
+                Ok(f) => {
+                    let f = Arc::new(f);
+                    lock(&self.inner.readers).insert(loc.segment, f.clone());
+                    f
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => return Err(JournalError::Io { path, source }),
+            },
         };
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, loc.offset)
@@ -620,6 +632,7 @@ impl Journal {
             .flush()
             .map_err(|source| self.db_err(source))?;
         for id in dead {
+            lock(&self.inner.readers).remove(&id);
             let p = seg_path(&self.inner.dir, id);
             if let Err(source) = fs::remove_file(&p)
                 && source.kind() != io::ErrorKind::NotFound

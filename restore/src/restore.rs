@@ -293,16 +293,16 @@ impl Dest<'_> {
         let mut map = HashMap::new();
         let mut order = Vec::new();
         let mut off = 0u64;
-        for chunk in self
-            .chunker
-            .chunks(io::BufReader::with_capacity(1 << 20, &file))
-        {
-            let chunk = chunk.ok()?;
-            let id = ChunkId::of(&chunk);
-            map.entry(id).or_insert((off, chunk.len() as u32));
-            order.push(id);
-            off += chunk.len() as u64;
-        }
+        let mut buf = Vec::new();
+        self.chunker
+            .for_each(&file, &mut buf, |chunk| {
+                let id = ChunkId::of(chunk);
+                map.entry(id).or_insert((off, chunk.len() as u32));
+                order.push(id);
+                off += chunk.len() as u64;
+                Ok(())
+            })
+            .ok()?;
         Some((file, map, order))
     }
 

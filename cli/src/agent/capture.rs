@@ -7,9 +7,10 @@
 //! and after the read: if the file changed meanwhile the capture is dropped
 //! and retried, so a version never mixes two states.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io;
 use std::path::Path;
 
 use rewind_core::{
@@ -17,6 +18,11 @@ use rewind_core::{
 };
 use rewind_journal::{Journal, JournalError, PathState};
 use rustix::fs::{CWD, Mode, OFlags};
+
+thread_local! {
+    /// The chunker's read buffer, one per capture worker.
+    static CHUNK_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// What a capture did.
 #[derive(Debug, PartialEq, Eq)]
@@ -167,23 +173,32 @@ impl Capturer<'_> {
         let mut chunks = Vec::new();
         let mut read = 0u64;
         let mut spooled = 0u64;
-        for data in self
-            .chunker
-            .chunks(BufReader::with_capacity(1 << 20, &file))
-        {
-            let data = data.map_err(read_err)?;
-            let id = ChunkId::of(&data);
-            read += data.len() as u64;
-            chunks.push(ChunkRef {
-                id,
-                len: data.len() as u32,
-            });
-            if !prev_ids.contains(&id) && seen.insert(id) {
-                let enc = EncodedChunk::encode_with_id(id, &data);
-                spooled += enc.data.len() as u64;
-                guard.spool(&enc)?;
-            }
-        }
+        let mut spool_err = None;
+        CHUNK_BUF
+            .with(|buf| {
+                let mut buf = buf.borrow_mut();
+                self.chunker.for_each(&file, &mut buf, |data| {
+                    let id = ChunkId::of(data);
+                    read += data.len() as u64;
+                    chunks.push(ChunkRef {
+                        id,
+                        len: data.len() as u32,
+                    });
+                    if !prev_ids.contains(&id) && seen.insert(id) {
+                        let enc = EncodedChunk::encode_with_id(id, data);
+                        spooled += enc.data.len() as u64;
+                        if let Err(e) = guard.spool(&enc) {
+                            spool_err = Some(e);
+                            return Err(io::Error::other("spool failed"));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .map_err(|e| match spool_err.take() {
+                Some(j) => CaptureError::Journal(j),
+                None => read_err(e),
+            })?;
         let after = match rewind_fsmeta::read_meta(path) {
             Ok(m) => m,
             Err(e) if e.is_not_found() => return Ok(Outcome::Raced),
