@@ -607,3 +607,24 @@ fn unreadable_file_is_reported_and_the_rest_goes_on() {
     );
     assert_eq!(env.versions_json(&env.root.join("fine.txt")).len(), 1);
 }
+
+#[test]
+fn a_lost_journal_does_not_make_the_repository_drop_new_versions() {
+    let env = Env::new();
+    write(&env.root.join("a.txt"), b"one");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&env.root.join("a.txt"), 1);
+    agent.stop();
+    // The state directory is wiped (new machine, cleaned home, …).
+    let state = env.tmp.path().canonicalize().unwrap().join("state");
+    fs::remove_dir_all(&state).unwrap();
+    fs::create_dir_all(&state).unwrap();
+    write(&env.root.join("a.txt"), b"two, after the journal was lost");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions_where(&env.root.join("a.txt"), |vs| {
+        vs.last().is_some_and(|v| v["size"] == 31)
+    });
+    drop(agent);
+}

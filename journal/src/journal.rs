@@ -643,6 +643,33 @@ impl Journal {
         Ok(())
     }
 
+    /// Make sure new versions get sequence numbers above `seq` (the highest
+    /// the repository already holds for this client), so a journal that
+    /// starts afresh next to an existing repository never reuses a number
+    /// the repository would take for a re-sent duplicate. Call before
+    /// capturing.
+    pub fn skip_to(&self, seq: u64) -> Result<()> {
+        let mut w = lock(&self.inner.writer);
+        if w.next_seq > seq {
+            return Ok(());
+        }
+        w.next_seq = seq + 1;
+        let mut batch = sled::Batch::default();
+        batch.insert(meta_key("next_seq"), &(seq + 1).to_be_bytes());
+        if self.cursor()? < seq {
+            batch.insert(meta_key("cursor"), &seq.to_be_bytes());
+        }
+        self.inner
+            .db
+            .apply_batch(batch)
+            .and_then(|_| self.inner.db.flush().map(|_| ()))
+            .map_err(|source| self.db_err(source))?;
+        drop(w);
+        let mut d = lock(&self.inner.durable);
+        *d = (*d).max(seq);
+        Ok(())
+    }
+
     /// Highest seq the repository holds.
     pub fn cursor(&self) -> Result<u64> {
         get_u64(&self.inner.db, "cursor", &self.inner.dir)

@@ -225,6 +225,15 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     std::fs::create_dir_all(&jdir).with_context(|| format!("cannot create {}", jdir.display()))?;
     let client = paths::client_name(&jdir);
     let journal = Journal::open(&jdir, &client)?;
+    // A fresh journal beside a repository that already has versions of
+    // this client (state dir lost or moved) must not reuse their numbers.
+    let held = repo
+        .stats()?
+        .max_seq
+        .iter()
+        .find(|(c, _)| c == journal.client())
+        .map_or(0, |(_, s)| *s);
+    journal.skip_to(held)?;
     std::fs::write(jdir.join("client"), journal.client())
         .with_context(|| format!("cannot write {}", jdir.join("client").display()))?;
     journal.set_roots(&roots)?;

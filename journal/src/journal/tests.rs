@@ -148,3 +148,21 @@ fn abandoned_capture_leaves_nothing_referenced() {
     assert_eq!(j.durable_seq(), 0);
     assert!(j.versions_after(0, 10).unwrap().is_empty());
 }
+
+#[test]
+fn skip_to_moves_sequence_numbers_past_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "h").unwrap();
+    j.skip_to(41).unwrap();
+    let (seq, _) = capture(&j, "/r/a", b"a");
+    assert_eq!(seq, 42);
+    assert_eq!(j.cursor().unwrap(), 41);
+    j.flush().unwrap();
+    assert_eq!(j.versions_after(j.cursor().unwrap(), 10).unwrap().len(), 1);
+    j.skip_to(10).unwrap();
+    assert_eq!(capture(&j, "/r/b", b"b").0, 43);
+    j.close().unwrap();
+    drop(j);
+    let j = Journal::open(dir.path(), "h").unwrap();
+    assert_eq!(capture(&j, "/r/c", b"c").0, 44);
+}
