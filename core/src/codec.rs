@@ -27,6 +27,7 @@ pub struct EncodedChunk {
     /// True when `data` is zstd-compressed, false when stored raw.
     pub compressed: bool,
     /// The stored bytes.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

@@ -38,6 +38,7 @@ pub struct Version {
     /// When the change was first observed (not capture time, not mtime).
     pub observed_at: Timestamp,
     /// Absolute path, raw bytes.
+    #[serde(with = "serde_bytes")]
     pub path: Vec<u8>,
     /// The state.
     pub entry: Entry,

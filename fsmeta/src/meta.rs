@@ -75,8 +75,10 @@ impl FileTime {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Xattr {
     /// Full attribute name including its namespace (`user.foo`).
+    #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
     /// The value, of any size.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -128,6 +130,7 @@ pub struct FileMeta {
     /// Device number for character and block devices.
     pub rdev: u64,
     /// Target of a symlink, raw bytes, never followed.
+    #[serde(with = "serde_bytes")]
     pub symlink_target: Option<Vec<u8>>,
     /// Extended attributes.
     pub xattrs: Vec<Xattr>,

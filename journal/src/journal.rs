@@ -137,6 +137,10 @@ struct Writer {
     chunks: Vec<(ChunkId, ChunkLoc)>,
     queued_bytes: u64,
     current: Current,
+    /// Segments sealed since the last flush: written but not yet fsynced.
+    /// The flusher syncs them before it records where their chunks are,
+    /// so sealing never makes a capture wait for the disk.
+    unsynced: Vec<(u64, Arc<File>)>,
     segments: BTreeMap<u64, Segment>,
 }
 
@@ -272,6 +276,7 @@ impl Journal {
                 chunks: Vec::new(),
                 queued_bytes: 0,
                 current,
+                unsynced: Vec::new(),
                 segments,
             }),
             durable: Mutex::new(durable),
@@ -358,18 +363,17 @@ impl Journal {
         Ok(())
     }
 
-    /// Seal the current segment (flush and fsync it) and start a new one.
+    /// Seal the current segment (write out its buffer; the flusher fsyncs
+    /// it) and start a new one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
         let path = seg_path(&self.inner.dir, w.current.id);
         if !w.current.broken {
-            w.current
-                .file
-                .flush()
-                .and_then(|_| w.current.sync.sync_data())
-                .map_err(|source| JournalError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+            w.current.file.flush().map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let sealed = (w.current.id, w.current.sync.clone());
+            w.unsynced.push(sealed);
         }
         let next = open_segment(&self.inner.dir, w.current.id + 1)?;
         let hw = w.next_seq - 1;
@@ -803,9 +807,9 @@ fn open_segment(dir: &Path, id: u64) -> Result<Current> {
 /// locations in one sled batch, then flush.
 fn flush_once(inner: &Inner) -> Result<u64> {
     let _serial = lock(&inner.flush_lock);
-    let (versions, chunks, next_seq, sync, seg_path_now) = {
+    let (versions, chunks, next_seq, sync, seg_path_now, sealed) = {
         let mut w = lock(&inner.writer);
-        if w.versions.is_empty() && w.chunks.is_empty() {
+        if w.versions.is_empty() && w.chunks.is_empty() && w.unsynced.is_empty() {
             return Ok(*lock(&inner.durable));
         }
         let path = seg_path(&inner.dir, w.current.id);
@@ -820,10 +824,17 @@ fn flush_once(inner: &Inner) -> Result<u64> {
             w.next_seq,
             w.current.sync.clone(),
             path,
+            std::mem::take(&mut w.unsynced),
         )
     };
-    let restore = |inner: &Inner, versions: Vec<Version>, chunks: Vec<(ChunkId, ChunkLoc)>| {
+    let restore = |inner: &Inner,
+                   versions: Vec<Version>,
+                   chunks: Vec<(ChunkId, ChunkLoc)>,
+                   sealed: Vec<(u64, Arc<File>)>| {
         let mut w = lock(&inner.writer);
+        let mut s = sealed;
+        s.append(&mut w.unsynced);
+        w.unsynced = s;
         let mut v = versions;
         v.append(&mut w.versions);
         w.versions = v;
@@ -831,8 +842,15 @@ fn flush_once(inner: &Inner) -> Result<u64> {
         c.append(&mut w.chunks);
         w.chunks = c;
     };
+    for (id, f) in &sealed {
+        if let Err(source) = f.sync_data() {
+            let path = seg_path(&inner.dir, *id);
+            restore(inner, versions, chunks, sealed);
+            return Err(JournalError::Io { path, source });
+        }
+    }
     if let Err(source) = sync.sync_data() {
-        restore(inner, versions, chunks);
+        restore(inner, versions, chunks, sealed);
         return Err(JournalError::Io {
             path: seg_path_now,
             source,
@@ -876,7 +894,7 @@ fn flush_once(inner: &Inner) -> Result<u64> {
         .apply_batch(batch)
         .and_then(|_| inner.db.flush().map(|_| ()));
     if let Err(e) = res {
-        restore(inner, versions, chunks);
+        restore(inner, versions, chunks, Vec::new());
         return Err(db_err(e));
     }
     // Versions are taken in seq order under the writer lock, so everything

@@ -86,7 +86,7 @@ pub(crate) fn encode(idx: &PackIndex) -> Result<Vec<u8>, String> {
     }
     frame::encode_into(&mut out, &h);
     for run in runs {
-        let p = postcard::to_stdvec(run).map_err(|e| e.to_string())?;
+        let p = crate::zrec::encode(run)?;
         frame::encode_into(&mut out, &p);
     }
     Ok(out)
@@ -124,7 +124,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<PackIndex>, RepoError> {
     for _ in 0..header.version_frames {
         let p = next_frame(&mut r, path, &mut offset)?
             .ok_or_else(|| corrupt(path, "index ends early"))?;
-        let vs: Vec<Version> = postcard::from_bytes(&p)
+        let vs: Vec<Version> = crate::zrec::decode(&p)
             .map_err(|e| corrupt(path, format!("index versions at offset {offset}: {e}")))?;
         versions.extend(vs);
     }

@@ -86,6 +86,7 @@ mod pack;
 mod repo;
 mod state;
 mod verify;
+mod zrec;
 
 #[cfg(test)]
 mod tests;

@@ -105,8 +105,8 @@ pub(crate) enum PackRecord {
         data: Vec<u8>,
     },
     /// Versions committed together (one commit may span several records,
-    /// always in one pack).
-    Versions(Vec<Version>),
+    /// always in one pack), zstd-compressed.
+    Versions(#[serde(with = "crate::zrec")] Vec<Version>),
     /// The table of contents; the last record.
     Footer(Footer),
 }
@@ -122,7 +122,7 @@ enum PackRecordRef<'a> {
         #[serde(with = "bytes")]
         data: &'a [u8],
     },
-    Versions(&'a [Version]),
+    Versions(#[serde(with = "crate::zrec::slice")] &'a [Version]),
     Footer(&'a Footer),
 }
 
