@@ -1,0 +1,334 @@
+//! rewind-bench: benchmarks of rewind against restic and borg on generated
+//! data.
+//!
+//! Run with `cargo bench -p rewind-bench` (the `compare` bench target calls
+//! [`run_from_env`]). Parts and sizes are chosen by environment variables,
+//! see [`Config::from_env`]. Four parts:
+//!
+//! - [`ingest`]: first pass over a ~2 GiB, ~50,000-file tree: rewind, restic,
+//!   borg, and the `tar` (read) and `b3sum` (hash) limits;
+//! - [`latency`]: change-to-durable latency of a running `rewind watch`;
+//! - [`idle`]: CPU and memory of `rewind watch` over the big tree when
+//!   nothing changes;
+//! - [`chunks`]: what FastCDC bounds cost after small edits (in process).
+//!
+//! Each part prints a Markdown section; at scale 1.0 the sections also
+//! replace the generated parts of `docs/benchmarks.md`.
+
+pub mod agent;
+pub mod chunks;
+pub mod datagen;
+pub mod idle;
+pub mod ingest;
+pub mod latency;
+pub mod report;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use report::Section;
+
+/// A part of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// First-pass ingest against restic and borg.
+    Ingest,
+    /// Change-to-durable latency.
+    Latency,
+    /// Idle cost of a watching agent.
+    Idle,
+    /// Chunk size trade-offs.
+    Chunks,
+}
+
+impl Part {
+    /// All parts, in the order they run.
+    pub const ALL: [Part; 4] = [Part::Ingest, Part::Latency, Part::Idle, Part::Chunks];
+
+    /// Its name in `REWIND_BENCH`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Ingest => "ingest",
+            Part::Latency => "latency",
+            Part::Idle => "idle",
+            Part::Chunks => "chunks",
+        }
+    }
+}
+
+/// What to run and where.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Parts to run.
+    pub parts: Vec<Part>,
+    /// Size factor: 1.0 is the full benchmark, 0.01 a smoke run.
+    pub scale: f64,
+    /// Seed of all generated data.
+    pub seed: u64,
+    /// Work directory (generated trees are cached here between runs).
+    pub work: PathBuf,
+    /// The `rewind` binary (a private copy, `WORK/bin/rewind`, of the one
+    /// built or given).
+    pub rewind: PathBuf,
+    /// Where to write the results, if anywhere.
+    pub docs: Option<PathBuf>,
+    /// Number of writes of the latency part.
+    pub latency_writes: usize,
+    /// Length of the idle measurement, seconds.
+    pub idle_secs: u64,
+    /// Rounds of the ingest commands (medians are reported).
+    pub ingest_runs: usize,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ has a parent")
+        .to_path_buf()
+}
+
+impl Config {
+    /// Read the configuration from the environment:
+    ///
+    /// | variable | default | meaning |
+    /// | --- | --- | --- |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks` | parts to run |
+    /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
+    /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
+    /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
+    /// | `REWIND_BIN` | built: `cargo build --release -p rewind` | the rewind binary |
+    /// | `REWIND_BENCH_DOCS` | `1` at scale 1.0, else `0` | refresh `docs/benchmarks.md` |
+    /// | `REWIND_BENCH_LATENCY_N` | 200 (× scale, at least 20) | latency samples |
+    /// | `REWIND_BENCH_IDLE_SECS` | 60 (× scale, at least 5) | idle window |
+    /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest commands |
+    pub fn from_env() -> Result<Config> {
+        let parts = match env("REWIND_BENCH") {
+            None => Part::ALL.to_vec(),
+            Some(s) if s == "all" => Part::ALL.to_vec(),
+            Some(s) => {
+                let mut v = Vec::new();
+                for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    match Part::ALL.iter().find(|p| p.name() == name) {
+                        Some(p) => v.push(*p),
+                        None => bail!(
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, all)"
+                        ),
+                    }
+                }
+                // Run in the canonical order whatever the order given.
+                Part::ALL
+                    .iter()
+                    .copied()
+                    .filter(|p| v.contains(p))
+                    .collect()
+            }
+        };
+        let scale: f64 = match env("REWIND_BENCH_SCALE") {
+            Some(s) => s.parse().context("REWIND_BENCH_SCALE")?,
+            None => 1.0,
+        };
+        if !(scale > 0.0 && scale <= 4.0) {
+            bail!("REWIND_BENCH_SCALE must be in (0, 4]");
+        }
+        let seed = match env("REWIND_BENCH_SEED") {
+            Some(s) => s.parse().context("REWIND_BENCH_SEED")?,
+            None => 42,
+        };
+        let work = env("REWIND_BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp/rewind-bench"));
+        let rewind = match env("REWIND_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => build_rewind()?,
+        };
+        if !rewind.is_file() {
+            bail!("no rewind binary at {}", rewind.display());
+        }
+        // Run a private copy: target/ is shared, and a rebuild during the
+        // run must not swap the binary between parts.
+        let bin_dir = work.join("bin");
+        std::fs::create_dir_all(&bin_dir)?;
+        let snapshot = bin_dir.join("rewind");
+        let _ = std::fs::remove_file(&snapshot);
+        std::fs::copy(&rewind, &snapshot).with_context(|| {
+            format!("cannot copy {} to {}", rewind.display(), snapshot.display())
+        })?;
+        let rewind = snapshot;
+        let write_docs = match env("REWIND_BENCH_DOCS").as_deref() {
+            Some("1") | Some("yes") | Some("true") => true,
+            Some(_) => false,
+            None => scale == 1.0,
+        };
+        let latency_writes = match env("REWIND_BENCH_LATENCY_N") {
+            Some(s) => s.parse().context("REWIND_BENCH_LATENCY_N")?,
+            None => ((200.0 * scale.min(1.0)).round() as usize).max(20),
+        };
+        let idle_secs = match env("REWIND_BENCH_IDLE_SECS") {
+            Some(s) => s.parse().context("REWIND_BENCH_IDLE_SECS")?,
+            None => ((60.0 * scale.min(1.0)).round() as u64).max(5),
+        };
+        let ingest_runs = match env("REWIND_BENCH_RUNS") {
+            Some(s) => s.parse::<usize>().context("REWIND_BENCH_RUNS")?.max(1),
+            None if scale >= 0.5 => 3,
+            None => 1,
+        };
+        Ok(Config {
+            ingest_runs,
+            parts,
+            scale,
+            seed,
+            work,
+            rewind,
+            docs: write_docs.then(|| workspace_root().join("docs/benchmarks.md")),
+            latency_writes,
+            idle_secs,
+        })
+    }
+
+    /// The cached ingest tree of this scale and seed, generated if missing.
+    pub fn tree(&self) -> Result<PathBuf> {
+        let name = format!(
+            "tree-v{}-s{}-seed{}",
+            datagen::GENERATOR_VERSION,
+            self.scale,
+            self.seed
+        );
+        let root = self.work.join(&name);
+        let done = self.work.join(format!("{name}.complete"));
+        if done.exists() && root.is_dir() {
+            return Ok(root);
+        }
+        if root.exists() {
+            std::fs::remove_dir_all(&root)?;
+        }
+        eprintln!(
+            "rewind-bench: generating {} (scale {}, seed {})",
+            root.display(),
+            self.scale,
+            self.seed
+        );
+        let t = Instant::now();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let s = datagen::generate_tree(&root, self.seed, self.scale, threads)?;
+        run::sync()?;
+        eprintln!(
+            "rewind-bench: generated {} files, {} dirs, {} in {:.1}s",
+            s.files,
+            s.dirs,
+            report::bytes(s.bytes),
+            t.elapsed().as_secs_f64()
+        );
+        std::fs::write(&done, format!("{s:?}\n"))?;
+        Ok(root)
+    }
+}
+
+/// Build the rewind binary (`cargo build --release -p rewind`) and return
+/// its path. Quick when it is up to date.
+pub fn build_rewind() -> Result<PathBuf> {
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("rewind-bench: cargo build --release -p rewind (set REWIND_BIN to skip)");
+    let st = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "rewind"])
+        .status()
+        .context("cannot run cargo")?;
+    if !st.success() {
+        bail!("cargo build --release -p rewind failed ({st})");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release/rewind"))
+}
+
+/// Results shared between parts of one run (idle reuses ingest's rewind
+/// repository, so its first pass is a no-change rescan).
+#[derive(Default)]
+pub struct Session {
+    /// The rewind setup of the ingest part, once its first pass is done.
+    pub ingested: Option<agent::Setup>,
+}
+
+/// Run the configured parts, print each section, and refresh the document
+/// when configured to.
+pub fn run_all(cfg: &Config) -> Result<()> {
+    std::fs::create_dir_all(&cfg.work)?;
+    let started = Instant::now();
+    let mut session = Session::default();
+    let mut sections = Vec::new();
+    let machine = report::machine(&cfg.work, &cfg.rewind);
+    println!("## Machine\n\n{machine}");
+    sections.push(Section {
+        name: "machine",
+        body: format!(
+            "Last refreshed {} (scale {}).\n\n{machine}",
+            report::now_string(),
+            cfg.scale
+        ),
+    });
+    for part in &cfg.parts {
+        eprintln!("rewind-bench: === {} ===", part.name());
+        // Other work on the machine skews everything: say how busy it was.
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "?".into());
+        let t = Instant::now();
+        let body = match part {
+            Part::Ingest => ingest::run(cfg, &mut session)?,
+            Part::Latency => latency::run(cfg)?,
+            Part::Idle => idle::run(cfg, &mut session)?,
+            Part::Chunks => chunks::run(cfg)?,
+        };
+        let body = format!(
+            "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \
+             before it: {load}.\n\n{body}",
+            report::now_string(),
+            cfg.scale,
+            cfg.seed,
+            t.elapsed().as_secs_f64()
+        );
+        println!("{body}");
+        sections.push(Section {
+            name: part.name(),
+            body,
+        });
+        if let Some(doc) = &cfg.docs {
+            // After each part, so a later failure keeps what was measured.
+            report::update_doc(doc, &sections)?;
+        }
+    }
+    if let Some(doc) = &cfg.docs {
+        eprintln!("rewind-bench: refreshed {}", doc.display());
+    }
+    eprintln!(
+        "rewind-bench: done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Entry point of the `compare` bench.
+pub fn run_from_env() -> Result<()> {
+    let cfg = Config::from_env()?;
+    eprintln!(
+        "rewind-bench: parts {:?}, scale {}, work dir {}, rewind {}",
+        cfg.parts.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        cfg.scale,
+        cfg.work.display(),
+        cfg.rewind.display()
+    );
+    run_all(&cfg)
+}
