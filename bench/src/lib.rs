@@ -157,10 +157,16 @@ impl Config {
         let bin_dir = work.join("bin");
         std::fs::create_dir_all(&bin_dir)?;
         let snapshot = bin_dir.join("rewind");
-        let _ = std::fs::remove_file(&snapshot);
-        std::fs::copy(&rewind, &snapshot).with_context(|| {
-            format!("cannot copy {} to {}", rewind.display(), snapshot.display())
-        })?;
+        let same = match (rewind.canonicalize(), snapshot.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if !same {
+            let _ = std::fs::remove_file(&snapshot);
+            std::fs::copy(&rewind, &snapshot).with_context(|| {
+                format!("cannot copy {} to {}", rewind.display(), snapshot.display())
+            })?;
+        }
         let rewind = snapshot;
         let write_docs = match env("REWIND_BENCH_DOCS").as_deref() {
             Some("1") | Some("yes") | Some("true") => true,

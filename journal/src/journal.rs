@@ -412,6 +412,7 @@ impl Journal {
         w.overlay.insert(v.path.clone(), (seq, state));
         w.versions.push(v);
         drop(w);
+        self.wake_flusher();
         seq
     }
 
@@ -917,15 +918,21 @@ fn flush_once(inner: &Inner) -> Result<u64> {
 fn flusher(inner: Arc<Inner>) {
     while !inner.stop.load(Ordering::Relaxed) {
         {
+            // Sleep until a version or a burst of spool bytes arrives: an
+            // idle agent does not wake up for nothing.
             let mut woke = lock(&inner.wake_lock);
-            if !*woke {
-                woke = inner
-                    .wake
-                    .wait_timeout(woke, FLUSH_INTERVAL)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+            while !*woke && !inner.stop.load(Ordering::Relaxed) {
+                woke = inner.wake.wait(woke).unwrap_or_else(|p| p.into_inner());
             }
             *woke = false;
+        }
+        {
+            // Then let the group gather for one interval (an eager wake-up
+            // for a large spool backlog cuts it short).
+            let woke = lock(&inner.wake_lock);
+            if !*woke {
+                let _ = inner.wake.wait_timeout(woke, FLUSH_INTERVAL);
+            }
         }
         match flush_once(&inner) {
             Ok(_) => {
@@ -943,6 +950,8 @@ fn flusher(inner: Arc<Inner>) {
                 *last = Some(msg);
                 drop(last);
                 std::thread::sleep(Duration::from_millis(500));
+                // Retry without waiting for new work.
+                *lock(&inner.wake_lock) = true;
             }
         }
     }

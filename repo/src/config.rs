@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::{CONFIG_STEPS, corrupt, io_err, write_durably};
 
-/// The on-disk format this crate reads and writes.
-pub(crate) const FORMAT: u32 = 1;
+/// The on-disk format this crate reads and writes. 2: version records are
+/// zstd-compressed (format 1 existed only in development builds).
+pub(crate) const FORMAT: u32 = 2;
 
 /// A config file is a few hundred bytes; anything over this is not one.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;

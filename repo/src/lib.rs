@@ -7,7 +7,7 @@
 //! # Layout
 //!
 //! ```text
-//! DIR/config                        JSON {"format":1,"id":"<32 hex>","chunker":{"min","avg","max"},"created":"<RFC 3339>"}
+//! DIR/config                        JSON {"format":2,"id":"<32 hex>","chunker":{"min","avg","max"},"created":"<RFC 3339>"}
 //! DIR/packs/<2 hex>/<32 hex>.pack   immutable once renamed into place
 //! DIR/index/<32 hex>.idx            one per pack, same name; a cache of the pack, rebuildable from it
 //! DIR/tmp/                          the pack being filled and files being written; garbage at open

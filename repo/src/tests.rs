@@ -165,7 +165,7 @@ fn init_open_and_not_found() {
 
     let json: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("config")).unwrap()).unwrap();
-    assert_eq!(json["format"], 1);
+    assert_eq!(json["format"], 2);
     assert_eq!(json["id"], repo.id());
     assert_eq!(json["chunker"]["avg"], DEFAULT_CHUNKER.avg);
     assert!(

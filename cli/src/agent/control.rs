@@ -28,6 +28,8 @@ impl Control {
     /// Stop serving and remove the socket.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Unblock the accept call.
+        let _ = UnixStream::connect(&self.path);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -52,19 +54,20 @@ pub(crate) fn serve(
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-    listener.set_nonblocking(true)?;
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let handle = std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
+            // Blocking accept: no wake-ups while nobody asks; `stop`
+            // connects once to unblock it.
             while !s2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
+                        if s2.load(Ordering::Relaxed) {
+                            break;
+                        }
                         let _ = handle(conn, &agent, &uploader);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(50));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
@@ -78,7 +81,6 @@ pub(crate) fn serve(
 }
 
 fn handle(conn: UnixStream, agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> Result<()> {
-    conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;
