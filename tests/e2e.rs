@@ -628,3 +628,32 @@ fn a_lost_journal_does_not_make_the_repository_drop_new_versions() {
     });
     drop(agent);
 }
+
+#[test]
+fn a_file_that_never_goes_quiet_is_still_captured() {
+    let env = Env::new();
+    let f = env.root.join("mailbox");
+    write(&f, b"");
+    let agent = env.watch_with(&["--max-interval", "1s"]);
+    agent.wait_first_pass();
+    env.wait_versions(&f, 1);
+    // A line every 30 ms: never quiet for the 100 ms quiescence delay.
+    let mut file = fs::OpenOptions::new().append(true).open(&f).unwrap();
+    let start = std::time::Instant::now();
+    let mut captured_while_busy = 0;
+    while start.elapsed() < Duration::from_secs(20) {
+        std::io::Write::write_all(&mut file, b"another line\n").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        if start.elapsed().as_millis() % 500 < 30 {
+            captured_while_busy = env.versions_json(&f).len() - 1;
+            if captured_while_busy >= 2 {
+                break;
+            }
+        }
+    }
+    assert!(
+        captured_while_busy >= 2,
+        "only {captured_while_busy} versions while the file stayed busy"
+    );
+    drop(agent);
+}

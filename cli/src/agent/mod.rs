@@ -89,9 +89,37 @@ pub(crate) struct Agent {
     pub repo_path: PathBuf,
     pub started: Timestamp,
     pub quiescence: Duration,
+    pub max_interval: Duration,
+    /// Consecutive captures of a path that raced a writer.
+    pub races: Mutex<HashMap<Vec<u8>, u32>>,
 }
 
 impl Agent {
+    /// A path changed while it was read: try again after the quiescence
+    /// delay, doubling with each consecutive race up to `max_interval`, so a
+    /// file that is written without pause (a VM image) is not re-read in a
+    /// tight loop. It is captured as soon as one read sees no change.
+    fn retry_raced(&self, path: Vec<u8>, at: Timestamp) {
+        let n = {
+            let mut r = self.races.lock().unwrap_or_else(|e| e.into_inner());
+            let n = r.entry(path.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let delay = self
+            .quiescence
+            .saturating_mul(1u32 << (n - 1).min(16))
+            .min(self.max_interval.max(self.quiescence));
+        if n == 5 {
+            tracing::info!(
+                "{} keeps changing while it is read; retrying every {:?}",
+                show(&path),
+                delay
+            );
+        }
+        self.sched.retry_later(path, at, delay);
+    }
+
     fn problem(&self, message: String) {
         tracing::warn!("{message}");
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -131,7 +159,9 @@ impl Agent {
                 }
                 Ok(Outcome::Raced) => {
                     tracing::debug!("{} changed while read; again later", show(&path));
-                    self.sched.retry_later(path.clone(), at, self.quiescence);
+                    self.retry_raced(path.clone(), at);
+                    self.sched.done(&path);
+                    continue;
                 }
                 Ok(Outcome::Unchanged | Outcome::Skipped) => {}
                 Err(capture::CaptureError::Journal(e)) => {
@@ -143,6 +173,9 @@ impl Agent {
                         .retry_later(path.clone(), at, Duration::from_secs(2));
                 }
                 Err(e) => self.problem(format!("skipped {e}")),
+            }
+            if let Ok(mut r) = self.races.lock() {
+                r.remove(&path);
             }
             self.sched.done(&path);
         }
@@ -275,6 +308,8 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         repo_path,
         started: Timestamp::now(),
         quiescence: opts.quiescence,
+        max_interval: opts.max_interval,
+        races: Mutex::new(HashMap::new()),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
