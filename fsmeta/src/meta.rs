@@ -147,6 +147,35 @@ pub struct FileMeta {
 }
 
 impl FileMeta {
+    /// A meta of `kind` with mode `mode` and every other field empty or
+    /// zero (for synthesised entries and tests).
+    pub fn new(kind: FileKind, mode: u32) -> FileMeta {
+        FileMeta {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size: 0,
+            mtime: FileTime::default(),
+            atime: FileTime::default(),
+            ctime: FileTime::default(),
+            btime: None,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            rdev: 0,
+            symlink_target: None,
+            xattrs: Vec::new(),
+            acl: None,
+            default_acl: None,
+            hardlink_group: None,
+            sparse: None,
+            flags: None,
+        }
+    }
+
     /// True when two metas describe the same content state for change
     /// detection: same inode, size, mtime and ctime.
     pub fn same_state(&self, other: &FileMeta) -> bool {

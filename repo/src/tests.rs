@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use rand::{RngCore, SeedableRng};
 use rewind_core::{
-    ChunkRef, DEFAULT_CHUNKER, EncodedChunk, Entry, FileKind, FileMeta, FileTime, RepoError,
-    Repository, Timestamp, Version,
+    ChunkRef, DEFAULT_CHUNKER, EncodedChunk, Entry, FileKind, FileMeta, RepoError, Repository,
+    Timestamp, Version,
 };
 
 use crate::LocalRepo;
@@ -17,28 +17,12 @@ const C: &str = "laptop";
 
 fn meta(kind: FileKind, size: u64) -> FileMeta {
     FileMeta {
-        kind,
-        mode: 0o644,
         uid: 1000,
         gid: 1000,
-        user: None,
-        group: None,
         size,
-        mtime: FileTime::default(),
-        atime: FileTime::default(),
-        ctime: FileTime::default(),
-        btime: None,
         dev: 1,
         ino: 2,
-        nlink: 1,
-        rdev: 0,
-        symlink_target: None,
-        xattrs: vec![],
-        acl: None,
-        default_acl: None,
-        hardlink_group: None,
-        sparse: None,
-        flags: None,
+        ..FileMeta::new(kind, 0o644)
     }
 }
 

@@ -237,30 +237,7 @@ mod tests {
     use rewind_repo::LocalRepo;
 
     fn meta() -> rewind_core::FileMeta {
-        rewind_core::FileMeta {
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
-            size: 0,
-            mtime: Default::default(),
-            atime: Default::default(),
-            ctime: Default::default(),
-            btime: None,
-            dev: 0,
-            ino: 0,
-            nlink: 1,
-            rdev: 0,
-            symlink_target: None,
-            xattrs: vec![],
-            acl: None,
-            default_acl: None,
-            hardlink_group: None,
-            sparse: None,
-            flags: None,
-        }
+        rewind_core::FileMeta::new(FileKind::File, 0o644)
     }
 
     fn capture(j: &Journal, path: &str, data: &[u8]) -> (u64, EncodedChunk) {

@@ -1,30 +1,12 @@
 use super::*;
-use rewind_core::{FileKind, FileTime};
+use rewind_core::FileKind;
 
 fn meta(size: u64) -> FileMeta {
     FileMeta {
-        kind: FileKind::File,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        user: None,
-        group: None,
         size,
-        mtime: FileTime::default(),
-        atime: FileTime::default(),
-        ctime: FileTime::default(),
-        btime: None,
         dev: 1,
         ino: 2,
-        nlink: 1,
-        rdev: 0,
-        symlink_target: None,
-        xattrs: vec![],
-        acl: None,
-        default_acl: None,
-        hardlink_group: None,
-        sparse: None,
-        flags: None,
+        ..FileMeta::new(FileKind::File, 0o644)
     }
 }
 
