@@ -111,8 +111,8 @@ impl Agent {
             .saturating_mul(1u32 << (n - 1).min(16))
             .min(self.max_interval.max(self.quiescence));
         if n == 5 {
-            tracing::info!(
-                "{} keeps changing while it is read; retrying every {:?}",
+            tracing::warn!(
+                "{} keeps changing while it is read; retrying every {:?} until a read sees no change",
                 show(&path),
                 delay
             );
