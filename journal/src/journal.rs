@@ -152,7 +152,11 @@ struct Inner {
     durable: Mutex<u64>,
     durable_cv: Condvar,
     wake: Condvar,
+    /// Work is queued (set by every append).
     wake_lock: Mutex<bool>,
+    /// Enough spool bytes are queued to commit without waiting for the
+    /// group to gather.
+    eager: AtomicBool,
     stop: AtomicBool,
     last_error: Mutex<Option<String>>,
     /// Serializes flushes (the flusher thread and explicit `flush` calls).
@@ -283,6 +287,7 @@ impl Journal {
             durable_cv: Condvar::new(),
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
+            eager: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             last_error: Mutex::new(None),
             flush_lock: Mutex::new(()),
@@ -358,6 +363,7 @@ impl Journal {
         let eager = w.queued_bytes >= EAGER_FLUSH_BYTES;
         drop(w);
         if eager {
+            self.inner.eager.store(true, Ordering::Relaxed);
             self.wake_flusher();
         }
         Ok(())
@@ -927,12 +933,27 @@ fn flusher(inner: Arc<Inner>) {
             *woke = false;
         }
         {
-            // Then let the group gather for one interval (an eager wake-up
-            // for a large spool backlog cuts it short).
-            let woke = lock(&inner.wake_lock);
-            if !*woke {
-                let _ = inner.wake.wait_timeout(woke, FLUSH_INTERVAL);
+            // Then let the group gather for one interval; only a large
+            // spool backlog (or stopping) cuts it short, not every append.
+            let deadline = Instant::now() + FLUSH_INTERVAL;
+            let mut woke = lock(&inner.wake_lock);
+            loop {
+                if inner.eager.swap(false, Ordering::Relaxed) || inner.stop.load(Ordering::Relaxed)
+                {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                woke = inner
+                    .wake
+                    .wait_timeout(woke, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
+            // Appends that arrived while gathering are in this group.
+            *woke = false;
         }
         match flush_once(&inner) {
             Ok(_) => {
