@@ -120,18 +120,38 @@ impl LocalRepo {
         let config = Config::new(chunker);
         config.write(dir)?;
         info!(repo = %dir.display(), id = %config.id, "created repository");
-        Ok(LocalRepo {
+        Ok(Self::assemble(dir, config, State::default(), Some(lock)))
+    }
+
+    /// Read every pack's index (`repair`: write missing ones) into a state.
+    fn load_state(dir: &Path, repair: bool) -> Result<State, RepoError> {
+        let mut state = State::default();
+        let how = Discover {
+            repair,
+            warn_orphans: true,
+        };
+        for idx in discover(dir, &HashSet::new(), how)? {
+            state.add_pack(idx);
+        }
+        Ok(state)
+    }
+
+    /// A repository handle; a writer when it holds the lock.
+    fn assemble(dir: &Path, config: Config, state: State, lock: Option<File>) -> LocalRepo {
+        LocalRepo {
             dir: dir.to_path_buf(),
             config,
-            state: RwLock::new(State::default()),
-            writer: Some(Mutex::new(Writer {
-                _lock: lock,
-                open: None,
-                pack_target: PACK_TARGET,
-            })),
+            state: RwLock::new(state),
+            writer: lock.map(|lock| {
+                Mutex::new(Writer {
+                    _lock: lock,
+                    open: None,
+                    pack_target: PACK_TARGET,
+                })
+            }),
             files: Mutex::new(HashMap::new()),
             check_puts: std::sync::atomic::AtomicBool::new(true),
-        })
+        }
     }
 
     /// Open `dir` read-only. Any number of readers may coexist with one
@@ -139,22 +159,8 @@ impl LocalRepo {
     /// read directly and nothing is written.
     pub fn open(dir: &Path) -> Result<LocalRepo, RepoError> {
         let config = Config::read(dir)?;
-        let mut state = State::default();
-        let how = Discover {
-            repair: false,
-            warn_orphans: true,
-        };
-        for idx in discover(dir, &HashSet::new(), how)? {
-            state.add_pack(idx);
-        }
-        Ok(LocalRepo {
-            dir: dir.to_path_buf(),
-            config,
-            state: RwLock::new(state),
-            writer: None,
-            files: Mutex::new(HashMap::new()),
-            check_puts: std::sync::atomic::AtomicBool::new(true),
-        })
+        let state = Self::load_state(dir, false)?;
+        Ok(Self::assemble(dir, config, state, None))
     }
 
     /// Open `dir` for writing: take `dir/lock` ([`RepoError::Locked`] when
@@ -167,26 +173,8 @@ impl LocalRepo {
         }
         let lock = take_lock(dir)?;
         clean_tmp(&dir.join("tmp"))?;
-        let mut state = State::default();
-        let how = Discover {
-            repair: true,
-            warn_orphans: true,
-        };
-        for idx in discover(dir, &HashSet::new(), how)? {
-            state.add_pack(idx);
-        }
-        Ok(LocalRepo {
-            dir: dir.to_path_buf(),
-            config,
-            state: RwLock::new(state),
-            writer: Some(Mutex::new(Writer {
-                _lock: lock,
-                open: None,
-                pack_target: PACK_TARGET,
-            })),
-            files: Mutex::new(HashMap::new()),
-            check_puts: std::sync::atomic::AtomicBool::new(true),
-        })
+        let state = Self::load_state(dir, true)?;
+        Ok(Self::assemble(dir, config, state, Some(lock)))
     }
 
     /// The repository's random id (32 hex digits).
