@@ -1,12 +1,11 @@
-use std::ffi::OsStr;
-use std::fs;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+//! The data types: what rewind records about a path, and what applying it
+//! back reports.
 
-use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, UTIME_OMIT};
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use rustix::fs::{FileType, Timespec};
 use serde::{Deserialize, Serialize};
 
 /// The kind of a filesystem object.
@@ -29,6 +28,18 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    pub(crate) fn from_file_type(ft: FileType) -> FileKind {
+        match ft {
+            FileType::RegularFile => FileKind::File,
+            FileType::Directory => FileKind::Dir,
+            FileType::Symlink => FileKind::Symlink,
+            FileType::Fifo => FileKind::Fifo,
+            FileType::CharacterDevice => FileKind::CharDevice,
+            FileType::BlockDevice => FileKind::BlockDevice,
+            _ => FileKind::Socket,
+        }
+    }
+
     /// A short lowercase name for output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,14 +67,14 @@ pub struct FileTime {
 }
 
 impl FileTime {
-    fn from_parts(sec: i64, nsec: i64) -> Self {
+    pub(crate) fn from_parts(sec: i64, nsec: i64) -> Self {
         FileTime {
             sec,
             nsec: nsec.clamp(0, 999_999_999) as u32,
         }
     }
 
-    fn to_timespec(self) -> Timespec {
+    pub(crate) fn to_timespec(self) -> Timespec {
         Timespec {
             tv_sec: self.sec,
             tv_nsec: self.nsec as _,
@@ -93,10 +104,8 @@ pub struct Extent {
 
 /// Everything needed to recreate a path except its content bytes.
 ///
-/// Fields not yet filled by [`read_meta`] stay at their empty value; the
-/// format keeps room for them so repositories written now stay readable when
-/// they are filled (xattrs, ACLs, owner names, hard-link groups, sparse maps,
-/// BSD flags).
+/// [`read_meta_full`](crate::read_meta_full) fills every field the OS has;
+/// fields the OS does not have stay empty (`None`, empty vector, zero).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {
     /// What the object is.
@@ -132,17 +141,25 @@ pub struct FileMeta {
     /// Target of a symlink, raw bytes, never followed.
     #[serde(with = "serde_bytes")]
     pub symlink_target: Option<Vec<u8>>,
-    /// Extended attributes.
+    /// Extended attributes, sorted by name. On Linux the two POSIX ACL
+    /// attributes (`system.posix_acl_access`, `system.posix_acl_default`)
+    /// are not here: they are [`acl`](Self::acl) and
+    /// [`default_acl`](Self::default_acl).
     pub xattrs: Vec<Xattr>,
-    /// POSIX access ACL (Linux) or NFSv4 ACL (macOS), in text form.
+    /// Extended access ACL in `exacl`'s text form, one entry a line
+    /// (`allow::user:alice:read,write`): the POSIX access ACL on Linux, only
+    /// when it has entries beyond the mode bits; the NFSv4 ACL on macOS.
+    /// Users and groups are named, or numbered where the id had no name.
     pub acl: Option<String>,
-    /// POSIX default ACL of a directory, in text form.
+    /// POSIX default ACL of a directory (Linux), in the same text form.
     pub default_acl: Option<String>,
-    /// Hard-link group: `(dev, ino)` of the shared inode when `nlink > 1`.
+    /// Hard-link group: `(dev, ino)` of the shared inode when `nlink > 1`
+    /// (never for directories).
     pub hardlink_group: Option<(u64, u64)>,
-    /// Data extents of a sparse file; `None` when the file has no holes.
+    /// Data extents of a sparse regular file, in offset order; `None` when
+    /// the file has no holes (see [`data_extents`](crate::data_extents)).
     pub sparse: Option<Vec<Extent>>,
-    /// BSD file flags (macOS `chflags`).
+    /// BSD file flags (macOS `st_flags`, set with `chflags`); `None` on Linux.
     pub flags: Option<u32>,
 }
 
@@ -219,192 +236,60 @@ impl MetaError {
     }
 }
 
-/// Read the metadata of `path` without following a final symlink.
-pub fn read_meta(path: &Path) -> Result<FileMeta, MetaError> {
-    let err = |source| MetaError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let md = fs::symlink_metadata(path).map_err(err)?;
-    let ft = md.file_type();
-    let kind = if ft.is_file() {
-        FileKind::File
-    } else if ft.is_dir() {
-        FileKind::Dir
-    } else if ft.is_symlink() {
-        FileKind::Symlink
-    } else if ft.is_fifo() {
-        FileKind::Fifo
-    } else if ft.is_char_device() {
-        FileKind::CharDevice
-    } else if ft.is_block_device() {
-        FileKind::BlockDevice
-    } else {
-        FileKind::Socket
-    };
-    let symlink_target = if kind == FileKind::Symlink {
-        Some(
-            fs::read_link(path)
-                .map_err(err)?
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-    } else {
-        None
-    };
-    let nlink = md.nlink();
-    Ok(FileMeta {
-        kind,
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        user: None,
-        group: None,
-        size: md.size(),
-        mtime: FileTime::from_parts(md.mtime(), md.mtime_nsec()),
-        atime: FileTime::from_parts(md.atime(), md.atime_nsec()),
-        ctime: FileTime::from_parts(md.ctime(), md.ctime_nsec()),
-        btime: md.created().ok().and_then(|t| {
-            let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-            Some(FileTime::from_parts(
-                d.as_secs() as i64,
-                d.subsec_nanos() as i64,
-            ))
-        }),
-        dev: md.dev(),
-        ino: md.ino(),
-        nlink,
-        rdev: md.rdev(),
-        symlink_target,
-        xattrs: Vec::new(),
-        acl: None,
-        default_acl: None,
-        hardlink_group: (kind == FileKind::File && nlink > 1).then_some((md.dev(), md.ino())),
-        sparse: None,
-        flags: None,
-    })
-}
-
-/// What to apply when restoring metadata.
+/// What to apply when restoring metadata. `Default` applies everything,
+/// mapping owners by name.
 #[derive(Clone, Copy, Debug)]
 pub struct ApplyOptions {
     /// Apply the access time as well as the modification time.
     pub atime: bool,
+    /// Apply ownership (user and group). Without privileges a change of
+    /// owner fails and is reported; a target that already has the wanted ids
+    /// is left alone and reports nothing.
+    pub owner: bool,
+    /// Use the recorded numeric ids as they are. Otherwise a recorded user
+    /// (group) name that exists on this system gives the id, and the
+    /// recorded number is used only when the name is unknown here.
+    pub numeric_owner: bool,
+    /// Also remove extended attributes the target has but the recorded
+    /// metadata does not (the POSIX ACL attributes are handled by the ACL
+    /// step either way).
+    pub exact_xattrs: bool,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { atime: true }
+        ApplyOptions {
+            atime: true,
+            owner: true,
+            numeric_owner: false,
+            exact_xattrs: false,
+        }
     }
 }
 
-/// One metadata item that could not be applied.
+/// One metadata item that could not be read or applied. Per-item soft
+/// error: the rest of the metadata was still handled.
 #[derive(Debug)]
 pub struct MetaIssue {
-    /// Which item (`mode`, `times`, …).
-    pub item: &'static str,
+    /// Which item: `stat`, `xattrs` (the listing), `xattr NAME` (one
+    /// attribute; the name shown lossily), `acl`, `default acl`, `owner`,
+    /// `mode`, `flags`, `times`, `sparse`.
+    pub item: String,
     /// Why it failed.
     pub error: io::Error,
 }
 
-fn timestamps(meta: &FileMeta, opts: ApplyOptions) -> Timestamps {
-    let omit = Timespec {
-        tv_sec: 0,
-        tv_nsec: UTIME_OMIT as _,
-    };
-    Timestamps {
-        last_access: if opts.atime {
-            meta.atime.to_timespec()
-        } else {
-            omit
-        },
-        last_modification: meta.mtime.to_timespec(),
+impl MetaIssue {
+    pub(crate) fn new(item: impl Into<String>, error: impl Into<io::Error>) -> MetaIssue {
+        MetaIssue {
+            item: item.into(),
+            error: error.into(),
+        }
     }
 }
 
-/// Apply mode and times to an open file or directory. Mode comes before times
-/// (changing the mode does not touch mtime, but keeping the order fixed makes
-/// later items such as ownership slot in correctly).
-pub fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &FileMeta, opts: ApplyOptions) -> Vec<MetaIssue> {
-    let mut issues = Vec::new();
-    if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode as _)) {
-        issues.push(MetaIssue {
-            item: "mode",
-            error: e.into(),
-        });
-    }
-    if let Err(e) = rustix::fs::futimens(fd, &timestamps(meta, opts)) {
-        issues.push(MetaIssue {
-            item: "times",
-            error: e.into(),
-        });
-    }
-    issues
-}
-
-/// Apply metadata to `name` inside directory `dir` without following a
-/// symlink (used for symlinks themselves, whose mode cannot be changed on
-/// Linux).
-pub fn apply_meta_at<Fd: AsFd>(
-    dir: Fd,
-    name: &OsStr,
-    meta: &FileMeta,
-    opts: ApplyOptions,
-) -> Vec<MetaIssue> {
-    let mut issues = Vec::new();
-    if let Err(e) = rustix::fs::utimensat(
-        dir,
-        name.as_bytes(),
-        &timestamps(meta, opts),
-        AtFlags::SYMLINK_NOFOLLOW,
-    ) {
-        issues.push(MetaIssue {
-            item: "times",
-            error: e.into(),
-        });
-    }
-    issues
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_file_dir_and_symlink_without_following() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("a");
-        fs::write(&f, b"hello").unwrap();
-        std::os::unix::fs::symlink("does/not/exist", dir.path().join("l")).unwrap();
-        let m = read_meta(&f).unwrap();
-        assert_eq!(m.kind, FileKind::File);
-        assert_eq!(m.size, 5);
-        let l = read_meta(&dir.path().join("l")).unwrap();
-        assert_eq!(l.kind, FileKind::Symlink);
-        assert_eq!(l.symlink_target.as_deref(), Some(&b"does/not/exist"[..]));
-        assert_eq!(read_meta(dir.path()).unwrap().kind, FileKind::Dir);
-        assert!(
-            read_meta(&dir.path().join("nope"))
-                .unwrap_err()
-                .is_not_found()
-        );
-    }
-
-    #[test]
-    fn applies_mode_and_times_through_fd() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("a");
-        fs::write(&f, b"x").unwrap();
-        let mut m = read_meta(&f).unwrap();
-        m.mode = 0o640;
-        m.mtime = FileTime {
-            sec: 1_000_000_000,
-            nsec: 123_456_789,
-        };
-        let file = fs::File::open(&f).unwrap();
-        assert!(apply_meta_fd(file.as_fd(), &m, ApplyOptions::default()).is_empty());
-        let back = read_meta(&f).unwrap();
-        assert_eq!(back.mode, 0o640);
-        assert_eq!(back.mtime, m.mtime);
+impl fmt::Display for MetaIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.item, self.error)
     }
 }
