@@ -51,10 +51,28 @@ pub const HEADER: usize = 8;
 
 /// Append a frame holding `payload` to `out`.
 pub fn encode_into(out: &mut Vec<u8>, payload: &[u8]) {
-    assert!(payload.len() <= MAX_FRAME, "frame payload over MAX_FRAME");
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    let start = begin(out);
     out.extend_from_slice(payload);
+    finish(out, start);
+}
+
+/// Start a frame at the end of `out`: push a header placeholder and return
+/// where the frame starts. Append the payload, then call [`finish`].
+pub fn begin(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER]);
+    start
+}
+
+/// Fill in the header of the frame begun at `start` (everything after its
+/// header is the payload), so a record is encoded with no extra copy.
+pub fn finish(out: &mut [u8], start: usize) {
+    let payload = &out[start + HEADER..];
+    assert!(payload.len() <= MAX_FRAME, "frame payload over MAX_FRAME");
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + HEADER].copy_from_slice(&crc);
 }
 
 /// A frame holding `payload`.

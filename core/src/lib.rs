@@ -27,7 +27,7 @@ mod version;
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
 pub use codec::{CodecError, EncodedChunk, MAX_CHUNK_LEN, ZSTD_LEVEL};
 pub use id::{ChunkId, ParseChunkIdError};
-pub use repository::{RepoError, RepoStats, Repository};
+pub use repository::{ChunkSink, RepoError, RepoStats, Repository};
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};
 pub use time::{TimeParseError, Timestamp, parse_point_in_time};
 pub use version::{ChunkRef, Entry, Version, content_changed};

@@ -112,3 +112,17 @@ pub trait Repository: Send + Sync {
     /// Counters.
     fn stats(&self) -> Result<RepoStats, RepoError>;
 }
+
+/// A store that takes chunks straight from capture and makes them durable
+/// by itself, before any version refers to them: the embedded repository.
+/// The journal hands chunks to it instead of writing them into its spool
+/// first, so on a local repository each byte is written (and fsynced) once.
+/// A remote repository is not a sink: its chunks go through the spool.
+pub trait ChunkSink: Send + Sync {
+    /// True when the store durably holds `id` already (a cheap in-memory
+    /// lookup; `false` only costs a compression that turns out unneeded).
+    fn has_chunk(&self, id: &ChunkId) -> bool;
+    /// Store `chunks` and make them, and every chunk stored before, durable
+    /// before returning.
+    fn store_durably(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError>;
+}

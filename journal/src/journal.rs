@@ -4,11 +4,13 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rewind_core::{ChunkId, ChunkRef, EncodedChunk, Entry, FileMeta, Timestamp, Version, frame};
+use rewind_core::{
+    ChunkId, ChunkRef, ChunkSink, EncodedChunk, Entry, FileMeta, Timestamp, Version, frame,
+};
 use serde::{Deserialize, Serialize};
 
 /// How often the flusher commits queued versions. 50 ms keeps the
@@ -24,6 +26,10 @@ const SEGMENT_TARGET: u64 = 64 << 20;
 /// Queued spool bytes that make the flusher commit before its tick, so a
 /// first pass does not pile up unacknowledged work.
 const EAGER_FLUSH_BYTES: u64 = 32 << 20;
+
+/// Chunks held in memory for a [`ChunkSink`] before captures wait for the
+/// flusher: bounds the agent's memory when capture outruns the disk.
+const MAX_DIRECT_BACKLOG: u64 = 96 << 20;
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +141,9 @@ struct Writer {
     /// that set them; consulted before sled until the flusher applied them.
     overlay: HashMap<Vec<u8>, (u64, Option<PathState>)>,
     chunks: Vec<(ChunkId, ChunkLoc)>,
+    /// Chunks for the sink, stored durably by the next flush before the
+    /// versions queued with them.
+    direct: Vec<EncodedChunk>,
     queued_bytes: u64,
     current: Current,
     /// Segments sealed since the last flush: written but not yet fsynced.
@@ -164,6 +173,12 @@ struct Inner {
     /// Open spool segments for reading, so the uploader does not open a
     /// file per chunk.
     readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// Where chunks go instead of the spool, when set.
+    sink: OnceLock<Arc<dyn ChunkSink>>,
+    /// Signalled when a flush takes the queued direct chunks.
+    room: Condvar,
+    /// The sink's last failure was reported (cleared by a success).
+    sink_failing: AtomicBool,
 }
 
 /// The journal. Cheap to clone; all clones share one database.
@@ -278,6 +293,7 @@ impl Journal {
                 versions: Vec::new(),
                 overlay: HashMap::new(),
                 chunks: Vec::new(),
+                direct: Vec::new(),
                 queued_bytes: 0,
                 current,
                 unsynced: Vec::new(),
@@ -292,6 +308,9 @@ impl Journal {
             last_error: Mutex::new(None),
             flush_lock: Mutex::new(()),
             readers: Mutex::new(HashMap::new()),
+            sink: OnceLock::new(),
+            room: Condvar::new(),
+            sink_failing: AtomicBool::new(false),
         });
         let j = Journal {
             inner: inner.clone(),
@@ -332,69 +351,45 @@ impl Journal {
         }
     }
 
-    fn spool(&self, chunk: &EncodedChunk) -> Result<()> {
+    /// Hand chunks to `sink` instead of the spool from now on: each flush
+    /// stores the queued chunks durably in the sink before it records the
+    /// versions that refer to them. When the sink fails, that flush falls
+    /// back to the spool (and the uploader later moves those chunks), so
+    /// capture goes on. Set once; later calls are ignored.
+    pub fn set_sink(&self, sink: Arc<dyn ChunkSink>) {
+        let _ = self.inner.sink.set(sink);
+    }
+
+    /// True when the sink already holds `id` durably, so capture need not
+    /// compress or queue it again.
+    fn sink_has(&self, id: &ChunkId) -> bool {
+        self.inner.sink.get().is_some_and(|s| s.has_chunk(id))
+    }
+
+    fn spool(&self, chunk: EncodedChunk) -> Result<()> {
         let inner = &self.inner;
-        let payload = postcard::to_stdvec(chunk).expect("chunks serialize");
         let mut w = lock(&inner.writer);
-        if w.current.broken || w.current.len >= SEGMENT_TARGET {
-            self.rotate(&mut w)?;
+        if inner.sink.get().is_some() {
+            while w.queued_bytes >= MAX_DIRECT_BACKLOG && !inner.stop.load(Ordering::Relaxed) {
+                inner.eager.store(true, Ordering::Relaxed);
+                self.wake_flusher();
+                w = inner
+                    .room
+                    .wait_timeout(w, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            w.queued_bytes += chunk.data.len() as u64;
+            w.direct.push(chunk);
+        } else {
+            write_to_segment(inner, &mut w, &chunk)?;
         }
-        let offset = w.current.len;
-        let id = w.current.id;
-        let path = seg_path(&inner.dir, id);
-        let rec = frame::encode(&payload);
-        if let Err(source) = w.current.file.write_all(&rec) {
-            w.current.broken = true;
-            return Err(JournalError::Io { path, source });
-        }
-        w.current.len += rec.len() as u64;
-        w.queued_bytes += rec.len() as u64;
-        if let Some(s) = w.segments.get_mut(&id) {
-            s.bytes += rec.len() as u64;
-        }
-        w.chunks.push((
-            chunk.id,
-            ChunkLoc {
-                segment: id,
-                offset,
-                len: rec.len() as u32,
-            },
-        ));
         let eager = w.queued_bytes >= EAGER_FLUSH_BYTES;
         drop(w);
         if eager {
             self.inner.eager.store(true, Ordering::Relaxed);
             self.wake_flusher();
         }
-        Ok(())
-    }
-
-    /// Seal the current segment (write out its buffer; the flusher fsyncs
-    /// it) and start a new one.
-    fn rotate(&self, w: &mut Writer) -> Result<()> {
-        let path = seg_path(&self.inner.dir, w.current.id);
-        if !w.current.broken {
-            w.current.file.flush().map_err(|source| JournalError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let sealed = (w.current.id, w.current.sync.clone());
-            w.unsynced.push(sealed);
-        }
-        let next = open_segment(&self.inner.dir, w.current.id + 1)?;
-        let hw = w.next_seq - 1;
-        if let Some(s) = w.segments.get_mut(&w.current.id) {
-            s.high_water = s.high_water.max(hw);
-        }
-        w.segments.insert(
-            next.id,
-            Segment {
-                high_water: 0,
-                inflight: 0,
-                bytes: 0,
-            },
-        );
-        w.current = next;
         Ok(())
     }
 
@@ -609,7 +604,7 @@ impl Journal {
             && w.next_seq - 1 <= cursor
             && w.segments.values().all(|s| s.inflight == 0);
         if idle && w.current.len > 0 {
-            self.rotate(&mut w)?;
+            rotate(&self.inner, &mut w)?;
         }
         let current = w.current.id;
         let mut dead = Vec::new();
@@ -810,25 +805,141 @@ fn open_segment(dir: &Path, id: u64) -> Result<Current> {
     })
 }
 
+/// Append one chunk to the current spool segment (rotating it when full) and
+/// queue its location for the next flush.
+fn write_to_segment(inner: &Inner, w: &mut Writer, chunk: &EncodedChunk) -> Result<()> {
+    let payload = postcard::to_stdvec(chunk).expect("chunks serialize");
+    if w.current.broken || w.current.len >= SEGMENT_TARGET {
+        rotate(inner, w)?;
+    }
+    let offset = w.current.len;
+    let id = w.current.id;
+    let rec = frame::encode(&payload);
+    if let Err(source) = w.current.file.write_all(&rec) {
+        w.current.broken = true;
+        let path = seg_path(&inner.dir, id);
+        return Err(JournalError::Io { path, source });
+    }
+    w.current.len += rec.len() as u64;
+    w.queued_bytes += rec.len() as u64;
+    if let Some(s) = w.segments.get_mut(&id) {
+        s.bytes += rec.len() as u64;
+    }
+    w.chunks.push((
+        chunk.id,
+        ChunkLoc {
+            segment: id,
+            offset,
+            len: rec.len() as u32,
+        },
+    ));
+    Ok(())
+}
+
+/// Seal the current segment (write out its buffer; the flusher fsyncs it)
+/// and start a new one.
+fn rotate(inner: &Inner, w: &mut Writer) -> Result<()> {
+    let path = seg_path(&inner.dir, w.current.id);
+    if !w.current.broken {
+        w.current.file.flush().map_err(|source| JournalError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let sealed = (w.current.id, w.current.sync.clone());
+        w.unsynced.push(sealed);
+    }
+    let next = open_segment(&inner.dir, w.current.id + 1)?;
+    let hw = w.next_seq - 1;
+    if let Some(s) = w.segments.get_mut(&w.current.id) {
+        s.high_water = s.high_water.max(hw);
+    }
+    w.segments.insert(
+        next.id,
+        Segment {
+            high_water: 0,
+            inflight: 0,
+            bytes: 0,
+        },
+    );
+    w.current = next;
+    Ok(())
+}
+
 /// One group commit: spool bytes to disk, then versions, states and chunk
 /// locations in one sled batch, then flush.
 fn flush_once(inner: &Inner) -> Result<u64> {
     let _serial = lock(&inner.flush_lock);
-    let (versions, chunks, next_seq, sync, seg_path_now, sealed) = {
+    // Versions and the chunks queued for the sink are taken together: a
+    // capture queues its chunks before its version, so every version taken
+    // here has its chunks in this batch or an earlier one.
+    let (versions, direct, next_seq) = {
         let mut w = lock(&inner.writer);
-        if w.versions.is_empty() && w.chunks.is_empty() && w.unsynced.is_empty() {
+        if w.versions.is_empty()
+            && w.chunks.is_empty()
+            && w.unsynced.is_empty()
+            && w.direct.is_empty()
+        {
             return Ok(*lock(&inner.durable));
         }
+        let direct = std::mem::take(&mut w.direct);
+        if !direct.is_empty() {
+            w.queued_bytes = 0;
+            inner.room.notify_all();
+        }
+        (std::mem::take(&mut w.versions), direct, w.next_seq)
+    };
+    // Put taken work back at the front of the queue after a failure.
+    let requeue = |versions: Vec<Version>, direct: Vec<EncodedChunk>| {
+        let mut w = lock(&inner.writer);
+        let mut d = direct;
+        d.append(&mut w.direct);
+        w.direct = d;
+        let mut v = versions;
+        v.append(&mut w.versions);
+        w.versions = v;
+    };
+    if let Some(sink) = inner.sink.get() {
+        // Make the sink's chunks durable first (also those it holds from
+        // earlier calls, which capture may have skipped as present).
+        match sink.store_durably(&direct) {
+            Ok(()) => {
+                if inner.sink_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("repository takes chunks again");
+                }
+            }
+            Err(e) => {
+                if !inner.sink_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "repository refused chunks ({e}); keeping them in the journal spool \
+                         until it takes them"
+                    );
+                }
+                let mut w = lock(&inner.writer);
+                for c in &direct {
+                    if let Err(e) = write_to_segment(inner, &mut w, c) {
+                        drop(w);
+                        requeue(versions, direct);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+    let (versions, chunks, sync, seg_path_now, sealed) = {
+        let mut w = lock(&inner.writer);
         let path = seg_path(&inner.dir, w.current.id);
         if let Err(source) = w.current.file.flush() {
             w.current.broken = true;
+            drop(w);
+            requeue(versions, Vec::new());
             return Err(JournalError::Io { path, source });
         }
-        w.queued_bytes = 0;
+        if w.direct.is_empty() {
+            w.queued_bytes = 0;
+        }
         (
-            std::mem::take(&mut w.versions),
+            versions,
             std::mem::take(&mut w.chunks),
-            w.next_seq,
             w.current.sync.clone(),
             path,
             std::mem::take(&mut w.unsynced),
@@ -995,9 +1106,16 @@ pub struct CaptureGuard {
 }
 
 impl CaptureGuard {
-    /// Spool a chunk the repository may not have.
-    pub fn spool(&self, chunk: &EncodedChunk) -> Result<()> {
+    /// Queue a chunk the repository may not have: into the spool, or for
+    /// the sink when one is set.
+    pub fn spool(&self, chunk: EncodedChunk) -> Result<()> {
         self.journal.spool(chunk)
+    }
+
+    /// True when the repository already holds `id` durably (only known
+    /// with a sink; `false` otherwise), so the chunk need not be queued.
+    pub fn is_stored(&self, id: &ChunkId) -> bool {
+        self.journal.sink_has(id)
     }
 
     /// Queue the version (its `seq` and `client` are assigned here); it is

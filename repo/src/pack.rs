@@ -605,6 +605,9 @@ pub(crate) struct PackWriter {
     versions: Vec<Version>,
     failed: bool,
     sealed: bool,
+    /// Reused encoding buffer: a record is serialized straight after its
+    /// frame header and written from here.
+    scratch: Vec<u8>,
 }
 
 impl PackWriter {
@@ -628,6 +631,7 @@ impl PackWriter {
             versions: Vec::new(),
             failed: false,
             sealed: false,
+            scratch: Vec::new(),
         };
         w.write(PACK_MAGIC)?;
         Ok(w)
@@ -673,9 +677,13 @@ impl PackWriter {
     }
 
     fn append(&mut self, payload: &[u8], kind: TocKind) -> Result<(), RepoError> {
+        self.append_frame(&frame::encode(payload), kind)
+    }
+
+    /// Write one whole frame and list it in the table of contents.
+    fn append_frame(&mut self, framed: &[u8], kind: TocKind) -> Result<(), RepoError> {
         let offset = self.len;
-        let framed = frame::encode(payload);
-        self.write(&framed)?;
+        self.write(framed)?;
         self.entries.push(TocEntry {
             offset,
             frame_len: framed.len() as u32,
@@ -688,14 +696,7 @@ impl PackWriter {
     /// large for one record is refused without harming the writer.
     pub(crate) fn add_chunk(&mut self, c: &EncodedChunk) -> Result<(), RepoError> {
         self.check()?;
-        let payload = postcard::to_stdvec(&PackRecordRef::Chunk {
-            id: c.id,
-            raw_len: c.raw_len,
-            compressed: c.compressed,
-            data: &c.data,
-        })
-        .map_err(|e| corrupt(&self.tmp, format!("encoding chunk {}: {e}", c.id)))?;
-        if payload.len() > MAX_FRAME {
+        if c.data.len() > MAX_FRAME - 64 {
             return Err(corrupt(
                 &self.tmp,
                 format!(
@@ -705,14 +706,31 @@ impl PackWriter {
                 ),
             ));
         }
-        self.append(
-            &payload,
-            TocKind::Chunk {
-                id: c.id,
-                raw_len: c.raw_len,
-                compressed: c.compressed,
-            },
-        )?;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let start = frame::begin(&mut buf);
+        let rec = PackRecordRef::Chunk {
+            id: c.id,
+            raw_len: c.raw_len,
+            compressed: c.compressed,
+            data: &c.data,
+        };
+        let encoded = postcard::to_io(&rec, &mut buf)
+            .map(|_| ())
+            .map_err(|e| corrupt(&self.tmp, format!("encoding chunk {}: {e}", c.id)));
+        let r = encoded.and_then(|()| {
+            frame::finish(&mut buf, start);
+            self.append_frame(
+                &buf,
+                TocKind::Chunk {
+                    id: c.id,
+                    raw_len: c.raw_len,
+                    compressed: c.compressed,
+                },
+            )
+        });
+        self.scratch = buf;
+        r?;
         self.pending.insert(c.id, self.entries.len() - 1);
         Ok(())
     }

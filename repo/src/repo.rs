@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use rewind_core::frame::MAX_FRAME;
 use rewind_core::path::display;
 use rewind_core::{
-    ChunkId, ChunkerParams, EncodedChunk, RepoError, RepoStats, Repository, Timestamp, Version,
+    ChunkId, ChunkSink, ChunkerParams, EncodedChunk, RepoError, RepoStats, Repository, Timestamp,
+    Version,
 };
 use tracing::{info, warn};
 
@@ -307,6 +308,46 @@ impl LocalRepo {
         Ok(())
     }
 
+    /// `put_chunks` on borrowed chunks: the ones the repository lacks are
+    /// checked, then written into the open pack (sealed when full).
+    fn put_chunk_slice(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
+        if self.writer.is_none() {
+            return Err(RepoError::ReadOnly);
+        }
+        let todo: Vec<&EncodedChunk> = {
+            let st = self.read_state();
+            chunks
+                .iter()
+                .filter(|c| !st.chunks.contains_key(&c.id))
+                .collect()
+        };
+        // Hashing is the expensive part: done before taking the writer, and
+        // for the whole call before writing any of it.
+        for c in &todo {
+            self.check_chunk(c)?;
+        }
+        let mut w = self.lock_writer()?;
+        for c in todo {
+            let pending = w.open.as_ref().is_some_and(|p| p.contains(&c.id));
+            if pending || self.read_state().chunks.contains_key(&c.id) {
+                continue;
+            }
+            let target = w.pack_target;
+            if let Err(e) = self.open_pack(&mut w)?.add_chunk(c) {
+                w.open = None;
+                return Err(e);
+            }
+            let full = w
+                .open
+                .as_ref()
+                .is_some_and(|p| p.len() >= target || p.records() >= MAX_PACK_RECORDS);
+            if full {
+                self.seal_open(&mut w)?;
+            }
+        }
+        Ok(())
+    }
+
     fn pack_file(&self, name: PackName, path: &Path) -> Result<Arc<File>, RepoError> {
         let mut files = self.files.lock().expect("file cache poisoned");
         if let Some(f) = files.get(&name) {
@@ -404,41 +445,7 @@ impl Repository for LocalRepo {
     }
 
     fn put_chunks(&self, chunks: Vec<EncodedChunk>) -> Result<(), RepoError> {
-        if self.writer.is_none() {
-            return Err(RepoError::ReadOnly);
-        }
-        let todo: Vec<EncodedChunk> = {
-            let st = self.read_state();
-            chunks
-                .into_iter()
-                .filter(|c| !st.chunks.contains_key(&c.id))
-                .collect()
-        };
-        // Hashing is the expensive part: done before taking the writer, and
-        // for the whole call before writing any of it.
-        for c in &todo {
-            self.check_chunk(c)?;
-        }
-        let mut w = self.lock_writer()?;
-        for c in todo {
-            let pending = w.open.as_ref().is_some_and(|p| p.contains(&c.id));
-            if pending || self.read_state().chunks.contains_key(&c.id) {
-                continue;
-            }
-            let target = w.pack_target;
-            if let Err(e) = self.open_pack(&mut w)?.add_chunk(&c) {
-                w.open = None;
-                return Err(e);
-            }
-            let full = w
-                .open
-                .as_ref()
-                .is_some_and(|p| p.len() >= target || p.records() >= MAX_PACK_RECORDS);
-            if full {
-                self.seal_open(&mut w)?;
-            }
-        }
-        Ok(())
+        self.put_chunk_slice(&chunks)
     }
 
     fn commit_versions(&self, versions: Vec<Version>) -> Result<(), RepoError> {
@@ -530,5 +537,22 @@ impl Repository for LocalRepo {
 
     fn stats(&self) -> Result<RepoStats, RepoError> {
         Ok(self.read_state().stats())
+    }
+}
+
+/// The agent's journal hands chunks straight to the embedded repository:
+/// they are written into the open pack, which is then sealed (fsync, index)
+/// before the journal records any version that refers to them.
+impl ChunkSink for LocalRepo {
+    fn has_chunk(&self, id: &ChunkId) -> bool {
+        self.read_state().chunks.contains_key(id)
+    }
+
+    fn store_durably(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
+        if !chunks.is_empty() {
+            self.put_chunk_slice(chunks)?;
+        }
+        let mut w = self.lock_writer()?;
+        self.seal_open(&mut w)
     }
 }

@@ -243,7 +243,7 @@ mod tests {
     fn capture(j: &Journal, path: &str, data: &[u8]) -> (u64, EncodedChunk) {
         let c = EncodedChunk::encode(data);
         let g = j.begin_capture();
-        g.spool(&c).unwrap();
+        g.spool(c.clone()).unwrap();
         let seq = g.append(Version {
             client: String::new(),
             seq: 0,
@@ -340,5 +340,45 @@ mod tests {
             "forgotten, so captured again"
         );
         assert!(j.cursor().unwrap() > s1);
+    }
+
+    #[test]
+    fn with_a_sink_chunks_skip_the_spool_and_fall_back_to_it_when_the_repository_fails() {
+        let (t, j, r) = setup();
+        let r = Arc::new(r);
+        j.set_sink(r.clone());
+        // Direct: the chunk is in the repository before the version is
+        // acknowledged, and never in the spool.
+        let (s1, c1) = capture(&j, "/r/a", b"direct bytes");
+        assert_eq!(j.wait_durable_beyond(s1 - 1, Duration::from_secs(10)), s1);
+        assert_eq!(r.read_chunk(&c1.id).unwrap(), b"direct bytes");
+        assert!(j.read_spooled(&c1.id).unwrap().is_none());
+        {
+            let g = j.begin_capture();
+            assert!(g.is_stored(&c1.id));
+        }
+        // The repository cannot write packs (its tmp directory is now a
+        // file): the chunk goes to the spool instead, and capture goes on.
+        let tmp = t.path().join("repo/tmp");
+        std::fs::remove_dir(&tmp).unwrap();
+        std::fs::write(&tmp, b"in the way").unwrap();
+        let (s2, c2) = capture(&j, "/r/b", b"spooled bytes");
+        assert_eq!(j.wait_durable_beyond(s2 - 1, Duration::from_secs(10)), s2);
+        assert!(matches!(
+            r.read_chunk(&c2.id),
+            Err(RepoError::MissingChunk(_))
+        ));
+        assert_eq!(j.read_spooled(&c2.id).unwrap().unwrap(), c2);
+        // Once the repository works again the uploader moves it.
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::create_dir(&tmp).unwrap();
+        let st = Mutex::new(UploadStatus::default());
+        while drain_once(&j, r.as_ref(), &UploadOptions::default(), &st).unwrap() > 0 {}
+        assert_eq!(j.cursor().unwrap(), s2);
+        assert_eq!(r.read_chunk(&c2.id).unwrap(), b"spooled bytes");
+        assert_eq!(r.versions_of("me", b"/r/a").unwrap().len(), 1);
+        assert_eq!(r.versions_of("me", b"/r/b").unwrap().len(), 1);
+        let reopened = LocalRepo::open(&t.path().join("repo")).unwrap();
+        assert_eq!(reopened.read_chunk(&c1.id).unwrap(), b"direct bytes");
     }
 }

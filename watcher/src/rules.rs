@@ -19,11 +19,12 @@
 //! directory behind a mutex; [`IgnoreRules::invalidate`] forgets a directory
 //! (and everything cached below it) when its files change.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -87,6 +88,10 @@ pub struct IgnoreRules {
     roots: Vec<RootRules>,
     ignored_paths: Vec<PathBuf>,
     cache: Mutex<BTreeMap<PathBuf, Arc<DirRules>>>,
+    /// The rule chain of each directory whose entries were checked with
+    /// [`IgnoreRules::is_ignored`] (`None`: the directory is ignored), so a
+    /// capture does not walk its ancestors again for every file.
+    chains: Mutex<HashMap<PathBuf, Option<Chain>>>,
     warnings: Mutex<Warnings>,
 }
 
@@ -170,15 +175,16 @@ impl IgnoreRules {
                 source,
             })?;
             compiled.push(RootRules {
-                root: root.clone(),
+                root: normalize(root),
                 base,
             });
         }
         compiled.sort_by_key(|r| std::cmp::Reverse(r.root.components().count()));
         Ok(IgnoreRules {
             roots: compiled,
-            ignored_paths: ignored_paths.to_vec(),
+            ignored_paths: ignored_paths.iter().map(|p| normalize(p)).collect(),
             cache: Mutex::new(BTreeMap::new()),
+            chains: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Warnings::default()),
         })
     }
@@ -202,7 +208,20 @@ impl IgnoreRules {
         let Some(parent) = path.parent() else {
             return false;
         };
-        match self.chain_for_dir(parent) {
+        let cached = lock(&self.chains).get(parent).cloned();
+        let chain = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.chain_for_dir(parent);
+                let mut chains = lock(&self.chains);
+                if chains.len() >= DIR_CACHE_CAP {
+                    chains.clear();
+                }
+                chains.insert(parent.to_path_buf(), c.clone());
+                c
+            }
+        };
+        match chain {
             None => true,
             Some(chain) => self.child_ignored(&chain, path, is_dir),
         }
@@ -221,6 +240,8 @@ impl IgnoreRules {
         for p in doomed {
             cache.remove(&p);
         }
+        drop(cache);
+        lock(&self.chains).retain(|p, _| !under(p, dir));
     }
 
     /// Messages about `.rewindignore` files that could not be read or parsed
@@ -232,11 +253,11 @@ impl IgnoreRules {
 
     /// The innermost root containing `path`.
     pub(crate) fn root_index(&self, path: &Path) -> Option<usize> {
-        self.roots.iter().position(|r| path.starts_with(&r.root))
+        self.roots.iter().position(|r| under(path, &r.root))
     }
 
     fn under_ignored_path(&self, path: &Path) -> bool {
-        self.ignored_paths.iter().any(|p| path.starts_with(p))
+        self.ignored_paths.iter().any(|p| under(path, p))
     }
 
     /// The chain of rules for the entries of `dir`, or `None` when `dir`
@@ -415,8 +436,36 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// `p` rebuilt from its components: no `.`, doubled or trailing `/`.
+fn normalize(p: &Path) -> PathBuf {
+    p.components().collect()
+}
+
+/// `path.starts_with(base)` on the bytes: the paths handled here are
+/// absolute and normalized (no `.`, `..`, doubled or trailing `/`), and
+/// comparing bytes is several times cheaper than comparing components, which
+/// matters when every captured file is checked.
+fn under(path: &Path, base: &Path) -> bool {
+    let (p, b) = (path.as_os_str().as_bytes(), base.as_os_str().as_bytes());
+    if b == b"/" {
+        return p.first() == Some(&b'/');
+    }
+    p.starts_with(b) && (p.len() == b.len() || p[b.len()] == b'/')
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn byte_prefix_matches_whole_components_only() {
+        use super::under;
+        use std::path::Path;
+        assert!(under(Path::new("/a/b/c"), Path::new("/a/b")));
+        assert!(under(Path::new("/a/b"), Path::new("/a/b")));
+        assert!(!under(Path::new("/a/bc"), Path::new("/a/b")));
+        assert!(!under(Path::new("/a"), Path::new("/a/b")));
+        assert!(under(Path::new("/a"), Path::new("/")));
+    }
+
     use super::*;
 
     fn write(path: &Path, content: &str) {

@@ -184,10 +184,10 @@ impl Capturer<'_> {
                         id,
                         len: data.len() as u32,
                     });
-                    if !prev_ids.contains(&id) && seen.insert(id) {
+                    if !prev_ids.contains(&id) && seen.insert(id) && !guard.is_stored(&id) {
                         let enc = EncodedChunk::encode_with_id(id, data);
                         spooled += enc.data.len() as u64;
-                        if let Err(e) = guard.spool(&enc) {
+                        if let Err(e) = guard.spool(enc) {
                             spool_err = Some(e);
                             return Err(io::Error::other("spool failed"));
                         }

@@ -283,11 +283,16 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     ];
     let rules = Arc::new(IgnoreRules::new(&roots, &opts.excludes, &ignored)?);
     let chunker = Chunker::new(repo.chunker());
-    // Chunks reach the repository from our own spool, CRC-checked on the
-    // way: decoding each one again only to re-hash it would cost about a
-    // tenth of the first pass (measured, docs/decisions.md).
+    // Chunks reach the repository from capture in this process (or from
+    // our own CRC-checked spool): decoding each one again only to re-hash it
+    // would cost about a tenth of the first pass (measured,
+    // docs/decisions.md).
     repo.set_check_puts(false);
-    let repo: Arc<dyn Repository> = Arc::new(repo);
+    let repo = Arc::new(repo);
+    // The embedded repository takes chunks straight from capture, so each
+    // byte is written once (docs/decisions.md, "direct path").
+    journal.set_sink(repo.clone());
+    let repo: Arc<dyn Repository> = repo;
     let uploader = Uploader::start(journal.clone(), repo.clone(), UploadOptions::default());
 
     let mut wopts = WatchOptions::new(roots.clone(), rules.clone());

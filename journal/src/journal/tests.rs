@@ -32,7 +32,7 @@ fn version(path: &str, chunks: &[&EncodedChunk]) -> Version {
 fn capture(j: &Journal, path: &str, data: &[u8]) -> (u64, EncodedChunk) {
     let c = EncodedChunk::encode(data);
     let g = j.begin_capture();
-    g.spool(&c).unwrap();
+    g.spool(c.clone()).unwrap();
     (g.append(version(path, &[&c])), c)
 }
 
@@ -108,7 +108,7 @@ fn inflight_capture_pins_its_segment() {
     // A long capture starts and spools a chunk, but has not appended yet.
     let g = j.begin_capture();
     let big = EncodedChunk::encode(b"pinned chunk");
-    g.spool(&big).unwrap();
+    g.spool(big.clone()).unwrap();
     j.flush().unwrap();
     j.advance_cursor(s1).unwrap();
     let seq = g.append(version("/r/big", &[&big]));
@@ -124,7 +124,7 @@ fn abandoned_capture_leaves_nothing_referenced() {
     let j = Journal::open(dir.path(), "h").unwrap();
     {
         let g = j.begin_capture();
-        g.spool(&EncodedChunk::encode(b"orphan")).unwrap();
+        g.spool(EncodedChunk::encode(b"orphan")).unwrap();
     }
     j.flush().unwrap();
     assert_eq!(j.durable_seq(), 0);
