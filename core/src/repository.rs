@@ -125,4 +125,12 @@ pub trait ChunkSink: Send + Sync {
     /// Store `chunks` and make them, and every chunk stored before, durable
     /// before returning.
     fn store_durably(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError>;
+    /// [`store_durably`](ChunkSink::store_durably), then commit `versions`
+    /// as [`Repository::commit_versions`] does (durable, atomic, idempotent
+    /// by client and seq), so they need no upload later.
+    fn commit_durably(
+        &self,
+        chunks: &[EncodedChunk],
+        versions: &[Version],
+    ) -> Result<(), RepoError>;
 }

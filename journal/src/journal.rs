@@ -18,6 +18,16 @@ use serde::{Deserialize, Serialize};
 /// per tick costs well under 1% of a core when idle (it skips empty ticks).
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
+/// The gathering window while a stream of captures goes on (the previous
+/// commit carried at least [`BULK_VERSIONS`] versions): each commit seals a
+/// pack in the embedded repository and writes a sled batch, so committing
+/// a first pass about twice a second instead of twenty times cuts that overhead,
+/// while single saves keep the 50 ms window.
+const BULK_FLUSH_INTERVAL: Duration = Duration::from_millis(400);
+
+/// Versions in one commit that mark a stream of captures.
+const BULK_VERSIONS: usize = 200;
+
 /// A spool segment is sealed once it passes 64 MiB: large enough that a
 /// first pass of many GiB makes only tens of files, small enough that a
 /// drained segment frees its space soon.
@@ -29,7 +39,7 @@ const EAGER_FLUSH_BYTES: u64 = 32 << 20;
 
 /// Chunks held in memory for a [`ChunkSink`] before captures wait for the
 /// flusher: bounds the agent's memory when capture outruns the disk.
-const MAX_DIRECT_BACKLOG: u64 = 96 << 20;
+const MAX_DIRECT_BACKLOG: u64 = 64 << 20;
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +121,14 @@ pub struct JournalStats {
     pub last_error: Option<String>,
 }
 
+/// [`PathState`] borrowed, for encoding (postcard encodes both alike).
+#[derive(Serialize)]
+struct PathStateRef<'a> {
+    meta: &'a FileMeta,
+    chunks: &'a [ChunkRef],
+    seq: u64,
+}
+
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct ChunkLoc {
     segment: u64,
@@ -179,6 +197,8 @@ struct Inner {
     room: Condvar,
     /// The sink's last failure was reported (cleared by a success).
     sink_failing: AtomicBool,
+    /// The last commit was part of a stream (see [`BULK_FLUSH_INTERVAL`]).
+    bulk: AtomicBool,
 }
 
 /// The journal. Cheap to clone; all clones share one database.
@@ -311,6 +331,7 @@ impl Journal {
             sink: OnceLock::new(),
             room: Condvar::new(),
             sink_failing: AtomicBool::new(false),
+            bulk: AtomicBool::new(false),
         });
         let j = Journal {
             inner: inner.clone(),
@@ -888,6 +909,9 @@ fn flush_once(inner: &Inner) -> Result<u64> {
         }
         (std::mem::take(&mut w.versions), direct, w.next_seq)
     };
+    inner
+        .bulk
+        .store(versions.len() >= BULK_VERSIONS, Ordering::Relaxed);
     // Put taken work back at the front of the queue after a failure.
     let requeue = |versions: Vec<Version>, direct: Vec<EncodedChunk>| {
         let mut w = lock(&inner.writer);
@@ -898,11 +922,23 @@ fn flush_once(inner: &Inner) -> Result<u64> {
         v.append(&mut w.versions);
         w.versions = v;
     };
+    // With a sink, the versions go straight into the repository as well
+    // when no logged version waits before them (the uploader has drained
+    // the log): then they need no log record and no upload.
+    let mut committed = false;
     if let Some(sink) = inner.sink.get() {
+        let log_drained = !versions.is_empty()
+            && get_u64(&inner.db, "cursor", &inner.dir).ok() == Some(*lock(&inner.durable));
         // Make the sink's chunks durable first (also those it holds from
         // earlier calls, which capture may have skipped as present).
-        match sink.store_durably(&direct) {
+        let stored = if log_drained {
+            sink.commit_durably(&direct, &versions)
+        } else {
+            sink.store_durably(&direct)
+        };
+        match stored {
             Ok(()) => {
+                committed = log_drained;
                 if inner.sink_failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("repository takes chunks again");
                 }
@@ -983,14 +1019,16 @@ fn flush_once(inner: &Inner) -> Result<u64> {
     }
     let mut applied: Vec<(Vec<u8>, u64)> = Vec::with_capacity(versions.len());
     for v in &versions {
-        batch.insert(seq_key(v.seq), v.to_bytes());
+        if !committed {
+            batch.insert(seq_key(v.seq), v.to_bytes());
+        }
         let sk = key(b's', &v.path);
         match &v.entry {
             Entry::Present { meta, chunks } => batch.insert(
                 sk,
-                postcard::to_stdvec(&PathState {
-                    meta: meta.clone(),
-                    chunks: chunks.clone(),
+                postcard::to_stdvec(&PathStateRef {
+                    meta,
+                    chunks,
                     seq: v.seq,
                 })
                 .expect("serialize"),
@@ -1001,7 +1039,14 @@ fn flush_once(inner: &Inner) -> Result<u64> {
     }
     batch.insert(meta_key("next_seq"), &next_seq.to_be_bytes());
     if !versions.is_empty() {
-        batch.insert(meta_key("last_capture"), &Timestamp::now().0.to_be_bytes());
+        let now = Timestamp::now().0.to_be_bytes();
+        batch.insert(meta_key("last_capture"), &now);
+        if committed {
+            // Everything up to next_seq - 1 is in the repository: the log
+            // was drained before this batch and this batch is committed.
+            batch.insert(meta_key("cursor"), &(next_seq - 1).to_be_bytes());
+            batch.insert(meta_key("last_upload"), &now);
+        }
     }
     let db_err = |source| JournalError::Db {
         path: inner.dir.join("db"),
@@ -1046,7 +1091,12 @@ fn flusher(inner: Arc<Inner>) {
         {
             // Then let the group gather for one interval; only a large
             // spool backlog (or stopping) cuts it short, not every append.
-            let deadline = Instant::now() + FLUSH_INTERVAL;
+            let window = if inner.bulk.load(Ordering::Relaxed) {
+                BULK_FLUSH_INTERVAL
+            } else {
+                FLUSH_INTERVAL
+            };
+            let deadline = Instant::now() + window;
             let mut woke = lock(&inner.wake_lock);
             loop {
                 if inner.eager.swap(false, Ordering::Relaxed) || inner.stop.load(Ordering::Relaxed)

@@ -1,15 +1,16 @@
-//! Index files: `DIR/index/<pack name>.idx`, a cache of one pack's contents
-//! so that opening a repository reads no chunk data.
+//! Index files: `DIR/index/<pack name>.idx`, a cache of one pack's table of
+//! contents so that opening a repository reads no chunk data.
 //!
 //! ```text
 //! frame: postcard(IdxHeader { format, pack, pack_len, sealed_at, damage,
 //!                             chunks: [(id, offset, frame_len, raw_len, compressed)],
-//!                             version_frames, version_count })
-//! frame*: postcard(Vec<Version>)      version_frames of them
+//!                             version_records: [(offset, frame_len, count)] })
 //! ```
 //!
-//! Versions get frames of their own so that no frame approaches
-//! `MAX_FRAME` whatever the size of the commit the pack holds.
+//! The versions themselves are not copied: they stay in the pack's version
+//! records (zstd-compressed once), which reading an index loads from the
+//! pack by the locations listed here. Format 1 index files, which carried
+//! a second compressed copy of the versions, are still read.
 
 use std::fs::File;
 use std::io::{self, BufReader};
@@ -20,10 +21,10 @@ use rewind_core::{ChunkId, RepoError, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{IDX_STEPS, corrupt, io_err, write_durably};
-use crate::pack::{PackName, VERSIONS_RECORD_TARGET, split_versions};
+use crate::pack::{self, PackName, PackRecord};
 
 /// The format number written into index headers.
-const IDX_FORMAT: u32 = 1;
+const IDX_FORMAT: u32 = 2;
 
 /// Where one chunk of a pack is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,14 @@ pub(crate) struct IdxChunk {
     pub frame_len: u32,
     pub raw_len: u32,
     pub compressed: bool,
+}
+
+/// Where one version record of a pack is, and how many versions it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IdxVersions {
+    pub offset: u64,
+    pub frame_len: u32,
+    pub count: u32,
 }
 
 /// Everything the in-memory indexes need from one pack.
@@ -49,6 +58,8 @@ pub(crate) struct PackIndex {
     pub damage: Option<String>,
     /// Its chunks, in file order.
     pub chunks: Vec<IdxChunk>,
+    /// Where its version records are, in file order.
+    pub version_records: Vec<IdxVersions>,
     /// Its versions, in file order.
     pub versions: Vec<Version>,
 }
@@ -61,14 +72,25 @@ struct IdxHeader {
     sealed_at: Option<Timestamp>,
     damage: Option<String>,
     chunks: Vec<IdxChunk>,
+    version_records: Vec<IdxVersions>,
+}
+
+/// The header of a format 1 index, followed by `version_frames` frames of
+/// compressed versions.
+#[derive(Deserialize)]
+struct IdxHeaderV1 {
+    format: u32,
+    pack: PackName,
+    pack_len: u64,
+    sealed_at: Option<Timestamp>,
+    damage: Option<String>,
+    chunks: Vec<IdxChunk>,
     version_frames: u32,
     version_count: u64,
 }
 
 /// Encode an index file.
 pub(crate) fn encode(idx: &PackIndex) -> Result<Vec<u8>, String> {
-    let runs = split_versions(&idx.versions, VERSIONS_RECORD_TARGET)
-        .map_err(|(i, n)| format!("version {i} encodes to {n} bytes, over the limit"))?;
     let header = IdxHeader {
         format: IDX_FORMAT,
         pack: idx.pack,
@@ -76,20 +98,13 @@ pub(crate) fn encode(idx: &PackIndex) -> Result<Vec<u8>, String> {
         sealed_at: idx.sealed_at,
         damage: idx.damage.clone(),
         chunks: idx.chunks.clone(),
-        version_frames: runs.len() as u32,
-        version_count: idx.versions.len() as u64,
+        version_records: idx.version_records.clone(),
     };
-    let mut out = Vec::new();
     let h = postcard::to_stdvec(&header).map_err(|e| e.to_string())?;
     if h.len() > frame::MAX_FRAME {
         return Err("index header over the frame limit".into());
     }
-    frame::encode_into(&mut out, &h);
-    for run in runs {
-        let p = crate::zrec::encode(run)?;
-        frame::encode_into(&mut out, &p);
-    }
-    Ok(out)
+    Ok(frame::encode(&h))
 }
 
 /// Write the index of a pack durably into `DIR/index/`.
@@ -99,9 +114,12 @@ pub(crate) fn write(dir: &Path, idx: &PackIndex) -> Result<(), RepoError> {
     write_durably(&dir.join("tmp"), &dest, &bytes, &IDX_STEPS)
 }
 
-/// Read an index file. `Ok(None)` when it does not exist (any more): a
-/// concurrent rebuild or prune may remove index files at any moment.
-pub(crate) fn read(path: &Path) -> Result<Option<PackIndex>, RepoError> {
+/// Read the index file of pack `name` in repository `dir`, with the
+/// versions it locates in the pack. `Ok(None)` when the index file does not
+/// exist (any more): a concurrent rebuild or prune may remove index files
+/// at any moment.
+pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, RepoError> {
+    let path = &name.idx_path(dir);
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -111,25 +129,80 @@ pub(crate) fn read(path: &Path) -> Result<Option<PackIndex>, RepoError> {
     let mut offset = 0u64;
     let h =
         next_frame(&mut r, path, &mut offset)?.ok_or_else(|| corrupt(path, "empty index file"))?;
-    let header: IdxHeader =
-        postcard::from_bytes(&h).map_err(|e| corrupt(path, format!("index header: {e}")))?;
-    if header.format != IDX_FORMAT {
-        return Err(corrupt(
-            path,
-            format!("unknown index format {}", header.format),
-        ));
+    let format: u32 = postcard::take_from_bytes(&h)
+        .map(|(f, _)| f)
+        .map_err(|e| corrupt(path, format!("index header: {e}")))?;
+    let idx = match format {
+        1 => read_v1(&h, &mut r, path, &mut offset)?,
+        IDX_FORMAT => {
+            let header: IdxHeader = postcard::from_bytes(&h)
+                .map_err(|e| corrupt(path, format!("index header: {e}")))?;
+            let versions = load_versions(dir, header.pack, &header.version_records)?;
+            PackIndex {
+                pack: header.pack,
+                pack_len: header.pack_len,
+                sealed_at: header.sealed_at,
+                damage: header.damage,
+                chunks: header.chunks,
+                version_records: header.version_records,
+                versions,
+            }
+        }
+        n => return Err(corrupt(path, format!("unknown index format {n}"))),
+    };
+    if next_frame(&mut r, path, &mut offset)?.is_some() {
+        return Err(corrupt(path, "unexpected data after the index"));
     }
+    Ok(Some(idx))
+}
+
+/// The versions of a pack, from the records an index lists.
+fn load_versions(
+    dir: &Path,
+    name: PackName,
+    records: &[IdxVersions],
+) -> Result<Vec<Version>, RepoError> {
+    let mut versions = Vec::new();
+    if records.is_empty() {
+        return Ok(versions);
+    }
+    let path = name.pack_path(dir);
+    let file = File::open(&path).map_err(io_err(&path))?;
+    for loc in records {
+        match pack::read_record_at(&file, &path, loc.offset, loc.frame_len)? {
+            PackRecord::Versions(vs) if vs.len() == loc.count as usize => versions.extend(vs),
+            _ => {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "record at offset {} is not the version record its index lists",
+                        loc.offset
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(versions)
+}
+
+/// A format 1 index: the versions follow the header in frames of their own
+/// (and the pack's version records are not located).
+fn read_v1(
+    h: &[u8],
+    r: &mut BufReader<File>,
+    path: &Path,
+    offset: &mut u64,
+) -> Result<PackIndex, RepoError> {
+    let header: IdxHeaderV1 =
+        postcard::from_bytes(h).map_err(|e| corrupt(path, format!("index header: {e}")))?;
+    debug_assert_eq!(header.format, 1);
     // Bound the reservation by what the frames can hold, not by the header.
     let mut versions = Vec::with_capacity(header.version_count.min(1 << 16) as usize);
     for _ in 0..header.version_frames {
-        let p = next_frame(&mut r, path, &mut offset)?
-            .ok_or_else(|| corrupt(path, "index ends early"))?;
+        let p = next_frame(r, path, offset)?.ok_or_else(|| corrupt(path, "index ends early"))?;
         let vs: Vec<Version> = crate::zrec::decode(&p)
             .map_err(|e| corrupt(path, format!("index versions at offset {offset}: {e}")))?;
         versions.extend(vs);
-    }
-    if next_frame(&mut r, path, &mut offset)?.is_some() {
-        return Err(corrupt(path, "unexpected data after the index"));
     }
     if versions.len() as u64 != header.version_count {
         return Err(corrupt(
@@ -137,14 +210,15 @@ pub(crate) fn read(path: &Path) -> Result<Option<PackIndex>, RepoError> {
             "index version count disagrees with its records",
         ));
     }
-    Ok(Some(PackIndex {
+    Ok(PackIndex {
         pack: header.pack,
         pack_len: header.pack_len,
         sealed_at: header.sealed_at,
         damage: header.damage,
         chunks: header.chunks,
+        version_records: Vec::new(),
         versions,
-    }))
+    })
 }
 
 /// The next frame of an index file, `None` at a clean end.
@@ -166,46 +240,112 @@ fn next_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rewind_core::Entry;
+    use crate::pack::PackWriter;
+    use rewind_core::{EncodedChunk, Entry};
+
+    fn setup() -> (tempfile::TempDir, PackIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["tmp", "index", "packs"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let versions: Vec<Version> = (1..=3)
+            .map(|seq| Version {
+                client: "c".into(),
+                seq,
+                observed_at: Timestamp(5),
+                path: format!("/a/{seq}").into_bytes(),
+                entry: Entry::Deleted,
+            })
+            .collect();
+        let mut w = PackWriter::create(&dir.path().join("tmp")).unwrap();
+        w.add_chunk(&EncodedChunk::encode(b"x")).unwrap();
+        w.add_versions(&[&versions[..2], &versions[2..]]).unwrap();
+        let idx = w.seal(dir.path()).unwrap();
+        assert_eq!(idx.version_records.len(), 2);
+        assert_eq!(idx.versions, versions);
+        (dir, idx)
+    }
 
     #[test]
-    fn round_trip_and_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        std::fs::create_dir_all(dir.path().join("index")).unwrap();
-        let idx = PackIndex {
-            pack: PackName::random(),
-            pack_len: 1234,
-            sealed_at: Some(Timestamp(99)),
-            damage: None,
-            chunks: vec![IdxChunk {
-                id: ChunkId::of(b"x"),
-                offset: 8,
-                frame_len: 60,
-                raw_len: 1,
-                compressed: false,
-            }],
-            versions: vec![Version {
-                client: "c".into(),
-                seq: 1,
-                observed_at: Timestamp(5),
-                path: b"/a".to_vec(),
-                entry: Entry::Deleted,
-            }],
-        };
+    fn round_trip_reads_versions_from_the_pack() {
+        let (dir, idx) = setup();
+        write(dir.path(), &idx).unwrap();
+        assert_eq!(read(dir.path(), idx.pack).unwrap().unwrap(), idx);
+        assert!(read(dir.path(), PackName::random()).unwrap().is_none());
+        // The index holds locations, not a second copy of the versions.
+        let len = std::fs::metadata(idx.pack.idx_path(dir.path()))
+            .unwrap()
+            .len();
+        assert!(len < 200, "index of {len} bytes");
+    }
+
+    #[test]
+    fn damage_to_the_index_or_the_located_record_is_reported() {
+        let (dir, idx) = setup();
         write(dir.path(), &idx).unwrap();
         let path = idx.pack.idx_path(dir.path());
-        assert_eq!(read(&path).unwrap().unwrap(), idx);
-        assert!(read(&dir.path().join("index/none.idx")).unwrap().is_none());
-
-        let mut bytes = std::fs::read(&path).unwrap();
-        let n = bytes.len();
-        bytes[n - 3] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(read(&path), Err(RepoError::Corrupt { .. })));
-        std::fs::write(&path, &bytes[..n / 2]).unwrap();
-        assert!(matches!(read(&path), Err(RepoError::Corrupt { .. })));
+        let good = std::fs::read(&path).unwrap();
+        let n = good.len();
+        let mut bad = good.clone();
+        bad[n - 3] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            read(dir.path(), idx.pack),
+            Err(RepoError::Corrupt { .. })
+        ));
+        std::fs::write(&path, &good[..n / 2]).unwrap();
+        assert!(matches!(
+            read(dir.path(), idx.pack),
+            Err(RepoError::Corrupt { .. })
+        ));
         std::fs::write(&path, b"").unwrap();
-        assert!(matches!(read(&path), Err(RepoError::Corrupt { .. })));
+        assert!(matches!(
+            read(dir.path(), idx.pack),
+            Err(RepoError::Corrupt { .. })
+        ));
+        // A located version record that is damaged in the pack.
+        std::fs::write(&path, &good).unwrap();
+        let pack = idx.pack.pack_path(dir.path());
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let at = idx.version_records[1].offset as usize + 12;
+        bytes[at] ^= 0xff;
+        std::fs::write(&pack, &bytes).unwrap();
+        assert!(matches!(
+            read(dir.path(), idx.pack),
+            Err(RepoError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn format_1_index_files_are_still_read() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            format: u32,
+            pack: PackName,
+            pack_len: u64,
+            sealed_at: Option<Timestamp>,
+            damage: Option<String>,
+            chunks: &'a [IdxChunk],
+            version_frames: u32,
+            version_count: u64,
+        }
+        let (dir, idx) = setup();
+        let h = postcard::to_stdvec(&V1 {
+            format: 1,
+            pack: idx.pack,
+            pack_len: idx.pack_len,
+            sealed_at: idx.sealed_at,
+            damage: None,
+            chunks: &idx.chunks,
+            version_frames: 1,
+            version_count: 3,
+        })
+        .unwrap();
+        let mut bytes = frame::encode(&h);
+        frame::encode_into(&mut bytes, &crate::zrec::encode(&idx.versions).unwrap());
+        std::fs::write(idx.pack.idx_path(dir.path()), &bytes).unwrap();
+        let back = read(dir.path(), idx.pack).unwrap().unwrap();
+        assert_eq!(back.versions, idx.versions);
+        assert_eq!(back.chunks, idx.chunks);
     }
 }

@@ -106,7 +106,7 @@ pub(crate) fn discover(
         let mut from_idx = None;
         if idx_names.contains(&name) {
             let idx_path = name.idx_path(dir);
-            match index::read(&idx_path) {
+            match index::read(dir, name) {
                 Ok(Some(i)) if i.pack == name && i.pack_len == pack_len => from_idx = Some(i),
                 Ok(Some(_)) => warn!(
                     index = %idx_path.display(),

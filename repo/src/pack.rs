@@ -27,7 +27,7 @@ use rewind_core::{ChunkId, EncodedChunk, RepoError, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{corrupt, ensure_dir, failpoint, fsync_dir, io_err};
-use crate::index::{IdxChunk, PackIndex};
+use crate::index::{IdxChunk, IdxVersions, PackIndex};
 
 /// First bytes of every pack.
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"RWPACK01";
@@ -174,6 +174,17 @@ impl TocEntry {
                 compressed,
             }),
             TocKind::Versions { .. } => None,
+        }
+    }
+
+    pub(crate) fn idx_versions(&self) -> Option<IdxVersions> {
+        match self.kind {
+            TocKind::Versions { count } => Some(IdxVersions {
+                offset: self.offset,
+                frame_len: self.frame_len,
+                count,
+            }),
+            TocKind::Chunk { .. } => None,
         }
     }
 }
@@ -510,12 +521,14 @@ pub(crate) fn load(path: &Path, name: PackName) -> Result<PackIndex, RepoError> 
     match read_footer(&file, path, len) {
         Ok(footer) => {
             let mut versions = Vec::new();
+            let mut version_records = Vec::new();
             let mut damage = None;
             for e in &footer.entries {
                 if let TocKind::Versions { count } = e.kind {
                     match read_record_at(&file, path, e.offset, e.frame_len) {
                         Ok(PackRecord::Versions(vs)) if vs.len() == count as usize => {
-                            versions.extend(vs)
+                            versions.extend(vs);
+                            version_records.extend(e.idx_versions());
                         }
                         Ok(_) => {
                             damage = Some(format!(
@@ -539,6 +552,7 @@ pub(crate) fn load(path: &Path, name: PackName) -> Result<PackIndex, RepoError> 
                     .iter()
                     .filter_map(TocEntry::idx_chunk)
                     .collect(),
+                version_records,
                 versions,
             })
         }
@@ -558,6 +572,11 @@ pub(crate) fn load(path: &Path, name: PackName) -> Result<PackIndex, RepoError> 
                     s.entries.len()
                 )),
                 chunks: s.entries.iter().filter_map(TocEntry::idx_chunk).collect(),
+                version_records: s
+                    .entries
+                    .iter()
+                    .filter_map(TocEntry::idx_versions)
+                    .collect(),
                 versions: s.versions,
             })
         }
@@ -821,6 +840,11 @@ impl PackWriter {
                 .entries
                 .iter()
                 .filter_map(TocEntry::idx_chunk)
+                .collect(),
+            version_records: self
+                .entries
+                .iter()
+                .filter_map(TocEntry::idx_versions)
                 .collect(),
             versions: std::mem::take(&mut self.versions),
         })

@@ -93,6 +93,13 @@ fn packs_of(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The index of the first pack (by index file name).
+fn read_idx(dir: &Path) -> Result<Option<crate::index::PackIndex>, RepoError> {
+    let path = &idx_files(dir)[0];
+    let stem = path.file_stem().unwrap().to_str().unwrap();
+    crate::index::read(dir, crate::pack::PackName::parse(stem).unwrap())
+}
+
 fn idx_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir.join("index"))
         .unwrap()
@@ -637,9 +644,7 @@ fn crash_b_truncated_pack_is_salvaged() {
 
     // Cut into the records, in the middle of the last chunk: it and the
     // version record after it are lost, the chunks before them are kept.
-    let idx = crate::index::read(&idx_files(tmp.path())[0])
-        .unwrap()
-        .unwrap();
+    let idx = read_idx(tmp.path()).unwrap().unwrap();
     let last = idx.chunks.last().unwrap();
     let cut = last.offset + last.frame_len as u64 / 2;
     fs::OpenOptions::new()
@@ -660,9 +665,7 @@ fn crash_b_truncated_pack_is_salvaged() {
     assert_eq!(w.missing_chunks(&[last.id]).unwrap(), vec![last.id]);
     assert_eq!(w.missing_chunks(&[chunks[0].id]).unwrap(), vec![]);
     // The salvaged index records the damage and matches the pack.
-    let idx = crate::index::read(&idx_files(tmp.path())[0])
-        .unwrap()
-        .unwrap();
+    let idx = read_idx(tmp.path()).unwrap().unwrap();
     assert!(idx.damage.is_some());
     assert_eq!(idx.pack_len, cut);
 }
@@ -698,9 +701,7 @@ fn flipped_byte_is_reported_as_corrupt() {
     let (repo, chunks) = repo_with_one_commit(tmp.path());
     drop(repo);
     let pack = packs_of(tmp.path())[0].clone();
-    let idx = crate::index::read(&idx_files(tmp.path())[0])
-        .unwrap()
-        .unwrap();
+    let idx = read_idx(tmp.path()).unwrap().unwrap();
     let target = idx.chunks.iter().find(|c| c.id == chunks[1].id).unwrap();
     let mut bytes = fs::read(&pack).unwrap();
     bytes[(target.offset + target.frame_len as u64 / 2) as usize] ^= 0x20;

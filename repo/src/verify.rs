@@ -115,7 +115,7 @@ pub(crate) fn verify(dir: &Path, quick: bool) -> Result<VerifyReport, RepoError>
         ck.report.versions += pack_versions.len() as u64;
 
         let idx_path = name.idx_path(dir);
-        match index::read(&idx_path) {
+        match index::read(dir, *name) {
             Ok(None) => ck.issue(&idx_path, None, "pack has no index file"),
             Err(e) => ck.issue(&idx_path, None, e.to_string()),
             Ok(Some(i)) => {

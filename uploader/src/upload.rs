@@ -343,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn with_a_sink_chunks_skip_the_spool_and_fall_back_to_it_when_the_repository_fails() {
+    fn with_a_sink_versions_commit_directly_and_fall_back_to_the_log_when_the_repository_fails() {
         let (t, j, r) = setup();
         let r = Arc::new(r);
         j.set_sink(r.clone());
@@ -353,6 +353,11 @@ mod tests {
         assert_eq!(j.wait_durable_beyond(s1 - 1, Duration::from_secs(10)), s1);
         assert_eq!(r.read_chunk(&c1.id).unwrap(), b"direct bytes");
         assert!(j.read_spooled(&c1.id).unwrap().is_none());
+        // With the log drained, the version itself was committed by the
+        // journal's flush: nothing is left to upload.
+        assert_eq!(r.versions_of("me", b"/r/a").unwrap().len(), 1);
+        assert_eq!(j.cursor().unwrap(), s1);
+        assert!(j.versions_after(0, 10).unwrap().is_empty());
         {
             let g = j.begin_capture();
             assert!(g.is_stored(&c1.id));
@@ -369,6 +374,12 @@ mod tests {
             Err(RepoError::MissingChunk(_))
         ));
         assert_eq!(j.read_spooled(&c2.id).unwrap().unwrap(), c2);
+        assert!(r.versions_of("me", b"/r/b").unwrap().is_empty());
+        assert_eq!(
+            j.cursor().unwrap(),
+            s1,
+            "the fallback version waits in the log"
+        );
         // Once the repository works again the uploader moves it.
         std::fs::remove_file(&tmp).unwrap();
         std::fs::create_dir(&tmp).unwrap();
