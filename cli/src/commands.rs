@@ -55,6 +55,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Versions { path, json } => versions(&repo_dir, &path, json.json),
         Command::Ls { path, at, json } => ls(&repo_dir, &path, &at, json.json),
         Command::Restore(r) => restore(&repo_dir, r),
+        Command::Verify { quick, json } => crate::check::verify(&repo_dir, quick, json.json),
+        Command::Repair(j) => crate::check::repair(&repo_dir, j.json),
     }
 }
 

@@ -6,6 +6,7 @@
 //! reported on stderr).
 
 mod agent;
+mod check;
 mod commands;
 mod paths;
 
@@ -64,6 +65,18 @@ enum Command {
     },
     /// Restore a file or folder as it was at a point in time
     Restore(RestoreArgs),
+    /// Check the repository: every pack, chunk, index file and version
+    /// (exit 0 when clean, 1 when damage is found)
+    Verify {
+        /// Check structure only (no chunk is decompressed and hashed)
+        #[arg(long)]
+        quick: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Rebuild the indexes from the packs, salvage damaged packs, and list
+    /// the versions whose content is lost (exit 1 if there are any)
+    Repair(JsonArg),
 }
 
 #[derive(Args)]

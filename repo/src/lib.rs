@@ -92,4 +92,6 @@ mod zrec;
 mod tests;
 
 pub use repo::LocalRepo;
-pub use verify::{Issue, RebuildReport, VerifyReport};
+pub use verify::{
+    DamagedVersion, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
+};

@@ -430,6 +430,30 @@ pub(crate) struct Scan {
     /// With `check_chunks`: offsets and reasons of chunk records whose
     /// content does not match their id (they stay in `entries`).
     pub bad_chunks: Vec<(u64, String)>,
+    /// Records that failed their checksum or did not decode but whose
+    /// length field let the scan step over them to a sound record: their
+    /// content is lost, the records after them are not.
+    pub skipped: Vec<(u64, String)>,
+}
+
+/// The offset just past the frame at `off` going by its length field alone,
+/// if that is inside the file and the frame after it (if any) is sound:
+/// how a scan steps over one damaged record without trusting garbage.
+fn step_over(file: &File, path: &Path, off: u64, len: u64) -> Option<u64> {
+    let mut header = [0u8; HEADER];
+    file.read_exact_at(&mut header, off).ok()?;
+    let n = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
+    if n > MAX_FRAME as u64 {
+        return None;
+    }
+    let next = off.checked_add(HEADER as u64 + n)?;
+    if next > len {
+        return None;
+    }
+    if next == len {
+        return Some(next);
+    }
+    read_frame_at(file, path, next, len).ok().map(|_| next)
 }
 
 /// Walk the records of a pack of `len` bytes from the start, stopping at the
@@ -442,6 +466,7 @@ pub(crate) fn scan(file: &File, path: &Path, len: u64, check_chunks: bool) -> Sc
         footer: None,
         damage: None,
         bad_chunks: Vec::new(),
+        skipped: Vec::new(),
     };
     let mut magic = [0u8; 8];
     if len < 8 || file.read_exact_at(&mut magic, 0).is_err() || &magic != PACK_MAGIC {
@@ -454,20 +479,25 @@ pub(crate) fn scan(file: &File, path: &Path, len: u64, check_chunks: bool) -> Sc
             s.damage = Some((off, "ends without a footer".into()));
             return s;
         }
-        let buf = match read_frame_at(file, path, off, len) {
-            Ok(b) => b,
-            Err(e) => {
-                s.damage = Some((off, e.to_string()));
-                return s;
-            }
-        };
-        let frame_len = buf.len() as u32;
-        let rec = match decode_record(&buf[HEADER..]) {
+        let rec = read_frame_at(file, path, off, len).and_then(|buf| {
+            let frame_len = buf.len() as u32;
+            decode_record(&buf[HEADER..])
+                .map(|r| (r, frame_len))
+                .map_err(|r| corrupt(path, format!("record at offset {off}: {r}")))
+        });
+        let (rec, frame_len) = match rec {
             Ok(r) => r,
-            Err(r) => {
-                s.damage = Some((off, r));
-                return s;
-            }
+            Err(e) => match step_over(file, path, off, len) {
+                Some(next) => {
+                    s.skipped.push((off, e.to_string()));
+                    off = next;
+                    continue;
+                }
+                None => {
+                    s.damage = Some((off, e.to_string()));
+                    return s;
+                }
+            },
         };
         let kind = match rec {
             PackRecord::Chunk {
@@ -559,10 +589,13 @@ pub(crate) fn load(path: &Path, name: PackName) -> Result<PackIndex, RepoError> 
         Err(RepoError::Io { path, source }) => Err(RepoError::Io { path, source }),
         Err(footer_err) => {
             let s = scan(&file, path, len, false);
-            let lost = match &s.damage {
+            let mut lost = match &s.damage {
                 Some((off, why)) => format!("; records from offset {off} on are lost: {why}"),
                 None => String::new(),
             };
+            for (off, why) in &s.skipped {
+                lost.push_str(&format!("; the record at offset {off} is lost: {why}"));
+            }
             Ok(PackIndex {
                 pack: name,
                 pack_len: len,

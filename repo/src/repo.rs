@@ -1,6 +1,6 @@
 //! [`LocalRepo`]: the repository in a local directory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -20,7 +20,9 @@ use crate::index;
 use crate::layout::{Discover, discover, list_idx, list_packs};
 use crate::pack::{self, PackName, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
 use crate::state::State;
-use crate::verify::{self, Issue, RebuildReport, VerifyReport};
+use crate::verify::{
+    self, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
+};
 
 /// A pack is sealed once it holds this many bytes. Large enough that a
 /// 1 TiB repository has about 32 000 packs (directory listings, open files
@@ -256,13 +258,132 @@ impl LocalRepo {
         Ok(report)
     }
 
+    /// Repair the repository: rebuild every index from its pack, then
+    /// rewrite each pack in which a full verify finds damage into a new,
+    /// sound pack holding every record that is still intact (chunks whose
+    /// content matches their id, version records that decode), and delete
+    /// the damaged one. What was destroyed stays lost and is named by the
+    /// next [`LocalRepo::verify`] (`damaged_versions`); everything else is
+    /// readable and verifies clean. Writers only.
+    pub fn repair(&self) -> Result<RepairReport, RepoError> {
+        let rebuilt = self.rebuild_index()?;
+        let report = self.verify(false)?;
+        let damaged: BTreeSet<PathBuf> = report
+            .issues
+            .iter()
+            .filter(|i| i.path.extension().is_some_and(|e| e == "pack"))
+            .map(|i| i.path.clone())
+            .collect();
+        let mut rewritten = Vec::new();
+        {
+            let mut w = self.lock_writer()?;
+            // Whatever is pending goes into a pack of its own first.
+            self.seal_open(&mut w)?;
+            for path in &damaged {
+                rewritten.push(self.rewrite_pack(&mut w, path)?);
+            }
+        }
+        if !rewritten.is_empty() {
+            *self.write_state() = Self::load_state(&self.dir, false)?;
+            self.files.lock().expect("file cache poisoned").clear();
+        }
+        Ok(RepairReport { rebuilt, rewritten })
+    }
+
+    /// Copy the intact records of the damaged pack at `path` into a new
+    /// pack (sealed and indexed), then delete the old pack and its index.
+    fn rewrite_pack(&self, _held: &mut Writer, path: &Path) -> Result<RewrittenPack, RepoError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let len = file.metadata().map_err(io_err(path))?.len();
+        let entries: Vec<pack::TocEntry> = match pack::read_footer(&file, path, len) {
+            Ok(f) => f.entries,
+            Err(_) => pack::scan(&file, path, len, false).entries,
+        };
+        let mut chunks = Vec::new();
+        let mut versions = Vec::new();
+        let mut dropped = 0u64;
+        for e in &entries {
+            match pack::read_record_at(&file, path, e.offset, e.frame_len) {
+                Ok(pack::PackRecord::Chunk {
+                    id,
+                    raw_len,
+                    compressed,
+                    data,
+                }) => {
+                    let c = EncodedChunk {
+                        id,
+                        raw_len,
+                        compressed,
+                        data,
+                    };
+                    if c.decode().is_ok() {
+                        chunks.push(c);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                Ok(pack::PackRecord::Versions(vs)) => versions.extend(vs),
+                Ok(pack::PackRecord::Footer(_)) | Err(_) => dropped += 1,
+            }
+        }
+        let mut out = RewrittenPack {
+            old: path.to_path_buf(),
+            new: None,
+            chunks_kept: chunks.len() as u64,
+            versions_kept: versions.len() as u64,
+            records_dropped: dropped,
+        };
+        if !chunks.is_empty() || !versions.is_empty() {
+            let mut p = PackWriter::create(&self.dir.join("tmp"))?;
+            for c in &chunks {
+                p.add_chunk(c)?;
+            }
+            let runs = split_versions(&versions, VERSIONS_RECORD_TARGET)
+                .map_err(|(i, n)| corrupt(path, format!("version {i} encodes to {n} bytes")))?;
+            p.add_versions(&runs)?;
+            let idx = p.seal(&self.dir)?;
+            drop(p);
+            index::write(&self.dir, &idx)?;
+            out.new = Some(idx.pack.pack_path(&self.dir));
+        }
+        // The new pack is durable: only now does the damaged one go. A crash
+        // in between leaves both, which is harmless (duplicates are ignored).
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(PackName::parse);
+        if let Some(n) = name {
+            match fs::remove_file(n.idx_path(&self.dir)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&n.idx_path(&self.dir))(e)),
+            }
+        }
+        fs::remove_file(path).map_err(io_err(path))?;
+        if let Some(parent) = path.parent() {
+            crate::durable::fsync_dir(parent)?;
+        }
+        info!(pack = %path.display(), kept = out.chunks_kept, dropped, "rewrote a damaged pack");
+        Ok(out)
+    }
+
     /// Check the repository: the structure of every pack, unless `quick`
     /// the content of every chunk (decompress and blake3), that every index
     /// file agrees with its pack, and that every version's chunks exist.
     /// Problems are collected in the report; `Err` only when the repository
     /// cannot be listed at all.
     pub fn verify(&self, quick: bool) -> Result<VerifyReport, RepoError> {
-        verify::verify(&self.dir, quick)
+        verify::verify(&self.dir, quick, &mut |_| {})
+    }
+
+    /// [`LocalRepo::verify`], calling `progress` before the first pack and
+    /// after each one.
+    pub fn verify_with_progress(
+        &self,
+        quick: bool,
+        progress: &mut dyn FnMut(VerifyProgress),
+    ) -> Result<VerifyReport, RepoError> {
+        verify::verify(&self.dir, quick, progress)
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {

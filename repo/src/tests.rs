@@ -727,6 +727,19 @@ fn flipped_byte_is_reported_as_corrupt() {
     assert_eq!(full.issues[0].offset, Some(target.offset));
     assert_eq!(full.chunks, 2);
     assert_eq!(full.chunks_read, 1);
+    // Exactly the versions that need the damaged chunk are named.
+    let needing: Vec<u64> = vec![2];
+    let mut named: Vec<u64> = full.damaged_versions.iter().map(|d| d.seq).collect();
+    named.sort();
+    assert_eq!(named, needing);
+    assert!(full.damaged_versions.iter().all(|d| d.reason == "damaged"));
+    assert!(quick.damaged_versions.is_empty());
+    // Progress is reported for every pack.
+    let mut seen = Vec::new();
+    r.verify_with_progress(true, &mut |p| seen.push((p.packs_done, p.packs_total)))
+        .unwrap();
+    assert_eq!(seen.first(), Some(&(0, 1)));
+    assert_eq!(seen.last(), Some(&(1, 1)));
 }
 
 #[test]
@@ -874,4 +887,47 @@ fn duplicate_packs_from_a_retried_commit_load_once() {
     assert_eq!((s.packs, s.versions, s.chunks), (2, 2, 1));
     assert_eq!(w.versions_of(C, b"/f").unwrap().len(), 1);
     assert!(w.verify(false).unwrap().is_ok());
+}
+
+#[test]
+fn scan_steps_over_a_damaged_record_and_repair_rewrites_the_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chunks = repo_with_big_pack(tmp.path());
+    let pack = packs_of(tmp.path())[0].clone();
+    let idx = read_idx(tmp.path()).unwrap().unwrap();
+    // No footer, and the fifth chunk's payload damaged.
+    let len = fs::metadata(&pack).unwrap().len();
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes.truncate(len as usize - 20);
+    let hit = idx.chunks[4];
+    bytes[(hit.offset + hit.frame_len as u64 - 3) as usize] ^= 0x01;
+    fs::write(&pack, &bytes).unwrap();
+    for f in idx_files(tmp.path()) {
+        fs::remove_file(f).unwrap();
+    }
+
+    let w = LocalRepo::open_writer(tmp.path()).unwrap();
+    let s = w.stats().unwrap();
+    assert_eq!(s.chunks, 19, "only the damaged record is lost");
+    assert_eq!(s.versions, 1, "the version record after it survives");
+    let report = w.repair().unwrap();
+    assert_eq!(report.rewritten.len(), 1);
+    assert_eq!(report.rewritten[0].chunks_kept, 19);
+    assert_eq!(report.rewritten[0].versions_kept, 1);
+    assert!(!pack.exists(), "the damaged pack is gone");
+    let v = w.verify(false).unwrap();
+    assert_eq!(v.damaged_versions.len(), 1, "{v:?}");
+    assert_eq!(v.damaged_versions[0].chunk, hit.id);
+    assert!(
+        v.issues
+            .iter()
+            .all(|i| i.problem.contains("which no pack holds")),
+        "{v:?}"
+    );
+    for c in chunks.iter().filter(|c| c.id != hit.id) {
+        assert_eq!(w.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+    drop(w);
+    let r = LocalRepo::open(tmp.path()).unwrap();
+    assert_eq!(r.stats().unwrap().chunks, 19);
 }

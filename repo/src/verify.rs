@@ -1,11 +1,11 @@
 //! `verify` and the reports of `verify` and `rebuild_index`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rewind_core::path::display;
-use rewind_core::{ChunkId, RepoError, Version};
+use rewind_core::{ChunkId, RepoError, Timestamp, Version};
 use serde::Serialize;
 
 use crate::index;
@@ -38,6 +38,40 @@ pub struct VerifyReport {
     pub versions: u64,
     /// Every problem, in the order found.
     pub issues: Vec<Issue>,
+    /// Versions whose content cannot be restored (a chunk is missing, or
+    /// every copy of it is damaged): restoring them reports a problem,
+    /// everything else restores.
+    pub damaged_versions: Vec<DamagedVersion>,
+}
+
+/// A version whose content is (partly) lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DamagedVersion {
+    /// Its client.
+    pub client: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its path, raw bytes.
+    pub path: Vec<u8>,
+    /// When its change was observed.
+    pub observed_at: Timestamp,
+    /// The first chunk it lacks.
+    pub chunk: ChunkId,
+    /// `missing` or `damaged`.
+    pub reason: &'static str,
+}
+
+/// How far `verify` got: packs and pack bytes done, of the totals.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyProgress {
+    /// Packs examined so far.
+    pub packs_done: u64,
+    /// Packs in all.
+    pub packs_total: u64,
+    /// Bytes of the packs examined so far.
+    pub bytes_done: u64,
+    /// Bytes of all packs.
+    pub bytes_total: u64,
 }
 
 impl VerifyReport {
@@ -63,8 +97,37 @@ pub struct RebuildReport {
     pub orphan_indexes_removed: u64,
 }
 
+/// What [`LocalRepo::repair`](crate::LocalRepo::repair) did.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// The index rebuild that came first.
+    pub rebuilt: RebuildReport,
+    /// Damaged packs rewritten with their intact records.
+    pub rewritten: Vec<RewrittenPack>,
+}
+
+/// One damaged pack replaced by a sound one.
+#[derive(Clone, Debug, Serialize)]
+pub struct RewrittenPack {
+    /// The damaged pack (deleted).
+    pub old: PathBuf,
+    /// The new pack, unless nothing was left to keep.
+    pub new: Option<PathBuf>,
+    /// Intact chunks copied.
+    pub chunks_kept: u64,
+    /// Versions copied.
+    pub versions_kept: u64,
+    /// Records that were damaged and are gone.
+    pub records_dropped: u64,
+}
+
 struct Checker {
     report: VerifyReport,
+    /// Chunks of which some copy failed its check.
+    bad: HashSet<ChunkId>,
+    /// Chunks of which some copy passed (or was not read: quick mode).
+    good: HashSet<ChunkId>,
 }
 
 impl Checker {
@@ -78,11 +141,27 @@ impl Checker {
 }
 
 /// Check the repository in `dir`; see `LocalRepo::verify`.
-pub(crate) fn verify(dir: &Path, quick: bool) -> Result<VerifyReport, RepoError> {
+pub(crate) fn verify(
+    dir: &Path,
+    quick: bool,
+    progress: &mut dyn FnMut(VerifyProgress),
+) -> Result<VerifyReport, RepoError> {
     let mut ck = Checker {
         report: VerifyReport::default(),
+        bad: HashSet::new(),
+        good: HashSet::new(),
     };
     let packs = list_packs(dir)?;
+    let mut prog = VerifyProgress {
+        packs_total: packs.len() as u64,
+        bytes_total: packs
+            .values()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum(),
+        ..VerifyProgress::default()
+    };
+    progress(prog);
     let idx_names = list_idx(dir)?;
     for n in idx_names.iter().filter(|n| !packs.contains_key(n)) {
         ck.issue(&n.idx_path(dir), None, "index file without its pack");
@@ -91,6 +170,9 @@ pub(crate) fn verify(dir: &Path, quick: bool) -> Result<VerifyReport, RepoError>
     let mut versions: Vec<Version> = Vec::new();
     for (name, path) in &packs {
         ck.report.packs += 1;
+        prog.packs_done += 1;
+        prog.bytes_done += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        progress(prog);
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -105,11 +187,16 @@ pub(crate) fn verify(dir: &Path, quick: bool) -> Result<VerifyReport, RepoError>
                 continue;
             }
         };
-        let (entries, pack_versions) = check_pack(&mut ck, &file, path, len, quick);
+        let (entries, pack_versions, bad_offsets) = check_pack(&mut ck, &file, path, len, quick);
         for e in &entries {
             if let TocKind::Chunk { id, raw_len, .. } = e.kind {
                 ck.report.chunks += 1;
                 chunk_lens.entry(id).or_insert(raw_len);
+                if bad_offsets.contains(&e.offset) {
+                    ck.bad.insert(id);
+                } else {
+                    ck.good.insert(id);
+                }
             }
         }
         ck.report.versions += pack_versions.len() as u64;
@@ -141,6 +228,25 @@ pub(crate) fn verify(dir: &Path, quick: bool) -> Result<VerifyReport, RepoError>
         versions.extend(pack_versions);
     }
     for v in &versions {
+        let lost = v.chunks().iter().find_map(|c| {
+            if !chunk_lens.contains_key(&c.id) {
+                Some((c.id, "missing"))
+            } else if ck.bad.contains(&c.id) && !ck.good.contains(&c.id) {
+                Some((c.id, "damaged"))
+            } else {
+                None
+            }
+        });
+        if let Some((chunk, reason)) = lost {
+            ck.report.damaged_versions.push(DamagedVersion {
+                client: v.client.clone(),
+                seq: v.seq,
+                path: v.path.clone(),
+                observed_at: v.observed_at,
+                chunk,
+                reason,
+            });
+        }
         for c in v.chunks() {
             match chunk_lens.get(&c.id) {
                 None => ck.issue(
@@ -181,7 +287,8 @@ fn check_pack(
     path: &Path,
     len: u64,
     quick: bool,
-) -> (Vec<TocEntry>, Vec<Version>) {
+) -> (Vec<TocEntry>, Vec<Version>, HashSet<u64>) {
+    let mut bad = HashSet::new();
     match pack::read_footer(file, path, len) {
         Ok(footer) => {
             // With a sound table of contents each record is read on its own,
@@ -197,12 +304,18 @@ fn check_pack(
                             Ok(data) if data.len() == raw_len as usize => {
                                 ck.report.chunks_read += 1
                             }
-                            Ok(_) => ck.issue(
-                                path,
-                                Some(e.offset),
-                                "chunk length disagrees with the table of contents",
-                            ),
-                            Err(err) => ck.issue(path, Some(e.offset), err.to_string()),
+                            Ok(_) => {
+                                bad.insert(e.offset);
+                                ck.issue(
+                                    path,
+                                    Some(e.offset),
+                                    "chunk length disagrees with the table of contents",
+                                )
+                            }
+                            Err(err) => {
+                                bad.insert(e.offset);
+                                ck.issue(path, Some(e.offset), err.to_string())
+                            }
                         }
                     }
                     TocKind::Versions { count } => {
@@ -220,7 +333,7 @@ fn check_pack(
                     }
                 }
             }
-            (footer.entries, versions)
+            (footer.entries, versions, bad)
         }
         Err(err) => {
             ck.issue(path, None, err.to_string());
@@ -234,7 +347,11 @@ fn check_pack(
                 ck.report.chunks_read += (chunks - s.bad_chunks.len()) as u64;
             }
             for (off, why) in s.bad_chunks {
+                bad.insert(off);
                 ck.issue(path, Some(off), why);
+            }
+            for (off, why) in s.skipped {
+                ck.issue(path, Some(off), format!("record lost: {why}"));
             }
             if let Some((off, why)) = s.damage {
                 ck.issue(
@@ -243,7 +360,7 @@ fn check_pack(
                     format!("records from here on are lost: {why}"),
                 );
             }
-            (s.entries, s.versions)
+            (s.entries, s.versions, bad)
         }
     }
 }

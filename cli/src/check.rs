@@ -1,0 +1,218 @@
+//! `rewind verify` and `rewind repair`: check a repository, and rebuild its
+//! indexes from the packs.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use rewind_core::RepoError;
+use rewind_core::path::{JsonPath, display};
+use rewind_repo::{DamagedVersion, LocalRepo, VerifyProgress, VerifyReport};
+use serde_json::json;
+
+/// Exit code when damage was found (verify) or remains (repair).
+const DAMAGE: i32 = 1;
+
+/// Check every pack's structure (and with `!quick` every chunk's hash),
+/// the index files against the packs, and every version's chunks.
+pub fn verify(repo_dir: &Path, quick: bool, json: bool) -> Result<i32> {
+    let repo = LocalRepo::open(repo_dir)?;
+    let report = run_verify(&repo, quick, json)?;
+    if json {
+        let out = json!({
+            "repo": JsonPath(rewind_core::path::to_bytes(repo_dir)),
+            "quick": quick,
+            "ok": report.is_ok(),
+            "packs": report.packs,
+            "chunks": report.chunks,
+            "chunks_read": report.chunks_read,
+            "versions": report.versions,
+            "issues": issues_json(&report),
+            "damaged_versions": damaged_json(&report.damaged_versions),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_issues(&report);
+        let what = if quick {
+            "structure checked"
+        } else {
+            "every chunk read and hashed"
+        };
+        if report.is_ok() {
+            println!(
+                "{}: no damage ({} packs, {} chunks, {} versions; {what})",
+                repo_dir.display(),
+                report.packs,
+                report.chunks,
+                report.versions
+            );
+        } else {
+            println!(
+                "{}: {} problems found ({} packs, {} chunks, {} versions; {what}); \
+                 `rewind repair` rebuilds the indexes and keeps what is intact",
+                repo_dir.display(),
+                report.issues.len(),
+                report.packs,
+                report.chunks,
+                report.versions
+            );
+        }
+    }
+    Ok(if report.is_ok() { 0 } else { DAMAGE })
+}
+
+/// Rebuild every index file from its pack, rewrite damaged packs with what
+/// is intact, then verify and name the versions whose content is lost. Exit 0 when nothing
+/// is lost, 1 when some versions cannot be restored (everything else can).
+pub fn repair(repo_dir: &Path, json: bool) -> Result<i32> {
+    let repo = match LocalRepo::open_writer(repo_dir) {
+        Ok(r) => r,
+        Err(RepoError::Locked { .. }) => bail!(
+            "{} is in use by another writer (a running `rewind watch`?): stop it, then repair",
+            repo_dir.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let repaired = repo.repair()?;
+    let rebuilt = &repaired.rebuilt;
+    let report = run_verify(&repo, false, json)?;
+    if json {
+        let out = json!({
+            "repo": JsonPath(rewind_core::path::to_bytes(repo_dir)),
+            "indexes_written": rebuilt.packs,
+            "chunks": rebuilt.chunks,
+            "versions": rebuilt.versions,
+            "orphan_indexes_removed": rebuilt.orphan_indexes_removed,
+            "damaged_packs": rebuilt.damaged.iter().map(|i| json!({
+                "path": JsonPath(rewind_core::path::to_bytes(&i.path)),
+                "offset": i.offset,
+                "problem": i.problem,
+            })).collect::<Vec<_>>(),
+            "rewritten_packs": repaired.rewritten.iter().map(|r| json!({
+                "old": JsonPath(rewind_core::path::to_bytes(&r.old)),
+                "new": r.new.as_ref().map(|p| JsonPath(rewind_core::path::to_bytes(p))),
+                "chunks_kept": r.chunks_kept,
+                "versions_kept": r.versions_kept,
+                "records_dropped": r.records_dropped,
+            })).collect::<Vec<_>>(),
+            "remaining_issues": issues_json(&report),
+            "damaged_versions": damaged_json(&report.damaged_versions),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for d in &rebuilt.damaged {
+            eprintln!("rewind: damaged pack {}: {}", d.path.display(), d.problem);
+        }
+        for r in &repaired.rewritten {
+            eprintln!(
+                "rewind: rewrote {}: kept {} chunks and {} versions, {} damaged records dropped",
+                r.old.display(),
+                r.chunks_kept,
+                r.versions_kept,
+                r.records_dropped
+            );
+        }
+        println!(
+            "{}: rebuilt {} indexes ({} chunks, {} versions; {} damaged packs salvaged, \
+             {} stale indexes removed)",
+            repo_dir.display(),
+            rebuilt.packs,
+            rebuilt.chunks,
+            rebuilt.versions,
+            rebuilt.damaged.len(),
+            rebuilt.orphan_indexes_removed
+        );
+        print_issues(&report);
+        if report.damaged_versions.is_empty() {
+            println!("every version can be restored");
+        } else {
+            println!(
+                "{} versions cannot be restored (listed above); every other version can",
+                report.damaged_versions.len()
+            );
+        }
+    }
+    Ok(if report.damaged_versions.is_empty() {
+        0
+    } else {
+        DAMAGE
+    })
+}
+
+/// Verify with a progress bar on a terminal.
+fn run_verify(repo: &LocalRepo, quick: bool, json: bool) -> Result<VerifyReport> {
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} verifying {bar:30} {bytes}/{total_bytes} ({msg} packs) {eta}",
+            )
+            .expect("valid template"),
+        );
+        b
+    });
+    let mut tick = |p: VerifyProgress| {
+        if let Some(b) = &bar {
+            b.set_length(p.bytes_total);
+            b.set_position(p.bytes_done);
+            b.set_message(format!("{}/{}", p.packs_done, p.packs_total));
+        }
+    };
+    let report = repo.verify_with_progress(quick, &mut tick)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(report)
+}
+
+fn print_issues(report: &VerifyReport) {
+    let mut err = std::io::stderr().lock();
+    for i in &report.issues {
+        let at = i
+            .offset
+            .map(|o| format!(" at offset {o}"))
+            .unwrap_or_default();
+        let _ = writeln!(err, "rewind: {}{at}: {}", i.path.display(), i.problem);
+    }
+    for d in &report.damaged_versions {
+        let _ = writeln!(
+            err,
+            "rewind: cannot restore {} as of {} (version {} of client {}): chunk {} is {}",
+            display(&d.path),
+            d.observed_at,
+            d.seq,
+            d.client,
+            d.chunk,
+            d.reason
+        );
+    }
+}
+
+fn issues_json(report: &VerifyReport) -> Vec<serde_json::Value> {
+    report
+        .issues
+        .iter()
+        .map(|i| {
+            json!({
+                "path": JsonPath(rewind_core::path::to_bytes(&i.path)),
+                "offset": i.offset,
+                "problem": i.problem,
+            })
+        })
+        .collect()
+}
+
+fn damaged_json(list: &[DamagedVersion]) -> Vec<serde_json::Value> {
+    list.iter()
+        .map(|d| {
+            json!({
+                "path": JsonPath(&d.path),
+                "client": d.client,
+                "seq": d.seq,
+                "observed_at": d.observed_at.to_string(),
+                "chunk": d.chunk.to_string(),
+                "reason": d.reason,
+            })
+        })
+        .collect()
+}
