@@ -350,3 +350,61 @@ fn crash_loop_keeps_every_acknowledged_version() {
         "crash loop: {kills} kills, {acked} versions acknowledged before them, {max} in the repository"
     );
 }
+
+/// A journal damaged beyond use is moved aside and rebuilt from the
+/// repository plus a rescan: nothing in the repository is captured again,
+/// what changed meanwhile is, and sequence numbers go on.
+#[test]
+fn damaged_journal_is_rebuilt_from_the_repository() {
+    let env = Env::new();
+    let root = env.root.to_str().unwrap().to_string();
+    fs::write(env.root.join("kept.txt"), b"unchanged").unwrap();
+    fs::write(env.root.join("edited.txt"), b"one").unwrap();
+    env.ok(&["watch", &root, "--once"]);
+    let before = env.versions_json(&env.root.join("edited.txt"));
+    assert_eq!(before.len(), 1);
+
+    let state = env
+        .tmp
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("state/rewind/journals");
+    let jdir = fs::read_dir(&state)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::write(jdir.join("db/conf"), noise(100, 3)).unwrap();
+    fs::write(jdir.join("db/db"), noise(100_000, 4)).unwrap();
+    fs::write(env.root.join("edited.txt"), b"two").unwrap();
+    fs::write(env.root.join("new.txt"), b"new").unwrap();
+
+    let out = env.run(&["watch", &root, "--once"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is damaged"), "{}", show(&out));
+    assert!(
+        err.contains("rebuilt from the repository"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        env.versions_json(&env.root.join("kept.txt")).len(),
+        1,
+        "not captured again"
+    );
+    let after = env.versions_json(&env.root.join("edited.txt"));
+    assert_eq!(after.len(), 2);
+    assert!(after[1]["seq"].as_u64() > before[0]["seq"].as_u64());
+    assert_eq!(env.versions_json(&env.root.join("new.txt")).len(), 1);
+    assert!(
+        fs::read_dir(&jdir).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("damaged-")),
+        "the damaged journal is kept aside for inspection"
+    );
+}

@@ -81,6 +81,28 @@ impl JournalError {
     pub fn is_transient(&self) -> bool {
         matches!(self, JournalError::Io { .. } | JournalError::Db { .. })
     }
+
+    /// True when the journal's own files are damaged (as opposed to the
+    /// disk being full or access denied): it cannot be opened as it is and
+    /// must be rebuilt from the repository.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            JournalError::Corrupt { .. } => true,
+            JournalError::Db { source, .. } => match source {
+                // Unsupported: sled's own description of a config file it
+                // cannot parse (a damaged `conf`).
+                sled::Error::Corruption { .. }
+                | sled::Error::ReportableBug(_)
+                | sled::Error::Unsupported(_) => true,
+                sled::Error::Io(e) => matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, JournalError>;
@@ -515,6 +537,28 @@ impl Journal {
             }
         }
         Ok(out.into_iter().collect())
+    }
+
+    /// Record last-known states taken from the repository (the newest
+    /// version of each path), for a journal rebuilt next to an existing
+    /// repository: the first pass then captures only what differs from
+    /// them instead of everything. Durable when this returns.
+    pub fn import_states(&self, states: Vec<(Vec<u8>, PathState)>) -> Result<()> {
+        for part in states.chunks(10_000) {
+            let mut batch = sled::Batch::default();
+            for (path, st) in part {
+                batch.insert(key(b's', path), postcard::to_stdvec(st).expect("serialize"));
+            }
+            self.inner
+                .db
+                .apply_batch(batch)
+                .map_err(|source| self.db_err(source))?;
+        }
+        self.inner
+            .db
+            .flush()
+            .map_err(|source| self.db_err(source))?;
+        Ok(())
     }
 
     /// Forget the last-known state of `path` (so the next pass captures it

@@ -233,6 +233,36 @@ impl Agent {
 }
 
 /// Run the agent until Ctrl-C / SIGTERM.
+/// Open the journal; if its files are damaged beyond use, move them aside
+/// (kept for inspection) and start a new one, which the caller rebuilds from
+/// the repository plus a rescan.
+fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journal> {
+    match Journal::open(jdir, client) {
+        Ok(j) => Ok(j),
+        Err(e) if e.is_damage() => {
+            let aside = jdir.join(format!("damaged-{}", rewind_core::Timestamp::now().0));
+            std::fs::create_dir_all(&aside)
+                .with_context(|| format!("cannot create {}", aside.display()))?;
+            for part in ["db", "spool"] {
+                let from = jdir.join(part);
+                if from.exists() {
+                    std::fs::rename(&from, aside.join(part)).with_context(|| {
+                        format!("cannot move the damaged journal {}", from.display())
+                    })?;
+                }
+            }
+            eprintln!(
+                "rewind: the journal in {} is damaged ({e}); moved it to {} and rebuilding it \
+                 from the repository",
+                jdir.display(),
+                aside.display()
+            );
+            Ok(Journal::open(jdir, client)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn run(opts: AgentOptions) -> Result<i32> {
     let mut roots = Vec::new();
     for r in &opts.roots {
@@ -257,16 +287,38 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     let jdir = paths::journal_dir(repo.id())?;
     std::fs::create_dir_all(&jdir).with_context(|| format!("cannot create {}", jdir.display()))?;
     let client = paths::client_name(&jdir);
-    let journal = Journal::open(&jdir, &client)?;
+    let journal = open_journal(&jdir, &client)?;
     // A fresh journal beside a repository that already has versions of
-    // this client (state dir lost or moved) must not reuse their numbers.
+    // this client (state dir lost or moved, journal rebuilt) must not reuse
+    // their numbers, and starts from the repository's newest states so the
+    // first pass captures only what differs.
     let held = repo
         .stats()?
         .max_seq
         .iter()
         .find(|(c, _)| c == journal.client())
         .map_or(0, |(_, s)| *s);
+    let fresh = journal.durable_seq() == 0 && journal.stats()?.known_paths == 0;
     journal.skip_to(held)?;
+    if fresh && held > 0 {
+        let mut states = Vec::new();
+        for root in &roots {
+            let at = rewind_core::Timestamp::MAX;
+            for v in repo.tree_at(journal.client(), rewind_core::path::to_bytes(root), at)? {
+                if let rewind_core::Entry::Present { meta, chunks, .. } = v.entry {
+                    let st = rewind_journal::PathState {
+                        meta,
+                        chunks,
+                        seq: v.seq,
+                    };
+                    states.push((v.path, st));
+                }
+            }
+        }
+        let n = states.len();
+        journal.import_states(states)?;
+        eprintln!("rewind: journal rebuilt from the repository ({n} paths); checking for changes");
+    }
     std::fs::write(jdir.join("client"), journal.client())
         .with_context(|| format!("cannot write {}", jdir.join("client").display()))?;
     journal.set_roots(&roots)?;
