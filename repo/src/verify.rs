@@ -141,7 +141,7 @@ pub(crate) fn verify(dir: &Path, quick: bool) -> Result<VerifyReport, RepoError>
         versions.extend(pack_versions);
     }
     for v in &versions {
-        for c in v.chunks() {
+        for c in v.chunk_refs() {
             match chunk_lens.get(&c.id) {
                 None => ck.issue(
                     dir,

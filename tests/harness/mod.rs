@@ -237,6 +237,7 @@ impl Env {
                     entry: Entry::Present {
                         meta: root_meta.clone(),
                         chunks: vec![],
+                        xattrs: vec![],
                     },
                 });
             }
@@ -256,6 +257,7 @@ impl Env {
                         id: c.id,
                         len: c.raw_len,
                     }],
+                    xattrs: vec![],
                 },
             });
             chunks.push(c);

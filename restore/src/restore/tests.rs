@@ -61,6 +61,7 @@ impl Fixture {
             Entry::Present {
                 meta,
                 chunks: vec![],
+                xattrs: vec![],
             },
         );
     }
@@ -77,7 +78,15 @@ impl Fixture {
         };
         self.repo.put_chunks(vec![c]).unwrap();
         let meta = self.meta(FileKind::File, 0o640, data.len() as u64);
-        self.put(rel, at, Entry::Present { meta, chunks });
+        self.put(
+            rel,
+            at,
+            Entry::Present {
+                meta,
+                chunks,
+                xattrs: vec![],
+            },
+        );
     }
 
     fn src(&self) -> Vec<u8> {
