@@ -777,3 +777,61 @@ fn an_item_the_destination_cannot_take_is_reported_with_exit_3() {
         "the content is restored all the same"
     );
 }
+
+#[test]
+fn hard_links_made_and_written_while_the_agent_runs_stay_one_inode() {
+    let env = Env::new();
+    let a = env.root.join("a");
+    let b = env.root.join("b");
+    write(&a, b"first");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&a, 1);
+    // `ln a b` has events for `b` only; `a` is found in its directory.
+    fs::hard_link(&a, &b).unwrap();
+    env.wait_versions(&b, 1);
+    env.wait_versions(&a, 2);
+    // A write through `b` has events for `b` only; `a` follows.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&b)
+        .unwrap()
+        .write_all(b" and more")
+        .unwrap();
+    env.wait_versions_where(&a, |vs| {
+        vs.last()
+            .is_some_and(|v| v["change"] == "content" && v["size"] == 14)
+    });
+    agent.stop();
+    let dest = env.tmp.path().canonicalize().unwrap().join("out");
+    env.ok(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    let (ma, mb) = (
+        fs::metadata(dest.join("a")).unwrap(),
+        fs::metadata(dest.join("b")).unwrap(),
+    );
+    assert_eq!(ma.ino(), mb.ino(), "one inode, two names");
+    assert_eq!(fs::read(dest.join("a")).unwrap(), b"first and more");
+}
+
+#[test]
+fn an_xattr_value_on_many_files_is_stored_once() {
+    let env = Env::new();
+    let label: Vec<u8> = (0..2000u32).map(|i| (i % 97) as u8 + 1).collect();
+    for i in 0..50 {
+        let p = env.root.join(format!("f{i}"));
+        write(&p, format!("distinct content {i}").as_bytes());
+        setfattr(&p, "user.label", &label);
+    }
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let st = env.json(&["status", "--json"]);
+    // One chunk per file's content, one for the shared value.
+    assert_eq!(st["repository"]["chunks"], 51, "{st}");
+}

@@ -28,6 +28,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -147,11 +148,13 @@ impl LinkMap {
         Some((st.chunks.clone(), st.sparse.clone()))
     }
 
-    /// Record the state just read for `path`; returns the other names to
-    /// capture again when the inode's content changed.
-    fn record(&self, meta: &FileMeta, path: &[u8], chunks: &[ChunkRef]) -> Vec<Vec<u8>> {
+    /// Record the state just captured for `path`; returns the other known
+    /// names to capture again because the inode changed (content or
+    /// metadata: they are one object, and only this name had events), and
+    /// how many names are known.
+    fn record(&self, meta: &FileMeta, path: &[u8], chunks: &[ChunkRef]) -> (Vec<Vec<u8>>, usize) {
         let Some(key) = meta.hardlink_group else {
-            return Vec::new();
+            return (Vec::new(), 1);
         };
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= LINK_MAP_CAP && !m.contains_key(&key) {
@@ -165,7 +168,7 @@ impl LinkMap {
             chunks: chunks.to_vec(),
             paths: Vec::new(),
         });
-        let changed = st.chunks != chunks || st.sparse != meta.sparse;
+        let changed = st.chunks != chunks || st.sparse != meta.sparse || st.ctime != meta.ctime;
         st.size = meta.size;
         st.mtime = meta.mtime;
         st.ctime = meta.ctime;
@@ -174,12 +177,42 @@ impl LinkMap {
         if !st.paths.iter().any(|p| p == path) {
             st.paths.push(path.to_vec());
         }
-        if changed {
+        let also = if changed {
             st.paths.iter().filter(|p| *p != path).cloned().collect()
         } else {
             Vec::new()
+        };
+        (also, st.paths.len())
+    }
+}
+
+/// Other names of inode `ino` in the directory of `path` (`readdir` gives
+/// inode numbers, so nothing is `lstat`ed). Used when an event names a
+/// new hard link: the old name had no event of its own.
+fn same_inode_in_dir(path: &Path, ino: u64) -> Vec<Vec<u8>> {
+    let (Some(dir), Some(own)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let Ok(fd) = rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Vec::new();
+    };
+    let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_bytes();
+        if e.ino() == ino && name != own.as_bytes() && name != b"." && name != b".." {
+            let p = dir.join(std::ffi::OsStr::from_bytes(name));
+            out.push(rewind_core::path::to_bytes(&p).to_vec());
         }
     }
+    out
 }
 
 /// Everything a capture needs.
@@ -417,15 +450,13 @@ impl Capturer<'_> {
             meta.sparse = sparse;
             let g = self.journal.begin_capture();
             let spooled = self.spool_xattrs(&g, prev.as_ref(), &refs, &values)?;
-            if meta.nlink > 1 {
-                self.links.record(&meta, bytes, &chunks);
-            }
+            let also = self.other_names(path, bytes, change, &meta, &chunks);
             g.append(present(bytes, at, meta, chunks, refs));
             return Ok(Outcome::Captured {
                 bytes: 0,
                 spooled,
                 reused: true,
-                also: Vec::new(),
+                also,
             });
         }
 
@@ -511,11 +542,7 @@ impl Capturer<'_> {
             return Ok(Outcome::Raced);
         }
         spooled += self.spool_xattrs(&guard, prev.as_ref(), &refs, &values)?;
-        let also = if meta.nlink > 1 {
-            self.links.record(&meta, bytes, &chunks)
-        } else {
-            Vec::new()
-        };
+        let also = self.other_names(path, bytes, change, &meta, &chunks);
         // Even when only ctime or the inode moved, record the new state so
         // rescans stop noticing it.
         guard.append(present(bytes, at, meta, chunks, refs));
@@ -525,6 +552,33 @@ impl Capturer<'_> {
             reused: false,
             also,
         })
+    }
+
+    /// For a file with several names: record this state in the link map,
+    /// and return the other names that need capturing again (see
+    /// [`LinkMap`]). When an event (not a scan, which meets every name)
+    /// names an inode with names the map does not know, the directory is
+    /// searched for them: `ln a b` has events for `b` only.
+    fn other_names(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        change: Change,
+        meta: &FileMeta,
+        chunks: &[ChunkRef],
+    ) -> Vec<Vec<u8>> {
+        if meta.nlink < 2 {
+            return Vec::new();
+        }
+        let (mut also, known) = self.links.record(meta, bytes, chunks);
+        if change != Change::Scan && (known as u64) < meta.nlink {
+            for p in same_inode_in_dir(path, meta.ino) {
+                if !also.contains(&p) {
+                    also.push(p);
+                }
+            }
+        }
+        also
     }
 
     /// `path` is gone: a tombstone for it and everything known below it.
