@@ -657,6 +657,150 @@ mod tests {
         assert_eq!(out, want);
     }
 
+    struct Fx {
+        _tmp: tempfile::TempDir,
+        root: std::path::PathBuf,
+        journal: Journal,
+        rules: rewind_watcher::IgnoreRules,
+        links: LinkMap,
+    }
+
+    fn fx() -> Fx {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let root = base.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let journal = Journal::open(&base.join("journal"), "test").unwrap();
+        let rules =
+            rewind_watcher::IgnoreRules::new(std::slice::from_ref(&root), &[], &[]).unwrap();
+        Fx {
+            _tmp: tmp,
+            root,
+            journal,
+            rules,
+            links: LinkMap::default(),
+        }
+    }
+
+    fn capture(fx: &Fx, p: &Path, change: Change) -> Outcome {
+        let ignore = |_m: String| {};
+        let warn = |m: String| panic!("unexpected warning: {m}");
+        Capturer {
+            journal: &fx.journal,
+            chunker: Chunker::default(),
+            rules: &fx.rules,
+            links: &fx.links,
+            warn: &warn,
+            note: &ignore,
+        }
+        .capture(p, Timestamp::now(), change)
+        .unwrap()
+    }
+
+    fn read_bytes(o: &Outcome) -> (u64, bool) {
+        match o {
+            Outcome::Captured { bytes, reused, .. } => (*bytes, *reused),
+            other => panic!("not captured: {other:?}"),
+        }
+    }
+
+    fn state(fx: &Fx, p: &Path) -> PathState {
+        fx.journal
+            .last_known(rewind_core::path::to_bytes(p))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn metadata_only_changes_reuse_the_chunks() {
+        use std::os::unix::fs::PermissionsExt;
+        let fx = fx();
+        let p = fx.root.join("f");
+        std::fs::write(&p, vec![7u8; 300_000]).unwrap();
+        assert_eq!(
+            read_bytes(&capture(&fx, &p, Change::Scan)),
+            (300_000, false)
+        );
+        let first = state(&fx, &p);
+        assert_eq!(capture(&fx, &p, Change::Content), Outcome::Unchanged);
+
+        // chmod with an attribute-only event.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_bytes(&capture(&fx, &p, Change::Metadata)), (0, true));
+        assert_eq!(state(&fx, &p).chunks, first.chunks);
+        assert_eq!(state(&fx, &p).meta.mode, 0o600);
+
+        // An xattr, found by a scan (ctime moved, mtime did not).
+        let st = std::process::Command::new("setfattr")
+            .args(["-n", "user.k", "-v", "v"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(read_bytes(&capture(&fx, &p, Change::Scan)), (0, true));
+        let s = state(&fx, &p);
+        assert_eq!(s.xattrs.len(), 1);
+        assert_eq!(s.xattrs[0].name, b"user.k");
+        assert_eq!(s.xattrs[0].value.id, ChunkId::of(b"v"));
+
+        // The mtime moved and a scan cannot tell why: read again.
+        let t = std::fs::FileTimes::new().set_modified(std::time::SystemTime::UNIX_EPOCH);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_times(t)
+            .unwrap();
+        assert_eq!(
+            read_bytes(&capture(&fx, &p, Change::Scan)),
+            (300_000, false)
+        );
+    }
+
+    #[test]
+    fn a_sparse_file_is_read_extent_by_extent() {
+        let fx = fx();
+        let p = fx.root.join("sparse");
+        let f = File::create(&p).unwrap();
+        f.set_len(1 << 30).unwrap();
+        f.write_all_at(&[1u8; 8192], 4096).unwrap();
+        f.write_all_at(&[2u8; 4096], 512 << 20).unwrap();
+        f.sync_all().unwrap();
+        assert_eq!(read_bytes(&capture(&fx, &p, Change::Scan)), (12_288, false));
+        let s = state(&fx, &p);
+        assert_eq!(s.chunks.iter().map(|c| c.len as u64).sum::<u64>(), 12_288);
+        assert_eq!(s.meta.size, 1 << 30);
+        assert_eq!(s.meta.sparse.as_ref().map(|e| e.len()), Some(2));
+    }
+
+    #[test]
+    fn the_second_name_of_an_inode_is_not_read() {
+        let fx = fx();
+        let a = fx.root.join("a");
+        std::fs::write(&a, vec![3u8; 100_000]).unwrap();
+        std::fs::hard_link(&a, fx.root.join("b")).unwrap();
+        assert_eq!(
+            read_bytes(&capture(&fx, &a, Change::Scan)),
+            (100_000, false)
+        );
+        assert_eq!(
+            read_bytes(&capture(&fx, &fx.root.join("b"), Change::Scan)),
+            (0, true)
+        );
+        assert_eq!(state(&fx, &a).chunks, state(&fx, &fx.root.join("b")).chunks);
+        // New content through `a`: `b` is named for capture again.
+        std::fs::write(&a, vec![4u8; 100_000]).unwrap();
+        match capture(&fx, &a, Change::Content) {
+            Outcome::Captured { also, .. } => {
+                assert_eq!(
+                    also,
+                    vec![rewind_core::path::to_bytes(&fx.root.join("b")).to_vec()]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn change_claims_merge_to_the_stronger() {
         assert_eq!(Change::Metadata.merge(Change::Content), Change::Content);
