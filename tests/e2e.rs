@@ -657,3 +657,66 @@ fn a_file_that_never_goes_quiet_is_still_captured() {
     );
     drop(agent);
 }
+
+#[test]
+fn a_directory_swapped_for_a_symlink_mid_restore_writes_nothing_outside() {
+    let env = Env::new();
+    for d in 0..4 {
+        for i in 0..400 {
+            write(
+                &env.root.join(format!("d{d}/sub/f{i}")),
+                format!("file {d}/{i}").as_bytes(),
+            );
+        }
+    }
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", harness::show(&out));
+    let base = env.tmp.path().canonicalize().unwrap();
+    let dest = base.join("dest");
+    let outside = base.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let mut child = env
+        .command()
+        .args(["restore", env.root.to_str().unwrap(), "--at", "now", "--to"])
+        .arg(&dest)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it runs: every directory restore has made is moved aside
+    // (inside the destination) and replaced by a symlink to `outside`.
+    let mut swaps = 0;
+    let status = loop {
+        for d in 0..4 {
+            for rel in [format!("d{d}"), format!("d{d}/sub")] {
+                let p = dest.join(&rel);
+                if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+                    && fs::rename(&p, dest.join(format!("moved-{swaps}"))).is_ok()
+                {
+                    std::os::unix::fs::symlink(&outside, &p).unwrap();
+                    swaps += 1;
+                }
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let escaped: Vec<_> = fs::read_dir(&outside).unwrap().collect();
+    assert!(
+        escaped.is_empty(),
+        "restore wrote outside the destination: {escaped:?}\n{err}"
+    );
+    eprintln!(
+        "{swaps} directories swapped; restore: {status}\n{}",
+        err.lines().take(5).collect::<Vec<_>>().join("\n")
+    );
+    assert!(swaps > 0, "the restore finished before any swap");
+    // What could not be written is reported.
+    assert!(
+        status.code() == Some(0) || status.code() == Some(3),
+        "{status}\n{err}"
+    );
+}

@@ -134,6 +134,10 @@ fn versions(repo_dir: &Path, path: &Path, json: bool) -> Result<i32> {
                     "deleted": v.is_tombstone(),
                     "mode": v.meta().map(|m| m.mode),
                     "mtime_ns": v.meta().map(|m| m.mtime.sec as i128 * 1_000_000_000 + m.mtime.nsec as i128),
+                    "uid": v.meta().map(|m| m.uid),
+                    "gid": v.meta().map(|m| m.gid),
+                    "xattrs": v.xattrs().iter().map(|x| JsonPath(&x.name)).collect::<Vec<_>>(),
+                    "chunks": v.chunks().iter().map(|c| c.id.to_string()).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -277,6 +281,7 @@ fn restore(repo_dir: &Path, r: crate::RestoreArgs) -> Result<i32> {
         chunker: Some(o.repo.chunker()),
         keep: Some(&keep),
         progress: Some(&progress),
+        numeric_owner: r.numeric_owner,
     };
     let report = rewind_restore::restore(&o.repo, &o.client, &b, at, &opts)?;
     if let Some(b) = bar {
@@ -299,24 +304,28 @@ fn restore(repo_dir: &Path, r: crate::RestoreArgs) -> Result<i32> {
                 "files": report.files,
                 "dirs": report.dirs,
                 "symlinks": report.symlinks,
+                "links": report.links,
                 "other": report.other,
                 "unchanged": report.unchanged,
                 "bytes_fetched": report.bytes_fetched,
                 "bytes_reused": report.bytes_reused,
                 "deleted": report.deleted,
                 "problems": report.problems.iter().map(|p| json!({"path": JsonPath(&p.path), "message": p.message})).collect::<Vec<_>>(),
+                "notes": report.notes.iter().map(|p| json!({"path": JsonPath(&p.path), "message": p.message})).collect::<Vec<_>>(),
             })
         );
     } else {
         eprintln!(
-            "restored {} as of {} to {}: {} files ({} unchanged), {} dirs, {} symlinks; {} fetched, {} reused{}{}",
+            "restored {} as of {} to {}: {} files ({} unchanged), {} dirs, {} symlinks, {} hard links, {} other; {} fetched, {} reused{}{}",
             display(&b),
             at.to_local_string(),
-            dest.display(),
+            display(to_bytes(&dest)),
             report.files,
             report.unchanged,
             report.dirs,
             report.symlinks,
+            report.links,
+            report.other,
             indicatif::HumanBytes(report.bytes_fetched),
             indicatif::HumanBytes(report.bytes_reused),
             if report.deleted > 0 {

@@ -119,6 +119,10 @@ struct RestoreArgs {
     /// In place: also remove files created after that time
     #[arg(long, conflicts_with = "to")]
     delete: bool,
+    /// Give files the recorded numeric user and group ids, instead of the
+    /// ids their recorded names have on this system
+    #[arg(long)]
+    numeric_owner: bool,
     #[command(flatten)]
     json: JsonArg,
 }

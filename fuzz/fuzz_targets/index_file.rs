@@ -32,6 +32,7 @@ fn real_pack() -> &'static [u8] {
                     id: c.id,
                     len: c.raw_len,
                 }],
+                xattrs: Vec::new(),
             },
         }])
         .unwrap();

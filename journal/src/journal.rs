@@ -9,7 +9,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rewind_core::{
-    ChunkId, ChunkRef, ChunkSink, EncodedChunk, Entry, FileMeta, Timestamp, Version, frame,
+    ChunkId, ChunkRef, ChunkSink, EncodedChunk, Entry, FileMeta, Timestamp, Version, XattrRef,
+    frame,
 };
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +115,8 @@ pub struct PathState {
     pub meta: FileMeta,
     /// Its content chunks when last captured.
     pub chunks: Vec<ChunkRef>,
+    /// Its extended attributes when last captured (values as chunks).
+    pub xattrs: Vec<XattrRef>,
     /// The version that recorded it.
     pub seq: u64,
 }
@@ -148,6 +151,7 @@ pub struct JournalStats {
 struct PathStateRef<'a> {
     meta: &'a FileMeta,
     chunks: &'a [ChunkRef],
+    xattrs: &'a [XattrRef],
     seq: u64,
 }
 
@@ -446,9 +450,14 @@ impl Journal {
             s.high_water = s.high_water.max(seq);
         }
         let state = match &v.entry {
-            Entry::Present { meta, chunks } => Some(PathState {
+            Entry::Present {
+                meta,
+                chunks,
+                xattrs,
+            } => Some(PathState {
                 meta: meta.clone(),
                 chunks: chunks.clone(),
+                xattrs: xattrs.clone(),
                 seq,
             }),
             Entry::Deleted => None,
@@ -1068,11 +1077,16 @@ fn flush_once(inner: &Inner) -> Result<u64> {
         }
         let sk = key(b's', &v.path);
         match &v.entry {
-            Entry::Present { meta, chunks } => batch.insert(
+            Entry::Present {
+                meta,
+                chunks,
+                xattrs,
+            } => batch.insert(
                 sk,
                 postcard::to_stdvec(&PathStateRef {
                     meta,
                     chunks,
+                    xattrs,
                     seq: v.seq,
                 })
                 .expect("serialize"),

@@ -590,7 +590,7 @@ impl Repository for LocalRepo {
                 .collect();
             let pending = w.open.as_ref();
             for v in &batch {
-                for c in v.chunks() {
+                for c in v.chunk_refs() {
                     if !st.chunks.contains_key(&c.id) && !pending.is_some_and(|p| p.contains(&c.id))
                     {
                         return Err(RepoError::DanglingVersion {

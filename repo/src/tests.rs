@@ -44,6 +44,7 @@ fn dir_v(seq: u64, t: i64, path: &[u8]) -> Version {
         Entry::Present {
             meta: meta(FileKind::Dir, 0),
             chunks: vec![],
+            xattrs: vec![],
         },
     )
 }
@@ -64,6 +65,7 @@ fn file_v(seq: u64, t: i64, path: &[u8], chunks: &[&EncodedChunk]) -> Version {
         Entry::Present {
             meta: meta(FileKind::File, size),
             chunks: refs,
+            xattrs: vec![],
         },
     )
 }

@@ -228,7 +228,7 @@ pub(crate) fn verify(
         versions.extend(pack_versions);
     }
     for v in &versions {
-        let lost = v.chunks().iter().find_map(|c| {
+        let lost = v.chunk_refs().find_map(|c| {
             if !chunk_lens.contains_key(&c.id) {
                 Some((c.id, "missing"))
             } else if ck.bad.contains(&c.id) && !ck.good.contains(&c.id) {
@@ -247,7 +247,7 @@ pub(crate) fn verify(
                 reason,
             });
         }
-        for c in v.chunks() {
+        for c in v.chunk_refs() {
             match chunk_lens.get(&c.id) {
                 None => ck.issue(
                     dir,

@@ -14,8 +14,19 @@
 //! - Local data is reused: a file whose current content already has the
 //!   version's chunks is not rewritten, and chunks present in the current
 //!   file are copied from it instead of read from the repository.
-//! - Metadata comes after content; directory metadata is applied deepest
-//!   first, after the directory's children.
+//! - Metadata comes after content, in fsmeta's order (xattrs and ACLs,
+//!   owner, mode, capability, times); directory metadata is applied
+//!   deepest first, after the directory's children. Owners map by name
+//!   unless [`RestoreOptions::numeric_owner`].
+//! - Extended attribute values are read from their chunks, each distinct
+//!   value once.
+//! - Names recorded as one inode (same hard-link group and content) become
+//!   one inode again (`linkat`); a name whose partners are not restored is
+//!   an ordinary file.
+//! - Sparse files are written extent by extent at their offsets; holes stay
+//!   holes.
+//! - Fifos and devices are recreated (devices need root); sockets are noted,
+//!   never created.
 //! - Per-item failures are collected in [`RestoreReport::problems`]; the
 //!   restore goes on with the other items.
 //!

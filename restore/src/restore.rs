@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use rewind_core::path::{display, from_bytes, relative_components};
 use rewind_core::{
-    ChunkId, Chunker, ChunkerParams, FileKind, FileMeta, RepoError, Repository, Timestamp, Version,
+    ChunkId, Chunker, ChunkerParams, Extent, FileKind, FileMeta, RepoError, Repository, Timestamp,
+    Version, Xattr,
 };
-use rewind_fsmeta::{ApplyOptions, apply_meta_at, apply_meta_fd};
+use rewind_fsmeta::{ApplyOptions, apply_meta_at, apply_meta_fd, make_special_at};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 
 /// Fatal restore errors (per-item failures are [`Problem`]s instead).
@@ -65,6 +66,9 @@ pub struct RestoreReport {
     pub dirs: u64,
     /// Symlinks.
     pub symlinks: u64,
+    /// Further names of a hard-linked file, made with `linkat` (not
+    /// counted in `files`).
+    pub links: u64,
     /// Fifos and devices.
     pub other: u64,
     /// Files whose current content already matched (only metadata applied).
@@ -95,6 +99,9 @@ pub struct RestoreOptions<'a> {
     pub keep: Option<&'a dyn Fn(&Path) -> bool>,
     /// Called with the bytes of each file written.
     pub progress: Option<&'a dyn Fn(u64)>,
+    /// Give files the recorded numeric owner and group ids, instead of the
+    /// ids the recorded names have on this system.
+    pub numeric_owner: bool,
 }
 
 type DirKey = Vec<Vec<u8>>;
@@ -110,7 +117,99 @@ struct Dest<'r> {
     repo: &'r dyn Repository,
     chunker: Chunker,
     in_place: bool,
+    apply: ApplyOptions,
+    /// Extended attribute values already fetched (a value repeated on many
+    /// files is read from the repository once), and their total size.
+    xattr_values: HashMap<ChunkId, Vec<u8>>,
+    xattr_bytes: usize,
     report: RestoreReport,
+}
+
+/// Bytes of extended attribute values kept between files: enough for the
+/// few distinct values a tree usually has (labels, flags), while bounding
+/// memory when every file has its own large value.
+const XATTR_CACHE_BYTES: usize = 64 << 20;
+
+/// How one entry of the restored tree is written.
+#[derive(Clone, Copy)]
+enum Role {
+    /// On its own.
+    Alone,
+    /// The first name of a hard-linked inode: written with the content and
+    /// metadata of version `source` (the group's newest).
+    Primary { source: usize },
+    /// A further name of the inode written as entry `primary`.
+    Link { primary: usize },
+}
+
+/// For every entry, how it is written: names recorded with one hard-link
+/// group and the same content become one inode (the newest version of the
+/// group gives its metadata); names whose content differs (a name captured
+/// before the inode changed) are written on their own, so no recorded
+/// content is lost.
+fn plan_links(tree: &[Version]) -> Vec<Role> {
+    let mut roles = vec![Role::Alone; tree.len()];
+    let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+    for (i, v) in tree.iter().enumerate() {
+        if let Some(m) = v.meta()
+            && m.kind == FileKind::File
+            && let Some(g) = m.hardlink_group
+        {
+            groups.entry(g).or_default().push(i);
+        }
+    }
+    for members in groups.into_values().filter(|m| m.len() > 1) {
+        let source = *members
+            .iter()
+            .max_by_key(|&&i| (tree[i].observed_at, tree[i].seq))
+            .expect("not empty");
+        let same_inode = |i: usize| {
+            tree[i].chunks() == tree[source].chunks()
+                && tree[i].meta().map(|m| &m.sparse) == tree[source].meta().map(|m| &m.sparse)
+        };
+        let names: Vec<usize> = members.into_iter().filter(|&i| same_inode(i)).collect();
+        if let Some((&first, rest)) = names.split_first()
+            && !rest.is_empty()
+        {
+            roles[first] = Role::Primary { source };
+            for &i in rest {
+                roles[i] = Role::Link { primary: first };
+            }
+        }
+    }
+    roles
+}
+
+/// Writes a stream of data-extent bytes into a sparse file at the extents'
+/// offsets, leaving the holes unwritten.
+struct ExtentWriter<'f> {
+    file: &'f File,
+    extents: &'f [Extent],
+    idx: usize,
+    within: u64,
+}
+
+impl ExtentWriter<'_> {
+    fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let Some(e) = self.extents.get(self.idx) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "stored content is longer than the file's data extents",
+                ));
+            };
+            if self.within >= e.len {
+                self.idx += 1;
+                self.within = 0;
+                continue;
+            }
+            let n = ((e.len - self.within) as usize).min(data.len());
+            self.file.write_all_at(&data[..n], e.offset + self.within)?;
+            self.within += n as u64;
+            data = &data[n..];
+        }
+        Ok(())
+    }
 }
 
 fn nofollow_dir() -> OFlags {
@@ -170,7 +269,75 @@ impl Dest<'_> {
         }
     }
 
-    fn restore_entry(&mut self, comps: &[Vec<u8>], v: &Version, meta: &FileMeta) -> io::Result<()> {
+    /// The metadata of `v` with its extended attribute values fetched; a
+    /// value that cannot be read is reported for `path` and left out.
+    fn full_meta(&mut self, path: &[u8], v: &Version) -> FileMeta {
+        let mut meta = v.meta().expect("present").clone();
+        for x in v.xattrs() {
+            let value = match self.xattr_values.get(&x.value.id) {
+                Some(val) => val.clone(),
+                None => match self.repo.read_chunk(&x.value.id) {
+                    Ok(val) => {
+                        if self.xattr_bytes + val.len() > XATTR_CACHE_BYTES {
+                            self.xattr_values.clear();
+                            self.xattr_bytes = 0;
+                        }
+                        self.xattr_bytes += val.len();
+                        self.xattr_values.insert(x.value.id, val.clone());
+                        val
+                    }
+                    Err(e) => {
+                        self.problem(
+                            path,
+                            format!("could not set extended attribute {}: {e}", display(&x.name)),
+                        );
+                        continue;
+                    }
+                },
+            };
+            meta.xattrs.push(Xattr {
+                name: x.name.clone(),
+                value,
+            });
+        }
+        meta
+    }
+
+    /// Make the entry at `comps` another name of the file at `primary`.
+    fn link_entry(&mut self, comps: &[Vec<u8>], primary: &[Vec<u8>]) -> io::Result<()> {
+        let (pdir, pname) = self.holder(primary)?;
+        let (dirfd, name) = self.holder(comps)?;
+        match rustix::fs::statat(&*dirfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(io::Error::other("a directory is in the way of a file"));
+            }
+            Ok(_) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let tmp = tmp_name();
+        rustix::fs::linkat(
+            &*pdir,
+            pname.as_slice(),
+            &*dirfd,
+            tmp.as_slice(),
+            AtFlags::empty(),
+        )?;
+        self.commit_tmp(&dirfd, &tmp, &name)?;
+        // A rename onto another name of the same inode does nothing and
+        // leaves the temporary name behind.
+        let _ = rustix::fs::unlinkat(&*dirfd, tmp.as_slice(), AtFlags::empty());
+        self.report.links += 1;
+        Ok(())
+    }
+
+    /// Restore the entry at `comps` (stored path `path`) with the content
+    /// and metadata of `v`.
+    fn restore_entry(&mut self, comps: &[Vec<u8>], path: &[u8], v: &Version) -> io::Result<()> {
+        // A directory's metadata is applied after its children.
+        let meta = &match v.meta() {
+            Some(m) if m.kind == FileKind::Dir => m.clone(),
+            _ => self.full_meta(path, v),
+        };
         let (dirfd, name) = self.holder(comps)?;
         let existing = match rustix::fs::statat(&*dirfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
         {
@@ -200,6 +367,7 @@ impl Dest<'_> {
                 self.write_file(
                     &dirfd,
                     &name,
+                    path,
                     v,
                     meta,
                     existing == Some(FileType::RegularFile),
@@ -214,56 +382,36 @@ impl Dest<'_> {
                 let tmp = tmp_name();
                 rustix::fs::symlinkat(target.as_slice(), &*dirfd, tmp.as_slice())?;
                 self.commit_tmp(&dirfd, &tmp, &name)?;
-                let issues = apply_meta_at(
-                    &*dirfd,
-                    OsStr::from_bytes(&name),
-                    meta,
-                    ApplyOptions::default(),
-                );
-                self.meta_issues(&v.path, issues);
+                let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), meta, self.apply);
+                self.meta_issues(path, issues);
                 self.report.symlinks += 1;
             }
             FileKind::Fifo | FileKind::CharDevice | FileKind::BlockDevice => {
                 if existing == Some(FileType::Directory) {
                     return Err(io::Error::other("a directory is in the way"));
                 }
-                let ft = match meta.kind {
-                    FileKind::Fifo => FileType::Fifo,
-                    FileKind::CharDevice => FileType::CharacterDevice,
-                    _ => FileType::BlockDevice,
-                };
                 let tmp = tmp_name();
-                rustix::fs::mknodat(
-                    &*dirfd,
-                    tmp.as_slice(),
-                    ft,
-                    Mode::from_raw_mode(0o600),
-                    meta.rdev as _,
-                )
-                .map_err(|e| {
-                    io::Error::other(format!("cannot create {}: {e}", meta.kind.as_str()))
+                make_special_at(&*dirfd, OsStr::from_bytes(&tmp), meta).map_err(|e| {
+                    let why = if meta.kind != FileKind::Fifo
+                        && e.kind() == io::ErrorKind::PermissionDenied
+                    {
+                        " (devices are recreated only when running as root)"
+                    } else {
+                        ""
+                    };
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot create {}: {e}{why}", meta.kind.as_str()),
+                    )
                 })?;
                 self.commit_tmp(&dirfd, &tmp, &name)?;
-                let issues = apply_meta_at(
-                    &*dirfd,
-                    OsStr::from_bytes(&name),
-                    meta,
-                    ApplyOptions::default(),
-                );
-                self.meta_issues(&v.path, issues);
-                if let Err(e) = rustix::fs::chmodat(
-                    &*dirfd,
-                    name.as_slice(),
-                    Mode::from_raw_mode(meta.mode as _),
-                    AtFlags::empty(),
-                ) {
-                    self.problem(&v.path, format!("could not set mode: {e}"));
-                }
+                let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), meta, self.apply);
+                self.meta_issues(path, issues);
                 self.report.other += 1;
             }
             FileKind::Socket => {
                 self.report.notes.push(Problem {
-                    path: v.path.clone(),
+                    path: path.to_vec(),
                     message: "sockets are not restored".into(),
                 });
             }
@@ -310,6 +458,7 @@ impl Dest<'_> {
         &mut self,
         dirfd: &OwnedFd,
         name: &[u8],
+        path: &[u8],
         v: &Version,
         meta: &FileMeta,
         existing_file: bool,
@@ -324,8 +473,8 @@ impl Dest<'_> {
             && *order == wanted
         {
             // Content already right: metadata only.
-            let issues = apply_meta_fd(file.as_fd(), meta, ApplyOptions::default());
-            self.meta_issues(&v.path, issues);
+            let issues = apply_meta_fd(file.as_fd(), meta, self.apply);
+            self.meta_issues(path, issues);
             self.report.unchanged += 1;
             self.report.bytes_reused += v.size();
             return Ok(());
@@ -337,8 +486,23 @@ impl Dest<'_> {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, File::from(fd));
+        let file = File::from(fd);
         let result = (|| -> io::Result<()> {
+            // Dense files through a buffer; sparse ones extent by extent at
+            // their offsets, the holes left unwritten.
+            let mut dense = None;
+            let mut sparse = None;
+            match &meta.sparse {
+                None => dense = Some(io::BufWriter::with_capacity(1 << 20, &file)),
+                Some(extents) => {
+                    sparse = Some(ExtentWriter {
+                        file: &file,
+                        extents,
+                        idx: 0,
+                        within: 0,
+                    })
+                }
+            }
             let mut buf = Vec::new();
             for c in v.chunks() {
                 let reused = local.as_ref().and_then(|(f, map, _)| {
@@ -347,23 +511,34 @@ impl Dest<'_> {
                     f.read_exact_at(&mut buf, off).ok()?;
                     (ChunkId::of(&buf) == c.id).then_some(())
                 });
-                if reused.is_some() {
-                    out.write_all(&buf)?;
+                let data = if reused.is_some() {
                     self.report.bytes_reused += c.len as u64;
+                    &buf
                 } else {
-                    let data = self.repo.read_chunk(&c.id).map_err(io::Error::other)?;
-                    out.write_all(&data)?;
-                    self.report.bytes_fetched += data.len() as u64;
+                    buf = self.repo.read_chunk(&c.id).map_err(io::Error::other)?;
+                    self.report.bytes_fetched += buf.len() as u64;
+                    &buf
+                };
+                match (&mut dense, &mut sparse) {
+                    (Some(w), _) => w.write_all(data)?,
+                    (_, Some(w)) => w.write_all(data)?,
+                    _ => unreachable!("one writer is set"),
                 }
             }
-            let file = out.into_inner().map_err(|e| e.into_error())?;
+            if let Some(w) = dense {
+                w.into_inner().map_err(|e| e.into_error())?;
+            }
+            if meta.sparse.is_some() {
+                // The holes: up to the recorded size, nothing written.
+                file.set_len(meta.size)?;
+            }
             if self.in_place {
                 // The user's file is about to be replaced: the new content
                 // must be on disk before the rename makes it visible.
                 file.sync_all()?;
             }
-            let issues = apply_meta_fd(file.as_fd(), meta, ApplyOptions::default());
-            self.meta_issues(&v.path, issues);
+            let issues = apply_meta_fd(file.as_fd(), meta, self.apply);
+            self.meta_issues(path, issues);
             Ok(())
         })();
         if let Err(e) = result {
@@ -494,12 +669,24 @@ pub fn restore(
         repo,
         chunker: Chunker::new(opts.chunker.unwrap_or(rewind_core::DEFAULT_CHUNKER)),
         in_place: opts.to.is_none(),
+        apply: ApplyOptions {
+            numeric_owner: opts.numeric_owner,
+            // In place, attributes the file has now but did not have then
+            // go; a new file has none to remove.
+            exact_xattrs: opts.to.is_none(),
+            ..ApplyOptions::default()
+        },
+        xattr_values: HashMap::new(),
+        xattr_bytes: 0,
         report: RestoreReport::default(),
     };
+    let roles = plan_links(&tree);
+    // Where each hard-link primary was written.
+    let mut primaries: HashMap<usize, DirKey> = HashMap::new();
     let mut wanted: HashSet<DirKey> = HashSet::new();
     let mut dirs: Vec<(DirKey, Version)> = Vec::new();
     let mut broken_dirs: Vec<DirKey> = Vec::new();
-    for v in &tree {
+    for (i, v) in tree.iter().enumerate() {
         let comps: DirKey = match relative_components(&v.path, path) {
             Ok(c) => c.into_iter().map(|c| c.to_vec()).collect(),
             Err(e) => {
@@ -512,7 +699,22 @@ pub fn restore(
             continue;
         }
         let Some(meta) = v.meta() else { continue };
-        match d.restore_entry(&comps, v, meta) {
+        let result = match roles[i] {
+            Role::Alone => d.restore_entry(&comps, &v.path, v),
+            Role::Primary { source } => {
+                let r = d.restore_entry(&comps, &v.path, &tree[source]);
+                if r.is_ok() {
+                    primaries.insert(i, comps.clone());
+                }
+                r
+            }
+            Role::Link { primary } => match primaries.get(&primary).cloned() {
+                Some(p) => d.link_entry(&comps, &p),
+                // The first name could not be written: this one on its own.
+                None => d.restore_entry(&comps, &v.path, v),
+            },
+        };
+        match result {
             Ok(()) => {
                 if let Some(p) = opts.progress {
                     p(v.size());
@@ -547,10 +749,10 @@ pub fn restore(
     // change a directory's restored mtime.
     dirs.sort_by_key(|(c, _)| std::cmp::Reverse(c.len()));
     for (comps, v) in dirs {
-        let meta = v.meta().expect("present").clone();
+        let meta = d.full_meta(&v.path, &v);
         match d.dir(&comps) {
             Ok(fd) => {
-                let issues = apply_meta_fd(borrow(&fd), &meta, ApplyOptions::default());
+                let issues = apply_meta_fd(borrow(&fd), &meta, d.apply);
                 d.meta_issues(&v.path, issues);
             }
             Err(e) => d.problem(&v.path, format!("could not set directory metadata: {e}")),

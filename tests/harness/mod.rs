@@ -149,7 +149,13 @@ impl Env {
         let out = self.run(&["versions", p.to_str().unwrap(), "--json"]);
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("no versions"), "{}", show(&out));
+            // Before the first upload the repository does not know the
+            // protected folder yet.
+            assert!(
+                err.contains("no versions") || err.contains("not inside any protected folder"),
+                "{}",
+                show(&out)
+            );
             return Vec::new();
         }
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -237,6 +243,7 @@ impl Env {
                     entry: Entry::Present {
                         meta: root_meta.clone(),
                         chunks: vec![],
+                        xattrs: vec![],
                     },
                 });
             }
@@ -256,6 +263,7 @@ impl Env {
                         id: c.id,
                         len: c.raw_len,
                     }],
+                    xattrs: vec![],
                 },
             });
             chunks.push(c);

@@ -81,7 +81,7 @@ pub fn drain_once(
     let mut ids = Vec::new();
     let mut seen = HashSet::new();
     for v in &versions {
-        for c in v.chunks() {
+        for c in v.chunk_refs() {
             if seen.insert(c.id) {
                 ids.push(c.id);
             }
@@ -113,7 +113,7 @@ pub fn drain_once(
     }
     let (good, bad): (Vec<Version>, Vec<Version>) = versions
         .into_iter()
-        .partition(|v| v.chunks().iter().all(|c| !lost.contains(&c.id)));
+        .partition(|v| v.chunk_refs().all(|c| !lost.contains(&c.id)));
     for v in &bad {
         tracing::error!(
             "version {} of {} lost chunks before upload; it will be captured again",
@@ -255,6 +255,7 @@ mod tests {
                     id: c.id,
                     len: c.raw_len,
                 }],
+                xattrs: Vec::new(),
             },
         });
         (seq, c)
@@ -328,6 +329,7 @@ mod tests {
                     id: ghost.id,
                     len: ghost.raw_len,
                 }],
+                xattrs: Vec::new(),
             },
         });
         j.flush().unwrap();

@@ -7,6 +7,12 @@
 //!   it then starts a fresh burst;
 //! - the time reported with a path is the wall-clock time of the *first*
 //!   event of its burst;
+//! - a path is reported with `content: false` only when every event of its
+//!   burst was about attributes ([`EventClass::Attrib`], possibly with a
+//!   close after writing: `touch` opens for writing, sets the times and
+//!   closes); any data or name event, or a close after writing with no
+//!   attribute event (a write through a shared mapping makes no modify
+//!   event), makes it `content: true`;
 //! - a pending rescan of a directory absorbs every pending path and rescan
 //!   below it (keeping the earliest time seen), and events below it are
 //!   covered by it: the rescan is reported after they happened;
@@ -38,6 +44,40 @@ pub(crate) const COLLAPSE_THRESHOLD: usize = 2_000;
 /// 100k × ~200 bytes = 20 MB.
 pub(crate) const MAX_PENDING: usize = 100_000;
 
+/// What one event for a path said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventClass {
+    /// Data written, or the name created, removed or renamed.
+    Content,
+    /// Only attributes (mode, owner, times, xattrs, ACLs, link count).
+    Attrib,
+    /// A file opened for writing was closed.
+    CloseWrite,
+}
+
+/// The classes of event seen in one burst.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    content: bool,
+    attrib: bool,
+    close_write: bool,
+}
+
+impl Seen {
+    fn add(&mut self, class: EventClass) {
+        match class {
+            EventClass::Content => self.content = true,
+            EventClass::Attrib => self.attrib = true,
+            EventClass::CloseWrite => self.close_write = true,
+        }
+    }
+
+    /// Whether the content may have changed (see the module doc).
+    fn content(self) -> bool {
+        self.content || (self.close_write && !self.attrib)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Pending {
     /// Monotonic time of the first event of the burst (for `max_interval`).
@@ -48,6 +88,8 @@ struct Pending {
     first_wall: SystemTime,
     /// `Some` for a pending rescan of the subtree.
     rescan: Option<RescanReason>,
+    /// What the events of the burst said.
+    seen: Seen,
 }
 
 /// Pending paths and rescans, keyed by path. A `BTreeMap` because `Path`
@@ -82,8 +124,14 @@ impl Debouncer {
         self.pending.is_empty()
     }
 
-    /// `path` had an event at `now` (wall-clock `wall`).
-    pub(crate) fn event(&mut self, path: PathBuf, now: Instant, wall: SystemTime) {
+    /// `path` had an event of `class` at `now` (wall-clock `wall`).
+    pub(crate) fn event(
+        &mut self,
+        path: PathBuf,
+        class: EventClass,
+        now: Instant,
+        wall: SystemTime,
+    ) {
         if let Some(cover) = self.covering_rescan(&path) {
             let entry = self.pending.get_mut(&cover).expect("covering entry exists");
             if entry.rescan == Some(RescanReason::TooManyChanges) {
@@ -94,8 +142,11 @@ impl Debouncer {
         }
         if let Some(entry) = self.pending.get_mut(&path) {
             entry.last = now;
+            entry.seen.add(class);
             return;
         }
+        let mut seen = Seen::default();
+        seen.add(class);
         self.insert(
             path,
             Pending {
@@ -103,6 +154,7 @@ impl Debouncer {
                 last: now,
                 first_wall: wall,
                 rescan: None,
+                seen,
             },
         );
         if self.pending.len() > self.max_pending {
@@ -149,6 +201,7 @@ impl Debouncer {
                 None => WatchEvent::Changed {
                     path,
                     observed_at: entry.first_wall,
+                    content: entry.seen.content(),
                 },
                 Some(reason) => WatchEvent::Rescan {
                     path,
@@ -180,6 +233,7 @@ impl Debouncer {
             last: now,
             first_wall: wall,
             rescan: Some(reason),
+            seen: Seen::default(),
         };
         let below: Vec<PathBuf> = self
             .pending
@@ -276,13 +330,19 @@ mod tests {
 
     fn ev(d: &mut Debouncer, c: &Clock, path: &str, ms: u64) {
         let (i, w) = c.at(ms);
-        d.event(p(path), i, w);
+        d.event(p(path), EventClass::Content, i, w);
+    }
+
+    fn ev_class(d: &mut Debouncer, c: &Clock, path: &str, class: EventClass, ms: u64) {
+        let (i, w) = c.at(ms);
+        d.event(p(path), class, i, w);
     }
 
     fn changed(path: &str, wall: SystemTime) -> WatchEvent {
         WatchEvent::Changed {
             path: p(path),
             observed_at: wall,
+            content: true,
         }
     }
 
@@ -431,5 +491,39 @@ mod tests {
             d.due(c.inst(1_000)),
             vec![rescan("/r", c.wall(0), RescanReason::TooManyChanges)]
         );
+    }
+
+    #[test]
+    fn attribute_only_bursts_are_reported_without_content() {
+        let c = Clock::new();
+        let mut d = deb();
+        let meta_only = |path: &str, wall| WatchEvent::Changed {
+            path: p(path),
+            observed_at: wall,
+            content: false,
+        };
+        // chmod, setfattr: attributes only.
+        ev_class(&mut d, &c, "/r/chmod", EventClass::Attrib, 0);
+        ev_class(&mut d, &c, "/r/chmod", EventClass::Attrib, 10);
+        // touch: opened for writing, times set, closed.
+        ev_class(&mut d, &c, "/r/touch", EventClass::Attrib, 0);
+        ev_class(&mut d, &c, "/r/touch", EventClass::CloseWrite, 1);
+        // A write then a chmod: content.
+        ev_class(&mut d, &c, "/r/write", EventClass::Content, 0);
+        ev_class(&mut d, &c, "/r/write", EventClass::Attrib, 5);
+        // A close after writing through a mapping, no other event: content.
+        ev_class(&mut d, &c, "/r/mmap", EventClass::CloseWrite, 0);
+        assert_eq!(
+            d.due(c.inst(400)),
+            vec![
+                meta_only("/r/chmod", c.wall(0)),
+                changed("/r/mmap", c.wall(0)),
+                meta_only("/r/touch", c.wall(0)),
+                changed("/r/write", c.wall(0)),
+            ]
+        );
+        // The next burst starts fresh.
+        ev_class(&mut d, &c, "/r/write", EventClass::Attrib, 500);
+        assert_eq!(d.due(c.inst(900)), vec![meta_only("/r/write", c.wall(500))]);
     }
 }

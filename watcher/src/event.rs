@@ -17,6 +17,11 @@ pub enum WatchEvent {
         path: PathBuf,
         /// Wall-clock time of the first event of this burst for this path.
         observed_at: SystemTime,
+        /// False when every event of the burst was about attributes only
+        /// (mode, owner, times, xattrs, ACLs): the content is then the same
+        /// as before if the inode and size are. True whenever the data may
+        /// have changed.
+        content: bool,
     },
     /// Everything under `path` (inclusive) must be compared with the
     /// last-known state, because events under it may have been lost or were

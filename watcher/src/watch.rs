@@ -30,7 +30,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
-use crate::debounce::Debouncer;
+use crate::debounce::{Debouncer, EventClass};
 use crate::error::WatchError;
 use crate::event::{RescanReason, WatchEvent};
 use crate::rules::{CACHEDIR_TAG_NAME, IGNORE_FILE_NAME, IgnoreRules};
@@ -127,7 +127,7 @@ type Raw = (notify::Result<Event>, Instant, SystemTime);
 
 /// From the event thread to the debounce thread.
 enum Notice {
-    Changed(PathBuf, Instant, SystemTime),
+    Changed(PathBuf, EventClass, Instant, SystemTime),
     Rescan(PathBuf, RescanReason, Instant, SystemTime),
     Warning(String),
 }
@@ -288,7 +288,7 @@ fn run_debouncer(
             }
         };
         match notice {
-            Some(Notice::Changed(path, at, wall)) => debouncer.event(path, at, wall),
+            Some(Notice::Changed(path, class, at, wall)) => debouncer.event(path, class, at, wall),
             Some(Notice::Rescan(path, reason, at, wall)) => {
                 debouncer.rescan(path, reason, at, wall)
             }
@@ -405,7 +405,7 @@ impl EventLoop {
         match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
                 for path in paths {
-                    self.content_changed(path, at, wall);
+                    self.content_changed(path, EventClass::CloseWrite, at, wall);
                 }
             }
             EventKind::Access(_) => {}
@@ -439,16 +439,22 @@ impl EventLoop {
                     self.name_changed(path, None, at, wall);
                 }
             }
+            EventKind::Modify(ModifyKind::Metadata(_)) => {
+                for path in paths {
+                    self.content_changed(path, EventClass::Attrib, at, wall);
+                }
+            }
             EventKind::Modify(_) => {
                 for path in paths {
-                    self.content_changed(path, at, wall);
+                    self.content_changed(path, EventClass::Content, at, wall);
                 }
             }
         }
     }
 
-    /// Data or metadata of `path` changed; its name did not.
-    fn content_changed(&mut self, path: PathBuf, at: Instant, wall: SystemTime) {
+    /// Data or metadata of `path` changed (as `class` says); its name did
+    /// not.
+    fn content_changed(&mut self, path: PathBuf, class: EventClass, at: Instant, wall: SystemTime) {
         let ignored = match self.memo.get(&path) {
             Some(&ignored) => ignored,
             None => {
@@ -462,7 +468,7 @@ impl EventLoop {
             }
         };
         if !ignored {
-            self.report(path, false, at, wall);
+            self.report(path, class, false, at, wall);
         }
     }
 
@@ -499,7 +505,7 @@ impl EventLoop {
         if self.rules.is_ignored(&path, is_dir) {
             return;
         }
-        self.report(path.clone(), true, at, wall);
+        self.report(path.clone(), EventClass::Content, true, at, wall);
         if is_dir_now {
             self.sync_tree(&path);
             self.send(Notice::Rescan(path, RescanReason::NewDirectory, at, wall));
@@ -508,7 +514,14 @@ impl EventLoop {
 
     /// Report `path` (and, for name changes, its parent, whose mtime changed,
     /// unless the parent is above the root).
-    fn report(&mut self, path: PathBuf, with_parent: bool, at: Instant, wall: SystemTime) {
+    fn report(
+        &mut self,
+        path: PathBuf,
+        class: EventClass,
+        with_parent: bool,
+        at: Instant,
+        wall: SystemTime,
+    ) {
         let special = matches!(
             path.file_name().and_then(|n| n.to_str()),
             Some(IGNORE_FILE_NAME | CACHEDIR_TAG_NAME)
@@ -517,10 +530,15 @@ impl EventLoop {
             .parent()
             .filter(|p| self.under_a_root(p))
             .map(Path::to_path_buf);
-        self.send(Notice::Changed(path, at, wall));
+        self.send(Notice::Changed(path, class, at, wall));
         if let Some(parent) = parent {
             if with_parent {
-                self.send(Notice::Changed(parent.clone(), at, wall));
+                self.send(Notice::Changed(
+                    parent.clone(),
+                    EventClass::Content,
+                    at,
+                    wall,
+                ));
             }
             if special {
                 // The rules of this directory changed: paths below it may

@@ -488,3 +488,33 @@ fn start_refuses_bad_roots() {
         );
     }
 }
+
+#[test]
+fn attribute_changes_are_reported_without_content() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = fixture();
+    let file = fx.root.join("f");
+    fs::write(&file, "data").unwrap();
+    let (_watcher, rx) = start(options(&fx.root, &[], &[]));
+    let content_of = |seen: &[WatchEvent]| match seen.last() {
+        Some(WatchEvent::Changed { content, .. }) => *content,
+        other => panic!("{other:?}"),
+    };
+    // chmod: one attribute event.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!content_of(&wait_for(&rx, "chmod", changed(&file))));
+    // touch: open for writing, set both times, close.
+    let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_times(
+        fs::FileTimes::new()
+            .set_accessed(SystemTime::now())
+            .set_modified(SystemTime::now()),
+    )
+    .unwrap();
+    drop(f);
+    assert!(!content_of(&wait_for(&rx, "touch", changed(&file))));
+    // A write, even followed by a chmod in the same burst.
+    fs::write(&file, "more data").unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(content_of(&wait_for(&rx, "write", changed(&file))));
+}

@@ -1,27 +1,72 @@
 //! Turning one changed path into a version.
 //!
-//! The path is looked at as it is now (lstat), compared with its last-known
-//! state, and only what differs is captured. File content is cut with
-//! FastCDC, hashed, and only chunks the previous version did not have are
-//! compressed and spooled. Size, mtime, ctime and inode are checked before
-//! and after the read: if the file changed meanwhile the capture is dropped
-//! and retried, so a version never mixes two states.
+//! The path is looked at as it is now (every piece of metadata, through
+//! `rewind-fsmeta`), compared with its last-known state, and only what
+//! differs is captured:
+//!
+//! - Content is cut with FastCDC and hashed; only chunks the previous
+//!   version did not have and the repository does not hold are compressed
+//!   and spooled. Size, mtime, ctime and inode are checked before and after
+//!   the read: if the file changed meanwhile the capture is dropped and
+//!   retried, so a version never mixes two states.
+//! - Extended attribute values are chunks too, so a value repeated on many
+//!   files is stored once.
+//! - A metadata-only change (chmod, chown, setfacl, setfattr, touch) makes a
+//!   version that reuses the previous chunk list without reading the file:
+//!   when the watcher saw only attribute events and inode and size are
+//!   unchanged ([`Change::Metadata`]), or when a scan finds inode, size and
+//!   mtime unchanged ([`Change::Scan`]).
+//! - A sparse file is read extent by extent: holes are neither read nor
+//!   stored.
+//! - The names of one inode (hard links) are read once: [`LinkMap`] keeps
+//!   the chunk list of each multiply-linked inode state, and when one name
+//!   gets new content the other known names are captured again.
+//! - An item the OS would not let us read (an xattr, an ACL) is reported
+//!   through `warn` with its path; the rest is captured.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 
+use rewind_core::path::display;
 use rewind_core::{
-    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, FileKind, FileMeta, Timestamp, Version,
+    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, Extent, FileKind, FileMeta, FileTime,
+    MAX_CHUNK_LEN, Timestamp, Version, XattrRef,
 };
-use rewind_journal::{Journal, JournalError, PathState};
+use rewind_journal::{CaptureGuard, Journal, JournalError, PathState};
 use rustix::fs::{CWD, Mode, OFlags};
 
 thread_local! {
     /// The chunker's read buffer, one per capture worker.
     static CHUNK_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What the watcher knows about a change, from the weakest claim on the
+/// content to the strongest. Two claims about one path merge to the
+/// stronger ([`Change::merge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// Only attribute events were seen (inotify `IN_ATTRIB`): the content
+    /// is reused when the inode and size are unchanged.
+    Metadata,
+    /// A scan found a difference (no events): the content is reused when
+    /// inode, size and mtime are unchanged, read again otherwise.
+    Scan,
+    /// The content may have changed: it is read unless nothing at all
+    /// changed (inode, size, mtime and ctime).
+    Content,
+}
+
+impl Change {
+    /// The stronger of two claims.
+    pub fn merge(self, other: Change) -> Change {
+        self.max(other)
+    }
 }
 
 /// What a capture did.
@@ -35,6 +80,12 @@ pub enum Outcome {
         bytes: u64,
         /// Bytes of new (compressed) chunk data spooled.
         spooled: u64,
+        /// The content was not read: the previous chunk list (or that of
+        /// another name of the same inode) was reused.
+        reused: bool,
+        /// Other names of the same inode that now need capturing too (its
+        /// content changed and only this name had events).
+        also: Vec<Vec<u8>>,
     },
     /// The path is gone (or now ignored): `n` tombstones.
     Deleted(usize),
@@ -48,7 +99,7 @@ pub enum Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// Reading the path failed.
-    #[error("{}: {source}", rewind_core::path::display(path))]
+    #[error("{}: {source}", display(path))]
     Read {
         /// The path.
         path: Vec<u8>,
@@ -60,6 +111,110 @@ pub enum CaptureError {
     Journal(#[from] JournalError),
 }
 
+/// Inode states with more than one name, shared by the capture workers.
+/// Bounded: past [`LINK_MAP_CAP`] inodes it starts again empty, which only
+/// costs a second read of an inode's content.
+#[derive(Default)]
+pub struct LinkMap {
+    inner: Mutex<HashMap<(u64, u64), LinkState>>,
+}
+
+/// Inodes remembered in a [`LinkMap`]. An entry is about 200 bytes plus its
+/// chunk list; 200,000 multiply-linked files (a large hard-linked backup
+/// tree) stay well under 100 MB.
+const LINK_MAP_CAP: usize = 200_000;
+
+struct LinkState {
+    size: u64,
+    mtime: FileTime,
+    ctime: FileTime,
+    sparse: Option<Vec<Extent>>,
+    chunks: Vec<ChunkRef>,
+    /// Names seen for this inode.
+    paths: Vec<Vec<u8>>,
+}
+
+impl LinkMap {
+    fn lookup(&self, meta: &FileMeta, path: &[u8]) -> Option<(Vec<ChunkRef>, Option<Vec<Extent>>)> {
+        let key = meta.hardlink_group?;
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let st = m.get_mut(&key)?;
+        if st.size != meta.size || st.mtime != meta.mtime || st.ctime != meta.ctime {
+            return None;
+        }
+        if !st.paths.iter().any(|p| p == path) {
+            st.paths.push(path.to_vec());
+        }
+        Some((st.chunks.clone(), st.sparse.clone()))
+    }
+
+    /// Record the state just captured for `path`; returns the other known
+    /// names to capture again because the inode changed (content or
+    /// metadata: they are one object, and only this name had events), and
+    /// how many names are known.
+    fn record(&self, meta: &FileMeta, path: &[u8], chunks: &[ChunkRef]) -> (Vec<Vec<u8>>, usize) {
+        let Some(key) = meta.hardlink_group else {
+            return (Vec::new(), 1);
+        };
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= LINK_MAP_CAP && !m.contains_key(&key) {
+            m.clear();
+        }
+        let st = m.entry(key).or_insert_with(|| LinkState {
+            size: meta.size,
+            mtime: meta.mtime,
+            ctime: meta.ctime,
+            sparse: None,
+            chunks: chunks.to_vec(),
+            paths: Vec::new(),
+        });
+        let changed = st.chunks != chunks || st.sparse != meta.sparse || st.ctime != meta.ctime;
+        st.size = meta.size;
+        st.mtime = meta.mtime;
+        st.ctime = meta.ctime;
+        st.sparse = meta.sparse.clone();
+        st.chunks = chunks.to_vec();
+        if !st.paths.iter().any(|p| p == path) {
+            st.paths.push(path.to_vec());
+        }
+        let also = if changed {
+            st.paths.iter().filter(|p| *p != path).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        (also, st.paths.len())
+    }
+}
+
+/// Other names of inode `ino` in the directory of `path` (`readdir` gives
+/// inode numbers, so nothing is `lstat`ed). Used when an event names a
+/// new hard link: the old name had no event of its own.
+fn same_inode_in_dir(path: &Path, ino: u64) -> Vec<Vec<u8>> {
+    let (Some(dir), Some(own)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let Ok(fd) = rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Vec::new();
+    };
+    let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_bytes();
+        if e.ino() == ino && name != own.as_bytes() && name != b"." && name != b".." {
+            let p = dir.join(std::ffi::OsStr::from_bytes(name));
+            out.push(rewind_core::path::to_bytes(&p).to_vec());
+        }
+    }
+    out
+}
+
 /// Everything a capture needs.
 pub struct Capturer<'a> {
     /// The journal.
@@ -68,21 +223,40 @@ pub struct Capturer<'a> {
     pub chunker: Chunker,
     /// Ignore rules.
     pub rules: &'a rewind_watcher::IgnoreRules,
+    /// Hard-link groups seen so far.
+    pub links: &'a LinkMap,
+    /// Where per-item problems go (one line each, path included): a
+    /// metadata item that could not be read, a value too large to store.
+    pub warn: &'a (dyn Fn(String) + Sync),
+    /// Where notes go (things skipped by design, such as sockets).
+    pub note: &'a (dyn Fn(String) + Sync),
 }
 
-fn present(path: &[u8], at: Timestamp, meta: FileMeta, chunks: Vec<ChunkRef>) -> Version {
+fn present(
+    path: &[u8],
+    at: Timestamp,
+    meta: FileMeta,
+    chunks: Vec<ChunkRef>,
+    xattrs: Vec<XattrRef>,
+) -> Version {
     Version {
         client: String::new(),
         seq: 0,
         observed_at: at,
         path: path.to_vec(),
-        entry: Entry::Present { meta, chunks },
+        entry: Entry::Present {
+            meta,
+            chunks,
+            xattrs,
+        },
     }
 }
 
-/// Same as far as a version is concerned (ignoring atime and the inode's
-/// identity, which a rename or copy changes without changing anything a
-/// restore would produce).
+/// Same as far as a version is concerned: everything a restore would
+/// produce (kind, mode, owner, mtime, size, link target, device, ACLs,
+/// flags; xattrs are compared as references beside it). Not atime (every
+/// read moves it), not ctime (it cannot be restored) and not the inode's
+/// identity, which a rename or copy changes.
 fn same_meta(a: &FileMeta, b: &FileMeta) -> bool {
     a.kind == b.kind
         && a.mode == b.mode
@@ -92,13 +266,56 @@ fn same_meta(a: &FileMeta, b: &FileMeta) -> bool {
         && a.size == b.size
         && a.symlink_target == b.symlink_target
         && a.rdev == b.rdev
+        && a.acl == b.acl
+        && a.default_acl == b.default_acl
+        && a.flags == b.flags
+}
+
+/// Reads the data extents of a sparse file one after the other, as one
+/// stream (holes skipped).
+struct ExtentReader<'f> {
+    file: &'f File,
+    extents: &'f [Extent],
+    /// Index of the current extent and offset within it.
+    idx: usize,
+    within: u64,
+}
+
+impl Read for ExtentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(e) = self.extents.get(self.idx) {
+            if self.within >= e.len {
+                self.idx += 1;
+                self.within = 0;
+                continue;
+            }
+            let want = ((e.len - self.within) as usize).min(buf.len());
+            let n = self
+                .file
+                .read_at(&mut buf[..want], e.offset + self.within)?;
+            if n == 0 {
+                // Shorter than mapped: the file shrank; the after-check sees it.
+                self.idx = self.extents.len();
+                return Ok(0);
+            }
+            self.within += n as u64;
+            return Ok(n);
+        }
+        Ok(0)
+    }
 }
 
 impl Capturer<'_> {
-    /// Capture `path` (absolute), whose change was first observed at `at`.
-    pub fn capture(&self, path: &Path, at: Timestamp) -> Result<Outcome, CaptureError> {
+    /// Capture `path` (absolute), whose change was first observed at `at`;
+    /// `change` says what the watcher knows about it.
+    pub fn capture(
+        &self,
+        path: &Path,
+        at: Timestamp,
+        change: Change,
+    ) -> Result<Outcome, CaptureError> {
         let bytes = rewind_core::path::to_bytes(path);
-        let meta = match rewind_fsmeta::read_meta(path) {
+        let (mut meta, issues) = match rewind_fsmeta::read_meta_full(path) {
             Ok(m) => m,
             Err(e) if e.is_not_found() || e.io().raw_os_error() == Some(20) => {
                 return self.tombstone(bytes, at);
@@ -113,39 +330,136 @@ impl Capturer<'_> {
         if self.rules.is_ignored(path, meta.kind == FileKind::Dir) {
             return self.tombstone(bytes, at);
         }
+        if meta.kind == FileKind::Socket {
+            (self.note)(format!("{}: a socket, not captured", display(bytes)));
+            return Ok(Outcome::Skipped);
+        }
         let prev = self.journal.last_known(bytes)?;
-        match meta.kind {
-            FileKind::Socket => Ok(Outcome::Skipped),
-            FileKind::File => self.capture_file(path, bytes, at, meta, prev),
+        let values = std::mem::take(&mut meta.xattrs);
+        let mut refs = Vec::with_capacity(values.len());
+        let mut kept = Vec::with_capacity(values.len());
+        for x in values {
+            if x.value.len() > MAX_CHUNK_LEN as usize {
+                (self.warn)(format!(
+                    "{}: extended attribute {} not captured: its {} bytes exceed the largest storable value",
+                    display(bytes),
+                    display(&x.name),
+                    x.value.len()
+                ));
+                continue;
+            }
+            refs.push(XattrRef {
+                name: x.name,
+                value: ChunkRef {
+                    id: ChunkId::of(&x.value),
+                    len: x.value.len() as u32,
+                },
+            });
+            kept.push(x.value);
+        }
+        let outcome = match meta.kind {
+            FileKind::File => self.capture_file(path, bytes, at, change, meta, (refs, kept), prev),
             _ => {
-                if prev.as_ref().is_some_and(|p| same_meta(&p.meta, &meta)) {
+                if prev
+                    .as_ref()
+                    .is_some_and(|p| same_meta(&p.meta, &meta) && p.xattrs == refs)
+                {
                     return Ok(Outcome::Unchanged);
                 }
                 let g = self.journal.begin_capture();
-                g.append(present(bytes, at, meta, Vec::new()));
+                let spooled = self.spool_xattrs(&g, prev.as_ref(), &refs, &kept)?;
+                g.append(present(bytes, at, meta, Vec::new(), refs));
                 Ok(Outcome::Captured {
                     bytes: 0,
-                    spooled: 0,
+                    spooled,
+                    reused: false,
+                    also: Vec::new(),
                 })
             }
+        }?;
+        if matches!(outcome, Outcome::Captured { .. }) {
+            for i in issues {
+                (self.warn)(format!("{}: could not read {}", display(bytes), i));
+            }
         }
+        Ok(outcome)
     }
 
+    /// Queue the xattr values the previous version did not have and the
+    /// repository does not hold.
+    fn spool_xattrs(
+        &self,
+        g: &CaptureGuard,
+        prev: Option<&PathState>,
+        refs: &[XattrRef],
+        values: &[Vec<u8>],
+    ) -> Result<u64, CaptureError> {
+        let mut spooled = 0;
+        let mut seen = HashSet::new();
+        for (r, v) in refs.iter().zip(values) {
+            let id = r.value.id;
+            if prev.is_some_and(|p| p.xattrs.iter().any(|x| x.value.id == id))
+                || !seen.insert(id)
+                || g.is_stored(&id)
+            {
+                continue;
+            }
+            let enc = EncodedChunk::encode_with_id(id, v);
+            spooled += enc.data.len() as u64;
+            g.spool(enc)?;
+        }
+        Ok(spooled)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn capture_file(
         &self,
         path: &Path,
         bytes: &[u8],
         at: Timestamp,
-        meta: FileMeta,
+        change: Change,
+        mut meta: FileMeta,
+        (refs, values): (Vec<XattrRef>, Vec<Vec<u8>>),
         prev: Option<PathState>,
     ) -> Result<Outcome, CaptureError> {
-        if let Some(p) = &prev
-            && p.meta.kind == FileKind::File
+        let prev_file = prev.as_ref().filter(|p| p.meta.kind == FileKind::File);
+        if let Some(p) = prev_file
             && p.meta.same_state(&meta)
-            && p.meta.mode == meta.mode
+            && same_meta(&p.meta, &meta)
+            && p.xattrs == refs
         {
             return Ok(Outcome::Unchanged);
         }
+        // Metadata only: the content is taken over without reading it.
+        let reuse = prev_file.filter(|p| {
+            p.meta.ino == meta.ino
+                && p.meta.dev == meta.dev
+                && p.meta.size == meta.size
+                && match change {
+                    Change::Metadata => true,
+                    Change::Scan => p.meta.mtime == meta.mtime,
+                    Change::Content => p.meta.same_state(&meta),
+                }
+        });
+        let shared = match reuse {
+            Some(p) => Some((p.chunks.clone(), p.meta.sparse.clone())),
+            None if meta.nlink > 1 => self.links.lookup(&meta, bytes),
+            None => None,
+        };
+        if let Some((chunks, sparse)) = shared {
+            meta.sparse = sparse;
+            let g = self.journal.begin_capture();
+            let spooled = self.spool_xattrs(&g, prev.as_ref(), &refs, &values)?;
+            let also = self.other_names(path, bytes, change, &meta, &chunks);
+            g.append(present(bytes, at, meta, chunks, refs));
+            return Ok(Outcome::Captured {
+                bytes: 0,
+                spooled,
+                reused: true,
+                also,
+            });
+        }
+
         let read_err = |source: io::Error| CaptureError::Read {
             path: bytes.to_vec(),
             source,
@@ -164,8 +478,16 @@ impl Capturer<'_> {
         if st.st_ino as u64 != meta.ino {
             return Ok(Outcome::Raced);
         }
-        let prev_ids: HashSet<ChunkId> = prev
-            .as_ref()
+        // The extents of the file as opened (the map read with the metadata
+        // may already be stale).
+        if meta.sparse.is_some() {
+            meta.sparse = rewind_fsmeta::data_extents(&file).map_err(read_err)?;
+        }
+        let expected = match &meta.sparse {
+            Some(ext) => ext.iter().map(|e| e.len).sum(),
+            None => meta.size,
+        };
+        let prev_ids: HashSet<ChunkId> = prev_file
             .map(|p| p.chunks.iter().map(|c| c.id).collect())
             .unwrap_or_default();
         let guard = self.journal.begin_capture();
@@ -177,7 +499,7 @@ impl Capturer<'_> {
         CHUNK_BUF
             .with(|buf| {
                 let mut buf = buf.borrow_mut();
-                self.chunker.for_each(&file, &mut buf, |data| {
+                let each = |data: &[u8]| {
                     let id = ChunkId::of(data);
                     read += data.len() as u64;
                     chunks.push(ChunkRef {
@@ -193,7 +515,19 @@ impl Capturer<'_> {
                         }
                     }
                     Ok(())
-                })
+                };
+                match &meta.sparse {
+                    Some(extents) => {
+                        let reader = ExtentReader {
+                            file: &file,
+                            extents,
+                            idx: 0,
+                            within: 0,
+                        };
+                        self.chunker.for_each(reader, &mut buf, each)
+                    }
+                    None => self.chunker.for_each(&file, &mut buf, each),
+                }
             })
             .map_err(|e| match spool_err.take() {
                 Some(j) => CaptureError::Journal(j),
@@ -204,16 +538,47 @@ impl Capturer<'_> {
             Err(e) if e.is_not_found() => return Ok(Outcome::Raced),
             Err(e) => return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string()))),
         };
-        if !after.same_state(&meta) || read != meta.size {
+        if !after.same_state(&meta) || read != expected {
             return Ok(Outcome::Raced);
         }
+        spooled += self.spool_xattrs(&guard, prev.as_ref(), &refs, &values)?;
+        let also = self.other_names(path, bytes, change, &meta, &chunks);
         // Even when only ctime or the inode moved, record the new state so
         // rescans stop noticing it.
-        guard.append(present(bytes, at, meta, chunks));
+        guard.append(present(bytes, at, meta, chunks, refs));
         Ok(Outcome::Captured {
             bytes: read,
             spooled,
+            reused: false,
+            also,
         })
+    }
+
+    /// For a file with several names: record this state in the link map,
+    /// and return the other names that need capturing again (see
+    /// [`LinkMap`]). When an event (not a scan, which meets every name)
+    /// names an inode with names the map does not know, the directory is
+    /// searched for them: `ln a b` has events for `b` only.
+    fn other_names(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        change: Change,
+        meta: &FileMeta,
+        chunks: &[ChunkRef],
+    ) -> Vec<Vec<u8>> {
+        if meta.nlink < 2 {
+            return Vec::new();
+        }
+        let (mut also, known) = self.links.record(meta, bytes, chunks);
+        if change != Change::Scan && (known as u64) < meta.nlink {
+            for p in same_inode_in_dir(path, meta.ino) {
+                if !also.contains(&p) {
+                    also.push(p);
+                }
+            }
+        }
+        also
     }
 
     /// `path` is gone: a tombstone for it and everything known below it.
@@ -258,4 +623,188 @@ pub fn differs(prev: Option<&PathState>, md: &std::fs::Metadata) -> bool {
         || m.ctime.sec != md.ctime()
         || m.ctime.nsec as i64 != md.ctime_nsec()
         || m.mode != md.mode() & 0o7777
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extent_reader_reads_only_the_extents() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        let data: Vec<u8> = (0..100u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        let extents = [
+            Extent { offset: 10, len: 5 },
+            Extent { offset: 50, len: 0 },
+            Extent {
+                offset: 90,
+                len: 10,
+            },
+        ];
+        let mut r = ExtentReader {
+            file: &f,
+            extents: &extents,
+            idx: 0,
+            within: 0,
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        let mut want = data[10..15].to_vec();
+        want.extend_from_slice(&data[90..100]);
+        assert_eq!(out, want);
+    }
+
+    struct Fx {
+        _tmp: tempfile::TempDir,
+        root: std::path::PathBuf,
+        journal: Journal,
+        rules: rewind_watcher::IgnoreRules,
+        links: LinkMap,
+    }
+
+    fn fx() -> Fx {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let root = base.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let journal = Journal::open(&base.join("journal"), "test").unwrap();
+        let rules =
+            rewind_watcher::IgnoreRules::new(std::slice::from_ref(&root), &[], &[]).unwrap();
+        Fx {
+            _tmp: tmp,
+            root,
+            journal,
+            rules,
+            links: LinkMap::default(),
+        }
+    }
+
+    fn capture(fx: &Fx, p: &Path, change: Change) -> Outcome {
+        let ignore = |_m: String| {};
+        let warn = |m: String| panic!("unexpected warning: {m}");
+        Capturer {
+            journal: &fx.journal,
+            chunker: Chunker::default(),
+            rules: &fx.rules,
+            links: &fx.links,
+            warn: &warn,
+            note: &ignore,
+        }
+        .capture(p, Timestamp::now(), change)
+        .unwrap()
+    }
+
+    fn read_bytes(o: &Outcome) -> (u64, bool) {
+        match o {
+            Outcome::Captured { bytes, reused, .. } => (*bytes, *reused),
+            other => panic!("not captured: {other:?}"),
+        }
+    }
+
+    fn state(fx: &Fx, p: &Path) -> PathState {
+        fx.journal
+            .last_known(rewind_core::path::to_bytes(p))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn metadata_only_changes_reuse_the_chunks() {
+        use std::os::unix::fs::PermissionsExt;
+        let fx = fx();
+        let p = fx.root.join("f");
+        std::fs::write(&p, vec![7u8; 300_000]).unwrap();
+        assert_eq!(
+            read_bytes(&capture(&fx, &p, Change::Scan)),
+            (300_000, false)
+        );
+        let first = state(&fx, &p);
+        assert_eq!(capture(&fx, &p, Change::Content), Outcome::Unchanged);
+
+        // chmod with an attribute-only event.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_bytes(&capture(&fx, &p, Change::Metadata)), (0, true));
+        assert_eq!(state(&fx, &p).chunks, first.chunks);
+        assert_eq!(state(&fx, &p).meta.mode, 0o600);
+
+        // An xattr, found by a scan (ctime moved, mtime did not).
+        let st = std::process::Command::new("setfattr")
+            .args(["-n", "user.k", "-v", "v"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(read_bytes(&capture(&fx, &p, Change::Scan)), (0, true));
+        let s = state(&fx, &p);
+        assert_eq!(s.xattrs.len(), 1);
+        assert_eq!(s.xattrs[0].name, b"user.k");
+        assert_eq!(s.xattrs[0].value.id, ChunkId::of(b"v"));
+
+        // The mtime moved and a scan cannot tell why: read again.
+        let t = std::fs::FileTimes::new().set_modified(std::time::SystemTime::UNIX_EPOCH);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_times(t)
+            .unwrap();
+        assert_eq!(
+            read_bytes(&capture(&fx, &p, Change::Scan)),
+            (300_000, false)
+        );
+    }
+
+    #[test]
+    fn a_sparse_file_is_read_extent_by_extent() {
+        let fx = fx();
+        let p = fx.root.join("sparse");
+        let f = File::create(&p).unwrap();
+        f.set_len(1 << 30).unwrap();
+        f.write_all_at(&[1u8; 8192], 4096).unwrap();
+        f.write_all_at(&[2u8; 4096], 512 << 20).unwrap();
+        f.sync_all().unwrap();
+        assert_eq!(read_bytes(&capture(&fx, &p, Change::Scan)), (12_288, false));
+        let s = state(&fx, &p);
+        assert_eq!(s.chunks.iter().map(|c| c.len as u64).sum::<u64>(), 12_288);
+        assert_eq!(s.meta.size, 1 << 30);
+        assert_eq!(s.meta.sparse.as_ref().map(|e| e.len()), Some(2));
+    }
+
+    #[test]
+    fn the_second_name_of_an_inode_is_not_read() {
+        let fx = fx();
+        let a = fx.root.join("a");
+        std::fs::write(&a, vec![3u8; 100_000]).unwrap();
+        std::fs::hard_link(&a, fx.root.join("b")).unwrap();
+        assert_eq!(
+            read_bytes(&capture(&fx, &a, Change::Scan)),
+            (100_000, false)
+        );
+        assert_eq!(
+            read_bytes(&capture(&fx, &fx.root.join("b"), Change::Scan)),
+            (0, true)
+        );
+        assert_eq!(state(&fx, &a).chunks, state(&fx, &fx.root.join("b")).chunks);
+        // New content through `a`: `b` is named for capture again.
+        std::fs::write(&a, vec![4u8; 100_000]).unwrap();
+        match capture(&fx, &a, Change::Content) {
+            Outcome::Captured { also, .. } => {
+                assert_eq!(
+                    also,
+                    vec![rewind_core::path::to_bytes(&fx.root.join("b")).to_vec()]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn change_claims_merge_to_the_stronger() {
+        assert_eq!(Change::Metadata.merge(Change::Content), Change::Content);
+        assert_eq!(Change::Scan.merge(Change::Metadata), Change::Scan);
+        assert_eq!(Change::Metadata.merge(Change::Metadata), Change::Metadata);
+    }
 }

@@ -30,7 +30,7 @@ use rewind_watcher::{IgnoreRules, ScanItem, WatchEvent, WatchOptions, Watcher};
 use serde::Serialize;
 
 use crate::paths;
-use capture::{Capturer, Outcome};
+use capture::{Capturer, Change, LinkMap, Outcome};
 use scheduler::Scheduler;
 
 /// How `rewind watch` runs.
@@ -60,10 +60,16 @@ pub struct Counters {
     pub captured: AtomicU64,
     /// Content bytes read.
     pub bytes_read: AtomicU64,
+    /// Versions of files captured without reading their content
+    /// (metadata-only changes, further names of a hard-linked inode).
+    pub reused: AtomicU64,
     /// Compressed bytes spooled.
     pub bytes_spooled: AtomicU64,
     /// Per-path errors.
     pub errors: AtomicU64,
+    /// Items captured without some of their metadata (an xattr or ACL that
+    /// could not be read).
+    pub warnings: AtomicU64,
 }
 
 /// A per-path problem, kept for `status`.
@@ -92,6 +98,8 @@ pub(crate) struct Agent {
     pub max_interval: Duration,
     /// Consecutive captures of a path that raced a writer.
     pub races: Mutex<HashMap<Vec<u8>, u32>>,
+    /// Hard-link groups seen by capture.
+    pub links: LinkMap,
 }
 
 impl Agent {
@@ -99,7 +107,7 @@ impl Agent {
     /// delay, doubling with each consecutive race up to `max_interval`, so a
     /// file that is written without pause (a VM image) is not re-read in a
     /// tight loop. It is captured as soon as one read sees no change.
-    fn retry_raced(&self, path: Vec<u8>, at: Timestamp) {
+    fn retry_raced(&self, path: Vec<u8>, at: Timestamp, change: Change) {
         let n = {
             let mut r = self.races.lock().unwrap_or_else(|e| e.into_inner());
             let n = r.entry(path.clone()).or_insert(0);
@@ -117,12 +125,22 @@ impl Agent {
                 delay
             );
         }
-        self.sched.retry_later(path, at, delay);
+        self.sched.retry_later(path, at, change, delay);
     }
 
     fn problem(&self, message: String) {
-        tracing::warn!("{message}");
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.record_problem(message);
+    }
+
+    /// Something was captured without part of its metadata.
+    fn warning(&self, message: String) {
+        self.counters.warnings.fetch_add(1, Ordering::Relaxed);
+        self.record_problem(message);
+    }
+
+    fn record_problem(&self, message: String) {
+        tracing::warn!("{message}");
         let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
         p.push(ProblemRecord {
             at: Timestamp::now().to_string(),
@@ -135,21 +153,43 @@ impl Agent {
     }
 
     fn worker(&self) {
+        let warn = |m: String| self.warning(m);
+        let note = |m: String| eprintln!("rewind: note: {m}");
         let cap = Capturer {
             journal: &self.journal,
             chunker: self.chunker,
             rules: &self.rules,
+            links: &self.links,
+            warn: &warn,
+            note: &note,
         };
-        while let Some((path, at)) = self.sched.next() {
+        while let Some((path, at, change)) = self.sched.next() {
             let p = rewind_core::path::from_bytes(&path);
-            match cap.capture(&p, at) {
-                Ok(Outcome::Captured { bytes, spooled }) => {
+            tracing::debug!("capturing {} ({change:?})", show(&path));
+            match cap.capture(&p, at, change) {
+                Ok(Outcome::Captured {
+                    bytes,
+                    spooled,
+                    reused,
+                    also,
+                }) => {
                     self.counters.captured.fetch_add(1, Ordering::Relaxed);
                     self.counters.bytes_read.fetch_add(bytes, Ordering::Relaxed);
                     self.counters
                         .bytes_spooled
                         .fetch_add(spooled, Ordering::Relaxed);
-                    tracing::debug!("captured {}", show(&path));
+                    if reused {
+                        self.counters.reused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::debug!(
+                        "captured {}{}",
+                        show(&path),
+                        if reused { " (content reused)" } else { "" }
+                    );
+                    // Other names of an inode whose content changed.
+                    for other in also {
+                        self.sched.submit(other, at, Change::Content);
+                    }
                 }
                 Ok(Outcome::Deleted(n)) => {
                     self.counters
@@ -159,7 +199,7 @@ impl Agent {
                 }
                 Ok(Outcome::Raced) => {
                     tracing::debug!("{} changed while read; again later", show(&path));
-                    self.retry_raced(path.clone(), at);
+                    self.retry_raced(path.clone(), at, change);
                     self.sched.done(&path);
                     continue;
                 }
@@ -170,7 +210,7 @@ impl Agent {
                         show(&path)
                     ));
                     self.sched
-                        .retry_later(path.clone(), at, Duration::from_secs(2));
+                        .retry_later(path.clone(), at, change, Duration::from_secs(2));
                 }
                 Err(e) => self.problem(format!("skipped {e}")),
             }
@@ -196,7 +236,7 @@ impl Agent {
         let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(known.len());
         let mut unreadable: Vec<Vec<u8>> = Vec::new();
         if std::fs::symlink_metadata(root).is_err() {
-            self.sched.submit(base.clone(), at);
+            self.sched.submit(base.clone(), at, Change::Scan);
             return;
         }
         rewind_watcher::scan(root, &self.rules, |item| match item {
@@ -205,14 +245,14 @@ impl Agent {
                 self.counters.scanned.fetch_add(1, Ordering::Relaxed);
                 let b = to_bytes(&path).to_vec();
                 if capture::differs(known.get(&b), &metadata) {
-                    self.sched.submit(b.clone(), at);
+                    self.sched.submit(b.clone(), at, Change::Scan);
                 }
                 seen.insert(b);
             }
             ScanItem::Error { path, error } => {
                 let b = to_bytes(&path).to_vec();
                 if error.kind() == std::io::ErrorKind::NotFound {
-                    self.sched.submit(b, at);
+                    self.sched.submit(b, at, Change::Scan);
                 } else {
                     self.problem(format!("cannot read {}: {error}", path.display()));
                     // What is below an unreadable directory is not deleted.
@@ -226,7 +266,7 @@ impl Agent {
         }
         for p in known.keys() {
             if !seen.contains(p) && !unreadable.iter().any(|u| rewind_core::path::is_under(p, u)) {
-                self.sched.submit(p.clone(), at);
+                self.sched.submit(p.clone(), at, Change::Scan);
             }
         }
     }
@@ -305,10 +345,16 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         for root in &roots {
             let at = rewind_core::Timestamp::MAX;
             for v in repo.tree_at(journal.client(), rewind_core::path::to_bytes(root), at)? {
-                if let rewind_core::Entry::Present { meta, chunks, .. } = v.entry {
+                if let rewind_core::Entry::Present {
+                    meta,
+                    chunks,
+                    xattrs,
+                } = v.entry
+                {
                     let st = rewind_journal::PathState {
                         meta,
                         chunks,
+                        xattrs,
                         seq: v.seq,
                     };
                     states.push((v.path, st));
@@ -367,6 +413,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         quiescence: opts.quiescence,
         max_interval: opts.max_interval,
         races: Mutex::new(HashMap::new()),
+        links: LinkMap::default(),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
@@ -414,8 +461,9 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         }
         select! {
             recv(events) -> ev => match ev {
-                Ok(WatchEvent::Changed { path, observed_at }) => {
-                    agent.sched.submit(to_bytes(&path).to_vec(), Timestamp::from_system(observed_at));
+                Ok(WatchEvent::Changed { path, observed_at, content }) => {
+                    let change = if content { Change::Content } else { Change::Metadata };
+                    agent.sched.submit(to_bytes(&path).to_vec(), Timestamp::from_system(observed_at), change);
                 }
                 Ok(WatchEvent::Rescan { path, observed_at, reason }) => {
                     tracing::debug!("rescan of {} ({reason:?})", path.display());
@@ -458,8 +506,13 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         );
     }
     let errors = agent.counters.errors.load(Ordering::Relaxed);
+    let warnings = agent.counters.warnings.load(Ordering::Relaxed);
     if opts.once && errors > 0 {
         eprintln!("rewind: {errors} paths could not be captured (see above)");
+        return Ok(3);
+    }
+    if opts.once && warnings > 0 {
+        eprintln!("rewind: {warnings} metadata items could not be captured (see above)");
         return Ok(3);
     }
     Ok(0)

@@ -1,7 +1,9 @@
 //! The capture work queue: one entry per path, never two workers on the
 //! same path at once (so versions of one path keep their order), a path
 //! changed again while being captured is queued again afterwards, and
-//! captures that raced a writer are retried after a delay.
+//! captures that raced a writer are retried after a delay. Each entry
+//! carries what is known about its change ([`Change`]); two claims about
+//! one path merge to the stronger.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -9,15 +11,24 @@ use std::time::{Duration, Instant};
 
 use rewind_core::Timestamp;
 
+use super::capture::Change;
+
+/// When a change was first observed, and what is known about it.
+type Claim = (Timestamp, Change);
+
+fn merge(a: Claim, b: Claim) -> Claim {
+    (a.0.min(b.0), a.1.merge(b.1))
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Vec<u8>>,
     /// Queued paths and the time their change was first observed.
-    queued: HashMap<Vec<u8>, Timestamp>,
+    queued: HashMap<Vec<u8>, Claim>,
     /// Paths being captured, and the observation time of a change that
     /// arrived meanwhile.
-    running: HashMap<Vec<u8>, Option<Timestamp>>,
-    delayed: Vec<(Instant, Vec<u8>, Timestamp)>,
+    running: HashMap<Vec<u8>, Option<Claim>>,
+    delayed: Vec<(Instant, Vec<u8>, Claim)>,
     stop: bool,
 }
 
@@ -34,17 +45,18 @@ impl Scheduler {
     }
 
     /// A change of `path` first observed at `at`.
-    pub fn submit(&self, path: Vec<u8>, at: Timestamp) {
+    pub fn submit(&self, path: Vec<u8>, at: Timestamp, change: Change) {
+        let at = (at, change);
         let mut s = self.lock();
         if s.stop {
             return;
         }
         if let Some(again) = s.running.get_mut(&path) {
-            *again = Some(again.map_or(at, |a| a.min(at)));
+            *again = Some(again.map_or(at, |a| merge(a, at)));
             return;
         }
         if let Some(t) = s.queued.get_mut(&path) {
-            *t = (*t).min(at);
+            *t = merge(*t, at);
             return;
         }
         s.queued.insert(path.clone(), at);
@@ -54,13 +66,14 @@ impl Scheduler {
     }
 
     /// Capture `path` again after `delay`, keeping its observation time.
-    pub fn retry_later(&self, path: Vec<u8>, at: Timestamp, delay: Duration) {
+    pub fn retry_later(&self, path: Vec<u8>, at: Timestamp, change: Change, delay: Duration) {
+        let at = (at, change);
         let mut s = self.lock();
         s.delayed.push((Instant::now() + delay, path, at));
     }
 
     /// The next path to capture; `None` once stopped.
-    pub fn next(&self) -> Option<(Vec<u8>, Timestamp)> {
+    pub fn next(&self) -> Option<(Vec<u8>, Timestamp, Change)> {
         let mut s = self.lock();
         loop {
             if s.stop {
@@ -71,7 +84,11 @@ impl Scheduler {
             while i < s.delayed.len() {
                 if s.delayed[i].0 <= now {
                     let (_, p, t) = s.delayed.swap_remove(i);
-                    if !s.queued.contains_key(&p) && !s.running.contains_key(&p) {
+                    if let Some(again) = s.running.get_mut(&p) {
+                        *again = Some(again.map_or(t, |a| merge(a, t)));
+                    } else if let Some(q) = s.queued.get_mut(&p) {
+                        *q = merge(*q, t);
+                    } else {
                         s.queued.insert(p.clone(), t);
                         s.queue.push_back(p);
                     }
@@ -84,12 +101,12 @@ impl Scheduler {
                     // Changed again while running: wait for that capture.
                     let t = s.queued.remove(&p).expect("queued");
                     let again = s.running.get_mut(&p).expect("running");
-                    *again = Some(again.map_or(t, |a| a.min(t)));
+                    *again = Some(again.map_or(t, |a| merge(a, t)));
                     continue;
                 }
-                let t = s.queued.remove(&p).expect("queued");
+                let (t, change) = s.queued.remove(&p).expect("queued");
                 s.running.insert(p.clone(), None);
-                return Some((p, t));
+                return Some((p, t, change));
             }
             // Sleep until work arrives or the next delayed entry is due.
             let wait = s
@@ -171,18 +188,24 @@ mod tests {
     #[test]
     fn one_worker_per_path_and_requeue() {
         let s = Scheduler::default();
-        s.submit(b"/a".to_vec(), Timestamp(5));
-        s.submit(b"/a".to_vec(), Timestamp(3));
-        s.submit(b"/b".to_vec(), Timestamp(9));
-        let (p, t) = s.next().unwrap();
-        assert_eq!((p.as_slice(), t), (&b"/a"[..], Timestamp(3)));
-        s.submit(b"/a".to_vec(), Timestamp(7));
-        let (p, _) = s.next().unwrap();
+        s.submit(b"/a".to_vec(), Timestamp(5), Change::Metadata);
+        s.submit(b"/a".to_vec(), Timestamp(3), Change::Scan);
+        s.submit(b"/b".to_vec(), Timestamp(9), Change::Content);
+        let (p, t, c) = s.next().unwrap();
+        assert_eq!(
+            (p.as_slice(), t, c),
+            (&b"/a"[..], Timestamp(3), Change::Scan)
+        );
+        s.submit(b"/a".to_vec(), Timestamp(7), Change::Metadata);
+        let (p, _, _) = s.next().unwrap();
         assert_eq!(p, b"/b");
         s.done(b"/b");
         s.done(b"/a");
-        let (p, t) = s.next().unwrap();
-        assert_eq!((p.as_slice(), t), (&b"/a"[..], Timestamp(7)));
+        let (p, t, c) = s.next().unwrap();
+        assert_eq!(
+            (p.as_slice(), t, c),
+            (&b"/a"[..], Timestamp(7), Change::Metadata)
+        );
         s.done(b"/a");
         assert!(s.is_idle());
     }
@@ -190,9 +213,17 @@ mod tests {
     #[test]
     fn delayed_retry_comes_back() {
         let s = Scheduler::default();
-        s.retry_later(b"/x".to_vec(), Timestamp(1), Duration::from_millis(20));
+        s.retry_later(
+            b"/x".to_vec(),
+            Timestamp(1),
+            Change::Content,
+            Duration::from_millis(20),
+        );
         assert!(!s.is_idle());
-        let (p, t) = s.next().unwrap();
-        assert_eq!((p.as_slice(), t), (&b"/x"[..], Timestamp(1)));
+        let (p, t, c) = s.next().unwrap();
+        assert_eq!(
+            (p.as_slice(), t, c),
+            (&b"/x"[..], Timestamp(1), Change::Content)
+        );
     }
 }

@@ -25,6 +25,7 @@ fn version(path: &str, chunks: &[&EncodedChunk]) -> Version {
                     len: c.raw_len,
                 })
                 .collect(),
+            xattrs: Vec::new(),
         },
     }
 }

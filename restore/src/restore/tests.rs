@@ -61,6 +61,7 @@ impl Fixture {
             Entry::Present {
                 meta,
                 chunks: vec![],
+                xattrs: vec![],
             },
         );
     }
@@ -77,7 +78,15 @@ impl Fixture {
         };
         self.repo.put_chunks(vec![c]).unwrap();
         let meta = self.meta(FileKind::File, 0o640, data.len() as u64);
-        self.put(rel, at, Entry::Present { meta, chunks });
+        self.put(
+            rel,
+            at,
+            Entry::Present {
+                meta,
+                chunks,
+                xattrs: vec![],
+            },
+        );
     }
 
     fn src(&self) -> Vec<u8> {
@@ -188,4 +197,218 @@ fn missing_path_and_occupied_destination_are_errors() {
     };
     let busy = restore(&f.repo, "c", &f.src(), Timestamp(20), &opts);
     assert!(matches!(busy, Err(RestoreError::DestExists { .. })));
+}
+
+impl Fixture {
+    /// A file version with `meta`, content `data` (one chunk, empty for
+    /// none) and xattrs `(name, value)` stored as chunks.
+    fn file_with(
+        &mut self,
+        rel: &str,
+        at: i64,
+        meta: FileMeta,
+        data: &[u8],
+        xattrs: &[(&str, &[u8])],
+    ) {
+        let mut put = Vec::new();
+        let chunks = if data.is_empty() {
+            vec![]
+        } else {
+            let c = EncodedChunk::encode(data);
+            let r = ChunkRef {
+                id: c.id,
+                len: c.raw_len,
+            };
+            put.push(c);
+            vec![r]
+        };
+        let mut refs = Vec::new();
+        for (name, value) in xattrs {
+            let c = EncodedChunk::encode(value);
+            refs.push(rewind_core::XattrRef {
+                name: name.as_bytes().to_vec(),
+                value: ChunkRef {
+                    id: c.id,
+                    len: c.raw_len,
+                },
+            });
+            put.push(c);
+        }
+        self.repo.put_chunks(put).unwrap();
+        self.put(
+            rel,
+            at,
+            Entry::Present {
+                meta,
+                chunks,
+                xattrs: refs,
+            },
+        );
+    }
+}
+
+fn restore_to(f: &Fixture, numeric_owner: bool) -> (PathBuf, RestoreReport) {
+    let dest = f.base.join(format!("out-{}", rand::random::<u32>()));
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        numeric_owner,
+        ..Default::default()
+    };
+    let r = restore(&f.repo, "c", &f.src(), Timestamp(100), &opts).unwrap();
+    (dest, r)
+}
+
+#[test]
+fn xattr_values_are_fetched_from_their_chunks() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let m = f.meta(FileKind::File, 0o644, 1);
+    f.file_with(
+        "a",
+        20,
+        m.clone(),
+        b"a",
+        &[("user.one", b"1"), ("user.big", &[7u8; 3000])],
+    );
+    f.file_with("b", 20, m, b"b", &[("user.one", b"1")]);
+    let (dest, r) = restore_to(&f, false);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let got = rewind_fsmeta::read_meta(&dest.join("a")).unwrap();
+    let names: Vec<&[u8]> = got.xattrs.iter().map(|x| x.name.as_slice()).collect();
+    assert_eq!(names, [&b"user.big"[..], b"user.one"]);
+    assert_eq!(got.xattrs[0].value, vec![7u8; 3000]);
+    let b = rewind_fsmeta::read_meta(&dest.join("b")).unwrap();
+    assert_eq!(b.xattrs[0].value, b"1");
+}
+
+#[test]
+fn names_of_one_inode_become_one_inode_unless_their_content_differs() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let mut m = f.meta(FileKind::File, 0o640, 4);
+    m.nlink = 3;
+    m.hardlink_group = Some((1, 99));
+    f.file_with("x1", 20, m.clone(), b"same", &[]);
+    f.file_with("x2", 21, m.clone(), b"same", &[]);
+    // Captured before the inode changed: kept as its own file.
+    f.file_with("x3", 19, m.clone(), b"old!", &[]);
+    let (dest, r) = restore_to(&f, false);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    use std::os::unix::fs::MetadataExt;
+    let md = |n: &str| std::fs::metadata(dest.join(n)).unwrap();
+    assert_eq!(md("x1").ino(), md("x2").ino());
+    assert_eq!(md("x1").nlink(), 2);
+    assert_ne!(md("x3").ino(), md("x1").ino());
+    assert_eq!(std::fs::read(dest.join("x3")).unwrap(), b"old!");
+    assert_eq!(r.links, 1);
+}
+
+#[test]
+fn a_sparse_version_is_written_with_holes() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let size = 64u64 << 20;
+    let mut m = f.meta(FileKind::File, 0o600, size);
+    m.sparse = Some(vec![
+        rewind_core::Extent {
+            offset: 4096,
+            len: 4096,
+        },
+        rewind_core::Extent {
+            offset: 32 << 20,
+            len: 8192,
+        },
+    ]);
+    let mut data = vec![1u8; 4096];
+    data.extend_from_slice(&[2u8; 8192]);
+    f.file_with("s", 20, m, &data, &[]);
+    let (dest, r) = restore_to(&f, false);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let p = dest.join("s");
+    let got = std::fs::read(&p).unwrap();
+    assert_eq!(got.len() as u64, size);
+    assert!(got[..4096].iter().all(|&b| b == 0));
+    assert!(got[4096..8192].iter().all(|&b| b == 1));
+    assert!(got[(32 << 20)..(32 << 20) + 8192].iter().all(|&b| b == 2));
+    assert!(got[(32 << 20) + 8192..].iter().all(|&b| b == 0));
+    use std::os::unix::fs::MetadataExt;
+    let blocks = std::fs::metadata(&p).unwrap().blocks() * 512;
+    assert!(
+        blocks < 1 << 20,
+        "{blocks} bytes allocated: holes were filled"
+    );
+}
+
+#[test]
+fn owners_map_by_name_unless_numeric() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let Some(daemon_uid) = std::process::Command::new("id")
+        .args(["-u", "daemon"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let mut m = f.meta(FileKind::File, 0o644, 1);
+    m.uid = 4242;
+    m.user = Some("daemon".into());
+    m.gid = 4343;
+    m.group = Some("rewind-no-such-group".into());
+    f.file_with("o", 20, m, b"o", &[]);
+    use std::os::unix::fs::MetadataExt;
+    let (dest, r) = restore_to(&f, false);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let md = std::fs::metadata(dest.join("o")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (daemon_uid, 4343));
+    let (dest, _) = restore_to(&f, true);
+    let md = std::fs::metadata(dest.join("o")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (4242, 4343));
+}
+
+#[test]
+fn in_place_links_leave_no_temporary_names() {
+    use std::os::unix::fs::MetadataExt;
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let mut m = f.meta(FileKind::File, 0o640, 4);
+    m.nlink = 2;
+    m.hardlink_group = Some((1, 7));
+    f.file_with("y1", 20, m.clone(), b"same", &[]);
+    f.file_with("y2", 20, m, b"same", &[]);
+    let src = f.base.join("src");
+    let check = || {
+        let r = restore(
+            &f.repo,
+            "c",
+            &f.src(),
+            Timestamp(100),
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let names: Vec<_> = std::fs::read_dir(&src)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let (a, b) = (
+            std::fs::metadata(src.join("y1")).unwrap(),
+            std::fs::metadata(src.join("y2")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino());
+        assert_eq!(std::fs::read(src.join("y2")).unwrap(), b"same");
+    };
+    // Already one inode: renaming the new link onto `y2` does nothing.
+    std::fs::write(src.join("y1"), b"same").unwrap();
+    std::fs::hard_link(src.join("y1"), src.join("y2")).unwrap();
+    check();
+    // Two separate files become one inode again.
+    std::fs::remove_file(src.join("y2")).unwrap();
+    std::fs::write(src.join("y2"), b"diff").unwrap();
+    check();
 }
