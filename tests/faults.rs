@@ -408,3 +408,163 @@ fn damaged_journal_is_rebuilt_from_the_repository() {
         "the damaged journal is kept aside for inspection"
     );
 }
+
+/// A small tmpfs mounted over `dir` for the life of the value (root only).
+struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", dir.display());
+        SmallFs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+fn status_json(env: &Env) -> serde_json::Value {
+    env.json(&["status", "--json"])
+}
+
+/// The repository's disk fills up: capture goes on into the journal (the
+/// agent says so once), nothing acknowledged is lost, and everything
+/// reaches the repository by itself once there is space again.
+#[test]
+fn repository_disk_full_then_freed() {
+    if !harness::is_root() {
+        eprintln!("skipped: mounting a small filesystem needs root (CI runs as root)");
+        return;
+    }
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let small = SmallFs::mount(&base.join("data"), "3m");
+    fs::write(env.root.join("a.txt"), b"before").unwrap();
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    let big = noise(8 << 20, 11);
+    fs::write(env.root.join("big.bin"), &big).unwrap();
+    harness::wait_until("the journal to acknowledge big.bin", || {
+        let s = status_json(&env);
+        s["journal"]["versions_waiting"].as_u64().unwrap_or(0) > 0
+            && s["journal"]["spool_bytes"].as_u64().unwrap_or(0) >= 8 << 20
+    });
+    assert!(agent.log().contains("refused chunks"), "{}", agent.log());
+    assert!(env.versions_json(&env.root.join("big.bin")).is_empty());
+    // Capture goes on meanwhile.
+    fs::write(env.root.join("b.txt"), b"during").unwrap();
+    harness::wait_until("b.txt to be acknowledged too", || {
+        status_json(&env)["journal"]["versions_waiting"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    small.resize("64m");
+    env.wait_versions(&env.root.join("big.bin"), 1);
+    env.wait_versions(&env.root.join("b.txt"), 1);
+    agent.stop();
+    let dest = base.join("restored");
+    env.ok(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        &env.now(),
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(dest.join("big.bin")).unwrap(), big);
+    assert_eq!(fs::read(dest.join("b.txt")).unwrap(), b"during");
+    assert_eq!(env.json(&["verify", "--json"])["ok"], true);
+    drop(small);
+}
+
+/// The journal's disk fills up: captures wait (nothing is acknowledged
+/// that is not durable), the agent says why, and they go on by themselves
+/// once space is freed.
+#[test]
+fn journal_disk_full_then_freed() {
+    if !harness::is_root() {
+        eprintln!("skipped: mounting a small filesystem needs root (CI runs as root)");
+        return;
+    }
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let small = SmallFs::mount(&base.join("state"), "8m");
+    fs::write(env.root.join("a.txt"), b"before").unwrap();
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    harness::wait_until("the first pass to be acknowledged", || {
+        status_json(&env)["journal"]["durable_seq"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    let acked_before = status_json(&env)["journal"]["durable_seq"]
+        .as_u64()
+        .unwrap();
+    // Fill the journal's filesystem to the last byte.
+    let filler = base.join("state/filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = vec![0x5au8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    for i in 0..50 {
+        fs::write(
+            env.root.join(format!("n{i}.txt")),
+            format!("new file {i}\n").repeat(200),
+        )
+        .unwrap();
+    }
+    harness::wait_until("the agent to report the full journal", || {
+        agent.log().contains("journal commit failed")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Nothing is acknowledged while the journal cannot record it (the
+    // repository may already hold some of those versions: it is written
+    // first, and a commit sent again is ignored).
+    assert_eq!(
+        status_json(&env)["journal"]["durable_seq"]
+            .as_u64()
+            .unwrap(),
+        acked_before
+    );
+    fs::remove_file(&filler).unwrap();
+    for i in 0..50 {
+        env.wait_versions(&env.root.join(format!("n{i}.txt")), 1);
+    }
+    assert!(
+        agent.log().contains("journal writes succeed again"),
+        "{}",
+        agent.log()
+    );
+    agent.stop();
+    assert_eq!(env.json(&["verify", "--json"])["ok"], true);
+    drop(small);
+}

@@ -38,6 +38,13 @@ const SEGMENT_TARGET: u64 = 64 << 20;
 /// first pass does not pile up unacknowledged work.
 const EAGER_FLUSH_BYTES: u64 = 32 << 20;
 
+/// Free space the journal's filesystem must keep for a commit to start: at
+/// most this, at least an eighth of the filesystem's size. sled cannot
+/// recover from a write that fails for lack of space (it stays failed until
+/// reopened), so the journal stops writing before that happens; capture
+/// waits meanwhile and goes on when space is freed.
+const JOURNAL_RESERVE: u64 = 32 << 20;
+
 /// Chunks held in memory for a [`ChunkSink`] before captures wait for the
 /// flusher: bounds the agent's memory when capture outruns the disk.
 const MAX_DIRECT_BACKLOG: u64 = 64 << 20;
@@ -75,12 +82,29 @@ pub enum JournalError {
     /// The journal is closed.
     #[error("journal is closed")]
     Closed,
+    /// The journal's filesystem has less free space than a commit needs
+    /// (32 MiB, or an eighth of a small filesystem); nothing was written.
+    #[error(
+        "journal {}: disk full ({} KiB free, {} KiB needed); capture waits until space is freed",
+        path.display(), free >> 10, needed >> 10
+    )]
+    Full {
+        /// The journal directory.
+        path: PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// Bytes a commit needs free.
+        needed: u64,
+    },
 }
 
 impl JournalError {
     /// True for I/O trouble (full disk, for instance) that may pass.
     pub fn is_transient(&self) -> bool {
-        matches!(self, JournalError::Io { .. } | JournalError::Db { .. })
+        matches!(
+            self,
+            JournalError::Io { .. } | JournalError::Db { .. } | JournalError::Full { .. }
+        )
     }
 
     /// True when the journal's own files are damaged (as opposed to the
@@ -939,10 +963,30 @@ fn rotate(inner: &Inner, w: &mut Writer) -> Result<()> {
     Ok(())
 }
 
+/// Refuse to start a commit when the journal's filesystem is (nearly) full
+/// (see [`JOURNAL_RESERVE`]).
+fn check_space(dir: &Path) -> Result<()> {
+    let Ok(st) = rustix::fs::statvfs(dir) else {
+        return Ok(());
+    };
+    let size = st.f_blocks.saturating_mul(st.f_frsize);
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let reserve = JOURNAL_RESERVE.min(size / 8);
+    if free < reserve {
+        return Err(JournalError::Full {
+            path: dir.to_path_buf(),
+            free,
+            needed: reserve,
+        });
+    }
+    Ok(())
+}
+
 /// One group commit: spool bytes to disk, then versions, states and chunk
 /// locations in one sled batch, then flush.
 fn flush_once(inner: &Inner) -> Result<u64> {
     let _serial = lock(&inner.flush_lock);
+    check_space(&inner.dir)?;
     // Versions and the chunks queued for the sink are taken together: a
     // capture queues its chunks before its version, so every version taken
     // here has its chunks in this batch or an earlier one.
@@ -1178,7 +1222,7 @@ fn flusher(inner: Arc<Inner>) {
             Ok(_) => {
                 let mut e = lock(&inner.last_error);
                 if e.take().is_some() {
-                    tracing::info!("journal writes succeed again");
+                    tracing::warn!("journal writes succeed again");
                 }
             }
             Err(e) => {
