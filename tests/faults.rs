@@ -568,3 +568,56 @@ fn journal_disk_full_then_freed() {
     assert_eq!(env.json(&["verify", "--json"])["ok"], true);
     drop(small);
 }
+
+/// A burst of changes overflows the kernel's event queue (lowered to 64
+/// events for the agent's inotify instance): every change is still
+/// captured, through the rescan the overflow triggers.
+#[test]
+fn overflow_burst_is_caught_by_a_rescan() {
+    if !harness::is_root() {
+        eprintln!("skipped: lowering fs.inotify.max_queued_events needs root (CI runs as root)");
+        return;
+    }
+    struct Knob(String);
+    impl Drop for Knob {
+        fn drop(&mut self) {
+            let _ = fs::write("/proc/sys/fs/inotify/max_queued_events", &self.0);
+        }
+    }
+    let env = Env::new();
+    let knob = "/proc/sys/fs/inotify/max_queued_events";
+    let saved = Knob(fs::read_to_string(knob).unwrap());
+    fs::write(knob, "64").unwrap();
+    // The limit is taken when the agent's inotify instance is created.
+    let agent = env.watch(&["-v"]);
+    agent.wait_first_pass();
+    drop(saved);
+    let (dirs, files) = (20, 100);
+    for d in 0..dirs {
+        let dir = env.root.join(format!("d{d}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..files {
+            fs::write(dir.join(format!("f{f}.txt")), format!("{d}/{f}\n")).unwrap();
+        }
+    }
+    harness::wait_until("every file of the burst to be captured", || {
+        let out = env.run(&["ls", env.root.to_str().unwrap(), "--json"]);
+        if !out.status.success() {
+            return false;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let n = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["path"].as_str().is_some_and(|p| p.ends_with(".txt")))
+            .count();
+        n == dirs * files
+    });
+    assert!(
+        agent.log().contains("queue overflow"),
+        "the burst did overflow the queue:\n{}",
+        agent.log()
+    );
+    agent.stop();
+}

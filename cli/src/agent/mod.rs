@@ -466,7 +466,11 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                     agent.sched.submit(to_bytes(&path).to_vec(), Timestamp::from_system(observed_at), change);
                 }
                 Ok(WatchEvent::Rescan { path, observed_at, reason }) => {
-                    tracing::debug!("rescan of {} ({reason:?})", path.display());
+                    if reason == rewind_watcher::RescanReason::Overflow {
+                        tracing::info!("events were lost (queue overflow); rescanning {}", path.display());
+                    } else {
+                        tracing::debug!("rescan of {} ({reason:?})", path.display());
+                    }
                     let _ = rescan_tx.send((path, Timestamp::from_system(observed_at)));
                 }
                 Ok(WatchEvent::Warning(w)) => agent.problem(w),
