@@ -17,6 +17,7 @@
 
 mod chunker;
 mod codec;
+pub mod failpoint;
 pub mod frame;
 mod id;
 pub mod path;

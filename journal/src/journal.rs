@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rewind_core::{
     ChunkId, ChunkRef, ChunkSink, EncodedChunk, Entry, FileMeta, Timestamp, Version, XattrRef,
-    frame,
+    failpoint, frame,
 };
 use serde::{Deserialize, Serialize};
 
@@ -680,6 +680,10 @@ impl Journal {
         }
         batch.insert(meta_key("cursor"), &seq.to_be_bytes());
         batch.insert(meta_key("last_upload"), &Timestamp::now().0.to_be_bytes());
+        failpoint::hit("cursor.advance").map_err(|source| JournalError::Io {
+            path: self.inner.dir.join("db"),
+            source,
+        })?;
         self.inner
             .db
             .apply_batch(batch)
@@ -1094,13 +1098,13 @@ fn flush_once(inner: &Inner) -> Result<u64> {
         w.chunks = c;
     };
     for (id, f) in &sealed {
-        if let Err(source) = f.sync_data() {
+        if let Err(source) = failpoint::hit("journal.spool_sync").and_then(|()| f.sync_data()) {
             let path = seg_path(&inner.dir, *id);
             restore(inner, versions, chunks, sealed);
             return Err(JournalError::Io { path, source });
         }
     }
-    if let Err(source) = sync.sync_data() {
+    if let Err(source) = failpoint::hit("journal.spool_sync").and_then(|()| sync.sync_data()) {
         restore(inner, versions, chunks, sealed);
         return Err(JournalError::Io {
             path: seg_path_now,
@@ -1154,6 +1158,13 @@ fn flush_once(inner: &Inner) -> Result<u64> {
         path: inner.dir.join("db"),
         source,
     };
+    if let Err(source) = failpoint::hit("journal.flush") {
+        restore(inner, versions, chunks, Vec::new());
+        return Err(JournalError::Io {
+            path: inner.dir.join("db"),
+            source,
+        });
+    }
     let res = inner
         .db
         .apply_batch(batch)

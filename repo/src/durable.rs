@@ -29,12 +29,7 @@ pub(crate) fn corrupt(path: &Path, reason: impl Into<String>) -> RepoError {
 /// `pack.dir_fsync`, `idx.write`, `idx.fsync`, `idx.rename`, `idx.dir_fsync`,
 /// `config.*` likewise.
 pub(crate) fn failpoint(name: &'static str) -> io::Result<()> {
-    #[cfg(test)]
-    if failpoints::armed(name) {
-        return Err(io::Error::other(format!("injected failure at {name}")));
-    }
-    let _ = name;
-    Ok(())
+    rewind_core::failpoint::hit(name)
 }
 
 /// fsync a directory so that renames and creations in it are durable.
@@ -127,30 +122,4 @@ pub(crate) fn write_durably(
     let parent = dest.parent().unwrap_or(Path::new("."));
     failpoint(steps.dir_fsync).map_err(io_err(parent))?;
     fsync_dir(parent)
-}
-
-#[cfg(test)]
-pub(crate) mod failpoints {
-    //! Failpoints are per thread: each test runs on its own thread and the
-    //! repository does its writes on the calling thread.
-    use std::cell::RefCell;
-
-    thread_local! {
-        static ARMED: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
-    }
-
-    pub(crate) fn armed(name: &str) -> bool {
-        ARMED.with(|a| a.borrow().contains(&name))
-    }
-
-    /// Arm (or disarm) one failpoint on this thread.
-    pub(crate) fn set(name: &'static str, on: bool) {
-        ARMED.with(|a| {
-            let mut a = a.borrow_mut();
-            a.retain(|n| *n != name);
-            if on {
-                a.push(name);
-            }
-        });
-    }
 }

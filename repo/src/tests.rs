@@ -11,7 +11,6 @@ use rewind_core::{
 };
 
 use crate::LocalRepo;
-use crate::durable::failpoints;
 
 const C: &str = "laptop";
 
@@ -803,11 +802,11 @@ fn failure_before_pack_rename_leaves_nothing() {
     let c = chunk(1);
     repo.put_chunks(vec![c.clone()]).unwrap();
     for fp in ["pack.fsync", "pack.rename"] {
-        failpoints::set(fp, true);
+        rewind_core::failpoint::arm(fp, true);
         let err = repo
             .commit_versions(vec![file_v(1, 1, b"/f", &[&c])])
             .unwrap_err();
-        failpoints::set(fp, false);
+        rewind_core::failpoint::arm(fp, false);
         assert!(err.is_transient(), "{err}");
         assert!(packs_of(tmp.path()).is_empty());
         assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
@@ -834,9 +833,9 @@ fn failure_after_pack_rename_commits_on_reopen() {
     let c = chunk(1);
     let batch = vec![file_v(1, 1, b"/f", &[&c])];
     repo.put_chunks(vec![c.clone()]).unwrap();
-    failpoints::set("idx.rename", true);
+    rewind_core::failpoint::arm("idx.rename", true);
     assert!(repo.commit_versions(batch.clone()).is_err());
-    failpoints::set("idx.rename", false);
+    rewind_core::failpoint::arm("idx.rename", false);
     assert_eq!(packs_of(tmp.path()).len(), 1);
     assert!(idx_files(tmp.path()).is_empty());
     drop(repo);
@@ -858,9 +857,9 @@ fn failed_write_poisons_only_the_open_pack() {
     let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
     let (a, b) = (chunk(1), chunk(2));
     repo.put_chunks(vec![a.clone()]).unwrap();
-    failpoints::set("pack.write", true);
+    rewind_core::failpoint::arm("pack.write", true);
     assert!(repo.put_chunks(vec![b.clone()]).is_err());
-    failpoints::set("pack.write", false);
+    rewind_core::failpoint::arm("pack.write", false);
     assert_eq!(repo.missing_chunks(&[a.id, b.id]).unwrap().len(), 2);
     repo.put_chunks(vec![a.clone(), b.clone()]).unwrap();
     repo.commit_versions(vec![file_v(1, 1, b"/f", &[&a, &b])])
@@ -878,9 +877,9 @@ fn duplicate_packs_from_a_retried_commit_load_once() {
     let c = chunk(1);
     let batch = vec![file_v(1, 1, b"/f", &[&c]), gone(2, 2, b"/g")];
     repo.put_chunks(vec![c.clone()]).unwrap();
-    failpoints::set("idx.write", true);
+    rewind_core::failpoint::arm("idx.write", true);
     assert!(repo.commit_versions(batch.clone()).is_err());
-    failpoints::set("idx.write", false);
+    rewind_core::failpoint::arm("idx.write", false);
     repo.put_chunks(vec![c.clone()]).unwrap();
     repo.commit_versions(batch).unwrap();
     drop(repo);

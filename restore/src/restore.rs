@@ -123,6 +123,9 @@ struct Dest<'r> {
     xattr_values: HashMap<ChunkId, Vec<u8>>,
     xattr_bytes: usize,
     report: RestoreReport,
+    /// When this restore started: temporary files older than this in a
+    /// directory it writes to were left by an interrupted restore.
+    started: std::time::SystemTime,
 }
 
 /// Bytes of extended attribute values kept between files: enough for the
@@ -216,8 +219,13 @@ fn nofollow_dir() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
+/// Temporary files of a restore start with this.
+const TMP_PREFIX: &[u8] = b".rewind-restore-";
+
 fn tmp_name() -> Vec<u8> {
-    format!(".rewind-restore-{:016x}", rand::random::<u64>()).into_bytes()
+    let mut name = TMP_PREFIX.to_vec();
+    name.extend_from_slice(format!("{:016x}", rand::random::<u64>()).as_bytes());
+    name
 }
 
 impl Dest<'_> {
@@ -252,8 +260,42 @@ impl Dest<'_> {
             self.dirs.clear();
         }
         let fd = Arc::new(fd);
+        if self.in_place && !self.dirs.contains_key(comps) {
+            self.remove_leftovers(&fd);
+        }
         self.dirs.insert(comps.to_vec(), fd.clone());
         Ok(fd)
+    }
+
+    /// Delete the temporary files an interrupted restore left in `dir`
+    /// (named like ours, regular files, older than this restore). A failure
+    /// here only leaves them for the next time.
+    fn remove_leftovers(&self, dir: &OwnedFd) {
+        let Ok(mut entries) = rustix::fs::Dir::read_from(dir) else {
+            return;
+        };
+        let started = self
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        while let Some(Ok(e)) = entries.next() {
+            let name = e.file_name().to_bytes();
+            if !name.starts_with(TMP_PREFIX) {
+                continue;
+            }
+            let Ok(st) = rustix::fs::statat(dir, e.file_name(), AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let regular = rustix::fs::FileType::from_raw_mode(st.st_mode)
+                == rustix::fs::FileType::RegularFile;
+            let mtime = std::time::Duration::new(
+                st.st_mtime.max(0) as u64,
+                (st.st_mtime_nsec as u32).min(999_999_999),
+            );
+            if regular && mtime < started {
+                let _ = rustix::fs::unlinkat(dir, e.file_name(), AtFlags::empty());
+            }
+        }
     }
 
     fn problem(&mut self, path: &[u8], message: impl Into<String>) {
@@ -420,9 +462,11 @@ impl Dest<'_> {
     }
 
     fn commit_tmp(&mut self, dirfd: &OwnedFd, tmp: &[u8], name: &[u8]) -> io::Result<()> {
-        if let Err(e) = rustix::fs::renameat(dirfd, tmp, dirfd, name) {
+        let renamed = rewind_core::failpoint::hit("restore.rename")
+            .and_then(|()| rustix::fs::renameat(dirfd, tmp, dirfd, name).map_err(io::Error::from));
+        if let Err(e) = renamed {
             let _ = rustix::fs::unlinkat(dirfd, tmp, AtFlags::empty());
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -519,6 +563,7 @@ impl Dest<'_> {
                     self.report.bytes_fetched += buf.len() as u64;
                     &buf
                 };
+                rewind_core::failpoint::hit("restore.write")?;
                 match (&mut dense, &mut sparse) {
                     (Some(w), _) => w.write_all(data)?,
                     (_, Some(w)) => w.write_all(data)?,
@@ -679,7 +724,12 @@ pub fn restore(
         xattr_values: HashMap::new(),
         xattr_bytes: 0,
         report: RestoreReport::default(),
+        started: std::time::SystemTime::now(),
     };
+    if d.in_place {
+        let parent = d.parent.clone();
+        d.remove_leftovers(&parent);
+    }
     let roles = plan_links(&tree);
     // Where each hard-link primary was written.
     let mut primaries: HashMap<usize, DirKey> = HashMap::new();
