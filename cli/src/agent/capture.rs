@@ -27,16 +27,15 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
 use rewind_core::path::display;
 use rewind_core::{
-    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, Extent, FileKind, FileMeta, FileTime,
-    MAX_CHUNK_LEN, Timestamp, Version, XattrRef,
+    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, Extent, ExtentReader, FileKind, FileMeta,
+    FileTime, MAX_CHUNK_LEN, Timestamp, Version, XattrRef,
 };
 use rewind_journal::{CaptureGuard, Journal, JournalError, PathState};
 use rustix::fs::{CWD, Mode, OFlags};
@@ -271,40 +270,6 @@ fn same_meta(a: &FileMeta, b: &FileMeta) -> bool {
         && a.flags == b.flags
 }
 
-/// Reads the data extents of a sparse file one after the other, as one
-/// stream (holes skipped).
-struct ExtentReader<'f> {
-    file: &'f File,
-    extents: &'f [Extent],
-    /// Index of the current extent and offset within it.
-    idx: usize,
-    within: u64,
-}
-
-impl Read for ExtentReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(e) = self.extents.get(self.idx) {
-            if self.within >= e.len {
-                self.idx += 1;
-                self.within = 0;
-                continue;
-            }
-            let want = ((e.len - self.within) as usize).min(buf.len());
-            let n = self
-                .file
-                .read_at(&mut buf[..want], e.offset + self.within)?;
-            if n == 0 {
-                // Shorter than mapped: the file shrank; the after-check sees it.
-                self.idx = self.extents.len();
-                return Ok(0);
-            }
-            self.within += n as u64;
-            return Ok(n);
-        }
-        Ok(0)
-    }
-}
-
 impl Capturer<'_> {
     /// Capture `path` (absolute), whose change was first observed at `at`;
     /// `change` says what the watcher knows about it.
@@ -518,12 +483,7 @@ impl Capturer<'_> {
                 };
                 match &meta.sparse {
                     Some(extents) => {
-                        let reader = ExtentReader {
-                            file: &file,
-                            extents,
-                            idx: 0,
-                            within: 0,
-                        };
+                        let reader = ExtentReader::new(&file, extents);
                         self.chunker.for_each(reader, &mut buf, each)
                     }
                     None => self.chunker.for_each(&file, &mut buf, each),
@@ -628,34 +588,7 @@ pub fn differs(prev: Option<&PathState>, md: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn extent_reader_reads_only_the_extents() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("f");
-        let data: Vec<u8> = (0..100u8).collect();
-        std::fs::write(&p, &data).unwrap();
-        let f = File::open(&p).unwrap();
-        let extents = [
-            Extent { offset: 10, len: 5 },
-            Extent { offset: 50, len: 0 },
-            Extent {
-                offset: 90,
-                len: 10,
-            },
-        ];
-        let mut r = ExtentReader {
-            file: &f,
-            extents: &extents,
-            idx: 0,
-            within: 0,
-        };
-        let mut out = Vec::new();
-        r.read_to_end(&mut out).unwrap();
-        let mut want = data[10..15].to_vec();
-        want.extend_from_slice(&data[90..100]);
-        assert_eq!(out, want);
-    }
+    use std::os::unix::fs::FileExt;
 
     struct Fx {
         _tmp: tempfile::TempDir,

@@ -412,3 +412,32 @@ fn in_place_links_leave_no_temporary_names() {
     std::fs::write(src.join("y2"), b"diff").unwrap();
     check();
 }
+
+#[test]
+fn an_unchanged_sparse_file_in_place_is_left_alone() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let size = 1u64 << 30;
+    let extents = vec![rewind_core::Extent {
+        offset: 1 << 20,
+        len: 4096,
+    }];
+    let mut m = f.meta(FileKind::File, 0o600, size);
+    m.sparse = Some(extents);
+    f.file_with("s", 20, m, &[9u8; 4096], &[]);
+    let p = f.base.join("src/s");
+    let file = std::fs::File::create(&p).unwrap();
+    file.set_len(size).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[9u8; 4096], 1 << 20).unwrap();
+    file.sync_all().unwrap();
+    let r = restore(
+        &f.repo,
+        "c",
+        &f.src(),
+        Timestamp(100),
+        &RestoreOptions::default(),
+    )
+    .unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!((r.unchanged, r.bytes_fetched), (1, 0));
+}
