@@ -835,3 +835,38 @@ fn an_xattr_value_on_many_files_is_stored_once() {
     // One chunk per file's content, one for the shared value.
     assert_eq!(st["repository"]["chunks"], 51, "{st}");
 }
+
+#[test]
+fn a_path_longer_than_path_max_is_restored() {
+    let env = Env::new();
+    write(&env.root.join("ok.txt"), b"ok");
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // 45 components of 100 bytes: about 4.5 KB, past Linux's PATH_MAX.
+    let mut deep = env.root.clone();
+    for i in 0..45 {
+        deep.push(format!("{i:02}-{}", "x".repeat(97)));
+    }
+    deep.push("bottom.txt");
+    assert!(deep.as_os_str().len() > 4096);
+    env.inject_versions(&[(deep.clone(), b"deep down".as_slice())]);
+    let dest = env.tmp.path().canonicalize().unwrap().join("out");
+    env.ok(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    // find walks with descriptors; -execdir runs cat beside the file.
+    let got = run(Command::new("find").arg(&dest).args([
+        "-name",
+        "bottom.txt",
+        "-execdir",
+        "cat",
+        "{}",
+        ";",
+    ]));
+    assert_eq!(got, b"deep down");
+}
