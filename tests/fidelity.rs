@@ -870,3 +870,56 @@ fn a_path_longer_than_path_max_is_restored() {
     ]));
     assert_eq!(got, b"deep down");
 }
+
+#[test]
+fn a_64_kib_xattr_value_round_trips_on_tmpfs() {
+    // ext4 caps a value at one block; tmpfs takes the 64 KiB Linux allows.
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("no /dev/shm; not run");
+        return;
+    }
+    let env = Env::new();
+    let tree = tempfile::tempdir_in(shm).unwrap();
+    let root = tree.path().canonicalize().unwrap();
+    let f = root.join("big-xattr");
+    write(&f, b"content");
+    let value: Vec<u8> = (0..65_536u32).map(|i| (i * 31 % 256) as u8).collect();
+    // Too long for one command-line argument: through a dump file.
+    let dump = env.tmp.path().join("xattr.dump");
+    fs::write(
+        &dump,
+        format!(
+            "# file: big-xattr\nuser.huge=0x{}\n\n",
+            value.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    )
+    .unwrap();
+    let set = Command::new("setfattr")
+        .arg(format!("--restore={}", dump.display()))
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    if !set.status.success() {
+        eprintln!(
+            "tmpfs here takes no 64 KiB user xattr; not run\n{}",
+            show(&set)
+        );
+        return;
+    }
+    let out = env.run(&["watch", root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let dest = root.join("restored");
+    env.ok(&[
+        "restore",
+        root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    let got = run(Command::new("getfattr")
+        .args(["-n", "user.huge", "--only-values"])
+        .arg(dest.join("big-xattr")));
+    assert_eq!(got, value);
+}
