@@ -923,3 +923,34 @@ fn a_64_kib_xattr_value_round_trips_on_tmpfs() {
         .arg(dest.join("big-xattr")));
     assert_eq!(got, value);
 }
+
+#[test]
+fn a_restore_without_privileges_reports_each_owner_it_cannot_set() {
+    if !is_root() {
+        eprintln!("needs root to make a file owned by someone else; not run");
+        return;
+    }
+    let env = Env::new();
+    let f = env.root.join("theirs");
+    write(&f, b"owned by 1234");
+    run(Command::new("chown").arg("1234:2345").arg(&f));
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let dest = env.tmp.path().canonicalize().unwrap().join("home/out");
+    let out = env.run_unprivileged(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/theirs: could not set owner"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(fs::read(dest.join("theirs")).unwrap(), b"owned by 1234");
+}
