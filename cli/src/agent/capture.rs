@@ -14,8 +14,9 @@
 //! - A metadata-only change (chmod, chown, setfacl, setfattr, touch) makes a
 //!   version that reuses the previous chunk list without reading the file:
 //!   when the watcher saw only attribute events and inode and size are
-//!   unchanged ([`Change::Metadata`]), or when a scan finds inode, size and
-//!   mtime unchanged ([`Change::Scan`]).
+//!   unchanged ([`Change::Metadata`]; with a moved mtime only when the
+//!   previous version was captured while the watches were in place), or
+//!   when a scan finds inode, size and mtime unchanged ([`Change::Scan`]).
 //! - A sparse file is read extent by extent: holes are neither read nor
 //!   stored.
 //! - The names of one inode (hard links) are read once: [`LinkMap`] keeps
@@ -229,6 +230,11 @@ pub struct Capturer<'a> {
     pub warn: &'a (dyn Fn(String) + Sync),
     /// Where notes go (things skipped by design, such as sockets).
     pub note: &'a (dyn Fn(String) + Sync),
+    /// Versions with a higher seq were captured while the watches were in
+    /// place, so a content change since then would have had its own event:
+    /// only after such a version does an attribute-only event that moved
+    /// the mtime (`touch`) keep the content.
+    pub watched_since: u64,
 }
 
 fn present(
@@ -401,7 +407,12 @@ impl Capturer<'_> {
                 && p.meta.dev == meta.dev
                 && p.meta.size == meta.size
                 && match change {
-                    Change::Metadata => true,
+                    Change::Metadata => {
+                        p.meta.mtime == meta.mtime
+                            // A name outside the watched folders may have
+                            // written a hard-linked inode without an event.
+                            || (p.seq > self.watched_since && meta.nlink == 1)
+                    }
                     Change::Scan => p.meta.mtime == meta.mtime,
                     Change::Content => p.meta.same_state(&meta),
                 }
@@ -616,6 +627,10 @@ mod tests {
     }
 
     fn capture(fx: &Fx, p: &Path, change: Change) -> Outcome {
+        capture_since(fx, p, change, 0)
+    }
+
+    fn capture_since(fx: &Fx, p: &Path, change: Change, watched_since: u64) -> Outcome {
         let ignore = |_m: String| {};
         let warn = |m: String| panic!("unexpected warning: {m}");
         Capturer {
@@ -625,6 +640,7 @@ mod tests {
             links: &fx.links,
             warn: &warn,
             note: &ignore,
+            watched_since,
         }
         .capture(p, Timestamp::now(), change)
         .unwrap()
@@ -675,6 +691,29 @@ mod tests {
         assert_eq!(s.xattrs.len(), 1);
         assert_eq!(s.xattrs[0].name, b"user.k");
         assert_eq!(s.xattrs[0].value.id, ChunkId::of(b"v"));
+
+        // touch: both times moved, attribute events only. Trusted after a
+        // version captured with the watches in place...
+        let touch = |secs| {
+            let t = std::fs::FileTimes::new()
+                .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+            File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_times(t)
+                .unwrap();
+        };
+        touch(1_000_000);
+        assert_eq!(read_bytes(&capture(&fx, &p, Change::Metadata)), (0, true));
+        // ... but not after one from before the watcher started.
+        touch(2_000_000);
+        let seq = state(&fx, &p).seq;
+        assert_eq!(
+            read_bytes(&capture_since(&fx, &p, Change::Metadata, seq)),
+            (300_000, false)
+        );
 
         // The mtime moved and a scan cannot tell why: read again.
         let t = std::fs::FileTimes::new().set_modified(std::time::SystemTime::UNIX_EPOCH);
