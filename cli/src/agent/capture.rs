@@ -303,7 +303,8 @@ impl Capturer<'_> {
         }
         if meta.kind == FileKind::Socket {
             (self.note)(format!("{}: a socket, not captured", display(bytes)));
-            return Ok(Outcome::Skipped);
+            // What was at this path before is gone.
+            return self.tombstone(bytes, at);
         }
         let prev = self.journal.last_known(bytes)?;
         let values = std::mem::take(&mut meta.xattrs);
