@@ -66,9 +66,23 @@ fn setfattr(p: &Path, name: &str, value: &[u8]) {
         .arg(p));
 }
 
-/// Names that are hard on tools: not UTF-8, a newline, a leading dash.
-fn odd_names() -> Vec<&'static [u8]> {
-    vec![b"caf\xe9", b"new\nline", b"-rf", b"--help", b"sp ace"]
+/// Names that are hard on tools: not UTF-8, a newline, a leading dash, a
+/// tab, a backslash, and the longest name Linux allows (255 bytes).
+fn odd_names() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = [
+        &b"caf\xe9"[..],
+        b"new\nline",
+        b"-rf",
+        b"--help",
+        b"sp ace",
+        b"tab\there",
+        b"back\\slash",
+    ]
+    .iter()
+    .map(|n| n.to_vec())
+    .collect();
+    v.push(vec![b'n'; 255]);
+    v
 }
 
 /// Build the tree under `root`; returns the items left out (not root).
@@ -209,7 +223,7 @@ fn build_tree(root: &Path) -> Vec<&'static str> {
 
     // Odd names, as files and as a directory with a file in it.
     for n in odd_names() {
-        write(&root.join(OsStr::from_bytes(n)), n);
+        write(&root.join(OsStr::from_bytes(&n)), &n);
     }
     let mut odd_dir = b"dir-\xfe\n".to_vec();
     odd_dir.extend_from_slice(b"x");
@@ -524,7 +538,7 @@ fn a_hard_link_whose_partner_is_outside_the_restored_set_is_a_full_file() {
 fn names_of_any_bytes_round_trip_and_print_escaped() {
     let env = Env::new();
     for n in odd_names() {
-        write(&env.root.join(OsStr::from_bytes(n)), n);
+        write(&env.root.join(OsStr::from_bytes(&n)), &n);
     }
     let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -549,7 +563,7 @@ fn names_of_any_bytes_round_trip_and_print_escaped() {
         dest.to_str().unwrap(),
     ]);
     for n in odd_names() {
-        assert_eq!(fs::read(dest.join(OsStr::from_bytes(n))).unwrap(), n);
+        assert_eq!(fs::read(dest.join(OsStr::from_bytes(&n))).unwrap(), n);
     }
 }
 
