@@ -968,3 +968,32 @@ fn a_restore_without_privileges_reports_each_owner_it_cannot_set() {
     );
     assert_eq!(fs::read(dest.join("theirs")).unwrap(), b"owned by 1234");
 }
+
+#[test]
+fn a_scan_after_a_restart_takes_metadata_only_changes_without_reading() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let f = env.root.join("f.bin");
+    write(&f, &vec![0x42u8; 4 << 20]);
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // While no agent runs: attributes change, the content does not.
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+    setfattr(&f, "user.added", b"later");
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(", 0 B read"), "{}", show(&out));
+    let vs = env.versions_json(&f);
+    assert_eq!(vs.len(), 2, "{vs:#?}");
+    assert_eq!(vs[1]["change"], "metadata");
+    assert_eq!(vs[1]["chunks"], vs[0]["chunks"]);
+    assert_eq!(vs[1]["mode"], 0o640);
+    // The mtime moved: a scan cannot tell why, so it reads.
+    run(Command::new("touch")
+        .args(["-h", "-d", "@1500000000"])
+        .arg(&f));
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4.00 MiB read"), "{}", show(&out));
+}
