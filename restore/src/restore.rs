@@ -729,8 +729,15 @@ pub fn restore(
             }
             Role::Link { primary } => match primaries.get(&primary).cloned() {
                 Some(p) => d.link_entry(&comps, &p),
-                // The first name could not be written: this one on its own.
-                None => d.restore_entry(&comps, &v.path, v),
+                // The first name could not be written: this one is written
+                // instead, and the group's later names link to it.
+                None => {
+                    let r = d.restore_entry(&comps, &v.path, v);
+                    if r.is_ok() {
+                        primaries.insert(primary, comps.clone());
+                    }
+                    r
+                }
             },
         };
         match result {
