@@ -6,6 +6,10 @@
 //! control socket ◀── `rewind status` from another terminal
 //! ```
 //!
+//! Each queued path carries what is known about its change
+//! ([`capture::Change`]): attribute events only, a scan's difference, or
+//! possibly new content; capture reads the content only when it must.
+//!
 //! Stopping (Ctrl-C, SIGTERM): the watcher stops, queued captures finish,
 //! the journal flushes, the uploader drains what is durable, then exit.
 
