@@ -66,9 +66,23 @@ fn setfattr(p: &Path, name: &str, value: &[u8]) {
         .arg(p));
 }
 
-/// Names that are hard on tools: not UTF-8, a newline, a leading dash.
-fn odd_names() -> Vec<&'static [u8]> {
-    vec![b"caf\xe9", b"new\nline", b"-rf", b"--help", b"sp ace"]
+/// Names that are hard on tools: not UTF-8, a newline, a leading dash, a
+/// tab, a backslash, and the longest name Linux allows (255 bytes).
+fn odd_names() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = [
+        &b"caf\xe9"[..],
+        b"new\nline",
+        b"-rf",
+        b"--help",
+        b"sp ace",
+        b"tab\there",
+        b"back\\slash",
+    ]
+    .iter()
+    .map(|n| n.to_vec())
+    .collect();
+    v.push(vec![b'n'; 255]);
+    v
 }
 
 /// Build the tree under `root`; returns the items left out (not root).
@@ -209,7 +223,7 @@ fn build_tree(root: &Path) -> Vec<&'static str> {
 
     // Odd names, as files and as a directory with a file in it.
     for n in odd_names() {
-        write(&root.join(OsStr::from_bytes(n)), n);
+        write(&root.join(OsStr::from_bytes(&n)), &n);
     }
     let mut odd_dir = b"dir-\xfe\n".to_vec();
     odd_dir.extend_from_slice(b"x");
@@ -524,7 +538,7 @@ fn a_hard_link_whose_partner_is_outside_the_restored_set_is_a_full_file() {
 fn names_of_any_bytes_round_trip_and_print_escaped() {
     let env = Env::new();
     for n in odd_names() {
-        write(&env.root.join(OsStr::from_bytes(n)), n);
+        write(&env.root.join(OsStr::from_bytes(&n)), &n);
     }
     let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -549,7 +563,7 @@ fn names_of_any_bytes_round_trip_and_print_escaped() {
         dest.to_str().unwrap(),
     ]);
     for n in odd_names() {
-        assert_eq!(fs::read(dest.join(OsStr::from_bytes(n))).unwrap(), n);
+        assert_eq!(fs::read(dest.join(OsStr::from_bytes(&n))).unwrap(), n);
     }
 }
 
@@ -834,4 +848,152 @@ fn an_xattr_value_on_many_files_is_stored_once() {
     let st = env.json(&["status", "--json"]);
     // One chunk per file's content, one for the shared value.
     assert_eq!(st["repository"]["chunks"], 51, "{st}");
+}
+
+#[test]
+fn a_path_longer_than_path_max_is_restored() {
+    let env = Env::new();
+    write(&env.root.join("ok.txt"), b"ok");
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // 45 components of 100 bytes: about 4.5 KB, past Linux's PATH_MAX.
+    let mut deep = env.root.clone();
+    for i in 0..45 {
+        deep.push(format!("{i:02}-{}", "x".repeat(97)));
+    }
+    deep.push("bottom.txt");
+    assert!(deep.as_os_str().len() > 4096);
+    env.inject_versions(&[(deep.clone(), b"deep down".as_slice())]);
+    let dest = env.tmp.path().canonicalize().unwrap().join("out");
+    env.ok(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    // find walks with descriptors; -execdir runs cat beside the file.
+    let got = run(Command::new("find").arg(&dest).args([
+        "-name",
+        "bottom.txt",
+        "-execdir",
+        "cat",
+        "{}",
+        ";",
+    ]));
+    assert_eq!(got, b"deep down");
+}
+
+#[test]
+fn a_64_kib_xattr_value_round_trips_on_tmpfs() {
+    // ext4 caps a value at one block; tmpfs takes the 64 KiB Linux allows.
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("no /dev/shm; not run");
+        return;
+    }
+    let env = Env::new();
+    let tree = tempfile::tempdir_in(shm).unwrap();
+    let root = tree.path().canonicalize().unwrap();
+    let f = root.join("big-xattr");
+    write(&f, b"content");
+    let value: Vec<u8> = (0..65_536u32).map(|i| (i * 31 % 256) as u8).collect();
+    // Too long for one command-line argument: through a dump file.
+    let dump = env.tmp.path().join("xattr.dump");
+    fs::write(
+        &dump,
+        format!(
+            "# file: big-xattr\nuser.huge=0x{}\n\n",
+            value.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    )
+    .unwrap();
+    let set = Command::new("setfattr")
+        .arg(format!("--restore={}", dump.display()))
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    if !set.status.success() {
+        eprintln!(
+            "tmpfs here takes no 64 KiB user xattr; not run\n{}",
+            show(&set)
+        );
+        return;
+    }
+    let out = env.run(&["watch", root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let dest = root.join("restored");
+    env.ok(&[
+        "restore",
+        root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    let got = run(Command::new("getfattr")
+        .args(["-n", "user.huge", "--only-values"])
+        .arg(dest.join("big-xattr")));
+    assert_eq!(got, value);
+}
+
+#[test]
+fn a_restore_without_privileges_reports_each_owner_it_cannot_set() {
+    if !is_root() {
+        eprintln!("needs root to make a file owned by someone else; not run");
+        return;
+    }
+    let env = Env::new();
+    let f = env.root.join("theirs");
+    write(&f, b"owned by 1234");
+    run(Command::new("chown").arg("1234:2345").arg(&f));
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let dest = env.tmp.path().canonicalize().unwrap().join("home/out");
+    let out = env.run_unprivileged(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/theirs: could not set owner"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(fs::read(dest.join("theirs")).unwrap(), b"owned by 1234");
+}
+
+#[test]
+fn a_scan_after_a_restart_takes_metadata_only_changes_without_reading() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let f = env.root.join("f.bin");
+    write(&f, &vec![0x42u8; 4 << 20]);
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // While no agent runs: attributes change, the content does not.
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+    setfattr(&f, "user.added", b"later");
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(", 0 B read"), "{}", show(&out));
+    let vs = env.versions_json(&f);
+    assert_eq!(vs.len(), 2, "{vs:#?}");
+    assert_eq!(vs[1]["change"], "metadata");
+    assert_eq!(vs[1]["chunks"], vs[0]["chunks"]);
+    assert_eq!(vs[1]["mode"], 0o640);
+    // The mtime moved: a scan cannot tell why, so it reads.
+    run(Command::new("touch")
+        .args(["-h", "-d", "@1500000000"])
+        .arg(&f));
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4.00 MiB read"), "{}", show(&out));
 }

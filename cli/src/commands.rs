@@ -410,6 +410,15 @@ fn status(repo_dir: &Path, json: bool) -> Result<i32> {
                 "in progress"
             }
         );
+        let c = &agent_v["counters"];
+        println!(
+            "captured     {} versions ({} without reading content), {} read; {} errors, {} metadata warnings",
+            c["captured"],
+            c["reused"],
+            indicatif::HumanBytes(c["bytes_read"].as_u64().unwrap_or(0)),
+            c["errors"],
+            c["warnings"],
+        );
     } else {
         println!("agent        not running");
     }

@@ -17,6 +17,7 @@
 
 mod chunker;
 mod codec;
+mod extents;
 pub mod failpoint;
 pub mod frame;
 mod id;
@@ -27,6 +28,7 @@ mod version;
 
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
 pub use codec::{CodecError, EncodedChunk, MAX_CHUNK_LEN, ZSTD_LEVEL};
+pub use extents::ExtentReader;
 pub use id::{ChunkId, ParseChunkIdError};
 pub use repository::{ChunkSink, RepoError, RepoStats, Repository};
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};

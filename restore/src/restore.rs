@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use rewind_core::path::{display, from_bytes, relative_components};
 use rewind_core::{
-    ChunkId, Chunker, ChunkerParams, Extent, FileKind, FileMeta, RepoError, Repository, Timestamp,
-    Version, Xattr,
+    ChunkId, Chunker, ChunkerParams, Extent, ExtentReader, FileKind, FileMeta, RepoError,
+    Repository, Timestamp, Version, Xattr,
 };
 use rewind_fsmeta::{ApplyOptions, apply_meta_at, apply_meta_fd, make_special_at};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
@@ -108,7 +108,15 @@ type DirKey = Vec<Vec<u8>>;
 
 /// A file in the destination, where each of its chunks lies, and its chunk
 /// ids in order.
-type LocalChunks = (File, HashMap<ChunkId, (u64, u32)>, Vec<ChunkId>);
+/// For a sparse local file the ids are those of its data extents' stream
+/// (the form a sparse version is stored in), the extents are given, and the
+/// map is empty: stream offsets are not file offsets.
+type LocalChunks = (
+    File,
+    HashMap<ChunkId, (u64, u32)>,
+    Vec<ChunkId>,
+    Option<Vec<Extent>>,
+);
 
 struct Dest<'r> {
     parent: Arc<OwnedFd>,
@@ -472,7 +480,8 @@ impl Dest<'_> {
     }
 
     /// Chunks of the file now at `name`, if it is a regular file: id →
-    /// (offset, len), plus the file itself and the ordered ids.
+    /// (offset, len), plus the file itself, the ordered ids and, for a
+    /// sparse file, its extents (only they are read).
     fn local_chunks(&self, dirfd: &OwnedFd, name: &[u8]) -> Option<LocalChunks> {
         let fd = rustix::fs::openat(
             dirfd,
@@ -486,6 +495,15 @@ impl Dest<'_> {
         let mut order = Vec::new();
         let mut off = 0u64;
         let mut buf = Vec::new();
+        if let Some(extents) = rewind_fsmeta::data_extents(&file).ok()? {
+            self.chunker
+                .for_each(ExtentReader::new(&file, &extents), &mut buf, |chunk| {
+                    order.push(ChunkId::of(chunk));
+                    Ok(())
+                })
+                .ok()?;
+            return Some((file, HashMap::new(), order, Some(extents)));
+        }
         self.chunker
             .for_each(&file, &mut buf, |chunk| {
                 let id = ChunkId::of(chunk);
@@ -495,7 +513,7 @@ impl Dest<'_> {
                 Ok(())
             })
             .ok()?;
-        Some((file, map, order))
+        Some((file, map, order, None))
     }
 
     fn write_file(
@@ -513,8 +531,9 @@ impl Dest<'_> {
             None
         };
         let wanted: Vec<ChunkId> = v.chunks().iter().map(|c| c.id).collect();
-        if let Some((file, _, order)) = &local
+        if let Some((file, _, order, extents)) = &local
             && *order == wanted
+            && *extents == meta.sparse
         {
             // Content already right: metadata only.
             let issues = apply_meta_fd(file.as_fd(), meta, self.apply);
@@ -549,7 +568,7 @@ impl Dest<'_> {
             }
             let mut buf = Vec::new();
             for c in v.chunks() {
-                let reused = local.as_ref().and_then(|(f, map, _)| {
+                let reused = local.as_ref().and_then(|(f, map, _, _)| {
                     let &(off, len) = map.get(&c.id)?;
                     buf.resize(len as usize, 0);
                     f.read_exact_at(&mut buf, off).ok()?;
@@ -760,8 +779,15 @@ pub fn restore(
             }
             Role::Link { primary } => match primaries.get(&primary).cloned() {
                 Some(p) => d.link_entry(&comps, &p),
-                // The first name could not be written: this one on its own.
-                None => d.restore_entry(&comps, &v.path, v),
+                // The first name could not be written: this one is written
+                // instead, and the group's later names link to it.
+                None => {
+                    let r = d.restore_entry(&comps, &v.path, v);
+                    if r.is_ok() {
+                        primaries.insert(primary, comps.clone());
+                    }
+                    r
+                }
             },
         };
         match result {

@@ -14,8 +14,9 @@
 //! - A metadata-only change (chmod, chown, setfacl, setfattr, touch) makes a
 //!   version that reuses the previous chunk list without reading the file:
 //!   when the watcher saw only attribute events and inode and size are
-//!   unchanged ([`Change::Metadata`]), or when a scan finds inode, size and
-//!   mtime unchanged ([`Change::Scan`]).
+//!   unchanged ([`Change::Metadata`]; with a moved mtime only when the
+//!   previous version was captured while the watches were in place), or
+//!   when a scan finds inode, size and mtime unchanged ([`Change::Scan`]).
 //! - A sparse file is read extent by extent: holes are neither read nor
 //!   stored.
 //! - The names of one inode (hard links) are read once: [`LinkMap`] keeps
@@ -27,16 +28,15 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
 use rewind_core::path::display;
 use rewind_core::{
-    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, Extent, FileKind, FileMeta, FileTime,
-    MAX_CHUNK_LEN, Timestamp, Version, XattrRef,
+    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, Extent, ExtentReader, FileKind, FileMeta,
+    FileTime, MAX_CHUNK_LEN, Timestamp, Version, XattrRef,
 };
 use rewind_journal::{CaptureGuard, Journal, JournalError, PathState};
 use rustix::fs::{CWD, Mode, OFlags};
@@ -230,6 +230,11 @@ pub struct Capturer<'a> {
     pub warn: &'a (dyn Fn(String) + Sync),
     /// Where notes go (things skipped by design, such as sockets).
     pub note: &'a (dyn Fn(String) + Sync),
+    /// Versions with a higher seq were captured while the watches were in
+    /// place, so a content change since then would have had its own event:
+    /// only after such a version does an attribute-only event that moved
+    /// the mtime (`touch`) keep the content.
+    pub watched_since: u64,
 }
 
 fn present(
@@ -271,40 +276,6 @@ fn same_meta(a: &FileMeta, b: &FileMeta) -> bool {
         && a.flags == b.flags
 }
 
-/// Reads the data extents of a sparse file one after the other, as one
-/// stream (holes skipped).
-struct ExtentReader<'f> {
-    file: &'f File,
-    extents: &'f [Extent],
-    /// Index of the current extent and offset within it.
-    idx: usize,
-    within: u64,
-}
-
-impl Read for ExtentReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(e) = self.extents.get(self.idx) {
-            if self.within >= e.len {
-                self.idx += 1;
-                self.within = 0;
-                continue;
-            }
-            let want = ((e.len - self.within) as usize).min(buf.len());
-            let n = self
-                .file
-                .read_at(&mut buf[..want], e.offset + self.within)?;
-            if n == 0 {
-                // Shorter than mapped: the file shrank; the after-check sees it.
-                self.idx = self.extents.len();
-                return Ok(0);
-            }
-            self.within += n as u64;
-            return Ok(n);
-        }
-        Ok(0)
-    }
-}
-
 impl Capturer<'_> {
     /// Capture `path` (absolute), whose change was first observed at `at`;
     /// `change` says what the watcher knows about it.
@@ -332,7 +303,8 @@ impl Capturer<'_> {
         }
         if meta.kind == FileKind::Socket {
             (self.note)(format!("{}: a socket, not captured", display(bytes)));
-            return Ok(Outcome::Skipped);
+            // What was at this path before is gone.
+            return self.tombstone(bytes, at);
         }
         let prev = self.journal.last_known(bytes)?;
         let values = std::mem::take(&mut meta.xattrs);
@@ -436,7 +408,12 @@ impl Capturer<'_> {
                 && p.meta.dev == meta.dev
                 && p.meta.size == meta.size
                 && match change {
-                    Change::Metadata => true,
+                    Change::Metadata => {
+                        p.meta.mtime == meta.mtime
+                            // A name outside the watched folders may have
+                            // written a hard-linked inode without an event.
+                            || (p.seq > self.watched_since && meta.nlink == 1)
+                    }
                     Change::Scan => p.meta.mtime == meta.mtime,
                     Change::Content => p.meta.same_state(&meta),
                 }
@@ -518,12 +495,7 @@ impl Capturer<'_> {
                 };
                 match &meta.sparse {
                     Some(extents) => {
-                        let reader = ExtentReader {
-                            file: &file,
-                            extents,
-                            idx: 0,
-                            within: 0,
-                        };
+                        let reader = ExtentReader::new(&file, extents);
                         self.chunker.for_each(reader, &mut buf, each)
                     }
                     None => self.chunker.for_each(&file, &mut buf, each),
@@ -628,34 +600,7 @@ pub fn differs(prev: Option<&PathState>, md: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn extent_reader_reads_only_the_extents() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("f");
-        let data: Vec<u8> = (0..100u8).collect();
-        std::fs::write(&p, &data).unwrap();
-        let f = File::open(&p).unwrap();
-        let extents = [
-            Extent { offset: 10, len: 5 },
-            Extent { offset: 50, len: 0 },
-            Extent {
-                offset: 90,
-                len: 10,
-            },
-        ];
-        let mut r = ExtentReader {
-            file: &f,
-            extents: &extents,
-            idx: 0,
-            within: 0,
-        };
-        let mut out = Vec::new();
-        r.read_to_end(&mut out).unwrap();
-        let mut want = data[10..15].to_vec();
-        want.extend_from_slice(&data[90..100]);
-        assert_eq!(out, want);
-    }
+    use std::os::unix::fs::FileExt;
 
     struct Fx {
         _tmp: tempfile::TempDir,
@@ -683,6 +628,10 @@ mod tests {
     }
 
     fn capture(fx: &Fx, p: &Path, change: Change) -> Outcome {
+        capture_since(fx, p, change, 0)
+    }
+
+    fn capture_since(fx: &Fx, p: &Path, change: Change, watched_since: u64) -> Outcome {
         let ignore = |_m: String| {};
         let warn = |m: String| panic!("unexpected warning: {m}");
         Capturer {
@@ -692,6 +641,7 @@ mod tests {
             links: &fx.links,
             warn: &warn,
             note: &ignore,
+            watched_since,
         }
         .capture(p, Timestamp::now(), change)
         .unwrap()
@@ -742,6 +692,29 @@ mod tests {
         assert_eq!(s.xattrs.len(), 1);
         assert_eq!(s.xattrs[0].name, b"user.k");
         assert_eq!(s.xattrs[0].value.id, ChunkId::of(b"v"));
+
+        // touch: both times moved, attribute events only. Trusted after a
+        // version captured with the watches in place...
+        let touch = |secs| {
+            let t = std::fs::FileTimes::new()
+                .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+            File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_times(t)
+                .unwrap();
+        };
+        touch(1_000_000);
+        assert_eq!(read_bytes(&capture(&fx, &p, Change::Metadata)), (0, true));
+        // ... but not after one from before the watcher started.
+        touch(2_000_000);
+        let seq = state(&fx, &p).seq;
+        assert_eq!(
+            read_bytes(&capture_since(&fx, &p, Change::Metadata, seq)),
+            (300_000, false)
+        );
 
         // The mtime moved and a scan cannot tell why: read again.
         let t = std::fs::FileTimes::new().set_modified(std::time::SystemTime::UNIX_EPOCH);

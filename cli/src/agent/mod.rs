@@ -6,6 +6,10 @@
 //! control socket ◀── `rewind status` from another terminal
 //! ```
 //!
+//! Each queued path carries what is known about its change
+//! ([`capture::Change`]): attribute events only, a scan's difference, or
+//! possibly new content; capture reads the content only when it must.
+//!
 //! Stopping (Ctrl-C, SIGTERM): the watcher stops, queued captures finish,
 //! the journal flushes, the uploader drains what is durable, then exit.
 
@@ -100,6 +104,9 @@ pub(crate) struct Agent {
     pub races: Mutex<HashMap<Vec<u8>, u32>>,
     /// Hard-link groups seen by capture.
     pub links: LinkMap,
+    /// The journal's last seq before this run: later versions were
+    /// captured with the watches in place.
+    pub watched_since: u64,
 }
 
 impl Agent {
@@ -162,6 +169,7 @@ impl Agent {
             links: &self.links,
             warn: &warn,
             note: &note,
+            watched_since: self.watched_since,
         };
         while let Some((path, at, change)) = self.sched.next() {
             let p = rewind_core::path::from_bytes(&path);
@@ -414,6 +422,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         max_interval: opts.max_interval,
         races: Mutex::new(HashMap::new()),
         links: LinkMap::default(),
+        watched_since: journal.durable_seq(),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;

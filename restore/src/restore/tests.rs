@@ -412,3 +412,73 @@ fn in_place_links_leave_no_temporary_names() {
     std::fs::write(src.join("y2"), b"diff").unwrap();
     check();
 }
+
+#[test]
+fn an_unchanged_sparse_file_in_place_is_left_alone() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let size = 1u64 << 30;
+    let extents = vec![rewind_core::Extent {
+        offset: 1 << 20,
+        len: 4096,
+    }];
+    let mut m = f.meta(FileKind::File, 0o600, size);
+    m.sparse = Some(extents);
+    f.file_with("s", 20, m, &[9u8; 4096], &[]);
+    let p = f.base.join("src/s");
+    let file = std::fs::File::create(&p).unwrap();
+    file.set_len(size).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[9u8; 4096], 1 << 20).unwrap();
+    file.sync_all().unwrap();
+    let r = restore(
+        &f.repo,
+        "c",
+        &f.src(),
+        Timestamp(100),
+        &RestoreOptions::default(),
+    )
+    .unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!((r.unchanged, r.bytes_fetched), (1, 0));
+}
+
+#[test]
+fn when_the_first_name_cannot_be_written_the_others_still_share_an_inode() {
+    use std::os::unix::fs::MetadataExt;
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    f.dir("a", 10);
+    f.dir("b", 10);
+    let mut m = f.meta(FileKind::File, 0o640, 4);
+    m.nlink = 3;
+    m.hardlink_group = Some((1, 5));
+    f.file_with("a/x", 20, m.clone(), b"same", &[]);
+    f.file_with("b/y", 20, m.clone(), b"same", &[]);
+    f.file_with("b/z", 20, m, b"same", &[]);
+    // In place, `a` is a symlink now: `a/x` cannot be written.
+    let src = f.base.join("src");
+    let elsewhere = f.base.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, src.join("a")).unwrap();
+    let r = restore(
+        &f.repo,
+        "c",
+        &f.src(),
+        Timestamp(100),
+        &RestoreOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        r.problems.iter().any(|p| p.path.ends_with(b"/a")),
+        "{:?}",
+        r.problems
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    let (y, z) = (
+        std::fs::metadata(src.join("b/y")).unwrap(),
+        std::fs::metadata(src.join("b/z")).unwrap(),
+    );
+    assert_eq!(y.ino(), z.ino());
+    assert_eq!(std::fs::read(src.join("b/z")).unwrap(), b"same");
+}
