@@ -441,6 +441,22 @@ impl Capturer<'_> {
             path: bytes.to_vec(),
             source,
         };
+        // A write() sets mtime when it starts, before its bytes are in the
+        // file: one that began just before our stat may still be copying,
+        // and the stat after the read would not see it. Writes that started
+        // within the last WRITE_GUARD get that long to finish; then the
+        // state must still be the same.
+        if let Some(wait) = write_guard_wait(&meta) {
+            std::thread::sleep(wait);
+            match rewind_fsmeta::read_meta(path) {
+                Ok(again) if again.same_state(&meta) => {}
+                Ok(_) => return Ok(Outcome::Raced),
+                Err(e) if e.is_not_found() => return Ok(Outcome::Raced),
+                Err(e) => {
+                    return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string())));
+                }
+            }
+        }
         // O_NOFOLLOW: if the path was swapped for a symlink since lstat,
         // fail instead of reading what it points to.
         let fd = rustix::fs::openat(
@@ -576,6 +592,25 @@ impl Capturer<'_> {
     }
 }
 
+/// How long a write that started just before a capture's first stat is
+/// given to finish before the file is read (see `capture_file`). Ordinary
+/// writes of up to tens of MiB take well under this; a single larger
+/// write() still in progress can go unnoticed, as with every tool that
+/// compares stats around a read.
+const WRITE_GUARD: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long to wait before reading a file last modified at `meta.mtime`:
+/// `None` when that is at least [`WRITE_GUARD`] ago (or in the future,
+/// where the clock says nothing useful).
+fn write_guard_wait(meta: &FileMeta) -> Option<std::time::Duration> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let mtime = std::time::Duration::new(u64::try_from(meta.mtime.sec).ok()?, meta.mtime.nsec);
+    let age = now.checked_sub(mtime)?;
+    WRITE_GUARD.checked_sub(age).filter(|w| !w.is_zero())
+}
+
 /// Whether a scanned entry differs from its last-known state.
 pub fn differs(prev: Option<&PathState>, md: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -600,6 +635,33 @@ pub fn differs(prev: Option<&PathState>, md: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_written_in_the_last_moments_waits_for_its_write_to_finish() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let at = |d: std::time::Duration| {
+            let mut m = FileMeta::new(FileKind::File, 0o644);
+            m.mtime = rewind_core::FileTime {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            };
+            m
+        };
+        let w = write_guard_wait(&at(now)).expect("just written: wait");
+        assert!(w <= WRITE_GUARD && w > WRITE_GUARD / 2, "{w:?}");
+        assert_eq!(
+            write_guard_wait(&at(now - std::time::Duration::from_secs(1))),
+            None
+        );
+        let future = now + std::time::Duration::from_secs(3600);
+        assert_eq!(
+            write_guard_wait(&at(future)),
+            None,
+            "a clock ahead says nothing"
+        );
+    }
     use std::os::unix::fs::FileExt;
 
     struct Fx {
