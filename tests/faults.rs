@@ -646,6 +646,7 @@ fn a_crash_at_each_durability_step_is_recovered() {
         ("idx.rename", 1),
         ("idx.dir_fsync", 1),
         ("journal.flush", 1),
+        ("journal.spool_sync", 1),
         ("pack.write", 30),
     ];
     for (step, nth) in steps {

@@ -394,4 +394,25 @@ mod tests {
         let reopened = LocalRepo::open(&t.path().join("repo")).unwrap();
         assert_eq!(reopened.read_chunk(&c1.id).unwrap(), b"direct bytes");
     }
+
+    #[test]
+    fn a_failed_cursor_advance_resends_harmlessly() {
+        let (_t, j, r) = setup();
+        for i in 0..4 {
+            capture(&j, &format!("/r/{i}"), format!("data {i}").as_bytes());
+        }
+        j.flush().unwrap();
+        let st = Mutex::new(UploadStatus::default());
+        let opts = UploadOptions::default();
+        // The repository commits, then recording that in the journal fails.
+        rewind_core::failpoint::arm("cursor.advance", true);
+        assert!(drain_once(&j, &r, &opts, &st).is_err());
+        rewind_core::failpoint::arm("cursor.advance", false);
+        assert_eq!(j.cursor().unwrap(), 0);
+        assert_eq!(r.stats().unwrap().versions, 4);
+        // The next round sends the same batch again: nothing is duplicated.
+        while drain_once(&j, &r, &opts, &st).unwrap() > 0 {}
+        assert_eq!(j.cursor().unwrap(), 4);
+        assert_eq!(r.stats().unwrap().versions, 4);
+    }
 }
