@@ -3,14 +3,16 @@
 //!
 //! Run with `cargo bench -p rewind-bench` (the `compare` bench target calls
 //! [`run_from_env`]). Parts and sizes are chosen by environment variables,
-//! see [`Config::from_env`]. Four parts:
+//! see [`Config::from_env`]. Five parts:
 //!
 //! - [`ingest`]: first pass over a ~2 GiB, ~50,000-file tree: rewind, restic,
 //!   borg, and the `tar` (read) and `b3sum` (hash) limits;
 //! - [`latency`]: change-to-durable latency of a running `rewind watch`;
 //! - [`idle`]: CPU and memory of `rewind watch` over the big tree when
 //!   nothing changes;
-//! - [`chunks`]: what FastCDC bounds cost after small edits (in process).
+//! - [`chunks`]: what FastCDC bounds cost after small edits (in process);
+//! - [`metadata`]: what extended attributes and ACLs cost a capture and a
+//!   restore, and a large sparse file against restic.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -21,6 +23,7 @@ pub mod datagen;
 pub mod idle;
 pub mod ingest;
 pub mod latency;
+pub mod metadata;
 pub mod report;
 pub mod run;
 
@@ -42,11 +45,19 @@ pub enum Part {
     Idle,
     /// Chunk size trade-offs.
     Chunks,
+    /// Cost of extended attributes and ACLs; sparse files.
+    Metadata,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 4] = [Part::Ingest, Part::Latency, Part::Idle, Part::Chunks];
+    pub const ALL: [Part; 5] = [
+        Part::Ingest,
+        Part::Latency,
+        Part::Idle,
+        Part::Chunks,
+        Part::Metadata,
+    ];
 
     /// Its name in `REWIND_BENCH`.
     pub fn name(self) -> &'static str {
@@ -55,6 +66,7 @@ impl Part {
             Part::Latency => "latency",
             Part::Idle => "idle",
             Part::Chunks => "chunks",
+            Part::Metadata => "metadata",
         }
     }
 }
@@ -79,7 +91,7 @@ pub struct Config {
     pub latency_writes: usize,
     /// Length of the idle measurement, seconds.
     pub idle_secs: u64,
-    /// Rounds of the ingest commands (medians are reported).
+    /// Rounds of the ingest and metadata commands (medians are reported).
     pub ingest_runs: usize,
 }
 
@@ -100,7 +112,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata` | parts to run |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -108,7 +120,7 @@ impl Config {
     /// | `REWIND_BENCH_DOCS` | `1` at scale 1.0, else `0` | refresh `docs/benchmarks.md` |
     /// | `REWIND_BENCH_LATENCY_N` | 200 (× scale, at least 20) | latency samples |
     /// | `REWIND_BENCH_IDLE_SECS` | 60 (× scale, at least 5) | idle window |
-    /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest commands |
+    /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest and metadata commands |
     pub fn from_env() -> Result<Config> {
         let parts = match env("REWIND_BENCH") {
             None => Part::ALL.to_vec(),
@@ -119,7 +131,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, all)"
                         ),
                     }
                 }
@@ -297,6 +309,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Latency => latency::run(cfg)?,
             Part::Idle => idle::run(cfg, &mut session)?,
             Part::Chunks => chunks::run(cfg)?,
+            Part::Metadata => metadata::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \
