@@ -336,8 +336,8 @@ fn restic_capped(r: &mut Runs, cmd: Cmd, log: &Path) -> Result<Option<Measured>>
 pub fn run(cfg: &Config) -> Result<String> {
     let (a, b, files, total) = trees(cfg)?;
     let base = cfg.work.join("metadata");
-    if base.exists() {
-        // Left by an interrupted run (a finished one removes it).
+    if base.join("restored").exists() || base.join("sparse").exists() {
+        // Left by an interrupted run (a finished one removes them).
         eprintln!(
             "rewind-bench: removing {} and waiting 5 minutes for ext4 to reuse its inodes",
             base.display()
@@ -593,9 +593,9 @@ pub fn run(cfg: &Config) -> Result<String> {
         let _ = writeln!(
             s,
             "**restic ran on a smaller file ({} apparent, the same {SPARSE_EXTENTS} MiB of data)**: restic 0.14 \
-             reads every byte of the holes on backup and writes them out as zeros on restore (no \
-             `restore --sparse` before 0.15; restic issue #3903), so the {} file would neither fit on this \
-             disk once restored nor finish within this part's time. Its times grow about linearly with the \
+             reads every byte of the holes on backup (restic issue #3903) and writes them out as zeros on \
+             restore (`restore --sparse` came in 0.15, restic pull request #3854), so restic would need the full {} of disk \
+             to restore the file, and far longer than this part may take. Its times grow about linearly with the \
              apparent size.\n",
             bytes(rsize),
             bytes(size)
