@@ -118,14 +118,7 @@ fn verify_finds_and_repair_survives_pack_and_index_damage() {
         "the pack was rewritten whole"
     );
     let dest = env.tmp.path().join("after-cut");
-    env.ok(&[
-        "restore",
-        env.root.to_str().unwrap(),
-        "--at",
-        &at,
-        "--to",
-        dest.to_str().unwrap(),
-    ]);
+    env.restore_to_ok(&env.root, &at, &dest);
     assert_eq!(fs::read(dest.join("big.bin")).unwrap(), big);
     assert_eq!(fs::read(dest.join("a.txt")).unwrap(), text);
 
@@ -192,14 +185,7 @@ fn verify_finds_and_repair_survives_pack_and_index_damage() {
         "{after}"
     );
     let dest = env.tmp.path().join("after-flip");
-    let out = env.run(&[
-        "restore",
-        env.root.to_str().unwrap(),
-        "--at",
-        &at,
-        "--to",
-        dest.to_str().unwrap(),
-    ]);
+    let out = env.restore_to(&env.root, &at, &dest);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("big.bin"),
@@ -334,14 +320,7 @@ fn crash_loop_keeps_every_acknowledged_version() {
     let v = env.json(&["verify", "--json"]);
     assert_eq!(v["ok"], true, "{v}");
     let dest = env.tmp.path().join("final");
-    env.ok(&[
-        "restore",
-        env.root.to_str().unwrap(),
-        "--at",
-        &env.now(),
-        "--to",
-        dest.to_str().unwrap(),
-    ]);
+    env.restore_to_ok(&env.root, &env.now(), &dest);
     assert_eq!(
         harness::describe_tree(&dest),
         harness::describe_tree(&env.root)
@@ -488,14 +467,7 @@ fn repository_disk_full_then_freed() {
     env.wait_versions(&env.root.join("b.txt"), 1);
     agent.stop();
     let dest = base.join("restored");
-    env.ok(&[
-        "restore",
-        env.root.to_str().unwrap(),
-        "--at",
-        &env.now(),
-        "--to",
-        dest.to_str().unwrap(),
-    ]);
+    env.restore_to_ok(&env.root, &env.now(), &dest);
     assert_eq!(fs::read(dest.join("big.bin")).unwrap(), big);
     assert_eq!(fs::read(dest.join("b.txt")).unwrap(), b"during");
     assert_eq!(env.json(&["verify", "--json"])["ok"], true);
@@ -669,14 +641,7 @@ fn a_crash_at_each_durability_step_is_recovered() {
         let v = env.json(&["verify", "--json"]);
         assert_eq!(v["ok"], true, "after {spec}: {v}");
         let dest = env.tmp.path().join("restored");
-        env.ok(&[
-            "restore",
-            &root,
-            "--at",
-            &env.now(),
-            "--to",
-            dest.to_str().unwrap(),
-        ]);
+        env.restore_to_ok(&env.root, &env.now(), &dest);
         assert_eq!(
             harness::describe_tree(&dest),
             harness::describe_tree(&env.root),

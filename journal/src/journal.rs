@@ -986,6 +986,12 @@ fn check_space(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Put work taken from `queue` back in front of what was queued since.
+fn put_front<T>(queue: &mut Vec<T>, mut taken: Vec<T>) {
+    taken.append(queue);
+    *queue = taken;
+}
+
 /// One group commit: spool bytes to disk, then versions, states and chunk
 /// locations in one sled batch, then flush.
 fn flush_once(inner: &Inner) -> Result<u64> {
@@ -1016,12 +1022,8 @@ fn flush_once(inner: &Inner) -> Result<u64> {
     // Put taken work back at the front of the queue after a failure.
     let requeue = |versions: Vec<Version>, direct: Vec<EncodedChunk>| {
         let mut w = lock(&inner.writer);
-        let mut d = direct;
-        d.append(&mut w.direct);
-        w.direct = d;
-        let mut v = versions;
-        v.append(&mut w.versions);
-        w.versions = v;
+        put_front(&mut w.direct, direct);
+        put_front(&mut w.versions, versions);
     };
     // With a sink, the versions go straight into the repository as well
     // when no logged version waits before them (the uploader has drained
@@ -1087,15 +1089,9 @@ fn flush_once(inner: &Inner) -> Result<u64> {
                    chunks: Vec<(ChunkId, ChunkLoc)>,
                    sealed: Vec<(u64, Arc<File>)>| {
         let mut w = lock(&inner.writer);
-        let mut s = sealed;
-        s.append(&mut w.unsynced);
-        w.unsynced = s;
-        let mut v = versions;
-        v.append(&mut w.versions);
-        w.versions = v;
-        let mut c = chunks;
-        c.append(&mut w.chunks);
-        w.chunks = c;
+        put_front(&mut w.unsynced, sealed);
+        put_front(&mut w.versions, versions);
+        put_front(&mut w.chunks, chunks);
     };
     for (id, f) in &sealed {
         if let Err(source) = failpoint::hit("journal.spool_sync").and_then(|()| f.sync_data()) {

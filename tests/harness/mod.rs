@@ -131,6 +131,29 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `rewind restore PATH --at AT --to DEST`.
+    pub fn restore_to(&self, path: &Path, at: &str, dest: &Path) -> Output {
+        self.run(&[
+            "restore",
+            path.to_str().unwrap(),
+            "--at",
+            at,
+            "--to",
+            dest.to_str().unwrap(),
+        ])
+    }
+
+    /// The same, which must succeed.
+    pub fn restore_to_ok(&self, path: &Path, at: &str, dest: &Path) {
+        let out = self.restore_to(path, at, dest);
+        assert!(
+            out.status.success(),
+            "restore to {} failed\n{}",
+            dest.display(),
+            show(&out)
+        );
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let s = self.ok(args);
         serde_json::from_str(&s).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{s}"))
