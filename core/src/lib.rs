@@ -25,6 +25,7 @@ pub mod path;
 mod repository;
 mod time;
 mod version;
+pub mod wire;
 
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
 pub use codec::{CodecError, EncodedChunk, MAX_CHUNK_LEN, ZSTD_LEVEL};

@@ -55,13 +55,28 @@ pub enum RepoError {
     /// The repository was opened read-only.
     #[error("repository opened read-only")]
     ReadOnly,
+    /// A backup server refused a request or could not be reached.
+    #[error("server {url}: {reason}")]
+    Remote {
+        /// The server.
+        url: String,
+        /// What went wrong, in one line.
+        reason: String,
+        /// True for trouble that may pass (network, server busy or
+        /// restarting); false for a refusal (bad credentials, bad request).
+        transient: bool,
+    },
 }
 
 impl RepoError {
     /// True when retrying later may succeed (I/O trouble such as a full disk
     /// or a dead server), false for damage and misuse.
     pub fn is_transient(&self) -> bool {
-        matches!(self, RepoError::Io { .. } | RepoError::Locked { .. })
+        match self {
+            RepoError::Io { .. } | RepoError::Locked { .. } => true,
+            RepoError::Remote { transient, .. } => *transient,
+            _ => false,
+        }
     }
 }
 

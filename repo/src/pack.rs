@@ -314,6 +314,20 @@ pub(crate) fn read_chunk_at(
     frame_len: u32,
     id: &ChunkId,
 ) -> Result<Vec<u8>, RepoError> {
+    read_encoded_at(file, path, offset, frame_len, id)?
+        .decode()
+        .map_err(|e| corrupt(path, format!("at offset {offset}: {e}")))
+}
+
+/// Read the chunk record stored at `offset`, as stored (compressed or
+/// raw), checking only that it is the record of `id`.
+pub(crate) fn read_encoded_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    frame_len: u32,
+    id: &ChunkId,
+) -> Result<EncodedChunk, RepoError> {
     match read_record_at(file, path, offset, frame_len)? {
         PackRecord::Chunk {
             id: got,
@@ -327,14 +341,12 @@ pub(crate) fn read_chunk_at(
                     format!("record at offset {offset} holds chunk {got}, expected {id}"),
                 ));
             }
-            EncodedChunk {
+            Ok(EncodedChunk {
                 id: got,
                 raw_len,
                 compressed,
                 data,
-            }
-            .decode()
-            .map_err(|e| corrupt(path, format!("at offset {offset}: {e}")))
+            })
         }
         _ => Err(corrupt(
             path,
@@ -806,9 +818,9 @@ impl PackWriter {
     }
 
     /// Read back a chunk added to this (unsealed) pack.
-    pub(crate) fn read_pending(&self, id: &ChunkId) -> Option<Result<Vec<u8>, RepoError>> {
+    pub(crate) fn read_pending(&self, id: &ChunkId) -> Option<Result<EncodedChunk, RepoError>> {
         let e = self.entries[*self.pending.get(id)?];
-        Some(read_chunk_at(
+        Some(read_encoded_at(
             &self.file,
             &self.tmp,
             e.offset,

@@ -101,6 +101,34 @@ impl LocalRepo {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// How many versions `client` has stored.
+    pub fn client_versions(&self, client: &str) -> u64 {
+        self.read_state().client_versions(client)
+    }
+
+    /// A chunk as stored (compressed or raw), for sending over the network:
+    /// the receiver decodes it and checks it against its id.
+    pub fn read_encoded(&self, id: &ChunkId) -> Result<EncodedChunk, RepoError> {
+        let found = {
+            let st = self.read_state();
+            st.chunks
+                .get(id)
+                .map(|l| (*l, st.packs[l.pack as usize].name))
+        };
+        if let Some((loc, name)) = found {
+            let path = name.pack_path(&self.dir);
+            let f = self.pack_file(name, &path)?;
+            return pack::read_encoded_at(&f, &path, loc.offset, loc.frame_len, id);
+        }
+        if self.writer.is_some() {
+            let w = self.lock_writer()?;
+            if let Some(r) = w.open.as_ref().and_then(|p| p.read_pending(id)) {
+                return r;
+            }
+        }
+        Err(RepoError::MissingChunk(*id))
+    }
+
     /// Create a repository in `dir` (created if needed) and return it opened
     /// for writing. Fails if `dir/config` exists.
     pub fn init(dir: &Path, chunker: ChunkerParams) -> Result<LocalRepo, RepoError> {
@@ -650,7 +678,7 @@ impl Repository for LocalRepo {
         if self.writer.is_some() {
             let w = self.lock_writer()?;
             if let Some(r) = w.open.as_ref().and_then(|p| p.read_pending(id)) {
-                return r;
+                return r?.decode().map_err(|e| corrupt(&self.dir, e.to_string()));
             }
         }
         Err(RepoError::MissingChunk(*id))

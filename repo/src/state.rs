@@ -165,6 +165,13 @@ impl State {
         false
     }
 
+    /// How many versions `client` has stored.
+    pub(crate) fn client_versions(&self, client: &str) -> u64 {
+        self.clients
+            .get(client)
+            .map_or(0, |i| i.paths.values().map(|v| v.len() as u64).sum())
+    }
+
     pub(crate) fn stats(&self) -> RepoStats {
         RepoStats {
             versions: self.versions,

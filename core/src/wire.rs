@@ -1,0 +1,133 @@
+//! The HTTPS protocol between `rewind` (rewind-remote) and `rewind-server`.
+//!
+//! Every route lives under [`PREFIX`]. Requests other than enrollment carry
+//! `Authorization: Bearer NAME:KEY`. Small control bodies are JSON; bulk
+//! bodies (chunk ids, chunks, versions, path queries) are postcard, bounded
+//! by [`MAX_BODY`] before they are decoded. Errors come back as a 4xx or
+//! 5xx status with a one-line plain-text reason.
+//!
+//! | method, route | body | reply |
+//! | --- | --- | --- |
+//! | `POST /v1/enroll` | JSON [`EnrollRequest`] | JSON [`EnrollReply`] |
+//! | `GET /v1/info` | | JSON [`ServerInfo`] |
+//! | `POST /v1/missing` | `Vec<ChunkId>` | `Vec<ChunkId>` |
+//! | `POST /v1/chunks` | `Vec<EncodedChunk>` | 204 |
+//! | `POST /v1/commit` | `Vec<Version>` | 204, durable |
+//! | `POST /v1/versions` | [`PathQuery`] | `Vec<Version>` |
+//! | `POST /v1/tree` | [`PathQuery`] (with `at`) | `Vec<Version>` |
+//! | `POST /v1/covers` | [`PathQuery`] | `bool` |
+//! | `POST /v1/read` | `Vec<ChunkId>` | `Vec<EncodedChunk>` |
+//! | `GET /v1/stats` | | JSON [`crate::RepoStats`] |
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::{ChunkerParams, Timestamp};
+
+/// Every API route starts with this.
+pub const PREFIX: &str = "/v1";
+
+/// The largest request or reply body either side accepts (80 MiB: a batch
+/// of 64 MiB of chunks plus its framing).
+pub const MAX_BODY: usize = 80 << 20;
+
+/// Most chunk ids in one `missing` or `read` request.
+pub const MAX_IDS: usize = 100_000;
+
+/// The media type of postcard bodies.
+pub const POSTCARD: &str = "application/x-rewind-postcard";
+
+/// What a server tells an enrolled client about itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The repository's id (names the client's journal directory).
+    pub repo_id: String,
+    /// The repository's chunker bounds (capture must cut the same way).
+    pub chunker: ChunkerParams,
+    /// The server's version.
+    pub version: String,
+    /// The client name the credentials belong to.
+    pub client: String,
+}
+
+/// `POST /v1/enroll`: trade a one-time enrollment token for a client key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The name given to `rewind-server client add`.
+    pub name: String,
+    /// The token it printed.
+    pub token: String,
+}
+
+/// The reply to an enrollment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollReply {
+    /// The client's secret key (shown once; the server keeps a hash).
+    pub key: String,
+    /// The server.
+    pub info: ServerInfo,
+}
+
+/// A path, and for tree queries a point in time.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PathQuery {
+    /// Absolute path, raw bytes.
+    #[serde(with = "serde_bytes")]
+    pub path: Vec<u8>,
+    /// Point in time (tree queries).
+    pub at: Option<Timestamp>,
+}
+
+/// The fingerprint of a DER certificate as clients pin it:
+/// `SHA256:` and 64 lowercase hex digits.
+pub fn fingerprint(der: &[u8]) -> String {
+    format!("SHA256:{}", hex::encode(sha2::Sha256::digest(der)))
+}
+
+/// Normalise a user-typed fingerprint (`SHA256:` prefix optional, colons and
+/// case ignored); `None` when it is not 32 bytes of hex.
+pub fn parse_fingerprint(s: &str) -> Option<String> {
+    let s = s.trim();
+    let body = s
+        .strip_prefix("SHA256:")
+        .or_else(|| s.strip_prefix("sha256:"))
+        .unwrap_or(s);
+    let hexdigits: String = body.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(hexdigits.to_ascii_lowercase()).ok()?;
+    (bytes.len() == 32).then(|| format!("SHA256:{}", hex::encode(bytes)))
+}
+
+/// Encode a postcard body.
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_stdvec(v).expect("wire types always serialize")
+}
+
+/// Decode a postcard body.
+pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_the_forms_people_type() {
+        let f = fingerprint(b"certificate");
+        assert!(f.starts_with("SHA256:") && f.len() == 7 + 64);
+        assert_eq!(parse_fingerprint(&f).as_deref(), Some(f.as_str()));
+        let bare = f.trim_start_matches("SHA256:").to_ascii_uppercase();
+        assert_eq!(parse_fingerprint(&bare).as_deref(), Some(f.as_str()));
+        let colons: Vec<String> = bare
+            .as_bytes()
+            .chunks(2)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        assert_eq!(
+            parse_fingerprint(&colons.join(":")).as_deref(),
+            Some(f.as_str())
+        );
+        assert_eq!(parse_fingerprint("SHA256:abcd"), None);
+        assert_eq!(parse_fingerprint("not hex at all"), None);
+    }
+}

@@ -1,0 +1,315 @@
+//! The server's data directory: the repository, the TLS certificate, the
+//! admin secret's hash, the client registry and each client's chunk list.
+//!
+//! ```text
+//! DATA/repo/            the repository (same format as an embedded one)
+//! DATA/tls/cert.pem     self-signed certificate (clients pin its fingerprint)
+//! DATA/tls/key.pem      its private key (mode 0600)
+//! DATA/admin.hash       argon2 hash of the admin secret (guards /metrics)
+//! DATA/clients.json     the client registry: names, argon2 hashes of tokens and keys
+//! DATA/clients.lock     serialises changes to the registry between processes
+//! DATA/owners/NAME.ids  the chunk ids each client has uploaded (32 bytes each)
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rewind_core::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::auth;
+
+/// Paths inside a data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The data directory at `root`.
+    pub fn new(root: &Path) -> DataDir {
+        DataDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The repository.
+    pub fn repo(&self) -> PathBuf {
+        self.root.join("repo")
+    }
+
+    /// The certificate.
+    pub fn cert(&self) -> PathBuf {
+        self.root.join("tls/cert.pem")
+    }
+
+    /// The certificate's key.
+    pub fn key(&self) -> PathBuf {
+        self.root.join("tls/key.pem")
+    }
+
+    /// The admin secret's hash.
+    pub fn admin(&self) -> PathBuf {
+        self.root.join("admin.hash")
+    }
+
+    /// The client registry.
+    pub fn clients(&self) -> PathBuf {
+        self.root.join("clients.json")
+    }
+
+    /// Per-client chunk lists.
+    pub fn owners(&self) -> PathBuf {
+        self.root.join("owners")
+    }
+
+    /// Fail with a clear message unless `init` made this directory.
+    pub fn check(&self) -> Result<()> {
+        if !self.clients().exists() || !self.repo().join("config").exists() {
+            bail!(
+                "{} is not a rewind-server data directory (create one with `rewind-server init --data {}`)",
+                self.root.display(),
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What `init` made.
+pub struct Created {
+    /// Repository id.
+    pub repo_id: String,
+    /// The certificate's fingerprint.
+    pub fingerprint: String,
+    /// The admin secret (shown once).
+    pub admin_secret: String,
+}
+
+/// Create a data directory: repository, certificate for `names`, admin
+/// secret, empty registry.
+pub fn init(dir: &DataDir, names: &[String]) -> Result<Created> {
+    if dir.clients().exists() || dir.repo().join("config").exists() {
+        bail!("{} already holds a rewind-server", dir.root.display());
+    }
+    fs::create_dir_all(dir.root.join("tls"))
+        .with_context(|| format!("cannot create {}", dir.root.display()))?;
+    fs::create_dir_all(dir.owners())
+        .with_context(|| format!("cannot create {}", dir.owners().display()))?;
+    let repo = rewind_repo::LocalRepo::init(&dir.repo(), rewind_core::DEFAULT_CHUNKER)?;
+
+    let cert = rcgen::generate_simple_self_signed(names.to_vec())
+        .context("cannot generate the TLS certificate")?;
+    write_private(&dir.key(), cert.key_pair.serialize_pem().as_bytes())?;
+    write_private(&dir.cert(), cert.cert.pem().as_bytes())?;
+    let fingerprint = rewind_core::wire::fingerprint(cert.cert.der());
+
+    let admin_secret = auth::new_secret();
+    write_private(&dir.admin(), auth::hash_secret(&admin_secret)?.as_bytes())?;
+    save_clients(dir, &Clients::default())?;
+    Ok(Created {
+        repo_id: repo.id().to_string(),
+        fingerprint,
+        admin_secret,
+    })
+}
+
+/// Write a file only its owner can read, durably.
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", parent.display()))?;
+    }
+    Ok(())
+}
+
+/// The client registry.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clients {
+    /// Every client ever added; removed ones stay, marked, so their name
+    /// is not handed to someone else by mistake.
+    pub clients: Vec<ClientRecord>,
+}
+
+/// One client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRecord {
+    /// Its name (versions are stored under it).
+    pub name: String,
+    /// When it was added.
+    pub added: String,
+    /// argon2 hash of the one-time enrollment token, until it is used.
+    pub token_hash: Option<String>,
+    /// argon2 hash of the client key, once enrolled.
+    pub key_hash: Option<String>,
+    /// When it enrolled.
+    pub enrolled: Option<String>,
+    /// When it was removed (its key no longer works).
+    pub removed: Option<String>,
+}
+
+impl Clients {
+    /// The record of `name`.
+    pub fn get(&self, name: &str) -> Option<&ClientRecord> {
+        self.clients.iter().find(|c| c.name == name)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut ClientRecord> {
+        self.clients.iter_mut().find(|c| c.name == name)
+    }
+}
+
+/// Client names become file names and appear in URLs and logs.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        bail!(
+            "invalid client name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        );
+    }
+    Ok(())
+}
+
+/// Read the registry.
+pub fn load_clients(dir: &DataDir) -> Result<Clients> {
+    let p = dir.clients();
+    let b = fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_slice(&b).with_context(|| format!("{}: damaged registry", p.display()))
+}
+
+fn save_clients(dir: &DataDir, c: &Clients) -> Result<()> {
+    let mut b = serde_json::to_vec_pretty(c)?;
+    b.push(b'\n');
+    write_private(&dir.clients(), &b)
+}
+
+/// Change the registry under an exclusive lock shared with a running
+/// server (which enrolls clients) and other admin commands.
+pub fn update_clients<T>(dir: &DataDir, f: impl FnOnce(&mut Clients) -> Result<T>) -> Result<T> {
+    let lock_path = dir.root.join("clients.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    let mut c = load_clients(dir)?;
+    let out = f(&mut c)?;
+    save_clients(dir, &c)?;
+    Ok(out)
+}
+
+/// `client add`: a new client with a fresh one-time token (returned).
+pub fn add_client(dir: &DataDir, name: &str, reuse: bool) -> Result<String> {
+    check_name(name)?;
+    let token = auth::new_secret();
+    let hash = auth::hash_secret(&token)?;
+    update_clients(dir, |c| {
+        let now = Timestamp::now().to_string();
+        match c.get_mut(name) {
+            Some(r) if r.removed.is_some() && reuse => {
+                r.token_hash = Some(hash);
+                r.key_hash = None;
+                r.enrolled = None;
+                r.removed = None;
+                r.added = now;
+            }
+            Some(r) if r.removed.is_some() => bail!(
+                "client {name} was removed and its versions are still stored; \
+                 `client add {name} --reuse` gives them to the new enrollment"
+            ),
+            Some(r) if r.enrolled.is_none() => {
+                // A lost token: replace it.
+                r.token_hash = Some(hash);
+            }
+            Some(_) => bail!(
+                "client {name} exists and is enrolled (remove it first to enroll a new machine under that name)"
+            ),
+            None => c.clients.push(ClientRecord {
+                name: name.to_string(),
+                added: now,
+                token_hash: Some(hash),
+                key_hash: None,
+                enrolled: None,
+                removed: None,
+            }),
+        }
+        Ok(())
+    })?;
+    Ok(token)
+}
+
+/// `client remove`: the key and any pending token stop working at once;
+/// stored versions stay.
+pub fn remove_client(dir: &DataDir, name: &str) -> Result<()> {
+    update_clients(dir, |c| {
+        let Some(r) = c.get_mut(name).filter(|r| r.removed.is_none()) else {
+            bail!("no client named {name}");
+        };
+        r.token_hash = None;
+        r.key_hash = None;
+        r.removed = Some(Timestamp::now().to_string());
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["laptop", "web-1", "a.b_c"] {
+            check_name(good).unwrap();
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn add_remove_and_reuse() {
+        let t = tempfile::tempdir().unwrap();
+        let d = DataDir::new(t.path());
+        let created = init(&d, &["localhost".into()]).unwrap();
+        assert!(created.fingerprint.starts_with("SHA256:"));
+        d.check().unwrap();
+        assert!(init(&d, &["localhost".into()]).is_err());
+        let tok = add_client(&d, "laptop", false).unwrap();
+        let c = load_clients(&d).unwrap();
+        let r = c.get("laptop").unwrap();
+        assert!(auth::verify_secret(&tok, r.token_hash.as_deref().unwrap()));
+        assert!(!fs::read_to_string(d.clients()).unwrap().contains(&tok));
+        remove_client(&d, "laptop").unwrap();
+        assert!(remove_client(&d, "laptop").is_err());
+        let e = add_client(&d, "laptop", false).unwrap_err().to_string();
+        assert!(e.contains("--reuse"), "{e}");
+        add_client(&d, "laptop", true).unwrap();
+    }
+}

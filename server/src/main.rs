@@ -1,0 +1,225 @@
+//! `rewind-server`: the backup server desktops protect their files to.
+//!
+//! HTTPS (TLS 1.3, HTTP/2) over the same repository engine as rewind's
+//! embedded repository; each client enrolls with a one-time token, gets
+//! its own key, and sees only its own versions. Exit codes: 0 success,
+//! 1 failure, 2 bad usage.
+
+mod api;
+mod auth;
+mod data;
+mod owners;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use data::DataDir;
+
+/// rewind's backup server.
+#[derive(Parser)]
+#[command(name = "rewind-server", version, about, long_about = None)]
+struct Cli {
+    /// The server's data directory (repository, certificate, clients)
+    #[arg(long, global = true, env = "REWIND_SERVER_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// More log output (-v: info, -vv: debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the data directory: repository, TLS certificate, admin secret
+    Init {
+        /// Host names and addresses to put in the certificate (repeatable;
+        /// clients pin the fingerprint, so this is informational)
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+    },
+    /// Serve clients over HTTPS until SIGTERM or Ctrl-C
+    Serve {
+        /// Address and port to listen on (port 0 picks a free one)
+        #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR:PORT")]
+        listen: SocketAddr,
+        /// Connections served at once; more wait until one closes
+        #[arg(long, default_value_t = 256, value_name = "N")]
+        max_connections: usize,
+        /// How long shutdown waits for requests in flight
+        #[arg(long, default_value = "30", value_name = "SECONDS")]
+        grace: u64,
+    },
+    /// Print the certificate fingerprint clients pin
+    Fingerprint,
+    /// Manage clients
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Add a client and print its one-time enrollment token
+    Add {
+        /// The client's name (letters, digits, '.', '_', '-')
+        name: String,
+        /// Reuse the name of a removed client, and with it its stored versions
+        #[arg(long)]
+        reuse: bool,
+    },
+    /// List clients
+    List {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a client's key at once (its versions stay stored)
+    Remove {
+        /// The client's name
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REWIND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            for c in e.chain().skip(1) {
+                let c = c.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("rewind-server: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let Some(root) = cli.data else {
+        anyhow::bail!("say where the data lives: --data DIR (or REWIND_SERVER_DATA)");
+    };
+    let dir = DataDir::new(&root);
+    match cli.command {
+        Command::Init { mut names } => {
+            if names.is_empty() {
+                let host = rustix::system::uname()
+                    .nodename()
+                    .to_string_lossy()
+                    .into_owned();
+                names = vec![host, "localhost".into(), "127.0.0.1".into(), "::1".into()];
+            }
+            let c = data::init(&dir, &names)?;
+            println!("created rewind-server data in {}", root.display());
+            println!("repository id:           {}", c.repo_id);
+            println!("certificate fingerprint: {}", c.fingerprint);
+            println!(
+                "admin secret (for /metrics; shown once, stored hashed): {}",
+                c.admin_secret
+            );
+            println!(
+                "next: rewind-server client add NAME --data {}, then rewind-server serve --data {}",
+                root.display(),
+                root.display()
+            );
+            Ok(())
+        }
+        Command::Serve {
+            listen,
+            max_connections,
+            grace,
+        } => serve::run(serve::ServeOptions {
+            data: dir,
+            listen,
+            max_connections,
+            grace: Duration::from_secs(grace),
+        }),
+        Command::Fingerprint => {
+            dir.check()?;
+            println!("{}", serve::fingerprint(&dir)?);
+            Ok(())
+        }
+        Command::Client(ClientCommand::Add { name, reuse }) => {
+            dir.check()?;
+            let token = data::add_client(&dir, &name, reuse)?;
+            let fp = serve::fingerprint(&dir)?;
+            println!("{token}");
+            eprintln!(
+                "one-time enrollment token for {name} (above). On that machine run:\n  \
+                 rewind enroll https://SERVER:PORT --name {name} --token {token} --fingerprint {fp}"
+            );
+            Ok(())
+        }
+        Command::Client(ClientCommand::List { json }) => {
+            dir.check()?;
+            let c = data::load_clients(&dir)?;
+            let state = |r: &data::ClientRecord| {
+                if r.removed.is_some() {
+                    "removed"
+                } else if r.enrolled.is_some() {
+                    "enrolled"
+                } else {
+                    "pending"
+                }
+            };
+            if json {
+                let rows: Vec<_> = c
+                    .clients
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "name": r.name,
+                            "state": state(r),
+                            "added": r.added,
+                            "enrolled": r.enrolled,
+                            "removed": r.removed,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if c.clients.is_empty() {
+                println!("no clients (add one with `rewind-server client add NAME`)");
+            } else {
+                println!("{:<24} {:<9} {}", "NAME", "STATE", "SINCE");
+                for r in &c.clients {
+                    let since = r
+                        .removed
+                        .as_ref()
+                        .or(r.enrolled.as_ref())
+                        .unwrap_or(&r.added);
+                    println!("{:<24} {:<9} {}", r.name, state(r), since);
+                }
+            }
+            Ok(())
+        }
+        Command::Client(ClientCommand::Remove { name }) => {
+            dir.check()?;
+            data::remove_client(&dir, &name)?;
+            println!("removed client {name}: its key no longer works; its versions stay stored");
+            Ok(())
+        }
+    }
+}
