@@ -2,16 +2,20 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use rewind_core::path::{JsonPath, display, to_bytes};
-use rewind_core::{FileKind, Repository, Timestamp, Version, content_changed, parse_point_in_time};
+use rewind_core::{
+    ChunkerParams, FileKind, Repository, Timestamp, Version, content_changed, parse_point_in_time,
+};
 use rewind_repo::LocalRepo;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::agent::{self, AgentOptions};
+use crate::server::Target;
 use crate::{Cli, Command, paths};
 
 /// What the agent records beside its journal for other commands.
@@ -24,12 +28,14 @@ pub struct AgentConfig {
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
-    let repo_dir = match &cli.global.repo {
-        Some(r) => r.clone(),
-        None => paths::default_repo()?,
-    };
+    let target =
+        || crate::server::resolve(cli.global.repo.as_deref(), cli.global.server.as_deref());
     match cli.command {
         Command::Init => {
+            let repo_dir = match &cli.global.repo {
+                Some(r) => r.clone(),
+                None => paths::default_repo()?,
+            };
             if repo_dir.join("config").exists() {
                 bail!("a repository already exists at {}", repo_dir.display());
             }
@@ -39,38 +45,83 @@ pub fn run(cli: Cli) -> Result<i32> {
             println!("created repository {} (id {})", repo_dir.display(), r.id());
             Ok(0)
         }
+        Command::Enroll(a) => crate::server::enroll(a),
         Command::Watch(w) => {
             let opts = AgentOptions {
                 roots: w.paths,
-                repo: repo_dir,
+                target: target()?,
                 excludes: w.exclude,
                 quiescence: w.quiescence,
                 max_interval: w.max_interval,
                 once: w.once,
                 progress: std::io::stderr().is_terminal(),
+                limit_upload: w.limit_upload,
             };
             agent::run(opts)
         }
-        Command::Status(j) => status(&repo_dir, j.json),
-        Command::Versions { path, json } => versions(&repo_dir, &path, json.json),
-        Command::Ls { path, at, json } => ls(&repo_dir, &path, &at, json.json),
-        Command::Restore(r) => restore(&repo_dir, r),
-        Command::Verify { quick, json } => crate::check::verify(&repo_dir, quick, json.json),
-        Command::Repair(j) => crate::check::repair(&repo_dir, j.json),
+        Command::Status(j) => status(&target()?, j.json),
+        Command::Versions { path, json } => versions(&target()?, &path, json.json),
+        Command::Ls { path, at, json } => ls(&target()?, &path, &at, json.json),
+        Command::Restore(r) => restore(&target()?, r),
+        Command::Verify { quick, json } => {
+            crate::check::verify(&local_only(target()?, "verify")?, quick, json.json)
+        }
+        Command::Repair(j) => crate::check::repair(&local_only(target()?, "repair")?, j.json),
+    }
+}
+
+fn local_only(t: Target, what: &str) -> Result<PathBuf> {
+    match t {
+        Target::Local(d) => Ok(d),
+        Target::Server(r) => bail!(
+            "`rewind {what}` checks a local repository; for the server's ({}), run it on the server              against its data directory: rewind {what} --repo DATA/repo",
+            r.cfg.url
+        ),
     }
 }
 
 struct Opened {
-    repo: LocalRepo,
+    repo: Arc<dyn Repository>,
     client: String,
     jdir: PathBuf,
+    chunker: ChunkerParams,
+    id: String,
+    /// A local repository's directory.
+    local: Option<PathBuf>,
+    /// The directory or the server's URL.
+    describe: String,
 }
 
-fn open(repo_dir: &Path) -> Result<Opened> {
-    let repo = LocalRepo::open(repo_dir)?;
-    let jdir = paths::journal_dir(repo.id())?;
-    let client = paths::client_name(&jdir);
-    Ok(Opened { repo, client, jdir })
+fn open(t: &Target) -> Result<Opened> {
+    match t {
+        Target::Local(dir) => {
+            let repo = LocalRepo::open(dir)?;
+            let jdir = paths::journal_dir(repo.id())?;
+            let client = paths::client_name(&jdir);
+            Ok(Opened {
+                client,
+                jdir,
+                chunker: repo.chunker(),
+                id: repo.id().to_string(),
+                local: Some(repo.path().to_path_buf()),
+                describe: repo.path().display().to_string(),
+                repo: Arc::new(repo),
+            })
+        }
+        Target::Server(remote) => {
+            let r = remote.connect()?;
+            let info = remote.info(&r)?;
+            Ok(Opened {
+                client: info.client.clone(),
+                jdir: paths::journal_dir(&info.repo_id)?,
+                chunker: info.chunker,
+                id: info.repo_id,
+                local: None,
+                describe: remote.cfg.url.clone(),
+                repo: Arc::new(r),
+            })
+        }
+    }
 }
 
 fn parse_at(s: &str) -> Result<Timestamp> {
@@ -96,8 +147,8 @@ fn kind_of(v: &Version) -> &'static str {
     v.meta().map(|m| m.kind.as_str()).unwrap_or("deleted")
 }
 
-fn versions(repo_dir: &Path, path: &Path, json: bool) -> Result<i32> {
-    let o = open(repo_dir)?;
+fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
+    let o = open(t)?;
     let b = stored_path(&o, path)?;
     let vs = o.repo.versions_of(&o.client, &b)?;
     if vs.is_empty() {
@@ -185,8 +236,8 @@ fn mode_string(kind: FileKind, mode: u32) -> String {
     s
 }
 
-fn ls(repo_dir: &Path, path: &Path, at: &str, json: bool) -> Result<i32> {
-    let o = open(repo_dir)?;
+fn ls(t: &Target, path: &Path, at: &str, json: bool) -> Result<i32> {
+    let o = open(t)?;
     let at = parse_at(at)?;
     let b = stored_path(&o, path)?;
     let tree = o.repo.tree_at(&o.client, &b, at)?;
@@ -234,8 +285,8 @@ fn ls(repo_dir: &Path, path: &Path, at: &str, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn restore(repo_dir: &Path, r: crate::RestoreArgs) -> Result<i32> {
-    let o = open(repo_dir)?;
+fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
+    let o = open(t)?;
     let at = parse_at(&r.at)?;
     let b = stored_path(&o, &r.path)?;
     let to = match &r.to {
@@ -256,12 +307,10 @@ fn restore(repo_dir: &Path, r: crate::RestoreArgs) -> Result<i32> {
         .find(|root| target.starts_with(root))
         .cloned()
         .unwrap_or(target.clone());
-    let state = paths::state_dir()?;
-    let rules = rewind_watcher::IgnoreRules::new(
-        std::slice::from_ref(&root),
-        &cfg.excludes,
-        &[o.repo.path().to_path_buf(), state],
-    )?;
+    let mut never = vec![paths::state_dir()?];
+    never.extend(o.local.clone());
+    let rules =
+        rewind_watcher::IgnoreRules::new(std::slice::from_ref(&root), &cfg.excludes, &never)?;
     let keep = |p: &Path| rules.is_ignored(p, p.is_dir()) || is_restore_tmp(p);
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new_spinner();
@@ -278,12 +327,12 @@ fn restore(repo_dir: &Path, r: crate::RestoreArgs) -> Result<i32> {
     let opts = rewind_restore::RestoreOptions {
         to: to.clone(),
         delete: r.delete,
-        chunker: Some(o.repo.chunker()),
+        chunker: Some(o.chunker),
         keep: Some(&keep),
         progress: Some(&progress),
         numeric_owner: r.numeric_owner,
     };
-    let report = rewind_restore::restore(&o.repo, &o.client, &b, at, &opts)?;
+    let report = rewind_restore::restore(o.repo.as_ref(), &o.client, &b, at, &opts)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -349,10 +398,19 @@ fn is_restore_tmp(p: &Path) -> bool {
         .is_some_and(|n| n.starts_with(".rewind-restore-"))
 }
 
-fn status(repo_dir: &Path, json: bool) -> Result<i32> {
-    let o = open(repo_dir)?;
-    let stats = o.repo.stats()?;
+fn status(t: &Target, json: bool) -> Result<i32> {
+    let o = open(t)?;
+    // A server that cannot be reached does not stop `status` from showing
+    // the agent and what waits in the journal.
+    let (stats, unreachable) = match o.repo.stats() {
+        Ok(s) => (s, None),
+        Err(e) if o.local.is_none() => (Default::default(), Some(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
     let live = agent::control::query(&paths::socket_path(&o.jdir))?;
+    let upload_v = live
+        .as_ref()
+        .map_or(serde_json::Value::Null, |v| v["upload"].clone());
     let (agent_v, journal_v) = match live {
         Some(v) => (v["agent"].clone(), v["journal"].clone()),
         None if o.jdir.join("db").exists() => {
@@ -369,37 +427,53 @@ fn status(repo_dir: &Path, json: bool) -> Result<i32> {
             "{}",
             serde_json::to_string_pretty(&json!({
                 "repository": {
-                    "path": o.repo.path().to_string_lossy(),
-                    "id": o.repo.id(),
+                    "path": o.local.as_ref().map(|p| p.to_string_lossy()),
+                    "server": o.local.is_none().then_some(&o.describe),
+                    "id": o.id,
                     "versions": stats.versions,
                     "chunks": stats.chunks,
                     "packs": stats.packs,
                     "pack_bytes": stats.pack_bytes,
                     "last_commit": stats.last_commit.map(|t| t.to_string()),
+                    "error": unreachable,
                 },
                 "client": o.client,
                 "agent": agent_v,
                 "journal": journal_v,
+                "upload": upload_v,
             }))?
         );
         return Ok(0);
     }
-    println!(
-        "repository   {} (id {})",
-        o.repo.path().display(),
-        o.repo.id()
-    );
-    println!(
-        "             {} versions, {} chunks, {} in {} packs; last commit {}",
-        stats.versions,
-        stats.chunks,
-        indicatif::HumanBytes(stats.pack_bytes),
-        stats.packs,
-        stats
-            .last_commit
-            .map(|t| t.to_local_string())
-            .unwrap_or_else(|| "never".into())
-    );
+    let last_commit = stats
+        .last_commit
+        .map(|t| t.to_local_string())
+        .unwrap_or_else(|| "never".into());
+    if o.local.is_some() {
+        println!("repository   {} (id {})", o.describe, o.id);
+        println!(
+            "             {} versions, {} chunks, {} in {} packs; last commit {last_commit}",
+            stats.versions,
+            stats.chunks,
+            indicatif::HumanBytes(stats.pack_bytes),
+            stats.packs,
+        );
+    } else if let Some(e) = &unreachable {
+        println!(
+            "server       {} (repository {}), client {}",
+            o.describe, o.id, o.client
+        );
+        println!("             unreachable: {e}");
+    } else {
+        println!(
+            "server       {} (repository {}), client {}",
+            o.describe, o.id, o.client
+        );
+        println!(
+            "             {} versions, {} chunks of this client; last commit {last_commit}",
+            stats.versions, stats.chunks,
+        );
+    }
     if agent_v["running"].as_bool() == Some(true) {
         println!(
             "agent        running (pid {}), first pass {}",
@@ -441,8 +515,18 @@ fn status(repo_dir: &Path, json: bool) -> Result<i32> {
             ts("last_capture"),
             ts("last_upload"),
         );
+        if let Some(oldest) = journal_v["oldest_waiting"].as_i64() {
+            let lag = Timestamp::now().0.saturating_sub(oldest).max(0) as u64;
+            println!(
+                "upload lag   {} (the oldest version not yet uploaded)",
+                indicatif::HumanDuration(std::time::Duration::from_nanos(lag))
+            );
+        }
         if let Some(e) = journal_v["last_error"].as_str() {
             println!("last error   {e}");
+        }
+        if let Some(e) = upload_v["last_error"].as_str() {
+            println!("upload error {e} (retrying)");
         }
     }
     if let Some(p) = agent_v["recent_problems"].as_array().and_then(|a| a.last()) {

@@ -9,6 +9,7 @@ mod agent;
 mod check;
 mod commands;
 mod paths;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,8 +32,18 @@ struct Cli {
 #[derive(Args, Clone)]
 struct Global {
     /// Repository directory [default: $XDG_DATA_HOME/rewind/repo]
-    #[arg(long, global = true, env = "REWIND_REPO", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "REWIND_REPO",
+        value_name = "DIR",
+        conflicts_with = "server"
+    )]
     repo: Option<PathBuf>,
+    /// Work with this backup server (the one enrolled with `rewind enroll`)
+    /// instead of a local repository [default: the enrolled server, if any]
+    #[arg(long, global = true, env = "REWIND_SERVER", value_name = "URL")]
+    server: Option<String>,
     /// More log output (-v: info, -vv: debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -42,6 +53,8 @@ struct Global {
 enum Command {
     /// Create a repository
     Init,
+    /// Enroll this machine with a backup server (rewind-server)
+    Enroll(EnrollArgs),
     /// Protect folders: capture every change, in the foreground, until Ctrl-C
     Watch(WatchArgs),
     /// Show the agent, journal and repository state
@@ -87,6 +100,28 @@ struct JsonArg {
 }
 
 #[derive(Args)]
+struct EnrollArgs {
+    /// The server, https://HOST:PORT
+    url: String,
+    /// This machine's client name (as given to `rewind-server client add`)
+    #[arg(long)]
+    name: String,
+    /// The one-time enrollment token `rewind-server client add` printed
+    #[arg(long)]
+    token: String,
+    /// The server certificate's fingerprint (`rewind-server fingerprint`);
+    /// without it, rewind shows the fingerprint and asks
+    #[arg(long, value_name = "SHA256:…")]
+    fingerprint: Option<String>,
+    /// Upload bandwidth limit to store with the enrollment, e.g. 5MiB/s or
+    /// '08:00-18:00 1MiB/s, 20MiB/s'
+    #[arg(long, value_name = "RATE")]
+    limit_upload: Option<String>,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+#[derive(Args)]
 struct WatchArgs {
     /// Folders to protect
     #[arg(required = true)]
@@ -104,6 +139,10 @@ struct WatchArgs {
     /// continuous protection); exit code 3 if some paths were skipped
     #[arg(long)]
     once: bool,
+    /// Upload bandwidth limit when protecting to a server, e.g. 5MiB/s or
+    /// '08:00-18:00 1MiB/s, 20MiB/s' (overrides the enrolled setting)
+    #[arg(long, value_name = "RATE")]
+    limit_upload: Option<String>,
 }
 
 #[derive(Args)]

@@ -41,6 +41,20 @@ pub fn state_dir() -> Result<PathBuf> {
     }
 }
 
+/// The configuration file: `$REWIND_CONFIG`, else
+/// `$XDG_CONFIG_HOME/rewind/config.toml` (macOS:
+/// `~/Library/Application Support/rewind/config.toml`).
+pub fn config_file() -> Result<PathBuf> {
+    if let Some(f) = std::env::var_os("REWIND_CONFIG").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(f));
+    }
+    if cfg!(target_os = "macos") {
+        Ok(home()?.join("Library/Application Support/rewind/config.toml"))
+    } else {
+        Ok(xdg("XDG_CONFIG_HOME", ".config")?.join("rewind/config.toml"))
+    }
+}
+
 /// The journal of the agent that protects into the repository with `repo_id`.
 pub fn journal_dir(repo_id: &str) -> Result<PathBuf> {
     Ok(state_dir()?.join("journals").join(repo_id))

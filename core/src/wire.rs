@@ -102,9 +102,14 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_stdvec(v).expect("wire types always serialize")
 }
 
-/// Decode a postcard body.
+/// Decode a postcard body, which must be exactly one value (trailing
+/// bytes are refused, so a body is never half understood).
 pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, postcard::Error> {
-    postcard::from_bytes(b)
+    let (v, rest) = postcard::take_from_bytes(b)?;
+    if !rest.is_empty() {
+        return Err(postcard::Error::DeserializeBadEncoding);
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -128,6 +133,11 @@ mod tests {
             Some(f.as_str())
         );
         assert_eq!(parse_fingerprint("SHA256:abcd"), None);
+        let ids = vec![crate::ChunkId::of(b"x")];
+        let mut b = encode(&ids);
+        assert_eq!(decode::<Vec<crate::ChunkId>>(&b).unwrap(), ids);
+        b.push(0);
+        assert!(decode::<Vec<crate::ChunkId>>(&b).is_err(), "trailing bytes");
         assert_eq!(parse_fingerprint("not hex at all"), None);
     }
 }

@@ -168,6 +168,10 @@ pub struct JournalStats {
     pub known_paths: u64,
     /// The last flush error, if the last flush failed.
     pub last_error: Option<String>,
+    /// When the oldest version not yet in the repository was observed
+    /// (its age is the upload lag).
+    #[serde(default)]
+    pub oldest_waiting: Option<Timestamp>,
 }
 
 /// [`PathState`] borrowed, for encoding (postcard encodes both alike).
@@ -833,6 +837,13 @@ impl Journal {
             last_upload: ts("last_upload")?,
             known_paths: db.scan_prefix([b's']).count() as u64,
             last_error: lock(&self.inner.last_error).clone(),
+            oldest_waiting: if durable > cursor {
+                self.versions_after(cursor, 1)?
+                    .first()
+                    .map(|v| v.observed_at)
+            } else {
+                None
+            },
         })
     }
 

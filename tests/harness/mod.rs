@@ -417,3 +417,175 @@ fn describe(root: &Path, p: &Path, out: &mut Vec<String>) {
         ));
     }
 }
+
+pub fn server_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rewind-server")
+}
+
+/// A free TCP port on loopback (bound, then released for the caller).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real `rewind-server` process on 127.0.0.1 and a port of its own,
+/// which keeps its port across restarts.
+pub struct Server {
+    pub data: PathBuf,
+    pub port: u16,
+    pub url: String,
+    pub admin: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// `rewind-server init` in `data`, then serve.
+    pub fn start_new(data: &Path) -> Server {
+        let out = Command::new(server_bin())
+            .args(["--data", data.to_str().unwrap(), "init"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "init failed\n{}", show(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let admin = text
+            .lines()
+            .find_map(|l| {
+                l.split_once("shown once, stored hashed): ")
+                    .map(|(_, s)| s.trim())
+            })
+            .expect("init prints the admin secret")
+            .to_string();
+        let port = free_port();
+        let mut s = Server {
+            data: data.to_path_buf(),
+            port,
+            url: format!("https://127.0.0.1:{port}"),
+            admin,
+            child: None,
+            log: data.with_extension(format!("log-{}", rand_suffix())),
+        };
+        s.start();
+        s
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(server_bin())
+            .arg("--data")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `client add NAME`: its enrollment token.
+    pub fn add_client(&self, name: &str) -> String {
+        let out = self.cmd(&["client", "add", name]);
+        assert!(out.status.success(), "{}", show(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn fingerprint(&self) -> String {
+        let out = self.cmd(&["fingerprint"]);
+        assert!(out.status.success(), "{}", show(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Serve (again) on the same port; returns once it listens.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(server_bin())
+            .arg("--data")
+            .arg(&self.data)
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("REWIND_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let before = self.log().matches("listening on").count();
+        let start = Instant::now();
+        while self.log().matches("listening on").count() == before {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("server exited with {st}; log:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "server never listened; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; the server must exit 0 after finishing what is in flight.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let st = c.wait().unwrap();
+            assert!(
+                st.success() || std::thread::panicking(),
+                "server exited with {st}; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- server log\n{}", self.log());
+        }
+        self.kill();
+    }
+}
+
+impl Env {
+    /// `rewind enroll` with `server` as `name`.
+    pub fn enroll(&self, server: &Server, name: &str) {
+        let token = server.add_client(name);
+        self.ok(&[
+            "enroll",
+            &server.url,
+            "--name",
+            name,
+            "--token",
+            &token,
+            "--fingerprint",
+            &server.fingerprint(),
+        ]);
+    }
+}

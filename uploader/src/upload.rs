@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rewind_core::{ChunkId, RepoError, Repository, Timestamp, Version};
+use rewind_core::{ChunkId, EncodedChunk, RepoError, Repository, Timestamp, Version};
 use rewind_journal::{Journal, JournalError};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,11 @@ pub struct UploadOptions {
     pub max_chunk_bytes: usize,
     /// Longest pause between retries.
     pub max_backoff: Duration,
+    /// `put_chunks` requests sent at once.
+    pub in_flight: usize,
+    /// After the journal makes something durable, wait this long for more
+    /// before sending a batch (fewer, fuller requests to a server).
+    pub gather: Duration,
 }
 
 impl Default for UploadOptions {
@@ -48,6 +53,22 @@ impl Default for UploadOptions {
             max_versions: 2000,
             max_chunk_bytes: 32 << 20,
             max_backoff: Duration::from_secs(60),
+            in_flight: 1,
+            gather: Duration::ZERO,
+        }
+    }
+}
+
+impl UploadOptions {
+    /// For a server over the network: 8 MiB requests, four at once, so a
+    /// slow round trip does not idle the link, and batches gathered for up
+    /// to half a second.
+    pub fn remote() -> Self {
+        UploadOptions {
+            max_chunk_bytes: 8 << 20,
+            in_flight: 4,
+            gather: Duration::from_millis(500),
+            ..Default::default()
         }
     }
 }
@@ -88,29 +109,7 @@ pub fn drain_once(
         }
     }
     let missing = repo.missing_chunks(&ids)?;
-    let mut lost: HashSet<ChunkId> = HashSet::new();
-    let mut group = Vec::new();
-    let mut group_bytes = 0usize;
-    let mut sent = 0u64;
-    for id in missing {
-        match journal.read_spooled(&id)? {
-            Some(c) => {
-                group_bytes += c.data.len();
-                sent += c.data.len() as u64;
-                group.push(c);
-                if group_bytes >= opts.max_chunk_bytes {
-                    repo.put_chunks(std::mem::take(&mut group))?;
-                    group_bytes = 0;
-                }
-            }
-            None => {
-                lost.insert(id);
-            }
-        }
-    }
-    if !group.is_empty() {
-        repo.put_chunks(group)?;
-    }
+    let (lost, sent) = send_chunks(journal, repo, opts, missing)?;
     let (good, bad): (Vec<Version>, Vec<Version>) = versions
         .into_iter()
         .partition(|v| v.chunk_refs().all(|c| !lost.contains(&c.id)));
@@ -131,6 +130,74 @@ pub fn drain_once(
     st.bytes_sent += sent;
     st.last_error = None;
     Ok(n.max(1))
+}
+
+/// Send the chunks `missing` from the spool, in groups of about
+/// `max_chunk_bytes`, `in_flight` requests at a time. Returns the chunks
+/// the spool no longer has, and the bytes sent.
+fn send_chunks(
+    journal: &Journal,
+    repo: &dyn Repository,
+    opts: &UploadOptions,
+    missing: Vec<ChunkId>,
+) -> Result<(HashSet<ChunkId>, u64), UploadError> {
+    let mut lost: HashSet<ChunkId> = HashSet::new();
+    let mut sent = 0u64;
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<EncodedChunk>>(opts.in_flight.max(1));
+    let failed: Mutex<Option<RepoError>> = Mutex::new(None);
+    let read = std::thread::scope(|scope| -> Result<(), UploadError> {
+        for _ in 0..opts.in_flight.max(1) {
+            let rx = rx.clone();
+            let failed = &failed;
+            scope.spawn(move || {
+                for group in rx {
+                    if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                        continue;
+                    }
+                    if let Err(e) = repo.put_chunks(group) {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                    }
+                }
+            });
+        }
+        drop(rx);
+        let mut group = Vec::new();
+        let mut group_bytes = 0usize;
+        for id in missing {
+            if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                break;
+            }
+            match journal.read_spooled(&id)? {
+                Some(c) => {
+                    group_bytes += c.data.len();
+                    sent += c.data.len() as u64;
+                    group.push(c);
+                    if group_bytes >= opts.max_chunk_bytes {
+                        group_bytes = 0;
+                        if tx.send(std::mem::take(&mut group)).is_err() {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    lost.insert(id);
+                }
+            }
+        }
+        if !group.is_empty() {
+            let _ = tx.send(group);
+        }
+        drop(tx);
+        Ok(())
+    });
+    read?;
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e.into());
+    }
+    Ok((lost, sent))
 }
 
 /// The upload thread.
@@ -202,10 +269,13 @@ fn run(
                 backoff = Duration::from_millis(200);
                 let cursor = journal.cursor().unwrap_or(0);
                 // Wakes as soon as the journal makes something durable.
-                journal.wait_durable_beyond(
-                    cursor.max(journal.durable_seq()),
-                    Duration::from_millis(250),
-                );
+                let before = cursor.max(journal.durable_seq());
+                if journal.wait_durable_beyond(before, Duration::from_millis(250)) > before
+                    && !opts.gather.is_zero()
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    std::thread::sleep(opts.gather);
+                }
             }
             Ok(_) => backoff = Duration::from_millis(200),
             Err(e) => {

@@ -34,6 +34,7 @@ use rewind_watcher::{IgnoreRules, ScanItem, WatchEvent, WatchOptions, Watcher};
 use serde::Serialize;
 
 use crate::paths;
+use crate::server::Target;
 use capture::{Capturer, Change, LinkMap, Outcome};
 use scheduler::Scheduler;
 
@@ -41,8 +42,8 @@ use scheduler::Scheduler;
 pub struct AgentOptions {
     /// Folders to protect.
     pub roots: Vec<PathBuf>,
-    /// The repository directory.
-    pub repo: PathBuf,
+    /// The repository: a local directory or a server.
+    pub target: Target,
     /// `--exclude` globs.
     pub excludes: Vec<String>,
     /// Quiet time before a changed path is captured.
@@ -53,6 +54,8 @@ pub struct AgentOptions {
     pub progress: bool,
     /// Exit after the first pass has been captured and uploaded.
     pub once: bool,
+    /// Upload limit for a server (overrides the enrolled one).
+    pub limit_upload: Option<String>,
 }
 
 /// Counters shared by the agent's threads.
@@ -96,7 +99,8 @@ pub(crate) struct Agent {
     /// Set when stopping: scans stop queueing work.
     pub stopping: AtomicBool,
     pub roots: Vec<PathBuf>,
-    pub repo_path: PathBuf,
+    /// The repository's directory, or the server's URL.
+    pub repo_path: String,
     pub started: Timestamp,
     pub quiescence: Duration,
     pub max_interval: Duration,
@@ -311,6 +315,77 @@ fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journal> {
     }
 }
 
+/// The repository the agent protects into.
+struct OpenedTarget {
+    repo: Arc<dyn Repository>,
+    /// The embedded repository, which takes chunks straight from capture.
+    sink: Option<Arc<LocalRepo>>,
+    /// Repository id (names the journal directory).
+    id: String,
+    chunker: rewind_core::ChunkerParams,
+    /// The client name a server knows this machine by.
+    client: Option<String>,
+    /// A local repository's directory (never captured).
+    local_path: Option<PathBuf>,
+    /// For `status`: the directory or the URL.
+    describe: String,
+    upload: UploadOptions,
+}
+
+fn open_target(opts: &AgentOptions) -> Result<OpenedTarget> {
+    match &opts.target {
+        Target::Local(dir) => {
+            let repo = if dir.join("config").exists() {
+                LocalRepo::open_writer(dir)?
+            } else {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create repository {}", dir.display()))?;
+                let r = LocalRepo::init(dir, rewind_core::DEFAULT_CHUNKER)?;
+                eprintln!("rewind: created repository {}", dir.display());
+                r
+            };
+            // Chunks reach the repository from capture in this process (or
+            // from our own CRC-checked spool): decoding each one again only
+            // to re-hash it would cost about a tenth of the first pass
+            // (measured, docs/decisions.md).
+            repo.set_check_puts(false);
+            let path = dir.canonicalize().unwrap_or(dir.clone());
+            let repo = Arc::new(repo);
+            Ok(OpenedTarget {
+                id: repo.id().to_string(),
+                chunker: repo.chunker(),
+                repo: repo.clone(),
+                sink: Some(repo),
+                client: None,
+                describe: path.to_string_lossy().into_owned(),
+                local_path: Some(path),
+                upload: UploadOptions::default(),
+            })
+        }
+        Target::Server(remote) => {
+            let mut remote = (**remote).clone();
+            if let Some(l) = &opts.limit_upload {
+                remote.limit = Some(
+                    rewind_remote::RateSchedule::parse(l)
+                        .map_err(|e| anyhow::anyhow!("--limit-upload: {e}"))?,
+                );
+            }
+            let r = remote.connect()?;
+            let info = remote.info(&r)?;
+            Ok(OpenedTarget {
+                id: info.repo_id.clone(),
+                chunker: info.chunker,
+                repo: Arc::new(r),
+                sink: None,
+                client: Some(info.client.clone()),
+                local_path: None,
+                describe: remote.cfg.url.clone(),
+                upload: UploadOptions::remote(),
+            })
+        }
+    }
+}
+
 pub fn run(opts: AgentOptions) -> Result<i32> {
     let mut roots = Vec::new();
     for r in &opts.roots {
@@ -322,31 +397,37 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         }
         roots.push(c);
     }
-    let repo = if opts.repo.join("config").exists() {
-        LocalRepo::open_writer(&opts.repo)?
-    } else {
-        std::fs::create_dir_all(&opts.repo)
-            .with_context(|| format!("cannot create repository {}", opts.repo.display()))?;
-        let r = LocalRepo::init(&opts.repo, rewind_core::DEFAULT_CHUNKER)?;
-        eprintln!("rewind: created repository {}", opts.repo.display());
-        r
-    };
-    let repo_path = opts.repo.canonicalize().unwrap_or(opts.repo.clone());
-    let jdir = paths::journal_dir(repo.id())?;
+    let opened = open_target(&opts)?;
+    let repo = opened.repo.clone();
+    let jdir = paths::journal_dir(&opened.id)?;
     std::fs::create_dir_all(&jdir).with_context(|| format!("cannot create {}", jdir.display()))?;
-    let client = paths::client_name(&jdir);
+    let client = opened
+        .client
+        .clone()
+        .unwrap_or_else(|| paths::client_name(&jdir));
     let journal = open_journal(&jdir, &client)?;
+    let fresh = journal.durable_seq() == 0 && journal.stats()?.known_paths == 0;
     // A fresh journal beside a repository that already has versions of
     // this client (state dir lost or moved, journal rebuilt) must not reuse
     // their numbers, and starts from the repository's newest states so the
     // first pass captures only what differs.
-    let held = repo
-        .stats()?
-        .max_seq
-        .iter()
-        .find(|(c, _)| c == journal.client())
-        .map_or(0, |(_, s)| *s);
-    let fresh = journal.durable_seq() == 0 && journal.stats()?.known_paths == 0;
+    let held = match repo.stats() {
+        Ok(st) => st
+            .max_seq
+            .iter()
+            .find(|(c, _)| c == journal.client())
+            .map_or(0, |(_, s)| *s),
+        // Offline with a journal that knows its numbers: go on capturing.
+        Err(e) if e.is_transient() && !fresh => {
+            eprintln!("rewind: {e}; capturing locally until it is back");
+            0
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "a new journal needs the repository once, to continue its sequence numbers",
+            ));
+        }
+    };
     journal.skip_to(held)?;
     if fresh && held > 0 {
         let mut states = Vec::new();
@@ -383,23 +464,16 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     std::fs::write(jdir.join("agent.json"), serde_json::to_vec_pretty(&cfg)?)
         .with_context(|| format!("cannot write {}", jdir.join("agent.json").display()))?;
     let state_dir = paths::state_dir()?;
-    let ignored = vec![
-        repo_path.clone(),
-        state_dir.canonicalize().unwrap_or(state_dir),
-    ];
+    let mut ignored = vec![state_dir.canonicalize().unwrap_or(state_dir)];
+    ignored.extend(opened.local_path.clone());
     let rules = Arc::new(IgnoreRules::new(&roots, &opts.excludes, &ignored)?);
-    let chunker = Chunker::new(repo.chunker());
-    // Chunks reach the repository from capture in this process (or from
-    // our own CRC-checked spool): decoding each one again only to re-hash it
-    // would cost about a tenth of the first pass (measured,
-    // docs/decisions.md).
-    repo.set_check_puts(false);
-    let repo = Arc::new(repo);
-    // The embedded repository takes chunks straight from capture, so each
-    // byte is written once (docs/decisions.md, "direct path").
-    journal.set_sink(repo.clone());
-    let repo: Arc<dyn Repository> = repo;
-    let uploader = Uploader::start(journal.clone(), repo.clone(), UploadOptions::default());
+    let chunker = Chunker::new(opened.chunker);
+    if let Some(local) = &opened.sink {
+        // The embedded repository takes chunks straight from capture, so
+        // each byte is written once (docs/decisions.md, "direct path").
+        journal.set_sink(local.clone());
+    }
+    let uploader = Uploader::start(journal.clone(), repo.clone(), opened.upload.clone());
 
     let mut wopts = WatchOptions::new(roots.clone(), rules.clone());
     wopts.quiescence = opts.quiescence;
@@ -416,7 +490,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         first_pass_done: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         roots: roots.clone(),
-        repo_path,
+        repo_path: opened.describe.clone(),
         started: Timestamp::now(),
         quiescence: opts.quiescence,
         max_interval: opts.max_interval,

@@ -1,4 +1,7 @@
 //! `rewind-server`: the backup server desktops protect their files to.
+//! (The binary lives in the `rewind` package beside `rewind`, so one
+//! install brings both and the end-to-end tests can run both; this crate
+//! is everything it does.)
 //!
 //! HTTPS (TLS 1.3, HTTP/2) over the same repository engine as rewind's
 //! embedded repository; each client enrolls with a one-time token, gets
@@ -87,7 +90,8 @@ enum ClientCommand {
     },
 }
 
-fn main() -> ExitCode {
+/// The `rewind-server` command line.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = match cli.verbose {
         0 => "warn",
@@ -203,7 +207,7 @@ fn run(cli: Cli) -> Result<()> {
             } else if c.clients.is_empty() {
                 println!("no clients (add one with `rewind-server client add NAME`)");
             } else {
-                println!("{:<24} {:<9} {}", "NAME", "STATE", "SINCE");
+                println!("{:<24} {:<9} SINCE", "NAME", "STATE");
                 for r in &c.clients {
                     let since = r
                         .removed

@@ -1,0 +1,543 @@
+//! End-to-end tests of `rewind-server` with real `rewind` clients over TLS
+//! on 127.0.0.1 (issue 4).
+
+mod harness;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use harness::{DEADLINE, Env, Server, describe_tree, show, wait_until};
+use rewind_core::{ChunkId, Repository};
+
+fn write(p: &Path, data: &[u8]) {
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(p, data).unwrap();
+}
+
+fn server(env: &Env) -> Server {
+    Server::start_new(&env.tmp.path().join("srv"))
+}
+
+/// The agent's status as JSON.
+fn status(env: &Env) -> serde_json::Value {
+    env.json(&["status", "--json"])
+}
+
+/// Wait until the running agent has nothing left to upload.
+fn wait_drained(env: &Env) {
+    wait_until("the journal to drain to the server", || {
+        let s = status(env);
+        s["journal"]["versions_waiting"].as_u64() == Some(0)
+            && s["journal"]["durable_seq"].as_u64().unwrap_or(0) > 0
+    });
+}
+
+#[test]
+fn enroll_watch_and_restore_through_the_server() {
+    let env = Env::new();
+    let srv = server(&env);
+    env.enroll(&srv, "laptop");
+    let cfg = fs::read_to_string(env.tmp.path().join("config/rewind/config.toml")).unwrap();
+    assert!(cfg.contains("[server]") && cfg.contains(&srv.url), "{cfg}");
+    let key = env.tmp.path().join("config/rewind/client.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let doc = env.root.join("notes/doc.txt");
+    write(&doc, b"first draft");
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    write(&env.root.join("data.bin"), &big);
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&doc, 1);
+    let t1 = env.now();
+    write(&doc, b"second draft, longer");
+    env.wait_versions(&doc, 2);
+
+    // Nothing of it lives in a local repository: the default one was
+    // never created.
+    assert!(!env.tmp.path().join("data/rewind/repo").exists());
+    let s = status(&env);
+    assert_eq!(
+        s["repository"]["server"].as_str(),
+        Some(srv.url.as_str()),
+        "{s:#}"
+    );
+    assert_eq!(s["client"], "laptop");
+
+    let dest = env.tmp.path().join("at-t1");
+    env.restore_to_ok(&env.root, &t1, &dest);
+    assert_eq!(
+        fs::read(dest.join("notes/doc.txt")).unwrap(),
+        b"first draft"
+    );
+    assert_eq!(fs::read(dest.join("data.bin")).unwrap(), big);
+    agent.stop();
+    let now = env.tmp.path().join("now");
+    env.restore_to_ok(&env.root, &env.now(), &now);
+    assert_eq!(describe_tree(&env.root), describe_tree(&now));
+
+    // In place: a file whose content already matches is not fetched.
+    fs::remove_file(&doc).unwrap();
+    let out = env.json(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--json",
+    ]);
+    assert_eq!(out["bytes_fetched"].as_u64(), Some(20), "{out:#}");
+    assert!(
+        out["bytes_reused"].as_u64().unwrap() >= big.len() as u64,
+        "{out:#}"
+    );
+    assert_eq!(describe_tree(&env.root), describe_tree(&now));
+}
+
+#[test]
+fn wrong_tokens_and_removed_clients_are_refused() {
+    let env = Env::new();
+    let mut srv = server(&env);
+    let token = srv.add_client("laptop");
+    let fp = srv.fingerprint();
+    let enroll = |tok: &str| {
+        env.run(&[
+            "enroll",
+            &srv.url,
+            "--name",
+            "laptop",
+            "--token",
+            tok,
+            "--fingerprint",
+            &fp,
+        ])
+    };
+    let out = enroll("0000");
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("enrollment refused"),
+        "{}",
+        show(&out)
+    );
+    assert!(enroll(&token).status.success());
+    // One time only.
+    let out = enroll(&token);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+
+    write(&env.root.join("a"), b"a");
+    env.ok(&["watch", env.root.to_str().unwrap(), "--once"]);
+    env.ok(&["versions", env.root.join("a").to_str().unwrap()]);
+
+    let out = srv.cmd(&["client", "remove", "laptop"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = env.run(&["versions", env.root.join("a").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused") && err.lines().count() == 1,
+        "{}",
+        show(&out)
+    );
+
+    // The listing says so, and the name is not handed out again by mistake.
+    let list: serde_json::Value =
+        serde_json::from_slice(&srv.cmd(&["client", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list[0]["state"], "removed");
+    assert!(!srv.cmd(&["client", "add", "laptop"]).status.success());
+    srv.stop();
+}
+
+/// A raw HTTPS client pinned to the server, for requests `rewind` never
+/// sends.
+fn raw_client(srv: &Server) -> reqwest::blocking::Client {
+    let (cfg, _) = rewind_remote::tls::client_config(Some(&srv.fingerprint()));
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// The remote repository as `env`'s enrollment sees it.
+fn remote_of(env: &Env) -> rewind_remote::RemoteRepo {
+    let cfg = fs::read_to_string(env.tmp.path().join("config/rewind/config.toml")).unwrap();
+    let t: toml::Table = toml::from_str(&cfg).unwrap();
+    let s = &t["server"];
+    let key = fs::read_to_string(env.tmp.path().join("config/rewind/client.key")).unwrap();
+    rewind_remote::RemoteRepo::new(&rewind_remote::RemoteConfig {
+        url: s["url"].as_str().unwrap().into(),
+        client: s["client"].as_str().unwrap().into(),
+        key: key.trim().into(),
+        fingerprint: s["fingerprint"].as_str().unwrap().into(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_client_cannot_list_restore_or_probe_another_clients_data() {
+    let a = Env::new();
+    let b = Env::new();
+    let srv = server(&a);
+    a.enroll(&srv, "alice");
+    b.enroll(&srv, "bob");
+    let secret = b"alice's secret document, nobody else has these bytes";
+    write(&a.root.join("secret.txt"), secret);
+    a.ok(&["watch", a.root.to_str().unwrap(), "--once"]);
+    let vs = a.versions_json(&a.root.join("secret.txt"));
+    let chunk: ChunkId = vs[0]["chunks"][0].as_str().unwrap().parse().unwrap();
+
+    // Bob asks about Alice's paths: they are not his.
+    for args in [
+        vec!["ls", a.root.to_str().unwrap()],
+        vec!["versions", a.root.join("secret.txt").to_str().unwrap()],
+    ] {
+        let out = b.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not inside any protected folder"),
+            "{}",
+            show(&out)
+        );
+    }
+    let dest = b.tmp.path().join("stolen");
+    let out = b.restore_to(&a.root, "now", &dest);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(!dest.exists());
+
+    // Probing: Alice's chunk is "missing" for Bob and cannot be read by him,
+    // while Alice sees it stored.
+    let bob = remote_of(&b);
+    assert_eq!(bob.missing_chunks(&[chunk]).unwrap(), vec![chunk]);
+    assert!(bob.read_chunk(&chunk).is_err());
+    let alice = remote_of(&a);
+    assert!(alice.missing_chunks(&[chunk]).unwrap().is_empty());
+    assert_eq!(alice.read_chunk(&chunk).unwrap(), secret);
+    // Bob's tree at Alice's root is empty, and a commit of a version naming
+    // Alice's chunk, or Alice as its client, is refused.
+    assert!(
+        bob.tree_at(
+            "alice",
+            a.root.to_str().unwrap().as_bytes(),
+            rewind_core::Timestamp::MAX
+        )
+        .unwrap()
+        .is_empty()
+    );
+    let mut v = alice
+        .versions_of(
+            "alice",
+            a.root.join("secret.txt").to_str().unwrap().as_bytes(),
+        )
+        .unwrap()
+        .remove(0);
+    let e = bob
+        .commit_versions(vec![v.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("credentials are \"bob\""), "{e}");
+    v.client = "bob".into();
+    v.seq = 1;
+    let e = bob.commit_versions(vec![v]).unwrap_err().to_string();
+    assert!(e.contains("has not uploaded"), "{e}");
+
+    // Once Bob has the same bytes himself, he uploads them (and only then
+    // may refer to them).
+    write(&b.root.join("mine.txt"), secret);
+    b.ok(&["watch", b.root.to_str().unwrap(), "--once"]);
+    assert!(bob.missing_chunks(&[chunk]).unwrap().is_empty());
+}
+
+#[test]
+fn a_changed_server_certificate_is_refused() {
+    let env = Env::new();
+    let mut srv = server(&env);
+    env.enroll(&srv, "laptop");
+    write(&env.root.join("a"), b"a");
+    env.ok(&["watch", env.root.to_str().unwrap(), "--once"]);
+
+    // A wrong fingerprint at enrollment is refused before any token is sent.
+    let other = Env::new();
+    let token = srv.add_client("other");
+    let out = other.run(&[
+        "enroll",
+        &srv.url,
+        "--name",
+        "other",
+        "--token",
+        &token,
+        "--fingerprint",
+        &format!("SHA256:{}", "ab".repeat(32)),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate changed"),
+        "{}",
+        show(&out)
+    );
+    // Without a fingerprint and not on a terminal: refused, fingerprint shown.
+    let out = other.run(&["enroll", &srv.url, "--name", "other", "--token", &token]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&srv.fingerprint()),
+        "{}",
+        show(&out)
+    );
+
+    // The server gets another certificate (an impostor on its address).
+    srv.stop();
+    let imp = env.tmp.path().join("impostor");
+    let out = std::process::Command::new(harness::server_bin())
+        .args(["--data", imp.to_str().unwrap(), "init"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for f in ["cert.pem", "key.pem"] {
+        fs::copy(imp.join("tls").join(f), srv.data.join("tls").join(f)).unwrap();
+    }
+    srv.start();
+    let out = env.run(&["versions", env.root.join("a").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("certificate changed") && err.lines().count() == 1,
+        "{}",
+        show(&out)
+    );
+}
+
+fn tree_of(root: &Path, n: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let p = root.join(format!("d{}/f{i}.bin", i % 7));
+        let data: Vec<u8> = (0..(20_000 + i * 997))
+            .map(|j| (j as u32 ^ (i as u32 * 7919)) as u8)
+            .collect();
+        write(&p, &data);
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn server_killed_mid_upload_loses_and_duplicates_nothing() {
+    let env = Env::new();
+    let mut srv = server(&env);
+    env.enroll(&srv, "laptop");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    // Several rounds: write a batch, kill the server while it arrives,
+    // bring it back.
+    for round in 0..3 {
+        let dir = env.root.join(format!("round{round}"));
+        tree_of(&dir, 150);
+        std::thread::sleep(Duration::from_millis(150 + round * 100));
+        srv.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        srv.start();
+    }
+    wait_drained(&env);
+    let s = status(&env);
+    // Every version the journal acknowledged is on the server, once.
+    assert_eq!(
+        s["repository"]["versions"].as_u64(),
+        s["journal"]["durable_seq"].as_u64(),
+        "{s:#}"
+    );
+    agent.stop();
+    srv.stop();
+    // The repository is intact (checked by the client tool on the server's
+    // data, as an admin would).
+    let out = env.run(&["verify", "--repo", srv.data.join("repo").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    srv.start();
+    let dest = env.tmp.path().join("back");
+    env.restore_to_ok(&env.root, &env.now(), &dest);
+    assert_eq!(describe_tree(&env.root), describe_tree(&dest));
+}
+
+#[test]
+fn captures_go_on_while_the_server_is_down() {
+    let env = Env::new();
+    let mut srv = server(&env);
+    env.enroll(&srv, "laptop");
+    write(&env.root.join("before"), b"before");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    wait_drained(&env);
+    srv.stop();
+    let files = tree_of(&env.root.join("offline"), 40);
+    wait_until(
+        "captures to wait in the journal with an upload error",
+        || {
+            let s = status(&env);
+            s["journal"]["versions_waiting"].as_u64().unwrap_or(0) >= 40
+                && s["upload"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("cannot connect"))
+        },
+    );
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("upload lag") && text.contains("cannot connect"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    srv.start();
+    wait_drained(&env);
+    for f in &files {
+        assert_eq!(env.versions_json(f).len(), 1, "{}", f.display());
+    }
+    agent.stop();
+    let dest = env.tmp.path().join("back");
+    env.restore_to_ok(&env.root, &env.now(), &dest);
+    assert_eq!(describe_tree(&env.root), describe_tree(&dest));
+    // `status` without a running agent still reads the journal.
+    let s = status(&env);
+    assert_eq!(s["journal"]["versions_waiting"].as_u64(), Some(0));
+    let _ = DEADLINE;
+}
+
+#[test]
+fn malformed_requests_get_4xx_and_never_crash_the_server() {
+    let env = Env::new();
+    let mut srv = server(&env);
+    env.enroll(&srv, "laptop");
+    write(&env.root.join("a"), b"a");
+    env.ok(&["watch", env.root.to_str().unwrap(), "--once"]);
+    let key = fs::read_to_string(env.tmp.path().join("config/rewind/client.key")).unwrap();
+    let auth = format!("Bearer laptop:{}", key.trim());
+    let http = raw_client(&srv);
+    let url = |r: &str| format!("{}{r}", srv.url);
+
+    let routes = [
+        "/v1/missing",
+        "/v1/chunks",
+        "/v1/commit",
+        "/v1/versions",
+        "/v1/tree",
+        "/v1/covers",
+        "/v1/read",
+    ];
+    let mut bodies: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0xff; 16],
+        vec![0xff, 0xff, 0xff, 0xff, 0x0f], // a huge length prefix
+        b"{\"json\": true}".to_vec(),
+        vec![1, 32], // truncated
+        (0..4096u32).map(|i| (i * 31 % 251) as u8).collect(),
+    ];
+    // A chunk whose bytes do not match its id.
+    let mut c = rewind_core::EncodedChunk::encode(b"honest bytes");
+    c.data = b"other bytes!".to_vec();
+    c.compressed = false;
+    bodies.push(rewind_core::wire::encode(&vec![c]));
+    for r in routes {
+        for b in &bodies {
+            let resp = http
+                .post(url(r))
+                .header("Authorization", &auth)
+                .body(b.clone())
+                .send()
+                .unwrap();
+            let st = resp.status().as_u16();
+            let text = resp.text().unwrap();
+            assert!(
+                (400..500).contains(&st),
+                "{r} with {} bytes: {st} {text}",
+                b.len()
+            );
+            assert!(
+                !text.trim().is_empty() && text.trim().lines().count() == 1,
+                "{r}: {text:?}"
+            );
+        }
+    }
+    // Enrollment garbage, unknown routes, wrong methods, a body over the limit.
+    let resp = http
+        .post(url("/v1/enroll"))
+        .body("not json")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(
+        http.get(url("/v1/nothing"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        http.get(url("/v1/commit"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        405
+    );
+    let huge = vec![0u8; rewind_core::wire::MAX_BODY + 1];
+    let resp = http
+        .post(url("/v1/chunks"))
+        .header("Authorization", &auth)
+        .body(huge)
+        .send();
+    if let Ok(r) = resp {
+        assert_eq!(r.status().as_u16(), 413);
+    }
+
+    // Health and metrics.
+    assert_eq!(
+        http.get(url("/healthz")).send().unwrap().text().unwrap(),
+        "ok\n"
+    );
+    assert_eq!(
+        http.get(url("/metrics")).send().unwrap().status().as_u16(),
+        401
+    );
+    let m = http
+        .get(url("/metrics"))
+        .header("Authorization", format!("Bearer {}", srv.admin))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(m.contains("# TYPE rewind_requests_total counter"), "{m}");
+    let errors: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("rewind_client_errors_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(errors >= (routes.len() * bodies.len()) as u64, "{m}");
+
+    // Bad credentials of every shape (each failure doubles the delay
+    // before this address's next answer).
+    for a in [
+        "",
+        "Bearer laptop",
+        "Basic eDp5",
+        "Bearer :x",
+        "Bearer nobody:00",
+    ] {
+        let resp = http
+            .get(url("/v1/info"))
+            .header("Authorization", a)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{a:?}");
+    }
+    assert!(srv.is_running(), "the server died: {}", srv.log());
+    assert!(!srv.log().contains("panicked"), "{}", srv.log());
+    // And it still serves the real client.
+    env.ok(&["versions", env.root.join("a").to_str().unwrap()]);
+    srv.stop();
+    assert!(srv.log().contains("stopped"), "{}", srv.log());
+}
