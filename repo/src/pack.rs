@@ -962,7 +962,11 @@ mod tests {
             w.add_chunk(c).unwrap();
         }
         assert_eq!(
-            w.read_pending(&chunks[2].id).unwrap().unwrap().decode().unwrap(),
+            w.read_pending(&chunks[2].id)
+                .unwrap()
+                .unwrap()
+                .decode()
+                .unwrap(),
             chunks[2].decode().unwrap()
         );
         let idx = w.seal(dir.path()).unwrap();

@@ -97,6 +97,9 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         ),
         e => e.into(),
     })?;
+    // The handler decodes and hashes every chunk before it reaches the
+    // repository; checking again there would double the cost.
+    repo.set_check_puts(false);
     let admin_hash = std::fs::read_to_string(data.admin())
         .with_context(|| format!("cannot read {}", data.admin().display()))?;
     let tls = TlsAcceptor::from(Arc::new(tls_config(data)?));

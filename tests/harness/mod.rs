@@ -438,13 +438,22 @@ pub struct Server {
     pub port: u16,
     pub url: String,
     pub admin: String,
+    /// The address it listens on.
+    pub host: String,
+    /// A command the server runs under (e.g. `ip netns exec NS`).
+    pub prefix: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Server {
-    /// `rewind-server init` in `data`, then serve.
+    /// `rewind-server init` in `data`, then serve on loopback.
     pub fn start_new(data: &Path) -> Server {
+        Server::start_new_with(data, "127.0.0.1", &[])
+    }
+
+    /// `rewind-server init` in `data`, then serve on `host` under `prefix`.
+    pub fn start_new_with(data: &Path, host: &str, prefix: &[&str]) -> Server {
         let out = Command::new(server_bin())
             .args(["--data", data.to_str().unwrap(), "init"])
             .output()
@@ -463,8 +472,10 @@ impl Server {
         let mut s = Server {
             data: data.to_path_buf(),
             port,
-            url: format!("https://127.0.0.1:{port}"),
+            url: format!("https://{host}:{port}"),
             admin,
+            host: host.to_string(),
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
             child: None,
             log: data.with_extension(format!("log-{}", rand_suffix())),
         };
@@ -506,10 +517,18 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(server_bin())
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(server_bin());
+                c
+            }
+            None => Command::new(server_bin()),
+        };
+        let child = cmd
             .arg("--data")
             .arg(&self.data)
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["serve", "--listen", &format!("{}:{}", self.host, self.port)])
             .env("REWIND_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -576,10 +595,15 @@ impl Drop for Server {
 impl Env {
     /// `rewind enroll` with `server` as `name`.
     pub fn enroll(&self, server: &Server, name: &str) {
+        self.enroll_at(server, &server.url, name)
+    }
+
+    /// The same, reaching the server at `url` (through a proxy, say).
+    pub fn enroll_at(&self, server: &Server, url: &str, name: &str) {
         let token = server.add_client(name);
         self.ok(&[
             "enroll",
-            &server.url,
+            url,
             "--name",
             name,
             "--token",

@@ -355,6 +355,31 @@ mod tests {
     }
 
     #[test]
+    fn many_requests_in_flight_send_every_chunk_once() {
+        let (_t, j, r) = setup();
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            let (_, c) = capture(
+                &j,
+                &format!("/r/{i}"),
+                format!("content {i}").repeat(50).as_bytes(),
+            );
+            ids.push(c.id);
+        }
+        j.flush().unwrap();
+        let st = Mutex::new(UploadStatus::default());
+        let opts = UploadOptions {
+            max_chunk_bytes: 100,
+            in_flight: 3,
+            ..Default::default()
+        };
+        assert!(drain_once(&j, &r, &opts, &st).unwrap() > 0);
+        assert!(r.missing_chunks(&ids).unwrap().is_empty());
+        assert_eq!(r.stats().unwrap().versions, 40);
+        assert_eq!(j.cursor().unwrap(), 40);
+    }
+
+    #[test]
     fn small_batches_and_resend_after_a_lost_cursor_are_harmless() {
         let (_t, j, r) = setup();
         for i in 0..5 {
