@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench -p rewind-bench` (the `compare` bench target calls
 //! [`run_from_env`]). Parts and sizes are chosen by environment variables,
-//! see [`Config::from_env`]. Five parts:
+//! see [`Config::from_env`]. Six parts:
 //!
 //! - [`ingest`]: first pass over a ~2 GiB, ~50,000-file tree: rewind, restic,
 //!   borg, and the `tar` (read) and `b3sum` (hash) limits;
@@ -12,7 +12,10 @@
 //!   nothing changes;
 //! - [`chunks`]: what FastCDC bounds cost after small edits (in process);
 //! - [`metadata`]: what extended attributes and ACLs cost a capture and a
-//!   restore, and a large sparse file against restic.
+//!   restore, and a large sparse file against restic;
+//! - [`server`]: uploads to a `rewind-server` over loopback TLS against the
+//!   embedded repository, 20 clients at once, and restores that fetch only
+//!   what differs.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -26,6 +29,7 @@ pub mod latency;
 pub mod metadata;
 pub mod report;
 pub mod run;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,16 +51,19 @@ pub enum Part {
     Chunks,
     /// Cost of extended attributes and ACLs; sparse files.
     Metadata,
+    /// Uploads to and restores from a `rewind-server`.
+    Server,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 5] = [
+    pub const ALL: [Part; 6] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
         Part::Chunks,
         Part::Metadata,
+        Part::Server,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -67,6 +74,7 @@ impl Part {
             Part::Idle => "idle",
             Part::Chunks => "chunks",
             Part::Metadata => "metadata",
+            Part::Server => "server",
         }
     }
 }
@@ -91,7 +99,8 @@ pub struct Config {
     pub latency_writes: usize,
     /// Length of the idle measurement, seconds.
     pub idle_secs: u64,
-    /// Rounds of the ingest and metadata commands (medians are reported).
+    /// Rounds of the ingest, metadata and server commands (medians are
+    /// reported).
     pub ingest_runs: usize,
 }
 
@@ -112,15 +121,16 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server` | parts to run |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
     /// | `REWIND_BIN` | built: `cargo build --release -p rewind` | the rewind binary |
+    /// | `REWIND_SERVER_BIN` | `rewind-server` beside the rewind binary | the server binary (part `server`) |
     /// | `REWIND_BENCH_DOCS` | `1` at scale 1.0, else `0` | refresh `docs/benchmarks.md` |
     /// | `REWIND_BENCH_LATENCY_N` | 200 (× scale, at least 20) | latency samples |
     /// | `REWIND_BENCH_IDLE_SECS` | 60 (× scale, at least 5) | idle window |
-    /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest and metadata commands |
+    /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest, metadata and server commands |
     pub fn from_env() -> Result<Config> {
         let parts = match env("REWIND_BENCH") {
             None => Part::ALL.to_vec(),
@@ -131,7 +141,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, all)"
                         ),
                     }
                 }
@@ -310,6 +320,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Idle => idle::run(cfg, &mut session)?,
             Part::Chunks => chunks::run(cfg)?,
             Part::Metadata => metadata::run(cfg)?,
+            Part::Server => server::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

@@ -124,6 +124,11 @@ pub trait Repository: Send + Sync {
     fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError>;
     /// The decoded, verified bytes of a chunk.
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError>;
+    /// The decoded, verified bytes of several chunks, in order (a remote
+    /// repository fetches them in one round trip).
+    fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {
+        ids.iter().map(|id| self.read_chunk(id)).collect()
+    }
     /// Counters.
     fn stats(&self) -> Result<RepoStats, RepoError>;
 }

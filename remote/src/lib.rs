@@ -353,6 +353,18 @@ impl Repository for RemoteRepo {
         })
     }
 
+    fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(READ_BATCH) {
+            for c in self.read_encoded(part)? {
+                out.push(c.decode().map_err(|e| {
+                    remote(&self.url, format!("damaged chunk from the server: {e}"), false)
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
     fn stats(&self) -> Result<RepoStats, RepoError> {
         let b = self.call(reqwest::Method::GET, "/v1/stats", None)?;
         serde_json::from_slice(&b).map_err(|e| self.malformed(e))
