@@ -352,10 +352,14 @@ fn server_killed_mid_upload_loses_and_duplicates_nothing() {
         "{s:#}"
     );
     agent.stop();
+    // The repository is intact, checked while the server runs...
+    let out = srv.cmd(&["verify", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v:#}");
+    // ...and repair (server stopped) finds nothing lost.
     srv.stop();
-    // The repository is intact (checked by the client tool on the server's
-    // data, as an admin would).
-    let out = env.run(&["verify", "--repo", srv.data.join("repo").to_str().unwrap()]);
+    let out = srv.cmd(&["repair", "--json"]);
     assert!(out.status.success(), "{}", show(&out));
     srv.start();
     let dest = env.tmp.path().join("back");

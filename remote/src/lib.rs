@@ -358,7 +358,11 @@ impl Repository for RemoteRepo {
         for part in ids.chunks(READ_BATCH) {
             for c in self.read_encoded(part)? {
                 out.push(c.decode().map_err(|e| {
-                    remote(&self.url, format!("damaged chunk from the server: {e}"), false)
+                    remote(
+                        &self.url,
+                        format!("damaged chunk from the server: {e}"),
+                        false,
+                    )
                 })?);
             }
         }

@@ -600,7 +600,9 @@ impl Dest<'_> {
                         }
                         None => {
                             let b = fetched.next().ok_or_else(|| {
-                                io::Error::other("the repository returned fewer chunks than asked for")
+                                io::Error::other(
+                                    "the repository returned fewer chunks than asked for",
+                                )
                             })?;
                             self.report.bytes_fetched += b.len() as u64;
                             b

@@ -62,6 +62,24 @@ enum Command {
     },
     /// Print the certificate fingerprint clients pin
     Fingerprint,
+    /// Check the repository: every pack, chunk, index file and version
+    /// (exit 0 when clean, 1 when damage is found); works while serving
+    Verify {
+        /// Check structure only (no chunk is decompressed and hashed)
+        #[arg(long)]
+        quick: bool,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the indexes from the packs, salvage damaged packs, and list
+    /// the versions whose content is lost (exit 1 if there are any); stop
+    /// the server first
+    Repair {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage clients
     #[command(subcommand)]
     Client(ClientCommand),
@@ -90,8 +108,17 @@ enum ClientCommand {
     },
 }
 
+/// Repository checks shared with `rewind verify` / `rewind repair`, handed
+/// in by the binary (they live with rewind's command line).
+pub struct Admin {
+    /// `verify REPO QUICK JSON` → exit code.
+    pub verify: fn(&std::path::Path, bool, bool) -> Result<i32>,
+    /// `repair REPO JSON` → exit code.
+    pub repair: fn(&std::path::Path, bool) -> Result<i32>,
+}
+
 /// The `rewind-server` command line.
-pub fn main() -> ExitCode {
+pub fn main(admin: Admin) -> ExitCode {
     let cli = Cli::parse();
     let default = match cli.verbose {
         0 => "warn",
@@ -105,8 +132,8 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(cli, &admin) {
+        Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             let mut msg = e.to_string();
             for c in e.chain().skip(1) {
@@ -122,7 +149,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, admin: &Admin) -> Result<i32> {
     let Some(root) = cli.data else {
         anyhow::bail!("say where the data lives: --data DIR (or REWIND_SERVER_DATA)");
     };
@@ -149,7 +176,7 @@ fn run(cli: Cli) -> Result<()> {
                 root.display(),
                 root.display()
             );
-            Ok(())
+            Ok(0)
         }
         Command::Serve {
             listen,
@@ -160,11 +187,20 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             max_connections,
             grace: Duration::from_secs(grace),
-        }),
+        })
+        .map(|()| 0),
+        Command::Verify { quick, json } => {
+            dir.check()?;
+            (admin.verify)(&dir.repo(), quick, json)
+        }
+        Command::Repair { json } => {
+            dir.check()?;
+            (admin.repair)(&dir.repo(), json)
+        }
         Command::Fingerprint => {
             dir.check()?;
             println!("{}", serve::fingerprint(&dir)?);
-            Ok(())
+            Ok(0)
         }
         Command::Client(ClientCommand::Add { name, reuse }) => {
             dir.check()?;
@@ -175,7 +211,7 @@ fn run(cli: Cli) -> Result<()> {
                 "one-time enrollment token for {name} (above). On that machine run:\n  \
                  rewind enroll https://SERVER:PORT --name {name} --token {token} --fingerprint {fp}"
             );
-            Ok(())
+            Ok(0)
         }
         Command::Client(ClientCommand::List { json }) => {
             dir.check()?;
@@ -217,13 +253,13 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{:<24} {:<9} {}", r.name, state(r), since);
                 }
             }
-            Ok(())
+            Ok(0)
         }
         Command::Client(ClientCommand::Remove { name }) => {
             dir.check()?;
             data::remove_client(&dir, &name)?;
             println!("removed client {name}: its key no longer works; its versions stay stored");
-            Ok(())
+            Ok(0)
         }
     }
 }
