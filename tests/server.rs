@@ -166,6 +166,22 @@ fn raw_client(srv: &Server) -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// One counter of the server's /metrics.
+fn metric(srv: &Server, name: &str) -> u64 {
+    let text = raw_client(srv)
+        .get(format!("{}/metrics", srv.url))
+        .header("Authorization", format!("Bearer {}", srv.admin))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// The remote repository as `env`'s enrollment sees it.
 fn remote_of(env: &Env) -> rewind_remote::RemoteRepo {
     let cfg = fs::read_to_string(env.tmp.path().join("config/rewind/config.toml")).unwrap();
@@ -352,6 +368,15 @@ fn server_killed_mid_upload_loses_and_duplicates_nothing() {
         "{s:#}"
     );
     agent.stop();
+    // A restart sends nothing the server already has.
+    let before = metric(&srv, "rewind_chunk_bytes_received_total");
+    let versions = metric(&srv, "rewind_versions_committed_total");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    std::thread::sleep(Duration::from_secs(1));
+    agent.stop();
+    assert_eq!(metric(&srv, "rewind_chunk_bytes_received_total"), before);
+    assert_eq!(metric(&srv, "rewind_versions_committed_total"), versions);
     // The repository is intact, checked while the server runs...
     let out = srv.cmd(&["verify", "--json"]);
     assert!(out.status.success(), "{}", show(&out));
