@@ -758,3 +758,53 @@ fn uploads_complete_over_a_lossy_slow_network() {
     drop(srv);
     drop(ns);
 }
+
+/// The server's disk fills up: it answers 503 with the reason, the client
+/// keeps capturing and retrying, nothing acknowledged is lost, and
+/// everything arrives by itself once there is space again.
+#[test]
+fn a_full_server_disk_pauses_uploads_until_space_is_freed() {
+    if !harness::is_root() {
+        eprintln!(
+            "SKIPPED a_full_server_disk…: mounting a small filesystem needs root (CI runs as root)"
+        );
+        return;
+    }
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let small = harness::SmallFs::mount(&base.join("srvfs"), "4m");
+    let srv = Server::start_new(&base.join("srvfs/data"));
+    env.enroll(&srv, "laptop");
+    write(&env.root.join("a.txt"), b"before");
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    wait_drained(&env);
+    // Incompressible and without repeats, so it cannot fit.
+    let mut big = vec![0u8; 8 << 20];
+    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom").unwrap(), &mut big).unwrap();
+    write(&env.root.join("big.bin"), &big);
+    wait_until("the upload to fail for lack of space", || {
+        status(&env)["upload"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left"))
+    });
+    // Capture goes on meanwhile.
+    write(&env.root.join("b.txt"), b"during");
+    wait_until("b.txt to wait in the journal too", || {
+        status(&env)["journal"]["versions_waiting"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    small.resize("64m");
+    wait_drained(&env);
+    agent.stop();
+    let dest = base.join("restored");
+    env.restore_to_ok(&env.root, &env.now(), &dest);
+    assert_eq!(fs::read(dest.join("big.bin")).unwrap(), big);
+    assert_eq!(fs::read(dest.join("b.txt")).unwrap(), b"during");
+    let out = srv.cmd(&["verify", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    drop(srv);
+    drop(small);
+}

@@ -25,6 +25,7 @@ pub fn new_secret() -> String {
 
 /// The argon2id hash of a secret, as a PHC string.
 pub fn hash_secret(secret: &str) -> Result<String> {
+    let _one = ARGON2_GATE.lock().unwrap_or_else(|e| e.into_inner());
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
         .map_err(|e| anyhow!("argon2 salt: {e}"))?;
     Ok(Argon2::default()
@@ -33,9 +34,16 @@ pub fn hash_secret(secret: &str) -> Result<String> {
         .to_string())
 }
 
+/// One argon2 computation at a time: each takes 19 MiB and ~20 ms, and
+/// many clients reconnecting at once (a server restart) would otherwise
+/// take memory the allocator keeps (measured: 19 MiB per concurrent first
+/// authentication, docs/benchmarks.md).
+static ARGON2_GATE: Mutex<()> = Mutex::new(());
+
 /// True when `secret` matches the stored hash (argon2 compares in
 /// constant time). A damaged hash never matches.
 pub fn verify_secret(secret: &str, hash: &str) -> bool {
+    let _one = ARGON2_GATE.lock().unwrap_or_else(|e| e.into_inner());
     PasswordHash::new(hash)
         .map(|h| {
             Argon2::default()
