@@ -484,7 +484,8 @@ impl Journal {
                 xattrs: xattrs.clone(),
                 seq,
             }),
-            Entry::Deleted => None,
+            // A stream (a dump) has no last-known state to compare with.
+            Entry::Deleted | Entry::Stream { .. } => None,
         };
         w.overlay.insert(v.path.clone(), (seq, state));
         w.versions.push(v);
@@ -1135,7 +1136,7 @@ fn flush_once(inner: &Inner) -> Result<u64> {
                 })
                 .expect("serialize"),
             ),
-            Entry::Deleted => batch.remove(sk),
+            Entry::Deleted | Entry::Stream { .. } => batch.remove(sk),
         }
         applied.push((v.path.clone(), v.seq));
     }
