@@ -24,9 +24,21 @@ pub struct AgentConfig {
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
-    let repo_dir = match &cli.global.repo {
-        Some(r) => r.clone(),
-        None => paths::default_repo()?,
+    // Commands that read the config file take its `repo` unless --repo or
+    // REWIND_REPO say otherwise.
+    let config_path = match &cli.command {
+        Command::Agent(a) => Some(a.config.clone()),
+        Command::Dump(d) => Some(d.config.clone()),
+        _ => None,
+    };
+    let loaded = match &config_path {
+        Some(p) => Some(crate::config::load(p.as_deref())?),
+        None => None,
+    };
+    let repo_dir = match (&cli.global.repo, loaded.as_ref().and_then(|l| l.config.repo.clone())) {
+        (Some(r), _) => r.clone(),
+        (None, Some(r)) => r,
+        (None, None) => paths::default_repo()?,
     };
     match cli.command {
         Command::Init => {
@@ -48,9 +60,38 @@ pub fn run(cli: Cli) -> Result<i32> {
                 max_interval: w.max_interval,
                 once: w.once,
                 progress: std::io::stderr().is_terminal(),
+                dumps: Vec::new(),
             };
             agent::run(opts)
         }
+        Command::Agent(_) => {
+            let loaded = loaded.expect("loaded above");
+            let (quiescence, max_interval) = loaded.watch_timing()?;
+            let w = loaded.config.watch.as_ref();
+            let roots = w.map(|w| w.paths.clone()).unwrap_or_default();
+            if roots.is_empty() && loaded.jobs.is_empty() {
+                bail!(
+                    "{}: nothing to do (no [watch] paths and no [[dump]] jobs)",
+                    loaded
+                        .path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "no config file".into())
+                );
+            }
+            let opts = AgentOptions {
+                roots,
+                repo: repo_dir,
+                excludes: w.map(|w| w.exclude.clone()).unwrap_or_default(),
+                quiescence,
+                max_interval,
+                once: false,
+                progress: std::io::stderr().is_terminal(),
+                dumps: loaded.jobs.clone(),
+            };
+            agent::run(opts)
+        }
+        Command::Dump(d) => crate::dump::run(&repo_dir, loaded.expect("loaded above"), d.command),
         Command::Status(j) => status(&repo_dir, j.json),
         Command::Versions { path, json } => versions(&repo_dir, &path, json.json),
         Command::Ls { path, at, json } => ls(&repo_dir, &path, &at, json.json),
@@ -60,20 +101,20 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-struct Opened {
-    repo: LocalRepo,
-    client: String,
-    jdir: PathBuf,
+pub(crate) struct Opened {
+    pub(crate) repo: LocalRepo,
+    pub(crate) client: String,
+    pub(crate) jdir: PathBuf,
 }
 
-fn open(repo_dir: &Path) -> Result<Opened> {
+pub(crate) fn open(repo_dir: &Path) -> Result<Opened> {
     let repo = LocalRepo::open(repo_dir)?;
     let jdir = paths::journal_dir(repo.id())?;
     let client = paths::client_name(&jdir);
     Ok(Opened { repo, client, jdir })
 }
 
-fn parse_at(s: &str) -> Result<Timestamp> {
+pub(crate) fn parse_at(s: &str) -> Result<Timestamp> {
     Ok(parse_point_in_time(s, &jiff::Zoned::now())?)
 }
 

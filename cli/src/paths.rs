@@ -28,6 +28,16 @@ pub fn default_repo() -> Result<PathBuf> {
     }
 }
 
+/// Configuration: `$XDG_CONFIG_HOME/rewind` (macOS:
+/// `~/Library/Application Support/rewind`).
+pub fn config_dir() -> Result<PathBuf> {
+    if cfg!(target_os = "macos") {
+        Ok(home()?.join("Library/Application Support/rewind"))
+    } else {
+        Ok(xdg("XDG_CONFIG_HOME", ".config")?.join("rewind"))
+    }
+}
+
 /// Agent state (journals, control sockets): `$REWIND_STATE_DIR`, else
 /// `$XDG_STATE_HOME/rewind` (macOS: `~/Library/Application Support/rewind/state`).
 pub fn state_dir() -> Result<PathBuf> {

@@ -7,12 +7,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use rewind_core::Timestamp;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::DumpError;
 
 /// What a job dumps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// `pg_dump` (and `pg_dumpall --globals-only` for `database = "*"`).
@@ -35,7 +35,7 @@ impl Kind {
 }
 
 /// One `[[dump]]` table of the config file, as written (see docs/config.md).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobConfig {
     /// Job name: letters, digits, `.`, `_`, `-`; the stream is stored as
@@ -57,7 +57,7 @@ pub struct JobConfig {
     /// Environment variable (of the agent) holding the password.
     pub password_env: Option<String>,
     /// Extra arguments for the dump program, before the database name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// The dump program, when it is not the usual one on `PATH`
     /// (`/usr/lib/postgresql/16/bin/pg_dump`).

@@ -30,6 +30,8 @@ mod stream;
 
 use std::ffi::OsString;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use rewind_core::{Chunker, StreamStatus};
 use rewind_journal::{Journal, JournalError};
@@ -146,6 +148,7 @@ pub fn run_job(
     job: &Job,
     journal: &Journal,
     chunker: Chunker,
+    cancel: &Arc<AtomicBool>,
     progress: &(dyn Fn(&[u8], u64) + Sync),
 ) -> Result<Vec<StreamReport>, DumpError> {
     let dbs = if job.is_all_postgres() {
@@ -155,13 +158,16 @@ pub fn run_job(
     };
     let mut out = Vec::new();
     for spec in job.streams(&dbs)? {
+        if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
         tracing::info!(
             "dump {}: running {}",
             String::from_utf8_lossy(&spec.path),
             spec.program.display()
         );
         let p = |n: u64| progress(&spec.path, n);
-        out.push(run_stream(&spec, journal, chunker, &p)?);
+        out.push(run_stream(&spec, journal, chunker, cancel, &p)?);
     }
     Ok(out)
 }

@@ -15,6 +15,7 @@ use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,11 +90,13 @@ pub fn last_error_line(stderr: &[u8]) -> Option<String> {
 /// Run `spec`, store its output as a version of `spec.path`, and return
 /// once the version is durable in the journal. A failing command is
 /// stored too, as a failed version; only a journal failure (nothing could
-/// be stored) is an error. `progress` is called with the bytes read so far.
+/// be stored) is an error. `progress` is called with the bytes read so far;
+/// setting `cancel` kills the command (the run is stored as failed).
 pub fn run_stream(
     spec: &StreamSpec,
     journal: &Journal,
     chunker: Chunker,
+    cancel: &Arc<AtomicBool>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<StreamReport, DumpError> {
     let started = Timestamp::now();
@@ -136,16 +139,31 @@ pub fn run_stream(
             let child = Arc::new(Mutex::new(child));
             let tail = std::thread::spawn(move || read_tail(stderr));
             let (done_tx, done_rx) = mpsc::channel::<()>();
-            let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let timer = spec.timeout.map(|t| {
-                let timed_out = timed_out.clone();
+            let timed_out = Arc::new(AtomicBool::new(false));
+            let cancelled = Arc::new(AtomicBool::new(false));
+            let watchdog = {
+                let (timed_out, cancelled, cancel) =
+                    (timed_out.clone(), cancelled.clone(), cancel.clone());
+                let deadline = spec.timeout.map(|t| Instant::now() + t);
                 std::thread::spawn(move || {
-                    if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(t) {
-                        timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
-                        kill_group(pid);
+                    // Checks the deadline and the cancel flag ten times a
+                    // second: a stop request or a timeout acts within 0.1 s.
+                    while let Err(mpsc::RecvTimeoutError::Timeout) =
+                        done_rx.recv_timeout(Duration::from_millis(100))
+                    {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            timed_out.store(true, Ordering::SeqCst);
+                            kill_group(pid);
+                            return;
+                        }
+                        if cancel.load(Ordering::SeqCst) {
+                            cancelled.store(true, Ordering::SeqCst);
+                            kill_group(pid);
+                            return;
+                        }
                     }
                 })
-            });
+            };
             let mut seen: HashSet<ChunkId> = HashSet::new();
             let mut spool_err = None;
             let mut buf = Vec::new();
@@ -182,9 +200,7 @@ pub fn run_stream(
             }
             let st = wait(&child);
             drop(done_tx);
-            if let Some(t) = timer {
-                let _ = t.join();
-            }
+            let _ = watchdog.join();
             status.stderr = tail.join().unwrap_or_default();
             match st {
                 Ok(st) => {
@@ -193,7 +209,10 @@ pub fn run_stream(
                 }
                 Err(e) => status.error = Some(format!("waiting for it: {e}")),
             }
-            status.timed_out = timed_out.load(std::sync::atomic::Ordering::SeqCst);
+            status.timed_out = timed_out.load(Ordering::SeqCst);
+            if cancelled.load(Ordering::SeqCst) && status.error.is_none() {
+                status.error = Some("stopped: rewind was shutting down".into());
+            }
         }
     }
     status.finished = Timestamp::now();

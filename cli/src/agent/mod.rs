@@ -15,6 +15,7 @@
 
 pub mod capture;
 pub mod control;
+pub mod dumps;
 pub mod scheduler;
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +54,8 @@ pub struct AgentOptions {
     pub progress: bool,
     /// Exit after the first pass has been captured and uploaded.
     pub once: bool,
+    /// Dump jobs to run on their schedules (`rewind agent --config`).
+    pub dumps: Vec<rewind_dumps::Job>,
 }
 
 /// Counters shared by the agent's threads.
@@ -107,6 +110,8 @@ pub(crate) struct Agent {
     /// The journal's last seq before this run: later versions were
     /// captured with the watches in place.
     pub watched_since: u64,
+    /// Dump jobs: the schedule and runs asked for over the control socket.
+    pub dumps: Arc<dumps::DumpService>,
 }
 
 impl Agent {
@@ -284,7 +289,7 @@ impl Agent {
 /// Open the journal; if its files are damaged beyond use, move them aside
 /// (kept for inspection) and start a new one, which the caller rebuilds from
 /// the repository plus a rescan.
-fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journal> {
+pub(crate) fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journal> {
     match Journal::open(jdir, client) {
         Ok(j) => Ok(j),
         Err(e) if e.is_damage() => {
@@ -401,10 +406,22 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     let repo: Arc<dyn Repository> = repo;
     let uploader = Uploader::start(journal.clone(), repo.clone(), UploadOptions::default());
 
-    let mut wopts = WatchOptions::new(roots.clone(), rules.clone());
-    wopts.quiescence = opts.quiescence;
-    wopts.max_interval = opts.max_interval;
-    let (watcher, events) = Watcher::start(wopts)?;
+    // An agent may run dump jobs only, with no folder to watch.
+    let (watcher, events) = if roots.is_empty() {
+        (None, crossbeam_channel::never())
+    } else {
+        let mut wopts = WatchOptions::new(roots.clone(), rules.clone());
+        wopts.quiescence = opts.quiescence;
+        wopts.max_interval = opts.max_interval;
+        let (w, e) = Watcher::start(wopts)?;
+        (Some(w), e)
+    };
+    let dump_service = Arc::new(dumps::DumpService::new(
+        journal.clone(),
+        chunker,
+        repo.clone(),
+        opts.dumps.clone(),
+    ));
 
     let agent = Arc::new(Agent {
         journal: journal.clone(),
@@ -423,6 +440,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         races: Mutex::new(HashMap::new()),
         links: LinkMap::default(),
         watched_since: journal.durable_seq(),
+        dumps: dump_service.clone(),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
@@ -462,6 +480,22 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         eprintln!("rewind: protecting {}", r.display());
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let dump_thread = if opts.dumps.iter().any(|j| j.schedule.is_some()) {
+        for j in &opts.dumps {
+            if let Some(s) = &j.config.schedule {
+                eprintln!("rewind: dump job {} runs {s}", j.name());
+            }
+        }
+        let d = dump_service.clone();
+        let stop = stop.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("dumps".into())
+                .spawn(move || d.schedule_loop(&stop))?,
+        )
+    } else {
+        None
+    };
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     while !stop.load(Ordering::Relaxed) {
@@ -494,7 +528,14 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     if !opts.once {
         eprintln!("rewind: stopping (finishing captures and uploads)");
     }
-    watcher.stop();
+    if let Some(w) = watcher {
+        w.stop();
+    }
+    // Running dumps are killed and stored as failed runs.
+    dump_service.shutdown(Duration::from_secs(30));
+    if let Some(t) = dump_thread {
+        let _ = t.join();
+    }
     drop(rescan_tx);
     agent.stopping.store(true, Ordering::Relaxed);
     // Captures already queued get a little time to finish; whatever is
