@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Dump(d) => crate::dump::run(&repo_dir, loaded.expect("loaded above"), d.command),
         Command::Status(j) => status(&repo_dir, j.json),
         Command::Versions { path, json } => versions(&repo_dir, &path, json.json),
-        Command::Ls { path, at, json } => ls(&repo_dir, &path, &at, json.json),
+        Command::Ls { path, at, json } => ls(&repo_dir, path.as_deref(), &at, json.json),
         Command::Restore(r) => restore(&repo_dir, r),
         Command::Verify { quick, json } => crate::check::verify(&repo_dir, quick, json.json),
         Command::Repair(j) => crate::check::repair(&repo_dir, j.json),
@@ -119,12 +119,24 @@ pub(crate) fn parse_at(s: &str) -> Result<Timestamp> {
 }
 
 /// The stored form of a user-given path, checked to lie inside something
-/// that was protected.
+/// that was protected. `dumps` and `dumps/NAME` (as typed, relative) name
+/// the virtual paths of database dumps, unless a protected folder holds a
+/// real `dumps` there.
 fn stored_path(o: &Opened, p: &Path) -> Result<Vec<u8>> {
     let abs = rewind_core::path::absolute(p)
         .with_context(|| format!("cannot resolve {}", p.display()))?;
     let b = to_bytes(&abs).to_vec();
     if !o.repo.covers(&o.client, &b)? {
+        let raw = to_bytes(p);
+        let mut v = raw.to_vec();
+        while v.len() > 1 && v.ends_with(b"/") {
+            v.pop();
+        }
+        if (v == b"dumps" || v.starts_with(b"dumps/"))
+            && !o.repo.tree_at(&o.client, &v, Timestamp::MAX)?.is_empty()
+        {
+            return Ok(v);
+        }
         bail!(
             "{} is not inside any protected folder of this repository",
             abs.display()
@@ -134,6 +146,9 @@ fn stored_path(o: &Opened, p: &Path) -> Result<Vec<u8>> {
 }
 
 fn kind_of(v: &Version) -> &'static str {
+    if v.stream_status().is_some() {
+        return "dump";
+    }
     v.meta().map(|m| m.kind.as_str()).unwrap_or("deleted")
 }
 
@@ -179,6 +194,7 @@ fn versions(repo_dir: &Path, path: &Path, json: bool) -> Result<i32> {
                     "gid": v.meta().map(|m| m.gid),
                     "xattrs": v.xattrs().iter().map(|x| JsonPath(&x.name)).collect::<Vec<_>>(),
                     "chunks": v.chunks().iter().map(|c| c.id.to_string()).collect::<Vec<_>>(),
+                    "dump_status": v.stream_status().map(|s| s.describe()),
                 })
             })
             .collect();
@@ -226,11 +242,18 @@ fn mode_string(kind: FileKind, mode: u32) -> String {
     s
 }
 
-fn ls(repo_dir: &Path, path: &Path, at: &str, json: bool) -> Result<i32> {
+fn ls(repo_dir: &Path, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
     let o = open(repo_dir)?;
     let at = parse_at(at)?;
-    let b = stored_path(&o, path)?;
-    let tree = o.repo.tree_at(&o.client, &b, at)?;
+    let b = match path {
+        Some(p) => stored_path(&o, p)?,
+        None => b"/".to_vec(),
+    };
+    let mut tree = o.repo.tree_at(&o.client, &b, at)?;
+    // The whole machine at a point in time: files and dumps together.
+    if b == b"/" {
+        tree.extend(o.repo.tree_at(&o.client, b"dumps", at)?);
+    }
     if tree.is_empty() {
         bail!("{} did not exist at {}", display(&b), at.to_local_string());
     }
@@ -239,7 +262,20 @@ fn ls(repo_dir: &Path, path: &Path, at: &str, json: bool) -> Result<i32> {
         let list: Vec<_> = tree
             .iter()
             .map(|v| {
-                let m = v.meta().expect("tree_at leaves out tombstones");
+                if let Some(st) = v.stream_status() {
+                    return json!({
+                        "path": JsonPath(&v.path),
+                        "kind": "dump",
+                        "size": v.size(),
+                        "status": st.describe(),
+                        "ok": st.ok(),
+                        "seq": v.seq,
+                        "version_time": v.observed_at.to_string(),
+                    });
+                }
+                let Some(m) = v.meta() else {
+                    return json!({"path": JsonPath(&v.path), "kind": "unknown"});
+                };
                 json!({
                     "path": JsonPath(&v.path),
                     "kind": m.kind.as_str(),
@@ -256,7 +292,18 @@ fn ls(repo_dir: &Path, path: &Path, at: &str, json: bool) -> Result<i32> {
         writeln!(out)?;
     } else {
         for v in &tree {
-            let m = v.meta().expect("tree_at leaves out tombstones");
+            if let Some(st) = v.stream_status() {
+                writeln!(
+                    out,
+                    "dump        {:>10}  {}  {}  ({})",
+                    indicatif::HumanBytes(v.size()).to_string(),
+                    &v.observed_at.to_local_string()[..16],
+                    display(&v.path),
+                    st.describe()
+                )?;
+                continue;
+            }
+            let Some(m) = v.meta() else { continue };
             let mtime = Timestamp(m.mtime.sec.saturating_mul(1_000_000_000)).to_local_string();
             let mut line = format!(
                 "{}  {:>10}  {}  {}",
@@ -405,10 +452,26 @@ fn status(repo_dir: &Path, json: bool) -> Result<i32> {
         }
         None => (json!({"running": false}), serde_json::Value::Null),
     };
+    // The newest run of every dump stream, failed ones included.
+    let dumps: Vec<Version> = o.repo.tree_at(&o.client, b"dumps", Timestamp::MAX)?;
     if json {
+        let dumps_v: Vec<_> = dumps
+            .iter()
+            .filter_map(|v| {
+                let s = v.stream_status()?;
+                Some(json!({
+                    "path": JsonPath(&v.path),
+                    "time": v.observed_at.to_string(),
+                    "ok": s.ok(),
+                    "status": s.describe(),
+                    "size": v.size(),
+                }))
+            })
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
+                "dumps": dumps_v,
                 "repository": {
                     "path": o.repo.path().to_string_lossy(),
                     "id": o.repo.id(),
@@ -484,6 +547,22 @@ fn status(repo_dir: &Path, json: bool) -> Result<i32> {
         );
         if let Some(e) = journal_v["last_error"].as_str() {
             println!("last error   {e}");
+        }
+    }
+    for v in &dumps {
+        if let Some(s) = v.stream_status() {
+            let mut st = s.describe();
+            if !s.ok()
+                && let Some(l) = rewind_dumps::last_error_line(&s.stderr)
+            {
+                st.push_str(": ");
+                st.push_str(&l);
+            }
+            println!(
+                "dump         {} last run {}: {st}",
+                display(&v.path),
+                v.observed_at.to_local_string()
+            );
         }
     }
     if let Some(p) = agent_v["recent_problems"].as_array().and_then(|a| a.last()) {

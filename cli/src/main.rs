@@ -60,10 +60,11 @@ enum Command {
         #[command(flatten)]
         json: JsonArg,
     },
-    /// List the tree under a path as it was at a point in time
+    /// List the tree under a path as it was at a point in time (no path:
+    /// every protected folder and every database dump)
     Ls {
-        /// File or folder
-        path: PathBuf,
+        /// File or folder; `dumps` or `dumps/NAME` for database dumps
+        path: Option<PathBuf>,
         /// Point in time: now, RFC 3339, 'YYYY-MM-DD HH:MM[:SS]', '10 minutes ago', 'yesterday 17:00'
         #[arg(long, default_value = "now")]
         at: String,
