@@ -425,11 +425,10 @@ impl Job {
                 if db == "*" {
                     args.push("--all-databases".into());
                 } else {
-                    args.push("--databases".into());
+                    // The name alone (not `--databases NAME`): no CREATE
+                    // DATABASE / USE in the dump, so it loads into any
+                    // database (`restore --into`).
                     args.push(db.clone().into());
-                    // `--databases` adds CREATE DATABASE/USE; restore
-                    // --into strips nothing, so leave them out.
-                    args.push("--no-create-db".into());
                 }
                 let program = match &c.program {
                     Some(p) => p.clone(),
