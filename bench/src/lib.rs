@@ -12,7 +12,9 @@
 //!   nothing changes;
 //! - [`chunks`]: what FastCDC bounds cost after small edits (in process);
 //! - [`metadata`]: what extended attributes and ACLs cost a capture and a
-//!   restore, and a large sparse file against restic.
+//!   restore, and a large sparse file against restic;
+//! - [`dumps`]: a PostgreSQL dump streamed through rewind against the bare
+//!   dump and against restic and borg reading stdin; dedup of later dumps.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -20,6 +22,7 @@
 pub mod agent;
 pub mod chunks;
 pub mod datagen;
+pub mod dumps;
 pub mod idle;
 pub mod ingest;
 pub mod latency;
@@ -47,16 +50,19 @@ pub enum Part {
     Chunks,
     /// Cost of extended attributes and ACLs; sparse files.
     Metadata,
+    /// Streaming database dumps against restic and borg on stdin.
+    Dumps,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 5] = [
+    pub const ALL: [Part; 6] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
         Part::Chunks,
         Part::Metadata,
+        Part::Dumps,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -67,6 +73,7 @@ impl Part {
             Part::Idle => "idle",
             Part::Chunks => "chunks",
             Part::Metadata => "metadata",
+            Part::Dumps => "dumps",
         }
     }
 }
@@ -112,7 +119,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,dumps` | parts to run |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -131,7 +138,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, dumps, all)"
                         ),
                     }
                 }
@@ -310,6 +317,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Idle => idle::run(cfg, &mut session)?,
             Part::Chunks => chunks::run(cfg)?,
             Part::Metadata => metadata::run(cfg)?,
+            Part::Dumps => dumps::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

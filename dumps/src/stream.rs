@@ -25,6 +25,14 @@ use rewind_journal::Journal;
 use crate::DumpError;
 use crate::job::StreamSpec;
 
+/// Encoded bytes a stream may have queued for the repository before it
+/// waits for them to be stored (the journal's own bound is 64 MiB, for
+/// file captures). With one batch being written while the next one fills,
+/// a dump holds about twice this: 16 MiB keeps the agent's growth for a
+/// dump of any size well under 64 MiB, and batches of 16 MiB still write
+/// at the disk's speed (measured, docs/benchmarks.md "Database dumps").
+pub const STREAM_BACKLOG: u64 = 16 << 20;
+
 /// Bytes of a command's standard error kept with its stream: the end of
 /// it, where pg_dump and mysqldump print their error. 16 KiB holds tens of
 /// lines while a command that prints without end cannot grow a version.
@@ -176,6 +184,7 @@ pub fn run_stream(
                         len: data.len() as u32,
                     });
                     if seen.insert(id) && !guard.is_stored(&id) {
+                        guard.wait_for_room(STREAM_BACKLOG);
                         let enc = EncodedChunk::encode_with_id(id, data);
                         new_chunks += 1;
                         new_bytes += enc.data.len() as u64;

@@ -1278,6 +1278,30 @@ impl CaptureGuard {
         self.journal.sink_has(id)
     }
 
+    /// Wait while `limit` bytes or more of chunks are queued for the sink,
+    /// asking the flusher to store them now. A source that streams more
+    /// than the journal's own backlog bound ([`MAX_DIRECT_BACKLOG`]) in one
+    /// capture (a database dump) calls this before each chunk to keep its
+    /// memory lower; with no sink (chunks go to the spool on disk) it
+    /// returns at once.
+    pub fn wait_for_room(&self, limit: u64) {
+        let j = &self.journal;
+        let inner = &j.inner;
+        if inner.sink.get().is_none() {
+            return;
+        }
+        let mut w = lock(&inner.writer);
+        while w.queued_bytes >= limit && !inner.stop.load(Ordering::Relaxed) {
+            inner.eager.store(true, Ordering::Relaxed);
+            j.wake_flusher();
+            w = inner
+                .room
+                .wait_timeout(w, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Queue the version (its `seq` and `client` are assigned here); it is
     /// acknowledged once [`Journal::durable_seq`] reaches the returned seq.
     pub fn append(mut self, v: Version) -> u64 {
