@@ -73,14 +73,12 @@ impl Pg {
     /// A fresh cluster: password (scram) authentication over TCP for the
     /// superuser `postgres`, trust on its private socket.
     fn start() -> Option<Pg> {
-        let bin = fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .and_then(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.path().join("bin"))
-                    .filter(|p| p.join("initdb").exists())
-                    .max()
-            });
+        let bin = fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .max()
+        });
         let Some(bin) = bin else {
             unavailable("PostgreSQL (/usr/lib/postgresql/*/bin/initdb)");
             return None;
@@ -210,7 +208,12 @@ impl Drop for Pg {
 }
 
 fn write_config(env: &Env, text: &str) -> PathBuf {
-    let p = env.tmp.path().canonicalize().unwrap().join("config/rewind/config.toml");
+    let p = env
+        .tmp
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("config/rewind/config.toml");
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(&p, text).unwrap();
     p
@@ -274,7 +277,10 @@ fn postgres_dump_change_dump_restore_each_point() {
 
     let vs = dump_versions(&env, "shop");
     assert_eq!(vs.len(), 2, "{vs:?}");
-    assert!(vs.iter().all(|v| v["ok"] == true && v["format"] == "postgres"));
+    assert!(
+        vs.iter()
+            .all(|v| v["ok"] == true && v["format"] == "postgres")
+    );
 
     // Each point in time into a fresh database.
     env.ok(&["dump", "restore", "shop", "--at", &t1, "--into", "shop_t1"]);
@@ -284,7 +290,11 @@ fn postgres_dump_change_dump_restore_each_point() {
     // A database that exists is refused, in one line.
     let out = env.run(&["dump", "restore", "shop", "--into", "shop_t2"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{}",
+        show(&out)
+    );
 
     // To stdout, for `| psql`.
     let out = env.run(&["dump", "restore", "shop", "--at", &t1]);
@@ -293,7 +303,14 @@ fn postgres_dump_change_dump_restore_each_point() {
     let mut psql = Command::new(pg.bin.join("psql"))
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
         .args(["-h", pg.dir.path().to_str().unwrap()])
-        .args(["-p", &pg.port.to_string(), "-U", "postgres", "-d", "shop_pipe"])
+        .args([
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "shop_pipe",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -306,7 +323,9 @@ fn postgres_dump_change_dump_restore_each_point() {
     let ls = env.json(&["ls", "--json", "--at", &t1]);
     let entries = ls["entries"].as_array().unwrap();
     assert!(
-        entries.iter().any(|e| e["path"] == "dumps/shop" && e["kind"] == "dump"),
+        entries
+            .iter()
+            .any(|e| e["path"] == "dumps/shop" && e["kind"] == "dump"),
         "{ls}"
     );
     let ls = env.ok(&["ls", "dumps"]);
@@ -324,7 +343,12 @@ fn postgres_all_databases_and_globals() {
     env.ok(&["dump", "run", "all"]);
     let vs = dump_versions(&env, "all");
     let paths: Vec<&str> = vs.iter().map(|v| v["path"].as_str().unwrap()).collect();
-    for p in ["dumps/all/.globals", "dumps/all/alpha", "dumps/all/beta", "dumps/all/postgres"] {
+    for p in [
+        "dumps/all/.globals",
+        "dumps/all/alpha",
+        "dumps/all/beta",
+        "dumps/all/postgres",
+    ] {
         assert!(paths.contains(&p), "{paths:?}");
     }
     let out = env.run(&["dump", "restore", "all/.globals"]);
@@ -428,7 +452,12 @@ fn postgres_failures_are_stored_and_reported_in_one_line() {
         }
     }
     let v = &dump_versions(&env, "wrongpw")[0];
-    assert!(v["stderr"].as_str().unwrap().contains("password authentication failed"));
+    assert!(
+        v["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("password authentication failed")
+    );
 
     // `--at` skips failed runs unless asked.
     let out = env.run(&["dump", "restore", "victim"]);
@@ -445,7 +474,10 @@ fn postgres_failures_are_stored_and_reported_in_one_line() {
     assert_eq!(pg.checksum("shop_back"), good);
     // And `status` shows the failures.
     let st = env.ok(&["status"]);
-    assert!(st.contains("dumps/wrongpw") && st.contains("password authentication failed"), "{st}");
+    assert!(
+        st.contains("dumps/wrongpw") && st.contains("password authentication failed"),
+        "{st}"
+    );
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
@@ -461,7 +493,10 @@ fn children_of(pid: u32) -> Vec<u32> {
         let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
             continue;
         };
-        let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok());
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u32>().ok());
         if ppid == Some(pid) {
             out.push(p);
         }
@@ -536,7 +571,10 @@ impl Maria {
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .arg(format!("--log-error={}", dir.path().join("err.log").display()))
+            .arg(format!(
+                "--log-error={}",
+                dir.path().join("err.log").display()
+            ))
             .args(["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -566,7 +604,10 @@ impl Maria {
         let client = which(&["mariadb", "mysql"]).unwrap();
         let mut c = Command::new(client);
         c.arg("--no-defaults")
-            .arg(format!("--socket={}", self.dir.path().join("sock").display()))
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("sock").display()
+            ))
             .args(["-u", "root", "-N", "-B", "-e", sql]);
         if !db.is_empty() {
             c.arg(db);
@@ -580,7 +621,8 @@ impl Maria {
     }
 
     fn sql(&self, db: &str, sql: &str) -> String {
-        self.try_sql(db, sql).unwrap_or_else(|e| panic!("{sql}\n{e}"))
+        self.try_sql(db, sql)
+            .unwrap_or_else(|e| panic!("{sql}\n{e}"))
     }
 
     fn checksum(&self, db: &str) -> String {
@@ -649,7 +691,10 @@ fn mariadb_dump_change_dump_restore_each_point() {
     let t2 = env.now();
     let vs = dump_versions(&env, "shop");
     assert_eq!(vs.len(), 2, "{vs:?}");
-    assert!(vs.iter().all(|v| v["ok"] == true && v["format"] == "mysql"), "{vs:?}");
+    assert!(
+        vs.iter().all(|v| v["ok"] == true && v["format"] == "mysql"),
+        "{vs:?}"
+    );
 
     env.ok(&["dump", "restore", "shop", "--at", &t1, "--into", "shop_t1"]);
     assert_eq!(m.checksum("shop_t1"), sum1);
@@ -754,7 +799,13 @@ fn bad_config_is_one_line_with_file_and_line() {
         err.contains(&format!("{}:5:1", cfg.display())) && err.contains("shedule"),
         "{err}"
     );
-    let out = env.run(&["dump", "run", "nope", "--config", "/nonexistent/rewind.toml"]);
+    let out = env.run(&[
+        "dump",
+        "run",
+        "nope",
+        "--config",
+        "/nonexistent/rewind.toml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/rewind.toml"));
 }

@@ -36,7 +36,9 @@ struct Pg {
 
 fn as_postgres(program: &Path) -> Cmd {
     if rustix::process::getuid().is_root() {
-        Cmd::new("runuser").args(["-u", "postgres", "--"]).arg(program)
+        Cmd::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(program)
     } else {
         Cmd::new(program)
     }
@@ -60,7 +62,9 @@ impl Pg {
             .args(["-A", "trust", "-U", "postgres", "-D"])
             .arg(&data)
             .run_quiet()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         as_postgres(&bin.join("pg_ctl"))
             .arg("-D")
             .arg(&data)
@@ -78,8 +82,25 @@ impl Pg {
 
     fn psql(&self, db: &str, sql: &str) -> Result<String> {
         Cmd::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .run_quiet()
     }
 
@@ -129,7 +150,11 @@ impl Maria {
             .args(user.iter().copied())
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("sock").display()))
-            .args(["--skip-networking", "--innodb-buffer-pool-size=512M", "--skip-log-bin"])
+            .args([
+                "--skip-networking",
+                "--innodb-buffer-pool-size=512M",
+                "--skip-log-bin",
+            ])
             .arg(format!("--pid-file={}", dir.join("pid").display()))
             .arg(format!("--log-error={}", dir.join("err.log").display()))
             .command()
@@ -190,25 +215,35 @@ fn mysql_part(cfg: &Config, base: &Path) -> Result<String> {
     let files = fresh_dir(&base.join("maria-files"))?;
     let variants = [
         ("default (extended INSERTs)", "--single-transaction"),
-        ("`--skip-extended-insert` (rewind's default)", "--single-transaction --skip-extended-insert"),
+        (
+            "`--skip-extended-insert` (rewind's default)",
+            "--single-transaction --skip-extended-insert",
+        ),
     ];
     let dump = |opts: &str, out: &Path| -> Result<()> {
         let c = m.client("mariadb-dump");
-        Cmd::shell(&format!(
-            "{} {opts} bench > {}",
-            c.display(),
-            out.display()
-        ))
-        .run_quiet()
-        .map(|_| ())
+        Cmd::shell(&format!("{} {opts} bench > {}", c.display(), out.display()))
+            .run_quiet()
+            .map(|_| ())
     };
     let f = |v: usize, round: usize| files.join(format!("v{v}-{round}.sql"));
     for (v, (_, opts)) in variants.iter().enumerate() {
         dump(opts, &f(v, 1))?;
     }
     let changes = [
-        format!("UPDATE orders SET status = 'changed', amount = amount + 1 WHERE id > {}", rows - rows / 100),
-        "UPDATE orders SET status = 'changed2', amount = amount + 2 WHERE id % 100 = 50".to_string(),
+        format!(
+            "UPDATE orders SET status = 'changed', amount = amount + 1 WHERE id > {}",
+            rows - rows / 100
+        ),
+        "UPDATE orders SET status = 'changed2', amount = amount + 2 WHERE id % 100 = 50"
+            .to_string(),
+        // Rows in the middle that grow: every later multi-row INSERT of
+        // the table is split at a different row.
+        format!(
+            "UPDATE orders SET note = CONCAT(note, '+') WHERE id > {} AND id <= {}",
+            rows / 2,
+            rows / 2 + rows / 100
+        ),
     ];
     for (i, sql) in changes.iter().enumerate() {
         m.sql("bench", sql)?;
@@ -216,21 +251,29 @@ fn mysql_part(cfg: &Config, base: &Path) -> Result<String> {
             dump(opts, &f(v, i + 2))?;
         }
     }
-    let mut t = Table::new(&["mysqldump", "dump size", "new after newest 1 %", "new after spread 1 %"]);
+    let mut t = Table::new(&[
+        "mysqldump",
+        "dump size",
+        "new after newest 1 %",
+        "new after spread 1 %",
+        "new after middle 1 % grow",
+    ]);
     for (v, (name, _)) in variants.iter().enumerate() {
         let (a, _) = new_bytes(DEFAULT_CHUNKER, &f(v, 1), &f(v, 2))?;
         let (b, _) = new_bytes(DEFAULT_CHUNKER, &f(v, 2), &f(v, 3))?;
-        let size = fs::metadata(f(v, 3))?.len();
+        let (c, _) = new_bytes(DEFAULT_CHUNKER, &f(v, 3), &f(v, 4))?;
+        let size = fs::metadata(f(v, 4))?.len();
         t.row(&[
             name.to_string(),
             bytes(size),
             format!("{} ({})", bytes(a), pct(a, size)),
             format!("{} ({})", bytes(b), pct(b, size)),
+            format!("{} ({})", bytes(c), pct(c, size)),
         ]);
     }
     let _ = fs::remove_dir_all(&files);
     Ok(format!(
-        "MariaDB {} (`mariadb-dump`), one InnoDB table of {rows} rows, the same two changes, default chunk bounds \
+        "MariaDB {} (`mariadb-dump`), one InnoDB table of {rows} rows, the same two changes and a third (1 % of the rows in the middle of the table grow by one byte), default chunk bounds \
          (uncompressed bytes of chunks the previous dump does not have):\n\n{}",
         m.sql("", "SELECT VERSION()")?.trim(),
         t.render()
@@ -284,10 +327,10 @@ pub fn run(cfg: &Config) -> Result<String> {
              status text, amount numeric(12,2), note text);
              INSERT INTO orders SELECT g, g % 100000, timestamptz '2020-01-01 00:00:00+00' + g * interval '7 seconds', \
              (ARRAY['new','paid','shipped','returned'])[1 + g % 4], (g % 100000) / 100.0, \
-             md5(g::text) || md5((g * 7)::text) FROM generate_series(1, {rows}) g;
-             VACUUM ANALYZE orders;"
+             md5(g::text) || md5((g * 7)::text) FROM generate_series(1, {rows}) g;"
         ),
     )?;
+    pg.psql("bench", "VACUUM ANALYZE orders")?;
     sync()?;
 
     let files = fresh_dir(&base.join("files"))?;
@@ -318,12 +361,18 @@ pub fn run(cfg: &Config) -> Result<String> {
     };
     restic_env(Cmd::new("restic").arg("-r").arg(&restic_repo).arg("init")).run_quiet()?;
     let borg_repo = base.join("borg/repo");
+    fs::create_dir_all(base.join("borg"))?;
     let borg_base = base.join("borg/base");
     let borg_env = move |c: Cmd| {
         c.env("BORG_BASE_DIR", &borg_base)
             .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
     };
-    borg_env(Cmd::new("borg").args(["init", "-e", "none"]).arg(&borg_repo)).run_quiet()?;
+    borg_env(
+        Cmd::new("borg")
+            .args(["init", "-e", "none"])
+            .arg(&borg_repo),
+    )
+    .run_quiet()?;
 
     let dump = pg.dump("");
     let tools: Vec<Tool> = vec![
@@ -345,7 +394,7 @@ pub fn run(cfg: &Config) -> Result<String> {
                 let env = restic_env.clone();
                 move |_| {
                     env(Cmd::shell(&format!(
-                        "set -o pipefail 2>/dev/null; {dump} | restic -q -r {} backup --stdin --stdin-filename bench.sql",
+                        "{dump} | restic -q -r {} backup --stdin --stdin-filename bench.sql",
                         repo.display()
                     )))
                 }
@@ -371,12 +420,17 @@ pub fn run(cfg: &Config) -> Result<String> {
     // Round 1: throughput.
     let mut walls: Vec<(String, Measured, Cmd)> = Vec::new();
     let devnull = Cmd::shell(&format!("{dump} > /dev/null"));
-    walls.push(("`pg_dump > /dev/null`".into(), measure(&devnull, &logs.join("devnull.log"))?, devnull));
-    let tofile = Cmd::shell(&format!(
-        "{dump} > {p} && sync {p}",
-        p = plain(1).display()
+    walls.push((
+        "`pg_dump > /dev/null`".into(),
+        measure(&devnull, &logs.join("devnull.log"))?,
+        devnull,
     ));
-    walls.push(("`pg_dump > file` + `sync file`".into(), measure(&tofile, &logs.join("file.log"))?, tofile));
+    let tofile = Cmd::shell(&format!("{dump} > {p} && sync {p}", p = plain(1).display()));
+    walls.push((
+        "`pg_dump > file` + `sync file`".into(),
+        measure(&tofile, &logs.join("file.log"))?,
+        tofile,
+    ));
     let dump_size = fs::metadata(plain(1))?.len();
     let mut sizes: Vec<Vec<u64>> = vec![Vec::new(); tools.len()];
     for (t, s) in tools.iter().zip(sizes.iter_mut()) {
@@ -386,18 +440,26 @@ pub fn run(cfg: &Config) -> Result<String> {
         s.push(du_bytes(&t.repo)?);
         walls.push((format!("{} (first dump)", t.name), m, c));
     }
-    Cmd::shell(&format!("{} > {}", pg.dump("--format=custom --compress=0"), custom(1).display()))
-        .run_quiet()?;
+    Cmd::shell(&format!(
+        "{} > {}",
+        pg.dump("--format=custom --compress=0"),
+        custom(1).display()
+    ))
+    .run_quiet()?;
 
     // Round 2: the newest 1 % of rows change. Round 3: 1 % spread evenly.
     let changes = [
         (
             "newest 1 % of rows updated",
-            format!("UPDATE orders SET status = 'changed', amount = amount + 1 WHERE id > {}", rows - rows / 100),
+            format!(
+                "UPDATE orders SET status = 'changed', amount = amount + 1 WHERE id > {}",
+                rows - rows / 100
+            ),
         ),
         (
             "1 % of rows updated, spread evenly (every 100th)",
-            "UPDATE orders SET status = 'changed2', amount = amount + 2 WHERE id % 100 = 50".to_string(),
+            "UPDATE orders SET status = 'changed2', amount = amount + 2 WHERE id % 100 = 50"
+                .to_string(),
         ),
     ];
     for (i, (_, sql)) in changes.iter().enumerate() {
@@ -405,8 +467,12 @@ pub fn run(cfg: &Config) -> Result<String> {
         pg.psql("bench", sql)?;
         pg.psql("bench", "VACUUM orders")?;
         Cmd::shell(&format!("{dump} > {}", plain(round).display())).run_quiet()?;
-        Cmd::shell(&format!("{} > {}", pg.dump("--format=custom --compress=0"), custom(round).display()))
-            .run_quiet()?;
+        Cmd::shell(&format!(
+            "{} > {}",
+            pg.dump("--format=custom --compress=0"),
+            custom(round).display()
+        ))
+        .run_quiet()?;
         for (t, s) in tools.iter().zip(sizes.iter_mut()) {
             let c = (t.cmd)(round);
             measure(&c, &logs.join(format!("{}-{round}.log", t.name)))?;
@@ -423,10 +489,22 @@ pub fn run(cfg: &Config) -> Result<String> {
 
     // In process: chunk bounds and formats.
     let bounds = [
-        ChunkerParams { min: 16 * KIB, avg: 64 * KIB, max: 256 * KIB },
-        ChunkerParams { min: 32 * KIB, avg: 128 * KIB, max: 512 * KIB },
+        ChunkerParams {
+            min: 16 * KIB,
+            avg: 64 * KIB,
+            max: 256 * KIB,
+        },
+        ChunkerParams {
+            min: 32 * KIB,
+            avg: 128 * KIB,
+            max: 512 * KIB,
+        },
         DEFAULT_CHUNKER,
-        ChunkerParams { min: 256 * KIB, avg: 1024 * KIB, max: 4096 * KIB },
+        ChunkerParams {
+            min: 256 * KIB,
+            avg: 1024 * KIB,
+            max: 4096 * KIB,
+        },
     ];
     let mut chunk_table = Table::new(&[
         "format, bounds (min/avg/max)",
@@ -434,7 +512,10 @@ pub fn run(cfg: &Config) -> Result<String> {
         "new after newest 1 %",
         "new after spread 1 %",
     ]);
-    for (fmt, f) in [("plain", &plain as &dyn Fn(usize) -> PathBuf), ("custom --compress=0", &custom)] {
+    for (fmt, f) in [
+        ("plain", &plain as &dyn Fn(usize) -> PathBuf),
+        ("custom --compress=0", &custom),
+    ] {
         for p in bounds {
             let (a, _) = new_bytes(p, &f(1), &f(2))?;
             let (b, _) = new_bytes(p, &f(2), &f(3))?;
@@ -444,7 +525,11 @@ pub fn run(cfg: &Config) -> Result<String> {
                 p.min / KIB,
                 p.avg / KIB,
                 p.max / KIB,
-                if p == DEFAULT_CHUNKER { " (default)" } else { "" }
+                if p == DEFAULT_CHUNKER {
+                    " (default)"
+                } else {
+                    ""
+                }
             );
             chunk_table.row(&[
                 label,
@@ -468,7 +553,14 @@ pub fn run(cfg: &Config) -> Result<String> {
         bytes(dump_size)
     );
     let bare = walls[1].1.wall;
-    let mut t = Table::new(&["command", "wall", "MB/s (plain dump)", "CPU", "peak RSS", "vs `pg_dump > file`"]);
+    let mut t = Table::new(&[
+        "command",
+        "wall",
+        "MB/s (plain dump)",
+        "CPU",
+        "peak RSS",
+        "vs `pg_dump > file`",
+    ]);
     for (name, m, _) in &walls {
         t.row(&[
             name.clone(),
@@ -480,7 +572,11 @@ pub fn run(cfg: &Config) -> Result<String> {
         ]);
     }
     s.push_str(&t.render());
-    let rewind_wall = walls.iter().find(|w| w.0.starts_with("rewind")).map(|w| w.1.wall).unwrap_or(0.0);
+    let rewind_wall = walls
+        .iter()
+        .find(|w| w.0.starts_with("rewind"))
+        .map(|w| w.1.wall)
+        .unwrap_or(0.0);
     let overhead = rewind_wall / bare - 1.0;
     let _ = writeln!(
         s,
@@ -489,7 +585,12 @@ pub fn run(cfg: &Config) -> Result<String> {
         100.0 * overhead,
         100.0 * (rewind_wall / walls[0].1.wall - 1.0)
     );
-    let mut g = Table::new(&["tool", "repository after dump 1", "added by dump 2 (newest 1 %)", "added by dump 3 (spread 1 %)"]);
+    let mut g = Table::new(&[
+        "tool",
+        "repository after dump 1",
+        "added by dump 2 (newest 1 %)",
+        "added by dump 3 (spread 1 %)",
+    ]);
     let mut worst_rewind = (0u64, 0u64);
     for (tl, sz) in tools.iter().zip(&sizes) {
         let (a, b) = (sz[1].saturating_sub(sz[0]), sz[2].saturating_sub(sz[1]));
@@ -539,9 +640,17 @@ pub fn run(cfg: &Config) -> Result<String> {
     );
     let _ = writeln!(s, "Commands:\n\n```sh");
     for (_, _, c) in &walls {
-        let _ = writeln!(s, "{}", c.display().replace(&cfg.work.display().to_string(), "$W"));
+        let _ = writeln!(
+            s,
+            "{}",
+            c.display().replace(&cfg.work.display().to_string(), "$W")
+        );
     }
-    let _ = writeln!(s, "{}", big.display().replace(&cfg.work.display().to_string(), "$W"));
+    let _ = writeln!(
+        s,
+        "{}",
+        big.display().replace(&cfg.work.display().to_string(), "$W")
+    );
     let _ = writeln!(s, "```");
     if growth >= 64 << 20 && cfg.scale >= 1.0 {
         eprintln!("rewind-bench: dumps: memory target not met");

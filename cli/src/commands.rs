@@ -35,7 +35,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(p) => Some(crate::config::load(p.as_deref())?),
         None => None,
     };
-    let repo_dir = match (&cli.global.repo, loaded.as_ref().and_then(|l| l.config.repo.clone())) {
+    let repo_dir = match (
+        &cli.global.repo,
+        loaded.as_ref().and_then(|l| l.config.repo.clone()),
+    ) {
         (Some(r), _) => r.clone(),
         (None, Some(r)) => r,
         (None, None) => paths::default_repo()?,

@@ -96,9 +96,8 @@ impl Loaded {
         let parse = |v: Option<&String>, key: &str, default: Duration| -> Result<Duration> {
             match v {
                 None => Ok(default),
-                Some(s) => rewind_dumps::parse_duration(s).map_err(|e| {
-                    anyhow::anyhow!("{}: [watch] {key}: {e}", self.display_path())
-                }),
+                Some(s) => rewind_dumps::parse_duration(s)
+                    .map_err(|e| anyhow::anyhow!("{}: [watch] {key}: {e}", self.display_path())),
             }
         };
         Ok((
@@ -233,11 +232,17 @@ command = ["tar", "-C", "/etc", "-cf", "-", "."]
         )
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("/etc/c.toml:4:1: unknown field `comand`"), "{e}");
+        assert!(
+            e.starts_with("/etc/c.toml:4:1: unknown field `comand`"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "{e}");
-        let e = parse("[[dump]]\nname = \"x\"\nkind = \"oracle\"\n", Path::new("c"))
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "[[dump]]\nname = \"x\"\nkind = \"oracle\"\n",
+            Path::new("c"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("c:3:"), "{e}");
     }
 }

@@ -40,7 +40,14 @@ pub fn run(repo_dir: &Path, loaded: Loaded, cmd: DumpCommand) -> Result<i32> {
             at,
             into,
             include_failed,
-        } => restore(repo_dir, &loaded, &name, &at, into.as_deref(), include_failed),
+        } => restore(
+            repo_dir,
+            &loaded,
+            &name,
+            &at,
+            into.as_deref(),
+            include_failed,
+        ),
     }
 }
 
@@ -181,7 +188,11 @@ fn run_now(repo_dir: &Path, job: &Job, json_out: bool) -> Result<i32> {
 }
 
 /// Ask a running agent to run the job; `None` when no agent answers.
-fn run_through_agent(repo_dir: &Path, job: &Job, progress: &Progress) -> Result<Option<Vec<Value>>> {
+fn run_through_agent(
+    repo_dir: &Path,
+    job: &Job,
+    progress: &Progress,
+) -> Result<Option<Vec<Value>>> {
     let Ok(repo) = LocalRepo::open(repo_dir) else {
         return Ok(None);
     };
@@ -323,7 +334,10 @@ fn list(repo_dir: &Path, loaded: &Loaded, json_out: bool) -> Result<i32> {
                 let mut newest: Option<Version> = None;
                 for p in stream_paths(o, j.name())? {
                     for v in o.repo.versions_of(&o.client, &p)? {
-                        if newest.as_ref().is_none_or(|n| v.observed_at > n.observed_at) {
+                        if newest
+                            .as_ref()
+                            .is_none_or(|n| v.observed_at > n.observed_at)
+                        {
                             newest = Some(v);
                         }
                     }

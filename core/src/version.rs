@@ -89,7 +89,10 @@ impl StreamStatus {
     /// True when the command exited with status 0 in time and every byte
     /// of its output was stored.
     pub fn ok(&self) -> bool {
-        self.exit_code == Some(0) && self.signal.is_none() && !self.timed_out && self.error.is_none()
+        self.exit_code == Some(0)
+            && self.signal.is_none()
+            && !self.timed_out
+            && self.error.is_none()
     }
 
     /// One line saying how it ended: `ok`, `exit 2`, `killed by signal 9`,

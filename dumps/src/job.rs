@@ -295,6 +295,9 @@ pub fn stream_path(job: &str, part: Option<&str>) -> Vec<u8> {
     p.into_bytes()
 }
 
+/// Variables added to a command's environment.
+type Env = Vec<(OsString, OsString)>;
+
 /// A command to run for one stream, with what to record about it.
 pub struct StreamSpec {
     /// Virtual path of the stream.
@@ -308,7 +311,7 @@ pub struct StreamSpec {
     /// Its arguments (never a password).
     pub args: Vec<OsString>,
     /// Variables added to its environment (the postgres password).
-    pub env: Vec<(OsString, OsString)>,
+    pub env: Env,
     /// Kill it after this long.
     pub timeout: Option<Duration>,
     /// Keeps a generated mysql defaults file alive while the command runs.
@@ -317,7 +320,7 @@ pub struct StreamSpec {
 
 impl Job {
     /// The connection arguments and environment for postgres tools.
-    fn pg_conn(&self) -> Result<(Vec<OsString>, Vec<(OsString, OsString)>), DumpError> {
+    fn pg_conn(&self) -> Result<(Vec<OsString>, Env), DumpError> {
         let c = &self.config;
         let mut args: Vec<OsString> = vec!["--no-password".into()];
         if let Some(h) = &c.host {
@@ -606,7 +609,11 @@ mod tests {
                 .any(|a| a.to_string_lossy().contains("s3cret"))
         );
         let cnf = s[0]._defaults.as_ref().unwrap().path();
-        assert!(std::fs::read_to_string(cnf).unwrap().contains("password=\"s3cret\""));
+        assert!(
+            std::fs::read_to_string(cnf)
+                .unwrap()
+                .contains("password=\"s3cret\"")
+        );
     }
 
     #[test]

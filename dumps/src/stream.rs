@@ -14,12 +14,14 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rewind_core::{ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, StreamStatus, Timestamp, Version};
+use rewind_core::{
+    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, StreamStatus, Timestamp, Version,
+};
 use rewind_journal::Journal;
 
 use crate::DumpError;

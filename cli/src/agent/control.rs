@@ -80,11 +80,7 @@ pub(crate) fn serve(
     })
 }
 
-fn handle(
-    conn: UnixStream,
-    agent: &Arc<Agent>,
-    uploader: &Mutex<Option<Uploader>>,
-) -> Result<()> {
+fn handle(conn: UnixStream, agent: &Arc<Agent>, uploader: &Mutex<Option<Uploader>>) -> Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;

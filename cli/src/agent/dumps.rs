@@ -49,7 +49,12 @@ pub(crate) struct DumpService {
 }
 
 impl DumpService {
-    pub fn new(journal: Journal, chunker: Chunker, repo: Arc<dyn Repository>, jobs: Vec<Job>) -> Self {
+    pub fn new(
+        journal: Journal,
+        chunker: Chunker,
+        repo: Arc<dyn Repository>,
+        jobs: Vec<Job>,
+    ) -> Self {
         DumpService {
             journal,
             chunker,
@@ -86,9 +91,8 @@ impl DumpService {
         let summary = match &res {
             Ok(reports) => {
                 let failed = reports.iter().find_map(|r| {
-                    r.failure_line().map(|l| {
-                        format!("{}: {l}", rewind_core::path::display(&r.path))
-                    })
+                    r.failure_line()
+                        .map(|l| format!("{}: {l}", rewind_core::path::display(&r.path)))
                 });
                 Some(LastRun {
                     started: started.to_string(),
