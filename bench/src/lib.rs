@@ -16,6 +16,8 @@
 //! - [`server`]: uploads to a `rewind-server` over loopback TLS against the
 //!   embedded repository, 20 clients at once, and restores that fetch only
 //!   what differs.
+//! - [`dumps`]: a PostgreSQL dump streamed through rewind against the bare
+//!   dump and against restic and borg reading stdin; dedup of later dumps.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -23,6 +25,7 @@
 pub mod agent;
 pub mod chunks;
 pub mod datagen;
+pub mod dumps;
 pub mod idle;
 pub mod ingest;
 pub mod latency;
@@ -53,17 +56,20 @@ pub enum Part {
     Metadata,
     /// Uploads to and restores from a `rewind-server`.
     Server,
+    /// Streaming database dumps against restic and borg on stdin.
+    Dumps,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 6] = [
+    pub const ALL: [Part; 7] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
         Part::Chunks,
         Part::Metadata,
         Part::Server,
+        Part::Dumps,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -75,6 +81,7 @@ impl Part {
             Part::Chunks => "chunks",
             Part::Metadata => "metadata",
             Part::Server => "server",
+            Part::Dumps => "dumps",
         }
     }
 }
@@ -121,7 +128,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps` | parts to run |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -141,7 +148,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, all)"
                         ),
                     }
                 }
@@ -321,6 +328,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Chunks => chunks::run(cfg)?,
             Part::Metadata => metadata::run(cfg)?,
             Part::Server => server::run(cfg)?,
+            Part::Dumps => dumps::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

@@ -28,8 +28,30 @@ pub struct AgentConfig {
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
-    let target =
-        || crate::server::resolve(cli.global.repo.as_deref(), cli.global.server.as_deref());
+    // Commands that read the config file take its `repo` and `[server]`
+    // unless --repo, --server or their environment variables say otherwise.
+    let config_path = match &cli.command {
+        Command::Agent(a) => Some(a.config.clone()),
+        Command::Dump(d) => Some(d.config.clone()),
+        _ => None,
+    };
+    let loaded = match &config_path {
+        Some(p) => Some(crate::config::load(p.as_deref())?),
+        None => None,
+    };
+    let repo_arg = cli
+        .global
+        .repo
+        .clone()
+        .or_else(|| loaded.as_ref().and_then(|l| l.config.repo.clone()));
+    let section = loaded.as_ref().map(|l| l.config.server.clone());
+    let target = || {
+        crate::server::resolve(
+            repo_arg.as_deref(),
+            cli.global.server.as_deref(),
+            section.clone(),
+        )
+    };
     match cli.command {
         Command::Init => {
             let repo_dir = match &cli.global.repo {
@@ -56,12 +78,42 @@ pub fn run(cli: Cli) -> Result<i32> {
                 once: w.once,
                 progress: std::io::stderr().is_terminal(),
                 limit_upload: w.limit_upload,
+                dumps: Vec::new(),
             };
             agent::run(opts)
         }
+        Command::Agent(_) => {
+            let loaded = loaded.expect("loaded above");
+            let (quiescence, max_interval) = loaded.watch_timing()?;
+            let w = loaded.config.watch.as_ref();
+            let roots = w.map(|w| w.paths.clone()).unwrap_or_default();
+            if roots.is_empty() && loaded.jobs.is_empty() {
+                bail!(
+                    "{}: nothing to do (no [watch] paths and no [[dump]] jobs)",
+                    loaded
+                        .path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "no config file".into())
+                );
+            }
+            let opts = AgentOptions {
+                roots,
+                target: target()?,
+                excludes: w.map(|w| w.exclude.clone()).unwrap_or_default(),
+                quiescence,
+                max_interval,
+                once: false,
+                progress: std::io::stderr().is_terminal(),
+                limit_upload: None,
+                dumps: loaded.jobs.clone(),
+            };
+            agent::run(opts)
+        }
+        Command::Dump(d) => crate::dump::run(&target()?, loaded.expect("loaded above"), d.command),
         Command::Status(j) => status(&target()?, j.json),
         Command::Versions { path, json } => versions(&target()?, &path, json.json),
-        Command::Ls { path, at, json } => ls(&target()?, &path, &at, json.json),
+        Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),
         Command::Restore(r) => restore(&target()?, r),
         Command::Verify { quick, json } => {
             crate::check::verify(&local_only(target()?, "verify")?, quick, json.json)
@@ -80,10 +132,10 @@ fn local_only(t: Target, what: &str) -> Result<PathBuf> {
     }
 }
 
-struct Opened {
-    repo: Arc<dyn Repository>,
-    client: String,
-    jdir: PathBuf,
+pub(crate) struct Opened {
+    pub(crate) repo: Arc<dyn Repository>,
+    pub(crate) client: String,
+    pub(crate) jdir: PathBuf,
     chunker: ChunkerParams,
     id: String,
     /// A local repository's directory.
@@ -92,7 +144,7 @@ struct Opened {
     describe: String,
 }
 
-fn open(t: &Target) -> Result<Opened> {
+pub(crate) fn open(t: &Target) -> Result<Opened> {
     match t {
         Target::Local(dir) => {
             let repo = LocalRepo::open(dir)?;
@@ -124,17 +176,29 @@ fn open(t: &Target) -> Result<Opened> {
     }
 }
 
-fn parse_at(s: &str) -> Result<Timestamp> {
+pub(crate) fn parse_at(s: &str) -> Result<Timestamp> {
     Ok(parse_point_in_time(s, &jiff::Zoned::now())?)
 }
 
 /// The stored form of a user-given path, checked to lie inside something
-/// that was protected.
+/// that was protected. `dumps` and `dumps/NAME` (as typed, relative) name
+/// the virtual paths of database dumps, unless a protected folder holds a
+/// real `dumps` there.
 fn stored_path(o: &Opened, p: &Path) -> Result<Vec<u8>> {
     let abs = rewind_core::path::absolute(p)
         .with_context(|| format!("cannot resolve {}", p.display()))?;
     let b = to_bytes(&abs).to_vec();
     if !o.repo.covers(&o.client, &b)? {
+        let raw = to_bytes(p);
+        let mut v = raw.to_vec();
+        while v.len() > 1 && v.ends_with(b"/") {
+            v.pop();
+        }
+        if (v == b"dumps" || v.starts_with(b"dumps/"))
+            && !o.repo.tree_at(&o.client, &v, Timestamp::MAX)?.is_empty()
+        {
+            return Ok(v);
+        }
         bail!(
             "{} is not inside any protected folder of this repository",
             abs.display()
@@ -144,6 +208,9 @@ fn stored_path(o: &Opened, p: &Path) -> Result<Vec<u8>> {
 }
 
 fn kind_of(v: &Version) -> &'static str {
+    if v.stream_status().is_some() {
+        return "dump";
+    }
     v.meta().map(|m| m.kind.as_str()).unwrap_or("deleted")
 }
 
@@ -189,6 +256,7 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
                     "gid": v.meta().map(|m| m.gid),
                     "xattrs": v.xattrs().iter().map(|x| JsonPath(&x.name)).collect::<Vec<_>>(),
                     "chunks": v.chunks().iter().map(|c| c.id.to_string()).collect::<Vec<_>>(),
+                    "dump_status": v.stream_status().map(|s| s.describe()),
                 })
             })
             .collect();
@@ -236,11 +304,18 @@ fn mode_string(kind: FileKind, mode: u32) -> String {
     s
 }
 
-fn ls(t: &Target, path: &Path, at: &str, json: bool) -> Result<i32> {
+fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
     let o = open(t)?;
     let at = parse_at(at)?;
-    let b = stored_path(&o, path)?;
-    let tree = o.repo.tree_at(&o.client, &b, at)?;
+    let b = match path {
+        Some(p) => stored_path(&o, p)?,
+        None => b"/".to_vec(),
+    };
+    let mut tree = o.repo.tree_at(&o.client, &b, at)?;
+    // The whole machine at a point in time: files and dumps together.
+    if b == b"/" {
+        tree.extend(o.repo.tree_at(&o.client, b"dumps", at)?);
+    }
     if tree.is_empty() {
         bail!("{} did not exist at {}", display(&b), at.to_local_string());
     }
@@ -249,7 +324,20 @@ fn ls(t: &Target, path: &Path, at: &str, json: bool) -> Result<i32> {
         let list: Vec<_> = tree
             .iter()
             .map(|v| {
-                let m = v.meta().expect("tree_at leaves out tombstones");
+                if let Some(st) = v.stream_status() {
+                    return json!({
+                        "path": JsonPath(&v.path),
+                        "kind": "dump",
+                        "size": v.size(),
+                        "status": st.describe(),
+                        "ok": st.ok(),
+                        "seq": v.seq,
+                        "version_time": v.observed_at.to_string(),
+                    });
+                }
+                let Some(m) = v.meta() else {
+                    return json!({"path": JsonPath(&v.path), "kind": "unknown"});
+                };
                 json!({
                     "path": JsonPath(&v.path),
                     "kind": m.kind.as_str(),
@@ -266,7 +354,18 @@ fn ls(t: &Target, path: &Path, at: &str, json: bool) -> Result<i32> {
         writeln!(out)?;
     } else {
         for v in &tree {
-            let m = v.meta().expect("tree_at leaves out tombstones");
+            if let Some(st) = v.stream_status() {
+                writeln!(
+                    out,
+                    "dump        {:>10}  {}  {}  ({})",
+                    indicatif::HumanBytes(v.size()).to_string(),
+                    &v.observed_at.to_local_string()[..16],
+                    display(&v.path),
+                    st.describe()
+                )?;
+                continue;
+            }
+            let Some(m) = v.meta() else { continue };
             let mtime = Timestamp(m.mtime.sec.saturating_mul(1_000_000_000)).to_local_string();
             let mut line = format!(
                 "{}  {:>10}  {}  {}",
@@ -422,10 +521,26 @@ fn status(t: &Target, json: bool) -> Result<i32> {
         }
         None => (json!({"running": false}), serde_json::Value::Null),
     };
+    // The newest run of every dump stream, failed ones included.
+    let dumps: Vec<Version> = o.repo.tree_at(&o.client, b"dumps", Timestamp::MAX)?;
     if json {
+        let dumps_v: Vec<_> = dumps
+            .iter()
+            .filter_map(|v| {
+                let s = v.stream_status()?;
+                Some(json!({
+                    "path": JsonPath(&v.path),
+                    "time": v.observed_at.to_string(),
+                    "ok": s.ok(),
+                    "status": s.describe(),
+                    "size": v.size(),
+                }))
+            })
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
+                "dumps": dumps_v,
                 "repository": {
                     "path": o.local.as_ref().map(|p| p.to_string_lossy()),
                     "server": o.local.is_none().then_some(&o.describe),
@@ -527,6 +642,22 @@ fn status(t: &Target, json: bool) -> Result<i32> {
         }
         if let Some(e) = upload_v["last_error"].as_str() {
             println!("upload error {e} (retrying)");
+        }
+    }
+    for v in &dumps {
+        if let Some(s) = v.stream_status() {
+            let mut st = s.describe();
+            if !s.ok()
+                && let Some(l) = rewind_dumps::last_error_line(&s.stderr)
+            {
+                st.push_str(": ");
+                st.push_str(&l);
+            }
+            println!(
+                "dump         {} last run {}: {st}",
+                display(&v.path),
+                v.observed_at.to_local_string()
+            );
         }
     }
     if let Some(p) = agent_v["recent_problems"].as_array().and_then(|a| a.last()) {

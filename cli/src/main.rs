@@ -8,6 +8,8 @@
 mod agent;
 mod check;
 mod commands;
+mod config;
+mod dump;
 mod paths;
 mod server;
 
@@ -57,6 +59,11 @@ enum Command {
     Enroll(EnrollArgs),
     /// Protect folders: capture every change, in the foreground, until Ctrl-C
     Watch(WatchArgs),
+    /// Run from the config file: protect its [watch] folders and run its
+    /// scheduled [[dump]] jobs, until Ctrl-C / SIGTERM (the daemon form)
+    Agent(ConfigArg),
+    /// Database dumps: `list`, `run NAME`, `versions NAME`, `restore NAME`
+    Dump(DumpArgs),
     /// Show the agent, journal and repository state
     Status(JsonArg),
     /// List every version of a path, oldest first
@@ -66,10 +73,11 @@ enum Command {
         #[command(flatten)]
         json: JsonArg,
     },
-    /// List the tree under a path as it was at a point in time
+    /// List the tree under a path as it was at a point in time (no path:
+    /// every protected folder and every database dump)
     Ls {
-        /// File or folder
-        path: PathBuf,
+        /// File or folder; `dumps` or `dumps/NAME` for database dumps
+        path: Option<PathBuf>,
         /// Point in time: now, RFC 3339, 'YYYY-MM-DD HH:MM[:SS]', '10 minutes ago', 'yesterday 17:00'
         #[arg(long, default_value = "now")]
         at: String,
@@ -90,6 +98,58 @@ enum Command {
     /// Rebuild the indexes from the packs, salvage damaged packs, and list
     /// the versions whose content is lost (exit 1 if there are any)
     Repair(JsonArg),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Config file [default: $XDG_CONFIG_HOME/rewind/config.toml]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    /// Config file [default: $XDG_CONFIG_HOME/rewind/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: DumpCommand,
+}
+
+#[derive(Subcommand)]
+enum DumpCommand {
+    /// The dump jobs of the config, with their last run
+    List(JsonArg),
+    /// Run a job now, in the foreground (through the agent when one runs);
+    /// exit 1 if the dump failed (it is stored as a failed version)
+    Run {
+        /// Job name
+        name: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Every stored run of a job, oldest first, failed ones included
+    Versions {
+        /// Job name (or NAME/DATABASE for a job with database = "*")
+        name: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Write a dump as it was at a point in time to stdout (for `| psql`,
+    /// `| mysql`), or load it into a new database with --into
+    Restore {
+        /// Job name (or NAME/DATABASE for a job with database = "*")
+        name: String,
+        /// Point in time: now, RFC 3339, 'YYYY-MM-DD HH:MM[:SS]', '10 minutes ago', 'yesterday 17:00'
+        #[arg(long, default_value = "now")]
+        at: String,
+        /// Create this database on the job's server and load the dump into it
+        #[arg(long, value_name = "DATABASE")]
+        into: Option<String>,
+        /// Also consider failed runs (their stream may be incomplete)
+        #[arg(long)]
+        include_failed: bool,
+    },
 }
 
 #[derive(Args)]
@@ -226,7 +286,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// The error and its causes on one line, without repeating a cause that
 /// the message already contains.
-fn one_line(e: &anyhow::Error) -> String {
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
         let c = cause.to_string();

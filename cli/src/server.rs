@@ -175,11 +175,20 @@ fn save_section(sec: &ServerSection) -> Result<()> {
 }
 
 /// Which repository a command works on (see the module documentation).
-pub fn resolve(repo: Option<&Path>, server: Option<&str>) -> Result<Target> {
+/// `section` is the `[server]` of a config file already read (`--config`);
+/// `None` reads the default config file's.
+pub fn resolve(
+    repo: Option<&Path>,
+    server: Option<&str>,
+    section: Option<Option<ServerSection>>,
+) -> Result<Target> {
     if let Some(r) = repo {
         return Ok(Target::Local(r.to_path_buf()));
     }
-    let sec = load_section()?;
+    let sec = match section {
+        Some(s) => s,
+        None => load_section()?,
+    };
     let sec = match (server, sec) {
         (None, None) => return Ok(Target::Local(paths::default_repo()?)),
         (None, Some(s)) => s,

@@ -43,6 +43,75 @@ pub enum Entry {
     },
     /// The path was deleted.
     Deleted,
+    /// A stream of bytes that is not a file: the output of a database dump
+    /// or another command, stored under a relative virtual path
+    /// (`dumps/<job>`), which no file path (always absolute) can equal.
+    /// Appended last: postcard encodes the variant's index, so versions
+    /// written before this variant existed still decode.
+    Stream {
+        /// The bytes in order.
+        chunks: Vec<ChunkRef>,
+        /// How the producing command ended.
+        status: StreamStatus,
+    },
+}
+
+/// How the command that produced a [`Entry::Stream`] ended. A stream is
+/// stored whatever happened, so a failed dump is recorded (and its stderr
+/// kept) rather than lost; [`StreamStatus::ok`] tells whether it is usable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStatus {
+    /// What produced the bytes and how they are restored: `postgres`
+    /// (plain SQL for psql), `postgres-custom` (pg_restore),
+    /// `postgres-globals` (pg_dumpall --globals-only), `mysql`, `command`.
+    pub format: String,
+    /// The database dumped, when there is one.
+    pub database: Option<String>,
+    /// When the command started.
+    pub started: Timestamp,
+    /// When its output ended.
+    pub finished: Timestamp,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// It was killed because it ran past its timeout.
+    pub timed_out: bool,
+    /// Something other than the command failed (reading its output,
+    /// storing it); the stream is incomplete.
+    pub error: Option<String>,
+    /// The end of its standard error (bounded, see the dumps crate).
+    #[serde(with = "serde_bytes")]
+    pub stderr: Vec<u8>,
+}
+
+impl StreamStatus {
+    /// True when the command exited with status 0 in time and every byte
+    /// of its output was stored.
+    pub fn ok(&self) -> bool {
+        self.exit_code == Some(0)
+            && self.signal.is_none()
+            && !self.timed_out
+            && self.error.is_none()
+    }
+
+    /// One line saying how it ended: `ok`, `exit 2`, `killed by signal 9`,
+    /// `timed out`, or the error.
+    pub fn describe(&self) -> String {
+        if let Some(e) = &self.error {
+            format!("failed: {e}")
+        } else if self.timed_out {
+            "timed out".into()
+        } else if let Some(s) = self.signal {
+            format!("killed by signal {s}")
+        } else {
+            match self.exit_code {
+                Some(0) => "ok".into(),
+                Some(c) => format!("exit {c}"),
+                None => "unknown".into(),
+            }
+        }
+    }
 }
 
 /// One observed state of one path of one client.
@@ -66,14 +135,14 @@ impl Version {
     pub fn meta(&self) -> Option<&FileMeta> {
         match &self.entry {
             Entry::Present { meta, .. } => Some(meta),
-            Entry::Deleted => None,
+            Entry::Deleted | Entry::Stream { .. } => None,
         }
     }
 
     /// Content chunks (empty for tombstones and non-files).
     pub fn chunks(&self) -> &[ChunkRef] {
         match &self.entry {
-            Entry::Present { chunks, .. } => chunks,
+            Entry::Present { chunks, .. } | Entry::Stream { chunks, .. } => chunks,
             Entry::Deleted => &[],
         }
     }
@@ -82,7 +151,7 @@ impl Version {
     pub fn xattrs(&self) -> &[XattrRef] {
         match &self.entry {
             Entry::Present { xattrs, .. } => xattrs,
-            Entry::Deleted => &[],
+            Entry::Deleted | Entry::Stream { .. } => &[],
         }
     }
 
@@ -93,6 +162,14 @@ impl Version {
         self.chunks()
             .iter()
             .chain(self.xattrs().iter().map(|x| &x.value))
+    }
+
+    /// The status of a stream (a dump), `None` for files and tombstones.
+    pub fn stream_status(&self) -> Option<&StreamStatus> {
+        match &self.entry {
+            Entry::Stream { status, .. } => Some(status),
+            _ => None,
+        }
     }
 
     /// True for a deletion.
@@ -112,6 +189,7 @@ impl Version {
                 }
             }
             Entry::Present { meta, .. } => meta.size,
+            Entry::Stream { chunks, .. } => chunks.iter().map(|c| c.len as u64).sum(),
             Entry::Deleted => 0,
         }
     }

@@ -488,7 +488,8 @@ impl Journal {
                 xattrs: xattrs.clone(),
                 seq,
             }),
-            Entry::Deleted => None,
+            // A stream (a dump) has no last-known state to compare with.
+            Entry::Deleted | Entry::Stream { .. } => None,
         };
         w.overlay.insert(v.path.clone(), (seq, state));
         w.versions.push(v);
@@ -1146,7 +1147,7 @@ fn flush_once(inner: &Inner) -> Result<u64> {
                 })
                 .expect("serialize"),
             ),
-            Entry::Deleted => batch.remove(sk),
+            Entry::Deleted | Entry::Stream { .. } => batch.remove(sk),
         }
         applied.push((v.path.clone(), v.seq));
     }
@@ -1286,6 +1287,30 @@ impl CaptureGuard {
     /// with a sink; `false` otherwise), so the chunk need not be queued.
     pub fn is_stored(&self, id: &ChunkId) -> bool {
         self.journal.sink_has(id)
+    }
+
+    /// Wait while `limit` bytes or more of chunks are queued for the sink,
+    /// asking the flusher to store them now. A source that streams more
+    /// than the journal's own backlog bound ([`MAX_DIRECT_BACKLOG`]) in one
+    /// capture (a database dump) calls this before each chunk to keep its
+    /// memory lower; with no sink (chunks go to the spool on disk) it
+    /// returns at once.
+    pub fn wait_for_room(&self, limit: u64) {
+        let j = &self.journal;
+        let inner = &j.inner;
+        if inner.sink.get().is_none() {
+            return;
+        }
+        let mut w = lock(&inner.writer);
+        while w.queued_bytes >= limit && !inner.stop.load(Ordering::Relaxed) {
+            inner.eager.store(true, Ordering::Relaxed);
+            j.wake_flusher();
+            w = inner
+                .room
+                .wait_timeout(w, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// Queue the version (its `seq` and `client` are assigned here); it is

@@ -80,12 +80,25 @@ pub(crate) fn serve(
     })
 }
 
-fn handle(conn: UnixStream, agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> Result<()> {
+fn handle(conn: UnixStream, agent: &Arc<Agent>, uploader: &Mutex<Option<Uploader>>) -> Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;
     let reply = match line.trim() {
         "status" => status_json(agent, uploader),
+        l if l.starts_with("dump ") => {
+            // A dump takes long: on its own thread, so `status` and other
+            // requests are still answered meanwhile.
+            let job = l["dump ".len()..].to_string();
+            let agent = agent.clone();
+            std::thread::Builder::new()
+                .name("dump-request".into())
+                .spawn(move || {
+                    let _ = conn.set_read_timeout(None);
+                    crate::dump::serve_run(&conn, &agent.dumps, &job);
+                })?;
+            return Ok(());
+        }
         other => json!({ "error": format!("unknown request {other:?}") }),
     };
     let mut w = &conn;
@@ -116,6 +129,7 @@ fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> serde_json:
             "pending_captures": agent.sched.pending(),
             "counters": &agent.counters,
             "recent_problems": problems,
+            "dumps": agent.dumps.status(),
         },
         "journal": journal,
         "upload": upload,

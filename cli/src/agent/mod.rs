@@ -15,6 +15,7 @@
 
 pub mod capture;
 pub mod control;
+pub mod dumps;
 pub mod scheduler;
 
 use std::collections::{HashMap, HashSet};
@@ -56,6 +57,8 @@ pub struct AgentOptions {
     pub once: bool,
     /// Upload limit for a server (overrides the enrolled one).
     pub limit_upload: Option<String>,
+    /// Dump jobs to run on their schedules (`rewind agent --config`).
+    pub dumps: Vec<rewind_dumps::Job>,
 }
 
 /// Counters shared by the agent's threads.
@@ -111,6 +114,8 @@ pub(crate) struct Agent {
     /// The journal's last seq before this run: later versions were
     /// captured with the watches in place.
     pub watched_since: u64,
+    /// Dump jobs: the schedule and runs asked for over the control socket.
+    pub dumps: Arc<dumps::DumpService>,
 }
 
 impl Agent {
@@ -288,7 +293,7 @@ impl Agent {
 /// Open the journal; if its files are damaged beyond use, move them aside
 /// (kept for inspection) and start a new one, which the caller rebuilds from
 /// the repository plus a rescan.
-fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journal> {
+pub(crate) fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journal> {
     match Journal::open(jdir, client) {
         Ok(j) => Ok(j),
         Err(e) if e.is_damage() => {
@@ -316,24 +321,24 @@ fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journal> {
 }
 
 /// The repository the agent protects into.
-struct OpenedTarget {
-    repo: Arc<dyn Repository>,
+pub(crate) struct OpenedTarget {
+    pub(crate) repo: Arc<dyn Repository>,
     /// The embedded repository, which takes chunks straight from capture.
     sink: Option<Arc<LocalRepo>>,
     /// Repository id (names the journal directory).
     id: String,
-    chunker: rewind_core::ChunkerParams,
+    pub(crate) chunker: rewind_core::ChunkerParams,
     /// The client name a server knows this machine by.
     client: Option<String>,
     /// A local repository's directory (never captured).
     local_path: Option<PathBuf>,
     /// For `status`: the directory or the URL.
     describe: String,
-    upload: UploadOptions,
+    pub(crate) upload: UploadOptions,
 }
 
-fn open_target(opts: &AgentOptions) -> Result<OpenedTarget> {
-    match &opts.target {
+fn open_target(target: &Target, limit_upload: Option<&str>) -> Result<OpenedTarget> {
+    match target {
         Target::Local(dir) => {
             let repo = if dir.join("config").exists() {
                 LocalRepo::open_writer(dir)?
@@ -364,7 +369,7 @@ fn open_target(opts: &AgentOptions) -> Result<OpenedTarget> {
         }
         Target::Server(remote) => {
             let mut remote = (**remote).clone();
-            if let Some(l) = &opts.limit_upload {
+            if let Some(l) = limit_upload {
                 remote.limit = Some(
                     rewind_remote::RateSchedule::parse(l)
                         .map_err(|e| anyhow::anyhow!("--limit-upload: {e}"))?,
@@ -386,18 +391,16 @@ fn open_target(opts: &AgentOptions) -> Result<OpenedTarget> {
     }
 }
 
-pub fn run(opts: AgentOptions) -> Result<i32> {
-    let mut roots = Vec::new();
-    for r in &opts.roots {
-        let c = r
-            .canonicalize()
-            .with_context(|| format!("cannot protect {}", r.display()))?;
-        if !c.is_dir() {
-            bail!("cannot protect {}: not a directory", r.display());
-        }
-        roots.push(c);
-    }
-    let opened = open_target(&opts)?;
+/// Open the repository and the journal beside it for capturing: the
+/// agent's start, and a dump run with no agent. A fresh journal continues
+/// the sequence numbers the repository holds for this client and, for
+/// `roots`, starts from the repository's newest states.
+pub(crate) fn open_for_capture(
+    target: &Target,
+    limit_upload: Option<&str>,
+    roots: &[PathBuf],
+) -> Result<(OpenedTarget, Journal, PathBuf)> {
+    let opened = open_target(target, limit_upload)?;
     let repo = opened.repo.clone();
     let jdir = paths::journal_dir(&opened.id)?;
     std::fs::create_dir_all(&jdir).with_context(|| format!("cannot create {}", jdir.display()))?;
@@ -431,7 +434,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     journal.skip_to(held)?;
     if fresh && held > 0 {
         let mut states = Vec::new();
-        for root in &roots {
+        for root in roots {
             let at = rewind_core::Timestamp::MAX;
             for v in repo.tree_at(journal.client(), rewind_core::path::to_bytes(root), at)? {
                 if let rewind_core::Entry::Present {
@@ -456,6 +459,28 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     }
     std::fs::write(jdir.join("client"), journal.client())
         .with_context(|| format!("cannot write {}", jdir.join("client").display()))?;
+    if let Some(local) = &opened.sink {
+        // The embedded repository takes chunks straight from capture, so
+        // each byte is written once (docs/decisions.md, "direct path").
+        journal.set_sink(local.clone());
+    }
+    Ok((opened, journal, jdir))
+}
+
+pub fn run(opts: AgentOptions) -> Result<i32> {
+    let mut roots = Vec::new();
+    for r in &opts.roots {
+        let c = r
+            .canonicalize()
+            .with_context(|| format!("cannot protect {}", r.display()))?;
+        if !c.is_dir() {
+            bail!("cannot protect {}: not a directory", r.display());
+        }
+        roots.push(c);
+    }
+    let (opened, journal, jdir) =
+        open_for_capture(&opts.target, opts.limit_upload.as_deref(), &roots)?;
+    let repo = opened.repo.clone();
     journal.set_roots(&roots)?;
     let cfg = crate::commands::AgentConfig {
         roots: roots.clone(),
@@ -468,17 +493,24 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     ignored.extend(opened.local_path.clone());
     let rules = Arc::new(IgnoreRules::new(&roots, &opts.excludes, &ignored)?);
     let chunker = Chunker::new(opened.chunker);
-    if let Some(local) = &opened.sink {
-        // The embedded repository takes chunks straight from capture, so
-        // each byte is written once (docs/decisions.md, "direct path").
-        journal.set_sink(local.clone());
-    }
     let uploader = Uploader::start(journal.clone(), repo.clone(), opened.upload.clone());
 
-    let mut wopts = WatchOptions::new(roots.clone(), rules.clone());
-    wopts.quiescence = opts.quiescence;
-    wopts.max_interval = opts.max_interval;
-    let (watcher, events) = Watcher::start(wopts)?;
+    // An agent may run dump jobs only, with no folder to watch.
+    let (watcher, events) = if roots.is_empty() {
+        (None, crossbeam_channel::never())
+    } else {
+        let mut wopts = WatchOptions::new(roots.clone(), rules.clone());
+        wopts.quiescence = opts.quiescence;
+        wopts.max_interval = opts.max_interval;
+        let (w, e) = Watcher::start(wopts)?;
+        (Some(w), e)
+    };
+    let dump_service = Arc::new(dumps::DumpService::new(
+        journal.clone(),
+        chunker,
+        repo.clone(),
+        opts.dumps.clone(),
+    ));
 
     let agent = Arc::new(Agent {
         journal: journal.clone(),
@@ -497,6 +529,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         races: Mutex::new(HashMap::new()),
         links: LinkMap::default(),
         watched_since: journal.durable_seq(),
+        dumps: dump_service.clone(),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
@@ -536,6 +569,22 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         eprintln!("rewind: protecting {}", r.display());
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let dump_thread = if opts.dumps.iter().any(|j| j.schedule.is_some()) {
+        for j in &opts.dumps {
+            if let Some(s) = &j.config.schedule {
+                eprintln!("rewind: dump job {} runs {s}", j.name());
+            }
+        }
+        let d = dump_service.clone();
+        let stop = stop.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("dumps".into())
+                .spawn(move || d.schedule_loop(&stop))?,
+        )
+    } else {
+        None
+    };
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     while !stop.load(Ordering::Relaxed) {
@@ -568,7 +617,14 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     if !opts.once {
         eprintln!("rewind: stopping (finishing captures and uploads)");
     }
-    watcher.stop();
+    if let Some(w) = watcher {
+        w.stop();
+    }
+    // Running dumps are killed and stored as failed runs.
+    dump_service.shutdown(Duration::from_secs(30));
+    if let Some(t) = dump_thread {
+        let _ = t.join();
+    }
     drop(rescan_tx);
     agent.stopping.store(true, Ordering::Relaxed);
     // Captures already queued get a little time to finish; whatever is

@@ -1,0 +1,250 @@
+//! The agent's configuration file (TOML; every key in docs/config.md).
+//!
+//! ```toml
+//! repo = "/backup/rewind"          # optional; --repo and REWIND_REPO win
+//!
+//! [watch]
+//! paths = ["/home/me/Documents"]
+//! exclude = ["*.tmp"]
+//! quiescence = "300ms"
+//! max_interval = "60s"
+//!
+//! [[dump]]
+//! name = "crm"
+//! kind = "postgres"
+//! database = "crm"
+//! schedule = "every 1h"
+//! ```
+//!
+//! Unknown keys are errors (a typo must not silently disable a job).
+//! `[server]` is written by `rewind enroll` (see `server.rs`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rewind_dumps::{Job, JobConfig};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Repository directory.
+    pub repo: Option<PathBuf>,
+    /// Folders to protect.
+    pub watch: Option<WatchConfig>,
+    /// Database dump jobs.
+    #[serde(default)]
+    pub dump: Vec<JobConfig>,
+    /// The backup server (written by `rewind enroll`).
+    pub server: Option<crate::server::ServerSection>,
+}
+
+/// `[watch]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Folders to protect.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// gitignore-style globs to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Quiet time before capture (`300ms`).
+    pub quiescence: Option<String>,
+    /// Longest time a busy path goes uncaptured (`60s`).
+    pub max_interval: Option<String>,
+}
+
+/// A config file read and checked.
+pub struct Loaded {
+    /// Where it came from (`None`: the default file does not exist).
+    pub path: Option<PathBuf>,
+    /// Its contents.
+    pub config: Config,
+    /// Its dump jobs, validated.
+    pub jobs: Vec<Job>,
+}
+
+impl Loaded {
+    /// The job called `name`, or a line listing the jobs there are.
+    pub fn job(&self, name: &str) -> Result<&Job> {
+        if let Some(j) = self.jobs.iter().find(|j| j.name() == name) {
+            return Ok(j);
+        }
+        let known: Vec<&str> = self.jobs.iter().map(|j| j.name()).collect();
+        match &self.path {
+            None => bail!(
+                "no dump job {name:?}: no config file (pass --config FILE or create {})",
+                default_path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "$XDG_CONFIG_HOME/rewind/config.toml".into())
+            ),
+            Some(p) if known.is_empty() => {
+                bail!("no dump job {name:?}: {} has no [[dump]] jobs", p.display())
+            }
+            Some(p) => bail!(
+                "no dump job {name:?} in {} (jobs: {})",
+                p.display(),
+                known.join(", ")
+            ),
+        }
+    }
+
+    /// `[watch] quiescence` / `max_interval`, or the defaults.
+    pub fn watch_timing(&self) -> Result<(Duration, Duration)> {
+        let w = self.config.watch.as_ref();
+        let parse = |v: Option<&String>, key: &str, default: Duration| -> Result<Duration> {
+            match v {
+                None => Ok(default),
+                Some(s) => rewind_dumps::parse_duration(s)
+                    .map_err(|e| anyhow::anyhow!("{}: [watch] {key}: {e}", self.display_path())),
+            }
+        };
+        Ok((
+            parse(
+                w.and_then(|w| w.quiescence.as_ref()),
+                "quiescence",
+                Duration::from_millis(300),
+            )?,
+            parse(
+                w.and_then(|w| w.max_interval.as_ref()),
+                "max_interval",
+                Duration::from_secs(60),
+            )?,
+        ))
+    }
+
+    fn display_path(&self) -> String {
+        self.path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(no config file)".into())
+    }
+}
+
+/// `$XDG_CONFIG_HOME/rewind/config.toml` (macOS:
+/// `~/Library/Application Support/rewind/config.toml`).
+pub fn default_path() -> Result<PathBuf> {
+    crate::paths::config_file()
+}
+
+/// Read `path`, or the default file when `None` (a missing default file is
+/// an empty config; a missing named one is an error).
+pub fn load(path: Option<&Path>) -> Result<Loaded> {
+    let (path, explicit) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (default_path()?, false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            return Ok(Loaded {
+                path: None,
+                config: Config::default(),
+                jobs: Vec::new(),
+            });
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let config = parse(&text, &path)?;
+    let mut jobs = Vec::new();
+    for c in &config.dump {
+        if jobs.iter().any(|j: &Job| j.name() == c.name) {
+            bail!(
+                "{}: two [[dump]] jobs are named {:?}",
+                path.display(),
+                c.name
+            );
+        }
+        jobs.push(Job::new(c.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
+    }
+    Ok(Loaded {
+        path: Some(path),
+        config,
+        jobs,
+    })
+}
+
+/// Parse the text of a config file; errors are one line with the file,
+/// line and column.
+pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(":{line}:{col}")
+            })
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "{}{at}: {}",
+            path.display(),
+            e.message().trim().replace('\n', " ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(
+            r#"
+repo = "/tmp/r"
+[watch]
+paths = ["/a", "/b"]
+exclude = ["*.tmp"]
+quiescence = "100ms"
+
+[[dump]]
+name = "crm"
+kind = "postgres"
+database = "crm"
+host = "127.0.0.1"
+port = 5432
+user = "backup"
+password_file = "/etc/rewind/pw"
+args = ["--no-owner"]
+schedule = "0 3 * * *"
+timeout = "2h"
+
+[[dump]]
+name = "etc"
+kind = "command"
+command = ["tar", "-C", "/etc", "-cf", "-", "."]
+"#,
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.dump.len(), 2);
+        assert_eq!(c.watch.unwrap().paths.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = parse(
+            "[[dump]]\nname = \"x\"\nkind = \"command\"\ncomand = [\"true\"]\n",
+            Path::new("/etc/c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("/etc/c.toml:4:1: unknown field `comand`"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let e = parse(
+            "[[dump]]\nname = \"x\"\nkind = \"oracle\"\n",
+            Path::new("c"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("c:3:"), "{e}");
+    }
+}
