@@ -808,3 +808,37 @@ fn a_full_server_disk_pauses_uploads_until_space_is_freed() {
     drop(srv);
     drop(small);
 }
+
+/// Dump jobs store their streams on the enrolled server, beside the files,
+/// with no local repository involved.
+#[test]
+fn dumps_go_to_the_enrolled_server() {
+    let env = Env::new();
+    let srv = server(&env);
+    env.enroll(&srv, "laptop");
+    let cfg_path = env.tmp.path().join("config/rewind/config.toml");
+    let mut cfg = fs::read_to_string(&cfg_path).unwrap();
+    cfg.push_str(
+        "\n[[dump]]\nname = \"notes\"\nkind = \"command\"\n\
+         command = [\"sh\", \"-c\", \"echo first line; seq 1 20000\"]\n",
+    );
+    fs::write(&cfg_path, cfg).unwrap();
+    let run: serde_json::Value = env.json(&["dump", "run", "notes", "--json"]);
+    assert_eq!(run["streams"][0]["ok"], true, "{run:#}");
+    let out = env.ok(&["dump", "restore", "notes", "--at", "now"]);
+    assert!(
+        out.starts_with("first line\n1\n2\n") && out.ends_with("\n20000\n"),
+        "{}",
+        &out[..40]
+    );
+    let vs = env.json(&["dump", "versions", "notes", "--json"]);
+    assert_eq!(vs["versions"].as_array().map(Vec::len), Some(1), "{vs:#}");
+    assert!(
+        !env.tmp.path().join("data/rewind/repo").exists(),
+        "no local repository"
+    );
+    // The server holds it, for this client only.
+    let alice = remote_of(&env);
+    let stored = alice.versions_of("laptop", b"dumps/notes").unwrap();
+    assert_eq!(stored.len(), 1);
+}

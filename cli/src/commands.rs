@@ -522,7 +522,11 @@ fn status(t: &Target, json: bool) -> Result<i32> {
         None => (json!({"running": false}), serde_json::Value::Null),
     };
     // The newest run of every dump stream, failed ones included.
-    let dumps: Vec<Version> = o.repo.tree_at(&o.client, b"dumps", Timestamp::MAX)?;
+    let dumps: Vec<Version> = if unreachable.is_some() {
+        Vec::new()
+    } else {
+        o.repo.tree_at(&o.client, b"dumps", Timestamp::MAX)?
+    };
     if json {
         let dumps_v: Vec<_> = dumps
             .iter()
