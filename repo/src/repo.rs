@@ -109,6 +109,11 @@ impl LocalRepo {
     /// A chunk as stored (compressed or raw), for sending over the network:
     /// the receiver decodes it and checks it against its id.
     pub fn read_encoded(&self, id: &ChunkId) -> Result<EncodedChunk, RepoError> {
+        self.locate_encoded(id).map(|(c, _)| c)
+    }
+
+    /// A chunk as stored, and where it was read (for error messages).
+    fn locate_encoded(&self, id: &ChunkId) -> Result<(EncodedChunk, String), RepoError> {
         let found = {
             let st = self.read_state();
             st.chunks
@@ -118,12 +123,13 @@ impl LocalRepo {
         if let Some((loc, name)) = found {
             let path = name.pack_path(&self.dir);
             let f = self.pack_file(name, &path)?;
-            return pack::read_encoded_at(&f, &path, loc.offset, loc.frame_len, id);
+            let c = pack::read_encoded_at(&f, &path, loc.offset, loc.frame_len, id)?;
+            return Ok((c, format!("{} at offset {}", path.display(), loc.offset)));
         }
         if self.writer.is_some() {
             let w = self.lock_writer()?;
             if let Some(r) = w.open.as_ref().and_then(|p| p.read_pending(id)) {
-                return r;
+                return Ok((r?, "the pack being written".into()));
             }
         }
         Err(RepoError::MissingChunk(*id))
@@ -664,24 +670,9 @@ impl Repository for LocalRepo {
     }
 
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
-        let found = {
-            let st = self.read_state();
-            st.chunks
-                .get(id)
-                .map(|l| (*l, st.packs[l.pack as usize].name))
-        };
-        if let Some((loc, name)) = found {
-            let path = name.pack_path(&self.dir);
-            let f = self.pack_file(name, &path)?;
-            return pack::read_chunk_at(&f, &path, loc.offset, loc.frame_len, id);
-        }
-        if self.writer.is_some() {
-            let w = self.lock_writer()?;
-            if let Some(r) = w.open.as_ref().and_then(|p| p.read_pending(id)) {
-                return r?.decode().map_err(|e| corrupt(&self.dir, e.to_string()));
-            }
-        }
-        Err(RepoError::MissingChunk(*id))
+        let (c, place) = self.locate_encoded(id)?;
+        c.decode()
+            .map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))
     }
 
     fn stats(&self) -> Result<RepoStats, RepoError> {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -298,6 +298,48 @@ async fn client(s: &Shared, headers: &HeaderMap, peer: Peer) -> Result<String, A
     }
 }
 
+/// An API request: the server, the peer, the headers and the body, as the
+/// handlers of authenticated routes take them.
+struct Call {
+    s: Shared,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl FromRequest<Shared> for Call {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, s: &Shared) -> Result<Self, Self::Rejection> {
+        let peer = req.extensions().get::<Peer>().copied().ok_or_else(|| {
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "no peer address".into()).into_response()
+        })?;
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Call {
+            s: s.clone(),
+            peer,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Call {
+    /// Authenticate, then run `f` with the server, the client's name and
+    /// the body on a blocking thread.
+    async fn run(
+        self,
+        f: impl FnOnce(&Server, &str, &[u8]) -> Result<Response, ApiError> + Send + 'static,
+    ) -> ApiResult {
+        let c = client(&self.s, &self.headers, self.peer).await?;
+        let (s, b) = (self.s, self.body);
+        blocking(move || f(&s, &c, &b)).await
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -371,13 +413,8 @@ fn server_info(s: &Server, client: &str) -> ServerInfo {
     }
 }
 
-async fn info(
-    State(s): State<Shared>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let c = client(&s, &headers, peer).await?;
-    Ok(json(&server_info(&s, &c)))
+async fn info(call: Call) -> ApiResult {
+    call.run(|s, c, _| Ok(json(&server_info(s, c)))).await
 }
 
 fn ids(b: &[u8]) -> Result<Vec<ChunkId>, ApiError> {
@@ -391,16 +428,10 @@ fn ids(b: &[u8]) -> Result<Vec<ChunkId>, ApiError> {
     Ok(ids)
 }
 
-async fn missing(
-    State(s): State<Shared>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    b: Bytes,
-) -> ApiResult {
-    let c = client(&s, &headers, peer).await?;
-    let ids = ids(&b)?;
-    blocking(move || {
-        let own = s.owners.of(&c)?;
+async fn missing(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let ids = ids(b)?;
+        let own = s.owners.of(c)?;
         // Missing for this client: never uploaded by it, or (after a crash
         // that lost an unsynced chunk) not in the repository any more.
         let mut out = own.not_owned(&ids);
@@ -414,16 +445,9 @@ async fn missing(
     .await
 }
 
-async fn chunks(
-    State(s): State<Shared>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    b: Bytes,
-) -> ApiResult {
-    let c = client(&s, &headers, peer).await?;
-    blocking(move || {
-        let chunks: Vec<EncodedChunk> = body(&b)?;
-        drop(b);
+async fn chunks(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let chunks: Vec<EncodedChunk> = body(b)?;
         // Each chunk is decoded and hashed before it is stored: bytes that
         // do not match their id are refused, and nothing of the request is
         // kept.
@@ -433,7 +457,7 @@ async fn chunks(
         let n = chunks.len() as u64;
         let bytes: u64 = chunks.iter().map(|c| c.data.len() as u64).sum();
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
-        let own = s.owners.of(&c)?;
+        let own = s.owners.of(c)?;
         let new = s.repo.missing_chunks(&ids)?;
         let new: std::collections::HashSet<ChunkId> = new.into_iter().collect();
         let fresh: Vec<EncodedChunk> = chunks.into_iter().filter(|c| new.contains(&c.id)).collect();
@@ -450,16 +474,10 @@ async fn chunks(
     .await
 }
 
-async fn commit(
-    State(s): State<Shared>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    b: Bytes,
-) -> ApiResult {
-    let c = client(&s, &headers, peer).await?;
-    blocking(move || {
-        let versions: Vec<Version> = body(&b)?;
-        let own = s.owners.of(&c)?;
+async fn commit(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let versions: Vec<Version> = body(b)?;
+        let own = s.owners.of(c)?;
         for v in &versions {
             if v.client != c {
                 return Err(bad(format!(
@@ -486,60 +504,36 @@ async fn commit(
     .await
 }
 
-async fn versions(
-    State(s): State<Shared>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    b: Bytes,
-) -> ApiResult {
-    let c = client(&s, &headers, peer).await?;
-    blocking(move || {
-        let q: PathQuery = body(&b)?;
-        Ok(postcard(&s.repo.versions_of(&c, &q.path)?))
+async fn versions(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let q: PathQuery = body(b)?;
+        Ok(postcard(&s.repo.versions_of(c, &q.path)?))
     })
     .await
 }
 
-async fn tree(
-    State(s): State<Shared>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    b: Bytes,
-) -> ApiResult {
-    let c = client(&s, &headers, peer).await?;
-    blocking(move || {
-        let q: PathQuery = body(&b)?;
+async fn tree(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let q: PathQuery = body(b)?;
         let at =
             q.at.ok_or_else(|| bad("a tree query needs a point in time"))?;
-        Ok(postcard(&s.repo.tree_at(&c, &q.path, at)?))
+        Ok(postcard(&s.repo.tree_at(c, &q.path, at)?))
     })
     .await
 }
 
-async fn covers(
-    State(s): State<Shared>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    b: Bytes,
-) -> ApiResult {
-    let c = client(&s, &headers, peer).await?;
-    blocking(move || {
-        let q: PathQuery = body(&b)?;
-        Ok(postcard(&s.repo.covers(&c, &q.path)?))
+async fn covers(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let q: PathQuery = body(b)?;
+        Ok(postcard(&s.repo.covers(c, &q.path)?))
     })
     .await
 }
 
-async fn read(
-    State(s): State<Shared>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    b: Bytes,
-) -> ApiResult {
-    let c = client(&s, &headers, peer).await?;
-    let ids = ids(&b)?;
-    blocking(move || {
-        let own = s.owners.of(&c)?;
+async fn read(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let ids = ids(b)?;
+        let own = s.owners.of(c)?;
         let mut out = Vec::with_capacity(ids.len());
         let mut size = 0usize;
         for id in &ids {
@@ -564,23 +558,18 @@ async fn read(
     .await
 }
 
-async fn stats(
-    State(s): State<Shared>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let c = client(&s, &headers, peer).await?;
-    blocking(move || {
+async fn stats(call: Call) -> ApiResult {
+    call.run(|s, c, _| {
         let all = s.repo.stats()?;
-        let own = s.owners.of(&c)?;
+        let own = s.owners.of(c)?;
         // Only what concerns this client.
         let mine = RepoStats {
-            versions: s.repo.client_versions(&c),
+            versions: s.repo.client_versions(c),
             chunks: own.len() as u64,
             packs: 0,
             pack_bytes: 0,
             last_commit: all.last_commit,
-            max_seq: all.max_seq.into_iter().filter(|(n, _)| *n == c).collect(),
+            max_seq: all.max_seq.into_iter().filter(|(n, _)| n == c).collect(),
         };
         Ok(json(&mine))
     })
