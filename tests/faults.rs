@@ -224,17 +224,6 @@ fn repair_refuses_while_the_agent_writes() {
 
 /// The durable (acknowledged) sequence number the running agent reports,
 /// if it answers.
-fn acknowledged(env: &Env) -> Option<u64> {
-    let out = env.run(&["status", "--json"]);
-    if !out.status.success() {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    if v["agent"]["running"] != true {
-        return None;
-    }
-    v["journal"]["durable_seq"].as_u64()
-}
 
 /// The agent is killed with SIGKILL at random moments (during its first
 /// pass, mid-capture, mid-commit) while files keep changing. After every
@@ -244,66 +233,12 @@ fn acknowledged(env: &Env) -> Option<u64> {
 /// `REWIND_CRASH_ITERATIONS` sets the number of kills (default 50).
 #[test]
 fn crash_loop_keeps_every_acknowledged_version() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
-
     let iterations: u64 = std::env::var("REWIND_CRASH_ITERATIONS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
     let env = Env::new();
-    for j in 0..12 {
-        fs::write(env.root.join(format!("f{j}.txt")), b"start\n").unwrap();
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (root, stop) = (env.root.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let j = i % 12;
-                let body = format!("round {i} of file {j}\n").repeat(1 + (i % 300) as usize);
-                fs::write(root.join(format!("f{j}.txt")), body).unwrap();
-                if i.is_multiple_of(25) {
-                    // Renames and deletes too.
-                    let d = root.join(format!("dir{}", i % 3));
-                    let _ = fs::remove_dir_all(&d);
-                    fs::create_dir_all(&d).unwrap();
-                    fs::write(d.join("x"), format!("{i}")).unwrap();
-                }
-                i += 1;
-                std::thread::sleep(Duration::from_millis(7));
-            }
-        })
-    };
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let mut acked = 0u64;
-    let mut kills = 0u64;
-    for _ in 0..iterations {
-        let agent = env.watch(&[]);
-        std::thread::sleep(Duration::from_millis(80 + next() % 500));
-        if let Some(q) = acknowledged(&env) {
-            acked = acked.max(q);
-        }
-        std::thread::sleep(Duration::from_millis(next() % 40));
-        agent.kill();
-        kills += 1;
-    }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-
-    // A last, clean run catches up with the final tree and drains.
-    let agent = env.watch(&[]);
-    agent.wait_first_pass();
-    std::thread::sleep(Duration::from_millis(600));
-    agent.stop();
+    let (acked, kills) = harness::crash_loop(&env, iterations);
     let repo = rewind_repo::LocalRepo::open(&repo_dir(&env)).unwrap();
     let stats = rewind_core::Repository::stats(&repo).unwrap();
     assert_eq!(stats.max_seq.len(), 1, "{stats:?}");

@@ -842,3 +842,35 @@ fn dumps_go_to_the_enrolled_server() {
     let stored = alice.versions_of("laptop", b"dumps/notes").unwrap();
     assert_eq!(stored.len(), 1);
 }
+
+/// The crash loop of the fault suite, against a server: the agent is
+/// killed at random moments while files change and uploads are in flight;
+/// afterwards the server holds every acknowledged version once.
+#[test]
+fn crash_loop_against_the_server_keeps_every_acknowledged_version() {
+    let iterations: u64 = std::env::var("REWIND_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(20, |n: u64| n.div_ceil(2));
+    let env = Env::new();
+    let srv = server(&env);
+    env.enroll(&srv, "laptop");
+    let (acked, kills) = harness::crash_loop(&env, iterations);
+    let stats = remote_of(&env).stats().unwrap();
+    let max = stats.max_seq.first().map_or(0, |(_, s)| *s);
+    assert!(acked > 0 && kills == iterations);
+    assert!(
+        max >= acked,
+        "acknowledged up to {acked}, the server ends at {max}"
+    );
+    assert_eq!(
+        stats.versions, max,
+        "every sequence number from 1 to {max} once: none lost, none reused"
+    );
+    let out = srv.cmd(&["verify", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let dest = env.tmp.path().join("final");
+    env.restore_to_ok(&env.root, &env.now(), &dest);
+    assert_eq!(describe_tree(&dest), describe_tree(&env.root));
+    eprintln!("server crash loop: {kills} kills, {acked} acknowledged, {max} on the server");
+}

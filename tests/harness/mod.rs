@@ -651,3 +651,78 @@ impl Drop for SmallFs {
             .status();
     }
 }
+
+/// The highest sequence number the running agent has acknowledged.
+pub fn acknowledged(env: &Env) -> Option<u64> {
+    let out = env.run(&["status", "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    if v["agent"]["running"] != true {
+        return None;
+    }
+    v["journal"]["durable_seq"].as_u64()
+}
+
+/// The crash loop of issue 6: a writer changes files without pause while
+/// the agent is started and killed with SIGKILL `iterations` times at
+/// random moments; then a last clean run catches up and drains. Returns
+/// the highest sequence number acknowledged before a kill, and the kills.
+pub fn crash_loop(env: &Env, iterations: u64) -> (u64, u64) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    for j in 0..12 {
+        fs::write(env.root.join(format!("f{j}.txt")), b"start\n").unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (root, stop) = (env.root.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let j = i % 12;
+                let body = format!("round {i} of file {j}\n").repeat(1 + (i % 300) as usize);
+                fs::write(root.join(format!("f{j}.txt")), body).unwrap();
+                if i.is_multiple_of(25) {
+                    // Renames and deletes too.
+                    let d = root.join(format!("dir{}", i % 3));
+                    let _ = fs::remove_dir_all(&d);
+                    fs::create_dir_all(&d).unwrap();
+                    fs::write(d.join("x"), format!("{i}")).unwrap();
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(7));
+            }
+        })
+    };
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut acked = 0u64;
+    let mut kills = 0u64;
+    for _ in 0..iterations {
+        let agent = env.watch(&[]);
+        std::thread::sleep(Duration::from_millis(80 + next() % 500));
+        if let Some(q) = acknowledged(env) {
+            acked = acked.max(q);
+        }
+        std::thread::sleep(Duration::from_millis(next() % 40));
+        agent.kill();
+        kills += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+
+    // A last, clean run catches up with the final tree and drains.
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    std::thread::sleep(Duration::from_millis(600));
+    agent.stop();
+    (acked, kills)
+}
