@@ -222,9 +222,6 @@ fn repair_refuses_while_the_agent_writes() {
     agent.stop();
 }
 
-/// The durable (acknowledged) sequence number the running agent reports,
-/// if it answers.
-
 /// The agent is killed with SIGKILL at random moments (during its first
 /// pass, mid-capture, mid-commit) while files keep changing. After every
 /// restart, every version it had acknowledged before the kill reaches the
