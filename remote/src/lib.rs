@@ -160,6 +160,8 @@ impl RemoteRepo {
         route: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Vec<u8>, RepoError> {
+        // Shared, not copied, between attempts.
+        let body = body.map(bytes::Bytes::from);
         let mut delay = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
@@ -179,7 +181,7 @@ impl RemoteRepo {
         &self,
         method: reqwest::Method,
         route: &str,
-        body: Option<Vec<u8>>,
+        body: Option<bytes::Bytes>,
     ) -> Result<Vec<u8>, RepoError> {
         let mut req = self
             .http
@@ -210,7 +212,7 @@ impl RemoteRepo {
     /// Several chunks as stored, checked against their ids on decode by the
     /// caller.
     pub fn read_encoded(&self, ids: &[ChunkId]) -> Result<Vec<EncodedChunk>, RepoError> {
-        let b = self.post("/v1/read", &ids.to_vec())?;
+        let b = self.post("/v1/read", &ids)?;
         let got: Vec<EncodedChunk> = self.decode(&b)?;
         if got.len() != ids.len() || got.iter().zip(ids).any(|(c, id)| c.id != *id) {
             return Err(self.malformed("the server sent other chunks than asked for"));
@@ -278,7 +280,7 @@ impl Repository for RemoteRepo {
     fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError> {
         let mut out = Vec::new();
         for part in ids.chunks(wire::MAX_IDS) {
-            let b = self.post("/v1/missing", &part.to_vec())?;
+            let b = self.post("/v1/missing", &part)?;
             out.extend(self.decode::<Vec<ChunkId>>(&b)?);
         }
         Ok(out)
@@ -294,7 +296,7 @@ impl Repository for RemoteRepo {
                 size += chunks[end].data.len() + 64;
                 end += 1;
             }
-            self.post("/v1/chunks", &chunks[start..end].to_vec())?;
+            self.post("/v1/chunks", &&chunks[start..end])?;
             start = end;
         }
         Ok(())

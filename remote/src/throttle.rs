@@ -162,14 +162,14 @@ impl Limiter {
 
 /// A reader that paces itself through a [`Limiter`], in 64 KiB steps.
 pub struct Paced {
-    data: Vec<u8>,
+    data: bytes::Bytes,
     pos: usize,
     limiter: std::sync::Arc<Limiter>,
 }
 
 impl Paced {
     /// Send `data` at the limiter's pace.
-    pub fn new(data: Vec<u8>, limiter: std::sync::Arc<Limiter>) -> Paced {
+    pub fn new(data: bytes::Bytes, limiter: std::sync::Arc<Limiter>) -> Paced {
         Paced {
             data,
             pos: 0,
@@ -219,7 +219,7 @@ mod tests {
         // 4 MiB at 16 MiB/s takes about a quarter second (less the burst).
         let l = std::sync::Arc::new(Limiter::new(RateSchedule::parse("16MiB/s").unwrap()));
         let start = Instant::now();
-        let mut r = Paced::new(vec![0; 4 << 20], l);
+        let mut r = Paced::new(vec![0; 4 << 20].into(), l);
         let mut sink = Vec::new();
         r.read_to_end(&mut sink).unwrap();
         assert_eq!(sink.len(), 4 << 20);
