@@ -27,7 +27,7 @@ mod time;
 mod version;
 
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
-pub use codec::{CodecError, EncodedChunk, MAX_CHUNK_LEN, ZSTD_LEVEL};
+pub use codec::{CodecError, EncodedChunk, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL};
 pub use extents::ExtentReader;
 pub use id::{ChunkId, ParseChunkIdError};
 pub use repository::{ChunkSink, RepoError, RepoStats, Repository};

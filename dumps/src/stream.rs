@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rewind_core::{
-    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, StreamStatus, Timestamp, Version,
+    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, STREAM_ZSTD_LEVEL, StreamStatus, Timestamp,
+    Version,
 };
 use rewind_journal::Journal;
 
@@ -30,10 +31,11 @@ use crate::job::StreamSpec;
 /// Encoded bytes a stream may have queued for the repository before it
 /// waits for them to be stored (the journal's own bound is 64 MiB, for
 /// file captures). With one batch being written while the next one fills,
-/// a dump holds about twice this: 16 MiB keeps the agent's growth for a
-/// dump of any size well under 64 MiB, and batches of 16 MiB still write
-/// at the disk's speed (measured, docs/benchmarks.md "Database dumps").
-pub const STREAM_BACKLOG: u64 = 16 << 20;
+/// and chunks in the encoders' hands, a dump holds a few times this: 8 MiB
+/// keeps the agent's growth for a dump of any size under 64 MiB, and a
+/// batch of 8 MiB still costs one pack seal (write + fsync) per 8 MiB
+/// (measured, docs/benchmarks.md "Database dumps").
+pub const STREAM_BACKLOG: u64 = 8 << 20;
 
 /// Threads compressing a stream's new chunks (at most; one per core).
 const MAX_ENCODERS: usize = 4;
@@ -203,7 +205,7 @@ pub fn run_stream(
                         loop {
                             let msg = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                             let Ok((id, data)) = msg else { break };
-                            let enc = EncodedChunk::encode_with_id(id, &data);
+                            let enc = EncodedChunk::encode_with_id_at(id, &data, STREAM_ZSTD_LEVEL);
                             encoded.fetch_add(enc.data.len() as u64, Ordering::Relaxed);
                             if let Err(e) = guard.spool(enc) {
                                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
