@@ -656,8 +656,12 @@ pub fn run(cfg: &Config) -> Result<String> {
         eprintln!("rewind-bench: dumps: memory target not met");
     }
     drop(pg);
-    // The dumps take gigabytes; keep the logs only.
+    // Dumps, repositories and the database take gigabytes (the 5 GiB
+    // stream among them); keep the logs only.
     let _ = fs::remove_dir_all(&files);
+    for d in ["rewind", "restic", "borg", "pg", "maria"] {
+        let _ = fs::remove_dir_all(base.join(d));
+    }
     if !base.exists() {
         bail!("work dir vanished");
     }

@@ -7,8 +7,14 @@ use crate::ChunkId;
 /// speed (see docs/decisions.md).
 pub const ZSTD_LEVEL: i32 = 3;
 
+/// The zstd level of database dumps and other streams: level 1 compresses
+/// dump text (SQL with hex and numbers) about twice as fast as level 3 for
+/// a few percent more bytes, so one core keeps up with pg_dump (measured,
+/// docs/decisions.md "Database dumps").
+pub const STREAM_ZSTD_LEVEL: i32 = 1;
+
 thread_local! {
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
@@ -63,17 +69,23 @@ impl EncodedChunk {
 
     /// Compress `data` whose id is already known.
     pub fn encode_with_id(id: ChunkId, data: &[u8]) -> EncodedChunk {
+        Self::encode_with_id_at(id, data, ZSTD_LEVEL)
+    }
+
+    /// [`encode_with_id`](Self::encode_with_id) at another zstd level
+    /// (decoding is the same whatever the level): database dumps use
+    /// [`STREAM_ZSTD_LEVEL`] to keep up with the dump program.
+    pub fn encode_with_id_at(id: ChunkId, data: &[u8], level: i32) -> EncodedChunk {
         let raw_len = data.len() as u32;
         // One compression context per thread: creating one per chunk costs
-        // more than compressing a small file.
-        let compressed = COMPRESSOR.with(|c| match &mut *c.borrow_mut() {
-            Some(z) => z.compress(data).ok(),
-            slot @ None => {
-                let mut z = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?;
-                let out = z.compress(data).ok();
-                *slot = Some(z);
-                out
+        // more than compressing a small file. It is reset when a call asks
+        // for another level (rare: each thread uses one level).
+        let compressed = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|(l, _)| *l != level) {
+                *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
             }
+            c.as_mut().and_then(|(_, z)| z.compress(data).ok())
         });
         if let Some(c) = compressed
             && c.len() + data.len() / 32 < data.len()

@@ -14,13 +14,14 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rewind_core::{
-    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, StreamStatus, Timestamp, Version,
+    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, STREAM_ZSTD_LEVEL, StreamStatus, Timestamp,
+    Version,
 };
 use rewind_journal::Journal;
 
@@ -30,10 +31,18 @@ use crate::job::StreamSpec;
 /// Encoded bytes a stream may have queued for the repository before it
 /// waits for them to be stored (the journal's own bound is 64 MiB, for
 /// file captures). With one batch being written while the next one fills,
-/// a dump holds about twice this: 16 MiB keeps the agent's growth for a
-/// dump of any size well under 64 MiB, and batches of 16 MiB still write
-/// at the disk's speed (measured, docs/benchmarks.md "Database dumps").
-pub const STREAM_BACKLOG: u64 = 16 << 20;
+/// and chunks in the encoders' hands, a dump holds a few times this: 8 MiB
+/// keeps the agent's growth for a dump of any size under 64 MiB, and a
+/// batch of 8 MiB still costs one pack seal (write + fsync) per 8 MiB
+/// (measured, docs/benchmarks.md "Database dumps").
+pub const STREAM_BACKLOG: u64 = 8 << 20;
+
+/// Threads compressing a stream's new chunks (at most; one per core).
+const MAX_ENCODERS: usize = 4;
+
+/// Chunks cut and hashed but not yet compressed: enough to keep the
+/// encoders busy while the reader waits on the pipe, at most 4 MiB.
+const ENCODE_QUEUE: usize = 4;
 
 /// Bytes of a command's standard error kept with its stream: the end of
 /// it, where pg_dump and mysqldump print their error. 16 KiB holds tens of
@@ -175,31 +184,65 @@ pub fn run_stream(
                 })
             };
             let mut seen: HashSet<ChunkId> = HashSet::new();
-            let mut spool_err = None;
             let mut buf = Vec::new();
-            let read = match stdout {
-                Some(out) => chunker.for_each(out, &mut buf, |data| {
-                    let id = ChunkId::of(data);
-                    bytes += data.len() as u64;
-                    chunks.push(ChunkRef {
-                        id,
-                        len: data.len() as u32,
+            // Compression runs beside the reader (which cuts and hashes),
+            // so the dump program's pipe keeps draining while chunks are
+            // compressed: on two cores this is what keeps the overhead
+            // over a bare dump low (docs/benchmarks.md, "Database dumps").
+            let workers = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, MAX_ENCODERS);
+            let encoded = AtomicU64::new(0);
+            let failed: Mutex<Option<rewind_journal::JournalError>> = Mutex::new(None);
+            let stop = AtomicBool::new(false);
+            let (tx, rx) = mpsc::sync_channel::<(ChunkId, Vec<u8>)>(ENCODE_QUEUE);
+            let rx = Mutex::new(rx);
+            let read = std::thread::scope(|s| {
+                // Owned here, dropped below: the encoders stop once it is.
+                let tx = tx;
+                for _ in 0..workers {
+                    s.spawn(|| {
+                        loop {
+                            let msg = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                            let Ok((id, data)) = msg else { break };
+                            let enc = EncodedChunk::encode_with_id_at(id, &data, STREAM_ZSTD_LEVEL);
+                            encoded.fetch_add(enc.data.len() as u64, Ordering::Relaxed);
+                            if let Err(e) = guard.spool(enc) {
+                                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                                stop.store(true, Ordering::SeqCst);
+                                break;
+                            }
+                        }
                     });
-                    if seen.insert(id) && !guard.is_stored(&id) {
-                        guard.wait_for_room(STREAM_BACKLOG);
-                        let enc = EncodedChunk::encode_with_id(id, data);
-                        new_chunks += 1;
-                        new_bytes += enc.data.len() as u64;
-                        if let Err(e) = guard.spool(enc) {
-                            spool_err = Some(e);
+                }
+                let r = match stdout {
+                    Some(out) => chunker.for_each(out, &mut buf, |data| {
+                        if stop.load(Ordering::SeqCst) {
                             return Err(io::Error::other("journal refused a chunk"));
                         }
-                    }
-                    progress(bytes);
-                    Ok(())
-                }),
-                None => Ok(()),
-            };
+                        let id = ChunkId::of(data);
+                        bytes += data.len() as u64;
+                        chunks.push(ChunkRef {
+                            id,
+                            len: data.len() as u32,
+                        });
+                        if seen.insert(id) && !guard.is_stored(&id) {
+                            guard.wait_for_room(STREAM_BACKLOG);
+                            new_chunks += 1;
+                            if tx.send((id, data.to_vec())).is_err() {
+                                return Err(io::Error::other("journal refused a chunk"));
+                            }
+                        }
+                        progress(bytes);
+                        Ok(())
+                    }),
+                    None => Ok(()),
+                };
+                drop(tx);
+                r
+            });
+            new_bytes = encoded.load(Ordering::Relaxed);
+            let spool_err = failed.into_inner().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = spool_err {
                 kill_group(pid);
                 let _ = wait(&child);
