@@ -25,7 +25,7 @@ use exacl::{AclEntry, AclEntryKind, AclOption, Flag, Perm};
 use crate::Config;
 use crate::agent::Setup;
 use crate::datagen::{TextGen, derive_seed, random_bytes};
-use crate::report::{Table, bytes, secs, verdict};
+use crate::report::{Table, bytes, median, secs, verdict};
 use crate::run::{Cmd, Measured, fresh_dir, measure, sync};
 
 /// Version of the generated trees (bump when their content changes).
@@ -198,19 +198,6 @@ fn trees(cfg: &Config) -> Result<(PathBuf, PathBuf, u64, u64)> {
     );
     fs::write(&done, format!("{total}\n"))?;
     Ok((a, b, (dirs * FILES_PER_DIR) as u64, total))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Runs of one command.

@@ -233,6 +233,21 @@ pub fn update_doc(doc: &Path, sections: &[Section]) -> Result<()> {
     fs::write(doc, text).with_context(|| doc.display().to_string())
 }
 
+/// The median of `v` (the mean of the middle two for an even count; NaN
+/// when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

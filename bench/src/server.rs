@@ -36,7 +36,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::agent::{Setup, parse_first_pass};
 use crate::datagen::{self, derive_seed, random_bytes};
-use crate::report::{Table, bytes, secs, verdict};
+use crate::report::{Table, bytes, median, secs, verdict};
 use crate::run::{
     Cmd, Measured, clock_ticks, du_bytes, fresh_dir, measure, proc_cpu_seconds, proc_status_kib,
     signal, sync,
@@ -78,19 +78,6 @@ fn warm(trees: &[&Path]) -> Result<()> {
         Cmd::shell(&format!("tar cf - -C {} . | cat >/dev/null", q(t))).run_quiet()?;
     }
     Ok(())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn list(v: &[f64]) -> String {
@@ -746,42 +733,44 @@ pub fn run(cfg: &Config) -> Result<String> {
         "walls",
         "load before",
     ]);
-    t.row(&[
-        "`rewind watch --once --repo` (embedded)".to_string(),
-        secs(wall(&u.embedded)),
-        format!("{:.0}", rate(&u.embedded)),
-        secs(cpu(&u.embedded)),
-        "—".into(),
-        bytes(rss(&u.embedded)),
-        "—".into(),
-        bytes(u.embedded_repo),
-        list(&u.embedded.iter().map(|m| m.wall).collect::<Vec<_>>()),
-        u.loads[0].join(", "),
-    ]);
-    t.row(&[
-        "`rewind watch --once` → rewind-server".to_string(),
-        secs(wall(&u.server)),
-        format!("{:.0}", rate(&u.server)),
-        secs(cpu(&u.server)),
-        secs(server_cpu),
-        bytes(rss(&u.server)),
-        bytes(server_rss),
-        bytes(u.server_repo),
-        list(&u.server.iter().map(|m| m.wall).collect::<Vec<_>>()),
-        u.loads[1].join(", "),
-    ]);
-    t.row(&[
-        "`restic backup` (local repository)".to_string(),
-        secs(wall(&u.restic)),
-        format!("{:.0}", rate(&u.restic)),
-        secs(cpu(&u.restic)),
-        "—".into(),
-        bytes(rss(&u.restic)),
-        "—".into(),
-        bytes(u.restic_repo),
-        list(&u.restic.iter().map(|m| m.wall).collect::<Vec<_>>()),
-        u.loads[2].join(", "),
-    ]);
+    // One row per tool: label, its runs, server CPU and RSS (server only),
+    // repository size, load averages before its runs.
+    let mut row =
+        |label: &str, runs: &[Measured], srv: Option<(f64, u64)>, repo: u64, load: &[String]| {
+            t.row(&[
+                label.to_string(),
+                secs(wall(runs)),
+                format!("{:.0}", rate(runs)),
+                secs(cpu(runs)),
+                srv.map_or("—".into(), |(c, _)| secs(c)),
+                bytes(rss(runs)),
+                srv.map_or("—".into(), |(_, r)| bytes(r)),
+                bytes(repo),
+                list(&runs.iter().map(|m| m.wall).collect::<Vec<_>>()),
+                load.join(", "),
+            ]);
+        };
+    row(
+        "`rewind watch --once --repo` (embedded)",
+        &u.embedded,
+        None,
+        u.embedded_repo,
+        &u.loads[0],
+    );
+    row(
+        "`rewind watch --once` → rewind-server",
+        &u.server,
+        Some((server_cpu, server_rss)),
+        u.server_repo,
+        &u.loads[1],
+    );
+    row(
+        "`restic backup` (local repository)",
+        &u.restic,
+        None,
+        u.restic_repo,
+        &u.loads[2],
+    );
     s.push_str(&t.render());
     let share = rate(&u.server) / rate(&u.embedded);
     let _ = writeln!(
