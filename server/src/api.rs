@@ -39,7 +39,15 @@ pub struct Server {
     pub metrics: Metrics,
     /// argon2 hash of the admin secret.
     pub admin_hash: String,
+    /// Chunk uploads received and processed at once: each holds its body
+    /// (up to 80 MiB) and its decoded chunks, so this bounds the memory
+    /// many clients uploading together can take.
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Chunk uploads processed at once (about 8 × 2 × 8 MiB with the client's
+/// request size; more wait before their bodies are read).
+pub const UPLOADS_AT_ONCE: usize = 8;
 
 /// The peer of the connection a request came on.
 #[derive(Clone, Copy, Debug)]
@@ -298,13 +306,15 @@ async fn client(s: &Shared, headers: &HeaderMap, peer: Peer) -> Result<String, A
     }
 }
 
-/// An API request: the server, the peer, the headers and the body, as the
-/// handlers of authenticated routes take them.
+/// An authenticated API request: the server, the client and the body, as
+/// the handlers of authenticated routes take them.
 struct Call {
     s: Shared,
-    peer: Peer,
-    headers: HeaderMap,
+    /// The authenticated client.
+    client: String,
     body: Bytes,
+    /// For chunk uploads: the slot held until the request is processed.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl FromRequest<Shared> for Call {
@@ -314,29 +324,42 @@ impl FromRequest<Shared> for Call {
         let peer = req.extensions().get::<Peer>().copied().ok_or_else(|| {
             ApiError(StatusCode::INTERNAL_SERVER_ERROR, "no peer address".into()).into_response()
         })?;
-        let headers = req.headers().clone();
+        // Credentials first: nothing of an unauthenticated request's body
+        // is read.
+        let client = client(s, req.headers(), peer)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        // A slot before the body is read, so waiting uploads hold no memory.
+        let slot = if req.uri().path() == "/v1/chunks" {
+            Some(s.uploads.clone().acquire_owned().await.map_err(|_| {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()).into_response()
+            })?)
+        } else {
+            None
+        };
         let body = Bytes::from_request(req, s)
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(Call {
             s: s.clone(),
-            peer,
-            headers,
+            client,
             body,
+            _slot: slot,
         })
     }
 }
 
 impl Call {
-    /// Authenticate, then run `f` with the server, the client's name and
-    /// the body on a blocking thread.
+    /// Run `f` with the server, the client's name and the body on a
+    /// blocking thread.
     async fn run(
         self,
         f: impl FnOnce(&Server, &str, &[u8]) -> Result<Response, ApiError> + Send + 'static,
     ) -> ApiResult {
-        let c = client(&self.s, &self.headers, self.peer).await?;
-        let (s, b) = (self.s, self.body);
-        blocking(move || f(&s, &c, &b)).await
+        let (s, c, b, slot) = (self.s, self.client, self.body, self._slot);
+        let r = blocking(move || f(&s, &c, &b)).await;
+        drop(slot);
+        r
     }
 }
 
