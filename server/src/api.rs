@@ -39,15 +39,7 @@ pub struct Server {
     pub metrics: Metrics,
     /// argon2 hash of the admin secret.
     pub admin_hash: String,
-    /// Chunk uploads received and processed at once: each holds its body
-    /// (up to 80 MiB) and its decoded chunks, so this bounds the memory
-    /// many clients uploading together can take.
-    pub uploads: Arc<tokio::sync::Semaphore>,
 }
-
-/// Chunk uploads processed at once (about 8 × 2 × 8 MiB with the client's
-/// request size; more wait before their bodies are read).
-pub const UPLOADS_AT_ONCE: usize = 8;
 
 /// The peer of the connection a request came on.
 #[derive(Clone, Copy, Debug)]
@@ -313,8 +305,6 @@ struct Call {
     /// The authenticated client.
     client: String,
     body: Bytes,
-    /// For chunk uploads: the slot held until the request is processed.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl FromRequest<Shared> for Call {
@@ -329,14 +319,10 @@ impl FromRequest<Shared> for Call {
         let client = client(s, req.headers(), peer)
             .await
             .map_err(IntoResponse::into_response)?;
-        // A slot before the body is read, so waiting uploads hold no memory.
-        let slot = if req.uri().path() == "/v1/chunks" {
-            Some(s.uploads.clone().acquire_owned().await.map_err(|_| {
-                ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()).into_response()
-            })?)
-        } else {
-            None
-        };
+        // No cap on uploads in flight here: a request waiting for a slot
+        // without reading its body would hold HTTP/2 connection window
+        // that the slot holders on the same connection need (measured: a
+        // deadlock with 20 clients).
         let body = Bytes::from_request(req, s)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -344,7 +330,6 @@ impl FromRequest<Shared> for Call {
             s: s.clone(),
             client,
             body,
-            _slot: slot,
         })
     }
 }
@@ -356,10 +341,8 @@ impl Call {
         self,
         f: impl FnOnce(&Server, &str, &[u8]) -> Result<Response, ApiError> + Send + 'static,
     ) -> ApiResult {
-        let (s, c, b, slot) = (self.s, self.client, self.body, self._slot);
-        let r = blocking(move || f(&s, &c, &b)).await;
-        drop(slot);
-        r
+        let (s, c, b) = (self.s, self.client, self.body);
+        blocking(move || f(&s, &c, &b)).await
     }
 }
 

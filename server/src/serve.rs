@@ -111,7 +111,6 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         throttle: Throttle::default(),
         metrics: Metrics::default(),
         admin_hash: admin_hash.trim().to_string(),
-        uploads: Arc::new(Semaphore::new(api::UPLOADS_AT_ONCE)),
     });
     let app = api::router(server.clone());
     let listener = TcpListener::bind(opts.listen)
