@@ -43,16 +43,7 @@ impl Runs {
     }
 
     fn median(&self, f: impl Fn(&Measured) -> f64) -> f64 {
-        let mut v: Vec<f64> = self.runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
+        crate::report::median(&self.runs.iter().map(f).collect::<Vec<_>>())
     }
 
     fn wall(&self) -> f64 {
@@ -187,14 +178,7 @@ pub fn run(cfg: &Config, session: &mut Session) -> Result<String> {
         setup = Some(s);
 
         let rdir = fresh_dir(&base.join("restic"))?;
-        let restic = |args: &[&str]| {
-            Cmd::new("restic")
-                .env("RESTIC_PASSWORD", "bench")
-                .env("RESTIC_CACHE_DIR", rdir.join("cache"))
-                .arg("-r")
-                .arg(rdir.join("repo"))
-                .args(args.iter().copied())
-        };
+        let restic = |args: &[&str]| crate::run::restic(&rdir, args);
         restic(&["init"]).run_quiet()?;
         timed(
             &mut rs,

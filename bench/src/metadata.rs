@@ -443,14 +443,7 @@ pub fn run(cfg: &Config) -> Result<String> {
     };
     let rsrc_alloc = allocated(&rsrc)?;
     let rdir = fresh_dir(&sp.join("restic"))?;
-    let restic = |args: &[&str]| {
-        Cmd::new("restic")
-            .env("RESTIC_PASSWORD", "bench")
-            .env("RESTIC_CACHE_DIR", rdir.join("cache"))
-            .arg("-r")
-            .arg(rdir.join("repo"))
-            .args(args.iter().copied())
-    };
+    let restic = |args: &[&str]| crate::run::restic(&rdir, args);
     restic(&["init"]).run_quiet()?;
     let mut rs_cap = Runs::default();
     let mut rs_res = Runs::default();

@@ -255,3 +255,14 @@ pub fn signal(pid: u32, signal: rustix::process::Signal) -> Result<()> {
     rustix::process::kill_process(p, signal)?;
     Ok(())
 }
+
+/// `restic -r DIR/repo ARGS…` with the bench password and its cache in
+/// `DIR/cache`.
+pub fn restic(dir: &std::path::Path, args: &[&str]) -> Cmd {
+    Cmd::new("restic")
+        .env("RESTIC_PASSWORD", "bench")
+        .env("RESTIC_CACHE_DIR", dir.join("cache"))
+        .arg("-r")
+        .arg(dir.join("repo"))
+        .args(args.iter().copied())
+}

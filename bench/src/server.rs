@@ -415,14 +415,7 @@ fn upload(cfg: &Config, srv_bin: &Path, base: &Path, tree: &Path) -> Result<Uplo
 
         // restic to a local repository.
         let rdir = fresh_dir(&base.join("a-restic"))?;
-        let restic = |args: &[&str]| {
-            Cmd::new("restic")
-                .env("RESTIC_PASSWORD", "bench")
-                .env("RESTIC_CACHE_DIR", rdir.join("cache"))
-                .arg("-r")
-                .arg(rdir.join("repo"))
-                .args(args.iter().copied())
-        };
+        let restic = |args: &[&str]| crate::run::restic(&rdir, args);
         restic(&["init"]).run_quiet()?;
         let cmd = restic(&["backup"]).arg(tree);
         let m = timed(
