@@ -605,6 +605,16 @@ fn restore(cfg: &Config, srv_bin: &Path, base: &Path, tree: &Path) -> Result<Res
     let mut changed = RestoreRuns::default();
     let mut unchanged = RestoreRuns::default();
     let file_arg = file.as_os_str();
+    // `rewind restore FILE --at now --json`, in place.
+    let in_place = || {
+        c.cmd([
+            "restore".as_ref(),
+            file_arg,
+            "--at".as_ref(),
+            "now".as_ref(),
+            "--json".as_ref(),
+        ])
+    };
     for round in 1..=cfg.ingest_runs {
         // Everything fetched: to an empty directory.
         let dest = base.join("c-full");
@@ -636,31 +646,11 @@ fn restore(cfg: &Config, srv_bin: &Path, base: &Path, tree: &Path) -> Result<Res
             .write(true)
             .open(&file)?
             .write_all_at(&noise, offset)?;
-        restore_json(
-            c.cmd([
-                "restore".as_ref(),
-                file_arg,
-                "--at".as_ref(),
-                "now".as_ref(),
-                "--json".as_ref(),
-            ]),
-            &server,
-            &mut changed,
-        )?;
+        restore_json(in_place(), &server, &mut changed)?;
         same(&file, &original)?;
 
         // Nothing changed: in place again.
-        restore_json(
-            c.cmd([
-                "restore".as_ref(),
-                file_arg,
-                "--at".as_ref(),
-                "now".as_ref(),
-                "--json".as_ref(),
-            ]),
-            &server,
-            &mut unchanged,
-        )?;
+        restore_json(in_place(), &server, &mut unchanged)?;
         same(&file, &original)?;
     }
     server.stop()?;
