@@ -675,14 +675,18 @@ fn a_directory_swapped_for_a_symlink_mid_restore_writes_nothing_outside() {
     let dest = base.join("dest");
     let outside = base.join("outside");
     fs::create_dir_all(&outside).unwrap();
+    // stderr goes to a file: every refused write is a line, and a pipe
+    // nobody reads until the end would fill and stall the restore.
+    let err_path = base.join("restore.err");
     let mut child = env
         .command()
         .args(["restore", env.root.to_str().unwrap(), "--at", "now", "--to"])
         .arg(&dest)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
+    let start = std::time::Instant::now();
     // While it runs: every directory restore has made is moved aside
     // (inside the destination) and replaced by a symlink to `outside`.
     let mut swaps = 0;
@@ -701,9 +705,15 @@ fn a_directory_swapped_for_a_symlink_mid_restore_writes_nothing_outside() {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
+        if start.elapsed() > harness::DEADLINE {
+            let _ = child.kill();
+            panic!(
+                "restore did not finish; stderr:\n{}",
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
     };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let err = fs::read_to_string(&err_path).unwrap();
     let escaped: Vec<_> = fs::read_dir(&outside).unwrap().collect();
     assert!(
         escaped.is_empty(),

@@ -45,6 +45,44 @@ pub fn show(out: &Output) -> String {
 pub struct Env {
     pub tmp: tempfile::TempDir,
     pub root: PathBuf,
+    _watchdog: Watchdog,
+}
+
+/// How long one test may run before the whole test binary is aborted with
+/// the test's name: a hang fails the suite instead of stalling CI.
+pub const TEST_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+/// Aborts the process if the test owning it is still running after
+/// [`TEST_LIMIT`]; dropping it (the test ended) disarms it.
+struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    fn arm() -> Watchdog {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("unnamed test")
+            .to_string();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < TEST_LIMIT {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            eprintln!("test `{test}` still running after {TEST_LIMIT:?}: aborting (a hang)");
+            std::process::abort();
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Env {
@@ -57,7 +95,11 @@ impl Env {
         for d in ["home", "data", "state", "config"] {
             fs::create_dir_all(base.join(d)).unwrap();
         }
-        Env { tmp, root }
+        Env {
+            tmp,
+            root,
+            _watchdog: Watchdog::arm(),
+        }
     }
 
     pub fn command(&self) -> Command {
@@ -567,7 +609,17 @@ impl Server {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
-            let st = c.wait().unwrap();
+            let start = Instant::now();
+            let st = loop {
+                if let Some(st) = c.try_wait().unwrap() {
+                    break st;
+                }
+                if start.elapsed() > DEADLINE {
+                    let _ = c.kill();
+                    panic!("server did not stop on SIGTERM; log:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
             assert!(
                 st.success() || std::thread::panicking(),
                 "server exited with {st}; log:\n{}",
