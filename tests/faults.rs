@@ -5,23 +5,9 @@
 mod harness;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use harness::{Env, SmallFs, show};
-
-fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p, ext));
-        } else if p.extension().is_some_and(|x| x == ext) {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
+use harness::{Env, SmallFs, files_under, show};
 
 fn repo_dir(env: &Env) -> PathBuf {
     env.tmp
@@ -125,20 +111,7 @@ fn verify_finds_and_repair_survives_pack_and_index_damage() {
     // 3. A flipped byte inside big.bin's stored bytes: that content is
     // lost. verify names the version, repair keeps the rest, and a restore
     // brings back every other file and reports the damaged one (exit 3).
-    let packs = files_under(&repo.join("packs"), "pack");
-    let needle = &big[100_000..100_064];
-    let (pack, at_byte) = packs
-        .iter()
-        .find_map(|p| {
-            let b = fs::read(p).unwrap();
-            b.windows(needle.len())
-                .position(|w| w == needle)
-                .map(|i| (p.clone(), i))
-        })
-        .expect("big.bin is stored raw in some pack");
-    let mut bytes = fs::read(&pack).unwrap();
-    bytes[at_byte + 10] ^= 0x40;
-    fs::write(&pack, &bytes).unwrap();
+    harness::flip_stored_byte(&repo, &big[100_000..100_064]);
     let quick = env.run(&["verify", "--quick"]);
     assert_eq!(
         quick.status.code(),

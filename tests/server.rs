@@ -264,11 +264,93 @@ fn a_client_cannot_list_restore_or_probe_another_clients_data() {
     let e = bob.commit_versions(vec![v]).unwrap_err().to_string();
     assert!(e.contains("has not uploaded"), "{e}");
 
+    // Nor can he list Alice's versions or learn through verify whether her
+    // chunk is stored.
+    assert!(bob.list_page(None, 100).unwrap().is_empty());
+    let p = bob.verify_chunks(false, &[chunk]).unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!((p[0].id, p[0].reason.as_str()), (chunk, "missing"));
+    assert_eq!(p, bob.verify_chunks(true, &[chunk]).unwrap());
+    assert_eq!(
+        alice.list_page(None, 100).unwrap().len(),
+        2,
+        "root and file"
+    );
+    assert!(alice.verify_chunks(false, &[chunk]).unwrap().is_empty());
+
     // Once Bob has the same bytes himself, he uploads them (and only then
     // may refer to them).
     write(&b.root.join("mine.txt"), secret);
     b.ok(&["watch", b.root.to_str().unwrap(), "--once"]);
     assert!(bob.missing_chunks(&[chunk]).unwrap().is_empty());
+}
+
+/// `rewind verify` on an enrolled machine checks this client's versions
+/// and chunks on the server's disk, and names what a damaged pack cost.
+#[test]
+fn verify_from_the_client_finds_damage_on_the_server() {
+    let env = Env::new();
+    let srv = server(&env);
+    env.enroll(&srv, "laptop");
+    write(&env.root.join("a.txt"), b"a small text");
+    let mut big = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut fs::File::open("/dev/urandom").unwrap(), &mut big).unwrap();
+    write(&env.root.join("sub/big.bin"), &big);
+    env.ok(&["watch", env.root.to_str().unwrap(), "--once"]);
+    let v = env.json(&["verify", "--json"]);
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(v["server"].as_str(), Some(srv.url.as_str()), "{v:#}");
+    assert_eq!(v["versions"], 4, "root, sub, a.txt, big.bin: {v:#}");
+    assert!(v["chunks"].as_u64().unwrap() >= 2, "{v:#}");
+    let out = env.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no damage"),
+        "{}",
+        show(&out)
+    );
+
+    harness::flip_stored_byte(&srv.data.join("repo"), &big[300_000..300_064]);
+    let quick = env.run(&["verify", "--quick"]);
+    assert_eq!(
+        quick.status.code(),
+        Some(0),
+        "quick checks presence only\n{}",
+        show(&quick)
+    );
+    let out = env.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["issues"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(v["issues"][0]["reason"], "damaged", "{v:#}");
+    let damaged = v["damaged_versions"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{v:#}");
+    assert!(
+        damaged[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/sub/big.bin")
+    );
+    // Without --json: one line per problem, naming the server.
+    let out = env.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&srv.url) && err.contains("is damaged") && err.contains("big.bin"),
+        "{}",
+        show(&out)
+    );
+    // The server's own verify agrees; repair is the administrator's.
+    let out = srv.cmd(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let out = env.run(&["repair"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rewind-server repair"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]

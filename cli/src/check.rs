@@ -11,7 +11,7 @@ use rewind_repo::{DamagedVersion, LocalRepo, VerifyProgress, VerifyReport};
 use serde_json::json;
 
 /// Exit code when damage was found (verify) or remains (repair).
-const DAMAGE: i32 = 1;
+pub(crate) const DAMAGE: i32 = 1;
 
 /// Check every pack's structure (and with `!quick` every chunk's hash),
 /// the index files against the packs, and every version's chunks.
@@ -174,7 +174,13 @@ fn print_issues(report: &VerifyReport) {
             .unwrap_or_default();
         let _ = writeln!(err, "rewind: {}{at}: {}", i.path.display(), i.problem);
     }
-    for d in &report.damaged_versions {
+    drop(err);
+    print_damaged(&report.damaged_versions);
+}
+
+pub(crate) fn print_damaged(list: &[DamagedVersion]) {
+    let mut err = std::io::stderr().lock();
+    for d in list {
         let _ = writeln!(
             err,
             "rewind: cannot restore {} as of {} (version {} of client {}): chunk {} is {}",
@@ -202,7 +208,7 @@ fn issues_json(report: &VerifyReport) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn damaged_json(list: &[DamagedVersion]) -> Vec<serde_json::Value> {
+pub(crate) fn damaged_json(list: &[DamagedVersion]) -> Vec<serde_json::Value> {
     list.iter()
         .map(|d| {
             json!({

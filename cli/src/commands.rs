@@ -115,9 +115,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Versions { path, json } => versions(&target()?, &path, json.json),
         Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),
         Command::Restore(r) => restore(&target()?, r),
-        Command::Verify { quick, json } => {
-            crate::check::verify(&local_only(target()?, "verify")?, quick, json.json)
-        }
+        Command::Verify { quick, json } => match target()? {
+            Target::Local(dir) => crate::check::verify(&dir, quick, json.json),
+            Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
+        },
         Command::Repair(j) => crate::check::repair(&local_only(target()?, "repair")?, j.json),
     }
 }
@@ -126,7 +127,8 @@ fn local_only(t: Target, what: &str) -> Result<PathBuf> {
     match t {
         Target::Local(d) => Ok(d),
         Target::Server(r) => bail!(
-            "`rewind {what}` checks a local repository; for the server's ({}), run it on the server              against its data directory: rewind {what} --repo DATA/repo",
+            "`rewind {what}` works on a local repository; for the server's ({}), run \
+             `rewind-server {what} --data DIR` on the server",
             r.cfg.url
         ),
     }

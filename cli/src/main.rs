@@ -12,6 +12,7 @@ mod config;
 mod dump;
 mod paths;
 mod server;
+mod verify_remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,10 +87,12 @@ enum Command {
     },
     /// Restore a file or folder as it was at a point in time
     Restore(RestoreArgs),
-    /// Check the repository: every pack, chunk, index file and version
+    /// Check the repository: every pack, chunk, index file and version; on
+    /// an enrolled machine, this client's versions and chunks on the server
     /// (exit 0 when clean, 1 when damage is found)
     Verify {
-        /// Check structure only (no chunk is decompressed and hashed)
+        /// Check structure only (no chunk is decompressed and hashed; on a
+        /// server, only that each chunk is indexed)
         #[arg(long)]
         quick: bool,
         #[command(flatten)]

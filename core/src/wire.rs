@@ -18,6 +18,8 @@
 //! | `POST /v1/covers` | [`PathQuery`] | `bool` |
 //! | `POST /v1/read` | `Vec<ChunkId>` | `Vec<EncodedChunk>` |
 //! | `GET /v1/stats` | | JSON [`crate::RepoStats`] |
+//! | `POST /v1/list` | [`ListQuery`] | `Vec<Version>` |
+//! | `POST /v1/verify` | [`VerifyChunks`] | `Vec<ChunkProblem>` |
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -76,6 +78,39 @@ pub struct PathQuery {
     pub path: Vec<u8>,
     /// Point in time (tree queries).
     pub at: Option<Timestamp>,
+}
+
+/// `POST /v1/list`: every version of the asking client, a page at a time,
+/// in path order (each path whole, oldest first).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Start after this path (`None`: from the first).
+    #[serde(with = "serde_bytes")]
+    pub after: Option<Vec<u8>>,
+    /// Stop once at least this many versions are in the page (a path is
+    /// never split, so a page can hold more).
+    pub limit: u32,
+}
+
+/// `POST /v1/verify`: check chunks the asking client uploaded, on the
+/// server's disk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VerifyChunks {
+    /// Only check that each chunk is indexed (no read).
+    pub quick: bool,
+    /// At most [`MAX_IDS`] chunks.
+    pub ids: Vec<crate::ChunkId>,
+}
+
+/// One chunk that failed a `verify` request (intact chunks are not listed).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkProblem {
+    /// The chunk.
+    pub id: crate::ChunkId,
+    /// `missing` or `damaged`.
+    pub reason: String,
+    /// What was found, for people.
+    pub detail: String,
 }
 
 /// The fingerprint of a DER certificate as clients pin it:

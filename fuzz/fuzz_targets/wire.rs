@@ -1,11 +1,14 @@
 //! Request and reply bodies of the server protocol (`rewind_core::wire`),
 //! as the server decodes requests and the client decodes replies: chunk
 //! ids, chunks as stored (then their decompression and id check),
-//! versions, path queries, and the JSON bodies of enrollment and info.
+//! versions, path queries, list and verify requests and verify replies,
+//! and the JSON bodies of enrollment and info.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rewind_core::wire::{self, EnrollReply, EnrollRequest, PathQuery, ServerInfo};
+use rewind_core::wire::{
+    self, ChunkProblem, EnrollReply, EnrollRequest, ListQuery, PathQuery, ServerInfo, VerifyChunks,
+};
 use rewind_core::{ChunkId, EncodedChunk, RepoStats, Version};
 
 fuzz_target!(|data: &[u8]| {
@@ -23,6 +26,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = wire::decode::<PathQuery>(data);
     let _ = wire::decode::<bool>(data);
+    let _ = wire::decode::<ListQuery>(data);
+    let _ = wire::decode::<VerifyChunks>(data);
+    let _ = wire::decode::<Vec<ChunkProblem>>(data);
     let _ = serde_json::from_slice::<EnrollRequest>(data);
     let _ = serde_json::from_slice::<EnrollReply>(data);
     let _ = serde_json::from_slice::<ServerInfo>(data);

@@ -19,7 +19,8 @@ use reqwest::StatusCode;
 use reqwest::blocking::{Body, Client};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use rewind_core::wire::{
-    self, EnrollReply, EnrollRequest, MAX_BODY, POSTCARD, PathQuery, ServerInfo,
+    self, ChunkProblem, EnrollReply, EnrollRequest, ListQuery, MAX_BODY, POSTCARD, PathQuery,
+    ServerInfo, VerifyChunks,
 };
 use rewind_core::{ChunkId, EncodedChunk, RepoError, RepoStats, Repository, Timestamp, Version};
 use serde::{Deserialize, Serialize};
@@ -207,6 +208,43 @@ impl RemoteRepo {
 
     fn decode<T: for<'a> Deserialize<'a>>(&self, b: &[u8]) -> Result<T, RepoError> {
         wire::decode(b).map_err(|e| self.malformed(e))
+    }
+
+    /// One page of every version this client has on the server, in path
+    /// order: the paths after `after`, each whole, until at least `limit`
+    /// versions. An empty page is the end.
+    pub fn list_page(&self, after: Option<&[u8]>, limit: u32) -> Result<Vec<Version>, RepoError> {
+        let b = self.post(
+            "/v1/list",
+            &ListQuery {
+                after: after.map(<[u8]>::to_vec),
+                limit,
+            },
+        )?;
+        self.decode(&b)
+    }
+
+    /// Have the server check these chunks of ours on its disk (`quick`:
+    /// that they are indexed; otherwise read, decompress and hash each).
+    /// Returns the ones that failed.
+    pub fn verify_chunks(
+        &self,
+        quick: bool,
+        ids: &[ChunkId],
+    ) -> Result<Vec<ChunkProblem>, RepoError> {
+        let b = self.post(
+            "/v1/verify",
+            &VerifyChunks {
+                quick,
+                ids: ids.to_vec(),
+            },
+        )?;
+        let got: Vec<ChunkProblem> = self.decode(&b)?;
+        let asked: std::collections::HashSet<&ChunkId> = ids.iter().collect();
+        if got.iter().any(|p| !asked.contains(&p.id)) {
+            return Err(self.malformed("the server reported on chunks not asked about"));
+        }
+        Ok(got)
     }
 
     /// Several chunks as stored, checked against their ids on decode by the

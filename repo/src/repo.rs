@@ -106,6 +106,13 @@ impl LocalRepo {
         self.read_state().client_versions(client)
     }
 
+    /// Every version of `client` in path order, a page at a time: the paths
+    /// after `after`, each whole, until at least `limit` versions are taken.
+    /// An empty page is the end.
+    pub fn list_page(&self, client: &str, after: Option<&[u8]>, limit: usize) -> Vec<Version> {
+        self.read_state().list_page(client, after, limit)
+    }
+
     /// A chunk as stored (compressed or raw), for sending over the network:
     /// the receiver decodes it and checks it against its id.
     pub fn read_encoded(&self, id: &ChunkId) -> Result<EncodedChunk, RepoError> {

@@ -165,6 +165,31 @@ impl State {
         false
     }
 
+    /// Every version of `client`, path by path (each path whole, oldest
+    /// first), starting after path `after`, until at least `limit` are taken.
+    pub(crate) fn list_page(
+        &self,
+        client: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<Version> {
+        let Some(ci) = self.clients.get(client) else {
+            return Vec::new();
+        };
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for (_, vs) in ci.paths.range::<[u8], _>((start, Bound::Unbounded)) {
+            if out.len() >= limit.max(1) {
+                break;
+            }
+            out.extend(vs.iter().cloned());
+        }
+        out
+    }
+
     /// How many versions `client` has stored.
     pub(crate) fn client_versions(&self, client: &str) -> u64 {
         self.clients

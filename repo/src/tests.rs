@@ -395,6 +395,28 @@ fn versions_of_is_oldest_first_by_seq() {
 }
 
 #[test]
+fn list_page_walks_every_version_path_by_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+    repo.commit_versions(vec![
+        dir_v(1, 10, b"/a"),
+        dir_v(2, 20, b"/a"),
+        gone(3, 30, b"/b"),
+        dir_v(4, 40, b"/c"),
+    ])
+    .unwrap();
+    let page = |after: Option<&[u8]>, n| -> Vec<u64> {
+        repo.list_page(C, after, n).iter().map(|v| v.seq).collect()
+    };
+    assert_eq!(page(None, 1), vec![1, 2], "a path is never split");
+    assert_eq!(page(Some(b"/a"), 1), vec![3]);
+    assert_eq!(page(Some(b"/b"), 10), vec![4]);
+    assert!(page(Some(b"/c"), 10).is_empty());
+    assert_eq!(page(None, 100), vec![1, 2, 3, 4]);
+    assert!(repo.list_page("nobody", None, 10).is_empty());
+}
+
+#[test]
 fn tree_at_follows_time_tombstones_and_deleted_dirs() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();

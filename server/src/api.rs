@@ -16,7 +16,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rewind_core::wire::{
-    self, EnrollReply, EnrollRequest, MAX_BODY, MAX_IDS, POSTCARD, PathQuery, ServerInfo,
+    self, ChunkProblem, EnrollReply, EnrollRequest, ListQuery, MAX_BODY, MAX_IDS, POSTCARD,
+    PathQuery, ServerInfo, VerifyChunks,
 };
 use rewind_core::{ChunkId, EncodedChunk, RepoError, RepoStats, Repository, Version};
 use rewind_repo::LocalRepo;
@@ -72,6 +73,8 @@ pub struct Metrics {
     pub versions_committed: AtomicU64,
     /// Commits.
     pub commits: AtomicU64,
+    /// Chunks checked for clients' `rewind verify`.
+    pub chunks_verified: AtomicU64,
 }
 
 impl Metrics {
@@ -150,6 +153,12 @@ impl Metrics {
             c(&self.versions_committed),
         );
         put("commits_total", "counter", "Commits.", c(&self.commits));
+        put(
+            "chunks_verified_total",
+            "counter",
+            "Chunks checked for clients' verify requests.",
+            c(&self.chunks_verified),
+        );
         put(
             "repository_versions",
             "gauge",
@@ -231,6 +240,8 @@ pub fn router(s: Shared) -> Router {
         .route("/v1/covers", post(covers))
         .route("/v1/read", post(read))
         .route("/v1/stats", get(stats))
+        .route("/v1/list", post(list))
+        .route("/v1/verify", post(verify))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(s)
 }
@@ -559,6 +570,72 @@ async fn read(call: Call) -> ApiResult {
         s.metrics
             .chunks_sent
             .fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(postcard(&out))
+    })
+    .await
+}
+
+/// Most versions in one `list` page.
+const MAX_PAGE: u32 = 50_000;
+
+async fn list(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let q: ListQuery = body(b)?;
+        let limit = q.limit.clamp(1, MAX_PAGE) as usize;
+        Ok(postcard(&s.repo.list_page(c, q.after.as_deref(), limit)))
+    })
+    .await
+}
+
+/// Check the asking client's chunks on disk: each must be one it uploaded,
+/// be indexed, and (unless quick) read back, decompress and hash to its id.
+async fn verify(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let q: VerifyChunks = body(b)?;
+        if q.ids.len() > MAX_IDS {
+            return Err(bad(format!(
+                "{} chunk ids in one request (the limit is {MAX_IDS})",
+                q.ids.len()
+            )));
+        }
+        s.metrics
+            .chunks_verified
+            .fetch_add(q.ids.len() as u64, Ordering::Relaxed);
+        let own = s.owners.of(c)?;
+        let problem = |id: ChunkId, reason: &str, detail: String| ChunkProblem {
+            id,
+            reason: reason.into(),
+            detail,
+        };
+        let mut out = Vec::new();
+        let mut owned = Vec::with_capacity(q.ids.len());
+        for id in q.ids {
+            if own.has(&id) {
+                owned.push(id);
+            } else {
+                out.push(problem(id, "missing", "not uploaded by this client".into()));
+            }
+        }
+        if q.quick {
+            for id in s.repo.missing_chunks(&owned)? {
+                out.push(problem(
+                    id,
+                    "missing",
+                    "not in the repository's index".into(),
+                ));
+            }
+        } else {
+            for id in owned {
+                match s.repo.read_encoded(&id).map(|ch| ch.decode().map(drop)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => out.push(problem(id, "damaged", e.to_string())),
+                    Err(RepoError::MissingChunk(_)) => {
+                        out.push(problem(id, "missing", "not in the repository".into()))
+                    }
+                    Err(e) => out.push(problem(id, "damaged", e.to_string())),
+                }
+            }
+        }
         Ok(postcard(&out))
     })
     .await

@@ -41,6 +41,40 @@ pub fn show(out: &Output) -> String {
     )
 }
 
+/// Files under `dir` (recursively) whose extension is `ext`, sorted.
+pub fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p, ext));
+        } else if p.extension().is_some_and(|x| x == ext) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Damage a repository: flip one bit inside the stored copy of `needle`
+/// (content stored raw, so it appears verbatim in some pack under
+/// `repo/packs`). The pack is rewritten in place (same inode), as a disk
+/// error would leave it.
+pub fn flip_stored_byte(repo: &Path, needle: &[u8]) {
+    let (pack, at) = files_under(&repo.join("packs"), "pack")
+        .iter()
+        .find_map(|p| {
+            let b = fs::read(p).unwrap();
+            b.windows(needle.len())
+                .position(|w| w == needle)
+                .map(|i| (p.clone(), i))
+        })
+        .expect("the bytes are stored raw in some pack");
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[at + needle.len() / 2] ^= 0x40;
+    fs::write(&pack, &bytes).unwrap();
+}
+
 /// One isolated user: HOME, XDG dirs, a protected folder `root`.
 pub struct Env {
     pub tmp: tempfile::TempDir,
