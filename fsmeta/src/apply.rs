@@ -12,7 +12,6 @@
 //!    change (and anything else).
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
@@ -89,32 +88,23 @@ pub fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &FileMeta, opts: ApplyOptions) ->
             return issues;
         }
     };
-    // The xattr crate works on `File`s: a duplicate descriptor, closed at
-    // the end.
-    let file = match fd.try_clone_to_owned() {
-        Ok(owned) => Some(File::from(owned)),
-        Err(e) => {
-            issues.push(MetaIssue::new("xattrs", e));
-            None
-        }
-    };
-    let node = file.as_ref().map(Node::File);
-
-    if let Some(node) = &node {
-        let current = current_names(node, &mut issues);
-        xattrs::apply(node, &meta.xattrs, &current, opts.exact_xattrs, &mut issues);
-        match fd_path(fd) {
-            Ok(path) => acl::apply(
-                &path,
-                node,
-                st.kind == FileKind::Dir,
-                meta,
-                &current,
-                &mut issues,
-            ),
-            Err(e) => issues.push(MetaIssue::new("acl", e)),
-        }
-    }
+    let node = Node::Fd(fd);
+    let current = current_names(&node, &mut issues);
+    xattrs::apply(
+        &node,
+        &meta.xattrs,
+        &current,
+        opts.exact_xattrs,
+        &mut issues,
+    );
+    acl::apply(
+        || fd_path(fd),
+        &node,
+        st.kind == FileKind::Dir,
+        meta,
+        &current,
+        &mut issues,
+    );
     if opts.owner {
         let (uid, gid) = owner_change(&st, meta, opts);
         if (uid.is_some() || gid.is_some())
@@ -126,9 +116,7 @@ pub fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &FileMeta, opts: ApplyOptions) ->
     if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode as _)) {
         issues.push(MetaIssue::new("mode", e));
     }
-    if let Some(node) = &node {
-        xattrs::apply_capability(node, &meta.xattrs, &mut issues);
-    }
+    xattrs::apply_capability(&node, &meta.xattrs, &mut issues);
     if let Err(e) = rustix::fs::futimens(fd, &timestamps(meta, opts)) {
         issues.push(MetaIssue::new("times", e));
     }
@@ -176,7 +164,7 @@ pub fn apply_meta_at<Fd: AsFd>(
         xattrs::apply(node, &meta.xattrs, &current, opts.exact_xattrs, &mut issues);
         if !is_link {
             acl::apply(
-                path,
+                || Ok(path.clone()),
                 node,
                 st.kind == FileKind::Dir,
                 meta,

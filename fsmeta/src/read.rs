@@ -50,6 +50,29 @@ pub fn read_meta_full(path: &Path) -> Result<(FileMeta, Vec<MetaIssue>), MetaErr
     read_loc(Loc::At(std::os::fd::AsFd::as_fd(&dir), name)).map_err(err)
 }
 
+/// Only what `stat` says about `path` (kind, mode, owner ids, size, times,
+/// inode), never following a final symlink: enough for
+/// [`FileMeta::same_state`], one system call. Extended attributes, ACLs,
+/// names, the symlink target and the sparse map are left empty.
+pub fn read_stat(path: &Path) -> Result<FileMeta, MetaError> {
+    let err = |source| MetaError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let st = if path.as_os_str().len() < LONG_PATH {
+        let (dir, name) = Loc::Path(path).at();
+        stat_at(dir, name).map_err(err)?
+    } else {
+        let (parent, name) = match path.file_name() {
+            Some(name) => (path.parent().unwrap_or(Path::new("")), name),
+            None => (path, OsStr::new(".")),
+        };
+        let dir = open_dir_nofollow_long(parent).map_err(err)?;
+        stat_at(std::os::fd::AsFd::as_fd(&dir), name).map_err(err)?
+    };
+    Ok(from_stat(&st))
+}
+
 /// Read everything the OS has about `name` inside directory `dir`, never
 /// following `name` if it is a symlink; `name` is one path component.
 /// Errors and issues as for [`read_meta_full`]; the error's path is `name`.
@@ -106,12 +129,28 @@ fn read_loc(loc: Loc<'_>) -> io::Result<(FileMeta, Vec<MetaIssue>)> {
     };
 
     let meta = FileMeta {
+        user: names::user_name(st.uid),
+        group: names::group_name(st.gid),
+        symlink_target,
+        xattrs,
+        acl,
+        default_acl,
+        sparse,
+        ..from_stat(&st)
+    };
+    Ok((meta, issues))
+}
+
+/// The fields of a [`FileMeta`] that `stat` gives.
+fn from_stat(st: &RawStat) -> FileMeta {
+    let kind = st.kind;
+    FileMeta {
         kind,
         mode: st.mode,
         uid: st.uid,
         gid: st.gid,
-        user: names::user_name(st.uid),
-        group: names::group_name(st.gid),
+        user: None,
+        group: None,
         size: st.size,
         mtime: st.mtime,
         atime: st.atime,
@@ -124,15 +163,14 @@ fn read_loc(loc: Loc<'_>) -> io::Result<(FileMeta, Vec<MetaIssue>)> {
             FileKind::CharDevice | FileKind::BlockDevice => st.rdev,
             _ => 0,
         },
-        symlink_target,
-        xattrs,
-        acl,
-        default_acl,
+        symlink_target: None,
+        xattrs: Vec::new(),
+        acl: None,
+        default_acl: None,
         hardlink_group: (kind != FileKind::Dir && st.nlink > 1).then_some((st.dev, st.ino)),
-        sparse,
+        sparse: None,
         flags: st.flags,
-    };
-    Ok((meta, issues))
+    }
 }
 
 /// Open the regular file `name` without following it, without blocking and

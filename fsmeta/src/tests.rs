@@ -196,6 +196,36 @@ fn big_xattrs_round_trip_on_file_dir_and_symlink() {
     assert_eq!(at.symlink_target.as_deref(), Some(&b"f2"[..]));
 }
 
+/// A listing longer than the first buffer (1 KiB) and values just around
+/// it are read whole, through a path and through a descriptor.
+#[test]
+fn long_listings_and_values_around_the_first_buffer() {
+    let t = tempfile::tempdir_in("/dev/shm").unwrap();
+    let f = t.path().join("f");
+    fs::write(&f, b"data").unwrap();
+    let mut want = Vec::new();
+    for i in 0..60u32 {
+        let name = format!("user.a-rather-long-attribute-name-{i:03}");
+        let value = vec![b'v'; 1020 + i as usize];
+        xattr::set(&f, &name, &value).unwrap();
+        want.push(xattr(name.as_bytes(), &value));
+    }
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(full(&f).xattrs, want);
+    // The stat alone agrees on the state, and reads no attribute.
+    let st = crate::read_stat(&f).unwrap();
+    assert!(st.same_state(&full(&f)) && st.xattrs.is_empty());
+    let f2 = t.path().join("f2");
+    fs::write(&f2, b"data").unwrap();
+    let m = full(&f);
+    assert_no_issues(&apply_meta_fd(
+        File::open(&f2).unwrap().as_fd(),
+        &m,
+        ApplyOptions::default(),
+    ));
+    assert_eq!(full(&f2).xattrs, want);
+}
+
 #[test]
 fn trusted_binary_and_non_utf8_xattrs_on_ext4_and_exact_mode() {
     let t = tempfile::tempdir().unwrap();

@@ -1,15 +1,15 @@
 //! Extended attributes: every name the process can list, values of any
 //! size, through an open file or through a path whose final component is
-//! never followed (the `xattr` crate's `l*` calls).
+//! never followed (the `l*` calls), with rustix: one system call per list
+//! or value in the common case (a value over 1 KiB costs two more).
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use rustix::io::Errno;
-use xattr::FileExt;
 
 use crate::meta::{MetaIssue, Xattr};
 
@@ -30,44 +30,94 @@ pub(crate) fn is_acl_name(name: &[u8]) -> bool {
 /// An object whose attributes are read or written.
 pub(crate) enum Node<'a> {
     /// An open file or directory.
-    File(&'a File),
+    Fd(BorrowedFd<'a>),
     /// A path; its final component is never followed.
     Path(&'a Path),
 }
 
+/// First guess at the size of a listing or value: most are far smaller,
+/// so one call usually does (a larger one costs a size query and a retry).
+const FIRST_TRY: usize = 1024;
+
+/// Call `f` with a buffer until it fits: first [`FIRST_TRY`] bytes, then
+/// the size `query` reports (which may be stale by the next call when the
+/// attribute changes meanwhile, hence the loop).
+fn sized(
+    mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+    mut query: impl FnMut() -> rustix::io::Result<usize>,
+) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; FIRST_TRY];
+    loop {
+        match f(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) => {
+                let need = query()?;
+                buf.resize(need.max(buf.len() + 1), 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Node<'_> {
     pub(crate) fn list(&self) -> io::Result<Vec<OsString>> {
-        let names = match self {
-            Node::File(f) => f.list_xattr(),
-            Node::Path(p) => xattr::list(p),
+        let raw = match self {
+            Node::Fd(fd) => sized(
+                |b| rustix::fs::flistxattr(fd, b),
+                || rustix::fs::flistxattr_query(fd),
+            ),
+            Node::Path(p) => sized(
+                |b| rustix::fs::llistxattr(*p, b),
+                || rustix::fs::llistxattr_query(*p),
+            ),
         };
-        match names {
-            Ok(names) => Ok(names.collect()),
+        match raw {
+            Ok(raw) => Ok(raw
+                .split(|b| *b == 0)
+                .filter(|n| !n.is_empty())
+                .map(|n| OsString::from_vec(n.to_vec()))
+                .collect()),
             // A filesystem without extended attributes has none to list.
             Err(e) if unsupported(&e) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }
 
-    fn get(&self, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
-        match self {
-            Node::File(f) => f.get_xattr(name),
-            Node::Path(p) => xattr::get(p, name),
+    /// The value of `name`; `None` when it is not there.
+    pub(crate) fn get(&self, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+        let got = match self {
+            Node::Fd(fd) => sized(
+                |b| rustix::fs::fgetxattr(fd, name, b),
+                || rustix::fs::fgetxattr_query(fd, name),
+            ),
+            Node::Path(p) => sized(
+                |b| rustix::fs::lgetxattr(*p, name, b),
+                || rustix::fs::lgetxattr_query(*p, name),
+            ),
+        };
+        match got {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if no_attr(&e) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     pub(crate) fn set(&self, name: &OsStr, value: &[u8]) -> io::Result<()> {
-        match self {
-            Node::File(f) => f.set_xattr(name, value),
-            Node::Path(p) => xattr::set(p, name, value),
-        }
+        let flags = rustix::fs::XattrFlags::empty();
+        Ok(match self {
+            Node::Fd(fd) => rustix::fs::fsetxattr(fd, name, value, flags),
+            Node::Path(p) => rustix::fs::lsetxattr(*p, name, value, flags),
+        }?)
     }
 
     pub(crate) fn remove(&self, name: &OsStr) -> io::Result<()> {
-        match self {
-            Node::File(f) => f.remove_xattr(name),
-            Node::Path(p) => xattr::remove(p, name),
-        }
+        Ok(match self {
+            Node::Fd(fd) => rustix::fs::fremovexattr(fd, name),
+            Node::Path(p) => rustix::fs::lremovexattr(*p, name),
+        }?)
     }
 }
 
@@ -95,17 +145,12 @@ pub(crate) fn item(name: &[u8]) -> String {
 pub(crate) struct Listing {
     /// Every readable attribute except the ACL ones, sorted by name.
     pub xattrs: Vec<Xattr>,
-    /// Every name listed, the ACL ones included (Linux reads ACL presence
-    /// from it).
+    /// The raw value of `system.posix_acl_access` (Linux), when there is one.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub names: Vec<OsString>,
-}
-
-impl Listing {
+    pub acl_access: Option<Vec<u8>>,
+    /// The raw value of `system.posix_acl_default` (Linux).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn has(&self, name: &[u8]) -> bool {
-        self.names.iter().any(|n| n.as_bytes() == name)
-    }
+    pub acl_default: Option<Vec<u8>>,
 }
 
 /// Read every attribute of `node`. An attribute that vanishes between list
@@ -118,13 +163,26 @@ pub(crate) fn read(node: &Node<'_>, issues: &mut Vec<MetaIssue>) -> Listing {
             return Listing::default();
         }
     };
-    let mut xattrs = Vec::with_capacity(names.len());
+    let mut listing = Listing {
+        xattrs: Vec::with_capacity(names.len()),
+        ..Listing::default()
+    };
     for name in &names {
         if is_acl_name(name.as_bytes()) {
+            // Read raw here (one call), decoded by `acl::read`.
+            let (slot, what) = if name.as_bytes() == ACL_ACCESS {
+                (&mut listing.acl_access, "acl")
+            } else {
+                (&mut listing.acl_default, "default acl")
+            };
+            match node.get(name) {
+                Ok(v) => *slot = v,
+                Err(e) => issues.push(MetaIssue::new(what, e)),
+            }
             continue;
         }
         match node.get(name) {
-            Ok(Some(value)) => xattrs.push(Xattr {
+            Ok(Some(value)) => listing.xattrs.push(Xattr {
                 name: name.clone().into_vec(),
                 value,
             }),
@@ -132,8 +190,8 @@ pub(crate) fn read(node: &Node<'_>, issues: &mut Vec<MetaIssue>) -> Listing {
             Err(e) => issues.push(MetaIssue::new(item(name.as_bytes()), e)),
         }
     }
-    xattrs.sort_by(|a, b| a.name.cmp(&b.name));
-    Listing { xattrs, names }
+    listing.xattrs.sort_by(|a, b| a.name.cmp(&b.name));
+    listing
 }
 
 /// Set every recorded attribute but the capability (see [`CAPABILITY`]);

@@ -448,7 +448,7 @@ impl Capturer<'_> {
         // state must still be the same.
         if let Some(wait) = write_guard_wait(&meta) {
             std::thread::sleep(wait);
-            match rewind_fsmeta::read_meta(path) {
+            match rewind_fsmeta::read_stat(path) {
                 Ok(again) if again.same_state(&meta) => {}
                 Ok(_) => return Ok(Outcome::Raced),
                 Err(e) if e.is_not_found() => return Ok(Outcome::Raced),
@@ -521,7 +521,8 @@ impl Capturer<'_> {
                 Some(j) => CaptureError::Journal(j),
                 None => read_err(e),
             })?;
-        let after = match rewind_fsmeta::read_meta(path) {
+        // The stat alone: a change of xattrs or ACLs moves ctime too.
+        let after = match rewind_fsmeta::read_stat(path) {
             Ok(m) => m,
             Err(e) if e.is_not_found() => return Ok(Outcome::Raced),
             Err(e) => return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string()))),
