@@ -587,6 +587,11 @@ impl Server {
 
     /// Serve (again) on the same port; returns once it listens.
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// [`Server::start`] with extra environment variables (failpoints).
+    pub fn start_with_env(&mut self, vars: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -606,6 +611,7 @@ impl Server {
             .arg(&self.data)
             .args(["serve", "--listen", &format!("{}:{}", self.host, self.port)])
             .env("REWIND_LOG", "info")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
