@@ -424,6 +424,13 @@ fn overflow_burst_is_caught_by_a_rescan() {
         }
     }
     let env = Env::new();
+    let (dirs, files) = (20, 100);
+    // Half the directories exist (and are watched) before the burst, so
+    // the writes into them are events the queue must hold; the other half
+    // are new, found through their creation.
+    for d in 0..dirs / 2 {
+        fs::create_dir(env.root.join(format!("d{d}"))).unwrap();
+    }
     let knob = "/proc/sys/fs/inotify/max_queued_events";
     let saved = Knob(fs::read_to_string(knob).unwrap());
     fs::write(knob, "64").unwrap();
@@ -431,10 +438,11 @@ fn overflow_burst_is_caught_by_a_rescan() {
     let agent = env.watch(&["-v"]);
     agent.wait_first_pass();
     drop(saved);
-    let (dirs, files) = (20, 100);
     for d in 0..dirs {
         let dir = env.root.join(format!("d{d}"));
-        fs::create_dir(&dir).unwrap();
+        if !dir.exists() {
+            fs::create_dir(&dir).unwrap();
+        }
         for f in 0..files {
             fs::write(dir.join(format!("f{f}.txt")), format!("{d}/{f}\n")).unwrap();
         }
