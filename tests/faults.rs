@@ -438,6 +438,10 @@ fn overflow_burst_is_caught_by_a_rescan() {
     let agent = env.watch(&["-v"]);
     agent.wait_first_pass();
     drop(saved);
+    // The agent is stopped during the burst (as a busy or descheduled
+    // agent would be), so its queue overflows for sure: a running agent
+    // on a fast machine can read as fast as one writer writes.
+    agent.signal("STOP");
     for d in 0..dirs {
         let dir = env.root.join(format!("d{d}"));
         if !dir.exists() {
@@ -447,6 +451,7 @@ fn overflow_burst_is_caught_by_a_rescan() {
             fs::write(dir.join(format!("f{f}.txt")), format!("{d}/{f}\n")).unwrap();
         }
     }
+    agent.signal("CONT");
     harness::wait_until("every file of the burst to be captured", || {
         let out = env.run(&["ls", env.root.to_str().unwrap(), "--json"]);
         if !out.status.success() {

@@ -417,6 +417,10 @@ impl Agent {
             let _ = Command::new("kill")
                 .args(["-INT", &c.id().to_string()])
                 .status();
+            // A stopped agent (see `signal`) must run to see the SIGINT.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
             let start = Instant::now();
             loop {
                 if let Ok(Some(st)) = c.try_wait() {
@@ -434,6 +438,16 @@ impl Agent {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// Sends `sig` (a name such as `STOP` or `CONT`) to the agent.
+    pub fn signal(&self, sig: &str) {
+        let c = self.child.as_ref().expect("agent is running");
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} failed");
     }
 
     /// SIGKILL, no chance to clean up.
