@@ -72,6 +72,9 @@ fn enroll_watch_and_restore_through_the_server() {
         "{s:#}"
     );
     assert_eq!(s["client"], "laptop");
+    // While the server keeps up, chunks go straight from capture to it,
+    // not through the journal's spool.
+    assert_eq!(s["journal"]["spool_bytes"].as_u64(), Some(0), "{s:#}");
 
     let dest = env.tmp.path().join("at-t1");
     env.restore_to_ok(&env.root, &t1, &dest);
@@ -547,7 +550,9 @@ fn captures_go_on_while_the_server_is_down() {
         "captures to wait in the journal with an upload error",
         || {
             let s = status(&env);
+            // The chunks wait in the spool (the server refused them).
             s["journal"]["versions_waiting"].as_u64().unwrap_or(0) >= 40
+                && s["journal"]["spool_bytes"].as_u64().unwrap_or(0) > 0
                 && s["upload"]["last_error"]
                     .as_str()
                     .is_some_and(|e| e.contains("cannot connect"))

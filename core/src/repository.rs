@@ -134,11 +134,17 @@ pub trait Repository: Send + Sync {
 }
 
 /// A store that takes chunks straight from capture and makes them durable
-/// by itself, before any version refers to them: the embedded repository.
-/// The journal hands chunks to it instead of writing them into its spool
-/// first, so on a local repository each byte is written (and fsynced) once.
-/// A remote repository is not a sink: its chunks go through the spool.
+/// by itself, before any version refers to them: the embedded repository,
+/// and a server while it keeps up. The journal hands chunks to it instead
+/// of writing them into its spool first, so each byte is written (and
+/// fsynced) once.
 pub trait ChunkSink: Send + Sync {
+    /// False while the store should not be given chunks (a server that
+    /// failed or fell behind, for a while): the journal spools them
+    /// instead, and the uploader moves them later.
+    fn accepting(&self) -> bool {
+        true
+    }
     /// True when the store durably holds `id` already (a cheap in-memory
     /// lookup; `false` only costs a compression that turns out unneeded).
     fn has_chunk(&self, id: &ChunkId) -> bool;

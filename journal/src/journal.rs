@@ -49,6 +49,10 @@ const JOURNAL_RESERVE: u64 = 32 << 20;
 /// flusher: bounds the agent's memory when capture outruns the disk.
 const MAX_DIRECT_BACKLOG: u64 = 64 << 20;
 
+/// Sequence numbers reserved at a time before versions are committed
+/// straight to the sink (see [`Journal::skip_reserved`]).
+const SEQ_RESERVE: u64 = 100_000;
+
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -444,7 +448,7 @@ impl Journal {
     fn spool(&self, chunk: EncodedChunk) -> Result<()> {
         let inner = &self.inner;
         let mut w = lock(&inner.writer);
-        if inner.sink.get().is_some() {
+        if inner.sink.get().is_some_and(|s| s.accepting()) {
             while w.queued_bytes >= MAX_DIRECT_BACKLOG && !inner.stop.load(Ordering::Relaxed) {
                 inner.eager.store(true, Ordering::Relaxed);
                 self.wake_flusher();
@@ -783,6 +787,25 @@ impl Journal {
         Ok(())
     }
 
+    /// After a start that could not ask the repository for its highest
+    /// seq: make new versions get numbers above every number this journal
+    /// may have committed straight to the sink before a crash (one that
+    /// came before the journal recorded them), so none is reused and taken
+    /// by the repository for a duplicate. Leaves a gap in the numbers.
+    pub fn skip_reserved(&self) -> Result<()> {
+        let reserved = get_u64(&self.inner.db, "reserved_seq", &self.inner.dir)?;
+        let mut w = lock(&self.inner.writer);
+        if w.next_seq > reserved {
+            return Ok(());
+        }
+        w.next_seq = reserved + 1;
+        self.inner
+            .db
+            .insert(meta_key("next_seq"), &(reserved + 1).to_be_bytes())
+            .and_then(|_| self.inner.db.flush().map(|_| ()))
+            .map_err(|source| self.db_err(source))
+    }
+
     /// Highest seq the repository holds.
     pub fn cursor(&self) -> Result<u64> {
         get_u64(&self.inner.db, "cursor", &self.inner.dir)
@@ -1004,6 +1027,25 @@ fn put_front<T>(queue: &mut Vec<T>, mut taken: Vec<T>) {
     *queue = taken;
 }
 
+/// Make sure the journal has durably reserved sequence numbers up to
+/// `last` before versions up to it are committed straight to the sink.
+fn reserve_seqs(inner: &Inner, last: u64) -> Result<()> {
+    if get_u64(&inner.db, "reserved_seq", &inner.dir)? >= last {
+        return Ok(());
+    }
+    inner
+        .db
+        .insert(
+            meta_key("reserved_seq"),
+            &(last + SEQ_RESERVE).to_be_bytes(),
+        )
+        .and_then(|_| inner.db.flush().map(|_| ()))
+        .map_err(|source| JournalError::Db {
+            path: inner.dir.join("db"),
+            source,
+        })
+}
+
 /// One group commit: spool bytes to disk, then versions, states and chunk
 /// locations in one sled batch, then flush.
 fn flush_once(inner: &Inner) -> Result<u64> {
@@ -1041,9 +1083,13 @@ fn flush_once(inner: &Inner) -> Result<u64> {
     // when no logged version waits before them (the uploader has drained
     // the log): then they need no log record and no upload.
     let mut committed = false;
-    if let Some(sink) = inner.sink.get() {
+    // Chunks queued for a sink that refuses them, or that has stopped
+    // taking them since they were queued, go to the spool.
+    let mut spool_direct = true;
+    if let Some(sink) = inner.sink.get().filter(|s| s.accepting()) {
         let log_drained = !versions.is_empty()
-            && get_u64(&inner.db, "cursor", &inner.dir).ok() == Some(*lock(&inner.durable));
+            && get_u64(&inner.db, "cursor", &inner.dir).ok() == Some(*lock(&inner.durable))
+            && reserve_seqs(inner, next_seq - 1).is_ok();
         // Make the sink's chunks durable first (also those it holds from
         // earlier calls, which capture may have skipped as present).
         let stored = if log_drained {
@@ -1054,6 +1100,7 @@ fn flush_once(inner: &Inner) -> Result<u64> {
         match stored {
             Ok(()) => {
                 committed = log_drained;
+                spool_direct = false;
                 if inner.sink_failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("repository takes chunks again");
                 }
@@ -1065,14 +1112,16 @@ fn flush_once(inner: &Inner) -> Result<u64> {
                          until it takes them"
                     );
                 }
-                let mut w = lock(&inner.writer);
-                for c in &direct {
-                    if let Err(e) = write_to_segment(inner, &mut w, c) {
-                        drop(w);
-                        requeue(versions, direct);
-                        return Err(e);
-                    }
-                }
+            }
+        }
+    }
+    if spool_direct && !direct.is_empty() {
+        let mut w = lock(&inner.writer);
+        for c in &direct {
+            if let Err(e) = write_to_segment(inner, &mut w, c) {
+                drop(w);
+                requeue(versions, direct);
+                return Err(e);
             }
         }
     }
@@ -1298,7 +1347,7 @@ impl CaptureGuard {
     pub fn wait_for_room(&self, limit: u64) {
         let j = &self.journal;
         let inner = &j.inner;
-        if inner.sink.get().is_none() {
+        if !inner.sink.get().is_some_and(|s| s.accepting()) {
             return;
         }
         let mut w = lock(&inner.writer);

@@ -10,10 +10,11 @@
 pub mod throttle;
 pub mod tls;
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Body, Client};
@@ -22,7 +23,9 @@ use rewind_core::wire::{
     self, ChunkProblem, EnrollReply, EnrollRequest, ListQuery, MAX_BODY, POSTCARD, PathQuery,
     ServerInfo, VerifyChunks,
 };
-use rewind_core::{ChunkId, EncodedChunk, RepoError, RepoStats, Repository, Timestamp, Version};
+use rewind_core::{
+    ChunkId, ChunkSink, EncodedChunk, RepoError, RepoStats, Repository, Timestamp, Version,
+};
 use serde::{Deserialize, Serialize};
 
 pub use throttle::{Limiter, RateSchedule};
@@ -84,7 +87,35 @@ pub struct RemoteRepo {
     http: Client,
     pinned: Arc<tls::Pinned>,
     limiter: Option<Arc<Limiter>>,
+    /// As a [`ChunkSink`]: chunks the server confirmed durable for us.
+    stored: Mutex<HashSet<ChunkId>>,
+    /// As a [`ChunkSink`]: when to take chunks again after a failure or a
+    /// slow store, and the next pause.
+    pause: Mutex<(Option<Instant>, Duration)>,
 }
+
+/// Bytes of chunk data per request when chunks go straight from capture
+/// to the server, and requests in flight at once.
+const SINK_REQUEST_BYTES: usize = 8 << 20;
+const SINK_IN_FLIGHT: usize = 4;
+
+/// A store of at least [`SINK_SLOW_MIN_BYTES`] slower than this (bytes per
+/// second) makes the journal spool for [`SINK_SLOW_PAUSE`]: on a slow link
+/// capture should run at the local disk's speed, not the network's.
+const SINK_MIN_RATE: f64 = 24.0 * 1024.0 * 1024.0;
+const SINK_SLOW_MIN_BYTES: usize = 4 << 20;
+const SINK_SLOW_PAUSE: Duration = Duration::from_secs(30);
+
+/// Versions per commit request (as the uploader's batches).
+const SINK_COMMIT_VERSIONS: usize = 2000;
+
+/// Pauses after failures: doubling from the first to the longest.
+const SINK_FIRST_PAUSE: Duration = Duration::from_secs(1);
+const SINK_LONGEST_PAUSE: Duration = Duration::from_secs(60);
+
+/// The ids remembered as stored; past this the set starts again (a
+/// forgotten id costs a compression and a `missing` question, nothing more).
+const SINK_REMEMBERED: usize = 1 << 20;
 
 impl std::fmt::Debug for RemoteRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +158,8 @@ impl RemoteRepo {
             http,
             pinned,
             limiter: None,
+            stored: Mutex::new(HashSet::new()),
+            pause: Mutex::new((None, SINK_FIRST_PAUSE)),
         })
     }
 
@@ -412,6 +445,139 @@ impl Repository for RemoteRepo {
     fn stats(&self) -> Result<RepoStats, RepoError> {
         let b = self.call(reqwest::Method::GET, "/v1/stats", None)?;
         serde_json::from_slice(&b).map_err(|e| self.malformed(e))
+    }
+}
+
+impl RemoteRepo {
+    /// Send those of `chunks` the server does not hold for us, several
+    /// requests at once, then have it make them durable.
+    fn store_now(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
+        let missing: HashSet<ChunkId> = self.missing_chunks(&ids)?.into_iter().collect();
+        let mut groups: Vec<Vec<&EncodedChunk>> = vec![Vec::new()];
+        let mut size = 0;
+        for c in chunks.iter().filter(|c| missing.contains(&c.id)) {
+            if size >= SINK_REQUEST_BYTES {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += c.data.len();
+            groups.last_mut().expect("one group").push(c);
+        }
+        groups.retain(|g| !g.is_empty());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed: Mutex<Option<RepoError>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..SINK_IN_FLIGHT.min(groups.len()) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(g) = groups.get(i) else { return };
+                        if let Err(e) = self.post("/v1/chunks", g) {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Remember `chunks` as durable on the server.
+    fn remember(&self, chunks: &[EncodedChunk]) {
+        let mut set = self.stored.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() + chunks.len() > SINK_REMEMBERED {
+            set.clear();
+        }
+        set.extend(chunks.iter().map(|c| c.id));
+    }
+
+    /// Time one store as a sink: a failure pauses the sink (doubling each
+    /// time), and so does a store slower than the spool would be.
+    fn as_sink(
+        &self,
+        chunks: &[EncodedChunk],
+        f: impl FnOnce() -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        let start = Instant::now();
+        let r = f();
+        let mut p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+        match &r {
+            Ok(()) => {
+                let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+                let secs = start.elapsed().as_secs_f64();
+                *p = (None, SINK_FIRST_PAUSE);
+                if bytes >= SINK_SLOW_MIN_BYTES && bytes as f64 / secs < SINK_MIN_RATE {
+                    tracing::info!(
+                        "{}: the server took {:.1} MiB in {secs:.1}s; spooling locally for {}s",
+                        self.url,
+                        bytes as f64 / (1 << 20) as f64,
+                        SINK_SLOW_PAUSE.as_secs()
+                    );
+                    p.0 = Some(Instant::now() + SINK_SLOW_PAUSE);
+                }
+                drop(p);
+                self.remember(chunks);
+            }
+            Err(_) => {
+                let wait = p.1;
+                *p = (
+                    Some(Instant::now() + wait),
+                    (wait * 2).min(SINK_LONGEST_PAUSE),
+                );
+            }
+        }
+        r
+    }
+}
+
+/// Capture hands chunks straight to the server while it keeps up (no
+/// upload limit, no recent failure, faster than [`SINK_MIN_RATE`]); the
+/// journal spools them otherwise, and the uploader moves them later.
+impl ChunkSink for RemoteRepo {
+    fn accepting(&self) -> bool {
+        if self.limiter.is_some() {
+            return false;
+        }
+        let p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+        p.0.is_none_or(|until| Instant::now() >= until)
+    }
+
+    fn has_chunk(&self, id: &ChunkId) -> bool {
+        self.stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    fn store_durably(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
+        self.as_sink(chunks, || {
+            self.store_now(chunks)?;
+            self.post("/v1/sync", &()).map(|_| ())
+        })
+    }
+
+    fn commit_durably(
+        &self,
+        chunks: &[EncodedChunk],
+        versions: &[Version],
+    ) -> Result<(), RepoError> {
+        self.as_sink(chunks, || {
+            self.store_now(chunks)?;
+            // Each commit is atomic and idempotent by seq, so a batch may be
+            // split; the server makes the chunks durable before it commits.
+            for part in versions.chunks(SINK_COMMIT_VERSIONS) {
+                self.post("/v1/commit", &part)?;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub versions_committed: AtomicU64,
     /// Commits.
     pub commits: AtomicU64,
+    /// Sync requests (chunks made durable ahead of a commit).
+    pub syncs: AtomicU64,
     /// Chunks checked for clients' `rewind verify`.
     pub chunks_verified: AtomicU64,
 }
@@ -154,6 +156,12 @@ impl Metrics {
         );
         put("commits_total", "counter", "Commits.", c(&self.commits));
         put(
+            "syncs_total",
+            "counter",
+            "Requests to make uploaded chunks durable ahead of a commit.",
+            c(&self.syncs),
+        );
+        put(
             "chunks_verified_total",
             "counter",
             "Chunks checked for clients' verify requests.",
@@ -234,6 +242,7 @@ pub fn router(s: Shared) -> Router {
         .route("/v1/info", get(info))
         .route("/v1/missing", post(missing))
         .route("/v1/chunks", post(chunks))
+        .route("/v1/sync", post(sync))
         .route("/v1/commit", post(commit))
         .route("/v1/versions", post(versions))
         .route("/v1/tree", post(tree))
@@ -486,6 +495,19 @@ async fn chunks(call: Call) -> ApiResult {
         s.metrics
             .chunk_bytes_received
             .fetch_add(bytes, Ordering::Relaxed);
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+}
+
+/// Make every chunk this client uploaded so far durable (its list of
+/// chunks, and the open pack sealed): a client that hands chunks straight
+/// from capture calls this before it records versions that refer to them.
+async fn sync(call: Call) -> ApiResult {
+    call.run(|s, c, _| {
+        s.owners.of(c)?.sync()?;
+        rewind_core::ChunkSink::store_durably(&s.repo, &[])?;
+        s.metrics.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await

@@ -323,8 +323,9 @@ pub(crate) fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journ
 /// The repository the agent protects into.
 pub(crate) struct OpenedTarget {
     pub(crate) repo: Arc<dyn Repository>,
-    /// The embedded repository, which takes chunks straight from capture.
-    sink: Option<Arc<LocalRepo>>,
+    /// Where capture hands chunks directly: the embedded repository, or
+    /// the server while it keeps up.
+    sink: Option<Arc<dyn rewind_core::ChunkSink>>,
     /// Repository id (names the journal directory).
     id: String,
     pub(crate) chunker: rewind_core::ChunkerParams,
@@ -377,11 +378,12 @@ fn open_target(target: &Target, limit_upload: Option<&str>) -> Result<OpenedTarg
             }
             let r = remote.connect()?;
             let info = remote.info(&r)?;
+            let r = Arc::new(r);
             Ok(OpenedTarget {
                 id: info.repo_id.clone(),
                 chunker: info.chunker,
-                repo: Arc::new(r),
-                sink: None,
+                repo: r.clone(),
+                sink: Some(r),
                 client: Some(info.client.clone()),
                 local_path: None,
                 describe: remote.cfg.url.clone(),
@@ -423,6 +425,7 @@ pub(crate) fn open_for_capture(
         // Offline with a journal that knows its numbers: go on capturing.
         Err(e) if e.is_transient() && !fresh => {
             eprintln!("rewind: {e}; capturing locally until it is back");
+            journal.skip_reserved()?;
             0
         }
         Err(e) => {
@@ -459,10 +462,10 @@ pub(crate) fn open_for_capture(
     }
     std::fs::write(jdir.join("client"), journal.client())
         .with_context(|| format!("cannot write {}", jdir.join("client").display()))?;
-    if let Some(local) = &opened.sink {
-        // The embedded repository takes chunks straight from capture, so
-        // each byte is written once (docs/decisions.md, "direct path").
-        journal.set_sink(local.clone());
+    if let Some(sink) = &opened.sink {
+        // The repository takes chunks straight from capture, so each byte
+        // is written once (docs/decisions.md, "direct path").
+        journal.set_sink(sink.clone());
     }
     Ok((opened, journal, jdir))
 }

@@ -149,3 +149,102 @@ fn skip_to_moves_sequence_numbers_past_the_repository() {
     let j = Journal::open(dir.path(), "h").unwrap();
     assert_eq!(capture(&j, "/r/c", b"c").0, 44);
 }
+
+/// A sink in memory that can stop taking chunks.
+#[derive(Default)]
+struct MemSink {
+    refuse: AtomicBool,
+    chunks: Mutex<HashMap<ChunkId, EncodedChunk>>,
+    committed: Mutex<Vec<u64>>,
+}
+
+impl ChunkSink for MemSink {
+    fn accepting(&self) -> bool {
+        !self.refuse.load(Ordering::Relaxed)
+    }
+    fn has_chunk(&self, id: &ChunkId) -> bool {
+        self.chunks.lock().unwrap().contains_key(id)
+    }
+    fn store_durably(
+        &self,
+        chunks: &[EncodedChunk],
+    ) -> std::result::Result<(), rewind_core::RepoError> {
+        assert!(self.accepting(), "given chunks while not accepting");
+        let mut m = self.chunks.lock().unwrap();
+        for c in chunks {
+            m.insert(c.id, c.clone());
+        }
+        Ok(())
+    }
+    fn commit_durably(
+        &self,
+        chunks: &[EncodedChunk],
+        versions: &[Version],
+    ) -> std::result::Result<(), rewind_core::RepoError> {
+        self.store_durably(chunks)?;
+        self.committed
+            .lock()
+            .unwrap()
+            .extend(versions.iter().map(|v| v.seq));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_sink_that_stops_accepting_is_left_alone_and_the_spool_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "host").unwrap();
+    let sink = Arc::new(MemSink::default());
+    j.set_sink(sink.clone());
+    let (s1, c1) = capture(&j, "/r/a", b"straight to the sink");
+    assert_eq!(j.wait_durable_beyond(s1 - 1, Duration::from_secs(10)), s1);
+    assert!(sink.has_chunk(&c1.id));
+    assert_eq!(*sink.committed.lock().unwrap(), vec![s1]);
+    assert!(j.read_spooled(&c1.id).unwrap().is_none());
+    assert_eq!(j.cursor().unwrap(), s1);
+
+    sink.refuse.store(true, Ordering::Relaxed);
+    let (s2, c2) = capture(&j, "/r/b", b"into the spool");
+    assert_eq!(j.wait_durable_beyond(s1, Duration::from_secs(10)), s2);
+    assert!(!sink.has_chunk(&c2.id));
+    assert_eq!(j.read_spooled(&c2.id).unwrap().unwrap(), c2);
+    assert_eq!(*sink.committed.lock().unwrap(), vec![s1]);
+    let waiting: Vec<u64> = j
+        .versions_after(j.cursor().unwrap(), 10)
+        .unwrap()
+        .iter()
+        .map(|v| v.seq)
+        .collect();
+    assert_eq!(waiting, vec![s2], "left for the uploader");
+}
+
+#[test]
+fn numbers_committed_straight_to_the_sink_are_never_reused_after_an_offline_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(dir.path(), "host").unwrap();
+        j.skip_reserved().unwrap();
+        let (s1, _) = capture(&j, "/r/a", b"no sink");
+        assert_eq!(s1, 1, "nothing reserved without a sink");
+        j.flush().unwrap();
+        // Uploaded, so the next version may be committed by the sink.
+        j.advance_cursor(s1).unwrap();
+        let sink = Arc::new(MemSink::default());
+        j.set_sink(sink.clone());
+        let (s2, _) = capture(&j, "/r/b", b"committed by the sink");
+        assert_eq!(j.wait_durable_beyond(s1, Duration::from_secs(10)), s2);
+        assert_eq!(*sink.committed.lock().unwrap(), vec![s2]);
+        j.close().unwrap();
+    }
+    // A crash may have let the sink commit numbers the journal never
+    // recorded: after a start without the repository, new numbers jump
+    // past everything reserved.
+    let j = Journal::open(dir.path(), "host").unwrap();
+    j.skip_reserved().unwrap();
+    let (s3, _) = capture(&j, "/r/c", b"after the restart");
+    assert_eq!(s3, 2 + SEQ_RESERVE + 1);
+    j.flush().unwrap();
+    j.skip_reserved().unwrap();
+    let (s4, _) = capture(&j, "/r/d", b"next");
+    assert_eq!(s4, s3 + 1);
+}
