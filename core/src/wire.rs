@@ -12,6 +12,7 @@
 //! | `GET /v1/info` | | JSON [`ServerInfo`] |
 //! | `POST /v1/missing` | `Vec<ChunkId>` | `Vec<ChunkId>` |
 //! | `POST /v1/chunks` | `Vec<EncodedChunk>` | 204 |
+//! | `POST /v1/sync` | (empty) | 204 once every chunk the client sent is durable |
 //! | `POST /v1/commit` | `Vec<Version>` | 204, durable |
 //! | `POST /v1/versions` | [`PathQuery`] | `Vec<Version>` |
 //! | `POST /v1/tree` | [`PathQuery`] (with `at`) | `Vec<Version>` |

@@ -106,6 +106,9 @@ const SINK_MIN_RATE: f64 = 24.0 * 1024.0 * 1024.0;
 const SINK_SLOW_MIN_BYTES: usize = 4 << 20;
 const SINK_SLOW_PAUSE: Duration = Duration::from_secs(30);
 
+/// Longest wait for one request of the sink.
+const SINK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Versions per commit request (as the uploader's batches).
 const SINK_COMMIT_VERSIONS: usize = 2000;
 
@@ -175,7 +178,7 @@ impl RemoteRepo {
 
     /// Ask the server who it is and who we are.
     pub fn info(&self) -> Result<ServerInfo, RepoError> {
-        let b = self.call(reqwest::Method::GET, "/v1/info", None)?;
+        let b = self.call(reqwest::Method::GET, "/v1/info", None, None)?;
         serde_json::from_slice(&b).map_err(|e| self.malformed(e))
     }
 
@@ -193,13 +196,14 @@ impl RemoteRepo {
         method: reqwest::Method,
         route: &str,
         body: Option<Vec<u8>>,
+        timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RepoError> {
         // Shared, not copied, between attempts.
         let body = body.map(bytes::Bytes::from);
         let mut delay = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
-            match self.call_once(method.clone(), route, body.clone()) {
+            match self.call_once(method.clone(), route, body.clone(), timeout) {
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                     tracing::debug!("{route}: {e}; retrying");
                     std::thread::sleep(delay);
@@ -216,11 +220,15 @@ impl RemoteRepo {
         method: reqwest::Method,
         route: &str,
         body: Option<bytes::Bytes>,
+        timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RepoError> {
         let mut req = self
             .http
             .request(method, format!("{}{route}", self.url))
             .header(AUTHORIZATION, &self.auth);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
         if let Some(b) = body {
             req = req.header(CONTENT_TYPE, POSTCARD);
             req = match (&self.limiter, route) {
@@ -236,7 +244,18 @@ impl RemoteRepo {
     }
 
     fn post<T: Serialize>(&self, route: &str, v: &T) -> Result<Vec<u8>, RepoError> {
-        self.call(reqwest::Method::POST, route, Some(wire::encode(v)))
+        self.call(reqwest::Method::POST, route, Some(wire::encode(v)), None)
+    }
+
+    /// [`post`](Self::post) for the sink: capture waits on it, so a server
+    /// that stalls is given up on sooner (the journal spools instead).
+    fn sink_post<T: Serialize>(&self, route: &str, v: &T) -> Result<Vec<u8>, RepoError> {
+        self.call(
+            reqwest::Method::POST,
+            route,
+            Some(wire::encode(v)),
+            Some(SINK_TIMEOUT),
+        )
     }
 
     fn decode<T: for<'a> Deserialize<'a>>(&self, b: &[u8]) -> Result<T, RepoError> {
@@ -443,7 +462,7 @@ impl Repository for RemoteRepo {
     }
 
     fn stats(&self) -> Result<RepoStats, RepoError> {
-        let b = self.call(reqwest::Method::GET, "/v1/stats", None)?;
+        let b = self.call(reqwest::Method::GET, "/v1/stats", None, None)?;
         serde_json::from_slice(&b).map_err(|e| self.malformed(e))
     }
 }
@@ -453,7 +472,11 @@ impl RemoteRepo {
     /// requests at once, then have it make them durable.
     fn store_now(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
-        let missing: HashSet<ChunkId> = self.missing_chunks(&ids)?.into_iter().collect();
+        let mut missing = HashSet::new();
+        for part in ids.chunks(wire::MAX_IDS) {
+            let b = self.sink_post("/v1/missing", &part)?;
+            missing.extend(self.decode::<Vec<ChunkId>>(&b)?);
+        }
         let mut groups: Vec<Vec<&EncodedChunk>> = vec![Vec::new()];
         let mut size = 0;
         for c in chunks.iter().filter(|c| missing.contains(&c.id)) {
@@ -473,7 +496,7 @@ impl RemoteRepo {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(g) = groups.get(i) else { return };
-                        if let Err(e) = self.post("/v1/chunks", g) {
+                        if let Err(e) = self.sink_post("/v1/chunks", g) {
                             failed
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -558,9 +581,13 @@ impl ChunkSink for RemoteRepo {
     }
 
     fn store_durably(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
+        // Chunks given earlier were durable when their call returned.
+        if chunks.is_empty() {
+            return Ok(());
+        }
         self.as_sink(chunks, || {
             self.store_now(chunks)?;
-            self.post("/v1/sync", &()).map(|_| ())
+            self.sink_post("/v1/sync", &()).map(|_| ())
         })
     }
 
@@ -574,7 +601,7 @@ impl ChunkSink for RemoteRepo {
             // Each commit is atomic and idempotent by seq, so a batch may be
             // split; the server makes the chunks durable before it commits.
             for part in versions.chunks(SINK_COMMIT_VERSIONS) {
-                self.post("/v1/commit", &part)?;
+                self.sink_post("/v1/commit", &part)?;
             }
             Ok(())
         })
