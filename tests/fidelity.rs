@@ -997,3 +997,71 @@ fn a_scan_after_a_restart_takes_metadata_only_changes_without_reading() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("4.00 MiB read"), "{}", show(&out));
 }
+
+/// `--follow-symlinks outside-roots`: the link stays a link, and what it
+/// points to outside the protected folder is protected too (a directory
+/// whole, a file alone), watched like a protected folder; by default
+/// nothing outside is captured.
+#[test]
+fn symlinks_out_of_the_protected_folder_are_followed_when_asked() {
+    let env = Env::new();
+    let outside = env.tmp.path().canonicalize().unwrap().join("outside");
+    write(&outside.join("dir/a.txt"), b"in a followed directory");
+    write(&outside.join("files/wanted.txt"), b"a followed file");
+    write(&outside.join("files/neighbour.txt"), b"not linked");
+    std::os::unix::fs::symlink(outside.join("dir"), env.root.join("to-dir")).unwrap();
+    std::os::unix::fs::symlink(outside.join("files/wanted.txt"), env.root.join("to-file")).unwrap();
+    write(&env.root.join("own.txt"), b"inside");
+
+    // By default: links are links, nothing outside is touched.
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(env.versions_json(&outside.join("dir/a.txt")).is_empty());
+
+    let agent = env.watch(&["--follow-symlinks", "outside-roots"]);
+    agent.wait_first_pass();
+    env.wait_versions(&outside.join("dir/a.txt"), 1);
+    env.wait_versions(&outside.join("files/wanted.txt"), 1);
+    assert!(
+        agent.log().contains("protecting") && agent.log().contains("outside/dir"),
+        "{}",
+        agent.log()
+    );
+    // Followed targets are watched: a change there is captured.
+    write(&outside.join("dir/new.txt"), b"written while watched");
+    env.wait_versions(&outside.join("dir/new.txt"), 1);
+    write(
+        &outside.join("files/wanted.txt"),
+        b"a followed file, edited",
+    );
+    env.wait_versions(&outside.join("files/wanted.txt"), 2);
+    agent.stop();
+    assert!(
+        env.versions_json(&outside.join("files/neighbour.txt"))
+            .is_empty(),
+        "only the linked file of that folder is protected"
+    );
+
+    // The links restore as links; the targets restore from their own paths.
+    let dest = env.tmp.path().canonicalize().unwrap().join("restored");
+    env.restore_to_ok(&env.root, &env.now(), &dest);
+    assert_eq!(
+        fs::read_link(dest.join("to-dir")).unwrap(),
+        outside.join("dir")
+    );
+    let dest_out = env
+        .tmp
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("restored-outside");
+    env.restore_to_ok(&outside.join("dir"), &env.now(), &dest_out);
+    assert_eq!(
+        fs::read(dest_out.join("new.txt")).unwrap(),
+        b"written while watched"
+    );
+    assert_eq!(
+        fs::read(dest_out.join("a.txt")).unwrap(),
+        b"in a followed directory"
+    );
+}

@@ -6,6 +6,7 @@
 //! [watch]
 //! paths = ["/home/me/Documents"]
 //! exclude = ["*.tmp"]
+//! follow_symlinks = "never"       # or "outside-roots"
 //! quiescence = "300ms"
 //! max_interval = "60s"
 //!
@@ -51,6 +52,9 @@ pub struct WatchConfig {
     /// gitignore-style globs to leave out.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// `"never"` (default) or `"outside-roots"`.
+    #[serde(default)]
+    pub follow_symlinks: crate::agent::follow::FollowSymlinks,
     /// Quiet time before capture (`300ms`).
     pub quiescence: Option<String>,
     /// Longest time a busy path goes uncaptured (`60s`).

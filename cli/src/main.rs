@@ -192,6 +192,10 @@ struct WatchArgs {
     /// Leave out paths matching this gitignore-style glob (repeatable)
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    /// Symlinks are stored as links; with outside-roots the target of a
+    /// link that points outside the protected folders is protected too
+    #[arg(long, value_enum, default_value = "never", value_name = "WHEN")]
+    follow_symlinks: agent::follow::FollowSymlinks,
     /// Capture a path once it has been quiet this long (e.g. 300ms, 1s)
     #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     quiescence: Duration,

@@ -151,6 +151,19 @@ impl IgnoreRules {
         excludes: &[String],
         ignored_paths: &[PathBuf],
     ) -> Result<IgnoreRules, WatchError> {
+        Self::with_only(roots, excludes, ignored_paths, &[])
+    }
+
+    /// [`new`](Self::new), where each root listed in `only` protects
+    /// nothing but the named entries directly inside it (a directory
+    /// outside the protected folders that holds files some symlink points
+    /// to, with `follow_symlinks = "outside-roots"`).
+    pub fn with_only(
+        roots: &[PathBuf],
+        excludes: &[String],
+        ignored_paths: &[PathBuf],
+        only: &[(PathBuf, Vec<String>)],
+    ) -> Result<IgnoreRules, WatchError> {
         let mut compiled = Vec::with_capacity(roots.len());
         for root in roots {
             let mut builder = GitignoreBuilder::new(root);
@@ -158,6 +171,21 @@ impl IgnoreRules {
                 builder
                     .add_line(None, line)
                     .expect("DEFAULT_IGNORES are valid gitignore lines");
+            }
+            if let Some((_, names)) = only.iter().find(|(r, _)| r == root) {
+                builder
+                    .add_line(None, "/*")
+                    .expect("a valid gitignore line");
+                for name in names {
+                    let line = format!("!/{}", escape_glob(name));
+                    builder
+                        .add_line(None, &line)
+                        .map_err(|source| WatchError::Exclude {
+                            pattern: line.clone(),
+                            root: root.clone(),
+                            source,
+                        })?;
+                }
             }
             for pattern in excludes {
                 let line = exclude_for_root(pattern, root);
@@ -399,6 +427,21 @@ impl IgnoreRules {
 /// An absolute `--exclude` pattern naming a path under `root` is rewritten
 /// to the equivalent root-anchored pattern (`/home/u/p/target` under root
 /// `/home/u/p` becomes `/target`); anything else is used unchanged.
+/// `name` as a gitignore pattern that matches exactly that name.
+fn escape_glob(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(
+            c,
+            '\\' | '*' | '?' | '[' | ']' | '!' | '#' | ' ' | '{' | '}'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn exclude_for_root(pattern: &str, root: &Path) -> String {
     let (negation, body) = match pattern.strip_prefix('!') {
         Some(rest) => ("!", rest),
@@ -479,6 +522,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         (dir, root)
+    }
+
+    #[test]
+    fn a_root_with_only_names_protects_those_entries_alone() {
+        let (_tmp, root) = setup();
+        let only = vec![(
+            root.clone(),
+            vec!["notes.txt".to_string(), "odd [1]*?!.txt".to_string()],
+        )];
+        let rules = IgnoreRules::with_only(std::slice::from_ref(&root), &[], &[], &only).unwrap();
+        assert!(!rules.is_ignored(&root, true));
+        assert!(!rules.is_ignored(&root.join("notes.txt"), false));
+        assert!(!rules.is_ignored(&root.join("odd [1]*?!.txt"), false));
+        assert!(rules.is_ignored(&root.join("other.txt"), false));
+        assert!(rules.is_ignored(&root.join("odd 1.txt"), false));
+        assert!(rules.is_ignored(&root.join("sub"), true));
+        assert!(rules.is_ignored(&root.join("sub/notes.txt"), false));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 pub mod capture;
 pub mod control;
 pub mod dumps;
+pub mod follow;
 pub mod scheduler;
 
 use std::collections::{HashMap, HashSet};
@@ -47,6 +48,8 @@ pub struct AgentOptions {
     pub target: Target,
     /// `--exclude` globs.
     pub excludes: Vec<String>,
+    /// Whether targets of symlinks pointing outside the roots are protected.
+    pub follow_symlinks: follow::FollowSymlinks,
     /// Quiet time before a changed path is captured.
     pub quiescence: Duration,
     /// Longest time a busy path goes uncaptured.
@@ -484,6 +487,29 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     let (opened, journal, jdir) =
         open_for_capture(&opts.target, opts.limit_upload.as_deref(), &roots)?;
     let repo = opened.repo.clone();
+    // Where the repository and the agent's state live (never protected).
+    let state_dir = paths::state_dir()?;
+    let mut ignored = vec![state_dir.canonicalize().unwrap_or(state_dir)];
+    ignored.extend(opened.local_path.clone());
+    let mut rules = IgnoreRules::new(&roots, &opts.excludes, &ignored)?;
+    if opts.follow_symlinks == follow::FollowSymlinks::OutsideRoots {
+        let found = follow::find(&roots, &rules, &ignored);
+        for n in &found.notes {
+            eprintln!("rewind: symlink {n}");
+        }
+        let extra = found.roots();
+        if !extra.is_empty() {
+            for r in &extra {
+                eprintln!(
+                    "rewind: following symlinks out of the protected folders: protecting {}",
+                    r.display()
+                );
+            }
+            roots.extend(extra);
+            rules = IgnoreRules::with_only(&roots, &opts.excludes, &ignored, &found.only())?;
+        }
+    }
+    let rules = Arc::new(rules);
     journal.set_roots(&roots)?;
     let cfg = crate::commands::AgentConfig {
         roots: roots.clone(),
@@ -491,10 +517,6 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     };
     std::fs::write(jdir.join("agent.json"), serde_json::to_vec_pretty(&cfg)?)
         .with_context(|| format!("cannot write {}", jdir.join("agent.json").display()))?;
-    let state_dir = paths::state_dir()?;
-    let mut ignored = vec![state_dir.canonicalize().unwrap_or(state_dir)];
-    ignored.extend(opened.local_path.clone());
-    let rules = Arc::new(IgnoreRules::new(&roots, &opts.excludes, &ignored)?);
     let chunker = Chunker::new(opened.chunker);
     let uploader = Uploader::start(journal.clone(), repo.clone(), opened.upload.clone());
 
