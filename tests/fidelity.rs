@@ -1035,7 +1035,27 @@ fn symlinks_out_of_the_protected_folder_are_followed_when_asked() {
         b"a followed file, edited",
     );
     env.wait_versions(&outside.join("files/wanted.txt"), 2);
+    // A link made while the agent runs: kept as a link, followed from the
+    // next start, and the user is told.
+    write(&outside.join("later/b.txt"), b"linked while watching");
+    std::os::unix::fs::symlink(outside.join("later"), env.root.join("to-later")).unwrap();
+    env.wait_versions(&env.root.join("to-later"), 1);
+    harness::wait_until("the note about the new link", || {
+        agent
+            .log()
+            .contains("protected from the agent's next start")
+    });
     agent.stop();
+    assert!(env.versions_json(&outside.join("later/b.txt")).is_empty());
+    let out = env.run(&[
+        "watch",
+        env.root.to_str().unwrap(),
+        "--once",
+        "--follow-symlinks",
+        "outside-roots",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(env.versions_json(&outside.join("later/b.txt")).len(), 1);
     assert!(
         env.versions_json(&outside.join("files/neighbour.txt"))
             .is_empty(),

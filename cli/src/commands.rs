@@ -189,8 +189,15 @@ pub(crate) fn parse_at(s: &str) -> Result<Timestamp> {
 /// the virtual paths of database dumps, unless a protected folder holds a
 /// real `dumps` there.
 fn stored_path(o: &Opened, p: &Path) -> Result<Vec<u8>> {
+    // A symlink names itself (its versions, its restore), unless only what
+    // it points to is protected (a protected folder given by a link to it).
+    let link = rewind_core::path::absolute_nofollow(p)
+        .with_context(|| format!("cannot resolve {}", p.display()))?;
     let abs = rewind_core::path::absolute(p)
         .with_context(|| format!("cannot resolve {}", p.display()))?;
+    if link != abs && o.repo.covers(&o.client, to_bytes(&link))? {
+        return Ok(to_bytes(&link).to_vec());
+    }
     let b = to_bytes(&abs).to_vec();
     if !o.repo.covers(&o.client, &b)? {
         let raw = to_bytes(p);

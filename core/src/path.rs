@@ -116,6 +116,38 @@ pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// [`absolute`], but a symlink as the last component is not followed: the
+/// path of the link itself (its directory canonicalized, its name kept).
+pub fn absolute_nofollow(p: &Path) -> std::io::Result<PathBuf> {
+    let abs = absolute(p)?;
+    let lexical = {
+        let joined = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir()?.join(p)
+        };
+        let mut clean = PathBuf::from("/");
+        for c in joined.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                std::path::Component::Normal(n) => clean.push(n),
+                _ => {}
+            }
+        }
+        clean
+    };
+    match (lexical.parent(), lexical.file_name()) {
+        (Some(parent), Some(name))
+            if std::fs::symlink_metadata(&lexical).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            Ok(absolute(parent)?.join(name))
+        }
+        _ => Ok(abs),
+    }
+}
+
 /// A path for people: valid UTF-8 as is, other bytes as `\xNN`, control
 /// characters (newline, tab, escape) escaped so one path stays on one line.
 pub fn display(b: &[u8]) -> String {
@@ -161,6 +193,27 @@ impl Serialize for JsonPath<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_final_symlink_is_kept_by_absolute_nofollow_only() {
+        let base = std::env::temp_dir()
+            .canonicalize()
+            .unwrap()
+            .join(format!("rewind-path-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("real/sub")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        let link = base.join("link");
+        assert_eq!(absolute(&link).unwrap(), base.join("real"));
+        assert_eq!(absolute_nofollow(&link).unwrap(), link);
+        // Links above the last component are still resolved.
+        assert_eq!(
+            absolute_nofollow(&link.join("sub")).unwrap(),
+            base.join("real/sub")
+        );
+        assert_eq!(absolute_nofollow(&base.join("real/../link")).unwrap(), link);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn under() {

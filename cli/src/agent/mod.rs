@@ -105,6 +105,8 @@ pub(crate) struct Agent {
     /// Set when stopping: scans stop queueing work.
     pub stopping: AtomicBool,
     pub roots: Vec<PathBuf>,
+    /// Whether links out of the roots were followed at start.
+    pub follow_symlinks: follow::FollowSymlinks,
     /// The repository's directory, or the server's URL.
     pub repo_path: String,
     pub started: Timestamp,
@@ -171,6 +173,25 @@ impl Agent {
         }
     }
 
+    /// With `outside-roots`, links are followed from the agent's start: a
+    /// link made (or re-pointed) out of the protected folders while it runs
+    /// is followed from its next start, and the user is told so.
+    fn note_new_link(&self, p: &Path) {
+        let is_link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        let Some(target) = is_link.then(|| p.canonicalize().ok()).flatten() else {
+            return;
+        };
+        if self.roots.iter().any(|r| target.starts_with(r)) {
+            return;
+        }
+        eprintln!(
+            "rewind: note: symlink {} -> {} points outside the protected folders; \
+             its target is protected from the agent's next start",
+            p.display(),
+            target.display()
+        );
+    }
+
     fn worker(&self) {
         let warn = |m: String| self.warning(m);
         let note = |m: String| eprintln!("rewind: note: {m}");
@@ -209,6 +230,11 @@ impl Agent {
                     // Other names of an inode whose content changed.
                     for other in also {
                         self.sched.submit(other, at, Change::Content);
+                    }
+                    if self.follow_symlinks == follow::FollowSymlinks::OutsideRoots
+                        && self.first_pass_done.load(Ordering::Relaxed)
+                    {
+                        self.note_new_link(&p);
                     }
                 }
                 Ok(Outcome::Deleted(n)) => {
@@ -547,6 +573,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         first_pass_done: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         roots: roots.clone(),
+        follow_symlinks: opts.follow_symlinks,
         repo_path: opened.describe.clone(),
         started: Timestamp::now(),
         quiescence: opts.quiescence,
