@@ -885,6 +885,68 @@ fn a_path_longer_than_path_max_is_restored() {
     assert_eq!(got, b"deep down");
 }
 
+/// Directories whose paths pass `PATH_MAX` are walked through directory
+/// descriptors: the first pass captures what lies there, and it restores.
+#[test]
+fn a_tree_deeper_than_path_max_is_captured_and_restored() {
+    use rustix::fs::{CWD, Mode, OFlags, mkdirat, openat};
+    let env = Env::new();
+    // Made one level at a time: no path-based call takes the whole path.
+    let dirf = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut fd = openat(CWD, &env.root, dirf, Mode::empty()).unwrap();
+    let mut deep = env.root.clone();
+    for i in 0..45 {
+        let name = format!("{i:02}-{}", "y".repeat(97));
+        mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        fd = openat(&fd, name.as_str(), dirf, Mode::empty()).unwrap();
+        deep.push(name);
+    }
+    let file = openat(
+        &fd,
+        "bottom.txt",
+        OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o640),
+    )
+    .unwrap();
+    rustix::io::write(&file, b"captured deep down").unwrap();
+    drop(file);
+    let bottom = deep.join("bottom.txt");
+    assert!(bottom.as_os_str().len() > 4096);
+
+    let out = env.run(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(env.versions_json(&bottom).len(), 1);
+    // Watched too: a file written there while the agent runs is captured
+    // from its event (long before the 120 s rescan of an unwatched one).
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    let later = openat(
+        &fd,
+        "later.txt",
+        OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    rustix::io::write(&later, b"written while watched").unwrap();
+    drop(later);
+    env.wait_versions(&deep.join("later.txt"), 1);
+    assert!(!agent.log().contains("cannot watch"), "{}", agent.log());
+    agent.stop();
+    let dest = env.tmp.path().canonicalize().unwrap().join("out");
+    env.restore_to_ok(&env.root, &env.now(), &dest);
+    let got = run(Command::new("find").arg(&dest).args([
+        "-name",
+        "bottom.txt",
+        "-perm",
+        "640",
+        "-execdir",
+        "cat",
+        "{}",
+        ";",
+    ]));
+    assert_eq!(got, b"captured deep down");
+}
+
 #[test]
 fn a_64_kib_xattr_value_round_trips_on_tmpfs() {
     // ext4 caps a value at one block; tmpfs takes the 64 KiB Linux allows.

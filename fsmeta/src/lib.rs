@@ -54,6 +54,6 @@ mod tests;
 
 pub use apply::{apply_meta_at, apply_meta_fd, make_special_at};
 pub use meta::{ApplyOptions, Extent, FileKind, FileMeta, FileTime, MetaError, MetaIssue, Xattr};
-pub use paths::open_dir_nofollow_long;
+pub use paths::{Reach, open_dir_nofollow_long, reach, reach_dir};
 pub use read::{read_meta, read_meta_at, read_meta_full, read_stat};
 pub use sparse::data_extents;

@@ -53,6 +53,63 @@ pub fn open_dir_nofollow_long(path: &Path) -> io::Result<OwnedFd> {
     Ok(cur)
 }
 
+/// A path that path-based calls (`std::fs`) accept for an object whatever
+/// the length of its real path (see [`reach`]); it holds the descriptor the
+/// short path goes through, so keep it while the path is used.
+#[derive(Debug)]
+pub struct Reach {
+    _dir: Option<OwnedFd>,
+    path: PathBuf,
+}
+
+impl Reach {
+    /// The path to hand to `std::fs`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `path` itself when it is shorter than `PATH_MAX`. A longer one (on
+/// Linux) becomes `/proc/self/fd/<dir>/<name>` through a descriptor of its
+/// directory opened with [`open_dir_nofollow_long`] (no symlink followed
+/// on the way); elsewhere it stays as it is and calls on it fail as before.
+pub fn reach(path: &Path) -> io::Result<Reach> {
+    if path.as_os_str().len() < LONG_PATH || !cfg!(target_os = "linux") {
+        return Ok(Reach {
+            _dir: None,
+            path: path.to_path_buf(),
+        });
+    }
+    let (parent, name) = match path.file_name() {
+        Some(name) => (path.parent().unwrap_or(Path::new("/")), name),
+        None => return reach_dir(path),
+    };
+    let dir = open_dir_nofollow_long(parent)?;
+    let path = fd_path(dir.as_fd())?.join(name);
+    Ok(Reach {
+        _dir: Some(dir),
+        path,
+    })
+}
+
+/// [`reach`] for a directory whose entries are then reached by joining
+/// their names (one descriptor for all of them): `/proc/self/fd/<dir>` on
+/// Linux when the path of an entry (up to 255 more bytes) could be too long.
+pub fn reach_dir(path: &Path) -> io::Result<Reach> {
+    if path.as_os_str().len() + 256 < LONG_PATH || !cfg!(target_os = "linux") {
+        return Ok(Reach {
+            _dir: None,
+            path: path.to_path_buf(),
+        });
+    }
+    let dir = open_dir_nofollow_long(path)?;
+    let path = fd_path(dir.as_fd())?;
+    Ok(Reach {
+        _dir: Some(dir),
+        path,
+    })
+}
+
 /// A path naming `name` inside `dir`, for path-only calls that do not
 /// follow their final component (xattr `l*` calls). On Linux it goes
 /// through `/proc/self/fd/<dir>/<name>`, so its length does not depend on

@@ -374,7 +374,7 @@ impl IgnoreRules {
 
     fn load_ignore_file(&self, dir: &Path) -> Option<Gitignore> {
         let file = dir.join(IGNORE_FILE_NAME);
-        let bytes = match fs::read(&file) {
+        let bytes = match rewind_fsmeta::reach(&file).and_then(|r| fs::read(r.path())) {
             Ok(bytes) => bytes,
             Err(e)
                 if matches!(
@@ -458,7 +458,8 @@ fn exclude_for_root(pattern: &str, root: &Path) -> String {
 }
 
 fn has_cachedir_tag(dir: &Path) -> bool {
-    let Ok(file) = fs::File::open(dir.join(CACHEDIR_TAG_NAME)) else {
+    let tag = dir.join(CACHEDIR_TAG_NAME);
+    let Ok(file) = rewind_fsmeta::reach(&tag).and_then(|r| fs::File::open(r.path())) else {
         return false;
     };
     let mut head = Vec::with_capacity(CACHEDIR_SIGNATURE.len());

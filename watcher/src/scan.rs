@@ -34,7 +34,7 @@ pub enum ScanItem {
 /// one directory come in byte order of their names. An ignored `root` yields
 /// nothing.
 pub fn scan(root: &Path, rules: &IgnoreRules, mut visit: impl FnMut(ScanItem)) {
-    let metadata = match fs::symlink_metadata(root) {
+    let metadata = match rewind_fsmeta::reach(root).and_then(|r| fs::symlink_metadata(r.path())) {
         Ok(metadata) => metadata,
         Err(error) => {
             visit(ScanItem::Error {
@@ -64,7 +64,15 @@ pub fn scan(root: &Path, rules: &IgnoreRules, mut visit: impl FnMut(ScanItem)) {
     // Depth-first with an explicit stack: no recursion limit on deep trees.
     let mut stack = vec![(root.to_path_buf(), chain)];
     while let Some((dir, chain)) = stack.pop() {
-        let read = match fs::read_dir(&dir) {
+        // Past PATH_MAX, through a descriptor of the directory.
+        let reach = match rewind_fsmeta::reach_dir(&dir) {
+            Ok(r) => r,
+            Err(error) => {
+                visit(ScanItem::Error { path: dir, error });
+                continue;
+            }
+        };
+        let read = match fs::read_dir(reach.path()) {
             Ok(read) => read,
             Err(error) => {
                 visit(ScanItem::Error { path: dir, error });
@@ -89,8 +97,9 @@ pub fn scan(root: &Path, rules: &IgnoreRules, mut visit: impl FnMut(ScanItem)) {
         names.sort();
         let mut subdirs = Vec::new();
         for name in names {
+            let metadata = fs::symlink_metadata(reach.path().join(&name));
             let path = dir.join(name);
-            let metadata = match fs::symlink_metadata(&path) {
+            let metadata = match metadata {
                 Ok(metadata) => metadata,
                 Err(error) => {
                     visit(ScanItem::Error { path, error });

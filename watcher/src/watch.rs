@@ -200,6 +200,7 @@ impl Watcher {
             overflow,
             next_periodic: Instant::now() + opts.unwatched_rescan,
             memo: HashMap::new(),
+            long: HashMap::new(),
         };
         event_loop.watch_roots();
 
@@ -345,6 +346,10 @@ struct EventLoop {
     /// instead of an `lstat` and a rules walk each time. Emptied whenever a
     /// name or the rules change, since that can change a decision.
     memo: HashMap<PathBuf, bool>,
+    /// Directories whose path is too long for the OS to watch by name,
+    /// watched through a short `/proc/self/fd/…` path instead (Linux): the
+    /// real path and what reaches it. Event paths are translated back.
+    long: HashMap<PathBuf, rewind_fsmeta::Reach>,
 }
 
 /// Why a watch could not be added.
@@ -402,10 +407,46 @@ impl EventLoop {
             .collect()
     }
 
+    /// Event paths under a directory watched through `/proc/self/fd` as the
+    /// real paths.
+    fn translate(&self, paths: &mut [PathBuf]) {
+        if self.long.is_empty() {
+            return;
+        }
+        for p in paths.iter_mut() {
+            if !p.starts_with("/proc/self/fd") {
+                continue;
+            }
+            if let Some(real) = self
+                .long
+                .iter()
+                .find_map(|(real, r)| p.strip_prefix(r.path()).ok().map(|rest| real.join(rest)))
+            {
+                *p = real;
+            }
+        }
+    }
+
+    /// Drop our watch of `dir` (errors ignored: notify may have dropped it).
+    fn unwatch(&mut self, dir: &Path) {
+        match self.long.remove(dir) {
+            Some(r) => {
+                let _ = self.watcher.unwatch(r.path());
+            }
+            None => {
+                let _ = self.watcher.unwatch(dir);
+            }
+        }
+    }
+
     fn handle(&mut self, res: notify::Result<Event>, at: Instant, wall: SystemTime) {
         let event = match res {
-            Ok(event) => event,
-            Err(error) => {
+            Ok(mut event) => {
+                self.translate(&mut event.paths);
+                event
+            }
+            Err(mut error) => {
+                self.translate(&mut error.paths);
                 tracing::warn!("notify error: {error}");
                 self.lost(&error.paths, RescanReason::Error, at, wall);
                 return;
@@ -678,8 +719,23 @@ impl EventLoop {
         {
             return Err(AddError::Limit);
         }
-        match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
-            Ok(()) => Ok(()),
+        // A path too long to name in a system call is watched through a
+        // descriptor of its parent.
+        let reach = match rewind_fsmeta::reach(dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(AddError::Gone),
+            Err(e) => return Err(AddError::Other(notify::Error::io(e))),
+        };
+        match self
+            .watcher
+            .watch(reach.path(), RecursiveMode::NonRecursive)
+        {
+            Ok(()) => {
+                if reach.path() != dir {
+                    self.long.insert(dir.to_path_buf(), reach);
+                }
+                Ok(())
+            }
             Err(e) => Err(match &e.kind {
                 notify::ErrorKind::MaxFilesWatch => AddError::Limit,
                 notify::ErrorKind::PathNotFound => AddError::Gone,
@@ -698,7 +754,7 @@ impl EventLoop {
         let watched = take_subtree(&mut self.watched, path);
         let unwatched = take_subtree(&mut self.unwatched, path);
         for dir in &watched {
-            let _ = self.watcher.unwatch(dir);
+            self.unwatch(dir);
         }
         !watched.is_empty() || !unwatched.is_empty()
     }
@@ -713,7 +769,9 @@ impl EventLoop {
             .cloned()
             .collect();
         let mut seen: HashSet<PathBuf> = HashSet::new();
-        let top_ok = fs::symlink_metadata(top).is_ok_and(|m| m.file_type().is_dir())
+        let top_ok = rewind_fsmeta::reach(top)
+            .and_then(|r| fs::symlink_metadata(r.path()))
+            .is_ok_and(|m| m.file_type().is_dir())
             && !self.rules.is_ignored(top, true);
         let mut queue = std::collections::VecDeque::new();
         if top_ok {
@@ -737,7 +795,8 @@ impl EventLoop {
                 }
             }
             seen.insert(dir.clone());
-            let entries = match fs::read_dir(&dir) {
+            let entries = match rewind_fsmeta::reach_dir(&dir).and_then(|r| fs::read_dir(r.path()))
+            {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
@@ -747,7 +806,7 @@ impl EventLoop {
             };
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    let path = entry.path();
+                    let path = dir.join(entry.file_name());
                     if !self.rules.is_ignored(&path, true) {
                         queue.push_back(path);
                     }
@@ -757,7 +816,7 @@ impl EventLoop {
         for dir in before {
             if !seen.contains(&dir) {
                 if self.watched.remove(&dir) {
-                    let _ = self.watcher.unwatch(&dir);
+                    self.unwatch(&dir);
                 }
                 self.unwatched.remove(&dir);
             }

@@ -459,9 +459,11 @@ impl Capturer<'_> {
         }
         // O_NOFOLLOW: if the path was swapped for a symlink since lstat,
         // fail instead of reading what it points to.
+        // Past PATH_MAX through a descriptor of the directory.
+        let reach = rewind_fsmeta::reach(path).map_err(read_err)?;
         let fd = rustix::fs::openat(
             CWD,
-            path,
+            reach.path(),
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
             Mode::empty(),
         )
