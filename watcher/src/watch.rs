@@ -428,6 +428,7 @@ impl EventLoop {
     }
 
     /// Drop our watch of `dir` (errors ignored: notify may have dropped it).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn unwatch(&mut self, dir: &Path) {
         match self.long.remove(dir) {
             Some(r) => {
