@@ -72,11 +72,9 @@ pub fn relative_components<'a>(path: &'a [u8], base: &[u8]) -> Result<Vec<&'a [u
     Ok(out)
 }
 
-/// Make `p` absolute against the current directory and remove `.` and `..`
-/// lexically (the path may no longer exist, so it cannot be canonicalized);
-/// the longest existing ancestor is canonicalized so symlinked parents such as
-/// `/tmp` on macOS resolve the same way the watcher saw them.
-pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
+/// `p` made absolute against the current directory, `.` and `..` removed
+/// lexically.
+fn lexical(p: &Path) -> std::io::Result<PathBuf> {
     let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -92,6 +90,15 @@ pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
             _ => {}
         }
     }
+    Ok(clean)
+}
+
+/// Make `p` absolute against the current directory and remove `.` and `..`
+/// lexically (the path may no longer exist, so it cannot be canonicalized);
+/// the longest existing ancestor is canonicalized so symlinked parents such as
+/// `/tmp` on macOS resolve the same way the watcher saw them.
+pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
+    let clean = lexical(p)?;
     // Canonicalize the longest existing prefix.
     let mut existing = clean.clone();
     let mut tail = Vec::new();
@@ -120,24 +127,7 @@ pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
 /// path of the link itself (its directory canonicalized, its name kept).
 pub fn absolute_nofollow(p: &Path) -> std::io::Result<PathBuf> {
     let abs = absolute(p)?;
-    let lexical = {
-        let joined = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            std::env::current_dir()?.join(p)
-        };
-        let mut clean = PathBuf::from("/");
-        for c in joined.components() {
-            match c {
-                std::path::Component::ParentDir => {
-                    clean.pop();
-                }
-                std::path::Component::Normal(n) => clean.push(n),
-                _ => {}
-            }
-        }
-        clean
-    };
+    let lexical = lexical(p)?;
     match (lexical.parent(), lexical.file_name()) {
         (Some(parent), Some(name))
             if std::fs::symlink_metadata(&lexical).is_ok_and(|m| m.file_type().is_symlink()) =>
