@@ -607,6 +607,9 @@ impl Server {
     /// [`Server::start`] with extra environment variables (failpoints).
     pub fn start_with_env(&mut self, vars: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
+        // Counted before the spawn: a quick server may print its line
+        // before this function looks again.
+        let before = self.log().matches("listening on").count();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -632,7 +635,6 @@ impl Server {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let before = self.log().matches("listening on").count();
         let start = Instant::now();
         while self.log().matches("listening on").count() == before {
             if let Some(c) = self.child.as_mut()
