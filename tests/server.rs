@@ -611,8 +611,20 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
     // A chunk whose bytes do not match its id.
     let mut c = rewind_core::EncodedChunk::encode(b"honest bytes");
     c.data = b"other bytes!".to_vec();
-    c.compressed = false;
+    c.encoding = rewind_core::Encoding::Raw;
     bodies.push(rewind_core::wire::encode(&vec![c]));
+    // A delta (servers take whole chunks only), against a chunk the server has.
+    let base = b"the base chunk, a few bytes long".repeat(40);
+    let next = b"the base chunk, a few bytes long!".repeat(40);
+    let d = rewind_core::EncodedChunk::encode_delta(
+        rewind_core::ChunkId::of(&next),
+        &next,
+        rewind_core::ChunkId::of(&base),
+        &base,
+        1,
+    )
+    .unwrap();
+    bodies.push(rewind_core::wire::encode(&vec![d]));
     for r in routes {
         for b in &bodies {
             let resp = http

@@ -227,9 +227,14 @@ fn run_in_process(target: &Target, job: &Job, progress: &Progress) -> Result<Vec
     // Ctrl-C kills the dump, which is then stored as a failed run.
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
     let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
-    let res = rewind_dumps::run_job(job, &journal, chunker, &cancel, &|p, n| {
-        progress.update(&display(p), n)
-    });
+    let res = rewind_dumps::run_job(
+        job,
+        &journal,
+        Some(opened.repo.as_ref()),
+        chunker,
+        &cancel,
+        &|p, n| progress.update(&display(p), n),
+    );
     let flushed = journal.flush();
     uploader.stop();
     journal.close()?;

@@ -28,7 +28,7 @@ mod version;
 pub mod wire;
 
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
-pub use codec::{CodecError, EncodedChunk, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL};
+pub use codec::{CodecError, EncodedChunk, Encoding, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL};
 pub use extents::ExtentReader;
 pub use id::{ChunkId, ParseChunkIdError};
 pub use repository::{ChunkSink, RepoError, RepoStats, Repository};

@@ -131,6 +131,14 @@ pub trait Repository: Send + Sync {
     }
     /// Counters.
     fn stats(&self) -> Result<RepoStats, RepoError>;
+    /// The chunk that a new chunk resembling stored chunk `id` may be
+    /// stored as a delta against ([`crate::Encoding::Delta`]): `id` itself
+    /// when it is stored whole, its base when it is a delta (so a delta is
+    /// always one step from whole content). `None` when `id` is not stored
+    /// or the repository takes no deltas (the default).
+    fn delta_base(&self, _id: &ChunkId) -> Result<Option<ChunkId>, RepoError> {
+        Ok(None)
+    }
 }
 
 /// A store that takes chunks straight from capture and makes them durable

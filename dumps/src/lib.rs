@@ -24,6 +24,7 @@
 //! (its chunks are garbage the journal reclaims); the next scheduled run
 //! starts over.
 
+mod delta;
 mod job;
 mod restore;
 mod stream;
@@ -143,10 +144,11 @@ pub(crate) fn run_tool(mut cmd: Command, what: &str) -> Result<Vec<u8>, DumpErro
 /// Run every stream of `job` (one, or for an all-databases postgres job
 /// the globals and one per database) into `journal`. `progress` gets the
 /// stream's path and its bytes so far. Stops at nothing: each stream is
-/// stored, failed or not.
+/// stored, failed or not. `bases`: see [`run_stream`].
 pub fn run_job(
     job: &Job,
     journal: &Journal,
+    bases: Option<&dyn rewind_core::Repository>,
     chunker: Chunker,
     cancel: &Arc<AtomicBool>,
     progress: &(dyn Fn(&[u8], u64) + Sync),
@@ -167,7 +169,7 @@ pub fn run_job(
             spec.program.display()
         );
         let p = |n: u64| progress(&spec.path, n);
-        out.push(run_stream(&spec, journal, chunker, cancel, &p)?);
+        out.push(run_stream(&spec, journal, bases, chunker, cancel, &p)?);
     }
     Ok(out)
 }

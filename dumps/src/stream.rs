@@ -20,12 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rewind_core::{
-    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, STREAM_ZSTD_LEVEL, StreamStatus, Timestamp,
-    Version,
+    ChunkId, ChunkRef, Chunker, Entry, Repository, StreamStatus, Timestamp, Version,
 };
 use rewind_journal::Journal;
 
 use crate::DumpError;
+use crate::delta::{self, Previous};
 use crate::job::StreamSpec;
 
 /// Encoded bytes a stream may have queued for the repository before it
@@ -111,9 +111,13 @@ pub fn last_error_line(stderr: &[u8]) -> Option<String> {
 /// stored too, as a failed version; only a journal failure (nothing could
 /// be stored) is an error. `progress` is called with the bytes read so far;
 /// setting `cancel` kills the command (the run is stored as failed).
+/// With `bases`, the repository the journal drains into, new chunks are
+/// stored as deltas against the previous run's where that pays (a
+/// repository that takes no deltas answers so, and nothing changes).
 pub fn run_stream(
     spec: &StreamSpec,
     journal: &Journal,
+    bases: Option<&dyn Repository>,
     chunker: Chunker,
     cancel: &Arc<AtomicBool>,
     progress: &(dyn Fn(u64) + Sync),
@@ -184,6 +188,7 @@ pub fn run_stream(
                 })
             };
             let mut seen: HashSet<ChunkId> = HashSet::new();
+            let mut previous = bases.and_then(|r| Previous::load(r, journal.client(), &spec.path));
             let mut buf = Vec::new();
             // Compression runs beside the reader (which cuts and hashes),
             // so the dump program's pipe keeps draining while chunks are
@@ -195,7 +200,7 @@ pub fn run_stream(
             let encoded = AtomicU64::new(0);
             let failed: Mutex<Option<rewind_journal::JournalError>> = Mutex::new(None);
             let stop = AtomicBool::new(false);
-            let (tx, rx) = mpsc::sync_channel::<(ChunkId, Vec<u8>)>(ENCODE_QUEUE);
+            let (tx, rx) = mpsc::sync_channel::<(ChunkId, Vec<u8>, Option<ChunkId>)>(ENCODE_QUEUE);
             let rx = Mutex::new(rx);
             let read = std::thread::scope(|s| {
                 // Owned here, dropped below: the encoders stop once it is.
@@ -204,8 +209,8 @@ pub fn run_stream(
                     s.spawn(|| {
                         loop {
                             let msg = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                            let Ok((id, data)) = msg else { break };
-                            let enc = EncodedChunk::encode_with_id_at(id, &data, STREAM_ZSTD_LEVEL);
+                            let Ok((id, data, hint)) = msg else { break };
+                            let enc = delta::encode(bases, id, &data, hint);
                             encoded.fetch_add(enc.data.len() as u64, Ordering::Relaxed);
                             if let Err(e) = guard.spool(enc) {
                                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -226,10 +231,13 @@ pub fn run_stream(
                             id,
                             len: data.len() as u32,
                         });
+                        let hint = previous
+                            .as_mut()
+                            .and_then(|p| p.next(&id, data.len() as u32));
                         if seen.insert(id) && !guard.is_stored(&id) {
                             guard.wait_for_room(STREAM_BACKLOG);
                             new_chunks += 1;
-                            if tx.send((id, data.to_vec())).is_err() {
+                            if tx.send((id, data.to_vec(), hint)).is_err() {
                                 return Err(io::Error::other("journal refused a chunk"));
                             }
                         }

@@ -10,9 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::{CONFIG_STEPS, corrupt, io_err, write_durably};
 
-/// The on-disk format this crate reads and writes. 2: version records are
-/// zstd-compressed (format 1 existed only in development builds).
-pub(crate) const FORMAT: u32 = 2;
+/// The on-disk format this crate writes. 2: version records are
+/// zstd-compressed (format 1 existed only in development builds). 3: chunk
+/// records may be deltas against another chunk ([`rewind_core::Encoding`]);
+/// nothing else changed, so a writer upgrades a format 2 repository in
+/// place (builds that read only format 2 then refuse it, rather than take
+/// a delta for damage).
+pub(crate) const FORMAT: u32 = 3;
+
+/// The oldest format this crate reads.
+pub(crate) const OLDEST_FORMAT: u32 = 2;
 
 /// A config file is a few hundred bytes; anything over this is not one.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
@@ -69,11 +76,11 @@ impl Config {
         }
         let c: Config = serde_json::from_slice(&bytes)
             .map_err(|e| corrupt(&path, format!("not a config: {e}")))?;
-        if c.format != FORMAT {
+        if !(OLDEST_FORMAT..=FORMAT).contains(&c.format) {
             return Err(corrupt(
                 &path,
                 format!(
-                    "repository format {} is not supported (this build reads {FORMAT})",
+                    "repository format {} is not supported (this build reads {OLDEST_FORMAT} to {FORMAT})",
                     c.format
                 ),
             ));

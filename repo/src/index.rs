@@ -17,7 +17,7 @@ use std::io::{self, BufReader};
 use std::path::Path;
 
 use rewind_core::frame::{self, FrameError};
-use rewind_core::{ChunkId, RepoError, Timestamp, Version};
+use rewind_core::{ChunkId, Encoding, RepoError, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{IDX_STEPS, corrupt, io_err, write_durably};
@@ -33,7 +33,7 @@ pub(crate) struct IdxChunk {
     pub offset: u64,
     pub frame_len: u32,
     pub raw_len: u32,
-    pub compressed: bool,
+    pub encoding: Encoding,
 }
 
 /// Where one version record of a pack is, and how many versions it holds.

@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rewind_core::frame::{self, HEADER, MAX_FRAME};
-use rewind_core::{ChunkId, EncodedChunk, RepoError, Timestamp, Version};
+use rewind_core::{ChunkId, EncodedChunk, Encoding, RepoError, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{corrupt, ensure_dir, failpoint, fsync_dir, io_err};
@@ -100,7 +100,7 @@ pub(crate) enum PackRecord {
     Chunk {
         id: ChunkId,
         raw_len: u32,
-        compressed: bool,
+        encoding: Encoding,
         #[serde(with = "bytes")]
         data: Vec<u8>,
     },
@@ -118,7 +118,7 @@ enum PackRecordRef<'a> {
     Chunk {
         id: ChunkId,
         raw_len: u32,
-        compressed: bool,
+        encoding: Encoding,
         #[serde(with = "bytes")]
         data: &'a [u8],
     },
@@ -153,7 +153,7 @@ pub(crate) enum TocKind {
     Chunk {
         id: ChunkId,
         raw_len: u32,
-        compressed: bool,
+        encoding: Encoding,
     },
     /// A version record holding `count` versions.
     Versions { count: u32 },
@@ -165,13 +165,13 @@ impl TocEntry {
             TocKind::Chunk {
                 id,
                 raw_len,
-                compressed,
+                encoding,
             } => Some(IdxChunk {
                 id,
                 offset: self.offset,
                 frame_len: self.frame_len,
                 raw_len,
-                compressed,
+                encoding,
             }),
             TocKind::Versions { .. } => None,
         }
@@ -332,7 +332,7 @@ pub(crate) fn read_encoded_at(
         PackRecord::Chunk {
             id: got,
             raw_len,
-            compressed,
+            encoding,
             data,
         } => {
             if got != *id {
@@ -344,7 +344,7 @@ pub(crate) fn read_encoded_at(
             Ok(EncodedChunk {
                 id: got,
                 raw_len,
-                compressed,
+                encoding,
                 data,
             })
         }
@@ -515,14 +515,16 @@ pub(crate) fn scan(file: &File, path: &Path, len: u64, check_chunks: bool) -> Sc
             PackRecord::Chunk {
                 id,
                 raw_len,
-                compressed,
+                encoding,
                 data,
             } => {
-                if check_chunks {
+                // A delta's content is checked by `verify`, which can
+                // reach its base in another pack.
+                if check_chunks && !matches!(encoding, Encoding::Delta { .. }) {
                     let c = EncodedChunk {
                         id,
                         raw_len,
-                        compressed,
+                        encoding,
                         data,
                     };
                     if let Err(e) = c.decode() {
@@ -532,7 +534,7 @@ pub(crate) fn scan(file: &File, path: &Path, len: u64, check_chunks: bool) -> Sc
                 TocKind::Chunk {
                     id,
                     raw_len,
-                    compressed,
+                    encoding,
                 }
             }
             PackRecord::Versions(vs) => {
@@ -776,7 +778,7 @@ impl PackWriter {
         let rec = PackRecordRef::Chunk {
             id: c.id,
             raw_len: c.raw_len,
-            compressed: c.compressed,
+            encoding: c.encoding,
             data: &c.data,
         };
         let encoded = postcard::to_io(&rec, &mut buf)
@@ -789,7 +791,7 @@ impl PackWriter {
                 TocKind::Chunk {
                     id: c.id,
                     raw_len: c.raw_len,
-                    compressed: c.compressed,
+                    encoding: c.encoding,
                 },
             )
         });
@@ -923,7 +925,7 @@ mod tests {
         let bytes = postcard::to_stdvec(&PackRecordRef::Chunk {
             id,
             raw_len: 10,
-            compressed: false,
+            encoding: Encoding::Raw,
             data: &data,
         })
         .unwrap();

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use rewind_core::frame::MAX_FRAME;
 use rewind_core::path::display;
 use rewind_core::{
-    ChunkId, ChunkSink, ChunkerParams, EncodedChunk, RepoError, RepoStats, Repository, Timestamp,
-    Version,
+    ChunkId, ChunkSink, ChunkerParams, EncodedChunk, RepoError, RepoStats, Repository,
+    STREAM_ZSTD_LEVEL, Timestamp, Version,
 };
 use tracing::{info, warn};
 
-use crate::config::{Config, check_chunker};
+use crate::config::{Config, FORMAT, check_chunker};
 use crate::durable::{corrupt, ensure_dir, io_err};
 use crate::index;
 use crate::layout::{Discover, discover, list_idx, list_packs};
@@ -114,9 +114,50 @@ impl LocalRepo {
     }
 
     /// A chunk as stored (compressed or raw), for sending over the network:
-    /// the receiver decodes it and checks it against its id.
+    /// the receiver decodes it and checks it against its id. A delta is
+    /// sent decoded and compressed on its own, since the receiver may not
+    /// hold its base.
     pub fn read_encoded(&self, id: &ChunkId) -> Result<EncodedChunk, RepoError> {
-        self.locate_encoded(id).map(|(c, _)| c)
+        let (c, place) = self.locate_encoded(id)?;
+        if c.base().is_none() {
+            return Ok(c);
+        }
+        let raw = self.decode_stored(&c, &place)?;
+        Ok(EncodedChunk::encode_with_id_at(
+            *id,
+            &raw,
+            STREAM_ZSTD_LEVEL,
+        ))
+    }
+
+    /// The content of a stored chunk (a delta decoded with its base),
+    /// checked against its id. `place` names where it was read.
+    fn decode_stored(&self, c: &EncodedChunk, place: &str) -> Result<Vec<u8>, RepoError> {
+        let raw = match c.base() {
+            None => c.decode(),
+            Some(b) => {
+                let base = self
+                    .read_base(&b)
+                    .map_err(|e| corrupt(&self.dir, format!("{place}: delta of chunk {b}: {e}")))?;
+                c.decode_with_base(&base)
+            }
+        };
+        raw.map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))
+    }
+
+    /// The content of `id` as the base of a delta. A base is stored whole:
+    /// a delta against a delta is refused, so every delta decodes in one
+    /// step.
+    fn read_base(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
+        let (c, place) = self.locate_encoded(id)?;
+        if c.base().is_some() {
+            return Err(corrupt(
+                &self.dir,
+                format!("{place}: chunk {id} is itself a delta"),
+            ));
+        }
+        c.decode()
+            .map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))
     }
 
     /// A chunk as stored, and where it was read (for error messages).
@@ -211,12 +252,17 @@ impl LocalRepo {
     /// another writer holds it), delete leftovers in `dir/tmp`, and write
     /// the index of every pack that lacks one (salvaging damaged packs).
     pub fn open_writer(dir: &Path) -> Result<LocalRepo, RepoError> {
-        let config = Config::read(dir)?;
+        let mut config = Config::read(dir)?;
         for sub in ["packs", "index", "tmp"] {
             ensure_dir(&dir.join(sub))?;
         }
         let lock = take_lock(dir)?;
         clean_tmp(&dir.join("tmp"))?;
+        if config.format < FORMAT {
+            info!(repo = %dir.display(), from = config.format, to = FORMAT, "upgrading the repository format");
+            config.format = FORMAT;
+            config.write(dir)?;
+        }
         let state = Self::load_state(dir, true)?;
         Ok(Self::assemble(dir, config, state, Some(lock)))
     }
@@ -348,16 +394,16 @@ impl LocalRepo {
                 Ok(pack::PackRecord::Chunk {
                     id,
                     raw_len,
-                    compressed,
+                    encoding,
                     data,
                 }) => {
                     let c = EncodedChunk {
                         id,
                         raw_len,
-                        compressed,
+                        encoding,
                         data,
                     };
-                    if c.decode().is_ok() {
+                    if self.decode_stored(&c, "").is_ok() {
                         chunks.push(c);
                     } else {
                         dropped += 1;
@@ -532,11 +578,13 @@ impl LocalRepo {
                 format!("refused chunk {}: too large ({} bytes)", c.id, c.raw_len),
             ));
         }
-        if !self.check_puts.load(std::sync::atomic::Ordering::Relaxed) {
+        // A delta is always decoded: that its base is stored whole is part
+        // of what makes it readable.
+        if c.base().is_none() && !self.check_puts.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        c.decode()
-            .map_err(|e| corrupt(&self.dir, format!("refused chunk sent for storage: {e}")))?;
+        self.decode_stored(c, "chunk sent for storage")
+            .map_err(|e| corrupt(&self.dir, format!("refused: {e}")))?;
         Ok(())
     }
 }
@@ -678,8 +726,15 @@ impl Repository for LocalRepo {
 
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let (c, place) = self.locate_encoded(id)?;
-        c.decode()
-            .map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))
+        self.decode_stored(&c, &place)
+    }
+
+    fn delta_base(&self, id: &ChunkId) -> Result<Option<ChunkId>, RepoError> {
+        let st = self.read_state();
+        if self.config.format < 3 || !st.chunks.contains_key(id) {
+            return Ok(None);
+        }
+        Ok(Some(st.delta_bases.get(id).copied().unwrap_or(*id)))
     }
 
     fn stats(&self) -> Result<RepoStats, RepoError> {

@@ -2,11 +2,12 @@
 //! and path. Built from index files (or packs) at open; a pack is added
 //! whole, and adding one twice is a no-op.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 
 use rewind_core::path::is_under;
-use rewind_core::{ChunkId, FileKind, RepoStats, Timestamp, Version};
+use rewind_core::{ChunkId, Encoding, FileKind, RepoStats, Timestamp, Version};
 
 use crate::index::PackIndex;
 use crate::pack::PackName;
@@ -44,6 +45,9 @@ pub(crate) struct State {
     pub packs: Vec<PackInfo>,
     by_name: HashMap<PackName, u32>,
     pub chunks: HashMap<ChunkId, Location>,
+    /// The base of every chunk stored as a delta (at its location in
+    /// `chunks`).
+    pub delta_bases: HashMap<ChunkId, ChunkId>,
     clients: BTreeMap<String, ClientIndex>,
     versions: u64,
 }
@@ -69,11 +73,16 @@ impl State {
             has_versions: !idx.versions.is_empty(),
         });
         for c in idx.chunks {
-            self.chunks.entry(c.id).or_insert(Location {
-                pack: n,
-                offset: c.offset,
-                frame_len: c.frame_len,
-            });
+            if let Entry::Vacant(e) = self.chunks.entry(c.id) {
+                e.insert(Location {
+                    pack: n,
+                    offset: c.offset,
+                    frame_len: c.frame_len,
+                });
+                if let Encoding::Delta { base } = c.encoding {
+                    self.delta_bases.insert(c.id, base);
+                }
+            }
         }
         for v in idx.versions {
             self.insert_version(v);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use rand::{RngCore, SeedableRng};
 use rewind_core::{
-    ChunkRef, DEFAULT_CHUNKER, EncodedChunk, Entry, FileKind, FileMeta, RepoError, Repository,
-    Timestamp, Version,
+    ChunkId, ChunkRef, DEFAULT_CHUNKER, EncodedChunk, Encoding, Entry, FileKind, FileMeta,
+    RepoError, Repository, Timestamp, Version,
 };
 
 use crate::LocalRepo;
@@ -157,7 +157,7 @@ fn init_open_and_not_found() {
 
     let json: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("config")).unwrap()).unwrap();
-    assert_eq!(json["format"], 2);
+    assert_eq!(json["format"], 3);
     assert_eq!(json["id"], repo.id());
     assert_eq!(json["chunker"]["avg"], DEFAULT_CHUNKER.avg);
     assert!(
@@ -233,7 +233,7 @@ fn put_commit_read_round_trip() {
     for c in &chunks {
         assert_eq!(repo.read_chunk(&c.id).unwrap(), c.decode().unwrap());
     }
-    assert!(chunks[0].compressed && !chunks[1].compressed);
+    assert!(chunks[0].encoding == Encoding::Zstd && chunks[1].encoding == Encoding::Raw);
     let other = chunk(99);
     assert_eq!(
         repo.missing_chunks(&[chunks[0].id, other.id, chunks[1].id])
@@ -953,4 +953,124 @@ fn scan_steps_over_a_damaged_record_and_repair_rewrites_the_pack() {
     drop(w);
     let r = LocalRepo::open(tmp.path()).unwrap();
     assert_eq!(r.stats().unwrap().chunks, 19);
+}
+
+/// Text rows, and the same rows with every `every`th one changed.
+fn rows_and_edit(n: usize, every: usize) -> (Vec<u8>, Vec<u8>) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let row = format!("{i}\tcustomer {}\t{}.50\n", i * 31 % 977, i * 7);
+        a.extend_from_slice(row.as_bytes());
+        if i % every == 0 {
+            b.extend_from_slice(format!("{i}\tchanged\n").as_bytes());
+        } else {
+            b.extend_from_slice(row.as_bytes());
+        }
+    }
+    (a, b)
+}
+
+#[test]
+fn deltas_are_stored_read_verified_and_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+    let (a, b) = rows_and_edit(8_000, 100);
+    let whole = EncodedChunk::encode(&a);
+    repo.put_chunks(vec![whole.clone()]).unwrap();
+    repo.commit_versions(vec![file_v(1, 1, b"/d/dump", &[&whole])])
+        .unwrap();
+    assert_eq!(repo.delta_base(&whole.id).unwrap(), Some(whole.id));
+    let delta = EncodedChunk::encode_delta(ChunkId::of(&b), &b, whole.id, &a, 1).unwrap();
+    assert!(delta.data.len() * 20 < whole.data.len());
+    repo.put_chunks(vec![delta.clone()]).unwrap();
+    repo.commit_versions(vec![file_v(2, 2, b"/d/dump", &[&delta])])
+        .unwrap();
+    assert_eq!(repo.read_chunk(&delta.id).unwrap(), b);
+    // The base of a delta is its own base: deltas stay one step deep.
+    assert_eq!(repo.delta_base(&delta.id).unwrap(), Some(whole.id));
+    // Sent over the network whole, since the receiver may lack the base.
+    let sent = repo.read_encoded(&delta.id).unwrap();
+    assert_eq!(sent.base(), None);
+    assert_eq!(sent.decode().unwrap(), b);
+
+    // A delta against a delta, or against a chunk not stored, is refused.
+    let (_, c) = rows_and_edit(8_000, 90);
+    let chained = EncodedChunk::encode_delta(ChunkId::of(&c), &c, delta.id, &b, 1).unwrap();
+    let e = repo.put_chunks(vec![chained]).unwrap_err();
+    assert!(e.to_string().contains("is itself a delta"), "{e}");
+    let orphan = EncodedChunk::encode_delta(ChunkId::of(&c), &c, ChunkId::of(b"x"), &a, 1);
+    let e = repo.put_chunks(vec![orphan.unwrap()]).unwrap_err();
+    assert!(e.to_string().contains("not in the repository"), "{e}");
+
+    let v = repo.verify(false).unwrap();
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!((v.chunks, v.chunks_read), (2, 2));
+    drop(repo);
+    // Read back from the index files, and from the packs alone.
+    let r = LocalRepo::open(tmp.path()).unwrap();
+    assert_eq!(r.delta_base(&delta.id).unwrap(), Some(whole.id));
+    assert_eq!(r.read_chunk(&delta.id).unwrap(), b);
+    drop(r);
+    for f in idx_files(tmp.path()) {
+        fs::remove_file(f).unwrap();
+    }
+    let w = LocalRepo::open_writer(tmp.path()).unwrap();
+    assert_eq!(w.read_chunk(&delta.id).unwrap(), b);
+    assert!(w.verify(false).unwrap().is_ok());
+
+    // Damage to the base is damage to every delta of it: verify names
+    // both versions, and repair keeps neither chunk.
+    let base_pack = packs_of(tmp.path())
+        .into_iter()
+        .find(|p| fs::read(p).unwrap().len() as u64 > whole.data.len() as u64)
+        .unwrap();
+    drop(w);
+    let mut bytes = fs::read(&base_pack).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x10;
+    fs::write(&base_pack, &bytes).unwrap();
+    let w = LocalRepo::open_writer(tmp.path()).unwrap();
+    let e = w.read_chunk(&delta.id).unwrap_err();
+    assert!(e.to_string().contains("delta of chunk"), "{e}");
+    let v = w.verify(false).unwrap();
+    let mut named: Vec<u64> = v.damaged_versions.iter().map(|d| d.seq).collect();
+    named.sort();
+    assert_eq!(named, vec![1, 2], "{v:?}");
+    assert!(
+        v.issues
+            .iter()
+            .any(|i| i.problem.contains("no pack holds whole and sound")),
+        "{v:?}"
+    );
+    w.repair().unwrap();
+    let s = w.stats().unwrap();
+    assert_eq!(
+        s.chunks, 0,
+        "neither the damaged base nor its delta is kept"
+    );
+}
+
+#[test]
+fn a_format_2_repository_is_upgraded_by_its_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, chunks) = repo_with_one_commit(tmp.path());
+    drop(repo);
+    let cfg = tmp.path().join("config");
+    let text = fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"format\": 3", "\"format\": 2");
+    fs::write(&cfg, text).unwrap();
+    let r = LocalRepo::open(tmp.path()).unwrap();
+    assert!(r.stats().unwrap().versions > 0);
+    let any_chunk = chunks[0].id;
+    assert_eq!(
+        r.delta_base(&any_chunk).unwrap(),
+        None,
+        "no deltas into format 2"
+    );
+    drop(r);
+    let w = LocalRepo::open_writer(tmp.path()).unwrap();
+    assert_eq!(w.delta_base(&any_chunk).unwrap(), Some(any_chunk));
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    assert_eq!(json["format"], 3);
 }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rewind_core::path::display;
-use rewind_core::{ChunkId, RepoError, Timestamp, Version};
+use rewind_core::{ChunkId, Encoding, RepoError, Timestamp, Version};
 use serde::Serialize;
 
 use crate::index;
@@ -168,6 +168,10 @@ pub(crate) fn verify(
     }
     let mut chunk_lens: HashMap<ChunkId, u32> = HashMap::new();
     let mut versions: Vec<Version> = Vec::new();
+    // Whole chunks that read back sound, where they are: the bases of the
+    // deltas, which are checked once every pack has been read.
+    let mut whole: HashMap<ChunkId, (PathBuf, TocEntry)> = HashMap::new();
+    let mut deltas: Vec<(PathBuf, TocEntry)> = Vec::new();
     for (name, path) in &packs {
         ck.report.packs += 1;
         prog.packs_done += 1;
@@ -189,13 +193,23 @@ pub(crate) fn verify(
         };
         let (entries, pack_versions, bad_offsets) = check_pack(&mut ck, &file, path, len, quick);
         for e in &entries {
-            if let TocKind::Chunk { id, raw_len, .. } = e.kind {
+            if let TocKind::Chunk {
+                id,
+                raw_len,
+                encoding,
+            } = e.kind
+            {
                 ck.report.chunks += 1;
                 chunk_lens.entry(id).or_insert(raw_len);
                 if bad_offsets.contains(&e.offset) {
                     ck.bad.insert(id);
+                } else if matches!(encoding, Encoding::Delta { .. }) && !quick {
+                    deltas.push((path.clone(), *e));
                 } else {
                     ck.good.insert(id);
+                    if !matches!(encoding, Encoding::Delta { .. }) {
+                        whole.entry(id).or_insert_with(|| (path.clone(), *e));
+                    }
                 }
             }
         }
@@ -226,6 +240,34 @@ pub(crate) fn verify(
             }
         }
         versions.extend(pack_versions);
+    }
+    for (path, e) in &deltas {
+        let TocKind::Chunk {
+            id,
+            encoding: Encoding::Delta { base },
+            raw_len,
+        } = e.kind
+        else {
+            continue;
+        };
+        match check_delta(path, e, id, base, whole.get(&base)) {
+            Ok(n) if n == raw_len as usize => {
+                ck.report.chunks_read += 1;
+                ck.good.insert(id);
+            }
+            Ok(_) => {
+                ck.bad.insert(id);
+                ck.issue(
+                    path,
+                    Some(e.offset),
+                    "chunk length disagrees with the table of contents",
+                );
+            }
+            Err(why) => {
+                ck.bad.insert(id);
+                ck.issue(path, Some(e.offset), why);
+            }
+        }
     }
     for v in &versions {
         let lost = v.chunk_refs().find_map(|c| {
@@ -281,6 +323,31 @@ pub(crate) fn verify(
 
 /// Check one pack; returns its records and versions as far as they could be
 /// read.
+/// Decode the delta `id` at `e` in the pack at `path` with its base, found
+/// sound at `base_at`; its length, or why it cannot be read.
+fn check_delta(
+    path: &Path,
+    e: &TocEntry,
+    id: ChunkId,
+    base: ChunkId,
+    base_at: Option<&(PathBuf, TocEntry)>,
+) -> Result<usize, String> {
+    let Some((bpath, be)) = base_at else {
+        return Err(format!(
+            "chunk {id} is a delta against chunk {base}, which no pack holds whole and sound"
+        ));
+    };
+    let bfile = File::open(bpath).map_err(|e| format!("{}: {e}", bpath.display()))?;
+    let base_raw = pack::read_chunk_at(&bfile, bpath, be.offset, be.frame_len, &base)
+        .map_err(|e| format!("base of chunk {id}: {e}"))?;
+    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let c = pack::read_encoded_at(&file, path, e.offset, e.frame_len, &id)
+        .map_err(|e| e.to_string())?;
+    c.decode_with_base(&base_raw)
+        .map(|d| d.len())
+        .map_err(|e| e.to_string())
+}
+
 fn check_pack(
     ck: &mut Checker,
     file: &File,
@@ -296,8 +363,13 @@ fn check_pack(
             let mut versions = Vec::new();
             for e in &footer.entries {
                 match e.kind {
-                    TocKind::Chunk { id, raw_len, .. } => {
-                        if quick {
+                    TocKind::Chunk {
+                        id,
+                        raw_len,
+                        encoding,
+                    } => {
+                        // Deltas are decoded once every base has been seen.
+                        if quick || matches!(encoding, Encoding::Delta { .. }) {
                             continue;
                         }
                         match pack::read_chunk_at(file, path, e.offset, e.frame_len, &id) {
@@ -344,7 +416,20 @@ fn check_pack(
                     .iter()
                     .filter(|e| matches!(e.kind, TocKind::Chunk { .. }))
                     .count();
-                ck.report.chunks_read += (chunks - s.bad_chunks.len()) as u64;
+                let deltas = s
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        matches!(
+                            e.kind,
+                            TocKind::Chunk {
+                                encoding: Encoding::Delta { .. },
+                                ..
+                            }
+                        )
+                    })
+                    .count();
+                ck.report.chunks_read += (chunks - deltas - s.bad_chunks.len()) as u64;
             }
             for (off, why) in s.bad_chunks {
                 bad.insert(off);

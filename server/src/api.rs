@@ -477,7 +477,16 @@ async fn chunks(call: Call) -> ApiResult {
         // Each chunk is decoded and hashed before it is stored: bytes that
         // do not match their id are refused, and nothing of the request is
         // kept.
+        // Deltas ([`rewind_core::Encoding::Delta`]) are refused: checking
+        // one means reading its base, which must be one of this client's
+        // chunks, and clients send whole chunks to a server.
         for ch in &chunks {
+            if let Some(base) = ch.base() {
+                return Err(bad(format!(
+                    "refused: chunk {} is a delta against chunk {base}; this server takes whole chunks only",
+                    ch.id
+                )));
+            }
             ch.decode().map_err(|e| bad(format!("refused: {e}")))?;
         }
         let n = chunks.len() as u64;

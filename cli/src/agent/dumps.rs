@@ -87,7 +87,14 @@ impl DumpService {
         }
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         let started = Timestamp::now();
-        let res = rewind_dumps::run_job(job, &self.journal, self.chunker, &self.cancel, progress);
+        let res = rewind_dumps::run_job(
+            job,
+            &self.journal,
+            Some(self.repo.as_ref()),
+            self.chunker,
+            &self.cancel,
+            progress,
+        );
         let summary = match &res {
             Ok(reports) => {
                 let failed = reports.iter().find_map(|r| {
