@@ -446,6 +446,8 @@ pub fn run(cfg: &Config) -> Result<String> {
         custom(1).display()
     ))
     .run_quiet()?;
+    let after_first = rewind_core::Timestamp::now().to_string();
+    let mut later_walls: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
 
     // Round 2: the newest 1 % of rows change. Round 3: 1 % spread evenly.
     let changes = [
@@ -473,12 +475,23 @@ pub fn run(cfg: &Config) -> Result<String> {
             custom(round).display()
         ))
         .run_quiet()?;
-        for (t, s) in tools.iter().zip(sizes.iter_mut()) {
+        for ((t, s), w) in tools
+            .iter()
+            .zip(sizes.iter_mut())
+            .zip(later_walls.iter_mut())
+        {
             let c = (t.cmd)(round);
-            measure(&c, &logs.join(format!("{}-{round}.log", t.name)))?;
+            w.push(measure(&c, &logs.join(format!("{}-{round}.log", t.name)))?.wall);
             s.push(du_bytes(&t.repo)?);
         }
     }
+    // Restores: the first dump (whole chunks) and the last (mostly deltas).
+    let restore_first = rw
+        .cmd(["dump", "restore", "bench", "--at", &after_first, "--config"])
+        .arg(&conf);
+    let m_restore_first = measure(&restore_first, &logs.join("restore-1.log"))?;
+    let restore_last = rw.cmd(["dump", "restore", "bench", "--config"]).arg(&conf);
+    let m_restore_last = measure(&restore_last, &logs.join("restore-3.log"))?;
 
     // Memory: a tiny dump, then a large incompressible stream.
     let tiny = rw.cmd(["dump", "run", "tiny", "--config"]).arg(&conf);
@@ -590,9 +603,10 @@ pub fn run(cfg: &Config) -> Result<String> {
         "repository after dump 1",
         "added by dump 2 (newest 1 %)",
         "added by dump 3 (spread 1 %)",
+        "wall of dumps 2, 3",
     ]);
     let mut worst_rewind = (0u64, 0u64);
-    for (tl, sz) in tools.iter().zip(&sizes) {
+    for ((tl, sz), w) in tools.iter().zip(&sizes).zip(&later_walls) {
         let (a, b) = (sz[1].saturating_sub(sz[0]), sz[2].saturating_sub(sz[1]));
         if tl.name == "rewind" {
             worst_rewind = (a, b);
@@ -602,6 +616,7 @@ pub fn run(cfg: &Config) -> Result<String> {
             bytes(sz[0]),
             format!("{} ({} of the dump)", bytes(a), pct(a, dump_size)),
             format!("{} ({} of the dump)", bytes(b), pct(b, dump_size)),
+            w.iter().map(|&x| secs(x)).collect::<Vec<_>>().join(", "),
         ]);
     }
     s.push_str(&g.render());
@@ -611,6 +626,15 @@ pub fn run(cfg: &Config) -> Result<String> {
          newest 1 %: {}; spread 1 %: {}\n",
         verdict((worst_rewind.0 as f64) < 0.05 * dump_size as f64),
         verdict((worst_rewind.1 as f64) < 0.05 * dump_size as f64),
+    );
+    let _ = writeln!(
+        s,
+        "rewind stores the new chunks of dumps 2 and 3 as deltas against the chunk at the same \
+         place in the dump before (docs/decisions.md, \"Delta chunks\"). Restore to /dev/null \
+         (`rewind dump restore bench`): dump 1 (whole chunks) {}, dump 3 (deltas, each read \
+         with its base) {}.\n",
+        secs(m_restore_first.wall),
+        secs(m_restore_last.wall),
     );
     let _ = writeln!(
         s,

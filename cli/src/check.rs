@@ -26,6 +26,7 @@ pub fn verify(repo_dir: &Path, quick: bool, json: bool) -> Result<i32> {
             "packs": report.packs,
             "chunks": report.chunks,
             "chunks_read": report.chunks_read,
+            "delta_chunks": report.delta_chunks,
             "versions": report.versions,
             "issues": issues_json(&report),
             "damaged_versions": damaged_json(&report.damaged_versions),

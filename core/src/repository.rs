@@ -55,6 +55,9 @@ pub enum RepoError {
     /// The repository was opened read-only.
     #[error("repository opened read-only")]
     ReadOnly,
+    /// The repository does not do what was asked (deltas on a server).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// A backup server refused a request or could not be reached.
     #[error("server {url}: {reason}")]
     Remote {
@@ -138,6 +141,15 @@ pub trait Repository: Send + Sync {
     /// or the repository takes no deltas (the default).
     fn delta_base(&self, _id: &ChunkId) -> Result<Option<ChunkId>, RepoError> {
         Ok(None)
+    }
+    /// Store `chunk` (whole, not a delta) durably now, to serve as the base
+    /// of deltas that follow (a small-file dictionary, which no version
+    /// refers to). Repositories that take no deltas refuse (the default).
+    fn store_base(&self, chunk: EncodedChunk) -> Result<(), RepoError> {
+        let _ = chunk;
+        Err(RepoError::Unsupported(
+            "this repository takes no delta bases",
+        ))
     }
 }
 

@@ -827,6 +827,25 @@ impl Journal {
         Ok(())
     }
 
+    /// Remember the small-file dictionary chunk this client compresses
+    /// with, so the next run goes on with it (made durable by the next
+    /// group commit; lost, the next run makes a new one).
+    pub fn set_dictionary(&self, id: &ChunkId) -> Result<()> {
+        self.inner
+            .db
+            .insert(meta_key("dictionary"), &id.0)
+            .map_err(|source| self.db_err(source))?;
+        Ok(())
+    }
+
+    /// The dictionary recorded by [`Journal::set_dictionary`].
+    pub fn dictionary(&self) -> Result<Option<ChunkId>> {
+        Ok(self
+            .db_get(&meta_key("dictionary"))?
+            .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok())
+            .map(ChunkId))
+    }
+
     /// Counters for `status`.
     pub fn stats(&self) -> Result<JournalStats> {
         let db = &self.inner.db;

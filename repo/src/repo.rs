@@ -41,6 +41,9 @@ pub(crate) const MAX_PACK_RECORDS: usize = 200_000;
 /// files per process, Linux's 1024; 64 leaves the rest of the process room.
 const MAX_OPEN_PACKS: usize = 64;
 
+/// Delta bases kept decoded in memory (at most 16 MiB each).
+const BASE_CACHE: usize = 4;
+
 /// Chunks sent for storage may not claim more than this many bytes: it
 /// bounds what checking one allocates (a chunk must fit one record anyway).
 const MAX_CHUNK_BYTES: usize = MAX_FRAME - 1024;
@@ -62,6 +65,9 @@ pub struct LocalRepo {
     /// from its own CRC-checked spool may turn it off (see
     /// [`LocalRepo::set_check_puts`]).
     check_puts: std::sync::atomic::AtomicBool,
+    /// The content of the delta bases read last (a small-file dictionary
+    /// is the base of thousands of chunks).
+    bases: Mutex<Vec<(ChunkId, Arc<Vec<u8>>)>>,
 }
 
 /// What only the writer has. Lock order: this mutex before `state`.
@@ -148,7 +154,13 @@ impl LocalRepo {
     /// The content of `id` as the base of a delta. A base is stored whole:
     /// a delta against a delta is refused, so every delta decodes in one
     /// step.
-    fn read_base(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
+    fn read_base(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>, RepoError> {
+        {
+            let cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, b)) = cache.iter().find(|(k, _)| k == id) {
+                return Ok(b.clone());
+            }
+        }
         let (c, place) = self.locate_encoded(id)?;
         if c.base().is_some() {
             return Err(corrupt(
@@ -156,8 +168,16 @@ impl LocalRepo {
                 format!("{place}: chunk {id} is itself a delta"),
             ));
         }
-        c.decode()
-            .map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))
+        let raw = Arc::new(
+            c.decode()
+                .map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))?,
+        );
+        let mut cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= BASE_CACHE {
+            cache.remove(0);
+        }
+        cache.push((*id, raw.clone()));
+        Ok(raw)
     }
 
     /// A chunk as stored, and where it was read (for error messages).
@@ -236,6 +256,7 @@ impl LocalRepo {
             }),
             files: Mutex::new(HashMap::new()),
             check_puts: std::sync::atomic::AtomicBool::new(true),
+            bases: Mutex::new(Vec::new()),
         }
     }
 
@@ -519,6 +540,17 @@ impl LocalRepo {
     /// `put_chunks` on borrowed chunks: the ones the repository lacks are
     /// checked, then written into the open pack (sealed when full).
     fn put_chunk_slice(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
+        // Whole chunks first: a delta in the same call may have one of
+        // them as its base, which its check reads.
+        let (deltas, whole): (Vec<&EncodedChunk>, Vec<&EncodedChunk>) =
+            chunks.iter().partition(|c| c.base().is_some());
+        self.put_in_order(&whole)?;
+        self.put_in_order(&deltas)
+    }
+
+    /// [`put_chunk_slice`](Self::put_chunk_slice) for chunks that may be
+    /// checked together, before any is written.
+    fn put_in_order(&self, chunks: &[&EncodedChunk]) -> Result<(), RepoError> {
         if self.writer.is_none() {
             return Err(RepoError::ReadOnly);
         }
@@ -526,6 +558,7 @@ impl LocalRepo {
             let st = self.read_state();
             chunks
                 .iter()
+                .copied()
                 .filter(|c| !st.chunks.contains_key(&c.id))
                 .collect()
         };
@@ -727,6 +760,21 @@ impl Repository for LocalRepo {
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let (c, place) = self.locate_encoded(id)?;
         self.decode_stored(&c, &place)
+    }
+
+    fn store_base(&self, chunk: EncodedChunk) -> Result<(), RepoError> {
+        if self.config.format < 3 {
+            return Err(RepoError::Unsupported(
+                "a format 2 repository takes no deltas (open it for writing to upgrade it)",
+            ));
+        }
+        if chunk.base().is_some() {
+            return Err(corrupt(
+                &self.dir,
+                format!("refused chunk {}: a delta cannot be a base", chunk.id),
+            ));
+        }
+        self.store_durably(&[chunk])
     }
 
     fn delta_base(&self, id: &ChunkId) -> Result<Option<ChunkId>, RepoError> {

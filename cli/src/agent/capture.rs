@@ -235,6 +235,8 @@ pub struct Capturer<'a> {
     /// only after such a version does an attribute-only event that moved
     /// the mtime (`touch`) keep the content.
     pub watched_since: u64,
+    /// Compresses small chunks with a dictionary ([`rewind_core::SmallDict`]).
+    pub dict: Option<&'a rewind_core::SmallDict>,
 }
 
 fn present(
@@ -502,7 +504,10 @@ impl Capturer<'_> {
                         len: data.len() as u32,
                     });
                     if !prev_ids.contains(&id) && seen.insert(id) && !guard.is_stored(&id) {
-                        let enc = EncodedChunk::encode_with_id(id, data);
+                        let enc = match self.dict {
+                            Some(d) => d.encode(id, data),
+                            None => EncodedChunk::encode_with_id(id, data),
+                        };
                         spooled += enc.data.len() as u64;
                         if let Err(e) = guard.spool(enc) {
                             spool_err = Some(e);
@@ -707,6 +712,7 @@ mod tests {
             warn: &warn,
             note: &ignore,
             watched_since,
+            dict: None,
         }
         .capture(p, Timestamp::now(), change)
         .unwrap()

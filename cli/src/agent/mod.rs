@@ -121,6 +121,9 @@ pub(crate) struct Agent {
     pub watched_since: u64,
     /// Dump jobs: the schedule and runs asked for over the control socket.
     pub dumps: Arc<dumps::DumpService>,
+    /// The dictionary small chunks are compressed with (embedded
+    /// repository only: a server takes whole chunks).
+    pub dict: rewind_core::SmallDict,
 }
 
 impl Agent {
@@ -203,6 +206,7 @@ impl Agent {
             warn: &warn,
             note: &note,
             watched_since: self.watched_since,
+            dict: Some(&self.dict),
         };
         while let Some((path, at, change)) = self.sched.next() {
             let p = rewind_core::path::from_bytes(&path);
@@ -582,6 +586,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         links: LinkMap::default(),
         watched_since: journal.durable_seq(),
         dumps: dump_service.clone(),
+        dict: rewind_core::SmallDict::new(repo.clone(), journal.dictionary().unwrap_or(None)),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
@@ -686,6 +691,9 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     let _ = scanner.join();
     for w in workers {
         let _ = w.join();
+    }
+    if let Some(d) = agent.dict.id() {
+        journal.set_dictionary(&d)?;
     }
     journal.flush()?;
     if let Some(u) = uploader.lock().unwrap_or_else(|e| e.into_inner()).take() {
