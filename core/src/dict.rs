@@ -80,9 +80,21 @@ impl SmallDict {
         d
     }
 
-    /// Encode chunk `id` holding `data`: small ones with the dictionary
-    /// once there is one, everything else as [`EncodedChunk::encode_with_id`].
-    pub fn encode(&self, id: ChunkId, data: &[u8]) -> EncodedChunk {
+    /// Encode chunk `id` holding `data` of a file: as a delta against
+    /// `hint`, the chunk at the same place in the file's previous version
+    /// ([`crate::DeltaWalk`]), when that pays; else small ones with the
+    /// dictionary once there is one, everything else as
+    /// [`EncodedChunk::encode_with_id`].
+    pub fn encode(&self, id: ChunkId, data: &[u8], hint: Option<ChunkId>) -> EncodedChunk {
+        match hint {
+            Some(h) => crate::encode_with_hint(&*self.repo, id, data, h, ZSTD_LEVEL, || {
+                self.encode_alone(id, data)
+            }),
+            None => self.encode_alone(id, data),
+        }
+    }
+
+    fn encode_alone(&self, id: ChunkId, data: &[u8]) -> EncodedChunk {
         if data.len() > DICT_CHUNK_MAX {
             return EncodedChunk::encode_with_id(id, data);
         }

@@ -17,6 +17,7 @@
 
 mod chunker;
 mod codec;
+mod delta;
 mod dict;
 mod extents;
 pub mod failpoint;
@@ -30,6 +31,7 @@ pub mod wire;
 
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
 pub use codec::{CodecError, EncodedChunk, Encoding, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL};
+pub use delta::{DeltaWalk, encode_with_hint};
 pub use dict::{DICT_CHUNK_MAX, SmallDict};
 pub use extents::ExtentReader;
 pub use id::{ChunkId, ParseChunkIdError};

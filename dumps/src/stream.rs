@@ -25,7 +25,7 @@ use rewind_core::{
 use rewind_journal::Journal;
 
 use crate::DumpError;
-use crate::delta::{self, Previous};
+use crate::delta;
 use crate::job::StreamSpec;
 
 /// Encoded bytes a stream may have queued for the repository before it
@@ -188,7 +188,7 @@ pub fn run_stream(
                 })
             };
             let mut seen: HashSet<ChunkId> = HashSet::new();
-            let mut previous = bases.and_then(|r| Previous::load(r, journal.client(), &spec.path));
+            let mut previous = bases.and_then(|r| delta::previous(r, journal.client(), &spec.path));
             let mut buf = Vec::new();
             // Compression runs beside the reader (which cuts and hashes),
             // so the dump program's pipe keeps draining while chunks are

@@ -487,6 +487,12 @@ impl Capturer<'_> {
         let prev_ids: HashSet<ChunkId> = prev_file
             .map(|p| p.chunks.iter().map(|c| c.id).collect())
             .unwrap_or_default();
+        // New chunks of a changed file are tried as deltas against the
+        // chunks at the same place in its previous version.
+        let mut walk = match (self.dict, prev_file) {
+            (Some(_), Some(p)) => rewind_core::DeltaWalk::new(&p.chunks),
+            _ => None,
+        };
         let guard = self.journal.begin_capture();
         let mut seen = HashSet::new();
         let mut chunks = Vec::new();
@@ -503,9 +509,10 @@ impl Capturer<'_> {
                         id,
                         len: data.len() as u32,
                     });
+                    let hint = walk.as_mut().and_then(|w| w.next(&id, data.len() as u32));
                     if !prev_ids.contains(&id) && seen.insert(id) && !guard.is_stored(&id) {
                         let enc = match self.dict {
-                            Some(d) => d.encode(id, data),
+                            Some(d) => d.encode(id, data, hint),
                             None => EncodedChunk::encode_with_id(id, data),
                         };
                         spooled += enc.data.len() as u64;
