@@ -827,8 +827,14 @@ fn small_edits_of_a_large_file_are_stored_as_deltas() {
 
     let back = env.tmp.path().join("then");
     env.restore_to_ok(&big, &t1, &back);
-    assert!(fs::read(&back).unwrap() == data, "the first version differs");
+    assert!(
+        fs::read(&back).unwrap() == data,
+        "the first version differs"
+    );
     let now = env.tmp.path().join("now");
     env.restore_to_ok(&big, "now", &now);
-    assert!(fs::read(&now).unwrap() == edited, "the edited version differs");
+    assert!(
+        fs::read(&now).unwrap() == edited,
+        "the edited version differs"
+    );
 }
