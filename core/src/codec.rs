@@ -18,7 +18,24 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    /// A decompression context bound to the base decoded last (a copy of
+    /// its content beside it): a small-file dictionary is the base of
+    /// thousands of chunks, and preparing a context costs more than
+    /// decoding one of them. Fields drop in order, the context before the
+    /// dictionary it refers to.
+    static DELTA_CONTEXT: std::cell::RefCell<Option<DeltaContext>> =
+        const { std::cell::RefCell::new(None) };
 }
+
+struct DeltaContext {
+    base: Vec<u8>,
+    dctx: zstd::zstd_safe::DCtx<'static>,
+    ddict: zstd::zstd_safe::DDict<'static>,
+}
+
+/// The first bytes of a structured zstd dictionary: a base starting with
+/// them would be parsed as one, so such a base is given as a prefix.
+const ZSTD_DICT_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
 
 /// No chunk is longer: FastCDC's largest maximum (16 MiB).
 pub const MAX_CHUNK_LEN: u32 = 16 << 20;
@@ -189,20 +206,40 @@ impl EncodedChunk {
         if self.raw_len > MAX_CHUNK_LEN || base.len() > MAX_CHUNK_LEN as usize {
             return Err(CodecError::Mismatch { id: self.id });
         }
-        use zstd::zstd_safe::{DCtx, DParameter};
+        use zstd::zstd_safe::{DCtx, DDict, DParameter};
         let zerr = |code: usize| CodecError::Decompress {
             id: self.id,
             source: std::io::Error::other(zstd::zstd_safe::get_error_name(code)),
         };
-        let mut dx = DCtx::try_create().ok_or_else(|| zerr(0))?;
-        dx.set_parameter(DParameter::WindowLogMax(delta_window_log(
-            base.len(),
-            self.raw_len as usize,
-        )))
-        .map_err(zerr)?;
-        dx.ref_prefix(base).map_err(zerr)?;
+        let window = DParameter::WindowLogMax(delta_window_log(base.len(), self.raw_len as usize));
         let mut raw = Vec::with_capacity(self.raw_len as usize);
-        dx.decompress(&mut raw, &self.data).map_err(zerr)?;
+        if base.starts_with(&ZSTD_DICT_MAGIC) {
+            let mut dx = DCtx::try_create().ok_or_else(|| zerr(0))?;
+            dx.set_parameter(window).map_err(zerr)?;
+            dx.ref_prefix(base).map_err(zerr)?;
+            dx.decompress(&mut raw, &self.data).map_err(zerr)?;
+            return self.check(raw);
+        }
+        // A raw-content dictionary decodes as the same bytes given as a
+        // prefix would.
+        DELTA_CONTEXT.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|d| d.base != base) {
+                *c = None;
+                let ddict = DDict::try_create(base).ok_or_else(|| zerr(0))?;
+                let mut dctx = DCtx::try_create().ok_or_else(|| zerr(0))?;
+                dctx.ref_ddict(&ddict).map_err(zerr)?;
+                *c = Some(DeltaContext {
+                    base: base.to_vec(),
+                    dctx,
+                    ddict,
+                });
+            }
+            let d = c.as_mut().expect("just set");
+            let _ = &d.ddict;
+            d.dctx.set_parameter(window).map_err(zerr)?;
+            d.dctx.decompress(&mut raw, &self.data).map_err(zerr)
+        })?;
         self.check(raw)
     }
 
