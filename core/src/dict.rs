@@ -48,9 +48,11 @@ enum Collect {
     Done,
 }
 
-/// Collects samples, makes the dictionary once it has enough, and then
-/// encodes small chunks with it. Shared by the capture threads of a run.
-pub struct SmallDict {
+/// Encodes the new chunks of files: as deltas against the previous
+/// version's chunks when that pays, small ones with a dictionary that it
+/// makes from samples once it has enough. Shared by the capture threads of
+/// a run.
+pub struct FileEncoder {
     repo: Arc<dyn Repository>,
     collect: Mutex<Collect>,
     /// Set once: the dictionary, or `None` when the repository takes no
@@ -58,11 +60,11 @@ pub struct SmallDict {
     ready: OnceLock<Option<&'static Ready>>,
 }
 
-impl SmallDict {
+impl FileEncoder {
     /// A collector storing its dictionary into `repo`; `known`, the one
     /// an earlier run made, is used again while `repo` holds it whole.
-    pub fn new(repo: Arc<dyn Repository>, known: Option<ChunkId>) -> SmallDict {
-        let d = SmallDict {
+    pub fn new(repo: Arc<dyn Repository>, known: Option<ChunkId>) -> FileEncoder {
+        let d = FileEncoder {
             repo,
             collect: Mutex::new(Collect::Sampling(Vec::with_capacity(DICT_LEN))),
             ready: OnceLock::new(),

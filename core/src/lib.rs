@@ -32,7 +32,7 @@ pub mod wire;
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
 pub use codec::{CodecError, EncodedChunk, Encoding, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL};
 pub use delta::{DeltaWalk, encode_with_hint};
-pub use dict::{DICT_CHUNK_MAX, SmallDict};
+pub use dict::{DICT_CHUNK_MAX, FileEncoder};
 pub use extents::ExtentReader;
 pub use id::{ChunkId, ParseChunkIdError};
 pub use repository::{ChunkSink, RepoError, RepoStats, Repository};

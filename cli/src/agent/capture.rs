@@ -235,8 +235,10 @@ pub struct Capturer<'a> {
     /// only after such a version does an attribute-only event that moved
     /// the mtime (`touch`) keep the content.
     pub watched_since: u64,
-    /// Compresses small chunks with a dictionary ([`rewind_core::SmallDict`]).
-    pub dict: Option<&'a rewind_core::SmallDict>,
+    /// Encodes new chunks with what the repository already holds: deltas
+    /// against the file's previous version, a dictionary for small files
+    /// ([`rewind_core::FileEncoder`]). `None`: each chunk on its own.
+    pub dict: Option<&'a rewind_core::FileEncoder>,
 }
 
 fn present(

@@ -121,9 +121,10 @@ pub(crate) struct Agent {
     pub watched_since: u64,
     /// Dump jobs: the schedule and runs asked for over the control socket.
     pub dumps: Arc<dumps::DumpService>,
-    /// The dictionary small chunks are compressed with (embedded
-    /// repository only: a server takes whole chunks).
-    pub dict: rewind_core::SmallDict,
+    /// Encodes new chunks of files: deltas against their previous
+    /// versions, a dictionary for small ones (embedded repository only: a
+    /// server takes whole chunks).
+    pub dict: rewind_core::FileEncoder,
 }
 
 impl Agent {
@@ -586,7 +587,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         links: LinkMap::default(),
         watched_since: journal.durable_seq(),
         dumps: dump_service.clone(),
-        dict: rewind_core::SmallDict::new(repo.clone(), journal.dictionary().unwrap_or(None)),
+        dict: rewind_core::FileEncoder::new(repo.clone(), journal.dictionary().unwrap_or(None)),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
