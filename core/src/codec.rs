@@ -33,9 +33,10 @@ struct DeltaContext {
     ddict: zstd::zstd_safe::DDict<'static>,
 }
 
-/// The first bytes of a structured zstd dictionary: a base starting with
-/// them would be parsed as one, so such a base is given as a prefix.
-const ZSTD_DICT_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
+/// The first bytes of a structured zstd dictionary: content starting with
+/// them would be parsed as one, not as raw content (a base starting with
+/// them is given as a prefix; a small-file dictionary never starts so).
+pub(crate) const ZSTD_DICT_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
 
 /// No chunk is longer: FastCDC's largest maximum (16 MiB).
 pub const MAX_CHUNK_LEN: u32 = 16 << 20;

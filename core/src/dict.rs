@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use zstd::zstd_safe::{CCtx, CDict, CParameter};
 
+use crate::codec::ZSTD_DICT_MAGIC;
 use crate::{ChunkId, EncodedChunk, Encoding, Repository, ZSTD_LEVEL};
 
 /// Chunks up to this size are compressed with the dictionary (larger ones
@@ -26,10 +27,6 @@ const DICT_LEN: usize = 112 << 10;
 /// Bytes taken from one sample (so a dictionary draws on at least 14
 /// files).
 const SAMPLE_MAX: usize = 8 << 10;
-
-/// The first bytes of a structured zstd dictionary: content starting with
-/// them would be read as one instead of as raw content.
-const ZSTD_DICT_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
 
 thread_local! {
     /// One compression context per thread, bound to the dictionary it was
@@ -71,9 +68,7 @@ impl FileEncoder {
         };
         let again = known.and_then(|k| {
             (d.repo.delta_base(&k).ok()? == Some(k)).then_some(())?;
-            let content = d.repo.read_chunk(&k).ok()?;
-            let cdict = CDict::try_create(&content, ZSTD_LEVEL)?;
-            Some(&*Box::leak(Box::new(Ready { id: k, cdict })))
+            Ready::prepare(k, &d.repo.read_chunk(&k).ok()?)
         });
         if let Some(r) = again {
             *d.collect.lock().unwrap_or_else(|p| p.into_inner()) = Collect::Done;
@@ -146,15 +141,20 @@ impl FileEncoder {
             tracing::debug!("no small-file dictionary: {e}");
             return None;
         }
-        let cdict = CDict::try_create(content, ZSTD_LEVEL)?;
         tracing::debug!("small-file dictionary {id} ({} bytes)", content.len());
-        // One per run of the agent, for the rest of the process: contexts
-        // of every capture thread refer to it.
-        Some(Box::leak(Box::new(Ready { id, cdict })))
+        Ready::prepare(id, content)
     }
 }
 
 impl Ready {
+    /// Dictionary `id` holding `content`, prepared for compression. One
+    /// per run of the agent, kept for the rest of the process: contexts of
+    /// every capture thread refer to it.
+    fn prepare(id: ChunkId, content: &[u8]) -> Option<&'static Ready> {
+        let cdict = CDict::try_create(content, ZSTD_LEVEL)?;
+        Some(Box::leak(Box::new(Ready { id, cdict })))
+    }
+
     fn encode(&'static self, id: ChunkId, data: &[u8]) -> EncodedChunk {
         let out = CONTEXT.with(|c| {
             let mut c = c.borrow_mut();
@@ -204,10 +204,7 @@ mod tests {
     #[test]
     fn deltas_against_the_dictionary_decode_with_its_content() {
         let content: Vec<u8> = (0..40).flat_map(doc).take(DICT_LEN).collect();
-        let d: &'static Ready = Box::leak(Box::new(Ready {
-            id: ChunkId::of(&content),
-            cdict: CDict::try_create(&content, ZSTD_LEVEL).unwrap(),
-        }));
+        let d = Ready::prepare(ChunkId::of(&content), &content).unwrap();
         let data = doc(1000);
         let id = ChunkId::of(&data);
         let enc = d.encode(id, &data);
