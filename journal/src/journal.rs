@@ -237,8 +237,8 @@ struct Inner {
     durable: Mutex<u64>,
     durable_cv: Condvar,
     wake: Condvar,
-    /// Work is queued (set by every append).
-    wake_lock: Mutex<bool>,
+    /// Work is queued, and whether the flusher sleeps for want of it.
+    wake_lock: Mutex<Wake>,
     /// Enough spool bytes are queued to commit without waiting for the
     /// group to gather.
     eager: AtomicBool,
@@ -380,7 +380,7 @@ impl Journal {
             durable: Mutex::new(durable),
             durable_cv: Condvar::new(),
             wake: Condvar::new(),
-            wake_lock: Mutex::new(false),
+            wake_lock: Mutex::new(Wake::default()),
             eager: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             last_error: Mutex::new(None),
@@ -451,7 +451,7 @@ impl Journal {
         if inner.sink.get().is_some_and(|s| s.accepting()) {
             while w.queued_bytes >= MAX_DIRECT_BACKLOG && !inner.stop.load(Ordering::Relaxed) {
                 inner.eager.store(true, Ordering::Relaxed);
-                self.wake_flusher();
+                self.wake_flusher(true);
                 w = inner
                     .room
                     .wait_timeout(w, Duration::from_millis(100))
@@ -467,7 +467,7 @@ impl Journal {
         drop(w);
         if eager {
             self.inner.eager.store(true, Ordering::Relaxed);
-            self.wake_flusher();
+            self.wake_flusher(true);
         }
         Ok(())
     }
@@ -498,7 +498,7 @@ impl Journal {
         w.overlay.insert(v.path.clone(), (seq, state));
         w.versions.push(v);
         drop(w);
-        self.wake_flusher();
+        self.wake_flusher(false);
         seq
     }
 
@@ -509,9 +509,18 @@ impl Journal {
         }
     }
 
-    fn wake_flusher(&self) {
-        *lock(&self.inner.wake_lock) = true;
-        self.inner.wake.notify_one();
+    /// Tell the flusher work is queued. It is woken only when it sleeps
+    /// for want of work, or when `urgent` (a backlog, or stopping): while
+    /// a group gathers, waking it for every append would cost a context
+    /// switch per version (measured: docs/decisions.md "Commits gather").
+    fn wake_flusher(&self, urgent: bool) {
+        let mut w = lock(&self.inner.wake_lock);
+        w.pending = true;
+        let sleeping = w.idle;
+        drop(w);
+        if urgent || sleeping {
+            self.inner.wake.notify_one();
+        }
     }
 
     /// Commit everything queued now and return the durable seq.
@@ -894,7 +903,7 @@ impl Journal {
     pub fn close(&self) -> Result<()> {
         let r = self.flush();
         self.inner.stop.store(true, Ordering::Relaxed);
-        self.wake_flusher();
+        self.wake_flusher(true);
         self.inner.durable_cv.notify_all();
         if let Some(h) = lock(&self.flusher).take() {
             let _ = h.join();
@@ -1266,16 +1275,27 @@ fn flush_once(inner: &Inner) -> Result<u64> {
     Ok(*d)
 }
 
+/// The flusher's wake-up state, under `Inner::wake_lock`.
+#[derive(Default)]
+struct Wake {
+    /// Work is queued (set by every append).
+    pending: bool,
+    /// The flusher waits for `pending`; appends must wake it.
+    idle: bool,
+}
+
 fn flusher(inner: Arc<Inner>) {
     while !inner.stop.load(Ordering::Relaxed) {
         {
             // Sleep until a version or a burst of spool bytes arrives: an
             // idle agent does not wake up for nothing.
             let mut woke = lock(&inner.wake_lock);
-            while !*woke && !inner.stop.load(Ordering::Relaxed) {
+            while !woke.pending && !inner.stop.load(Ordering::Relaxed) {
+                woke.idle = true;
                 woke = inner.wake.wait(woke).unwrap_or_else(|p| p.into_inner());
             }
-            *woke = false;
+            woke.idle = false;
+            woke.pending = false;
         }
         {
             // Then let the group gather for one interval; only a large
@@ -1303,7 +1323,7 @@ fn flusher(inner: Arc<Inner>) {
                     .0;
             }
             // Appends that arrived while gathering are in this group.
-            *woke = false;
+            woke.pending = false;
         }
         match flush_once(&inner) {
             Ok(_) => {
@@ -1322,7 +1342,7 @@ fn flusher(inner: Arc<Inner>) {
                 drop(last);
                 std::thread::sleep(Duration::from_millis(500));
                 // Retry without waiting for new work.
-                *lock(&inner.wake_lock) = true;
+                lock(&inner.wake_lock).pending = true;
             }
         }
     }
@@ -1372,7 +1392,7 @@ impl CaptureGuard {
         let mut w = lock(&inner.writer);
         while w.queued_bytes >= limit && !inner.stop.load(Ordering::Relaxed) {
             inner.eager.store(true, Ordering::Relaxed);
-            j.wake_flusher();
+            j.wake_flusher(true);
             w = inner
                 .room
                 .wait_timeout(w, Duration::from_millis(100))

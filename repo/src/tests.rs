@@ -996,11 +996,19 @@ fn deltas_are_stored_read_verified_and_repaired() {
     // A delta against a delta, or against a chunk not stored, is refused.
     let (_, c) = rows_and_edit(8_000, 90);
     let chained = EncodedChunk::encode_delta(ChunkId::of(&c), &c, delta.id, &b, 1).unwrap();
-    let e = repo.put_chunks(vec![chained]).unwrap_err();
+    let e = repo.put_chunks(vec![chained.clone()]).unwrap_err();
     assert!(e.to_string().contains("is itself a delta"), "{e}");
     let orphan = EncodedChunk::encode_delta(ChunkId::of(&c), &c, ChunkId::of(b"x"), &a, 1);
-    let e = repo.put_chunks(vec![orphan.unwrap()]).unwrap_err();
+    let orphan = orphan.unwrap();
+    let e = repo.put_chunks(vec![orphan.clone()]).unwrap_err();
     assert!(e.to_string().contains("not in the repository"), "{e}");
+    // The same without decoding (the agent's chunks): the base is looked up.
+    repo.set_check_puts(false);
+    let e = repo.put_chunks(vec![chained.clone()]).unwrap_err();
+    assert!(e.to_string().contains("is itself a delta"), "{e}");
+    let e = repo.put_chunks(vec![orphan]).unwrap_err();
+    assert!(e.to_string().contains("not in the repository"), "{e}");
+    repo.set_check_puts(true);
 
     let v = repo.verify(false).unwrap();
     assert!(v.is_ok(), "{v:?}");

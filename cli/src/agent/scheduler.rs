@@ -32,11 +32,22 @@ struct State {
     stop: bool,
 }
 
+impl State {
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.running.is_empty() && self.delayed.is_empty()
+    }
+}
+
 /// See the module doc.
 #[derive(Default)]
 pub struct Scheduler {
     state: Mutex<State>,
+    /// Work arrived (workers wait on it).
     cv: Condvar,
+    /// The queue went idle or stopped (`wait_idle` waits on it): a
+    /// condition of its own, so a finished capture does not wake the
+    /// waiter once per file.
+    idle_cv: Condvar,
 }
 
 impl Scheduler {
@@ -131,17 +142,16 @@ impl Scheduler {
             s.queue.push_back(path.to_vec());
             drop(s);
             self.cv.notify_one();
-        } else {
+        } else if s.is_idle() {
             drop(s);
-            self.cv.notify_all();
+            self.idle_cv.notify_all();
         }
     }
 
     /// Nothing queued, running or delayed.
     #[cfg(test)]
     pub fn is_idle(&self) -> bool {
-        let s = self.lock();
-        s.queue.is_empty() && s.running.is_empty() && s.delayed.is_empty()
+        self.lock().is_idle()
     }
 
     /// Paths queued or running.
@@ -156,7 +166,7 @@ impl Scheduler {
         let deadline = Instant::now() + timeout;
         let mut s = self.lock();
         loop {
-            if s.queue.is_empty() && s.running.is_empty() && s.delayed.is_empty() {
+            if s.is_idle() {
                 return true;
             }
             if s.stop {
@@ -167,7 +177,7 @@ impl Scheduler {
                 return false;
             }
             s = self
-                .cv
+                .idle_cv
                 .wait_timeout(s, (deadline - now).min(Duration::from_millis(100)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
@@ -178,6 +188,7 @@ impl Scheduler {
     pub fn stop(&self) {
         self.lock().stop = true;
         self.cv.notify_all();
+        self.idle_cv.notify_all();
     }
 }
 
