@@ -214,7 +214,7 @@ pub fn run(cfg: &Config) -> Result<String> {
     let mut tb = Table::new(&[
         "min/avg/max",
         "chunks",
-        "stored (zstd-3) before edits",
+        "stored (zstd) before edits",
         "new chunks after edits",
         "new bytes stored",
         "stored / edited files' size",
@@ -275,7 +275,7 @@ pub fn run(cfg: &Config) -> Result<String> {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "In process (`rewind_core::Chunker` + `EncodedChunk::encode`, zstd-3, blake3), no binary involved. \
+        "In process (`rewind_core::Chunker` + `EncodedChunk::encode`, zstd level {ZSTD_LEVEL}, blake3), no binary involved. \
          \"With deltas\": each new chunk may instead be stored as a delta against the chunk at the same \
          place in the previous version (`DeltaWalk`, as the agent does with the embedded repository; \
          kept when it saves a quarter).\n\n\
@@ -318,7 +318,7 @@ fn compression_by_size(cfg: &Config) -> Result<String> {
     let mut t = Table::new(&[
         "min/avg/max",
         "chunks",
-        "stored (zstd-3 per chunk)",
+        "stored (zstd per chunk)",
         "ratio",
         "vs default",
     ]);
@@ -410,7 +410,7 @@ fn speeds(random: &[u8], cfg: &Config) -> Result<String> {
     t.row(&["FastCDC cut points".to_string(), f(&cut, 0), f(&cut, 1)]);
     t.row(&["blake3 of each chunk".to_string(), f(&hash, 0), f(&hash, 1)]);
     t.row(&[
-        "`EncodedChunk::encode_with_id` (zstd-3, raw if it saves < 1/32)".to_string(),
+        "`EncodedChunk::encode_with_id` (zstd, raw if it saves < 1/32)".to_string(),
         f(&enc, 0),
         f(&enc, 1),
     ]);

@@ -2,10 +2,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ChunkId;
 
-/// zstd level for chunks. Level 3 is zstd's default: on the benchmark tree it
-/// compresses text within a few percent of level 9 at several times the
-/// speed (see docs/decisions.md).
-pub const ZSTD_LEVEL: i32 = 3;
+/// zstd level for chunks. Level 2 stores within 1 % of level 3 on text
+/// (real source code, documentation, the benchmark tree's text) at a
+/// fifth to a quarter less CPU, and about 3 % more on binaries (see
+/// docs/decisions.md, "zstd level 2 for chunks").
+pub const ZSTD_LEVEL: i32 = 2;
 
 /// The zstd level of database dumps and other streams: level 1 compresses
 /// dump text (SQL with hex and numbers) about twice as fast as level 3 for

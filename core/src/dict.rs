@@ -21,13 +21,6 @@ use crate::{ChunkId, EncodedChunk, Encoding, Repository, ZSTD_LEVEL};
 /// find enough repeats inside themselves).
 pub const DICT_CHUNK_MAX: usize = 128 << 10;
 
-/// The zstd level of chunks compressed with the dictionary. On the
-/// benchmark tree's small files (669 MiB) level 2 with the dictionary
-/// stores 7 % less than level 3 without it in about the same CPU time;
-/// level 3 with it stores 2.7 % less again but takes a third longer
-/// (docs/decisions.md, "Small-file dictionary").
-const DICT_ZSTD_LEVEL: i32 = 2;
-
 /// Bytes of samples in a dictionary: zstd's own dictionaries are ~110 KB.
 const DICT_LEN: usize = 112 << 10;
 
@@ -158,7 +151,7 @@ impl Ready {
     /// per run of the agent, kept for the rest of the process: contexts of
     /// every capture thread refer to it.
     fn prepare(id: ChunkId, content: &[u8]) -> Option<&'static Ready> {
-        let cdict = CDict::try_create(content, DICT_ZSTD_LEVEL)?;
+        let cdict = CDict::try_create(content, ZSTD_LEVEL)?;
         Some(Box::leak(Box::new(Ready { id, cdict })))
     }
 
@@ -167,7 +160,7 @@ impl Ready {
             let mut c = c.borrow_mut();
             if c.as_ref().is_none_or(|(d, _)| *d != self.id) {
                 let mut cx = CCtx::try_create()?;
-                cx.set_parameter(CParameter::CompressionLevel(DICT_ZSTD_LEVEL))
+                cx.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))
                     .ok()?;
                 cx.ref_cdict(&self.cdict).ok()?;
                 *c = Some((self.id, cx));
