@@ -512,7 +512,8 @@ impl Journal {
     /// Tell the flusher work is queued. It is woken only when it sleeps
     /// for want of work, or when `urgent` (a backlog, or stopping): while
     /// a group gathers, waking it for every append would cost a context
-    /// switch per version (measured: docs/decisions.md "Commits gather").
+    /// switch per version (docs/decisions.md, "No wake-up per captured
+    /// file").
     fn wake_flusher(&self, urgent: bool) {
         let mut w = lock(&self.inner.wake_lock);
         w.pending = true;
