@@ -19,6 +19,9 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    /// Where [`EncodedChunk::verify`] decompresses: checking thousands of
+    /// chunks allocates (and faults in) one buffer, not one per chunk.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A decompression context bound to the base decoded last (a copy of
     /// its content beside it): a small-file dictionary is the base of
     /// thousands of chunks, and preparing a context costs more than
@@ -252,6 +255,53 @@ impl EncodedChunk {
         Ok(raw)
     }
 
+    /// Check that the stored bytes decode to the id, without keeping the
+    /// content: a raw chunk is hashed where it lies, a compressed one is
+    /// decompressed into a buffer the thread reuses. A delta needs its
+    /// base ([`decode_with_base`](Self::decode_with_base)).
+    pub fn verify(&self) -> Result<(), CodecError> {
+        if self.raw_len > MAX_CHUNK_LEN {
+            return Err(CodecError::Mismatch { id: self.id });
+        }
+        let fits = |raw: &[u8]| {
+            if raw.len() == self.raw_len as usize && ChunkId::of(raw) == self.id {
+                Ok(())
+            } else {
+                Err(CodecError::Mismatch { id: self.id })
+            }
+        };
+        match self.encoding {
+            Encoding::Delta { base } => Err(CodecError::NeedsBase { id: self.id, base }),
+            Encoding::Raw => fits(&self.data),
+            Encoding::Zstd => SCRATCH.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.clear();
+                buf.reserve(self.raw_len as usize);
+                let out = DECOMPRESSOR.with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    d.as_mut()
+                        .expect("just set")
+                        .decompress_to_buffer(&self.data, &mut *buf)
+                });
+                let r = match out {
+                    Ok(_) => fits(&buf),
+                    Err(source) => Err(CodecError::Decompress {
+                        id: self.id,
+                        source,
+                    }),
+                };
+                // Keep a buffer for the usual chunk sizes, not the largest.
+                if buf.capacity() > 4 << 20 {
+                    *buf = Vec::new();
+                }
+                r
+            }),
+        }
+    }
+
     /// Decompress and check the id.
     pub fn decode(&self) -> Result<Vec<u8>, CodecError> {
         // A damaged length must not make us allocate gigabytes.
@@ -298,6 +348,7 @@ mod tests {
         assert_eq!(c.encoding, Encoding::Zstd);
         assert!(c.data.len() < data.len() / 10);
         assert_eq!(c.decode().unwrap(), data);
+        c.verify().unwrap();
     }
 
     #[test]
@@ -307,6 +358,7 @@ mod tests {
         let c = EncodedChunk::encode(&data);
         assert_eq!(c.encoding, Encoding::Raw);
         assert_eq!(c.decode().unwrap(), data);
+        c.verify().unwrap();
     }
 
     #[test]
@@ -316,9 +368,17 @@ mod tests {
         let n = c.data.len();
         c.data[n / 2] ^= 0x40;
         assert!(c.decode().is_err());
+        assert!(c.verify().is_err());
         let mut raw = EncodedChunk::encode(b"x");
         raw.data[0] = b'y';
         assert!(matches!(raw.decode(), Err(CodecError::Mismatch { .. })));
+        assert!(matches!(raw.verify(), Err(CodecError::Mismatch { .. })));
+        // A length that does not match what the frame decodes to.
+        let mut short = EncodedChunk::encode(&data);
+        short.raw_len -= 1;
+        assert!(short.verify().is_err());
+        short.raw_len += 2;
+        assert!(matches!(short.verify(), Err(CodecError::Mismatch { .. })));
     }
 
     /// Dump-like text: numbered rows of words and numbers.

@@ -527,7 +527,7 @@ pub(crate) fn scan(file: &File, path: &Path, len: u64, check_chunks: bool) -> Sc
                         encoding,
                         data,
                     };
-                    if let Err(e) = c.decode() {
+                    if let Err(e) = c.verify() {
                         s.bad_chunks.push((off, e.to_string()));
                     }
                 }

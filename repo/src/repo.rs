@@ -622,6 +622,11 @@ impl LocalRepo {
                 None => Ok(()),
             };
         }
+        if c.base().is_none() {
+            return c
+                .verify()
+                .map_err(|e| corrupt(&self.dir, format!("refused: chunk sent for storage: {e}")));
+        }
         self.decode_stored(c, "chunk sent for storage")
             .map_err(|e| corrupt(&self.dir, format!("refused: {e}")))?;
         Ok(())

@@ -487,7 +487,7 @@ async fn chunks(call: Call) -> ApiResult {
                     ch.id
                 )));
             }
-            ch.decode().map_err(|e| bad(format!("refused: {e}")))?;
+            ch.verify().map_err(|e| bad(format!("refused: {e}")))?;
         }
         let n = chunks.len() as u64;
         let bytes: u64 = chunks.iter().map(|c| c.data.len() as u64).sum();
@@ -657,7 +657,7 @@ async fn verify(call: Call) -> ApiResult {
             }
         } else {
             for id in owned {
-                match s.repo.read_encoded(&id).map(|ch| ch.decode().map(drop)) {
+                match s.repo.read_encoded(&id).map(|ch| ch.verify()) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => out.push(problem(id, "damaged", e.to_string())),
                     Err(RepoError::MissingChunk(_)) => {
