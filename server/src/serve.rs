@@ -77,12 +77,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// HTTP/2 frames of up to 256 KiB instead of 16 KiB, and windows that let
-/// a client keep four 8 MiB uploads moving: fewer frames to decrypt, parse
-/// and hand between tasks per byte (docs/decisions.md, "HTTP/2 settings").
+/// HTTP/2 frames of up to 256 KiB instead of 16 KiB (fewer frames to
+/// decrypt, parse and hand between tasks per byte), and windows of 2 MiB
+/// per stream and 8 MiB per connection, enough for a client's four uploads
+/// in flight to keep moving while bounding what one connection can make
+/// the server buffer (docs/decisions.md, "HTTP/2 settings").
 const H2_FRAME: u32 = 256 << 10;
-const H2_STREAM_WINDOW: u32 = 8 << 20;
-const H2_CONN_WINDOW: u32 = 32 << 20;
+const H2_STREAM_WINDOW: u32 = 2 << 20;
+const H2_CONN_WINDOW: u32 = 8 << 20;
 
 /// Serve until SIGTERM or SIGINT.
 pub fn run(opts: ServeOptions) -> Result<()> {
