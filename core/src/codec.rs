@@ -249,10 +249,35 @@ impl EncodedChunk {
     }
 
     fn check(&self, raw: Vec<u8>) -> Result<Vec<u8>, CodecError> {
-        if raw.len() != self.raw_len as usize || ChunkId::of(&raw) != self.id {
+        self.check_content(&raw)?;
+        Ok(raw)
+    }
+
+    /// `raw` has this chunk's length and hashes to its id.
+    fn check_content(&self, raw: &[u8]) -> Result<(), CodecError> {
+        if raw.len() != self.raw_len as usize || ChunkId::of(raw) != self.id {
             return Err(CodecError::Mismatch { id: self.id });
         }
-        Ok(raw)
+        Ok(())
+    }
+
+    /// Run `f` with the thread's decompressor; its error names this chunk.
+    fn with_decompressor<T>(
+        &self,
+        f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+    ) -> Result<T, CodecError> {
+        DECOMPRESSOR
+            .with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new()?);
+                }
+                f(d.as_mut().expect("just set"))
+            })
+            .map_err(|source| CodecError::Decompress {
+                id: self.id,
+                source,
+            })
     }
 
     /// Check that the stored bytes decode to the id, without keeping the
@@ -263,36 +288,16 @@ impl EncodedChunk {
         if self.raw_len > MAX_CHUNK_LEN {
             return Err(CodecError::Mismatch { id: self.id });
         }
-        let fits = |raw: &[u8]| {
-            if raw.len() == self.raw_len as usize && ChunkId::of(raw) == self.id {
-                Ok(())
-            } else {
-                Err(CodecError::Mismatch { id: self.id })
-            }
-        };
         match self.encoding {
             Encoding::Delta { base } => Err(CodecError::NeedsBase { id: self.id, base }),
-            Encoding::Raw => fits(&self.data),
+            Encoding::Raw => self.check_content(&self.data),
             Encoding::Zstd => SCRATCH.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 buf.clear();
                 buf.reserve(self.raw_len as usize);
-                let out = DECOMPRESSOR.with(|d| {
-                    let mut d = d.borrow_mut();
-                    if d.is_none() {
-                        *d = Some(zstd::bulk::Decompressor::new()?);
-                    }
-                    d.as_mut()
-                        .expect("just set")
-                        .decompress_to_buffer(&self.data, &mut *buf)
-                });
-                let r = match out {
-                    Ok(_) => fits(&buf),
-                    Err(source) => Err(CodecError::Decompress {
-                        id: self.id,
-                        source,
-                    }),
-                };
+                let r = self
+                    .with_decompressor(|d| d.decompress_to_buffer(&self.data, &mut *buf))
+                    .and_then(|_| self.check_content(&buf));
                 // Keep a buffer for the usual chunk sizes, not the largest.
                 if buf.capacity() > 4 << 20 {
                     *buf = Vec::new();
@@ -311,20 +316,9 @@ impl EncodedChunk {
         let raw = match self.encoding {
             Encoding::Delta { base } => return Err(CodecError::NeedsBase { id: self.id, base }),
             Encoding::Raw => self.data.clone(),
-            Encoding::Zstd => DECOMPRESSOR
-                .with(|d| {
-                    let mut d = d.borrow_mut();
-                    if d.is_none() {
-                        *d = Some(zstd::bulk::Decompressor::new()?);
-                    }
-                    d.as_mut()
-                        .expect("just set")
-                        .decompress(&self.data, self.raw_len as usize)
-                })
-                .map_err(|source| CodecError::Decompress {
-                    id: self.id,
-                    source,
-                })?,
+            Encoding::Zstd => {
+                self.with_decompressor(|d| d.decompress(&self.data, self.raw_len as usize))?
+            }
         };
         self.check(raw)
     }

@@ -631,9 +631,7 @@ impl LocalRepo {
             .map_err(|e| corrupt(&self.dir, format!("refused: {e}")))?;
         Ok(())
     }
-}
 
-impl LocalRepo {
     /// Refuse delta `c` unless its base `b` is stored whole.
     fn check_base(&self, c: &EncodedChunk, b: &ChunkId) -> Result<(), RepoError> {
         let known = {
