@@ -94,11 +94,23 @@ impl Schedule {
             }
             return Ok(Schedule::Every(d));
         }
-        croner::Cron::from_str(t)
-            .map(|c| Schedule::Cron(Box::new(c)))
-            .map_err(|e| {
-                format!("schedule {s:?}: {e} (use 'every 1h' or a cron line such as '0 3 * * *')")
-            })
+        let hint = "use 'every 1h' or a cron line such as '0 3 * * *'";
+        // croner reads an empty list item (`1,,2`, a lone `,`) as a field
+        // that matches nothing and then searches up to the year 5000.
+        if t.split_whitespace()
+            .any(|f| f.split(',').any(str::is_empty))
+        {
+            return Err(format!("schedule {s:?}: empty item in a list ({hint})"));
+        }
+        let cron =
+            croner::Cron::from_str(t).map_err(|e| format!("schedule {s:?}: {e} ({hint})"))?;
+        if cron
+            .find_next_occurrence(&chrono::Local::now(), false)
+            .is_err()
+        {
+            return Err(format!("schedule {s:?}: matches no date ({hint})"));
+        }
+        Ok(Schedule::Cron(Box::new(cron)))
     }
 
     /// The first time the job is due after a run at `last` (`None`: never
@@ -640,5 +652,29 @@ mod tests {
         let n = c.next_after(Some(now), now);
         assert!(n > now && n.0 - now.0 <= 300_000_000_000, "{n:?}");
         assert!(Schedule::parse("every 0s").is_err());
+    }
+
+    #[test]
+    fn cron_lines_that_match_nothing_are_refused_quickly() {
+        // Found by the config fuzz target: croner read an empty list item
+        // as a field that matches nothing and searched for ever.
+        for bad in [
+            ", * * * *",
+            "* , * * *",
+            "1,,2 * * * *",
+            "* * * * ,",
+            "0 0 31 2 *",
+        ] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let line = bad.to_string();
+            std::thread::spawn(move || {
+                let r = Schedule::parse(&line).map(|s| s.next_after(None, Timestamp(0)));
+                let _ = tx.send(r.is_err());
+            });
+            let refused = rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("{bad:?}: still searching after 5 s"));
+            assert!(refused, "{bad:?} accepted");
+        }
     }
 }
