@@ -19,7 +19,7 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
-    /// Where [`EncodedChunk::verify`] decompresses: checking thousands of
+    /// Where [`ChunkView::verify`] decompresses: checking thousands of
     /// chunks allocates (and faults in) one buffer, not one per chunk.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A decompression context bound to the base decoded last (a copy of
@@ -194,6 +194,65 @@ impl EncodedChunk {
         })
     }
 
+    /// The same chunk, borrowed.
+    pub fn view(&self) -> ChunkView<'_> {
+        ChunkView {
+            id: self.id,
+            raw_len: self.raw_len,
+            encoding: self.encoding,
+            data: &self.data,
+        }
+    }
+
+    /// The base this chunk is a delta against, if it is one.
+    pub fn base(&self) -> Option<ChunkId> {
+        self.view().base()
+    }
+
+    /// Decode a delta with `base`, the content of its base chunk (ignored
+    /// for a chunk that is not a delta), and check the id.
+    pub fn decode_with_base(&self, base: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.view().decode_with_base(base)
+    }
+
+    /// Check that the stored bytes decode to the id ([`ChunkView::verify`]).
+    pub fn verify(&self) -> Result<(), CodecError> {
+        self.view().verify()
+    }
+
+    /// Decompress and check the id.
+    pub fn decode(&self) -> Result<Vec<u8>, CodecError> {
+        self.view().decode()
+    }
+}
+
+/// An [`EncodedChunk`] whose stored bytes are borrowed: the same wire
+/// form, read in place from a request body (a server checks and stores
+/// uploaded chunks without copying each one out of the body first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct ChunkView<'a> {
+    /// blake3 of the uncompressed bytes.
+    pub id: ChunkId,
+    /// Length of the uncompressed bytes.
+    pub raw_len: u32,
+    /// How `data` encodes the content.
+    pub encoding: Encoding,
+    /// The stored bytes.
+    #[serde(borrow)]
+    pub data: &'a [u8],
+}
+
+impl ChunkView<'_> {
+    /// An owned copy.
+    pub fn to_chunk(&self) -> EncodedChunk {
+        EncodedChunk {
+            id: self.id,
+            raw_len: self.raw_len,
+            encoding: self.encoding,
+            data: self.data.to_vec(),
+        }
+    }
+
     /// The base this chunk is a delta against, if it is one.
     pub fn base(&self) -> Option<ChunkId> {
         match self.encoding {
@@ -222,7 +281,7 @@ impl EncodedChunk {
             let mut dx = DCtx::try_create().ok_or_else(|| zerr(0))?;
             dx.set_parameter(window).map_err(zerr)?;
             dx.ref_prefix(base).map_err(zerr)?;
-            dx.decompress(&mut raw, &self.data).map_err(zerr)?;
+            dx.decompress(&mut raw, self.data).map_err(zerr)?;
             return self.check(raw);
         }
         // A raw-content dictionary decodes as the same bytes given as a
@@ -243,7 +302,7 @@ impl EncodedChunk {
             let d = c.as_mut().expect("just set");
             let _ = &d.ddict;
             d.dctx.set_parameter(window).map_err(zerr)?;
-            d.dctx.decompress(&mut raw, &self.data).map_err(zerr)
+            d.dctx.decompress(&mut raw, self.data).map_err(zerr)
         })?;
         self.check(raw)
     }
@@ -290,13 +349,13 @@ impl EncodedChunk {
         }
         match self.encoding {
             Encoding::Delta { base } => Err(CodecError::NeedsBase { id: self.id, base }),
-            Encoding::Raw => self.check_content(&self.data),
+            Encoding::Raw => self.check_content(self.data),
             Encoding::Zstd => SCRATCH.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 buf.clear();
                 buf.reserve(self.raw_len as usize);
                 let r = self
-                    .with_decompressor(|d| d.decompress_to_buffer(&self.data, &mut *buf))
+                    .with_decompressor(|d| d.decompress_to_buffer(self.data, &mut *buf))
                     .and_then(|_| self.check_content(&buf));
                 // Keep a buffer for the usual chunk sizes, not the largest.
                 if buf.capacity() > 4 << 20 {
@@ -315,9 +374,9 @@ impl EncodedChunk {
         }
         let raw = match self.encoding {
             Encoding::Delta { base } => return Err(CodecError::NeedsBase { id: self.id, base }),
-            Encoding::Raw => self.data.clone(),
+            Encoding::Raw => self.data.to_vec(),
             Encoding::Zstd => {
-                self.with_decompressor(|d| d.decompress(&self.data, self.raw_len as usize))?
+                self.with_decompressor(|d| d.decompress(self.data, self.raw_len as usize))?
             }
         };
         self.check(raw)
@@ -334,6 +393,25 @@ fn delta_window_log(base: usize, data: usize) -> u32 {
 mod tests {
     use super::*;
     use rand::RngCore;
+
+    #[test]
+    fn a_view_reads_the_wire_form_of_chunks_in_place() {
+        let chunks = vec![
+            EncodedChunk::encode(&b"text ".repeat(1000)),
+            EncodedChunk::encode(b"x"),
+        ];
+        let wire = postcard::to_allocvec(&chunks).unwrap();
+        let views: Vec<ChunkView<'_>> = postcard::from_bytes(&wire).unwrap();
+        assert_eq!(views.len(), 2);
+        for (v, c) in views.iter().zip(&chunks) {
+            assert_eq!(*v, c.view());
+            assert_eq!(v.to_chunk(), *c);
+            // Borrowed from the wire bytes, not copied out of them.
+            assert!(wire.as_ptr_range().contains(&v.data.as_ptr()));
+            v.verify().unwrap();
+        }
+        assert_eq!(views[0].encoding, Encoding::Zstd);
+    }
 
     #[test]
     fn compressible_is_compressed_and_round_trips() {

@@ -30,7 +30,9 @@ mod version;
 pub mod wire;
 
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
-pub use codec::{CodecError, EncodedChunk, Encoding, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL};
+pub use codec::{
+    ChunkView, CodecError, EncodedChunk, Encoding, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL,
+};
 pub use delta::{DeltaWalk, encode_with_hint};
 pub use dict::{DICT_CHUNK_MAX, FileEncoder};
 pub use extents::ExtentReader;

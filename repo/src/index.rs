@@ -258,7 +258,7 @@ mod tests {
             })
             .collect();
         let mut w = PackWriter::create(&dir.path().join("tmp")).unwrap();
-        w.add_chunk(&EncodedChunk::encode(b"x")).unwrap();
+        w.add_chunk(EncodedChunk::encode(b"x").view()).unwrap();
         w.add_versions(&[&versions[..2], &versions[2..]]).unwrap();
         let idx = w.seal(dir.path()).unwrap();
         assert_eq!(idx.version_records.len(), 2);

@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rewind_core::frame::{self, HEADER, MAX_FRAME};
-use rewind_core::{ChunkId, EncodedChunk, Encoding, RepoError, Timestamp, Version};
+use rewind_core::{ChunkId, ChunkView, EncodedChunk, Encoding, RepoError, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{corrupt, ensure_dir, failpoint, fsync_dir, io_err};
@@ -760,7 +760,7 @@ impl PackWriter {
 
     /// Append a chunk (its content was checked by the caller). A chunk too
     /// large for one record is refused without harming the writer.
-    pub(crate) fn add_chunk(&mut self, c: &EncodedChunk) -> Result<(), RepoError> {
+    pub(crate) fn add_chunk(&mut self, c: ChunkView<'_>) -> Result<(), RepoError> {
         self.check()?;
         if c.data.len() > MAX_FRAME - 64 {
             return Err(corrupt(
@@ -779,7 +779,7 @@ impl PackWriter {
             id: c.id,
             raw_len: c.raw_len,
             encoding: c.encoding,
-            data: &c.data,
+            data: c.data,
         };
         let encoded = postcard::to_io(&rec, &mut buf)
             .map(|_| ())
@@ -961,7 +961,7 @@ mod tests {
             .map(|i| EncodedChunk::encode(format!("chunk {i} ").repeat(100).as_bytes()))
             .collect();
         for c in &chunks {
-            w.add_chunk(c).unwrap();
+            w.add_chunk(c.view()).unwrap();
         }
         assert_eq!(
             w.read_pending(&chunks[2].id)
@@ -972,7 +972,10 @@ mod tests {
             chunks[2].decode().unwrap()
         );
         let idx = w.seal(dir.path()).unwrap();
-        assert!(w.add_chunk(&chunks[0]).is_err(), "sealed writer refuses");
+        assert!(
+            w.add_chunk(chunks[0].view()).is_err(),
+            "sealed writer refuses"
+        );
         let path = idx.pack.pack_path(dir.path());
         assert_eq!(fs::metadata(&path).unwrap().len(), idx.pack_len);
         let loaded = load(&path, idx.pack).unwrap();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use rewind_core::frame::MAX_FRAME;
 use rewind_core::path::display;
 use rewind_core::{
-    ChunkId, ChunkSink, ChunkerParams, EncodedChunk, RepoError, RepoStats, Repository,
+    ChunkId, ChunkSink, ChunkView, ChunkerParams, EncodedChunk, RepoError, RepoStats, Repository,
     STREAM_ZSTD_LEVEL, Timestamp, Version,
 };
 use tracing::{info, warn};
@@ -128,7 +128,7 @@ impl LocalRepo {
         if c.base().is_none() {
             return Ok(c);
         }
-        let raw = self.decode_stored(&c, &place)?;
+        let raw = self.decode_stored(c.view(), &place)?;
         Ok(EncodedChunk::encode_with_id_at(
             *id,
             &raw,
@@ -138,7 +138,7 @@ impl LocalRepo {
 
     /// The content of a stored chunk (a delta decoded with its base),
     /// checked against its id. `place` names where it was read.
-    fn decode_stored(&self, c: &EncodedChunk, place: &str) -> Result<Vec<u8>, RepoError> {
+    fn decode_stored(&self, c: ChunkView<'_>, place: &str) -> Result<Vec<u8>, RepoError> {
         let raw = match c.base() {
             None => c.decode(),
             Some(b) => {
@@ -424,7 +424,7 @@ impl LocalRepo {
                         encoding,
                         data,
                     };
-                    if self.decode_stored(&c, "").is_ok() {
+                    if self.decode_stored(c.view(), "").is_ok() {
                         chunks.push(c);
                     } else {
                         dropped += 1;
@@ -444,7 +444,7 @@ impl LocalRepo {
         if !chunks.is_empty() || !versions.is_empty() {
             let mut p = PackWriter::create(&self.dir.join("tmp"))?;
             for c in &chunks {
-                p.add_chunk(c)?;
+                p.add_chunk(c.view())?;
             }
             let runs = split_versions(&versions, VERSIONS_RECORD_TARGET)
                 .map_err(|(i, n)| corrupt(path, format!("version {i} encodes to {n} bytes")))?;
@@ -540,9 +540,17 @@ impl LocalRepo {
     /// `put_chunks` on borrowed chunks: the ones the repository lacks are
     /// checked, then written into the open pack (sealed when full).
     fn put_chunk_slice(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
+        let views: Vec<ChunkView<'_>> = chunks.iter().map(EncodedChunk::view).collect();
+        self.put_chunk_views(&views)
+    }
+
+    /// Store chunks whose bytes are borrowed (a server's upload, read in
+    /// place from the request body); checked as [`Repository::put_chunks`]
+    /// checks them.
+    pub fn put_chunk_views(&self, chunks: &[ChunkView<'_>]) -> Result<(), RepoError> {
         // Whole chunks first: a delta in the same call may have one of
         // them as its base, which its check reads.
-        let (deltas, whole): (Vec<&EncodedChunk>, Vec<&EncodedChunk>) =
+        let (deltas, whole): (Vec<ChunkView<'_>>, Vec<ChunkView<'_>>) =
             chunks.iter().partition(|c| c.base().is_some());
         self.put_in_order(&whole)?;
         self.put_in_order(&deltas)
@@ -550,11 +558,11 @@ impl LocalRepo {
 
     /// [`put_chunk_slice`](Self::put_chunk_slice) for chunks that may be
     /// checked together, before any is written.
-    fn put_in_order(&self, chunks: &[&EncodedChunk]) -> Result<(), RepoError> {
+    fn put_in_order(&self, chunks: &[ChunkView<'_>]) -> Result<(), RepoError> {
         if self.writer.is_none() {
             return Err(RepoError::ReadOnly);
         }
-        let todo: Vec<&EncodedChunk> = {
+        let todo: Vec<ChunkView<'_>> = {
             let st = self.read_state();
             chunks
                 .iter()
@@ -565,7 +573,7 @@ impl LocalRepo {
         // Hashing is the expensive part: done before taking the writer, and
         // for the whole call before writing any of it.
         for c in &todo {
-            self.check_chunk(c)?;
+            self.check_chunk(*c)?;
         }
         let mut w = self.lock_writer()?;
         for c in todo {
@@ -604,7 +612,7 @@ impl LocalRepo {
 
     /// Refuse a chunk whose content does not match its id or whose size is
     /// out of bounds.
-    fn check_chunk(&self, c: &EncodedChunk) -> Result<(), RepoError> {
+    fn check_chunk(&self, c: ChunkView<'_>) -> Result<(), RepoError> {
         if c.data.len() > MAX_CHUNK_BYTES || c.raw_len as usize > MAX_CHUNK_BYTES {
             return Err(corrupt(
                 &self.dir,
@@ -633,7 +641,7 @@ impl LocalRepo {
     }
 
     /// Refuse delta `c` unless its base `b` is stored whole.
-    fn check_base(&self, c: &EncodedChunk, b: &ChunkId) -> Result<(), RepoError> {
+    fn check_base(&self, c: ChunkView<'_>, b: &ChunkId) -> Result<(), RepoError> {
         let known = {
             let st = self.read_state();
             st.chunks
@@ -795,7 +803,7 @@ impl Repository for LocalRepo {
 
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let (c, place) = self.locate_encoded(id)?;
-        self.decode_stored(&c, &place)
+        self.decode_stored(c.view(), &place)
     }
 
     fn store_base(&self, chunk: EncodedChunk) -> Result<(), RepoError> {

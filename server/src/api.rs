@@ -19,7 +19,7 @@ use rewind_core::wire::{
     self, ChunkProblem, EnrollReply, EnrollRequest, ListQuery, MAX_BODY, MAX_IDS, POSTCARD,
     PathQuery, ServerInfo, VerifyChunks,
 };
-use rewind_core::{ChunkId, EncodedChunk, RepoError, RepoStats, Repository, Version};
+use rewind_core::{ChunkId, ChunkView, RepoError, RepoStats, Repository, Version};
 use rewind_repo::LocalRepo;
 use serde::Serialize;
 
@@ -473,7 +473,8 @@ async fn missing(call: Call) -> ApiResult {
 
 async fn chunks(call: Call) -> ApiResult {
     call.run(|s, c, b| {
-        let chunks: Vec<EncodedChunk> = body(b)?;
+        // Read in place: each chunk's bytes stay in the request body.
+        let chunks: Vec<ChunkView<'_>> = body(b)?;
         // Each chunk is decoded and hashed before it is stored: bytes that
         // do not match their id are refused, and nothing of the request is
         // kept.
@@ -495,9 +496,9 @@ async fn chunks(call: Call) -> ApiResult {
         let own = s.owners.of(c)?;
         let new = s.repo.missing_chunks(&ids)?;
         let new: std::collections::HashSet<ChunkId> = new.into_iter().collect();
-        let fresh: Vec<EncodedChunk> = chunks.into_iter().filter(|c| new.contains(&c.id)).collect();
+        let fresh: Vec<ChunkView<'_>> = chunks.into_iter().filter(|c| new.contains(&c.id)).collect();
         if !fresh.is_empty() {
-            s.repo.put_chunks(fresh)?;
+            s.repo.put_chunk_views(&fresh)?;
         }
         own.add(ids)?;
         s.metrics.chunks_received.fetch_add(n, Ordering::Relaxed);
