@@ -26,6 +26,7 @@ pub mod agent;
 pub mod chunks;
 pub mod datagen;
 pub mod dumps;
+pub mod floor;
 pub mod idle;
 pub mod ingest;
 pub mod latency;

@@ -344,6 +344,11 @@ pub fn run(cfg: &Config) -> Result<String> {
     // writing a copy with them.
     let mut tar = [Runs::default(), Runs::default()];
     let mut cp = [Runs::default(), Runs::default()];
+    // And the floor: only the system calls a capture and a restore cannot
+    // do without (crate::floor), timed in this process.
+    let loaded = [crate::floor::Tree::load(&a)?, crate::floor::Tree::load(&b)?];
+    let mut floor_cap = [Vec::new(), Vec::new()];
+    let mut floor_res = [Vec::new(), Vec::new()];
     let mut checked = 0;
     for round in 0..cfg.ingest_runs {
         for (i, tree) in [&a, &b].into_iter().enumerate() {
@@ -372,6 +377,17 @@ pub fn run(cfg: &Config) -> Result<String> {
                 ]),
                 &logs.join(format!("restore-{tag}-{round}.log")),
             )?;
+            warm(tree)?;
+            sync()?;
+            floor_cap[i].push(crate::floor::capture(tree, i == 1)?);
+            sync()?;
+            let floor_dest = base.join(format!("restored/floor-{tag}-{round}"));
+            floor_res[i].push(crate::floor::restore(&loaded[i], &floor_dest)?);
+            sync()?;
+            eprintln!(
+                "rewind-bench:   floor: capture {:.2} s, restore {:.2} s",
+                floor_cap[i][round], floor_res[i][round]
+            );
             warm(tree)?;
             timed(
                 &mut tar[i],
@@ -417,6 +433,9 @@ pub fn run(cfg: &Config) -> Result<String> {
     let res_x = res[1].wall() / res[0].wall();
     let tar_x = tar[1].wall() / tar[0].wall();
     let cp_x = cp[1].wall() / cp[0].wall();
+    let fm = |v: &[f64]| median(v);
+    let floor_cap_x = fm(&floor_cap[1]) / fm(&floor_cap[0]);
+    let floor_res_x = fm(&floor_res[1]) / fm(&floor_res[0]);
     let pct = |x: f64| 100.0 * (x - 1.0);
 
     // (b) Sparse file.
@@ -532,6 +551,33 @@ pub fn run(cfg: &Config) -> Result<String> {
         "A walls",
         "B walls",
     ]);
+    let each = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (name, v, x) in [
+        (
+            "floor of a capture: `openat`, `fstat`, `read` (+ `flistxattr`, `fgetxattr` on B)",
+            &floor_cap,
+            floor_cap_x,
+        ),
+        (
+            "floor of a restore: `openat`, `write`, `fchmod`, `futimens` (+ `fsetxattr` on B)",
+            &floor_res,
+            floor_res_x,
+        ),
+    ] {
+        r.row(&[
+            name.to_string(),
+            secs(fm(&v[0])),
+            secs(fm(&v[1])),
+            format!("{x:.3} ({:+.1} %)", pct(x)),
+            each(&v[0]),
+            each(&v[1]),
+        ]);
+    }
     for (name, runs, x) in [
         ("read: `tar --xattrs --acls` to a pipe", &tar, tar_x),
         ("write: `cp -a` (xattrs and ACLs kept)", &cp, cp_x),
@@ -606,12 +652,21 @@ pub fn run(cfg: &Config) -> Result<String> {
     );
     let _ = writeln!(
         s,
-        "What the same metadata costs standard tools on this filesystem, measured in the same rounds \
-         (each right after rewind's runs on that tree, page cache warm; the copies are kept until the end \
-         like the restores):\n"
+        "What the same metadata costs on this filesystem, measured in the same rounds (each right after \
+         rewind's runs on that tree, page cache warm; the copies are kept until the end like the restores). \
+         The floor rows are the system calls alone, made by this benchmark in one thread from trees it \
+         loaded beforehand (`bench/src/floor.rs`): no tool can do a capture or restore of B with less.\n"
     );
     s.push_str(&r.render());
-    s.push('\n');
+    let _ = writeln!(
+        s,
+        "\nSeconds B costs more than A: rewind's capture {:+.2} s against the floor's {:+.2} s; \
+         rewind's restore {:+.2} s against the floor's {:+.2} s.\n",
+        cap[1].wall() - cap[0].wall(),
+        fm(&floor_cap[1]) - fm(&floor_cap[0]),
+        res[1].wall() - res[0].wall(),
+        fm(&floor_res[1]) - fm(&floor_res[0]),
+    );
     let _ = writeln!(
         s,
         "(b) One sparse file alone in a directory: {} apparent, {SPARSE_EXTENTS} random extents of 1 MiB \
