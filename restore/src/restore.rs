@@ -123,7 +123,6 @@ struct Dest<'r> {
     root_name: Vec<u8>,
     dirs: HashMap<DirKey, Arc<OwnedFd>>,
     repo: &'r dyn Repository,
-    chunker: Chunker,
     in_place: bool,
     apply: ApplyOptions,
     /// Extended attribute values already fetched (a value repeated on many
@@ -372,7 +371,7 @@ impl Dest<'_> {
             tmp.as_slice(),
             AtFlags::empty(),
         )?;
-        self.commit_tmp(&dirfd, &tmp, &name)?;
+        commit_tmp(&dirfd, &tmp, &name)?;
         // A rename onto another name of the same inode does nothing and
         // leaves the temporary name behind.
         let _ = rustix::fs::unlinkat(&*dirfd, tmp.as_slice(), AtFlags::empty());
@@ -381,13 +380,20 @@ impl Dest<'_> {
     }
 
     /// Restore the entry at `comps` (stored path `path`) with the content
-    /// and metadata of `v`.
-    fn restore_entry(&mut self, comps: &[Vec<u8>], path: &[u8], v: &Version) -> io::Result<()> {
+    /// and metadata of `v`; a regular file is returned as a job for a
+    /// [`Writer`] instead (it is counted once written).
+    fn restore_entry(
+        &mut self,
+        comps: &[Vec<u8>],
+        path: &[u8],
+        v: &Version,
+    ) -> io::Result<Option<FileJob>> {
         // A directory's metadata is applied after its children.
-        let meta = &match v.meta() {
+        let meta = match v.meta() {
             Some(m) if m.kind == FileKind::Dir => m.clone(),
             _ => self.full_meta(path, v),
         };
+        let meta = &meta;
         let (dirfd, name) = self.holder(comps)?;
         let existing = match rustix::fs::statat(&*dirfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
         {
@@ -414,15 +420,12 @@ impl Dest<'_> {
                 if existing == Some(FileType::Directory) {
                     return Err(io::Error::other("a directory is in the way of a file"));
                 }
-                self.write_file(
-                    &dirfd,
-                    &name,
-                    path,
-                    v,
-                    meta,
-                    existing == Some(FileType::RegularFile),
-                )?;
-                self.report.files += 1;
+                return Ok(Some(FileJob {
+                    dirfd,
+                    name,
+                    meta: meta.clone(),
+                    existing_file: existing == Some(FileType::RegularFile),
+                }));
             }
             FileKind::Symlink => {
                 if existing == Some(FileType::Directory) {
@@ -431,7 +434,7 @@ impl Dest<'_> {
                 let target = meta.symlink_target.clone().unwrap_or_default();
                 let tmp = tmp_name();
                 rustix::fs::symlinkat(target.as_slice(), &*dirfd, tmp.as_slice())?;
-                self.commit_tmp(&dirfd, &tmp, &name)?;
+                commit_tmp(&dirfd, &tmp, &name)?;
                 let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), meta, self.apply);
                 self.meta_issues(path, issues);
                 self.report.symlinks += 1;
@@ -454,7 +457,7 @@ impl Dest<'_> {
                         format!("cannot create {}: {e}{why}", meta.kind.as_str()),
                     )
                 })?;
-                self.commit_tmp(&dirfd, &tmp, &name)?;
+                commit_tmp(&dirfd, &tmp, &name)?;
                 let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), meta, self.apply);
                 self.meta_issues(path, issues);
                 self.report.other += 1;
@@ -466,177 +469,18 @@ impl Dest<'_> {
                 });
             }
         }
-        Ok(())
+        Ok(None)
     }
 
-    fn commit_tmp(&mut self, dirfd: &OwnedFd, tmp: &[u8], name: &[u8]) -> io::Result<()> {
-        let renamed = rewind_core::failpoint::hit("restore.rename")
-            .and_then(|()| rustix::fs::renameat(dirfd, tmp, dirfd, name).map_err(io::Error::from));
-        if let Err(e) = renamed {
-            let _ = rustix::fs::unlinkat(dirfd, tmp, AtFlags::empty());
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Chunks of the file now at `name`, if it is a regular file: id →
-    /// (offset, len), plus the file itself, the ordered ids and, for a
-    /// sparse file, its extents (only they are read).
-    fn local_chunks(&self, dirfd: &OwnedFd, name: &[u8]) -> Option<LocalChunks> {
-        let fd = rustix::fs::openat(
-            dirfd,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
-        let file = File::from(fd);
-        let mut map = HashMap::new();
-        let mut order = Vec::new();
-        let mut off = 0u64;
-        let mut buf = Vec::new();
-        if let Some(extents) = rewind_fsmeta::data_extents(&file).ok()? {
-            self.chunker
-                .for_each(ExtentReader::new(&file, &extents), &mut buf, |chunk| {
-                    order.push(ChunkId::of(chunk));
-                    Ok(())
-                })
-                .ok()?;
-            return Some((file, HashMap::new(), order, Some(extents)));
-        }
-        self.chunker
-            .for_each(&file, &mut buf, |chunk| {
-                let id = ChunkId::of(chunk);
-                map.entry(id).or_insert((off, chunk.len() as u32));
-                order.push(id);
-                off += chunk.len() as u64;
-                Ok(())
-            })
-            .ok()?;
-        Some((file, map, order, None))
-    }
-
-    fn write_file(
-        &mut self,
-        dirfd: &OwnedFd,
-        name: &[u8],
-        path: &[u8],
-        v: &Version,
-        meta: &FileMeta,
-        existing_file: bool,
-    ) -> io::Result<()> {
-        let local = if self.in_place && existing_file {
-            self.local_chunks(dirfd, name)
-        } else {
-            None
-        };
-        let wanted: Vec<ChunkId> = v.chunks().iter().map(|c| c.id).collect();
-        if let Some((file, _, order, extents)) = &local
-            && *order == wanted
-            && *extents == meta.sparse
-        {
-            // Content already right: metadata only.
-            let issues = apply_meta_fd(file.as_fd(), meta, self.apply);
-            self.meta_issues(path, issues);
+    /// Count a file a [`Writer`] wrote.
+    fn written(&mut self, path: &[u8], w: Written) {
+        self.report.files += 1;
+        if w.unchanged {
             self.report.unchanged += 1;
-            self.report.bytes_reused += v.size();
-            return Ok(());
         }
-        let tmp = tmp_name();
-        let fd = rustix::fs::openat(
-            dirfd,
-            tmp.as_slice(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        let file = File::from(fd);
-        let result = (|| -> io::Result<()> {
-            // Dense files through a buffer; sparse ones extent by extent at
-            // their offsets, the holes left unwritten.
-            let mut dense = None;
-            let mut sparse = None;
-            match &meta.sparse {
-                None => dense = Some(io::BufWriter::with_capacity(1 << 20, &file)),
-                Some(extents) => {
-                    sparse = Some(ExtentWriter {
-                        file: &file,
-                        extents,
-                        idx: 0,
-                        within: 0,
-                    })
-                }
-            }
-            // A window of chunks at a time: local copies first, then the
-            // rest from the repository in one request (a server answers a
-            // window in one round trip instead of one per chunk).
-            for window in v.chunks().chunks(RESTORE_WINDOW) {
-                let local_data: Vec<Option<Vec<u8>>> = window
-                    .iter()
-                    .map(|c| {
-                        let (f, map, _, _) = local.as_ref()?;
-                        let &(off, len) = map.get(&c.id)?;
-                        let mut buf = vec![0; len as usize];
-                        f.read_exact_at(&mut buf, off).ok()?;
-                        (ChunkId::of(&buf) == c.id).then_some(buf)
-                    })
-                    .collect();
-                let wanted: Vec<ChunkId> = window
-                    .iter()
-                    .zip(&local_data)
-                    .filter(|(_, d)| d.is_none())
-                    .map(|(c, _)| c.id)
-                    .collect();
-                let mut fetched = if wanted.is_empty() {
-                    Vec::new()
-                } else {
-                    self.repo.read_chunks(&wanted).map_err(io::Error::other)?
-                }
-                .into_iter();
-                for (c, d) in window.iter().zip(local_data) {
-                    let data = match d {
-                        Some(d) => {
-                            self.report.bytes_reused += c.len as u64;
-                            d
-                        }
-                        None => {
-                            let b = fetched.next().ok_or_else(|| {
-                                io::Error::other(
-                                    "the repository returned fewer chunks than asked for",
-                                )
-                            })?;
-                            self.report.bytes_fetched += b.len() as u64;
-                            b
-                        }
-                    };
-                    rewind_core::failpoint::hit("restore.write")?;
-                    match (&mut dense, &mut sparse) {
-                        (Some(w), _) => w.write_all(&data)?,
-                        (_, Some(w)) => w.write_all(&data)?,
-                        _ => unreachable!("one writer is set"),
-                    }
-                }
-            }
-            if let Some(w) = dense {
-                w.into_inner().map_err(|e| e.into_error())?;
-            }
-            if meta.sparse.is_some() {
-                // The holes: up to the recorded size, nothing written.
-                file.set_len(meta.size)?;
-            }
-            if self.in_place {
-                // The user's file is about to be replaced: the new content
-                // must be on disk before the rename makes it visible.
-                file.sync_all()?;
-            }
-            let issues = apply_meta_fd(file.as_fd(), meta, self.apply);
-            self.meta_issues(path, issues);
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = rustix::fs::unlinkat(dirfd, tmp.as_slice(), AtFlags::empty());
-            return Err(e);
-        }
-        self.commit_tmp(dirfd, &tmp, name)
+        self.report.bytes_reused += w.bytes_reused;
+        self.report.bytes_fetched += w.bytes_fetched;
+        self.meta_issues(path, w.issues);
     }
 
     /// Remove what is under the directory at `comps` but not in `wanted`.
@@ -691,6 +535,213 @@ impl Dest<'_> {
         Ok(all_gone)
     }
 }
+
+/// A regular file to write, prepared by the restore's main thread (which
+/// creates directories and fetches metadata in tree order) for a
+/// [`Writer`].
+struct FileJob {
+    /// The directory that holds it.
+    dirfd: Arc<OwnedFd>,
+    name: Vec<u8>,
+    /// Its metadata, xattr values fetched.
+    meta: FileMeta,
+    /// A regular file is at `name` now (in place, its chunks may be reused).
+    existing_file: bool,
+}
+
+/// What writing one file did, for the report.
+#[derive(Default)]
+struct Written {
+    unchanged: bool,
+    bytes_reused: u64,
+    bytes_fetched: u64,
+    issues: Vec<rewind_fsmeta::MetaIssue>,
+}
+
+/// Writes regular files; shared by the restore's writer threads.
+struct Writer<'r> {
+    repo: &'r dyn Repository,
+    chunker: Chunker,
+    in_place: bool,
+    apply: ApplyOptions,
+}
+
+/// Rename `tmp` to `name` in `dirfd`; on failure remove `tmp`.
+fn commit_tmp(dirfd: &OwnedFd, tmp: &[u8], name: &[u8]) -> io::Result<()> {
+    let renamed = rewind_core::failpoint::hit("restore.rename")
+        .and_then(|()| rustix::fs::renameat(dirfd, tmp, dirfd, name).map_err(io::Error::from));
+    if let Err(e) = renamed {
+        let _ = rustix::fs::unlinkat(dirfd, tmp, AtFlags::empty());
+        return Err(e);
+    }
+    Ok(())
+}
+
+impl Writer<'_> {
+    /// Chunks of the file now at `name`, if it is a regular file: id →
+    /// (offset, len), plus the file itself, the ordered ids and, for a
+    /// sparse file, its extents (only they are read).
+    fn local_chunks(&self, dirfd: &OwnedFd, name: &[u8]) -> Option<LocalChunks> {
+        let fd = rustix::fs::openat(
+            dirfd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let file = File::from(fd);
+        let mut map = HashMap::new();
+        let mut order = Vec::new();
+        let mut off = 0u64;
+        let mut buf = Vec::new();
+        if let Some(extents) = rewind_fsmeta::data_extents(&file).ok()? {
+            self.chunker
+                .for_each(ExtentReader::new(&file, &extents), &mut buf, |chunk| {
+                    order.push(ChunkId::of(chunk));
+                    Ok(())
+                })
+                .ok()?;
+            return Some((file, HashMap::new(), order, Some(extents)));
+        }
+        self.chunker
+            .for_each(&file, &mut buf, |chunk| {
+                let id = ChunkId::of(chunk);
+                map.entry(id).or_insert((off, chunk.len() as u32));
+                order.push(id);
+                off += chunk.len() as u64;
+                Ok(())
+            })
+            .ok()?;
+        Some((file, map, order, None))
+    }
+
+    /// Write `job`'s file with the content of `v`: to a temporary name,
+    /// then renamed over the entry (in place, chunks the file already
+    /// holds are copied instead of fetched).
+    fn write_file(&self, job: &FileJob, v: &Version) -> io::Result<Written> {
+        let FileJob {
+            dirfd,
+            name,
+            meta,
+            existing_file,
+        } = job;
+        let mut done = Written::default();
+        let local = if self.in_place && *existing_file {
+            self.local_chunks(dirfd, name)
+        } else {
+            None
+        };
+        let wanted: Vec<ChunkId> = v.chunks().iter().map(|c| c.id).collect();
+        if let Some((file, _, order, extents)) = &local
+            && *order == wanted
+            && *extents == meta.sparse
+        {
+            // Content already right: metadata only.
+            done.issues = apply_meta_fd(file.as_fd(), meta, self.apply);
+            done.unchanged = true;
+            done.bytes_reused = v.size();
+            return Ok(done);
+        }
+        let tmp = tmp_name();
+        let fd = rustix::fs::openat(
+            dirfd,
+            tmp.as_slice(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let file = File::from(fd);
+        let result = (|| -> io::Result<()> {
+            // Dense files through a buffer; sparse ones extent by extent at
+            // their offsets, the holes left unwritten.
+            let mut dense = None;
+            let mut sparse = None;
+            match &meta.sparse {
+                None => dense = Some(io::BufWriter::with_capacity(1 << 20, &file)),
+                Some(extents) => {
+                    sparse = Some(ExtentWriter {
+                        file: &file,
+                        extents,
+                        idx: 0,
+                        within: 0,
+                    })
+                }
+            }
+            // A window of chunks at a time: local copies first, then the
+            // rest from the repository in one request (a server answers a
+            // window in one round trip instead of one per chunk).
+            for window in v.chunks().chunks(RESTORE_WINDOW) {
+                let local_data: Vec<Option<Vec<u8>>> = window
+                    .iter()
+                    .map(|c| {
+                        let (f, map, _, _) = local.as_ref()?;
+                        let &(off, len) = map.get(&c.id)?;
+                        let mut buf = vec![0; len as usize];
+                        f.read_exact_at(&mut buf, off).ok()?;
+                        (ChunkId::of(&buf) == c.id).then_some(buf)
+                    })
+                    .collect();
+                let wanted: Vec<ChunkId> = window
+                    .iter()
+                    .zip(&local_data)
+                    .filter(|(_, d)| d.is_none())
+                    .map(|(c, _)| c.id)
+                    .collect();
+                let mut fetched = if wanted.is_empty() {
+                    Vec::new()
+                } else {
+                    self.repo.read_chunks(&wanted).map_err(io::Error::other)?
+                }
+                .into_iter();
+                for (c, d) in window.iter().zip(local_data) {
+                    let data = match d {
+                        Some(d) => {
+                            done.bytes_reused += c.len as u64;
+                            d
+                        }
+                        None => {
+                            let b = fetched.next().ok_or_else(|| {
+                                io::Error::other(
+                                    "the repository returned fewer chunks than asked for",
+                                )
+                            })?;
+                            done.bytes_fetched += b.len() as u64;
+                            b
+                        }
+                    };
+                    rewind_core::failpoint::hit("restore.write")?;
+                    match (&mut dense, &mut sparse) {
+                        (Some(w), _) => w.write_all(&data)?,
+                        (_, Some(w)) => w.write_all(&data)?,
+                        _ => unreachable!("one writer is set"),
+                    }
+                }
+            }
+            if let Some(w) = dense {
+                w.into_inner().map_err(|e| e.into_error())?;
+            }
+            if meta.sparse.is_some() {
+                // The holes: up to the recorded size, nothing written.
+                file.set_len(meta.size)?;
+            }
+            if self.in_place {
+                // The user's file is about to be replaced: the new content
+                // must be on disk before the rename makes it visible.
+                file.sync_all()?;
+            }
+            done.issues = apply_meta_fd(file.as_fd(), meta, self.apply);
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = rustix::fs::unlinkat(dirfd, tmp.as_slice(), AtFlags::empty());
+            return Err(e);
+        }
+        commit_tmp(dirfd, &tmp, name)?;
+        Ok(done)
+    }
+}
+
+/// Threads writing regular files at most (fewer on fewer cores).
+const MAX_WRITERS: usize = 8;
 
 /// Chunks fetched per request while restoring a file (at most 32 MiB with
 /// the largest chunks).
@@ -762,7 +813,6 @@ pub fn restore(
         root_name,
         dirs: HashMap::new(),
         repo,
-        chunker: Chunker::new(opts.chunker.unwrap_or(rewind_core::DEFAULT_CHUNKER)),
         in_place: opts.to.is_none(),
         apply: ApplyOptions {
             numeric_owner: opts.numeric_owner,
@@ -780,53 +830,37 @@ pub fn restore(
         let parent = d.parent.clone();
         d.remove_leftovers(&parent);
     }
+    let writer = Writer {
+        repo,
+        chunker: Chunker::new(opts.chunker.unwrap_or(rewind_core::DEFAULT_CHUNKER)),
+        in_place: d.in_place,
+        apply: d.apply,
+    };
     let roles = plan_links(&tree);
     // Where each hard-link primary was written.
     let mut primaries: HashMap<usize, DirKey> = HashMap::new();
     let mut wanted: HashSet<DirKey> = HashSet::new();
     let mut dirs: Vec<(DirKey, Version)> = Vec::new();
     let mut broken_dirs: Vec<DirKey> = Vec::new();
-    for (i, v) in tree.iter().enumerate() {
-        let comps: DirKey = match relative_components(&v.path, path) {
-            Ok(c) => c.into_iter().map(|c| c.to_vec()).collect(),
-            Err(e) => {
-                d.problem(&v.path, e.to_string());
-                continue;
-            }
-        };
-        if broken_dirs.iter().any(|b| comps.starts_with(b)) {
-            d.problem(&v.path, "not restored: its directory could not be restored");
-            continue;
-        }
-        let Some(meta) = v.meta() else { continue };
-        let result = match roles[i] {
-            Role::Alone => d.restore_entry(&comps, &v.path, v),
-            Role::Primary { source } => {
-                let r = d.restore_entry(&comps, &v.path, &tree[source]);
-                if r.is_ok() {
-                    primaries.insert(i, comps.clone());
-                }
-                r
-            }
-            Role::Link { primary } => match primaries.get(&primary).cloned() {
-                Some(p) => d.link_entry(&comps, &p),
-                // The first name could not be written: this one is written
-                // instead, and the group's later names link to it.
-                None => {
-                    let r = d.restore_entry(&comps, &v.path, v);
-                    if r.is_ok() {
-                        primaries.insert(primary, comps.clone());
-                    }
-                    r
-                }
-            },
-        };
+    // The outcome of the entry `i` at `comps`: counted, or reported.
+    let settle = |d: &mut Dest<'_>,
+                  wanted: &mut HashSet<DirKey>,
+                  dirs: &mut Vec<(DirKey, Version)>,
+                  broken_dirs: &mut Vec<DirKey>,
+                  i: usize,
+                  comps: DirKey,
+                  result: io::Result<Option<Written>>| {
+        let v = &tree[i];
+        let is_dir = v.meta().is_some_and(|m| m.kind == FileKind::Dir);
         match result {
-            Ok(()) => {
+            Ok(written) => {
+                if let Some(w) = written {
+                    d.written(&v.path, w);
+                }
                 if let Some(p) = opts.progress {
                     p(v.size());
                 }
-                if meta.kind == FileKind::Dir {
+                if is_dir {
                     dirs.push((comps.clone(), v.clone()));
                 }
                 wanted.insert(comps);
@@ -840,12 +874,134 @@ pub fn restore(
                     e.to_string()
                 };
                 d.problem(&v.path, msg);
-                if meta.kind == FileKind::Dir {
+                if is_dir {
                     broken_dirs.push(comps);
                 }
             }
         }
-    }
+    };
+    // Regular files are written by a few threads while this one walks the
+    // tree in order (directories, links, metadata lookups): file content
+    // and metadata are per-inode work the kernel does in parallel.
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, MAX_WRITERS);
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) =
+            crossbeam_channel::bounded::<(usize, usize, DirKey, FileJob)>(threads * 32);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        for _ in 0..threads {
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            let (writer, tree) = (&writer, &tree);
+            scope.spawn(move || {
+                for (i, source, comps, job) in job_rx {
+                    let r = writer.write_file(&job, &tree[source]).map(Some);
+                    if done_tx.send((i, comps, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((job_rx, done_tx));
+        for (i, v) in tree.iter().enumerate() {
+            for (i, comps, r) in done_rx.try_iter() {
+                settle(
+                    &mut d,
+                    &mut wanted,
+                    &mut dirs,
+                    &mut broken_dirs,
+                    i,
+                    comps,
+                    r,
+                );
+            }
+            let comps: DirKey = match relative_components(&v.path, path) {
+                Ok(c) => c.into_iter().map(|c| c.to_vec()).collect(),
+                Err(e) => {
+                    d.problem(&v.path, e.to_string());
+                    continue;
+                }
+            };
+            if broken_dirs.iter().any(|b| comps.starts_with(b)) {
+                d.problem(&v.path, "not restored: its directory could not be restored");
+                continue;
+            }
+            if v.meta().is_none() {
+                continue;
+            }
+            // A file alone goes to the writers; the first name of a hard
+            // link group is written here, before its other names link to it.
+            let (source, queue) = match roles[i] {
+                Role::Alone => (i, true),
+                Role::Primary { source } => (source, false),
+                Role::Link { primary } => match primaries.get(&primary).cloned() {
+                    Some(p) => {
+                        let r = d.link_entry(&comps, &p).map(|()| None);
+                        settle(
+                            &mut d,
+                            &mut wanted,
+                            &mut dirs,
+                            &mut broken_dirs,
+                            i,
+                            comps,
+                            r,
+                        );
+                        continue;
+                    }
+                    // The first name could not be written: this one is
+                    // written instead, and the group's later names link to it.
+                    None => (i, false),
+                },
+            };
+            let r = match d.restore_entry(&comps, &v.path, &tree[source]) {
+                Ok(Some(job)) if queue => {
+                    if let Err(e) = job_tx.send((i, source, comps.clone(), job)) {
+                        // Every writer is gone (they only stop when this
+                        // side stops sending): write it here.
+                        let (_, source, _, job) = e.into_inner();
+                        writer.write_file(&job, &tree[source]).map(Some)
+                    } else {
+                        continue;
+                    }
+                }
+                Ok(Some(job)) => writer.write_file(&job, &tree[source]).map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            if r.is_ok() {
+                match roles[i] {
+                    Role::Primary { .. } => {
+                        primaries.insert(i, comps.clone());
+                    }
+                    Role::Link { primary } => {
+                        primaries.insert(primary, comps.clone());
+                    }
+                    Role::Alone => {}
+                }
+            }
+            settle(
+                &mut d,
+                &mut wanted,
+                &mut dirs,
+                &mut broken_dirs,
+                i,
+                comps,
+                r,
+            );
+        }
+        drop(job_tx);
+        for (i, comps, r) in done_rx {
+            settle(
+                &mut d,
+                &mut wanted,
+                &mut dirs,
+                &mut broken_dirs,
+                i,
+                comps,
+                r,
+            );
+        }
+    });
     if opts.delete && opts.to.is_none() && root_is_dir {
         let base = from_bytes(path);
         if let Err(e) = d.delete_extra(&[], &base, &wanted, opts.keep) {

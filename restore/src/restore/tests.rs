@@ -482,3 +482,51 @@ fn when_the_first_name_cannot_be_written_the_others_still_share_an_inode() {
     assert_eq!(y.ino(), z.ino());
     assert_eq!(std::fs::read(src.join("b/z")).unwrap(), b"same");
 }
+
+#[test]
+fn files_written_by_the_writer_threads_are_all_counted_and_right() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let mut total = 0u64;
+    for d in 0..4 {
+        f.dir(&format!("d{d}"), 10);
+        for i in 0..75 {
+            let data = format!("file {d}/{i} ").repeat(i + 1);
+            total += data.len() as u64;
+            f.file(&format!("d{d}/f{i}"), 20, data.as_bytes());
+        }
+    }
+    let dest = f.base.join("out");
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let progress = |n: u64| {
+        seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    };
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        progress: Some(&progress),
+        ..Default::default()
+    };
+    let r = restore(&f.repo, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!((r.files, r.dirs), (300, 5));
+    assert_eq!(r.bytes_fetched, total);
+    assert_eq!(seen.into_inner(), total);
+    for d in 0..4 {
+        for i in 0..75 {
+            let want = format!("file {d}/{i} ").repeat(i + 1);
+            let p = dest.join(format!("d{d}/f{i}"));
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                want.as_bytes(),
+                "{}",
+                p.display()
+            );
+            assert_eq!(rewind_fsmeta::read_meta(&p).unwrap().mode, 0o640);
+        }
+        let dm = rewind_fsmeta::read_meta(&dest.join(format!("d{d}"))).unwrap();
+        assert_eq!(
+            dm.mtime.sec, 1_700_000_000,
+            "directory times after its files"
+        );
+    }
+}
