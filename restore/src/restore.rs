@@ -740,6 +740,17 @@ impl Writer<'_> {
     }
 }
 
+/// What the main thread keeps of the entries it settled.
+#[derive(Default)]
+struct Tally {
+    /// Entries restored (kept by `--delete`).
+    wanted: HashSet<DirKey>,
+    /// Directories restored, for their metadata at the end.
+    dirs: Vec<(DirKey, Version)>,
+    /// Directories that could not be restored: nothing below is tried.
+    broken_dirs: Vec<DirKey>,
+}
+
 /// Threads writing regular files at most (fewer on fewer cores).
 const MAX_WRITERS: usize = 8;
 
@@ -839,14 +850,10 @@ pub fn restore(
     let roles = plan_links(&tree);
     // Where each hard-link primary was written.
     let mut primaries: HashMap<usize, DirKey> = HashMap::new();
-    let mut wanted: HashSet<DirKey> = HashSet::new();
-    let mut dirs: Vec<(DirKey, Version)> = Vec::new();
-    let mut broken_dirs: Vec<DirKey> = Vec::new();
+    let mut t = Tally::default();
     // The outcome of the entry `i` at `comps`: counted, or reported.
     let settle = |d: &mut Dest<'_>,
-                  wanted: &mut HashSet<DirKey>,
-                  dirs: &mut Vec<(DirKey, Version)>,
-                  broken_dirs: &mut Vec<DirKey>,
+                  t: &mut Tally,
                   i: usize,
                   comps: DirKey,
                   result: io::Result<Option<Written>>| {
@@ -861,9 +868,9 @@ pub fn restore(
                     p(v.size());
                 }
                 if is_dir {
-                    dirs.push((comps.clone(), v.clone()));
+                    t.dirs.push((comps.clone(), v.clone()));
                 }
-                wanted.insert(comps);
+                t.wanted.insert(comps);
             }
             Err(e) => {
                 let msg = if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
@@ -875,7 +882,7 @@ pub fn restore(
                 };
                 d.problem(&v.path, msg);
                 if is_dir {
-                    broken_dirs.push(comps);
+                    t.broken_dirs.push(comps);
                 }
             }
         }
@@ -905,15 +912,7 @@ pub fn restore(
         drop((job_rx, done_tx));
         for (i, v) in tree.iter().enumerate() {
             for (i, comps, r) in done_rx.try_iter() {
-                settle(
-                    &mut d,
-                    &mut wanted,
-                    &mut dirs,
-                    &mut broken_dirs,
-                    i,
-                    comps,
-                    r,
-                );
+                settle(&mut d, &mut t, i, comps, r);
             }
             let comps: DirKey = match relative_components(&v.path, path) {
                 Ok(c) => c.into_iter().map(|c| c.to_vec()).collect(),
@@ -922,7 +921,7 @@ pub fn restore(
                     continue;
                 }
             };
-            if broken_dirs.iter().any(|b| comps.starts_with(b)) {
+            if t.broken_dirs.iter().any(|b| comps.starts_with(b)) {
                 d.problem(&v.path, "not restored: its directory could not be restored");
                 continue;
             }
@@ -937,15 +936,7 @@ pub fn restore(
                 Role::Link { primary } => match primaries.get(&primary).cloned() {
                     Some(p) => {
                         let r = d.link_entry(&comps, &p).map(|()| None);
-                        settle(
-                            &mut d,
-                            &mut wanted,
-                            &mut dirs,
-                            &mut broken_dirs,
-                            i,
-                            comps,
-                            r,
-                        );
+                        settle(&mut d, &mut t, i, comps, r);
                         continue;
                     }
                     // The first name could not be written: this one is
@@ -979,39 +970,23 @@ pub fn restore(
                     Role::Alone => {}
                 }
             }
-            settle(
-                &mut d,
-                &mut wanted,
-                &mut dirs,
-                &mut broken_dirs,
-                i,
-                comps,
-                r,
-            );
+            settle(&mut d, &mut t, i, comps, r);
         }
         drop(job_tx);
         for (i, comps, r) in done_rx {
-            settle(
-                &mut d,
-                &mut wanted,
-                &mut dirs,
-                &mut broken_dirs,
-                i,
-                comps,
-                r,
-            );
+            settle(&mut d, &mut t, i, comps, r);
         }
     });
     if opts.delete && opts.to.is_none() && root_is_dir {
         let base = from_bytes(path);
-        if let Err(e) = d.delete_extra(&[], &base, &wanted, opts.keep) {
+        if let Err(e) = d.delete_extra(&[], &base, &t.wanted, opts.keep) {
             d.problem(path, format!("--delete stopped: {e}"));
         }
     }
     // Directory metadata last, deepest first, so writing children does not
     // change a directory's restored mtime.
-    dirs.sort_by_key(|(c, _)| std::cmp::Reverse(c.len()));
-    for (comps, v) in dirs {
+    t.dirs.sort_by_key(|(c, _)| std::cmp::Reverse(c.len()));
+    for (comps, v) in t.dirs {
         let meta = d.full_meta(&v.path, &v);
         match d.dir(&comps) {
             Ok(fd) => {
