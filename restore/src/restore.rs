@@ -393,7 +393,6 @@ impl Dest<'_> {
             Some(m) if m.kind == FileKind::Dir => m.clone(),
             _ => self.full_meta(path, v),
         };
-        let meta = &meta;
         let (dirfd, name) = self.holder(comps)?;
         let existing = match rustix::fs::statat(&*dirfd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
         {
@@ -423,7 +422,7 @@ impl Dest<'_> {
                 return Ok(Some(FileJob {
                     dirfd,
                     name,
-                    meta: meta.clone(),
+                    meta,
                     existing_file: existing == Some(FileType::RegularFile),
                 }));
             }
@@ -435,7 +434,7 @@ impl Dest<'_> {
                 let tmp = tmp_name();
                 rustix::fs::symlinkat(target.as_slice(), &*dirfd, tmp.as_slice())?;
                 commit_tmp(&dirfd, &tmp, &name)?;
-                let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), meta, self.apply);
+                let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), &meta, self.apply);
                 self.meta_issues(path, issues);
                 self.report.symlinks += 1;
             }
@@ -444,7 +443,7 @@ impl Dest<'_> {
                     return Err(io::Error::other("a directory is in the way"));
                 }
                 let tmp = tmp_name();
-                make_special_at(&*dirfd, OsStr::from_bytes(&tmp), meta).map_err(|e| {
+                make_special_at(&*dirfd, OsStr::from_bytes(&tmp), &meta).map_err(|e| {
                     let why = if meta.kind != FileKind::Fifo
                         && e.kind() == io::ErrorKind::PermissionDenied
                     {
@@ -458,7 +457,7 @@ impl Dest<'_> {
                     )
                 })?;
                 commit_tmp(&dirfd, &tmp, &name)?;
-                let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), meta, self.apply);
+                let issues = apply_meta_at(&*dirfd, OsStr::from_bytes(&name), &meta, self.apply);
                 self.meta_issues(path, issues);
                 self.report.other += 1;
             }
