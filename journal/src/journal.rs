@@ -3,7 +3,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -236,6 +236,9 @@ struct Inner {
     writer: Mutex<Writer>,
     durable: Mutex<u64>,
     durable_cv: Condvar,
+    /// Bumped by [`Journal::wake_waiters`]: a waiter in
+    /// [`Journal::wait_durable_beyond`] returns when it changes.
+    waiters_woken: AtomicU64,
     wake: Condvar,
     /// Work is queued, and whether the flusher sleeps for want of it.
     wake_lock: Mutex<Wake>,
@@ -379,6 +382,7 @@ impl Journal {
             }),
             durable: Mutex::new(durable),
             durable_cv: Condvar::new(),
+            waiters_woken: AtomicU64::new(0),
             wake: Condvar::new(),
             wake_lock: Mutex::new(Wake::default()),
             eager: AtomicBool::new(false),
@@ -534,11 +538,16 @@ impl Journal {
         *lock(&self.inner.durable)
     }
 
-    /// Wait until `durable_seq() > seq`, or `timeout`; returns the durable seq.
+    /// Wait until `durable_seq() > seq`, or `timeout`, or a call of
+    /// [`wake_waiters`](Self::wake_waiters); returns the durable seq.
     pub fn wait_durable_beyond(&self, seq: u64, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
         let mut d = lock(&self.inner.durable);
-        while *d <= seq && !self.inner.stop.load(Ordering::Relaxed) {
+        let woken = self.inner.waiters_woken.load(Ordering::Relaxed);
+        while *d <= seq
+            && !self.inner.stop.load(Ordering::Relaxed)
+            && self.inner.waiters_woken.load(Ordering::Relaxed) == woken
+        {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -898,6 +907,16 @@ impl Journal {
                 None
             },
         })
+    }
+
+    /// Make every [`wait_durable_beyond`](Self::wait_durable_beyond) in
+    /// progress return now (a thread that is asked to stop should not wait
+    /// out its timeout).
+    pub fn wake_waiters(&self) {
+        // Under the lock the waiters check the count with, so none misses it.
+        let _d = lock(&self.inner.durable);
+        self.inner.waiters_woken.fetch_add(1, Ordering::Relaxed);
+        self.inner.durable_cv.notify_all();
     }
 
     /// Flush what is queued and stop the flusher thread.

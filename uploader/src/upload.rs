@@ -1,6 +1,5 @@
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -200,9 +199,41 @@ fn send_chunks(
     Ok((lost, sent))
 }
 
+/// A request to stop the upload thread. Setting it wakes the thread's
+/// pauses (a gather, a backoff) and its wait on the journal at once, so a
+/// stopping agent does not wait them out.
+#[derive(Default)]
+struct Stop {
+    set: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stop {
+    fn request(&self, journal: &Journal) {
+        *self.set.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+        journal.wake_waiters();
+    }
+
+    fn requested(&self) -> bool {
+        *self.set.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sleep for `d` unless a stop is requested first; true when one is.
+    fn pause(&self, d: Duration) -> bool {
+        let set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        *self
+            .cv
+            .wait_timeout_while(set, d, |set| !*set)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+}
+
 /// The upload thread.
 pub struct Uploader {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
+    journal: Journal,
     handle: Option<JoinHandle<()>>,
     status: Arc<Mutex<UploadStatus>>,
 }
@@ -210,15 +241,16 @@ pub struct Uploader {
 impl Uploader {
     /// Start draining `journal` into `repo` on a thread of its own.
     pub fn start(journal: Journal, repo: Arc<dyn Repository>, opts: UploadOptions) -> Uploader {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::default());
         let status = Arc::new(Mutex::new(UploadStatus::default()));
-        let (s2, st2) = (stop.clone(), status.clone());
+        let (j2, s2, st2) = (journal.clone(), stop.clone(), status.clone());
         let handle = std::thread::Builder::new()
             .name("uploader".into())
-            .spawn(move || run(journal, repo, opts, s2, st2))
+            .spawn(move || run(j2, repo, opts, s2, st2))
             .expect("spawn uploader thread");
         Uploader {
             stop,
+            journal,
             handle: Some(handle),
             status,
         }
@@ -235,7 +267,11 @@ impl Uploader {
     /// Finish the current round, upload what is durable now (unless the
     /// repository fails) and stop.
     pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.request(&self.journal);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -244,10 +280,7 @@ impl Uploader {
 
 impl Drop for Uploader {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.halt();
     }
 }
 
@@ -255,12 +288,12 @@ fn run(
     journal: Journal,
     repo: Arc<dyn Repository>,
     opts: UploadOptions,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     status: Arc<Mutex<UploadStatus>>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let stopping = stop.load(Ordering::Relaxed);
+        let stopping = stop.requested();
         match drain_once(&journal, repo.as_ref(), &opts, &status) {
             Ok(0) => {
                 if stopping {
@@ -272,9 +305,8 @@ fn run(
                 let before = cursor.max(journal.durable_seq());
                 if journal.wait_durable_beyond(before, Duration::from_millis(250)) > before
                     && !opts.gather.is_zero()
-                    && !stop.load(Ordering::Relaxed)
                 {
-                    std::thread::sleep(opts.gather);
+                    stop.pause(opts.gather);
                 }
             }
             Ok(_) => backoff = Duration::from_millis(200),
@@ -293,7 +325,7 @@ fn run(
                 // Exponential backoff with jitter, so many clients coming
                 // back at once do not retry in lockstep.
                 let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                std::thread::sleep(backoff.mul_f64(jitter));
+                stop.pause(backoff.mul_f64(jitter));
                 backoff = (backoff * 2).min(opts.max_backoff);
             }
         }
@@ -352,6 +384,27 @@ mod tests {
         assert_eq!(r.read_chunk(&c2.id).unwrap(), b"bbb");
         assert_eq!(drain_once(&j, &r, &opts, &st).unwrap(), 0);
         assert_eq!(st.lock().unwrap().versions_committed, 2);
+    }
+
+    #[test]
+    fn a_stop_ends_the_gather_pause_and_still_uploads() {
+        let (_t, j, r) = setup();
+        let r = Arc::new(r);
+        // A gather far longer than the test may take: the stop must cut it.
+        let opts = UploadOptions {
+            gather: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let u = Uploader::start(j.clone(), r.clone(), opts);
+        std::thread::sleep(Duration::from_millis(100));
+        capture(&j, "/r/a", b"gathered");
+        j.flush().unwrap();
+        // Let the thread see the flush and start its pause.
+        std::thread::sleep(Duration::from_millis(400));
+        let t = std::time::Instant::now();
+        u.stop();
+        assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+        assert_eq!(r.versions_of("me", b"/r/a").unwrap().len(), 1);
     }
 
     #[test]

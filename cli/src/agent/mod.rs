@@ -609,6 +609,8 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     }
 
     let (rescan_tx, rescan_rx) = crossbeam_channel::unbounded::<(PathBuf, Timestamp)>();
+    // Wakes the loop below when the first pass ends (`--once` exits then).
+    let (pass_tx, mut pass_done) = crossbeam_channel::bounded::<()>(1);
     let scanner = {
         let a = agent.clone();
         let roots = roots.clone();
@@ -617,6 +619,8 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             .name("scanner".into())
             .spawn(move || {
                 first_pass(&a, &roots, progress);
+                let _ = pass_tx.send(());
+                drop(pass_tx);
                 for (p, at) in rescan_rx {
                     a.rescan(&p, at);
                 }
@@ -669,6 +673,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                     break;
                 }
             },
+            recv(pass_done) -> _ => pass_done = crossbeam_channel::never(),
             default(Duration::from_millis(200)) => {}
         }
     }

@@ -248,3 +248,20 @@ fn numbers_committed_straight_to_the_sink_are_never_reused_after_an_offline_star
     let (s4, _) = capture(&j, "/r/d", b"next");
     assert_eq!(s4, s3 + 1);
 }
+
+#[test]
+fn wake_waiters_ends_a_wait_before_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "host").unwrap();
+    let j2 = j.clone();
+    let waiter = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        let d = j2.wait_durable_beyond(j2.durable_seq(), Duration::from_secs(120));
+        (d, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    j.wake_waiters();
+    let (d, waited) = waiter.join().unwrap();
+    assert_eq!(d, j.durable_seq());
+    assert!(waited < Duration::from_secs(60), "{waited:?}");
+}
