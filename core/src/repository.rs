@@ -168,6 +168,13 @@ pub trait ChunkSink: Send + Sync {
     /// True when the store durably holds `id` already (a cheap in-memory
     /// lookup; `false` only costs a compression that turns out unneeded).
     fn has_chunk(&self, id: &ChunkId) -> bool;
+    /// Capture queued `chunk` for the next
+    /// [`store_durably`](ChunkSink::store_durably) or
+    /// [`commit_durably`](ChunkSink::commit_durably), which still gets it:
+    /// a store reached over a network may start sending it now, so the
+    /// bytes travel while capture goes on. Nothing is durable or
+    /// acknowledged by this call, and it must not wait for the network.
+    fn send_ahead(&self, _chunk: &EncodedChunk) {}
     /// Store `chunks` and make them, and every chunk stored before, durable
     /// before returning.
     fn store_durably(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError>;

@@ -451,8 +451,13 @@ impl Journal {
 
     fn spool(&self, chunk: EncodedChunk) -> Result<()> {
         let inner = &self.inner;
+        let sink = inner.sink.get().filter(|s| s.accepting());
+        // Before the queue's lock: sending ahead copies the chunk.
+        if let Some(s) = sink {
+            s.send_ahead(&chunk);
+        }
         let mut w = lock(&inner.writer);
-        if inner.sink.get().is_some_and(|s| s.accepting()) {
+        if sink.is_some() {
             while w.queued_bytes >= MAX_DIRECT_BACKLOG && !inner.stop.load(Ordering::Relaxed) {
                 inner.eager.store(true, Ordering::Relaxed);
                 self.wake_flusher(true);

@@ -7,6 +7,7 @@
 //! as a transient [`RepoError::Remote`], which the uploader retries with
 //! backoff; refusals (401, 400) are reported at once, not retried.
 
+mod ahead;
 pub mod throttle;
 pub mod tls;
 
@@ -82,16 +83,25 @@ fn remote(url: &str, reason: impl Into<String>, transient: bool) -> RepoError {
 
 /// A client of one server.
 pub struct RemoteRepo {
-    url: String,
-    auth: String,
-    http: Client,
-    pinned: Arc<tls::Pinned>,
-    limiter: Option<Arc<Limiter>>,
+    conn: Conn,
     /// As a [`ChunkSink`]: chunks the server confirmed durable for us.
     stored: Mutex<HashSet<ChunkId>>,
     /// As a [`ChunkSink`]: when to take chunks again after a failure or a
     /// slow store, and the next pause.
     pause: Mutex<(Option<Instant>, Duration)>,
+    /// As a [`ChunkSink`]: chunks on their way before the journal's flush.
+    ahead: ahead::Ahead,
+}
+
+/// How requests reach the server; shared with the threads that send
+/// chunks ahead.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    url: String,
+    auth: String,
+    http: Client,
+    pinned: Arc<tls::Pinned>,
+    limiter: Option<Arc<Limiter>>,
 }
 
 /// Bytes of chunk data per request when chunks go straight from capture
@@ -123,7 +133,7 @@ const SINK_REMEMBERED: usize = 1 << 20;
 impl std::fmt::Debug for RemoteRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteRepo")
-            .field("url", &self.url)
+            .field("url", &self.conn.url)
             .finish()
     }
 }
@@ -156,24 +166,27 @@ impl RemoteRepo {
         })?;
         let (http, pinned) = http_client(Some(&fp))?;
         Ok(RemoteRepo {
-            url,
-            auth: format!("Bearer {}:{}", cfg.client, cfg.key),
-            http,
-            pinned,
-            limiter: None,
+            conn: Conn {
+                url,
+                auth: format!("Bearer {}:{}", cfg.client, cfg.key),
+                http,
+                pinned,
+                limiter: None,
+            },
             stored: Mutex::new(HashSet::new()),
             pause: Mutex::new((None, SINK_FIRST_PAUSE)),
+            ahead: ahead::Ahead::default(),
         })
     }
 
     /// Pace chunk uploads by `schedule`.
     pub fn set_upload_limit(&mut self, schedule: RateSchedule) {
-        self.limiter = Some(Arc::new(Limiter::new(schedule)));
+        self.conn.limiter = Some(Arc::new(Limiter::new(schedule)));
     }
 
     /// The server's URL.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.conn.url
     }
 
     /// Ask the server who it is and who we are.
@@ -183,14 +196,9 @@ impl RemoteRepo {
     }
 
     fn malformed(&self, e: impl std::fmt::Display) -> RepoError {
-        remote(&self.url, format!("malformed reply: {e}"), false)
+        remote(&self.conn.url, format!("malformed reply: {e}"), false)
     }
 
-    fn net_error(&self, e: reqwest::Error) -> RepoError {
-        net_error(&self.url, &self.pinned, e)
-    }
-
-    /// One request, retried on transient failure.
     fn call(
         &self,
         method: reqwest::Method,
@@ -198,49 +206,8 @@ impl RemoteRepo {
         body: Option<Vec<u8>>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RepoError> {
-        // Shared, not copied, between attempts.
-        let body = body.map(bytes::Bytes::from);
-        let mut delay = Duration::from_millis(250);
-        let mut attempt = 1;
-        loop {
-            match self.call_once(method.clone(), route, body.clone(), timeout) {
-                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                    tracing::debug!("{route}: {e}; retrying");
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
-    }
-
-    fn call_once(
-        &self,
-        method: reqwest::Method,
-        route: &str,
-        body: Option<bytes::Bytes>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, RepoError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{route}", self.url))
-            .header(AUTHORIZATION, &self.auth);
-        if let Some(t) = timeout {
-            req = req.timeout(t);
-        }
-        if let Some(b) = body {
-            req = req.header(CONTENT_TYPE, POSTCARD);
-            req = match (&self.limiter, route) {
-                (Some(l), "/v1/chunks") => {
-                    let len = b.len() as u64;
-                    req.body(Body::sized(throttle::Paced::new(b, l.clone()), len))
-                }
-                _ => req.body(b),
-            };
-        }
-        let resp = req.send().map_err(|e| self.net_error(e))?;
-        read_reply(&self.url, resp)
+        self.conn
+            .call(method, route, body.map(bytes::Bytes::from), timeout)
     }
 
     fn post<T: Serialize>(&self, route: &str, v: &T) -> Result<Vec<u8>, RepoError> {
@@ -308,6 +275,69 @@ impl RemoteRepo {
             return Err(self.malformed("the server sent other chunks than asked for"));
         }
         Ok(got)
+    }
+}
+
+impl Conn {
+    fn net_error(&self, e: reqwest::Error) -> RepoError {
+        net_error(&self.url, &self.pinned, e)
+    }
+
+    /// One request, retried on transient failure.
+    pub(crate) fn call(
+        &self,
+        method: reqwest::Method,
+        route: &str,
+        body: Option<bytes::Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, RepoError> {
+        // Shared, not copied, between attempts.
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.call_once(method.clone(), route, body.clone(), timeout) {
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    tracing::debug!("{route}: {e}; retrying");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn call_once(
+        &self,
+        method: reqwest::Method,
+        route: &str,
+        body: Option<bytes::Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, RepoError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{route}", self.url))
+            .header(AUTHORIZATION, &self.auth);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        if let Some(b) = body {
+            req = req.header(CONTENT_TYPE, POSTCARD);
+            req = match (&self.limiter, route) {
+                (Some(l), "/v1/chunks") => {
+                    let len = b.len() as u64;
+                    req.body(Body::sized(throttle::Paced::new(b, l.clone()), len))
+                }
+                _ => req.body(b),
+            };
+        }
+        let resp = req.send().map_err(|e| self.net_error(e))?;
+        read_reply(&self.url, resp)
+    }
+
+    /// The server's URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 }
 
@@ -438,7 +468,7 @@ impl Repository for RemoteRepo {
         let c = self.read_encoded(std::slice::from_ref(id))?;
         c[0].decode().map_err(|e| {
             remote(
-                &self.url,
+                &self.conn.url,
                 format!("damaged chunk from the server: {e}"),
                 false,
             )
@@ -451,7 +481,7 @@ impl Repository for RemoteRepo {
             for c in self.read_encoded(part)? {
                 out.push(c.decode().map_err(|e| {
                     remote(
-                        &self.url,
+                        &self.conn.url,
                         format!("damaged chunk from the server: {e}"),
                         false,
                     )
@@ -468,9 +498,10 @@ impl Repository for RemoteRepo {
 }
 
 impl RemoteRepo {
-    /// Send those of `chunks` the server does not hold for us, several
-    /// requests at once, then have it make them durable.
+    /// Send those of `chunks` the server does not hold for us (after those
+    /// sent ahead have arrived), several requests at once.
     fn store_now(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
+        self.ahead.drain(&self.conn);
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
         let mut missing = HashSet::new();
         for part in ids.chunks(wire::MAX_IDS) {
@@ -540,7 +571,7 @@ impl RemoteRepo {
                 if bytes >= SINK_SLOW_MIN_BYTES && bytes as f64 / secs < SINK_MIN_RATE {
                     tracing::info!(
                         "{}: the server took {:.1} MiB in {secs:.1}s; spooling locally for {}s",
-                        self.url,
+                        self.conn.url,
                         bytes as f64 / (1 << 20) as f64,
                         SINK_SLOW_PAUSE.as_secs()
                     );
@@ -566,7 +597,7 @@ impl RemoteRepo {
 /// journal spools them otherwise, and the uploader moves them later.
 impl ChunkSink for RemoteRepo {
     fn accepting(&self) -> bool {
-        if self.limiter.is_some() {
+        if self.conn.limiter.is_some() {
             return false;
         }
         let p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
@@ -578,6 +609,10 @@ impl ChunkSink for RemoteRepo {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(id)
+    }
+
+    fn send_ahead(&self, chunk: &EncodedChunk) {
+        self.ahead.offer(&self.conn, chunk);
     }
 
     fn store_durably(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
