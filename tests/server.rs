@@ -225,6 +225,46 @@ fn remote_of(env: &Env) -> rewind_remote::RemoteRepo {
 }
 
 #[test]
+fn chunks_sent_ahead_cross_the_wire_once() {
+    use rewind_core::{ChunkSink, EncodedChunk};
+    let env = Env::new();
+    let srv = server(&env);
+    env.enroll(&srv, "laptop");
+    let repo = remote_of(&env);
+    // 40 chunks of 300 kB that do not compress: several full request
+    // bodies and a partial one.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let chunks: Vec<EncodedChunk> = (0..40)
+        .map(|_| {
+            let data: Vec<u8> = (0..300_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            EncodedChunk::encode(&data)
+        })
+        .collect();
+    // Capture hands each over as it queues it, some twice (the same
+    // content in two files).
+    for (i, c) in chunks.iter().enumerate() {
+        repo.send_ahead(c);
+        if i % 5 == 0 {
+            repo.send_ahead(c);
+        }
+    }
+    let mut queued = chunks.clone();
+    queued.extend(chunks.iter().step_by(5).cloned());
+    repo.store_durably(&queued).unwrap();
+    assert_eq!(metric(&srv, "rewind_chunks_received_total"), 40);
+    assert_eq!(metric(&srv, "rewind_repository_chunks"), 40);
+    let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
+    assert!(repo.missing_chunks(&ids).unwrap().is_empty());
+}
+
+#[test]
 fn a_client_cannot_list_restore_or_probe_another_clients_data() {
     let a = Env::new();
     let b = Env::new();

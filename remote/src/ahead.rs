@@ -103,10 +103,18 @@ struct Shared {
     finished: Condvar,
 }
 
+/// The batch being filled, and every chunk handed over since the last
+/// flush (the same content queued twice is sent once).
+#[derive(Default)]
+struct Filling {
+    batch: Batch,
+    offered: HashSet<ChunkId>,
+}
+
 /// The sink's chunks on their way.
 #[derive(Default)]
 pub(crate) struct Ahead {
-    filling: Mutex<Batch>,
+    filling: Mutex<Filling>,
     queue: OnceLock<Sender<Batch>>,
     shared: Arc<Shared>,
 }
@@ -116,10 +124,14 @@ impl Ahead {
     /// once it is full.
     pub(crate) fn offer(&self, conn: &Conn, c: &EncodedChunk) {
         let full = {
-            let mut b = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+            let mut f = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+            if !f.offered.insert(c.id) {
+                return;
+            }
+            let b = &mut f.batch;
             b.body.push(c);
             b.ids.push(c.id);
-            (b.body.len() >= SINK_REQUEST_BYTES).then(|| std::mem::take(&mut *b))
+            (b.body.len() >= SINK_REQUEST_BYTES).then(|| std::mem::take(b))
         };
         if let Some(b) = full {
             self.dispatch(conn, b);
@@ -129,7 +141,13 @@ impl Ahead {
     /// Send the batch being filled, and wait until every batch handed over
     /// so far has been sent (or has failed).
     pub(crate) fn drain(&self, conn: &Conn) {
-        let rest = std::mem::take(&mut *self.filling.lock().unwrap_or_else(|p| p.into_inner()));
+        let rest = {
+            let mut f = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+            // What the flush finds missing it sends itself; from here on a
+            // chunk may be handed over again.
+            f.offered.clear();
+            std::mem::take(&mut f.batch)
+        };
         if !rest.ids.is_empty() {
             self.dispatch(conn, rest);
         }

@@ -398,6 +398,10 @@ fn net_error(url: &str, pinned: &tls::Pinned, e: reqwest::Error) -> RepoError {
 
 impl Repository for RemoteRepo {
     fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError> {
+        // Chunks on their way count as there: the uploader asks this about
+        // chunks the journal spooled after the sink stepped aside, some of
+        // which capture had already handed to the senders.
+        self.ahead.drain(&self.conn);
         let mut out = Vec::new();
         for part in ids.chunks(wire::MAX_IDS) {
             let b = self.post("/v1/missing", &part)?;
@@ -510,7 +514,8 @@ impl RemoteRepo {
         }
         let mut groups: Vec<Vec<&EncodedChunk>> = vec![Vec::new()];
         let mut size = 0;
-        for c in chunks.iter().filter(|c| missing.contains(&c.id)) {
+        // Each missing chunk once, though two files may have queued it.
+        for c in chunks.iter().filter(|c| missing.remove(&c.id)) {
             if size >= SINK_REQUEST_BYTES {
                 groups.push(Vec::new());
                 size = 0;
