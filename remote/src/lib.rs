@@ -291,10 +291,10 @@ impl Conn {
         body: Option<bytes::Bytes>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RepoError> {
-        // Shared, not copied, between attempts.
         let mut delay = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
+            // `Bytes`: the body is shared, not copied, between attempts.
             match self.call_once(method.clone(), route, body.clone(), timeout) {
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                     tracing::debug!("{route}: {e}; retrying");
