@@ -50,6 +50,12 @@ impl ListBody {
         self.count += 1;
     }
 
+    /// Room for `n` more bytes of items, so a growing body is not copied
+    /// again and again.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.buf.reserve(n);
+    }
+
     /// Bytes of the items so far.
     pub(crate) fn len(&self) -> usize {
         self.buf.len() - COUNT_ROOM
@@ -129,6 +135,10 @@ impl Ahead {
                 return;
             }
             let b = &mut f.batch;
+            if b.ids.is_empty() {
+                // One request's worth and the chunk that overfills it.
+                b.body.reserve(SINK_REQUEST_BYTES + c.data.len() + 64);
+            }
             b.body.push(c);
             b.ids.push(c.id);
             (b.body.len() >= SINK_REQUEST_BYTES).then(|| std::mem::take(b))
