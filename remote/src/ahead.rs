@@ -211,7 +211,13 @@ fn start_senders(conn: &Conn, shared: &Arc<Shared>) -> Sender<Batch> {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .failing;
-                    let ok = !skip && send(&conn, b.body, &b.ids);
+                    // A panic must still finish the ticket, or the flush
+                    // would wait for it forever.
+                    let ok = !skip
+                        && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            send(&conn, b.body, &b.ids)
+                        }))
+                        .unwrap_or(false);
                     finish(&shared, b.ticket, !skip && !ok);
                 }
             });
