@@ -191,8 +191,8 @@ impl Ahead {
         }
         let queue = self.queue.get_or_init(|| start_senders(conn, &self.shared));
         if let Err(e) = queue.send(b) {
-            // No sender left (cannot happen while `self` lives): the flush
-            // sends these chunks itself.
+            // No sender thread could be started: the flush sends these
+            // chunks itself.
             finish(&self.shared, e.into_inner().ticket, false);
         }
     }
