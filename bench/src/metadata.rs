@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use exacl::{AclEntry, AclEntryKind, AclOption, Flag, Perm};
 
 use crate::Config;
 use crate::agent::Setup;
@@ -77,26 +76,15 @@ fn unique_value(seed: u64, index: u64) -> Vec<u8> {
     random_bytes(derive_seed(derive_seed(seed, 5001), index), 100)
 }
 
-fn acl(is_dir: bool, default: bool) -> Vec<AclEntry> {
-    let r = Perm::READ;
-    let rw = Perm::READ | Perm::WRITE;
-    let (own, other) = if is_dir {
-        (rw | Perm::EXECUTE, r | Perm::EXECUTE)
-    } else {
-        (rw, r)
-    };
-    let flags = if default {
-        Flag::DEFAULT
-    } else {
-        Flag::empty()
-    };
-    vec![
-        AclEntry::allow_user("", own, flags),
-        AclEntry::allow_group("", other, flags),
-        AclEntry::allow_other(other, flags),
-        AclEntry::allow_user(ACL_USER, other, flags),
-        AclEntry::allow_mask(other, flags),
-    ]
+/// Extended attribute names of the POSIX ACLs (the kernel's own values,
+/// set and read without libacl).
+const ACL_ACCESS: &str = "system.posix_acl_access";
+const ACL_DEFAULT: &str = "system.posix_acl_default";
+
+/// The ACL of every file or directory, in rewind's text form.
+fn acl(is_dir: bool) -> String {
+    let (own, other) = if is_dir { ("rwx", "rx") } else { ("rw", "r") };
+    format!("u::{own}\ng::{other}\no::{other}\nu:{ACL_USER}:{other}\nm::{other}\n")
 }
 
 /// Give `path` the full metadata of object `index`.
@@ -105,10 +93,11 @@ fn decorate(path: &Path, is_dir: bool, seed: u64, index: u64) -> Result<()> {
         .with_context(|| format!("setxattr {}", path.display()))?;
     xattr::set(path, XATTR_UNIQUE, &unique_value(seed, index))
         .with_context(|| format!("setxattr {}", path.display()))?;
-    exacl::setfacl(&[path], &acl(is_dir, false), AclOption::ACCESS_ACL)
+    let value = rewind_fsmeta::posix_acl_value(&acl(is_dir))?;
+    xattr::set(path, ACL_ACCESS, &value)
         .with_context(|| format!("setfacl {}", path.display()))?;
     if is_dir {
-        exacl::setfacl(&[path], &acl(true, true), AclOption::DEFAULT_ACL)
+        xattr::set(path, ACL_DEFAULT, &value)
             .with_context(|| format!("setfacl -d {}", path.display()))?;
     }
     Ok(())
@@ -124,25 +113,30 @@ fn check(path: &Path, is_dir: bool, seed: u64, index: u64) -> Result<()> {
     if unique.as_deref() != Some(&unique_value(seed, index)[..]) {
         bail!("{}: {XATTR_UNIQUE} is {unique:?}", path.display());
     }
-    let named = |entries: &[AclEntry]| {
-        entries.iter().any(|e| {
-            e.kind == AclEntryKind::User
-                && (e.name == ACL_USER || e.name == "65534")
-                && e.perms.contains(Perm::READ)
-        })
+    let named = |name: &str, default: bool| -> Result<bool> {
+        let Some(raw) = xattr::get(path, name)? else {
+            return Ok(false);
+        };
+        let text = rewind_fsmeta::posix_acl_text(&raw, default)?;
+        Ok(text.lines().any(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            f.len() == 5
+                && f[2] == "user"
+                && (f[3] == ACL_USER || f[3] == "65534")
+                && f[4].contains("read")
+        }))
     };
-    let access = exacl::getfacl(path, AclOption::ACCESS_ACL)?;
-    if !named(&access) {
+    let access = named(ACL_ACCESS, false)?;
+    if !access {
         bail!(
-            "{}: access ACL lacks u:{ACL_USER}: {access:?}",
+            "{}: access ACL lacks u:{ACL_USER}",
             path.display()
         );
     }
     if is_dir {
-        let default = exacl::getfacl(path, AclOption::DEFAULT_ACL)?;
-        if !named(&default) {
+        if !named(ACL_DEFAULT, true)? {
             bail!(
-                "{}: default ACL lacks u:{ACL_USER}: {default:?}",
+                "{}: default ACL lacks u:{ACL_USER}",
                 path.display()
             );
         }

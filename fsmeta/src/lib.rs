@@ -7,7 +7,10 @@
 //! object restore has just created. This crate and `rewind-watcher` are the
 //! only places with per-OS code, all of it behind `cfg(target_os = …)`
 //! with one interface; both compile no C, so `cargo check --target
-//! x86_64-apple-darwin` works on them (exacl links libacl on Linux).
+//! x86_64-apple-darwin` works on them. Nothing here links a C library on
+//! Linux: POSIX ACLs are the kernel's attribute values, coded here, so a
+//! fresh machine without libacl's development files builds it (exacl, which
+//! links libacl, is used on macOS only).
 //!
 //! Guarantees:
 //! - Reading never follows a final symlink: a symlink is described
@@ -44,6 +47,8 @@ mod apply;
 mod meta;
 mod names;
 mod paths;
+#[cfg(target_os = "linux")]
+mod posix_acl;
 mod read;
 mod sparse;
 mod stat;
@@ -55,5 +60,7 @@ mod tests;
 pub use apply::{apply_meta_at, apply_meta_fd, make_special_at};
 pub use meta::{ApplyOptions, Extent, FileKind, FileMeta, FileTime, MetaError, MetaIssue, Xattr};
 pub use paths::{Reach, open_dir_nofollow_long, reach, reach_dir};
+#[cfg(target_os = "linux")]
+pub use posix_acl::{posix_acl_text, posix_acl_value};
 pub use read::{read_meta, read_meta_at, read_meta_full, read_stat};
 pub use sparse::data_extents;
