@@ -94,8 +94,7 @@ fn decorate(path: &Path, is_dir: bool, seed: u64, index: u64) -> Result<()> {
     xattr::set(path, XATTR_UNIQUE, &unique_value(seed, index))
         .with_context(|| format!("setxattr {}", path.display()))?;
     let value = rewind_fsmeta::posix_acl_value(&acl(is_dir))?;
-    xattr::set(path, ACL_ACCESS, &value)
-        .with_context(|| format!("setfacl {}", path.display()))?;
+    xattr::set(path, ACL_ACCESS, &value).with_context(|| format!("setfacl {}", path.display()))?;
     if is_dir {
         xattr::set(path, ACL_DEFAULT, &value)
             .with_context(|| format!("setfacl -d {}", path.display()))?;
@@ -128,18 +127,10 @@ fn check(path: &Path, is_dir: bool, seed: u64, index: u64) -> Result<()> {
     };
     let access = named(ACL_ACCESS, false)?;
     if !access {
-        bail!(
-            "{}: access ACL lacks u:{ACL_USER}",
-            path.display()
-        );
+        bail!("{}: access ACL lacks u:{ACL_USER}", path.display());
     }
-    if is_dir {
-        if !named(ACL_DEFAULT, true)? {
-            bail!(
-                "{}: default ACL lacks u:{ACL_USER}",
-                path.display()
-            );
-        }
+    if is_dir && !named(ACL_DEFAULT, true)? {
+        bail!("{}: default ACL lacks u:{ACL_USER}", path.display());
     }
     Ok(())
 }

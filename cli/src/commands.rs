@@ -61,7 +61,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if repo_dir.join("config").exists() {
                 bail!("a repository already exists at {}", repo_dir.display());
             }
-            std::fs::create_dir_all(&repo_dir)
+            rewind_core::private::create_dir_all(&repo_dir)
                 .with_context(|| format!("cannot create {}", repo_dir.display()))?;
             let r = LocalRepo::init(&repo_dir, rewind_core::DEFAULT_CHUNKER)?;
             println!("created repository {} (id {})", repo_dir.display(), r.id());

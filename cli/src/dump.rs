@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rewind_core::path::{JsonPath, display};
 use rewind_core::{Chunker, Timestamp, Version};
-use rewind_dumps::{Job, JobConfig, StreamReport};
+use rewind_dumps::{Job, StreamReport};
 use rewind_repo::LocalRepo;
 use rewind_uploader::Uploader;
 use serde_json::{Value, json};
@@ -77,14 +77,22 @@ fn exit_code(reports: &[Value]) -> i32 {
     }
 }
 
-/// Agent side of `rewind dump run`: the request names a job (as JSON),
+/// Agent side of `rewind dump run`: the request names a job of the
+/// agent's own config (its name as a JSON string; nothing else is run),
 /// replies are JSON lines: progress, then `{"done": [...]}` or
 /// `{"error": "..."}`.
 pub(crate) fn serve_run(conn: &UnixStream, service: &DumpService, request: &str) {
     let mut w = conn;
-    let job = serde_json::from_str::<JobConfig>(request)
-        .map_err(|e| anyhow::anyhow!("bad dump request: {e}"))
-        .and_then(|c| Job::new(c).map_err(anyhow::Error::from));
+    let job = serde_json::from_str::<String>(request)
+        .map_err(|e| anyhow::anyhow!("bad dump request (a job name in JSON): {e}"))
+        .and_then(|name| {
+            service.job(&name).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the running agent has no dump job {name:?} (it reads its config when it \
+                     starts: restart it after editing the config)"
+                )
+            })
+        });
     let reply = match job {
         Err(e) => json!({"error": e.to_string()}),
         Ok(job) => {
@@ -197,7 +205,8 @@ fn run_through_agent(
     let Ok(mut conn) = UnixStream::connect(&sock) else {
         return Ok(None);
     };
-    let req = serde_json::to_string(&job.config)?;
+    // The agent runs only jobs of its own config, asked for by name.
+    let req = serde_json::to_string(job.name())?;
     conn.write_all(format!("dump {req}\n").as_bytes())
         .context("cannot talk to the running agent")?;
     tracing::info!("running dump {} through the agent", job.name());

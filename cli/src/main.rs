@@ -270,6 +270,13 @@ fn init_logging(verbose: u8) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // What rewind writes for itself is created 0700/0600 explicitly; the
+    // umask covers files that libraries create (sled's). A restore writes
+    // the user's own files, with their recorded modes, under the user's
+    // umask (docs/decisions.md, "Private by default").
+    if !matches!(cli.command, Command::Restore(_)) {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    }
     init_logging(cli.global.verbose);
     let result = commands::run(cli);
     match result {

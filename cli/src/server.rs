@@ -8,8 +8,7 @@
 //! the enrolled one); neither → the enrolled server if there is one, else
 //! the embedded local repository.
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -71,8 +70,7 @@ impl Remote {
         let cache = info_cache(&self.cfg.url)?;
         match repo.info() {
             Ok(i) => {
-                let _ = std::fs::create_dir_all(cache.parent().expect("has parent"));
-                let _ = std::fs::write(&cache, serde_json::to_vec(&i)?);
+                let _ = write_private(&cache, &serde_json::to_vec(&i)?);
                 Ok(i)
             }
             Err(e) if e.is_transient() => match std::fs::read(&cache)
@@ -135,22 +133,14 @@ fn key_file(sec: &ServerSection) -> Result<PathBuf> {
     }
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+/// Write `data` to `path` (owner only, durably), creating its folder.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        rewind_core::private::create_dir_all(d)
+            .with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    rewind_core::private::write_file(path, data)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Write the `[server]` table, keeping the rest of the file as it is.
@@ -264,8 +254,7 @@ pub fn enroll(a: crate::EnrollArgs) -> Result<i32> {
     write_private(&kf, format!("{}\n", reply.key).as_bytes())?;
     save_section(&sec)?;
     let cache = info_cache(&url)?;
-    let _ = std::fs::create_dir_all(cache.parent().expect("has parent"));
-    let _ = std::fs::write(&cache, serde_json::to_vec(&reply.info)?);
+    let _ = write_private(&cache, &serde_json::to_vec(&reply.info)?);
     if a.json.json {
         println!(
             "{}",

@@ -13,7 +13,10 @@
 //! - Every framed record carries its length and a CRC-32; decoding checks
 //!   both and bounds the length before allocating.
 //! - Nothing here performs I/O except on readers and writers handed in, so
-//!   an interruption leaves nothing behind.
+//!   an interruption leaves nothing behind; the one exception is
+//!   [`private`], through which every crate creates its directories
+//!   (`0700`) and files (`0600`), and whose [`private::write_file`] leaves
+//!   the old file or the new one after a crash.
 
 mod chunker;
 mod codec;
@@ -24,6 +27,7 @@ pub mod failpoint;
 pub mod frame;
 mod id;
 pub mod path;
+pub mod private;
 mod repository;
 mod time;
 mod version;

@@ -44,28 +44,16 @@ mod linux {
     ) -> (Option<String>, Option<String>) {
         let mut access = None;
         if let Some(raw) = &listing.acl_access {
-            match decode(raw, false).and_then(|e| {
-                // user::, group:: and other:: are the mode bits; anything
-                // more (named entries, a mask) makes the ACL extended.
-                if e.len() > 3 {
-                    Ok(Some(to_text(&e)))
-                } else {
-                    Ok(None)
-                }
-            }) {
+            // user::, group:: and other:: are the mode bits; anything more
+            // (named entries, a mask) makes the ACL extended.
+            match decode(raw, false).map(|e| (e.len() > 3).then(|| to_text(&e))) {
                 Ok(a) => access = a,
                 Err(e) => issues.push(MetaIssue::new("acl", e)),
             }
         }
         let mut default = None;
         if let (true, Some(raw)) = (is_dir, &listing.acl_default) {
-            match decode(raw, true).and_then(|e| {
-                if e.is_empty() {
-                    Ok(None)
-                } else {
-                    Ok(Some(to_text(&e)))
-                }
-            }) {
+            match decode(raw, true).map(|e| (!e.is_empty()).then(|| to_text(&e))) {
                 Ok(d) => default = d,
                 Err(e) => issues.push(MetaIssue::new("default acl", e)),
             }
@@ -111,7 +99,6 @@ mod linux {
         }
     }
 }
-
 
 #[cfg(not(target_os = "linux"))]
 pub(crate) use other::{apply, read};

@@ -187,14 +187,7 @@ pub fn apply_meta_at<Fd: AsFd>(
             issues.push(MetaIssue::new("owner", e));
         }
     }
-    if !is_link
-        && let Err(e) = rustix::fs::chmodat(
-            dir,
-            name,
-            Mode::from_raw_mode(meta.mode as _),
-            AtFlags::empty(),
-        )
-    {
+    if !is_link && let Err(e) = chmod_nofollow(dir, name, meta.mode) {
         issues.push(MetaIssue::new("mode", e));
     }
     if let Some(node) = &node {
@@ -212,6 +205,49 @@ pub fn apply_meta_at<Fd: AsFd>(
         apply_flags(|| at_path(dir, name), &st, meta, &mut issues);
     }
     issues
+}
+
+/// Set the mode of `name` in `dir` without following a symlink that may
+/// have been put in its place (issue 21). Linux has no `fchmodat` that
+/// refuses links before 6.6, so the object is opened `O_PATH|O_NOFOLLOW`
+/// and changed through its descriptor's `/proc/self/fd` entry, which names
+/// that inode and no other.
+#[cfg(target_os = "linux")]
+fn chmod_nofollow(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    use rustix::fs::{FileType, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+        return Err(io::Error::other(
+            "a symlink stands where the restored object was made; its mode is not set",
+        ));
+    }
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::fs::chmodat(
+        rustix::fs::CWD,
+        path.as_str(),
+        Mode::from_raw_mode(mode as _),
+        AtFlags::empty(),
+    )?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn chmod_nofollow(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
+    rustix::fs::chmodat(
+        dir,
+        name,
+        Mode::from_raw_mode(mode as _),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
 }
 
 /// Set the recorded BSD flags when they differ from the target's.

@@ -356,7 +356,10 @@ mod tests {
         let long = parse("allow::user::read,write\nallow:default:group:0:read\n").unwrap();
         let short = parse("  u::rw  # the owner\n\nd:g:0:r--\n").unwrap();
         assert_eq!(long, short);
-        assert_eq!(parse("::user::rwx").unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            parse("::user::rwx").unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
         assert_eq!(
             to_text(&parse("o::x,w,r").unwrap()),
             "allow::other::read,write,execute\n"

@@ -1,5 +1,5 @@
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -305,13 +305,20 @@ impl Journal {
             let path = path.to_path_buf();
             move |source| JournalError::Io { path, source }
         };
-        fs::create_dir_all(dir.join("spool")).map_err(io_err(&dir.join("spool")))?;
+        rewind_core::private::create_dir_all(&dir.join("spool"))
+            .map_err(io_err(&dir.join("spool")))?;
+        // sled creates its files with the process umask: its directory is
+        // made private first, older journals are tightened, and what sled
+        // created at open is made private after it (issue 21).
+        rewind_core::private::create_dir_all(&dbdir).map_err(io_err(&dbdir))?;
+        rewind_core::private::tighten_if_loose(dir, "journal");
         let db = sled::Config::new()
             .path(&dbdir)
             .flush_every_ms(None)
             .cache_capacity(64 << 20)
             .open()
             .map_err(db_err)?;
+        rewind_core::private::tighten(&dbdir).map_err(io_err(&dbdir))?;
         let client = match db.get(meta_key("client")).map_err(db_err)? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
@@ -973,7 +980,7 @@ fn decode<T: for<'de> Deserialize<'de>>(k: &[u8], v: &[u8]) -> Result<T> {
 
 fn open_segment(dir: &Path, id: u64) -> Result<Current> {
     let path = seg_path(dir, id);
-    let file = OpenOptions::new()
+    let file = rewind_core::private::options()
         .create(true)
         .append(true)
         .open(&path)

@@ -25,6 +25,10 @@
 //! - A spool segment is deleted only when every version that may refer to
 //!   its chunks is behind the cursor and no capture that started while it
 //!   was being written is still running.
+//! - Only the owner can reach it: its directories are `0700` and the files
+//!   it writes `0600` whatever the umask (sled's own files are tightened
+//!   after open; the binaries also run with umask `077`), and a journal
+//!   written before that rule is tightened when opened.
 //!
 //! After a crash: versions queued but not flushed are lost (they were never
 //! acknowledged; their paths differ from the last-known state, so the next

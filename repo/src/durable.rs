@@ -2,7 +2,7 @@
 //! fsync the directory. Every step is a named failpoint that tests can make
 //! fail (see [`failpoint`]).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -42,7 +42,7 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), RepoError> {
 /// Create `dir` if missing; when created, fsync its parent so the new entry
 /// survives a crash.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), RepoError> {
-    match fs::create_dir(dir) {
+    match rewind_core::private::create_dir(dir) {
         Ok(()) => {
             if let Some(parent) = dir.parent() {
                 fsync_dir(parent)?;
@@ -98,7 +98,7 @@ pub(crate) fn write_durably(
 ) -> Result<(), RepoError> {
     let tmp = temp_path(tmp_dir, ".tmp");
     let result = (|| {
-        let mut f = OpenOptions::new()
+        let mut f = rewind_core::private::options()
             .write(true)
             .create_new(true)
             .open(&tmp)

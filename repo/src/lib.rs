@@ -52,6 +52,9 @@
 //!   from `missing_chunks`.
 //! - Nothing read from disk can make this crate panic or allocate without
 //!   bound: frames are length-checked against `MAX_FRAME` and the file.
+//! - Only the owner can reach what it writes: directories are created
+//!   `0700` and files `0600` whatever the umask, and a repository written
+//!   before that rule is tightened when it is opened for writing.
 //!
 //! # Points in time
 //!

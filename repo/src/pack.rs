@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -681,7 +681,7 @@ impl PackWriter {
     pub(crate) fn create(tmp_dir: &Path) -> Result<PackWriter, RepoError> {
         let name = PackName::random();
         let tmp = tmp_dir.join(format!("{name}.pack.tmp"));
-        let file = OpenOptions::new()
+        let file = rewind_core::private::options()
             .read(true)
             .write(true)
             .create_new(true)

@@ -1,7 +1,7 @@
 //! [`LocalRepo`]: the repository in a local directory.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -207,7 +207,7 @@ impl LocalRepo {
     /// for writing. Fails if `dir/config` exists.
     pub fn init(dir: &Path, chunker: ChunkerParams) -> Result<LocalRepo, RepoError> {
         check_chunker(chunker).map_err(|m| invalid_input(dir, m))?;
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        rewind_core::private::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = take_lock(dir)?;
         let config_path = dir.join("config");
         if config_path.try_exists().map_err(io_err(&config_path))? {
@@ -278,6 +278,8 @@ impl LocalRepo {
             ensure_dir(&dir.join(sub))?;
         }
         let lock = take_lock(dir)?;
+        // Written before repositories were created private (issue 21).
+        rewind_core::private::tighten_if_loose(dir, "repository");
         clean_tmp(&dir.join("tmp"))?;
         if config.format < FORMAT {
             info!(repo = %dir.display(), from = config.format, to = FORMAT, "upgrading the repository format");
@@ -669,7 +671,7 @@ impl LocalRepo {
 /// Take `DIR/lock` and write our pid into it.
 fn take_lock(dir: &Path) -> Result<File, RepoError> {
     let path = dir.join("lock");
-    let mut f = OpenOptions::new()
+    let mut f = rewind_core::private::options()
         .read(true)
         .write(true)
         .create(true)

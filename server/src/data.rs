@@ -11,13 +11,12 @@
 //! DATA/owners/NAME.ids  the chunk ids each client has uploaded (32 bytes each)
 //! ```
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use rewind_core::Timestamp;
+use rewind_core::{Timestamp, private};
 use serde::{Deserialize, Serialize};
 
 use crate::auth;
@@ -66,6 +65,26 @@ impl DataDir {
         self.root.join("owners")
     }
 
+    /// Refuse to serve from a directory that other accounts can write to
+    /// (they could replace the certificate, the registry or packs), and
+    /// make one written before everything was private (issue 21) private.
+    pub fn check_private(&self) -> Result<()> {
+        let md = fs::metadata(&self.root)
+            .with_context(|| format!("cannot read {}", self.root.display()))?;
+        let mode = md.permissions().mode();
+        if mode & 0o022 != 0 {
+            bail!(
+                "{}: other accounts can write to it (mode {:o}); refusing to serve from it \
+                 (chmod 700 {} to fix)",
+                self.root.display(),
+                mode & 0o7777,
+                self.root.display()
+            );
+        }
+        private::tighten_if_loose(&self.root, "server data");
+        Ok(())
+    }
+
     /// Fail with a clear message unless `init` made this directory.
     pub fn check(&self) -> Result<()> {
         if !self.clients().exists() || !self.repo().join("config").exists() {
@@ -95,9 +114,9 @@ pub fn init(dir: &DataDir, names: &[String]) -> Result<Created> {
     if dir.clients().exists() || dir.repo().join("config").exists() {
         bail!("{} already holds a rewind-server", dir.root.display());
     }
-    fs::create_dir_all(dir.root.join("tls"))
+    private::create_dir_all(&dir.root.join("tls"))
         .with_context(|| format!("cannot create {}", dir.root.display()))?;
-    fs::create_dir_all(dir.owners())
+    private::create_dir_all(&dir.owners())
         .with_context(|| format!("cannot create {}", dir.owners().display()))?;
     let repo = rewind_repo::LocalRepo::init(&dir.repo(), rewind_core::DEFAULT_CHUNKER)?;
 
@@ -119,24 +138,7 @@ pub fn init(dir: &DataDir, names: &[String]) -> Result<Created> {
 
 /// Write a file only its owner can read, durably.
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    if let Some(parent) = path.parent() {
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync {}", parent.display()))?;
-    }
-    Ok(())
+    private::write_file(path, data).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The client registry.
@@ -210,11 +212,10 @@ fn save_clients(dir: &DataDir, c: &Clients) -> Result<()> {
 /// server (which enrolls clients) and other admin commands.
 pub fn update_clients<T>(dir: &DataDir, f: impl FnOnce(&mut Clients) -> Result<T>) -> Result<T> {
     let lock_path = dir.root.join("clients.lock");
-    let lock = OpenOptions::new()
+    let lock = private::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o600)
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)

@@ -120,6 +120,9 @@ pub struct Admin {
 /// The `rewind-server` command line.
 pub fn main(admin: Admin) -> ExitCode {
     let cli = Cli::parse();
+    // Everything the server writes is private (issue 21); the umask covers
+    // files that libraries create.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let default = match cli.verbose {
         0 => "warn",
         1 => "info",

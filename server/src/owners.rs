@@ -9,7 +9,7 @@
 //! after a crash is ignored (the client is asked for that chunk again).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -51,9 +51,9 @@ impl Owners {
         if let Some(c) = m.get(client) {
             return Ok(c.clone());
         }
-        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        rewind_core::private::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let path = self.dir.join(format!("{client}.ids"));
-        let mut file = OpenOptions::new()
+        let mut file = rewind_core::private::options()
             .read(true)
             .append(true)
             .create(true)
@@ -145,7 +145,7 @@ mod tests {
         }
         let p = t.path().join("laptop.ids");
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 64);
-        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(&[7; 5]).unwrap();
         let o = Owners::new(t.path().to_path_buf());
         let c = o.of("laptop").unwrap();

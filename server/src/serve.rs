@@ -99,6 +99,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
 async fn serve(opts: ServeOptions) -> Result<()> {
     let data = &opts.data;
     data.check()?;
+    data.check_private()?;
     let repo = LocalRepo::open_writer(&data.repo()).map_err(|e| match e {
         rewind_core::RepoError::Locked { .. } => anyhow::anyhow!(
             "{} is in use (another rewind-server serves it?)",

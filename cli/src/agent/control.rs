@@ -1,9 +1,17 @@
 //! The agent's control socket: `rewind status` in another terminal asks the
-//! running agent (which holds the journal open) for its state.
+//! running agent (which holds the journal open) for its state, and `rewind
+//! dump run NAME` asks it to run one of its configured dump jobs.
 //!
-//! Protocol: one request line (`status`), one JSON line back.
+//! Protocol: one request line (`status`, or `dump NAME`), JSON lines back.
+//!
+//! Who may ask: the socket is `0600` in the journal's `0700` directory, and
+//! each connection's peer must be the agent's own user (or root); anyone
+//! else is refused before a byte is read. A request names an operation and,
+//! for a dump, a job of the agent's own config: nothing sent over the
+//! socket is ever run as a command (issue 21).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +62,8 @@ pub(crate) fn serve(
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private", path.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let handle = std::thread::Builder::new()
@@ -80,7 +90,36 @@ pub(crate) fn serve(
     })
 }
 
+/// The user id of the process at the other end of `conn`.
+fn peer_uid(conn: &UnixStream) -> std::io::Result<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        getsockopt(conn, PeerCredentials)
+            .map(|c| c.uid())
+            .map_err(std::io::Error::from)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        nix::unistd::getpeereid(conn)
+            .map(|(uid, _)| uid.as_raw())
+            .map_err(std::io::Error::from)
+    }
+}
+
 fn handle(conn: UnixStream, agent: &Arc<Agent>, uploader: &Mutex<Option<Uploader>>) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    match peer_uid(&conn) {
+        Ok(uid) if uid == me || uid == 0 => {}
+        Ok(uid) => {
+            tracing::warn!("control socket: refused a connection from user id {uid}");
+            let mut w = &conn;
+            let refusal = json!({ "error": "refused: not the agent's user" });
+            w.write_all(format!("{refusal}\n").as_bytes())?;
+            return Ok(());
+        }
+        Err(e) => bail!("control socket: cannot tell who connected: {e}"),
+    }
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;

@@ -68,6 +68,11 @@ impl DumpService {
         }
     }
 
+    /// The configured job called `name`.
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name() == name)
+    }
+
     /// Run `job` now; refused while the same job runs.
     pub fn run(
         &self,

@@ -332,7 +332,7 @@ pub(crate) fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journ
         Ok(j) => Ok(j),
         Err(e) if e.is_damage() => {
             let aside = jdir.join(format!("damaged-{}", rewind_core::Timestamp::now().0));
-            std::fs::create_dir_all(&aside)
+            rewind_core::private::create_dir_all(&aside)
                 .with_context(|| format!("cannot create {}", aside.display()))?;
             for part in ["db", "spool"] {
                 let from = jdir.join(part);
@@ -378,7 +378,7 @@ fn open_target(target: &Target, limit_upload: Option<&str>) -> Result<OpenedTarg
             let repo = if dir.join("config").exists() {
                 LocalRepo::open_writer(dir)?
             } else {
-                std::fs::create_dir_all(dir)
+                rewind_core::private::create_dir_all(dir)
                     .with_context(|| format!("cannot create repository {}", dir.display()))?;
                 let r = LocalRepo::init(dir, rewind_core::DEFAULT_CHUNKER)?;
                 eprintln!("rewind: created repository {}", dir.display());
@@ -439,7 +439,10 @@ pub(crate) fn open_for_capture(
     let opened = open_target(target, limit_upload)?;
     let repo = opened.repo.clone();
     let jdir = paths::journal_dir(&opened.id)?;
-    std::fs::create_dir_all(&jdir).with_context(|| format!("cannot create {}", jdir.display()))?;
+    // State written before everything was private (issue 21).
+    rewind_core::private::tighten_if_loose(&paths::state_dir()?, "agent state");
+    rewind_core::private::create_dir_all(&jdir)
+        .with_context(|| format!("cannot create {}", jdir.display()))?;
     let client = opened
         .client
         .clone()
@@ -494,8 +497,7 @@ pub(crate) fn open_for_capture(
         journal.import_states(states)?;
         eprintln!("rewind: journal rebuilt from the repository ({n} paths); checking for changes");
     }
-    std::fs::write(jdir.join("client"), journal.client())
-        .with_context(|| format!("cannot write {}", jdir.join("client").display()))?;
+    crate::server::write_private(&jdir.join("client"), journal.client().as_bytes())?;
     if let Some(sink) = &opened.sink {
         // The repository takes chunks straight from capture, so each byte
         // is written once (docs/decisions.md, "direct path").
@@ -546,8 +548,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         roots: roots.clone(),
         excludes: opts.excludes.clone(),
     };
-    std::fs::write(jdir.join("agent.json"), serde_json::to_vec_pretty(&cfg)?)
-        .with_context(|| format!("cannot write {}", jdir.join("agent.json").display()))?;
+    crate::server::write_private(&jdir.join("agent.json"), &serde_json::to_vec_pretty(&cfg)?)?;
     let chunker = Chunker::new(opened.chunker);
     let uploader = Uploader::start(journal.clone(), repo.clone(), opened.upload.clone());
 
