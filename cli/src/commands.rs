@@ -2,30 +2,18 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use rewind_core::path::{JsonPath, display, to_bytes};
-use rewind_core::{
-    ChunkerParams, FileKind, Repository, Timestamp, Version, content_changed, parse_point_in_time,
-};
+use rewind_core::{FileKind, Timestamp, Version, content_changed};
 use rewind_repo::LocalRepo;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::agent::{self, AgentOptions};
-use crate::server::Target;
-use crate::{Cli, Command, paths};
+use rewind_agent::{AgentConfig, AgentOptions, Opened, Target};
 
-/// What the agent records beside its journal for other commands.
-#[derive(Serialize, Deserialize, Default)]
-pub struct AgentConfig {
-    /// Protected roots.
-    pub roots: Vec<PathBuf>,
-    /// `--exclude` globs.
-    pub excludes: Vec<String>,
-}
+use crate::args::{open, parse_at};
+use crate::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<i32> {
     // Commands that read the config file take its `repo` and `[server]`
@@ -36,7 +24,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         _ => None,
     };
     let loaded = match &config_path {
-        Some(p) => Some(crate::config::load(p.as_deref())?),
+        Some(p) => Some(rewind_agent::load(p.as_deref())?),
         None => None,
     };
     let repo_arg = cli
@@ -46,7 +34,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         .or_else(|| loaded.as_ref().and_then(|l| l.config.repo.clone()));
     let section = loaded.as_ref().map(|l| l.config.server.clone());
     let target = || {
-        crate::server::resolve(
+        rewind_agent::resolve(
             repo_arg.as_deref(),
             cli.global.server.as_deref(),
             section.clone(),
@@ -56,7 +44,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Init => {
             let repo_dir = match &cli.global.repo {
                 Some(r) => r.clone(),
-                None => paths::default_repo()?,
+                None => rewind_agent::paths::default_repo()?,
             };
             if repo_dir.join("config").exists() {
                 bail!("a repository already exists at {}", repo_dir.display());
@@ -67,7 +55,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             println!("created repository {} (id {})", repo_dir.display(), r.id());
             Ok(0)
         }
-        Command::Enroll(a) => crate::server::enroll(a),
+        Command::Enroll(a) => crate::enroll::enroll(a),
         Command::Watch(w) => {
             let opts = AgentOptions {
                 roots: w.paths,
@@ -81,7 +69,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 limit_upload: w.limit_upload,
                 dumps: Vec::new(),
             };
-            agent::run(opts)
+            rewind_agent::run(opts)
         }
         Command::Agent(_) => {
             let loaded = loaded.expect("loaded above");
@@ -110,7 +98,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 limit_upload: None,
                 dumps: loaded.jobs.clone(),
             };
-            agent::run(opts)
+            rewind_agent::run(opts)
         }
         Command::Dump(d) => crate::dump::run(&target()?, loaded.expect("loaded above"), d.command),
         Command::Status(j) => status(&target()?, j.json),
@@ -134,54 +122,6 @@ fn local_only(t: Target, what: &str) -> Result<PathBuf> {
             r.cfg.url
         ),
     }
-}
-
-pub(crate) struct Opened {
-    pub(crate) repo: Arc<dyn Repository>,
-    pub(crate) client: String,
-    pub(crate) jdir: PathBuf,
-    chunker: ChunkerParams,
-    id: String,
-    /// A local repository's directory.
-    local: Option<PathBuf>,
-    /// The directory or the server's URL.
-    describe: String,
-}
-
-pub(crate) fn open(t: &Target) -> Result<Opened> {
-    match t {
-        Target::Local(dir) => {
-            let repo = LocalRepo::open(dir)?;
-            let jdir = paths::journal_dir(repo.id())?;
-            let client = paths::client_name(&jdir);
-            Ok(Opened {
-                client,
-                jdir,
-                chunker: repo.chunker(),
-                id: repo.id().to_string(),
-                local: Some(repo.path().to_path_buf()),
-                describe: repo.path().display().to_string(),
-                repo: Arc::new(repo),
-            })
-        }
-        Target::Server(remote) => {
-            let r = remote.connect()?;
-            let info = remote.info(&r)?;
-            Ok(Opened {
-                client: info.client.clone(),
-                jdir: paths::journal_dir(&info.repo_id)?,
-                chunker: info.chunker,
-                id: info.repo_id,
-                local: None,
-                describe: remote.cfg.url.clone(),
-                repo: Arc::new(r),
-            })
-        }
-    }
-}
-
-pub(crate) fn parse_at(s: &str) -> Result<Timestamp> {
-    Ok(parse_point_in_time(s, &jiff::Zoned::now())?)
 }
 
 /// The stored form of a user-given path, checked to lie inside something
@@ -417,7 +357,7 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
         .find(|root| target.starts_with(root))
         .cloned()
         .unwrap_or(target.clone());
-    let mut never = vec![paths::state_dir()?];
+    let mut never = vec![rewind_agent::paths::state_dir()?];
     never.extend(o.local.clone());
     let rules =
         rewind_watcher::IgnoreRules::new(std::slice::from_ref(&root), &cfg.excludes, &never)?;
@@ -517,7 +457,7 @@ fn status(t: &Target, json: bool) -> Result<i32> {
         Err(e) if o.local.is_none() => (Default::default(), Some(e.to_string())),
         Err(e) => return Err(e.into()),
     };
-    let live = agent::control::query(&paths::socket_path(&o.jdir))?;
+    let live = rewind_agent::query(&rewind_agent::paths::socket_path(&o.jdir))?;
     let upload_v = live
         .as_ref()
         .map_or(serde_json::Value::Null, |v| v["upload"].clone());

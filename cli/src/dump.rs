@@ -7,25 +7,18 @@
 //! upload, exit). `versions` and `restore` read the repository, which
 //! works while an agent runs.
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use rewind_agent::{Loaded, Opened, Target};
 use rewind_core::path::{JsonPath, display};
-use rewind_core::{Chunker, Timestamp, Version};
-use rewind_dumps::{Job, StreamReport};
-use rewind_repo::LocalRepo;
-use rewind_uploader::Uploader;
+use rewind_core::{Timestamp, Version};
+use rewind_dumps::Job;
 use serde_json::{Value, json};
 
-use crate::agent::dumps::DumpService;
-use crate::commands::{open, parse_at};
-use crate::config::Loaded;
-use crate::server::Target;
-use crate::{DumpCommand, paths};
+use crate::DumpCommand;
+use crate::args::{open, parse_at};
 
 pub fn run(target: &Target, loaded: Loaded, cmd: DumpCommand) -> Result<i32> {
     match cmd {
@@ -44,26 +37,6 @@ pub fn run(target: &Target, loaded: Loaded, cmd: DumpCommand) -> Result<i32> {
     }
 }
 
-/// A report as JSON (the agent sends these over the socket).
-fn report_json(r: &StreamReport) -> Value {
-    json!({
-        "path": JsonPath(&r.path),
-        "seq": r.seq,
-        "ok": r.ok(),
-        "status": r.status.describe(),
-        "error": r.failure_line(),
-        "exit_code": r.status.exit_code,
-        "signal": r.status.signal,
-        "timed_out": r.status.timed_out,
-        "bytes": r.bytes,
-        "chunks": r.chunks,
-        "new_chunks": r.new_chunks,
-        "new_bytes": r.new_bytes,
-        "started": r.status.started.to_string(),
-        "seconds": (r.status.finished.0 - r.status.started.0) as f64 / 1e9,
-    })
-}
-
 /// Exit code for a run: 0 all streams ok, 1 none (or the only one)
 /// failed, 3 some failed.
 fn exit_code(reports: &[Value]) -> i32 {
@@ -75,44 +48,6 @@ fn exit_code(reports: &[Value]) -> i32 {
     } else {
         3
     }
-}
-
-/// Agent side of `rewind dump run`: the request names a job of the
-/// agent's own config (its name as a JSON string; nothing else is run),
-/// replies are JSON lines: progress, then `{"done": [...]}` or
-/// `{"error": "..."}`.
-pub(crate) fn serve_run(conn: &UnixStream, service: &DumpService, request: &str) {
-    let mut w = conn;
-    let job = serde_json::from_str::<String>(request)
-        .map_err(|e| anyhow::anyhow!("bad dump request (a job name in JSON): {e}"))
-        .and_then(|name| {
-            service.job(&name).cloned().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the running agent has no dump job {name:?} (it reads its config when it \
-                     starts: restart it after editing the config)"
-                )
-            })
-        });
-    let reply = match job {
-        Err(e) => json!({"error": e.to_string()}),
-        Ok(job) => {
-            let last = std::sync::Mutex::new(Instant::now());
-            let progress = |path: &[u8], bytes: u64| {
-                let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
-                // A line four times a second is plenty for a progress bar.
-                if l.elapsed() >= Duration::from_millis(250) {
-                    *l = Instant::now();
-                    let line = json!({"progress": {"path": JsonPath(path), "bytes": bytes}});
-                    let _ = (&*conn).write_all(format!("{line}\n").as_bytes());
-                }
-            };
-            match service.run(&job, &progress) {
-                Ok(reports) => json!({"done": reports.iter().map(report_json).collect::<Vec<_>>()}),
-                Err(e) => json!({"error": crate::one_line(&e)}),
-            }
-        }
-    };
-    let _ = w.write_all(format!("{reply}\n").as_bytes());
 }
 
 /// A progress line on stderr when it is a terminal.
@@ -154,9 +89,14 @@ impl Progress {
 
 fn run_now(target: &Target, job: &Job, json_out: bool) -> Result<i32> {
     let progress = Progress::new();
-    let reports = match run_through_agent(target, job, &progress)? {
+    let through_agent =
+        rewind_agent::run_dump_through_agent(target, job.name(), &|p, n| progress.update(p, n))?;
+    let reports = match through_agent {
         Some(r) => r,
-        None => run_in_process(target, job, &progress)?,
+        None => rewind_agent::run_dump_once(target, job, &|p, n| progress.update(&display(p), n))?
+            .iter()
+            .map(rewind_agent::report_json)
+            .collect(),
     };
     progress.finish();
     if json_out {
@@ -188,72 +128,9 @@ fn run_now(target: &Target, job: &Job, json_out: bool) -> Result<i32> {
     Ok(exit_code(&reports))
 }
 
-/// Ask a running agent to run the job; `None` when no agent answers.
-fn run_through_agent(
-    target: &Target,
-    job: &Job,
-    progress: &Progress,
-) -> Result<Option<Vec<Value>>> {
-    let id = match target {
-        Target::Local(dir) => match LocalRepo::open(dir) {
-            Ok(r) => r.id().to_string(),
-            Err(_) => return Ok(None),
-        },
-        Target::Server(remote) => remote.info(&remote.connect()?)?.repo_id,
-    };
-    let sock = paths::socket_path(&paths::journal_dir(&id)?);
-    let Ok(mut conn) = UnixStream::connect(&sock) else {
-        return Ok(None);
-    };
-    // The agent runs only jobs of its own config, asked for by name.
-    let req = serde_json::to_string(job.name())?;
-    conn.write_all(format!("dump {req}\n").as_bytes())
-        .context("cannot talk to the running agent")?;
-    tracing::info!("running dump {} through the agent", job.name());
-    for line in BufReader::new(&conn).lines() {
-        let line = line.context("lost the running agent")?;
-        let v: Value = serde_json::from_str(&line).context("agent sent a malformed reply")?;
-        if let Some(p) = v.get("progress") {
-            progress.update(
-                p["path"].as_str().unwrap_or(""),
-                p["bytes"].as_u64().unwrap_or(0),
-            );
-        } else if let Some(d) = v.get("done") {
-            return Ok(Some(d.as_array().cloned().unwrap_or_default()));
-        } else if let Some(e) = v.get("error") {
-            bail!("{}", e.as_str().unwrap_or("the agent failed"));
-        }
-    }
-    bail!("the agent stopped before the dump finished")
-}
-
-/// No agent: open the repository and journal here, dump, commit, upload.
-fn run_in_process(target: &Target, job: &Job, progress: &Progress) -> Result<Vec<Value>> {
-    let (opened, journal, _jdir) = crate::agent::open_for_capture(target, None, &[])?;
-    let chunker = Chunker::new(opened.chunker);
-    let uploader = Uploader::start(journal.clone(), opened.repo.clone(), opened.upload.clone());
-    let cancel = Arc::new(AtomicBool::new(false));
-    // Ctrl-C kills the dump, which is then stored as a failed run.
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
-    let res = rewind_dumps::run_job(
-        job,
-        &journal,
-        Some(opened.repo.as_ref()),
-        chunker,
-        &cancel,
-        &|p, n| progress.update(&display(p), n),
-    );
-    let flushed = journal.flush();
-    uploader.stop();
-    journal.close()?;
-    flushed?;
-    Ok(res?.iter().map(report_json).collect())
-}
-
 /// The stored paths of `name`: `dumps/NAME` or, for an all-databases job
 /// (or a name with a `/`), every stream under it.
-fn stream_paths(o: &crate::commands::Opened, name: &str) -> Result<Vec<Vec<u8>>> {
+fn stream_paths(o: &Opened, name: &str) -> Result<Vec<Vec<u8>>> {
     let base = format!("dumps/{name}").into_bytes();
     let tree = o.repo.tree_at(&o.client, &base, Timestamp::MAX)?;
     let mut paths: Vec<Vec<u8>> = tree

@@ -1,23 +1,22 @@
 //! `rewind`: continuous file protection with point-in-time restore.
 //!
-//! This crate is thin: argument parsing, output, exit codes, and the agent
-//! that wires the watcher, capture, journal and uploader together. Exit
+//! This crate is thin: argument parsing, output and exit codes; the agent
+//! (watcher, capture, journal, uploader) is the rewind-agent library. Exit
 //! codes: 0 complete, 1 failed, 3 partial (some items skipped; each is
 //! reported on stderr).
 
-mod agent;
+mod args;
 mod check;
 mod commands;
-mod config;
 mod dump;
-mod paths;
-mod server;
+mod enroll;
 mod verify_remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 /// Continuous file protection: every change to a protected folder is
@@ -194,8 +193,10 @@ struct WatchArgs {
     exclude: Vec<String>,
     /// Symlinks are stored as links; with outside-roots the target of a
     /// link that points outside the protected folders is protected too
-    #[arg(long, value_enum, default_value = "never", value_name = "WHEN")]
-    follow_symlinks: agent::follow::FollowSymlinks,
+    #[arg(long, default_value = "never", value_name = "WHEN",
+          value_parser = clap::builder::PossibleValuesParser::new(rewind_agent::FollowSymlinks::NAMES)
+              .map(|s| s.parse::<rewind_agent::FollowSymlinks>().expect("one of NAMES")))]
+    follow_symlinks: rewind_agent::FollowSymlinks,
     /// Capture a path once it has been quiet this long (e.g. 300ms, 1s)
     #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     quiescence: Duration,
@@ -301,13 +302,5 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// The error and its causes on one line, without repeating a cause that
 /// the message already contains.
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !out.contains(&c) {
-            out.push_str(": ");
-            out.push_str(&c);
-        }
-    }
-    out
+    rewind_agent::one_line(e)
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use crate::{ChunkId, ChunkRef, EncodedChunk, Repository};
+use crate::{Bases, ChunkId, ChunkRef, EncodedChunk};
 
 /// A delta this much smaller than its chunk's raw bytes is kept without
 /// compressing the chunk on its own to compare (text compresses about 3:1
@@ -85,7 +85,7 @@ impl DeltaWalk {
 /// `alone`, the chunk's encoding on its own (computed only when needed).
 /// A base that cannot be read only costs the delta.
 pub fn encode_with_hint(
-    repo: &dyn Repository,
+    repo: &dyn Bases,
     id: ChunkId,
     data: &[u8],
     hint: ChunkId,
@@ -94,7 +94,7 @@ pub fn encode_with_hint(
 ) -> EncodedChunk {
     let delta = (|| {
         let base = repo.delta_base(&hint).ok()??;
-        let raw = match repo.read_chunk(&base) {
+        let raw = match repo.read_base(&base) {
             Ok(raw) => raw,
             Err(e) => {
                 tracing::debug!("no delta against chunk {base}: {e}");

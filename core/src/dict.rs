@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use zstd::zstd_safe::{CCtx, CDict, CParameter};
 
 use crate::codec::ZSTD_DICT_MAGIC;
-use crate::{ChunkId, EncodedChunk, Encoding, Repository, ZSTD_LEVEL};
+use crate::{Bases, ChunkId, EncodedChunk, Encoding, ZSTD_LEVEL};
 
 /// Chunks up to this size are compressed with the dictionary (larger ones
 /// find enough repeats inside themselves).
@@ -50,7 +50,7 @@ enum Collect {
 /// makes from samples once it has enough. Shared by the capture threads of
 /// a run.
 pub struct FileEncoder {
-    repo: Arc<dyn Repository>,
+    repo: Arc<dyn Bases>,
     collect: Mutex<Collect>,
     /// Set once: the dictionary, or `None` when the repository takes no
     /// deltas (a server) or storing it failed.
@@ -60,7 +60,7 @@ pub struct FileEncoder {
 impl FileEncoder {
     /// A collector storing its dictionary into `repo`; `known`, the one
     /// an earlier run made, is used again while `repo` holds it whole.
-    pub fn new(repo: Arc<dyn Repository>, known: Option<ChunkId>) -> FileEncoder {
+    pub fn new(repo: Arc<dyn Bases>, known: Option<ChunkId>) -> FileEncoder {
         let d = FileEncoder {
             repo,
             collect: Mutex::new(Collect::Sampling(Vec::with_capacity(DICT_LEN))),
@@ -68,7 +68,7 @@ impl FileEncoder {
         };
         let again = known.and_then(|k| {
             (d.repo.delta_base(&k).ok()? == Some(k)).then_some(())?;
-            Ready::prepare(k, &d.repo.read_chunk(&k).ok()?)
+            Ready::prepare(k, &d.repo.read_base(&k).ok()?)
         });
         if let Some(r) = again {
             *d.collect.lock().unwrap_or_else(|p| p.into_inner()) = Collect::Done;

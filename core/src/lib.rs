@@ -18,6 +18,7 @@
 //!   (`0700`) and files (`0600`), and whose [`private::write_file`] leaves
 //!   the old file or the new one after a crash.
 
+mod bases;
 mod chunker;
 mod codec;
 mod delta;
@@ -33,6 +34,7 @@ mod time;
 mod version;
 pub mod wire;
 
+pub use bases::{Bases, bases_of};
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
 pub use codec::{
     ChunkView, CodecError, EncodedChunk, Encoding, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL,

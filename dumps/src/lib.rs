@@ -2,44 +2,39 @@
 //! versions beside the file watcher.
 //!
 //! A job (`[[dump]]` in the config, see [`JobConfig`]) runs `pg_dump`,
-//! `mysqldump` or any command; its standard output goes through the chunker
-//! straight into the journal as the content of a version of the virtual
-//! path `dumps/<job>` ([`rewind_core::Entry::Stream`]), with the command's
-//! exit status and the end of its stderr beside it.
+//! `mysqldump` or any command ([`start`]); the agent's stream capture reads
+//! its standard output through the chunker straight into the journal as
+//! the content of a version of the virtual path `dumps/<job>`
+//! ([`rewind_core::Entry::Stream`]), with the command's exit status and the
+//! end of its stderr ([`Running::finish`]) beside it. This crate also
+//! restores a stored dump ([`write_stream`], [`restore_into`]).
 //!
 //! Guarantees:
-//! - No temporary copy of a dump is written; memory stays bounded by the
-//!   chunker's buffer plus the journal's queue for the repository, whatever
-//!   the dump's size. When the repository is slower than the dump, reading
-//!   stops and the dump program waits (back-pressure through the pipe).
-//! - Every run is recorded, the failed ones too (non-zero exit, killed,
-//!   timed out, program missing): [`StreamStatus::ok`] tells them apart,
-//!   and [`pick_version`] skips failed ones unless asked not to.
+//! - Every run ends in a [`StreamStatus`], the failed ones too (non-zero
+//!   exit, killed, timed out, program missing): [`StreamStatus::ok`] tells
+//!   them apart, and [`pick_version`] skips failed ones unless asked not to.
+//! - A command runs in its own process group; a timeout or a cancel kills
+//!   the group within 0.1 s.
 //! - Passwords never appear on a command line: postgres gets `PGPASSWORD`
 //!   in its environment, mysqldump a generated option file readable by the
 //!   user only, removed after the run.
-//! - A version is reported only once the journal has made it durable.
 //!
-//! Interruption: a dump cut short by a crash of the agent leaves no version
-//! (its chunks are garbage the journal reclaims); the next scheduled run
-//! starts over.
+//! Interruption: nothing here writes anything but a dump's option file
+//! (removed after the run; a crash may leave it, owner-only, in the
+//! temporary folder).
 
-mod delta;
 mod job;
+mod process;
 mod restore;
-mod stream;
 
 use std::ffi::OsString;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use rewind_core::{Chunker, StreamStatus};
-use rewind_journal::{Journal, JournalError};
+use rewind_core::StreamStatus;
 
 pub use job::{Job, JobConfig, Kind, Schedule, StreamSpec, parse_duration, stream_path};
+pub use process::{Running, STDERR_TAIL, last_error_line, start};
 pub use restore::{pick_version, restore_into, write_stream};
-pub use stream::{STDERR_TAIL, StreamReport, last_error_line, run_stream};
 
 /// Errors of the dumps crate.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +48,6 @@ pub enum DumpError {
         /// What is wrong.
         reason: String,
     },
-    /// The journal refused the stream; nothing was stored.
-    #[error("journal: {0}")]
-    Journal(#[source] JournalError),
     /// The repository failed while reading a stored dump.
     #[error("repository: {0}")]
     Repo(#[source] rewind_core::RepoError),
@@ -139,39 +131,6 @@ pub(crate) fn run_tool(mut cmd: Command, what: &str) -> Result<Vec<u8>, DumpErro
         });
     }
     Ok(out.stdout)
-}
-
-/// Run every stream of `job` (one, or for an all-databases postgres job
-/// the globals and one per database) into `journal`. `progress` gets the
-/// stream's path and its bytes so far. Stops at nothing: each stream is
-/// stored, failed or not. `bases`: see [`run_stream`].
-pub fn run_job(
-    job: &Job,
-    journal: &Journal,
-    bases: Option<&dyn rewind_core::Repository>,
-    chunker: Chunker,
-    cancel: &Arc<AtomicBool>,
-    progress: &(dyn Fn(&[u8], u64) + Sync),
-) -> Result<Vec<StreamReport>, DumpError> {
-    let dbs = if job.is_all_postgres() {
-        list_postgres_databases(job)?
-    } else {
-        Vec::new()
-    };
-    let mut out = Vec::new();
-    for spec in job.streams(&dbs)? {
-        if cancel.load(std::sync::atomic::Ordering::SeqCst) {
-            break;
-        }
-        tracing::info!(
-            "dump {}: running {}",
-            String::from_utf8_lossy(&spec.path),
-            spec.program.display()
-        );
-        let p = |n: u64| progress(&spec.path, n);
-        out.push(run_stream(&spec, journal, bases, chunker, cancel, &p)?);
-    }
-    Ok(out)
 }
 
 /// Short description of a stored status for listings: `ok` or why not.

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use rewind_core::{Repository, Timestamp, Version};
 
 use crate::job::{Job, find_on_path};
-use crate::stream::{last_error_line, read_tail_pub};
+use crate::process::{last_error_line, read_tail};
 use crate::{DumpError, postgres_tool, run_tool};
 
 /// The newest version at or before `at` among `versions` (oldest first,
@@ -137,7 +137,7 @@ fn load(
             },
         })?;
     let stderr = child.stderr.take();
-    let tail = std::thread::spawn(move || read_tail_pub(stderr));
+    let tail = std::thread::spawn(move || read_tail(stderr));
     let mut stdin = child.stdin.take().expect("piped");
     let written = write_stream(repo, v, &mut stdin);
     drop(stdin);

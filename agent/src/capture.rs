@@ -39,6 +39,8 @@ use rewind_core::{
     FileTime, MAX_CHUNK_LEN, Timestamp, Version, XattrRef,
 };
 use rewind_journal::{CaptureGuard, Journal, JournalError, PathState};
+
+use crate::chunks::{ChunkLoop, Encode, Whole};
 use rustix::fs::{CWD, Mode, OFlags};
 
 thread_local! {
@@ -491,32 +493,24 @@ impl Capturer<'_> {
             .unwrap_or_default();
         // New chunks of a changed file are tried as deltas against the
         // chunks at the same place in its previous version.
-        let mut walk = match (self.dict, prev_file) {
+        let walk = match (self.dict, prev_file) {
             (Some(_), Some(p)) => rewind_core::DeltaWalk::new(&p.chunks),
             _ => None,
         };
+        let encoder: &dyn Encode = match self.dict {
+            Some(d) => d,
+            None => &Whole,
+        };
         let guard = self.journal.begin_capture();
-        let mut seen = HashSet::new();
-        let mut chunks = Vec::new();
-        let mut read = 0u64;
+        let mut cut = ChunkLoop::new(&guard, prev_ids, walk);
         let mut spooled = 0u64;
         let mut spool_err = None;
         CHUNK_BUF
             .with(|buf| {
                 let mut buf = buf.borrow_mut();
                 let each = |data: &[u8]| {
-                    let id = ChunkId::of(data);
-                    read += data.len() as u64;
-                    chunks.push(ChunkRef {
-                        id,
-                        len: data.len() as u32,
-                    });
-                    let hint = walk.as_mut().and_then(|w| w.next(&id, data.len() as u32));
-                    if !prev_ids.contains(&id) && seen.insert(id) && !guard.is_stored(&id) {
-                        let enc = match self.dict {
-                            Some(d) => d.encode(id, data, hint),
-                            None => EncodedChunk::encode_with_id(id, data),
-                        };
+                    if let Some(new) = cut.cut(data) {
+                        let enc = encoder.encode(new.id, data, new.hint);
                         spooled += enc.data.len() as u64;
                         if let Err(e) = guard.spool(enc) {
                             spool_err = Some(e);
@@ -543,6 +537,8 @@ impl Capturer<'_> {
             Err(e) if e.is_not_found() => return Ok(Outcome::Raced),
             Err(e) => return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string()))),
         };
+        let read = cut.bytes();
+        let chunks = cut.into_chunks();
         if !after.same_state(&meta) || read != expected {
             return Ok(Outcome::Raced);
         }

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Unknown keys are errors (a typo must not silently disable a job).
-//! `[server]` is written by `rewind enroll` (see `server.rs`).
+//! `[server]` is written by `rewind enroll` (see `enrollment.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,7 +39,7 @@ pub struct Config {
     #[serde(default)]
     pub dump: Vec<JobConfig>,
     /// The backup server (written by `rewind enroll`).
-    pub server: Option<crate::server::ServerSection>,
+    pub server: Option<crate::enrollment::ServerSection>,
 }
 
 /// `[watch]`.
@@ -54,7 +54,7 @@ pub struct WatchConfig {
     pub exclude: Vec<String>,
     /// `"never"` (default) or `"outside-roots"`.
     #[serde(default)]
-    pub follow_symlinks: crate::agent::follow::FollowSymlinks,
+    pub follow_symlinks: crate::follow::FollowSymlinks,
     /// Quiet time before capture (`300ms`).
     pub quiescence: Option<String>,
     /// Longest time a busy path goes uncaptured (`60s`).

@@ -21,9 +21,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rewind_uploader::Uploader;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::Agent;
+use crate::agent::Agent;
+use crate::paths;
+use crate::target::Target;
 
 /// The running socket server.
 pub struct Control {
@@ -134,7 +136,7 @@ fn handle(conn: UnixStream, agent: &Arc<Agent>, uploader: &Mutex<Option<Uploader
                 .name("dump-request".into())
                 .spawn(move || {
                     let _ = conn.set_read_timeout(None);
-                    crate::dump::serve_run(&conn, &agent.dumps, &job);
+                    crate::dump_service::serve_run(&conn, &agent.dumps, &job);
                 })?;
             return Ok(());
         }
@@ -187,4 +189,40 @@ pub fn query(path: &Path) -> Result<Option<serde_json::Value>> {
     Ok(Some(
         serde_json::from_str(&line).context("agent sent a malformed status")?,
     ))
+}
+
+/// Ask the agent running for `target` to run its job `name`, passing its
+/// progress on; the run's reports, or `None` when no agent answers.
+pub fn run_dump_through_agent(
+    target: &Target,
+    name: &str,
+    progress: &dyn Fn(&str, u64),
+) -> Result<Option<Vec<Value>>> {
+    let Some(id) = target.id()? else {
+        return Ok(None);
+    };
+    let sock = paths::socket_path(&paths::journal_dir(&id)?);
+    let Ok(mut conn) = UnixStream::connect(&sock) else {
+        return Ok(None);
+    };
+    // The agent runs only jobs of its own config, asked for by name.
+    let req = serde_json::to_string(name)?;
+    conn.write_all(format!("dump {req}\n").as_bytes())
+        .context("cannot talk to the running agent")?;
+    tracing::info!("running dump {name} through the agent");
+    for line in BufReader::new(&conn).lines() {
+        let line = line.context("lost the running agent")?;
+        let v: Value = serde_json::from_str(&line).context("agent sent a malformed reply")?;
+        if let Some(p) = v.get("progress") {
+            progress(
+                p["path"].as_str().unwrap_or(""),
+                p["bytes"].as_u64().unwrap_or(0),
+            );
+        } else if let Some(d) = v.get("done") {
+            return Ok(Some(d.as_array().cloned().unwrap_or_default()));
+        } else if let Some(e) = v.get("error") {
+            bail!("{}", e.as_str().unwrap_or("the agent failed"));
+        }
+    }
+    bail!("the agent stopped before the dump finished")
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rewind_core::Timestamp;
 
-use super::capture::Change;
+use crate::capture::Change;
 
 /// When a change was first observed, and what is known about it.
 type Claim = (Timestamp, Change);

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use rewind_watcher::{IgnoreRules, ScanItem, scan};
 
 /// Whether symlinks are followed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FollowSymlinks {
     /// Store symlinks as links, never what they point to.
@@ -25,6 +25,23 @@ pub enum FollowSymlinks {
     /// Also protect the target of a link that points outside the protected
     /// folders.
     OutsideRoots,
+}
+
+impl FollowSymlinks {
+    /// The words the command line and the config file take.
+    pub const NAMES: [&'static str; 2] = ["never", "outside-roots"];
+}
+
+impl std::str::FromStr for FollowSymlinks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "never" => Ok(FollowSymlinks::Never),
+            "outside-roots" => Ok(FollowSymlinks::OutsideRoots),
+            _ => Err(format!("{s:?}: expected never or outside-roots")),
+        }
+    }
 }
 
 /// At most this many targets are followed (a link farm must not turn the

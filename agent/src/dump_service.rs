@@ -1,21 +1,30 @@
-//! Dump jobs inside the agent: the schedule, and runs asked for through
-//! the control socket (`rewind dump run NAME` while the agent holds the
-//! journal).
+//! Dump jobs inside the agent: the schedule, runs asked for through the
+//! control socket (`rewind dump run NAME` while the agent holds the
+//! journal), and a run with no agent ([`run_dump_once`]).
 //!
 //! Scheduled jobs run one after another on one thread, so two dumps never
 //! compete for the database server or the disk; a job never runs twice at
 //! once (a manual run of a job that is running is refused).
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use rewind_core::{Chunker, Repository, Timestamp};
-use rewind_dumps::{Job, StreamReport};
+use rewind_core::path::JsonPath;
+use rewind_core::{Bases, Chunker, Timestamp};
+use rewind_dumps::Job;
 use rewind_journal::Journal;
+use rewind_uploader::Uploader;
 use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::opening::open_for_capture;
+use crate::stream::{StreamReport, capture_job};
+use crate::target::Target;
 
 /// How often the schedule is looked at: a job is at most this late.
 const TICK: Duration = Duration::from_millis(250);
@@ -36,7 +45,8 @@ pub struct LastRun {
 pub(crate) struct DumpService {
     journal: Journal,
     chunker: Chunker,
-    repo: Arc<dyn Repository>,
+    /// What runs read of the past: a job's previous run.
+    bases: Arc<dyn Bases>,
     jobs: Vec<Job>,
     running: Mutex<HashSet<String>>,
     /// Runs in progress (scheduled or asked for); shutdown waits for 0.
@@ -49,16 +59,11 @@ pub(crate) struct DumpService {
 }
 
 impl DumpService {
-    pub fn new(
-        journal: Journal,
-        chunker: Chunker,
-        repo: Arc<dyn Repository>,
-        jobs: Vec<Job>,
-    ) -> Self {
+    pub fn new(journal: Journal, chunker: Chunker, bases: Arc<dyn Bases>, jobs: Vec<Job>) -> Self {
         DumpService {
             journal,
             chunker,
-            repo,
+            bases,
             jobs,
             running: Mutex::new(HashSet::new()),
             active: Mutex::new(0),
@@ -92,10 +97,10 @@ impl DumpService {
         }
         *self.active.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         let started = Timestamp::now();
-        let res = rewind_dumps::run_job(
+        let res = capture_job(
             job,
             &self.journal,
-            Some(self.repo.as_ref()),
+            Some(self.bases.as_ref()),
             self.chunker,
             &self.cancel,
             progress,
@@ -136,7 +141,7 @@ impl DumpService {
         let mut a = self.active.lock().unwrap_or_else(|p| p.into_inner());
         *a -= 1;
         self.idle.notify_all();
-        Ok(res?)
+        res
     }
 
     /// The start of the job's last run: remembered, else the newest
@@ -156,7 +161,7 @@ impl DumpService {
             job.path()
         };
         let t = self
-            .repo
+            .bases
             .versions_of(self.journal.client(), &path)
             .ok()?
             .last()
@@ -220,4 +225,106 @@ impl DumpService {
             .collect();
         serde_json::Value::Array(jobs)
     }
+}
+
+/// A report as JSON (the agent sends these over the socket).
+pub fn report_json(r: &StreamReport) -> Value {
+    json!({
+        "path": JsonPath(&r.path),
+        "seq": r.seq,
+        "ok": r.ok(),
+        "status": r.status.describe(),
+        "error": r.failure_line(),
+        "exit_code": r.status.exit_code,
+        "signal": r.status.signal,
+        "timed_out": r.status.timed_out,
+        "bytes": r.bytes,
+        "chunks": r.chunks,
+        "new_chunks": r.new_chunks,
+        "new_bytes": r.new_bytes,
+        "started": r.status.started.to_string(),
+        "seconds": (r.status.finished.0 - r.status.started.0) as f64 / 1e9,
+    })
+}
+
+/// Agent side of `rewind dump run`: the request names a job of the
+/// agent's own config (its name as a JSON string; nothing else is run),
+/// replies are JSON lines: progress, then `{"done": [...]}` or
+/// `{"error": "..."}`.
+pub(crate) fn serve_run(conn: &UnixStream, service: &DumpService, request: &str) {
+    let mut w = conn;
+    let job = serde_json::from_str::<String>(request)
+        .map_err(|e| anyhow::anyhow!("bad dump request (a job name in JSON): {e}"))
+        .and_then(|name| {
+            service.job(&name).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the running agent has no dump job {name:?} (it reads its config when it \
+                     starts: restart it after editing the config)"
+                )
+            })
+        });
+    let reply = match job {
+        Err(e) => json!({"error": e.to_string()}),
+        Ok(job) => {
+            let last = std::sync::Mutex::new(Instant::now());
+            let progress = |path: &[u8], bytes: u64| {
+                let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
+                // A line four times a second is plenty for a progress bar.
+                if l.elapsed() >= Duration::from_millis(250) {
+                    *l = Instant::now();
+                    let line = json!({"progress": {"path": JsonPath(path), "bytes": bytes}});
+                    let _ = (&*conn).write_all(format!("{line}\n").as_bytes());
+                }
+            };
+            match service.run(&job, &progress) {
+                Ok(reports) => json!({"done": reports.iter().map(report_json).collect::<Vec<_>>()}),
+                Err(e) => json!({"error": one_line(&e)}),
+            }
+        }
+    };
+    let _ = w.write_all(format!("{reply}\n").as_bytes());
+}
+
+/// A job run once with no agent (`rewind dump run` when none runs): open
+/// the repository and the journal here, dump, commit, upload, close. Ctrl-C
+/// or SIGTERM kills the dump, which is then stored as a failed run.
+pub fn run_dump_once(
+    target: &Target,
+    job: &Job,
+    progress: &(dyn Fn(&[u8], u64) + Sync),
+) -> Result<Vec<StreamReport>> {
+    let (opened, journal) = open_for_capture(target, None, &[])?;
+    let chunker = Chunker::new(opened.chunker);
+    let uploader = Uploader::start(journal.clone(), opened.repo.clone(), opened.upload.clone());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
+    let bases = rewind_core::bases_of(opened.repo.clone());
+    let res = capture_job(
+        job,
+        &journal,
+        Some(bases.as_ref()),
+        chunker,
+        &cancel,
+        progress,
+    );
+    let flushed = journal.flush();
+    uploader.stop();
+    journal.close()?;
+    flushed?;
+    res
+}
+
+/// An error and its causes on one line, without repeating a cause the
+/// message already contains.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }

@@ -1,0 +1,289 @@
+//! The running agent's shared state and the work its threads do: capture
+//! workers take paths from the scheduler and turn them into versions; the
+//! scanner compares a tree with the journal's last-known states (first pass,
+//! rescans) and queues what differs, deletions included.
+//!
+//! - A path that changed while it was read is retried after the quiescence
+//!   delay, doubling up to `max_interval`; it is captured as soon as one
+//!   read sees no change (a version never mixes two states).
+//! - A journal failure never drops a capture: the path is queued again.
+//! - Per-path problems are counted and the last 100 kept for `status`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rewind_core::path::{display as show, to_bytes};
+use rewind_core::{Chunker, Timestamp};
+use rewind_journal::Journal;
+use rewind_watcher::{IgnoreRules, ScanItem};
+use serde::Serialize;
+
+use crate::capture::{self, Capturer, Change, LinkMap, Outcome};
+use crate::dump_service::DumpService;
+use crate::follow::FollowSymlinks;
+use crate::scheduler::Scheduler;
+
+/// Counters shared by the agent's threads.
+#[derive(Default, Serialize)]
+pub struct Counters {
+    /// Paths looked at by scans.
+    pub scanned: AtomicU64,
+    /// Versions queued.
+    pub captured: AtomicU64,
+    /// Content bytes read.
+    pub bytes_read: AtomicU64,
+    /// Versions of files captured without reading their content
+    /// (metadata-only changes, further names of a hard-linked inode).
+    pub reused: AtomicU64,
+    /// Compressed bytes spooled.
+    pub bytes_spooled: AtomicU64,
+    /// Per-path errors.
+    pub errors: AtomicU64,
+    /// Items captured without some of their metadata (an xattr or ACL that
+    /// could not be read).
+    pub warnings: AtomicU64,
+}
+
+/// A per-path problem, kept for `status`.
+#[derive(Clone, Serialize)]
+pub struct ProblemRecord {
+    /// When.
+    pub at: String,
+    /// What.
+    pub message: String,
+}
+
+/// The running agent: what its threads share. Built by the pipeline,
+/// which owns its lifetime; capture workers, the scanner and the control
+/// socket reach it through an `Arc`.
+pub(crate) struct Agent {
+    pub(crate) journal: Journal,
+    pub(crate) rules: Arc<IgnoreRules>,
+    pub(crate) chunker: Chunker,
+    pub(crate) sched: Scheduler,
+    pub(crate) counters: Counters,
+    pub(crate) problems: Mutex<Vec<ProblemRecord>>,
+    pub(crate) first_pass_done: AtomicBool,
+    /// Set when stopping: scans stop queueing work.
+    pub(crate) stopping: AtomicBool,
+    pub(crate) roots: Vec<PathBuf>,
+    /// Whether links out of the roots were followed at start.
+    pub(crate) follow_symlinks: FollowSymlinks,
+    /// The repository's directory, or the server's URL.
+    pub(crate) repo_path: String,
+    pub(crate) started: Timestamp,
+    pub(crate) quiescence: Duration,
+    pub(crate) max_interval: Duration,
+    /// Consecutive captures of a path that raced a writer.
+    pub(crate) races: Mutex<HashMap<Vec<u8>, u32>>,
+    /// Hard-link groups seen by capture.
+    pub(crate) links: LinkMap,
+    /// The journal's last seq before this run: later versions were
+    /// captured with the watches in place.
+    pub(crate) watched_since: u64,
+    /// Dump jobs: the schedule and runs asked for over the control socket.
+    pub(crate) dumps: Arc<DumpService>,
+    /// Encodes new chunks of files: deltas against their previous
+    /// versions, a dictionary for small ones (embedded repository only: a
+    /// server takes whole chunks).
+    pub(crate) dict: rewind_core::FileEncoder,
+}
+
+impl Agent {
+    /// A path changed while it was read: try again after the quiescence
+    /// delay, doubling with each consecutive race up to `max_interval`, so a
+    /// file that is written without pause (a VM image) is not re-read in a
+    /// tight loop. It is captured as soon as one read sees no change.
+    fn retry_raced(&self, path: Vec<u8>, at: Timestamp, change: Change) {
+        let n = {
+            let mut r = self.races.lock().unwrap_or_else(|e| e.into_inner());
+            let n = r.entry(path.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let delay = self
+            .quiescence
+            .saturating_mul(1u32 << (n - 1).min(16))
+            .min(self.max_interval.max(self.quiescence));
+        if n == 5 {
+            tracing::warn!(
+                "{} keeps changing while it is read; retrying every {:?} until a read sees no change",
+                show(&path),
+                delay
+            );
+        }
+        self.sched.retry_later(path, at, change, delay);
+    }
+
+    pub(crate) fn problem(&self, message: String) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.record_problem(message);
+    }
+
+    /// Something was captured without part of its metadata.
+    fn warning(&self, message: String) {
+        self.counters.warnings.fetch_add(1, Ordering::Relaxed);
+        self.record_problem(message);
+    }
+
+    fn record_problem(&self, message: String) {
+        tracing::warn!("{message}");
+        let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        p.push(ProblemRecord {
+            at: Timestamp::now().to_string(),
+            message,
+        });
+        // Keep the most recent ones only.
+        if p.len() > 100 {
+            p.remove(0);
+        }
+    }
+
+    /// With `outside-roots`, links are followed from the agent's start: a
+    /// link made (or re-pointed) out of the protected folders while it runs
+    /// is followed from its next start, and the user is told so.
+    fn note_new_link(&self, p: &Path) {
+        let is_link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        let Some(target) = is_link.then(|| p.canonicalize().ok()).flatten() else {
+            return;
+        };
+        if self.roots.iter().any(|r| target.starts_with(r)) {
+            return;
+        }
+        eprintln!(
+            "rewind: note: symlink {} -> {} points outside the protected folders; \
+             its target is protected from the agent's next start",
+            p.display(),
+            target.display()
+        );
+    }
+
+    pub(crate) fn worker(&self) {
+        let warn = |m: String| self.warning(m);
+        let note = |m: String| eprintln!("rewind: note: {m}");
+        let cap = Capturer {
+            journal: &self.journal,
+            chunker: self.chunker,
+            rules: &self.rules,
+            links: &self.links,
+            warn: &warn,
+            note: &note,
+            watched_since: self.watched_since,
+            dict: Some(&self.dict),
+        };
+        while let Some((path, at, change)) = self.sched.next() {
+            let p = rewind_core::path::from_bytes(&path);
+            tracing::debug!("capturing {} ({change:?})", show(&path));
+            match cap.capture(&p, at, change) {
+                Ok(Outcome::Captured {
+                    bytes,
+                    spooled,
+                    reused,
+                    also,
+                }) => {
+                    self.counters.captured.fetch_add(1, Ordering::Relaxed);
+                    self.counters.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+                    self.counters
+                        .bytes_spooled
+                        .fetch_add(spooled, Ordering::Relaxed);
+                    if reused {
+                        self.counters.reused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::debug!(
+                        "captured {}{}",
+                        show(&path),
+                        if reused { " (content reused)" } else { "" }
+                    );
+                    // Other names of an inode whose content changed.
+                    for other in also {
+                        self.sched.submit(other, at, Change::Content);
+                    }
+                    if self.follow_symlinks == FollowSymlinks::OutsideRoots
+                        && self.first_pass_done.load(Ordering::Relaxed)
+                    {
+                        self.note_new_link(&p);
+                    }
+                }
+                Ok(Outcome::Deleted(n)) => {
+                    self.counters
+                        .captured
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    tracing::debug!("deleted {} ({n} paths)", show(&path));
+                }
+                Ok(Outcome::Raced) => {
+                    tracing::debug!("{} changed while read; again later", show(&path));
+                    self.retry_raced(path.clone(), at, change);
+                    self.sched.done(&path);
+                    continue;
+                }
+                Ok(Outcome::Unchanged | Outcome::Skipped) => {}
+                Err(capture::CaptureError::Journal(e)) => {
+                    self.problem(format!(
+                        "journal: {e} (capture of {} will be retried)",
+                        show(&path)
+                    ));
+                    self.sched
+                        .retry_later(path.clone(), at, change, Duration::from_secs(2));
+                }
+                Err(e) => self.problem(format!("skipped {e}")),
+            }
+            if let Ok(mut r) = self.races.lock() {
+                r.remove(&path);
+            }
+            self.sched.done(&path);
+        }
+    }
+
+    /// Compare everything under `root` with the last-known state and queue
+    /// what differs, including deletions.
+    pub(crate) fn rescan(&self, root: &Path, at: Timestamp) {
+        let base = to_bytes(root).to_vec();
+        let known: HashMap<Vec<u8>, rewind_journal::PathState> =
+            match self.journal.known_under(&base) {
+                Ok(k) => k.into_iter().collect(),
+                Err(e) => {
+                    self.problem(format!("rescan of {}: {e}", root.display()));
+                    return;
+                }
+            };
+        let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(known.len());
+        let mut unreadable: Vec<Vec<u8>> = Vec::new();
+        if std::fs::symlink_metadata(root).is_err() {
+            self.sched.submit(base.clone(), at, Change::Scan);
+            return;
+        }
+        rewind_watcher::scan(root, &self.rules, |item| match item {
+            _ if self.stopping.load(Ordering::Relaxed) => {}
+            ScanItem::Entry { path, metadata } => {
+                self.counters.scanned.fetch_add(1, Ordering::Relaxed);
+                let b = to_bytes(&path).to_vec();
+                if capture::differs(known.get(&b), &metadata) {
+                    self.sched.submit(b.clone(), at, Change::Scan);
+                }
+                seen.insert(b);
+            }
+            ScanItem::Error { path, error } => {
+                let b = to_bytes(&path).to_vec();
+                if error.kind() == std::io::ErrorKind::NotFound {
+                    self.sched.submit(b, at, Change::Scan);
+                } else {
+                    self.problem(format!("cannot read {}: {error}", path.display()));
+                    // What is below an unreadable directory is not deleted.
+                    seen.insert(b.clone());
+                    unreadable.push(b);
+                }
+            }
+        });
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        for p in known.keys() {
+            if !seen.contains(p) && !unreadable.iter().any(|u| rewind_core::path::is_under(p, u)) {
+                self.sched.submit(p.clone(), at, Change::Scan);
+            }
+        }
+    }
+}

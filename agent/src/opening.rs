@@ -1,0 +1,121 @@
+//! Opening a repository and the journal beside it for capture: the
+//! agent's start, and a dump run with no agent.
+//!
+//! - A journal whose files are damaged beyond use is moved aside (kept for
+//!   inspection) and a new one started, rebuilt from the repository's
+//!   newest states, so the first pass captures only what differs.
+//! - A fresh journal continues the sequence numbers the repository holds
+//!   for this client, so no number is ever used twice.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rewind_journal::Journal;
+
+use crate::paths;
+use crate::target::{Access, Opened, Target};
+
+/// Open the journal; if its files are damaged beyond use, move them aside
+/// (kept for inspection) and start a new one, which the caller rebuilds from
+/// the repository plus a rescan.
+pub(crate) fn open_journal(jdir: &std::path::Path, client: &str) -> Result<Journal> {
+    match Journal::open(jdir, client) {
+        Ok(j) => Ok(j),
+        Err(e) if e.is_damage() => {
+            let aside = jdir.join(format!("damaged-{}", rewind_core::Timestamp::now().0));
+            rewind_core::private::create_dir_all(&aside)
+                .with_context(|| format!("cannot create {}", aside.display()))?;
+            for part in ["db", "spool"] {
+                let from = jdir.join(part);
+                if from.exists() {
+                    std::fs::rename(&from, aside.join(part)).with_context(|| {
+                        format!("cannot move the damaged journal {}", from.display())
+                    })?;
+                }
+            }
+            eprintln!(
+                "rewind: the journal in {} is damaged ({e}); moved it to {} and rebuilding it \
+                 from the repository",
+                jdir.display(),
+                aside.display()
+            );
+            Ok(Journal::open(jdir, client)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Open the repository and the journal beside it for capturing: the
+/// agent's start, and a dump run with no agent. A fresh journal continues
+/// the sequence numbers the repository holds for this client and, for
+/// `roots`, starts from the repository's newest states.
+pub(crate) fn open_for_capture(
+    target: &Target,
+    limit_upload: Option<&str>,
+    roots: &[PathBuf],
+) -> Result<(Opened, Journal)> {
+    let opened = target.open(Access::Write { limit_upload })?;
+    let repo = opened.repo.clone();
+    let jdir = opened.jdir.clone();
+    // State written before everything was private (issue 21).
+    rewind_core::private::tighten_if_loose(&paths::state_dir()?, "agent state");
+    rewind_core::private::create_dir_all(&jdir)
+        .with_context(|| format!("cannot create {}", jdir.display()))?;
+    let journal = open_journal(&jdir, &opened.client)?;
+    let fresh = journal.durable_seq() == 0 && journal.stats()?.known_paths == 0;
+    // A fresh journal beside a repository that already has versions of
+    // this client (state dir lost or moved, journal rebuilt) must not reuse
+    // their numbers, and starts from the repository's newest states so the
+    // first pass captures only what differs.
+    let held = match repo.stats() {
+        Ok(st) => st
+            .max_seq
+            .iter()
+            .find(|(c, _)| c == journal.client())
+            .map_or(0, |(_, s)| *s),
+        // Offline with a journal that knows its numbers: go on capturing.
+        Err(e) if e.is_transient() && !fresh => {
+            eprintln!("rewind: {e}; capturing locally until it is back");
+            journal.skip_reserved()?;
+            0
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "a new journal needs the repository once, to continue its sequence numbers",
+            ));
+        }
+    };
+    journal.skip_to(held)?;
+    if fresh && held > 0 {
+        let mut states = Vec::new();
+        for root in roots {
+            let at = rewind_core::Timestamp::MAX;
+            for v in repo.tree_at(journal.client(), rewind_core::path::to_bytes(root), at)? {
+                if let rewind_core::Entry::Present {
+                    meta,
+                    chunks,
+                    xattrs,
+                } = v.entry
+                {
+                    let st = rewind_journal::PathState {
+                        meta,
+                        chunks,
+                        xattrs,
+                        seq: v.seq,
+                    };
+                    states.push((v.path, st));
+                }
+            }
+        }
+        let n = states.len();
+        journal.import_states(states)?;
+        eprintln!("rewind: journal rebuilt from the repository ({n} paths); checking for changes");
+    }
+    crate::enrollment::write_private(&jdir.join("client"), journal.client().as_bytes())?;
+    if let Some(sink) = &opened.sink {
+        // The repository takes chunks straight from capture, so each byte
+        // is written once (docs/decisions.md, "direct path").
+        journal.set_sink(sink.clone());
+    }
+    Ok((opened, journal))
+}

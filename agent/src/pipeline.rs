@@ -1,0 +1,345 @@
+//! The agent behind `rewind watch`: sources → capture → journal → uploader.
+//!
+//! ```text
+//! watcher ──Changed──▶ scheduler ──▶ capture workers ──▶ journal ──▶ uploader ──▶ repository
+//!         ──Rescan───▶ scanner thread ─┘ (first pass, overflow, new dirs)
+//! control socket ◀── `rewind status` from another terminal
+//! ```
+//!
+//! Each queued path carries what is known about its change
+//! ([`capture::Change`]): attribute events only, a scan's difference, or
+//! possibly new content; capture reads the content only when it must.
+//!
+//! Stopping (Ctrl-C, SIGTERM): the watcher stops, queued captures finish,
+//! the journal flushes, the uploader drains what is durable, then exit.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use crossbeam_channel::select;
+use rewind_core::path::to_bytes;
+use rewind_core::{Chunker, Timestamp};
+use rewind_uploader::Uploader;
+use rewind_watcher::{IgnoreRules, WatchEvent, WatchOptions, Watcher};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{Agent, Counters};
+use crate::capture::{Change, LinkMap};
+use crate::opening::open_for_capture;
+use crate::scheduler::Scheduler;
+use crate::target::Target;
+use crate::{control, dump_service, follow, paths};
+
+/// What the agent records beside its journal for other commands (`status`).
+#[derive(Serialize, Deserialize, Default)]
+pub struct AgentConfig {
+    /// Protected roots.
+    pub roots: Vec<PathBuf>,
+    /// `--exclude` globs.
+    pub excludes: Vec<String>,
+}
+
+/// How `rewind watch` runs.
+pub struct AgentOptions {
+    /// Folders to protect.
+    pub roots: Vec<PathBuf>,
+    /// The repository: a local directory or a server.
+    pub target: Target,
+    /// `--exclude` globs.
+    pub excludes: Vec<String>,
+    /// Whether targets of symlinks pointing outside the roots are protected.
+    pub follow_symlinks: follow::FollowSymlinks,
+    /// Quiet time before a changed path is captured.
+    pub quiescence: Duration,
+    /// Longest time a busy path goes uncaptured.
+    pub max_interval: Duration,
+    /// Show a progress bar for the first pass.
+    pub progress: bool,
+    /// Exit after the first pass has been captured and uploaded.
+    pub once: bool,
+    /// Upload limit for a server (overrides the enrolled one).
+    pub limit_upload: Option<String>,
+    /// Dump jobs to run on their schedules (`rewind agent --config`).
+    pub dumps: Vec<rewind_dumps::Job>,
+}
+
+/// Run the agent until Ctrl-C / SIGTERM (or, with `once`, until its first
+/// pass is captured and uploaded). The exit code: 0 complete, 3 when some
+/// paths or metadata items could not be captured (`once` only).
+pub fn run(opts: AgentOptions) -> Result<i32> {
+    let mut roots = Vec::new();
+    for r in &opts.roots {
+        let c = r
+            .canonicalize()
+            .with_context(|| format!("cannot protect {}", r.display()))?;
+        if !c.is_dir() {
+            bail!("cannot protect {}: not a directory", r.display());
+        }
+        roots.push(c);
+    }
+    let (opened, journal) = open_for_capture(&opts.target, opts.limit_upload.as_deref(), &roots)?;
+    let jdir = opened.jdir.clone();
+    let repo = opened.repo.clone();
+    // What capture reads of the past (delta bases, a dump's previous run).
+    let bases = rewind_core::bases_of(repo.clone());
+    // Where the repository and the agent's state live (never protected).
+    let state_dir = paths::state_dir()?;
+    let mut ignored = vec![state_dir.canonicalize().unwrap_or(state_dir)];
+    ignored.extend(opened.local.clone());
+    let mut rules = IgnoreRules::new(&roots, &opts.excludes, &ignored)?;
+    if opts.follow_symlinks == follow::FollowSymlinks::OutsideRoots {
+        let found = follow::find(&roots, &rules, &ignored);
+        for n in &found.notes {
+            eprintln!("rewind: symlink {n}");
+        }
+        let extra = found.roots();
+        if !extra.is_empty() {
+            for r in &extra {
+                eprintln!(
+                    "rewind: following symlinks out of the protected folders: protecting {}",
+                    r.display()
+                );
+            }
+            roots.extend(extra);
+            rules = IgnoreRules::with_only(&roots, &opts.excludes, &ignored, &found.only())?;
+        }
+    }
+    let rules = Arc::new(rules);
+    journal.set_roots(&roots)?;
+    let cfg = AgentConfig {
+        roots: roots.clone(),
+        excludes: opts.excludes.clone(),
+    };
+    crate::enrollment::write_private(&jdir.join("agent.json"), &serde_json::to_vec_pretty(&cfg)?)?;
+    let chunker = Chunker::new(opened.chunker);
+    let uploader = Uploader::start(journal.clone(), repo.clone(), opened.upload.clone());
+
+    // An agent may run dump jobs only, with no folder to watch.
+    let (watcher, events) = if roots.is_empty() {
+        (None, crossbeam_channel::never())
+    } else {
+        let mut wopts = WatchOptions::new(roots.clone(), rules.clone());
+        wopts.quiescence = opts.quiescence;
+        wopts.max_interval = opts.max_interval;
+        let (w, e) = Watcher::start(wopts)?;
+        (Some(w), e)
+    };
+    let dump_service = Arc::new(dump_service::DumpService::new(
+        journal.clone(),
+        chunker,
+        bases.clone(),
+        opts.dumps.clone(),
+    ));
+
+    let agent = Arc::new(Agent {
+        journal: journal.clone(),
+        rules,
+        chunker,
+        sched: Scheduler::default(),
+        counters: Counters::default(),
+        problems: Mutex::new(Vec::new()),
+        first_pass_done: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
+        roots: roots.clone(),
+        follow_symlinks: opts.follow_symlinks,
+        repo_path: opened.describe.clone(),
+        started: Timestamp::now(),
+        quiescence: opts.quiescence,
+        max_interval: opts.max_interval,
+        races: Mutex::new(HashMap::new()),
+        links: LinkMap::default(),
+        watched_since: journal.durable_seq(),
+        dumps: dump_service.clone(),
+        dict: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
+    });
+    let uploader = Arc::new(Mutex::new(Some(uploader)));
+    let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
+
+    // Two capture workers per core would only contend for the disk; one
+    // per core keeps hashing and compression on both cores.
+    let nworkers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
+    let mut workers = Vec::new();
+    for i in 0..nworkers {
+        let a = agent.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("capture-{i}"))
+                .spawn(move || a.worker())?,
+        );
+    }
+
+    let (rescan_tx, rescan_rx) = crossbeam_channel::unbounded::<(PathBuf, Timestamp)>();
+    // Wakes the loop below when the first pass ends (`--once` exits then).
+    let (pass_tx, mut pass_done) = crossbeam_channel::bounded::<()>(1);
+    let scanner = {
+        let a = agent.clone();
+        let roots = roots.clone();
+        let progress = opts.progress;
+        std::thread::Builder::new()
+            .name("scanner".into())
+            .spawn(move || {
+                first_pass(&a, &roots, progress);
+                let _ = pass_tx.send(());
+                drop(pass_tx);
+                for (p, at) in rescan_rx {
+                    a.rescan(&p, at);
+                }
+            })?
+    };
+
+    for r in &roots {
+        eprintln!("rewind: protecting {}", r.display());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let dump_thread = if opts.dumps.iter().any(|j| j.schedule.is_some()) {
+        for j in &opts.dumps {
+            if let Some(s) = &j.config.schedule {
+                eprintln!("rewind: dump job {} runs {s}", j.name());
+            }
+        }
+        let d = dump_service.clone();
+        let stop = stop.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("dumps".into())
+                .spawn(move || d.schedule_loop(&stop))?,
+        )
+    } else {
+        None
+    };
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    while !stop.load(Ordering::Relaxed) {
+        if opts.once && agent.first_pass_done.load(Ordering::Relaxed) {
+            break;
+        }
+        select! {
+            recv(events) -> ev => match ev {
+                Ok(WatchEvent::Changed { path, observed_at, content }) => {
+                    let change = if content { Change::Content } else { Change::Metadata };
+                    agent.sched.submit(to_bytes(&path).to_vec(), Timestamp::from_system(observed_at), change);
+                }
+                Ok(WatchEvent::Rescan { path, observed_at, reason }) => {
+                    if reason == rewind_watcher::RescanReason::Overflow {
+                        tracing::info!("events were lost (queue overflow); rescanning {}", path.display());
+                    } else {
+                        tracing::debug!("rescan of {} ({reason:?})", path.display());
+                    }
+                    let _ = rescan_tx.send((path, Timestamp::from_system(observed_at)));
+                }
+                Ok(WatchEvent::Warning(w)) => agent.problem(w),
+                Err(_) => {
+                    agent.problem("the file watcher stopped".into());
+                    break;
+                }
+            },
+            recv(pass_done) -> _ => pass_done = crossbeam_channel::never(),
+            default(Duration::from_millis(200)) => {}
+        }
+    }
+    if !opts.once {
+        eprintln!("rewind: stopping (finishing captures and uploads)");
+    }
+    if let Some(w) = watcher {
+        w.stop();
+    }
+    // Running dumps are killed and stored as failed runs.
+    dump_service.shutdown(Duration::from_secs(30));
+    if let Some(t) = dump_thread {
+        let _ = t.join();
+    }
+    drop(rescan_tx);
+    agent.stopping.store(true, Ordering::Relaxed);
+    // Captures already queued get a little time to finish; whatever is
+    // left is found again by the next start's first pass.
+    agent.sched.wait_idle(Duration::from_secs(10));
+    agent.sched.stop();
+    let _ = scanner.join();
+    for w in workers {
+        let _ = w.join();
+    }
+    if let Some(d) = agent.dict.id() {
+        journal.set_dictionary(&d)?;
+    }
+    journal.flush()?;
+    if let Some(u) = uploader.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        u.stop();
+    }
+    control.stop();
+    journal.close()?;
+    let st = journal.stats()?;
+    if st.versions_waiting > 0 {
+        eprintln!(
+            "rewind: {} versions wait in the journal and will be uploaded on the next start",
+            st.versions_waiting
+        );
+    }
+    let errors = agent.counters.errors.load(Ordering::Relaxed);
+    let warnings = agent.counters.warnings.load(Ordering::Relaxed);
+    if opts.once && errors > 0 {
+        eprintln!("rewind: {errors} paths could not be captured (see above)");
+        return Ok(3);
+    }
+    if opts.once && warnings > 0 {
+        eprintln!("rewind: {warnings} metadata items could not be captured (see above)");
+        return Ok(3);
+    }
+    Ok(0)
+}
+
+fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool) {
+    let started = Instant::now();
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    });
+    let done = AtomicBool::new(false);
+    let _complete = std::thread::scope(|s| {
+        if let Some(b) = &bar {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    let c = &agent.counters;
+                    b.set_message(format!(
+                        "first pass: {} scanned, {} captured, {} read",
+                        c.scanned.load(Ordering::Relaxed),
+                        c.captured.load(Ordering::Relaxed),
+                        indicatif::HumanBytes(c.bytes_read.load(Ordering::Relaxed)),
+                    ));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        let at = Timestamp::now();
+        for r in roots {
+            agent.rescan(r, at);
+        }
+        let complete = agent.sched.wait_idle(Duration::from_secs(365 * 86400));
+        let _ = agent.journal.flush();
+        done.store(true, Ordering::Relaxed);
+        complete
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if agent.stopping.load(Ordering::Relaxed) {
+        eprintln!("rewind: first pass interrupted; the next start goes on from here");
+        return;
+    }
+    agent.first_pass_done.store(true, Ordering::Relaxed);
+    let c = &agent.counters;
+    eprintln!(
+        "rewind: first pass complete: {} paths scanned, {} versions captured, {} read in {:.1}s",
+        c.scanned.load(Ordering::Relaxed),
+        c.captured.load(Ordering::Relaxed),
+        indicatif::HumanBytes(c.bytes_read.load(Ordering::Relaxed)),
+        started.elapsed().as_secs_f64()
+    );
+}
