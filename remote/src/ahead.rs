@@ -21,7 +21,8 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 use rewind_core::{ChunkId, ChunkView, EncodedChunk, wire};
 
-use crate::{Conn, SINK_IN_FLIGHT, SINK_REQUEST_BYTES, SINK_TIMEOUT};
+use crate::client::Conn;
+use crate::{SINK_IN_FLIGHT, SINK_REQUEST_BYTES, SINK_TIMEOUT};
 
 /// A postcard list (`Vec<T>` on the wire) built one item at a time and
 /// sent without copying the items again: the item count, known only at
@@ -244,10 +245,7 @@ fn send(conn: &Conn, body: ListBody, ids: &[ChunkId]) -> bool {
         conn.call(reqwest::Method::POST, route, Some(body), Some(SINK_TIMEOUT))
     };
     let missing: Vec<ChunkId> =
-        match post("/v1/missing", Bytes::from(wire::encode(&ids))).and_then(|b| {
-            wire::decode(&b)
-                .map_err(|e| crate::remote(conn.url(), format!("malformed reply: {e}"), false))
-        }) {
+        match post("/v1/missing", Bytes::from(wire::encode(&ids))).and_then(|b| conn.decode(&b)) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!("sending chunks ahead: {e}");

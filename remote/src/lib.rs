@@ -8,27 +8,25 @@
 //! backoff; refusals (401, 400) are reported at once, not retried.
 
 mod ahead;
+mod client;
 pub mod throttle;
 pub mod tls;
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use reqwest::blocking::{Body, Client};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::CONTENT_TYPE;
 use rewind_core::wire::{
-    self, ChunkProblem, EnrollReply, EnrollRequest, ListQuery, MAX_BODY, POSTCARD, PathQuery,
-    ServerInfo, VerifyChunks,
+    self, ChunkProblem, EnrollReply, EnrollRequest, ListQuery, PathQuery, ServerInfo, VerifyChunks,
 };
 use rewind_core::{
     ChunkId, ChunkSink, EncodedChunk, RepoError, RepoStats, Repository, Timestamp, Version,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::client::{Conn, http_client, net_error, read_reply, remote};
 pub use throttle::{Limiter, RateSchedule};
 
 /// What a client needs to reach its server; written at enrollment.
@@ -46,10 +44,6 @@ pub struct RemoteConfig {
 
 /// The most chunks asked for in one `read` request during restores.
 pub const READ_BATCH: usize = 64;
-
-/// Attempts per request for transient failures (the uploader retries
-/// further with its own backoff).
-const ATTEMPTS: u32 = 3;
 
 /// Check and normalise a server URL: `https://host[:port]`, no path.
 pub fn normalize_url(url: &str) -> Result<String, String> {
@@ -73,14 +67,6 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
     Ok(s)
 }
 
-fn remote(url: &str, reason: impl Into<String>, transient: bool) -> RepoError {
-    RepoError::Remote {
-        url: url.to_string(),
-        reason: reason.into(),
-        transient,
-    }
-}
-
 /// A client of one server.
 pub struct RemoteRepo {
     conn: Conn,
@@ -91,17 +77,6 @@ pub struct RemoteRepo {
     pause: Mutex<(Option<Instant>, Duration)>,
     /// As a [`ChunkSink`]: chunks on their way before the journal's flush.
     ahead: ahead::Ahead,
-}
-
-/// How requests reach the server; shared with the threads that send
-/// chunks ahead.
-#[derive(Clone)]
-pub(crate) struct Conn {
-    url: String,
-    auth: String,
-    http: Client,
-    pinned: Arc<tls::Pinned>,
-    limiter: Option<Arc<Limiter>>,
 }
 
 /// Bytes of chunk data per request when chunks go straight from capture
@@ -133,23 +108,9 @@ const SINK_REMEMBERED: usize = 1 << 20;
 impl std::fmt::Debug for RemoteRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteRepo")
-            .field("url", &self.conn.url)
+            .field("url", &self.conn.url())
             .finish()
     }
-}
-
-fn http_client(fingerprint: Option<&str>) -> Result<(Client, Arc<tls::Pinned>), RepoError> {
-    let (cfg, pinned) = tls::client_config(fingerprint);
-    let http = Client::builder()
-        .use_preconfigured_tls(cfg)
-        .https_only(true)
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(300))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| remote("", format!("cannot set up HTTPS: {e}"), false))?;
-    Ok((http, pinned))
 }
 
 impl RemoteRepo {
@@ -164,15 +125,8 @@ impl RemoteRepo {
                 false,
             )
         })?;
-        let (http, pinned) = http_client(Some(&fp))?;
         Ok(RemoteRepo {
-            conn: Conn {
-                url,
-                auth: format!("Bearer {}:{}", cfg.client, cfg.key),
-                http,
-                pinned,
-                limiter: None,
-            },
+            conn: Conn::new(url, format!("Bearer {}:{}", cfg.client, cfg.key), &fp)?,
             stored: Mutex::new(HashSet::new()),
             pause: Mutex::new((None, SINK_FIRST_PAUSE)),
             ahead: ahead::Ahead::default(),
@@ -181,66 +135,45 @@ impl RemoteRepo {
 
     /// Pace chunk uploads by `schedule`.
     pub fn set_upload_limit(&mut self, schedule: RateSchedule) {
-        self.conn.limiter = Some(Arc::new(Limiter::new(schedule)));
+        self.conn.set_upload_limit(schedule);
     }
 
     /// The server's URL.
     pub fn url(&self) -> &str {
-        &self.conn.url
+        self.conn.url()
     }
 
     /// Ask the server who it is and who we are.
     pub fn info(&self) -> Result<ServerInfo, RepoError> {
-        let b = self.call(reqwest::Method::GET, "/v1/info", None, None)?;
-        serde_json::from_slice(&b).map_err(|e| self.malformed(e))
+        let b = self
+            .conn
+            .call(reqwest::Method::GET, "/v1/info", None, None)?;
+        serde_json::from_slice(&b).map_err(|e| self.conn.malformed(e))
     }
 
-    fn malformed(&self, e: impl std::fmt::Display) -> RepoError {
-        remote(&self.conn.url, format!("malformed reply: {e}"), false)
-    }
-
-    fn call(
-        &self,
-        method: reqwest::Method,
-        route: &str,
-        body: Option<Vec<u8>>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, RepoError> {
-        self.conn
-            .call(method, route, body.map(bytes::Bytes::from), timeout)
-    }
-
-    fn post<T: Serialize>(&self, route: &str, v: &T) -> Result<Vec<u8>, RepoError> {
-        self.call(reqwest::Method::POST, route, Some(wire::encode(v)), None)
-    }
-
-    /// [`post`](Self::post) for the sink: capture waits on it, so a server
+    /// [`Conn::post`] for the sink: capture waits on it, so a server
     /// that stalls is given up on sooner (the journal spools instead).
     fn sink_post<T: Serialize>(&self, route: &str, v: &T) -> Result<Vec<u8>, RepoError> {
-        self.call(
+        self.conn.call(
             reqwest::Method::POST,
             route,
-            Some(wire::encode(v)),
+            Some(wire::encode(v).into()),
             Some(SINK_TIMEOUT),
         )
-    }
-
-    fn decode<T: for<'a> Deserialize<'a>>(&self, b: &[u8]) -> Result<T, RepoError> {
-        wire::decode(b).map_err(|e| self.malformed(e))
     }
 
     /// One page of every version this client has on the server, in path
     /// order: the paths after `after`, each whole, until at least `limit`
     /// versions. An empty page is the end.
     pub fn list_page(&self, after: Option<&[u8]>, limit: u32) -> Result<Vec<Version>, RepoError> {
-        let b = self.post(
+        let b = self.conn.post(
             "/v1/list",
             &ListQuery {
                 after: after.map(<[u8]>::to_vec),
                 limit,
             },
         )?;
-        self.decode(&b)
+        self.conn.decode(&b)
     }
 
     /// Have the server check these chunks of ours on its disk (`quick`:
@@ -251,17 +184,19 @@ impl RemoteRepo {
         quick: bool,
         ids: &[ChunkId],
     ) -> Result<Vec<ChunkProblem>, RepoError> {
-        let b = self.post(
+        let b = self.conn.post(
             "/v1/verify",
             &VerifyChunks {
                 quick,
                 ids: ids.to_vec(),
             },
         )?;
-        let got: Vec<ChunkProblem> = self.decode(&b)?;
+        let got: Vec<ChunkProblem> = self.conn.decode(&b)?;
         let asked: std::collections::HashSet<&ChunkId> = ids.iter().collect();
         if got.iter().any(|p| !asked.contains(&p.id)) {
-            return Err(self.malformed("the server reported on chunks not asked about"));
+            return Err(self
+                .conn
+                .malformed("the server reported on chunks not asked about"));
         }
         Ok(got)
     }
@@ -269,131 +204,15 @@ impl RemoteRepo {
     /// Several chunks as stored, checked against their ids on decode by the
     /// caller.
     pub fn read_encoded(&self, ids: &[ChunkId]) -> Result<Vec<EncodedChunk>, RepoError> {
-        let b = self.post("/v1/read", &ids)?;
-        let got: Vec<EncodedChunk> = self.decode(&b)?;
+        let b = self.conn.post("/v1/read", &ids)?;
+        let got: Vec<EncodedChunk> = self.conn.decode(&b)?;
         if got.len() != ids.len() || got.iter().zip(ids).any(|(c, id)| c.id != *id) {
-            return Err(self.malformed("the server sent other chunks than asked for"));
+            return Err(self
+                .conn
+                .malformed("the server sent other chunks than asked for"));
         }
         Ok(got)
     }
-}
-
-impl Conn {
-    fn net_error(&self, e: reqwest::Error) -> RepoError {
-        net_error(&self.url, &self.pinned, e)
-    }
-
-    /// One request, retried on transient failure.
-    pub(crate) fn call(
-        &self,
-        method: reqwest::Method,
-        route: &str,
-        body: Option<bytes::Bytes>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, RepoError> {
-        let mut delay = Duration::from_millis(250);
-        let mut attempt = 1;
-        loop {
-            // `Bytes`: the body is shared, not copied, between attempts.
-            match self.call_once(method.clone(), route, body.clone(), timeout) {
-                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                    tracing::debug!("{route}: {e}; retrying");
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
-    }
-
-    fn call_once(
-        &self,
-        method: reqwest::Method,
-        route: &str,
-        body: Option<bytes::Bytes>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, RepoError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{route}", self.url))
-            .header(AUTHORIZATION, &self.auth);
-        if let Some(t) = timeout {
-            req = req.timeout(t);
-        }
-        if let Some(b) = body {
-            req = req.header(CONTENT_TYPE, POSTCARD);
-            req = match (&self.limiter, route) {
-                (Some(l), "/v1/chunks") => {
-                    let len = b.len() as u64;
-                    req.body(Body::sized(throttle::Paced::new(b, l.clone()), len))
-                }
-                _ => req.body(b),
-            };
-        }
-        let resp = req.send().map_err(|e| self.net_error(e))?;
-        read_reply(&self.url, resp)
-    }
-
-    /// The server's URL.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-}
-
-fn read_reply(url: &str, resp: reqwest::blocking::Response) -> Result<Vec<u8>, RepoError> {
-    let status = resp.status();
-    let mut buf = Vec::new();
-    resp.take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| remote(url, format!("reading the reply: {e}"), true))?;
-    if buf.len() > MAX_BODY {
-        return Err(remote(url, "reply over the size limit", false));
-    }
-    if status.is_success() {
-        return Ok(buf);
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let line = text.lines().next().unwrap_or("").trim();
-    let transient = status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT;
-    let reason = match status {
-        StatusCode::UNAUTHORIZED => format!("refused: {line}"),
-        _ if line.is_empty() => format!("{status}"),
-        _ => format!("{status}: {line}"),
-    };
-    Err(remote(url, reason, transient))
-}
-
-fn net_error(url: &str, pinned: &tls::Pinned, e: reqwest::Error) -> RepoError {
-    if let (Some(seen), Some(pin)) = (pinned.seen(), pinned.expected())
-        && seen != pin
-    {
-        return remote(
-            url,
-            format!(
-                "the server's certificate changed: it presents {seen}, but {pin} was pinned at enrollment; \
-                 if the server was set up again on purpose, enroll again (rewind enroll … --fingerprint {seen})"
-            ),
-            false,
-        );
-    }
-    // The innermost cause says the most (connection refused, timeout).
-    let mut cause = e.to_string();
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-    while let Some(s) = src {
-        cause = s.to_string();
-        src = s.source();
-    }
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    remote(url, format!("{what}: {cause}"), true)
 }
 
 impl Repository for RemoteRepo {
@@ -404,8 +223,8 @@ impl Repository for RemoteRepo {
         self.ahead.drain(&self.conn);
         let mut out = Vec::new();
         for part in ids.chunks(wire::MAX_IDS) {
-            let b = self.post("/v1/missing", &part)?;
-            out.extend(self.decode::<Vec<ChunkId>>(&b)?);
+            let b = self.conn.post("/v1/missing", &part)?;
+            out.extend(self.conn.decode::<Vec<ChunkId>>(&b)?);
         }
         Ok(out)
     }
@@ -420,25 +239,25 @@ impl Repository for RemoteRepo {
                 size += chunks[end].data.len() + 64;
                 end += 1;
             }
-            self.post("/v1/chunks", &&chunks[start..end])?;
+            self.conn.post("/v1/chunks", &&chunks[start..end])?;
             start = end;
         }
         Ok(())
     }
 
     fn commit_versions(&self, versions: Vec<Version>) -> Result<(), RepoError> {
-        self.post("/v1/commit", &versions).map(|_| ())
+        self.conn.post("/v1/commit", &versions).map(|_| ())
     }
 
     fn versions_of(&self, _client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError> {
-        let b = self.post(
+        let b = self.conn.post(
             "/v1/versions",
             &PathQuery {
                 path: path.to_vec(),
                 at: None,
             },
         )?;
-        self.decode(&b)
+        self.conn.decode(&b)
     }
 
     fn tree_at(
@@ -447,32 +266,32 @@ impl Repository for RemoteRepo {
         path: &[u8],
         at: Timestamp,
     ) -> Result<Vec<Version>, RepoError> {
-        let b = self.post(
+        let b = self.conn.post(
             "/v1/tree",
             &PathQuery {
                 path: path.to_vec(),
                 at: Some(at),
             },
         )?;
-        self.decode(&b)
+        self.conn.decode(&b)
     }
 
     fn covers(&self, _client: &str, path: &[u8]) -> Result<bool, RepoError> {
-        let b = self.post(
+        let b = self.conn.post(
             "/v1/covers",
             &PathQuery {
                 path: path.to_vec(),
                 at: None,
             },
         )?;
-        self.decode(&b)
+        self.conn.decode(&b)
     }
 
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let c = self.read_encoded(std::slice::from_ref(id))?;
         c[0].decode().map_err(|e| {
             remote(
-                &self.conn.url,
+                self.conn.url(),
                 format!("damaged chunk from the server: {e}"),
                 false,
             )
@@ -485,7 +304,7 @@ impl Repository for RemoteRepo {
             for c in self.read_encoded(part)? {
                 out.push(c.decode().map_err(|e| {
                     remote(
-                        &self.conn.url,
+                        self.conn.url(),
                         format!("damaged chunk from the server: {e}"),
                         false,
                     )
@@ -496,8 +315,10 @@ impl Repository for RemoteRepo {
     }
 
     fn stats(&self) -> Result<RepoStats, RepoError> {
-        let b = self.call(reqwest::Method::GET, "/v1/stats", None, None)?;
-        serde_json::from_slice(&b).map_err(|e| self.malformed(e))
+        let b = self
+            .conn
+            .call(reqwest::Method::GET, "/v1/stats", None, None)?;
+        serde_json::from_slice(&b).map_err(|e| self.conn.malformed(e))
     }
 }
 
@@ -510,7 +331,7 @@ impl RemoteRepo {
         let mut missing = HashSet::new();
         for part in ids.chunks(wire::MAX_IDS) {
             let b = self.sink_post("/v1/missing", &part)?;
-            missing.extend(self.decode::<Vec<ChunkId>>(&b)?);
+            missing.extend(self.conn.decode::<Vec<ChunkId>>(&b)?);
         }
         let mut groups: Vec<Vec<&EncodedChunk>> = vec![Vec::new()];
         let mut size = 0;
@@ -576,7 +397,7 @@ impl RemoteRepo {
                 if bytes >= SINK_SLOW_MIN_BYTES && bytes as f64 / secs < SINK_MIN_RATE {
                     tracing::info!(
                         "{}: the server took {:.1} MiB in {secs:.1}s; spooling locally for {}s",
-                        self.conn.url,
+                        self.conn.url(),
                         bytes as f64 / (1 << 20) as f64,
                         SINK_SLOW_PAUSE.as_secs()
                     );
@@ -602,7 +423,7 @@ impl RemoteRepo {
 /// journal spools them otherwise, and the uploader moves them later.
 impl ChunkSink for RemoteRepo {
     fn accepting(&self) -> bool {
-        if self.conn.limiter.is_some() {
+        if self.conn.limited() {
             return false;
         }
         let p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
