@@ -10,20 +10,17 @@
 mod ahead;
 mod client;
 mod enroll;
+mod sink;
 pub mod throttle;
 pub mod tls;
-
-use std::collections::HashSet;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use rewind_core::wire::{self, ChunkProblem, ListQuery, PathQuery, ServerInfo, VerifyChunks};
 use rewind_core::{
     ChunkId, ChunkSink, EncodedChunk, RepoError, RepoStats, Repository, Timestamp, Version,
 };
-use serde::Serialize;
 
 use crate::client::{Conn, remote};
+use crate::sink::Sink;
 pub use enroll::{RemoteConfig, enroll, normalize_url, probe_fingerprint};
 pub use throttle::{Limiter, RateSchedule};
 
@@ -33,40 +30,9 @@ pub const READ_BATCH: usize = 64;
 /// A client of one server.
 pub struct RemoteRepo {
     conn: Conn,
-    /// As a [`ChunkSink`]: chunks the server confirmed durable for us.
-    stored: Mutex<HashSet<ChunkId>>,
-    /// As a [`ChunkSink`]: when to take chunks again after a failure or a
-    /// slow store, and the next pause.
-    pause: Mutex<(Option<Instant>, Duration)>,
-    /// As a [`ChunkSink`]: chunks on their way before the journal's flush.
-    ahead: ahead::Ahead,
+    /// What it keeps as a [`ChunkSink`].
+    sink: Sink,
 }
-
-/// Bytes of chunk data per request when chunks go straight from capture
-/// to the server, and requests in flight at once.
-const SINK_REQUEST_BYTES: usize = 8 << 20;
-const SINK_IN_FLIGHT: usize = 4;
-
-/// A store of at least [`SINK_SLOW_MIN_BYTES`] slower than this (bytes per
-/// second) makes the journal spool for [`SINK_SLOW_PAUSE`]: on a slow link
-/// capture should run at the local disk's speed, not the network's.
-const SINK_MIN_RATE: f64 = 24.0 * 1024.0 * 1024.0;
-const SINK_SLOW_MIN_BYTES: usize = 4 << 20;
-const SINK_SLOW_PAUSE: Duration = Duration::from_secs(30);
-
-/// Longest wait for one request of the sink.
-const SINK_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Versions per commit request (as the uploader's batches).
-const SINK_COMMIT_VERSIONS: usize = 2000;
-
-/// Pauses after failures: doubling from the first to the longest.
-const SINK_FIRST_PAUSE: Duration = Duration::from_secs(1);
-const SINK_LONGEST_PAUSE: Duration = Duration::from_secs(60);
-
-/// The ids remembered as stored; past this the set starts again (a
-/// forgotten id costs a compression and a `missing` question, nothing more).
-const SINK_REMEMBERED: usize = 1 << 20;
 
 impl std::fmt::Debug for RemoteRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,9 +56,7 @@ impl RemoteRepo {
         })?;
         Ok(RemoteRepo {
             conn: Conn::new(url, format!("Bearer {}:{}", cfg.client, cfg.key), &fp)?,
-            stored: Mutex::new(HashSet::new()),
-            pause: Mutex::new((None, SINK_FIRST_PAUSE)),
-            ahead: ahead::Ahead::default(),
+            sink: Sink::default(),
         })
     }
 
@@ -112,17 +76,6 @@ impl RemoteRepo {
             .conn
             .call(reqwest::Method::GET, "/v1/info", None, None)?;
         serde_json::from_slice(&b).map_err(|e| self.conn.malformed(e))
-    }
-
-    /// [`Conn::post`] for the sink: capture waits on it, so a server
-    /// that stalls is given up on sooner (the journal spools instead).
-    fn sink_post<T: Serialize>(&self, route: &str, v: &T) -> Result<Vec<u8>, RepoError> {
-        self.conn.call(
-            reqwest::Method::POST,
-            route,
-            Some(wire::encode(v).into()),
-            Some(SINK_TIMEOUT),
-        )
     }
 
     /// One page of every version this client has on the server, in path
@@ -183,7 +136,7 @@ impl Repository for RemoteRepo {
         // Chunks on their way count as there: the uploader asks this about
         // chunks the journal spooled after the sink stepped aside, some of
         // which capture had already handed to the senders.
-        self.ahead.drain(&self.conn);
+        self.sink.drain(&self.conn);
         let mut out = Vec::new();
         for part in ids.chunks(wire::MAX_IDS) {
             let b = self.conn.post("/v1/missing", &part)?;
@@ -285,134 +238,22 @@ impl Repository for RemoteRepo {
     }
 }
 
-impl RemoteRepo {
-    /// Send those of `chunks` the server does not hold for us (after those
-    /// sent ahead have arrived), several requests at once.
-    fn store_now(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
-        self.ahead.drain(&self.conn);
-        let ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
-        let mut missing = HashSet::new();
-        for part in ids.chunks(wire::MAX_IDS) {
-            let b = self.sink_post("/v1/missing", &part)?;
-            missing.extend(self.conn.decode::<Vec<ChunkId>>(&b)?);
-        }
-        let mut groups: Vec<Vec<&EncodedChunk>> = vec![Vec::new()];
-        let mut size = 0;
-        // Each missing chunk once, though two files may have queued it.
-        for c in chunks.iter().filter(|c| missing.remove(&c.id)) {
-            if size >= SINK_REQUEST_BYTES {
-                groups.push(Vec::new());
-                size = 0;
-            }
-            size += c.data.len();
-            groups.last_mut().expect("one group").push(c);
-        }
-        groups.retain(|g| !g.is_empty());
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let failed: Mutex<Option<RepoError>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..SINK_IN_FLIGHT.min(groups.len()) {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(g) = groups.get(i) else { return };
-                        if let Err(e) = self.sink_post("/v1/chunks", g) {
-                            failed
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Remember `chunks` as durable on the server.
-    fn remember(&self, chunks: &[EncodedChunk]) {
-        let mut set = self.stored.lock().unwrap_or_else(|p| p.into_inner());
-        if set.len() + chunks.len() > SINK_REMEMBERED {
-            set.clear();
-        }
-        set.extend(chunks.iter().map(|c| c.id));
-    }
-
-    /// Time one store as a sink: a failure pauses the sink (doubling each
-    /// time), and so does a store slower than the spool would be.
-    fn as_sink(
-        &self,
-        chunks: &[EncodedChunk],
-        f: impl FnOnce() -> Result<(), RepoError>,
-    ) -> Result<(), RepoError> {
-        let start = Instant::now();
-        let r = f();
-        let mut p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
-        match &r {
-            Ok(()) => {
-                let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
-                let secs = start.elapsed().as_secs_f64();
-                *p = (None, SINK_FIRST_PAUSE);
-                if bytes >= SINK_SLOW_MIN_BYTES && bytes as f64 / secs < SINK_MIN_RATE {
-                    tracing::info!(
-                        "{}: the server took {:.1} MiB in {secs:.1}s; spooling locally for {}s",
-                        self.conn.url(),
-                        bytes as f64 / (1 << 20) as f64,
-                        SINK_SLOW_PAUSE.as_secs()
-                    );
-                    p.0 = Some(Instant::now() + SINK_SLOW_PAUSE);
-                }
-                drop(p);
-                self.remember(chunks);
-            }
-            Err(_) => {
-                let wait = p.1;
-                *p = (
-                    Some(Instant::now() + wait),
-                    (wait * 2).min(SINK_LONGEST_PAUSE),
-                );
-            }
-        }
-        r
-    }
-}
-
-/// Capture hands chunks straight to the server while it keeps up (no
-/// upload limit, no recent failure, faster than [`SINK_MIN_RATE`]); the
-/// journal spools them otherwise, and the uploader moves them later.
+/// The sink's work is done by [`Sink`], over this client's connection.
 impl ChunkSink for RemoteRepo {
     fn accepting(&self) -> bool {
-        if self.conn.limited() {
-            return false;
-        }
-        let p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
-        p.0.is_none_or(|until| Instant::now() >= until)
+        self.sink.accepting(&self.conn)
     }
 
     fn has_chunk(&self, id: &ChunkId) -> bool {
-        self.stored
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+        self.sink.has_chunk(id)
     }
 
     fn send_ahead(&self, chunk: &EncodedChunk) {
-        self.ahead.offer(&self.conn, chunk);
+        self.sink.send_ahead(&self.conn, chunk);
     }
 
     fn store_durably(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {
-        // Chunks given earlier were durable when their call returned.
-        if chunks.is_empty() {
-            return Ok(());
-        }
-        self.as_sink(chunks, || {
-            self.store_now(chunks)?;
-            self.sink_post("/v1/sync", &()).map(|_| ())
-        })
+        self.sink.store_durably(&self.conn, chunks)
     }
 
     fn commit_durably(
@@ -420,14 +261,6 @@ impl ChunkSink for RemoteRepo {
         chunks: &[EncodedChunk],
         versions: &[Version],
     ) -> Result<(), RepoError> {
-        self.as_sink(chunks, || {
-            self.store_now(chunks)?;
-            // Each commit is atomic and idempotent by seq, so a batch may be
-            // split; the server makes the chunks durable before it commits.
-            for part in versions.chunks(SINK_COMMIT_VERSIONS) {
-                self.sink_post("/v1/commit", &part)?;
-            }
-            Ok(())
-        })
+        self.sink.commit_durably(&self.conn, chunks, versions)
     }
 }
