@@ -228,7 +228,8 @@ impl Repository for RemoteRepo {
     }
 }
 
-/// The sink's work is done by [`Sink`], over this client's connection.
+/// The sink's work is done by `Sink` (`sink.rs`), over this client's
+/// connection.
 impl ChunkSink for RemoteRepo {
     fn accepting(&self) -> bool {
         self.sink.accepting(&self.conn)
