@@ -16,12 +16,21 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 use rewind_core::{ChunkId, ChunkView, EncodedChunk, wire};
 
-use crate::{Conn, SINK_IN_FLIGHT, SINK_REQUEST_BYTES, SINK_TIMEOUT};
+use crate::client::Conn;
+
+/// Bytes of chunk data per request when chunks go straight from capture
+/// to the server, and requests in flight at once (here and in the flush).
+pub(crate) const SINK_REQUEST_BYTES: usize = 8 << 20;
+pub(crate) const SINK_IN_FLIGHT: usize = 4;
+
+/// Longest wait for one request of the sink.
+pub(crate) const SINK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A postcard list (`Vec<T>` on the wire) built one item at a time and
 /// sent without copying the items again: the item count, known only at
@@ -244,10 +253,7 @@ fn send(conn: &Conn, body: ListBody, ids: &[ChunkId]) -> bool {
         conn.call(reqwest::Method::POST, route, Some(body), Some(SINK_TIMEOUT))
     };
     let missing: Vec<ChunkId> =
-        match post("/v1/missing", Bytes::from(wire::encode(&ids))).and_then(|b| {
-            wire::decode(&b)
-                .map_err(|e| crate::remote(conn.url(), format!("malformed reply: {e}"), false))
-        }) {
+        match post("/v1/missing", Bytes::from(wire::encode(&ids))).and_then(|b| conn.decode(&b)) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!("sending chunks ahead: {e}");

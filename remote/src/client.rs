@@ -1,0 +1,218 @@
+//! How requests reach the server: the HTTPS client with the pinned
+//! certificate ([`crate::tls`]), the client's credentials, retries of
+//! transient failures, the size limit on replies, and the one place that
+//! turns what went wrong into a [`RepoError::Remote`].
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Body, Client};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use rewind_core::RepoError;
+use rewind_core::wire::{self, MAX_BODY, POSTCARD};
+use serde::{Deserialize, Serialize};
+
+use crate::throttle::{self, Limiter, RateSchedule};
+use crate::tls;
+
+/// Attempts per request for transient failures (the uploader retries
+/// further with its own backoff).
+const ATTEMPTS: u32 = 3;
+
+pub(crate) fn remote(url: &str, reason: impl Into<String>, transient: bool) -> RepoError {
+    RepoError::Remote {
+        url: url.to_string(),
+        reason: reason.into(),
+        transient,
+    }
+}
+
+/// How requests reach the server; shared with the threads that send
+/// chunks ahead.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    url: String,
+    auth: String,
+    http: Client,
+    pinned: Arc<tls::Pinned>,
+    limiter: Option<Arc<Limiter>>,
+}
+
+pub(crate) fn http_client(
+    fingerprint: Option<&str>,
+) -> Result<(Client, Arc<tls::Pinned>), RepoError> {
+    let (cfg, pinned) = tls::client_config(fingerprint);
+    let http = Client::builder()
+        .use_preconfigured_tls(cfg)
+        .https_only(true)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(300))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| remote("", format!("cannot set up HTTPS: {e}"), false))?;
+    Ok((http, pinned))
+}
+
+impl Conn {
+    /// Requests to `url` (normalised), sending `auth`, to the server whose
+    /// certificate has `fingerprint`; no request is made yet.
+    pub(crate) fn new(url: String, auth: String, fingerprint: &str) -> Result<Conn, RepoError> {
+        let (http, pinned) = http_client(Some(fingerprint))?;
+        Ok(Conn {
+            url,
+            auth,
+            http,
+            pinned,
+            limiter: None,
+        })
+    }
+
+    /// Pace chunk uploads by `schedule`.
+    pub(crate) fn set_upload_limit(&mut self, schedule: RateSchedule) {
+        self.limiter = Some(Arc::new(Limiter::new(schedule)));
+    }
+
+    /// True under an upload limit.
+    pub(crate) fn limited(&self) -> bool {
+        self.limiter.is_some()
+    }
+
+    fn net_error(&self, e: reqwest::Error) -> RepoError {
+        net_error(&self.url, &self.pinned, e)
+    }
+
+    pub(crate) fn malformed(&self, e: impl std::fmt::Display) -> RepoError {
+        remote(&self.url, format!("malformed reply: {e}"), false)
+    }
+
+    pub(crate) fn post<T: Serialize>(&self, route: &str, v: &T) -> Result<Vec<u8>, RepoError> {
+        self.call(
+            reqwest::Method::POST,
+            route,
+            Some(wire::encode(v).into()),
+            None,
+        )
+    }
+
+    pub(crate) fn decode<T: for<'a> Deserialize<'a>>(&self, b: &[u8]) -> Result<T, RepoError> {
+        wire::decode(b).map_err(|e| self.malformed(e))
+    }
+
+    /// One request, retried on transient failure.
+    pub(crate) fn call(
+        &self,
+        method: reqwest::Method,
+        route: &str,
+        body: Option<bytes::Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, RepoError> {
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            // `Bytes`: the body is shared, not copied, between attempts.
+            match self.call_once(method.clone(), route, body.clone(), timeout) {
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    tracing::debug!("{route}: {e}; retrying");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn call_once(
+        &self,
+        method: reqwest::Method,
+        route: &str,
+        body: Option<bytes::Bytes>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, RepoError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{route}", self.url))
+            .header(AUTHORIZATION, &self.auth);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        if let Some(b) = body {
+            req = req.header(CONTENT_TYPE, POSTCARD);
+            req = match (&self.limiter, route) {
+                (Some(l), "/v1/chunks") => {
+                    let len = b.len() as u64;
+                    req.body(Body::sized(throttle::Paced::new(b, l.clone()), len))
+                }
+                _ => req.body(b),
+            };
+        }
+        let resp = req.send().map_err(|e| self.net_error(e))?;
+        read_reply(&self.url, resp)
+    }
+
+    /// The server's URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+pub(crate) fn read_reply(
+    url: &str,
+    resp: reqwest::blocking::Response,
+) -> Result<Vec<u8>, RepoError> {
+    let status = resp.status();
+    let mut buf = Vec::new();
+    resp.take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| remote(url, format!("reading the reply: {e}"), true))?;
+    if buf.len() > MAX_BODY {
+        return Err(remote(url, "reply over the size limit", false));
+    }
+    if status.is_success() {
+        return Ok(buf);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let line = text.lines().next().unwrap_or("").trim();
+    let transient = status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT;
+    let reason = match status {
+        StatusCode::UNAUTHORIZED => format!("refused: {line}"),
+        _ if line.is_empty() => format!("{status}"),
+        _ => format!("{status}: {line}"),
+    };
+    Err(remote(url, reason, transient))
+}
+
+pub(crate) fn net_error(url: &str, pinned: &tls::Pinned, e: reqwest::Error) -> RepoError {
+    if let (Some(seen), Some(pin)) = (pinned.seen(), pinned.expected())
+        && seen != pin
+    {
+        return remote(
+            url,
+            format!(
+                "the server's certificate changed: it presents {seen}, but {pin} was pinned at enrollment; \
+                 if the server was set up again on purpose, enroll again (rewind enroll … --fingerprint {seen})"
+            ),
+            false,
+        );
+    }
+    // The innermost cause says the most (connection refused, timeout).
+    let mut cause = e.to_string();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = src {
+        cause = s.to_string();
+        src = s.source();
+    }
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    remote(url, format!("{what}: {cause}"), true)
+}
