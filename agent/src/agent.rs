@@ -73,7 +73,7 @@ pub(crate) struct Agent {
     /// Whether links out of the roots were followed at start.
     pub(crate) follow_symlinks: FollowSymlinks,
     /// The repository's directory, or the server's URL.
-    pub(crate) repo_path: String,
+    pub(crate) repository: String,
     pub(crate) started: Timestamp,
     pub(crate) quiescence: Duration,
     pub(crate) max_interval: Duration,
@@ -89,7 +89,7 @@ pub(crate) struct Agent {
     /// Encodes new chunks of files: deltas against their previous
     /// versions, a dictionary for small ones (embedded repository only: a
     /// server takes whole chunks).
-    pub(crate) dict: rewind_core::FileEncoder,
+    pub(crate) encoder: rewind_core::FileEncoder,
 }
 
 impl Agent {
@@ -172,7 +172,7 @@ impl Agent {
             warn: &warn,
             note: &note,
             watched_since: self.watched_since,
-            dict: Some(&self.dict),
+            encoder: Some(&self.encoder),
         };
         while let Some((path, at, change)) = self.sched.next() {
             let p = rewind_core::path::from_bytes(&path);

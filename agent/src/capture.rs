@@ -240,7 +240,7 @@ pub struct Capturer<'a> {
     /// Encodes new chunks with what the repository already holds: deltas
     /// against the file's previous version, a dictionary for small files
     /// ([`rewind_core::FileEncoder`]). `None`: each chunk on its own.
-    pub dict: Option<&'a rewind_core::FileEncoder>,
+    pub encoder: Option<&'a rewind_core::FileEncoder>,
 }
 
 fn present(
@@ -493,11 +493,11 @@ impl Capturer<'_> {
             .unwrap_or_default();
         // New chunks of a changed file are tried as deltas against the
         // chunks at the same place in its previous version.
-        let walk = match (self.dict, prev_file) {
+        let walk = match (self.encoder, prev_file) {
             (Some(_), Some(p)) => rewind_core::DeltaWalk::new(&p.chunks),
             _ => None,
         };
-        let encoder: &dyn Encode = match self.dict {
+        let encoder: &dyn Encode = match self.encoder {
             Some(d) => d,
             None => &Whole,
         };
@@ -717,7 +717,7 @@ mod tests {
             warn: &warn,
             note: &ignore,
             watched_since,
-            dict: None,
+            encoder: None,
         }
         .capture(p, Timestamp::now(), change)
         .unwrap()

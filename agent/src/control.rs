@@ -165,7 +165,7 @@ fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> serde_json:
             "pid": std::process::id(),
             "started": agent.started.to_string(),
             "roots": agent.roots.iter().map(|r| r.to_string_lossy().into_owned()).collect::<Vec<_>>(),
-            "repository": agent.repo_path,
+            "repository": agent.repository,
             "first_pass_done": agent.first_pass_done.load(Ordering::Relaxed),
             "pending_captures": agent.sched.pending(),
             "counters": &agent.counters,

@@ -146,7 +146,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         stopping: AtomicBool::new(false),
         roots: roots.clone(),
         follow_symlinks: opts.follow_symlinks,
-        repo_path: opened.describe.clone(),
+        repository: opened.describe.clone(),
         started: Timestamp::now(),
         quiescence: opts.quiescence,
         max_interval: opts.max_interval,
@@ -154,7 +154,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         links: LinkMap::default(),
         watched_since: journal.durable_seq(),
         dumps: dump_service.clone(),
-        dict: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
+        encoder: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
@@ -265,7 +265,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     for w in workers {
         let _ = w.join();
     }
-    if let Some(d) = agent.dict.id() {
+    if let Some(d) = agent.encoder.id() {
         journal.set_dictionary(&d)?;
     }
     journal.flush()?;

@@ -100,7 +100,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             rewind_agent::run(opts)
         }
-        Command::Dump(d) => crate::dump::run(&target()?, loaded.expect("loaded above"), d.command),
+        Command::Dump(d) => {
+            crate::dump_commands::run(&target()?, loaded.expect("loaded above"), d.command)
+        }
         Command::Status(j) => status(&target()?, j.json),
         Command::Versions { path, json } => versions(&target()?, &path, json.json),
         Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),

@@ -8,7 +8,7 @@
 mod args;
 mod check;
 mod commands;
-mod dump;
+mod dump_commands;
 mod enroll;
 mod verify_remote;
 
