@@ -35,9 +35,14 @@ pub enum WatchEvent {
         /// Why.
         reason: RescanReason,
     },
-    /// A one-time message for the user (for example the inotify limit
-    /// message, or a `.rewindignore` that could not be parsed).
+    /// A one-time message for the user (for example a `.rewindignore` that
+    /// could not be parsed, or a protected folder that disappeared).
     Warning(String),
+    /// The kernel's limit on watches was reached: directories beyond it are
+    /// protected by periodic rescans instead, and the message says how to
+    /// raise the limit. Sent once per watcher; protection is degraded (the
+    /// agent tells the user) until the agent restarts with a higher limit.
+    LimitReached(String),
 }
 
 /// Why a [`WatchEvent::Rescan`] was emitted.

@@ -144,6 +144,7 @@ enum Notice {
     Changed(PathBuf, EventClass, Instant, SystemTime),
     Rescan(PathBuf, RescanReason, Instant, SystemTime),
     Warning(String),
+    LimitReached(String),
 }
 
 impl Watcher {
@@ -308,6 +309,9 @@ fn run_debouncer(
             }
             // Warnings are not debounced.
             Some(Notice::Warning(message)) => out.send(WatchEvent::Warning(message)).ok()?,
+            Some(Notice::LimitReached(message)) => {
+                out.send(WatchEvent::LimitReached(message)).ok()?
+            }
             None => {}
         }
         let now = Instant::now();
@@ -686,7 +690,9 @@ impl EventLoop {
             AddError::Limit if self.limit_warned => None,
             AddError::Limit => {
                 self.limit_warned = true;
-                Some(limit_message(&dir, self.max_watches, self.unwatched_rescan))
+                let message = limit_message(&dir, self.max_watches, self.unwatched_rescan);
+                self.send(Notice::LimitReached(message));
+                None
             }
             AddError::Other(e) if self.warned.insert(dir.clone()) => Some(format!(
                 "cannot watch {}: {e}; it is protected by rescans every {} instead",

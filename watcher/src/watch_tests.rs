@@ -66,7 +66,7 @@ fn rescan_of(path: &Path, reason: RescanReason) -> impl Fn(&WatchEvent) -> bool 
 fn event_path(e: &WatchEvent) -> Option<&Path> {
     match e {
         WatchEvent::Changed { path, .. } | WatchEvent::Rescan { path, .. } => Some(path),
-        WatchEvent::Warning(_) => None,
+        WatchEvent::Warning(_) | WatchEvent::LimitReached(_) => None,
     }
 }
 
@@ -275,7 +275,9 @@ fn a_flood_of_files_is_fully_covered() {
             Ok(WatchEvent::Rescan { path, .. }) => {
                 uncovered.retain(|f| !f.starts_with(&path));
             }
-            Ok(WatchEvent::Warning(w)) => panic!("unexpected warning {w}"),
+            Ok(WatchEvent::Warning(w) | WatchEvent::LimitReached(w)) => {
+                panic!("unexpected warning {w}")
+            }
             Err(e) => panic!("{e}: {} files never reported", uncovered.len()),
         }
     }
@@ -377,7 +379,9 @@ fn watch_limit_warns_once_and_rescans_unwatched_dirs() {
     // Three directories are unwatched; wait for at least two rounds.
     while unwatched.len() < 6 {
         match rx.recv_deadline(deadline) {
-            Ok(WatchEvent::Warning(w)) => warnings.push(w),
+            // The limit comes as its own event, so the agent can tell the user.
+            Ok(WatchEvent::LimitReached(w)) => warnings.push(w),
+            Ok(WatchEvent::Warning(w)) => panic!("the limit came as a plain warning: {w}"),
             Ok(WatchEvent::Rescan {
                 path,
                 reason: RescanReason::Unwatched,
