@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod data;
 mod owners;
+mod secrets;
 mod serve;
 
 use std::net::SocketAddr;
