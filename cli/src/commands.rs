@@ -118,10 +118,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),
         Command::Restore(r) => restore(&target()?, r),
         Command::Verify { quick, json } => match target()? {
-            Target::Local(dir) => crate::check::verify(&dir, quick, json.json),
+            Target::Local(dir) => rewind_cli::verify(&dir, quick, json.json),
             Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
         },
-        Command::Repair(j) => crate::check::repair(&local_only(target()?, "repair")?, j.json),
+        Command::Repair(j) => rewind_cli::repair(&local_only(target()?, "repair")?, j.json),
     }
 }
 

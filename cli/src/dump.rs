@@ -108,7 +108,7 @@ pub(crate) fn serve_run(conn: &UnixStream, service: &DumpService, request: &str)
             };
             match service.run(&job, &progress) {
                 Ok(reports) => json!({"done": reports.iter().map(report_json).collect::<Vec<_>>()}),
-                Err(e) => json!({"error": crate::one_line(&e)}),
+                Err(e) => json!({"error": rewind_cli::one_line(&e)}),
             }
         }
     };

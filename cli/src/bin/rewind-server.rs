@@ -1,12 +1,9 @@
 //! `rewind-server`: the backup server (see the rewind-server crate). Its
 //! `verify` and `repair` are the same code as `rewind verify` / `repair`.
 
-#[path = "../check.rs"]
-mod check;
-
 fn main() -> std::process::ExitCode {
     rewind_server::main(rewind_server::Admin {
-        verify: check::verify,
-        repair: check::repair,
+        verify: rewind_cli::verify,
+        repair: rewind_cli::repair,
     })
 }
