@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::capture::{self, Capturer, Change, LinkMap, Outcome};
 use crate::dump_service::DumpService;
 use crate::follow::FollowSymlinks;
+use crate::health::Health;
 use crate::scheduler::Scheduler;
 
 /// Counters shared by the agent's threads.
@@ -90,6 +91,8 @@ pub(crate) struct Agent {
     /// versions, a dictionary for small ones (embedded repository only: a
     /// server takes whole chunks).
     pub(crate) encoder: rewind_core::FileEncoder,
+    /// What is wrong now, and telling the user.
+    pub(crate) health: Health,
 }
 
 impl Agent {

@@ -40,6 +40,24 @@ pub struct Config {
     pub dump: Vec<JobConfig>,
     /// The backup server (written by `rewind enroll`).
     pub server: Option<crate::enrollment::ServerSection>,
+    /// How problems are told.
+    pub notify: Option<NotifyConfig>,
+}
+
+/// `[notify]`: how the agent tells the user that protection stopped or
+/// degraded (see `health.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Desktop notifications (default true).
+    pub desktop: Option<bool>,
+    /// A command to run instead, with the summary and the body as its last
+    /// two arguments (`["notify-send"]`, a script that sends mail, …).
+    pub command: Option<Vec<String>>,
+    /// Uploads failing this long is a problem (default `1h`).
+    pub upload_stalled_after: Option<String>,
+    /// Remind of a problem that lasts this long (default `24h`).
+    pub remind_every: Option<String>,
 }
 
 /// `[watch]`.
@@ -118,6 +136,34 @@ impl Loaded {
                 Duration::from_secs(60),
             )?,
         ))
+    }
+
+    /// `[notify]`, or the defaults.
+    pub fn health(&self) -> Result<crate::health::HealthSettings> {
+        let mut h = crate::health::HealthSettings::default();
+        let Some(n) = &self.config.notify else {
+            return Ok(h);
+        };
+        let parse = |v: &String, key: &str| -> Result<Duration> {
+            rewind_dumps::parse_duration(v)
+                .map_err(|e| anyhow::anyhow!("{}: [notify] {key}: {e}", self.display_path()))
+        };
+        if let Some(d) = n.desktop {
+            h.desktop = d;
+        }
+        if let Some(c) = &n.command {
+            if c.is_empty() {
+                bail!("{}: [notify] command is empty", self.display_path());
+            }
+            h.command = Some(c.clone());
+        }
+        if let Some(v) = &n.upload_stalled_after {
+            h.upload_stalled_after = parse(v, "upload_stalled_after")?;
+        }
+        if let Some(v) = &n.remind_every {
+            h.remind_every = parse(v, "remind_every")?;
+        }
+        Ok(h)
     }
 
     fn display_path(&self) -> String {

@@ -171,6 +171,7 @@ fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> serde_json:
             "counters": &agent.counters,
             "recent_problems": problems,
             "dumps": agent.dumps.status(),
+            "health": agent.health.problems(),
         },
         "journal": journal,
         "upload": upload,

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, Counters};
 use crate::capture::{Change, LinkMap};
+use crate::health::{self, Health, HealthSettings};
 use crate::opening::open_for_capture;
 use crate::scheduler::Scheduler;
 use crate::target::Target;
@@ -65,6 +66,9 @@ pub struct AgentOptions {
     pub limit_upload: Option<String>,
     /// Dump jobs to run on their schedules (`rewind agent --config`).
     pub dumps: Vec<rewind_dumps::Job>,
+    /// How the agent watches its own health and tells the user
+    /// (`[notify]`).
+    pub health: HealthSettings,
 }
 
 /// Run the agent until Ctrl-C / SIGTERM (or, with `once`, until its first
@@ -155,8 +159,23 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         watched_since: journal.durable_seq(),
         dumps: dump_service.clone(),
         encoder: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
+        health: Health::new(opts.health.notifier(), opts.health.remind_every),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
+    let (health_stop, health_stopped) = crossbeam_channel::bounded::<()>(0);
+    let health_thread = {
+        let (a, u) = (agent.clone(), uploader.clone());
+        let stalled_after = opts.health.upload_stalled_after;
+        std::thread::Builder::new()
+            .name("health".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    health_stopped.recv_timeout(health::CHECK_EVERY)
+                {
+                    check_health(&a, &u, stalled_after);
+                }
+            })?
+    };
     let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
 
     // Two capture workers per core would only contend for the disk; one
@@ -235,6 +254,10 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                     let _ = rescan_tx.send((path, Timestamp::from_system(observed_at)));
                 }
                 Ok(WatchEvent::Warning(w)) => agent.problem(w),
+                Ok(WatchEvent::LimitReached(w)) => {
+                    agent.health.watch_limit_reached(&w);
+                    agent.problem(w);
+                }
                 Err(_) => {
                     agent.problem("the file watcher stopped".into());
                     break;
@@ -273,6 +296,8 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         u.stop();
     }
     control.stop();
+    drop(health_stop);
+    let _ = health_thread.join();
     journal.close()?;
     let st = journal.stats()?;
     if st.versions_waiting > 0 {
@@ -292,6 +317,37 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         return Ok(3);
     }
     Ok(0)
+}
+
+/// One look at the agent's health (see `health`).
+fn check_health(agent: &Agent, uploader: &Mutex<Option<Uploader>>, stalled_after: Duration) {
+    let stats = agent.journal.stats();
+    let upload = uploader
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|u| u.status());
+    let journal_error = match &stats {
+        Ok(s) => s.last_error.clone(),
+        Err(e) => Some(e.to_string()),
+    };
+    let now = Timestamp::now();
+    let oldest_waiting_age = stats
+        .as_ref()
+        .ok()
+        .and_then(|s| s.oldest_waiting)
+        .map(|t| Duration::from_nanos(now.0.saturating_sub(t.0).max(0) as u64));
+    let upload_error = upload.as_ref().and_then(|u| u.last_error.clone());
+    let facts = health::Facts {
+        journal_error: journal_error.as_deref(),
+        upload_error: upload_error.as_deref(),
+        oldest_waiting_age,
+        upload_stalled_after: stalled_after,
+        repository: &agent.repository,
+        roots: &agent.roots,
+    };
+    let found = agent.health.findings(&facts);
+    agent.health.update(Instant::now(), now, found);
 }
 
 fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool) {

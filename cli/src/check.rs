@@ -1,5 +1,6 @@
-//! `rewind verify` and `rewind repair`: check a repository, and rebuild its
-//! indexes from the packs.
+//! `rewind verify` and `rewind repair` (and `rewind-server verify` and
+//! `repair`, on the server's repository): check a repository, and rebuild
+//! its indexes from the packs.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -11,7 +12,7 @@ use rewind_repo::{DamagedVersion, LocalRepo, VerifyProgress, VerifyReport};
 use serde_json::json;
 
 /// Exit code when damage was found (verify) or remains (repair).
-pub(crate) const DAMAGE: i32 = 1;
+pub const DAMAGE: i32 = 1;
 
 /// Check every pack's structure (and with `!quick` every chunk's hash),
 /// the index files against the packs, and every version's chunks.
@@ -179,7 +180,9 @@ fn print_issues(report: &VerifyReport) {
     print_damaged(&report.damaged_versions);
 }
 
-pub(crate) fn print_damaged(list: &[DamagedVersion]) {
+/// Name on stderr, one line each, the versions that cannot be restored
+/// and the chunk that spoils each.
+pub fn print_damaged(list: &[DamagedVersion]) {
     let mut err = std::io::stderr().lock();
     for d in list {
         let _ = writeln!(
@@ -209,7 +212,8 @@ fn issues_json(report: &VerifyReport) -> Vec<serde_json::Value> {
         .collect()
 }
 
-pub(crate) fn damaged_json(list: &[DamagedVersion]) -> Vec<serde_json::Value> {
+/// The versions that cannot be restored, as `--json` lists them.
+pub fn damaged_json(list: &[DamagedVersion]) -> Vec<serde_json::Value> {
     list.iter()
         .map(|d| {
             json!({

@@ -68,6 +68,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 progress: std::io::stderr().is_terminal(),
                 limit_upload: w.limit_upload,
                 dumps: Vec::new(),
+                health: Default::default(),
             };
             rewind_agent::run(opts)
         }
@@ -97,6 +98,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 progress: std::io::stderr().is_terminal(),
                 limit_upload: None,
                 dumps: loaded.jobs.clone(),
+                health: loaded.health()?,
             };
             rewind_agent::run(opts)
         }
@@ -108,10 +110,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),
         Command::Restore(r) => restore(&target()?, r),
         Command::Verify { quick, json } => match target()? {
-            Target::Local(dir) => crate::check::verify(&dir, quick, json.json),
+            Target::Local(dir) => rewind_cli::verify(&dir, quick, json.json),
             Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
         },
-        Command::Repair(j) => crate::check::repair(&local_only(target()?, "repair")?, j.json),
+        Command::Repair(j) => rewind_cli::repair(&local_only(target()?, "repair")?, j.json),
     }
 }
 
@@ -619,6 +621,18 @@ fn status(t: &Target, json: bool) -> Result<i32> {
     }
     if let Some(p) = agent_v["recent_problems"].as_array().and_then(|a| a.last()) {
         println!("last problem {}", p["message"].as_str().unwrap_or(""));
+    }
+    // What makes protection stop or degrade, as the agent told the user.
+    let health = agent_v["health"].as_array().cloned().unwrap_or_default();
+    if agent_v.is_object() && health.is_empty() {
+        println!("health       ok");
+    }
+    for p in &health {
+        println!(
+            "ATTENTION    {} (since {})",
+            p["message"].as_str().unwrap_or(""),
+            p["since"].as_str().unwrap_or("?")
+        );
     }
     Ok(0)
 }

@@ -6,7 +6,6 @@
 //! reported on stderr).
 
 mod args;
-mod check;
 mod commands;
 mod dump_commands;
 mod enroll;
@@ -18,6 +17,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
+use rewind_cli::{init_logging, one_line};
 
 /// Continuous file protection: every change to a protected folder is
 /// captured within about a second; any file or folder can be restored as it
@@ -254,21 +254,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REWIND_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // What rewind writes for itself is created 0700/0600 explicitly; the
@@ -297,10 +282,4 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-/// The error and its causes on one line, without repeating a cause that
-/// the message already contains.
-pub(crate) fn one_line(e: &anyhow::Error) -> String {
-    rewind_agent::one_line(e)
 }

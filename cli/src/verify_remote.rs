@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
+use rewind_cli::{DAMAGE, damaged_json, print_damaged};
 use rewind_core::ChunkId;
 use rewind_repo::DamagedVersion;
 use serde_json::json;
-
-use crate::check::{DAMAGE, damaged_json, print_damaged};
 
 /// Versions asked for per `list` request.
 const LIST_PAGE: u32 = 20_000;

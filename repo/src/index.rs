@@ -17,52 +17,16 @@ use std::io::{self, BufReader};
 use std::path::Path;
 
 use rewind_core::frame::{self, FrameError};
-use rewind_core::{ChunkId, Encoding, RepoError, Timestamp, Version};
+use rewind_core::{RepoError, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{IDX_STEPS, corrupt, io_err, write_durably};
-use crate::pack::{self, PackName, PackRecord};
+use crate::pack_index::{IdxChunk, IdxVersions, PackIndex};
+use crate::pack_name::PackName;
+use crate::record::{PackRecord, read_record_at};
 
 /// The format number written into index headers.
 const IDX_FORMAT: u32 = 2;
-
-/// Where one chunk of a pack is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct IdxChunk {
-    pub id: ChunkId,
-    pub offset: u64,
-    pub frame_len: u32,
-    pub raw_len: u32,
-    pub encoding: Encoding,
-}
-
-/// Where one version record of a pack is, and how many versions it holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct IdxVersions {
-    pub offset: u64,
-    pub frame_len: u32,
-    pub count: u32,
-}
-
-/// Everything the in-memory indexes need from one pack.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PackIndex {
-    /// The pack.
-    pub pack: PackName,
-    /// Its length in bytes (a cheap check that the index describes this
-    /// very file).
-    pub pack_len: u64,
-    /// When it was sealed (unknown when salvaged without a footer).
-    pub sealed_at: Option<Timestamp>,
-    /// Set when the pack was damaged and this index was salvaged from it.
-    pub damage: Option<String>,
-    /// Its chunks, in file order.
-    pub chunks: Vec<IdxChunk>,
-    /// Where its version records are, in file order.
-    pub version_records: Vec<IdxVersions>,
-    /// Its versions, in file order.
-    pub versions: Vec<Version>,
-}
 
 #[derive(Serialize, Deserialize)]
 struct IdxHeader {
@@ -169,7 +133,7 @@ fn load_versions(
     let path = name.pack_path(dir);
     let file = File::open(&path).map_err(io_err(&path))?;
     for loc in records {
-        match pack::read_record_at(&file, &path, loc.offset, loc.frame_len)? {
+        match read_record_at(&file, &path, loc.offset, loc.frame_len)? {
             PackRecord::Versions(vs) if vs.len() == loc.count as usize => versions.extend(vs),
             _ => {
                 return Err(corrupt(

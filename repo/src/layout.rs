@@ -10,8 +10,10 @@ use rewind_core::RepoError;
 use tracing::{debug, info, warn};
 
 use crate::durable::io_err;
-use crate::index::{self, PackIndex};
-use crate::pack::{self, PackName};
+use crate::index;
+use crate::pack;
+use crate::pack_index::PackIndex;
+use crate::pack_name::PackName;
 
 /// `read_dir` that treats a missing directory as empty.
 fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, RepoError> {

@@ -86,8 +86,12 @@ mod durable;
 mod index;
 mod layout;
 mod pack;
+mod pack_index;
+mod pack_name;
+mod record;
 mod repo;
 mod state;
+mod toc;
 mod verify;
 mod zrec;
 

@@ -18,8 +18,11 @@ use crate::config::{Config, FORMAT, check_chunker};
 use crate::durable::{corrupt, ensure_dir, io_err};
 use crate::index;
 use crate::layout::{Discover, discover, list_idx, list_packs};
-use crate::pack::{self, PackName, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
+use crate::pack::{self, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
+use crate::pack_name::PackName;
+use crate::record::{self, PackRecord};
 use crate::state::State;
+use crate::toc::TocEntry;
 use crate::verify::{
     self, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
 };
@@ -191,7 +194,7 @@ impl LocalRepo {
         if let Some((loc, name)) = found {
             let path = name.pack_path(&self.dir);
             let f = self.pack_file(name, &path)?;
-            let c = pack::read_encoded_at(&f, &path, loc.offset, loc.frame_len, id)?;
+            let c = record::read_encoded_at(&f, &path, loc.offset, loc.frame_len, id)?;
             return Ok((c, format!("{} at offset {}", path.display(), loc.offset)));
         }
         if self.writer.is_some() {
@@ -405,7 +408,7 @@ impl LocalRepo {
     fn rewrite_pack(&self, _held: &mut Writer, path: &Path) -> Result<RewrittenPack, RepoError> {
         let file = File::open(path).map_err(io_err(path))?;
         let len = file.metadata().map_err(io_err(path))?.len();
-        let entries: Vec<pack::TocEntry> = match pack::read_footer(&file, path, len) {
+        let entries: Vec<TocEntry> = match pack::read_footer(&file, path, len) {
             Ok(f) => f.entries,
             Err(_) => pack::scan(&file, path, len, false).entries,
         };
@@ -413,8 +416,8 @@ impl LocalRepo {
         let mut versions = Vec::new();
         let mut dropped = 0u64;
         for e in &entries {
-            match pack::read_record_at(&file, path, e.offset, e.frame_len) {
-                Ok(pack::PackRecord::Chunk {
+            match record::read_record_at(&file, path, e.offset, e.frame_len) {
+                Ok(PackRecord::Chunk {
                     id,
                     raw_len,
                     encoding,
@@ -432,8 +435,8 @@ impl LocalRepo {
                         dropped += 1;
                     }
                 }
-                Ok(pack::PackRecord::Versions(vs)) => versions.extend(vs),
-                Ok(pack::PackRecord::Footer(_)) | Err(_) => dropped += 1,
+                Ok(PackRecord::Versions(vs)) => versions.extend(vs),
+                Ok(PackRecord::Footer(_)) | Err(_) => dropped += 1,
             }
         }
         let mut out = RewrittenPack {

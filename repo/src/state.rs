@@ -9,8 +9,8 @@ use std::ops::Bound;
 use rewind_core::path::is_under;
 use rewind_core::{ChunkId, Encoding, FileKind, RepoStats, Timestamp, Version};
 
-use crate::index::PackIndex;
-use crate::pack::PackName;
+use crate::pack_index::PackIndex;
+use crate::pack_name::PackName;
 
 /// Where a stored chunk is.
 #[derive(Clone, Copy, Debug)]

@@ -95,10 +95,10 @@ fn packs_of(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The index of the first pack (by index file name).
-fn read_idx(dir: &Path) -> Result<Option<crate::index::PackIndex>, RepoError> {
+fn read_idx(dir: &Path) -> Result<Option<crate::pack_index::PackIndex>, RepoError> {
     let path = &idx_files(dir)[0];
     let stem = path.file_stem().unwrap().to_str().unwrap();
-    crate::index::read(dir, crate::pack::PackName::parse(stem).unwrap())
+    crate::index::read(dir, crate::pack_name::PackName::parse(stem).unwrap())
 }
 
 fn idx_files(dir: &Path) -> Vec<PathBuf> {

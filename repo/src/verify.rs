@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::index;
 use crate::layout::{list_idx, list_packs};
-use crate::pack::{self, PackRecord, TocEntry, TocKind};
+use crate::pack;
+use crate::record::{self, PackRecord};
+use crate::toc::{TocEntry, TocKind};
 
 /// One problem found in a repository.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -348,7 +350,7 @@ fn check_delta(
     // are kept.
     if !bases.contains_key(&base) {
         let bfile = File::open(bpath).map_err(|e| format!("{}: {e}", bpath.display()))?;
-        let raw = pack::read_chunk_at(&bfile, bpath, be.offset, be.frame_len, &base)
+        let raw = record::read_chunk_at(&bfile, bpath, be.offset, be.frame_len, &base)
             .map_err(|e| format!("base of chunk {id}: {e}"))?;
         if bases.len() >= 4 {
             bases.clear();
@@ -357,7 +359,7 @@ fn check_delta(
     }
     let base_raw = &bases[&base];
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let c = pack::read_encoded_at(&file, path, e.offset, e.frame_len, &id)
+    let c = record::read_encoded_at(&file, path, e.offset, e.frame_len, &id)
         .map_err(|e| e.to_string())?;
     c.decode_with_base(base_raw)
         .map(|d| d.len())
@@ -388,7 +390,7 @@ fn check_pack(
                         if quick || matches!(encoding, Encoding::Delta { .. }) {
                             continue;
                         }
-                        match pack::read_chunk_at(file, path, e.offset, e.frame_len, &id) {
+                        match record::read_chunk_at(file, path, e.offset, e.frame_len, &id) {
                             Ok(data) if data.len() == raw_len as usize => {
                                 ck.report.chunks_read += 1
                             }
@@ -407,7 +409,7 @@ fn check_pack(
                         }
                     }
                     TocKind::Versions { count } => {
-                        match pack::read_record_at(file, path, e.offset, e.frame_len) {
+                        match record::read_record_at(file, path, e.offset, e.frame_len) {
                             Ok(PackRecord::Versions(vs)) if vs.len() == count as usize => {
                                 versions.extend(vs)
                             }

@@ -23,8 +23,9 @@ use rewind_core::{ChunkId, ChunkView, RepoError, RepoStats, Repository, Version}
 use rewind_repo::LocalRepo;
 use serde::Serialize;
 
-use crate::auth::{self, Registry, Throttle};
+use crate::auth::{Registry, Throttle};
 use crate::owners::Owners;
+use crate::secrets;
 
 /// Everything the handlers share.
 pub struct Server {
@@ -383,7 +384,7 @@ async fn metrics(
     let secret = bearer(&headers).unwrap_or("").to_string();
     let s2 = s.clone();
     blocking(move || {
-        if !auth::verify_secret(&secret, &s2.admin_hash) {
+        if !secrets::verify_secret(&secret, &s2.admin_hash) {
             s2.throttle.failed(ip);
             s2.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError(

@@ -1,62 +1,21 @@
-//! Secrets, client authentication and the brake on guessing.
+//! Client authentication and the brake on guessing.
 //!
-//! Enrollment tokens, client keys and the admin secret are 256-bit random
-//! values shown once; only their argon2 hashes are stored. A key that has
-//! passed argon2 once is remembered in memory by its blake3 hash, compared
-//! in constant time, so a busy client does not pay argon2 per request.
-//! Every failed attempt from an address doubles the delay before that
-//! address gets its next answer (up to 10 s).
+//! A client proves itself with its key, checked against the argon2 hash in
+//! the registry ([`crate::secrets`]). A key that has passed argon2 once is
+//! remembered in memory by its blake3 hash, compared in constant time, so a
+//! busy client does not pay argon2 per request. Every failed attempt from
+//! an address doubles the delay before that address gets its next answer
+//! (up to 10 s).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Result, anyhow};
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use anyhow::Result;
 
 use crate::data::{self, Clients, DataDir};
-
-/// A fresh secret: 32 random bytes as hex.
-pub fn new_secret() -> String {
-    hex::encode(rand::random::<[u8; 32]>())
-}
-
-/// The argon2id hash of a secret, as a PHC string.
-pub fn hash_secret(secret: &str) -> Result<String> {
-    let _one = ARGON2_GATE.lock().unwrap_or_else(|e| e.into_inner());
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| anyhow!("argon2 salt: {e}"))?;
-    Ok(Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .map_err(|e| anyhow!("argon2: {e}"))?
-        .to_string())
-}
-
-/// One argon2 computation at a time: each takes 19 MiB and ~20 ms, and
-/// many clients reconnecting at once (a server restart) would otherwise
-/// take memory the allocator keeps (measured: 19 MiB per concurrent first
-/// authentication, docs/benchmarks.md).
-static ARGON2_GATE: Mutex<()> = Mutex::new(());
-
-/// True when `secret` matches the stored hash (argon2 compares in
-/// constant time). A damaged hash never matches.
-pub fn verify_secret(secret: &str, hash: &str) -> bool {
-    let _one = ARGON2_GATE.lock().unwrap_or_else(|e| e.into_inner());
-    PasswordHash::new(hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(secret.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
-
-/// Constant-time equality of two digests.
-fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use crate::secrets::{hash_secret, new_secret, same, verify_secret};
 
 /// What tells a changed registry file: it is replaced by rename, so its
 /// inode changes with every save.
@@ -231,17 +190,6 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hashes_verify_only_their_secret() {
-        let s = new_secret();
-        assert_eq!(s.len(), 64);
-        let h = hash_secret(&s).unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_secret(&s, &h));
-        assert!(!verify_secret(&new_secret(), &h));
-        assert!(!verify_secret(&s, "not a hash"));
-    }
 
     #[test]
     fn throttle_doubles_and_forgets_on_success() {

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use rewind_core::{Timestamp, private};
 use serde::{Deserialize, Serialize};
 
-use crate::auth;
+use crate::secrets;
 
 /// Paths inside a data directory.
 #[derive(Clone, Debug)]
@@ -126,8 +126,11 @@ pub fn init(dir: &DataDir, names: &[String]) -> Result<Created> {
     write_private(&dir.cert(), cert.cert.pem().as_bytes())?;
     let fingerprint = rewind_core::wire::fingerprint(cert.cert.der());
 
-    let admin_secret = auth::new_secret();
-    write_private(&dir.admin(), auth::hash_secret(&admin_secret)?.as_bytes())?;
+    let admin_secret = secrets::new_secret();
+    write_private(
+        &dir.admin(),
+        secrets::hash_secret(&admin_secret)?.as_bytes(),
+    )?;
     save_clients(dir, &Clients::default())?;
     Ok(Created {
         repo_id: repo.id().to_string(),
@@ -229,8 +232,8 @@ pub fn update_clients<T>(dir: &DataDir, f: impl FnOnce(&mut Clients) -> Result<T
 /// `client add`: a new client with a fresh one-time token (returned).
 pub fn add_client(dir: &DataDir, name: &str, reuse: bool) -> Result<String> {
     check_name(name)?;
-    let token = auth::new_secret();
-    let hash = auth::hash_secret(&token)?;
+    let token = secrets::new_secret();
+    let hash = secrets::hash_secret(&token)?;
     update_clients(dir, |c| {
         let now = Timestamp::now().to_string();
         match c.get_mut(name) {
@@ -305,7 +308,10 @@ mod tests {
         let tok = add_client(&d, "laptop", false).unwrap();
         let c = load_clients(&d).unwrap();
         let r = c.get("laptop").unwrap();
-        assert!(auth::verify_secret(&tok, r.token_hash.as_deref().unwrap()));
+        assert!(secrets::verify_secret(
+            &tok,
+            r.token_hash.as_deref().unwrap()
+        ));
         assert!(!fs::read_to_string(d.clients()).unwrap().contains(&tok));
         remove_client(&d, "laptop").unwrap();
         assert!(remove_client(&d, "laptop").is_err());

@@ -1,268 +1,72 @@
-//! `rewind-server`: the backup server desktops protect their files to.
-//! (The binary lives in the `rewind` package beside `rewind`, so one
-//! install brings both and the end-to-end tests can run both; this crate
-//! is everything it does.)
+//! rewind-server: the backup server desktops protect their files to. HTTPS
+//! (TLS 1.3, HTTP/1.1 and HTTP/2) over the same repository engine as
+//! rewind's embedded repository ([`rewind_repo`]), client enrollment and
+//! authentication, and the administration of its data directory. The
+//! `rewind-server` binary (in the `rewind` package, beside `rewind`) parses
+//! arguments and prints; everything it does is here.
 //!
-//! HTTPS (TLS 1.3, HTTP/2) over the same repository engine as rewind's
-//! embedded repository; each client enrolls with a one-time token, gets
-//! its own key, and sees only its own versions. Exit codes: 0 success,
-//! 1 failure, 2 bad usage.
+//! # Layout
+//!
+//! ```text
+//! DATA/repo/            the repository (same format as an embedded one)
+//! DATA/tls/cert.pem     self-signed certificate made by `init` (clients pin its fingerprint)
+//! DATA/tls/key.pem      its private key
+//! DATA/admin.hash       argon2 hash of the admin secret (guards /metrics)
+//! DATA/clients.json     the client registry: names, argon2 hashes of tokens and keys
+//! DATA/clients.lock     serialises changes to the registry between processes
+//! DATA/owners/NAME.ids  the chunk ids each client has uploaded (32 bytes each)
+//! ```
+//!
+//! # Guarantees
+//!
+//! - A client sees only its own data: another client's versions are not
+//!   listed, its chunks are "missing" and cannot be read, and a commit may
+//!   carry only the committing client's name and refer only to chunks it
+//!   uploaded.
+//! - Tokens, client keys and the admin secret are stored only as argon2id
+//!   hashes, and an enrollment token works once.
+//! - A removed client's key stops working at once, without restarting a
+//!   running server.
+//! - Each failed authentication from an address doubles the delay before
+//!   that address's next answer, up to 10 s; a success clears it.
+//! - Credentials are checked before a request body is read, and bodies are
+//!   bounded ([`rewind_core::wire::MAX_BODY`]) and decoded strictly, so bad
+//!   input gets a 4xx status with a one-line reason and never makes a
+//!   handler panic.
+//! - A chunk whose bytes do not hash to its id is refused, and nothing of
+//!   the request that carried it is stored.
+//! - A commit is answered only after its versions, the chunks they refer
+//!   to and the client's list of its chunks are durable; sent again, it is
+//!   recognised by `(client, seq)` and ignored.
+//! - At most `max_connections` connections are served at once; SIGTERM or
+//!   SIGINT stops accepting, lets requests in flight finish for up to
+//!   `grace`, and exits.
+//! - Only the owner can reach the data directory: directories are `0700`,
+//!   files `0600`, and `serve` refuses a data directory other accounts can
+//!   write to.
+//!
+//! # After a crash
+//!
+//! - A killed `serve` loses nothing it acknowledged: an interrupted batch
+//!   is a partial pack in `DATA/repo/tmp`, deleted by the next `serve`, and
+//!   the client, which got no answer, sends the batch again (see
+//!   [`rewind_repo`], "After a crash").
+//! - A client's chunk list may end in a torn id, which is ignored: the
+//!   client is asked for that chunk again.
+//! - The registry, the certificate, its key and the admin hash are each
+//!   replaced by rename, so a crash leaves the old file or the new one.
+//! - An `init` interrupted before it wrote `clients.json` leaves a
+//!   directory that `serve` refuses as not made by `init` and that `init`
+//!   refuses as taken: remove it and run `init` again.
 
 mod api;
 mod auth;
 mod data;
 mod owners;
+mod secrets;
 mod serve;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::time::Duration;
-
-use anyhow::Result;
-use clap::{Parser, Subcommand};
-use serde_json::json;
-
-use data::DataDir;
-
-/// rewind's backup server.
-#[derive(Parser)]
-#[command(name = "rewind-server", version, about, long_about = None)]
-struct Cli {
-    /// The server's data directory (repository, certificate, clients)
-    #[arg(long, global = true, env = "REWIND_SERVER_DATA", value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// More log output (-v: info, -vv: debug)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Create the data directory: repository, TLS certificate, admin secret
-    Init {
-        /// Host names and addresses to put in the certificate (repeatable;
-        /// clients pin the fingerprint, so this is informational)
-        #[arg(long = "name", value_name = "HOST")]
-        names: Vec<String>,
-    },
-    /// Serve clients over HTTPS until SIGTERM or Ctrl-C
-    Serve {
-        /// Address and port to listen on (port 0 picks a free one)
-        #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR:PORT")]
-        listen: SocketAddr,
-        /// Connections served at once; more wait until one closes
-        #[arg(long, default_value_t = 256, value_name = "N")]
-        max_connections: usize,
-        /// How long shutdown waits for requests in flight
-        #[arg(long, default_value = "30", value_name = "SECONDS")]
-        grace: u64,
-    },
-    /// Print the certificate fingerprint clients pin
-    Fingerprint,
-    /// Check the repository: every pack, chunk, index file and version
-    /// (exit 0 when clean, 1 when damage is found); works while serving
-    Verify {
-        /// Check structure only (no chunk is decompressed and hashed)
-        #[arg(long)]
-        quick: bool,
-        /// Machine-readable output
-        #[arg(long)]
-        json: bool,
-    },
-    /// Rebuild the indexes from the packs, salvage damaged packs, and list
-    /// the versions whose content is lost (exit 1 if there are any); stop
-    /// the server first
-    Repair {
-        /// Machine-readable output
-        #[arg(long)]
-        json: bool,
-    },
-    /// Manage clients
-    #[command(subcommand)]
-    Client(ClientCommand),
-}
-
-#[derive(Subcommand)]
-enum ClientCommand {
-    /// Add a client and print its one-time enrollment token
-    Add {
-        /// The client's name (letters, digits, '.', '_', '-')
-        name: String,
-        /// Reuse the name of a removed client, and with it its stored versions
-        #[arg(long)]
-        reuse: bool,
-    },
-    /// List clients
-    List {
-        /// Machine-readable output
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke a client's key at once (its versions stay stored)
-    Remove {
-        /// The client's name
-        name: String,
-    },
-}
-
-/// Repository checks shared with `rewind verify` / `rewind repair`, handed
-/// in by the binary (they live with rewind's command line).
-pub struct Admin {
-    /// `verify REPO QUICK JSON` → exit code.
-    pub verify: fn(&std::path::Path, bool, bool) -> Result<i32>,
-    /// `repair REPO JSON` → exit code.
-    pub repair: fn(&std::path::Path, bool) -> Result<i32>,
-}
-
-/// The `rewind-server` command line.
-pub fn main(admin: Admin) -> ExitCode {
-    let cli = Cli::parse();
-    // Everything the server writes is private (issue 21); the umask covers
-    // files that libraries create.
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let default = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REWIND_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-    match run(cli, &admin) {
-        Ok(code) => ExitCode::from(code as u8),
-        Err(e) => {
-            let mut msg = e.to_string();
-            for c in e.chain().skip(1) {
-                let c = c.to_string();
-                if !msg.contains(&c) {
-                    msg.push_str(": ");
-                    msg.push_str(&c);
-                }
-            }
-            eprintln!("rewind-server: {msg}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn run(cli: Cli, admin: &Admin) -> Result<i32> {
-    let Some(root) = cli.data else {
-        anyhow::bail!("say where the data lives: --data DIR (or REWIND_SERVER_DATA)");
-    };
-    let dir = DataDir::new(&root);
-    match cli.command {
-        Command::Init { mut names } => {
-            if names.is_empty() {
-                let host = rustix::system::uname()
-                    .nodename()
-                    .to_string_lossy()
-                    .into_owned();
-                names = vec![host, "localhost".into(), "127.0.0.1".into(), "::1".into()];
-            }
-            let c = data::init(&dir, &names)?;
-            println!("created rewind-server data in {}", root.display());
-            println!("repository id:           {}", c.repo_id);
-            println!("certificate fingerprint: {}", c.fingerprint);
-            println!(
-                "admin secret (for /metrics; shown once, stored hashed): {}",
-                c.admin_secret
-            );
-            println!(
-                "next: rewind-server client add NAME --data {}, then rewind-server serve --data {}",
-                root.display(),
-                root.display()
-            );
-            Ok(0)
-        }
-        Command::Serve {
-            listen,
-            max_connections,
-            grace,
-        } => serve::run(serve::ServeOptions {
-            data: dir,
-            listen,
-            max_connections,
-            grace: Duration::from_secs(grace),
-        })
-        .map(|()| 0),
-        Command::Verify { quick, json } => {
-            dir.check()?;
-            (admin.verify)(&dir.repo(), quick, json)
-        }
-        Command::Repair { json } => {
-            dir.check()?;
-            (admin.repair)(&dir.repo(), json)
-        }
-        Command::Fingerprint => {
-            dir.check()?;
-            println!("{}", serve::fingerprint(&dir)?);
-            Ok(0)
-        }
-        Command::Client(ClientCommand::Add { name, reuse }) => {
-            dir.check()?;
-            let token = data::add_client(&dir, &name, reuse)?;
-            let fp = serve::fingerprint(&dir)?;
-            println!("{token}");
-            eprintln!(
-                "one-time enrollment token for {name} (above). On that machine run:\n  \
-                 rewind enroll https://SERVER:PORT --name {name} --token {token} --fingerprint {fp}"
-            );
-            Ok(0)
-        }
-        Command::Client(ClientCommand::List { json }) => {
-            dir.check()?;
-            let c = data::load_clients(&dir)?;
-            let state = |r: &data::ClientRecord| {
-                if r.removed.is_some() {
-                    "removed"
-                } else if r.enrolled.is_some() {
-                    "enrolled"
-                } else {
-                    "pending"
-                }
-            };
-            if json {
-                let rows: Vec<_> = c
-                    .clients
-                    .iter()
-                    .map(|r| {
-                        json!({
-                            "name": r.name,
-                            "state": state(r),
-                            "added": r.added,
-                            "enrolled": r.enrolled,
-                            "removed": r.removed,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else if c.clients.is_empty() {
-                println!("no clients (add one with `rewind-server client add NAME`)");
-            } else {
-                println!("{:<24} {:<9} SINCE", "NAME", "STATE");
-                for r in &c.clients {
-                    let since = r
-                        .removed
-                        .as_ref()
-                        .or(r.enrolled.as_ref())
-                        .unwrap_or(&r.added);
-                    println!("{:<24} {:<9} {}", r.name, state(r), since);
-                }
-            }
-            Ok(0)
-        }
-        Command::Client(ClientCommand::Remove { name }) => {
-            dir.check()?;
-            data::remove_client(&dir, &name)?;
-            println!("removed client {name}: its key no longer works; its versions stay stored");
-            Ok(0)
-        }
-    }
-}
+pub use data::{
+    ClientRecord, Clients, Created, DataDir, add_client, init, load_clients, remove_client,
+};
+pub use serve::{ServeOptions, fingerprint, run as serve};

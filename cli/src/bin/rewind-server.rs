@@ -1,12 +1,233 @@
-//! `rewind-server`: the backup server (see the rewind-server crate). Its
-//! `verify` and `repair` are the same code as `rewind verify` / `repair`.
+//! `rewind-server`: the backup server's command line. It parses
+//! arguments, prints and sets the exit code; the server itself is the
+//! `rewind-server` crate, and `verify` / `repair` print the same reports as
+//! `rewind verify` / `rewind repair` (the `rewind` package's library).
+//! Exit codes: 0 success, 1 failure, 2 bad usage.
 
-#[path = "../check.rs"]
-mod check;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
-fn main() -> std::process::ExitCode {
-    rewind_server::main(rewind_server::Admin {
-        verify: check::verify,
-        repair: check::repair,
-    })
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use rewind_server::{ClientRecord, DataDir, ServeOptions};
+use serde_json::json;
+
+/// rewind's backup server.
+#[derive(Parser)]
+#[command(
+    name = "rewind-server",
+    version,
+    about = "rewind's backup server: HTTPS API over the repository, client enrollment and auth",
+    long_about = None
+)]
+struct Cli {
+    /// The server's data directory (repository, certificate, clients)
+    #[arg(long, global = true, env = "REWIND_SERVER_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// More log output (-v: info, -vv: debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the data directory: repository, TLS certificate, admin secret
+    Init {
+        /// Host names and addresses to put in the certificate (repeatable;
+        /// clients pin the fingerprint, so this is informational)
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+    },
+    /// Serve clients over HTTPS until SIGTERM or Ctrl-C
+    Serve {
+        /// Address and port to listen on (port 0 picks a free one)
+        #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR:PORT")]
+        listen: SocketAddr,
+        /// Connections served at once; more wait until one closes
+        #[arg(long, default_value_t = 256, value_name = "N")]
+        max_connections: usize,
+        /// How long shutdown waits for requests in flight
+        #[arg(long, default_value = "30", value_name = "SECONDS")]
+        grace: u64,
+    },
+    /// Print the certificate fingerprint clients pin
+    Fingerprint,
+    /// Check the repository: every pack, chunk, index file and version
+    /// (exit 0 when clean, 1 when damage is found); works while serving
+    Verify {
+        /// Check structure only (no chunk is decompressed and hashed)
+        #[arg(long)]
+        quick: bool,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the indexes from the packs, salvage damaged packs, and list
+    /// the versions whose content is lost (exit 1 if there are any); stop
+    /// the server first
+    Repair {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage clients
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Add a client and print its one-time enrollment token
+    Add {
+        /// The client's name (letters, digits, '.', '_', '-')
+        name: String,
+        /// Reuse the name of a removed client, and with it its stored versions
+        #[arg(long)]
+        reuse: bool,
+    },
+    /// List clients
+    List {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a client's key at once (its versions stay stored)
+    Remove {
+        /// The client's name
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Everything the server writes is private (issue 21); the umask covers
+    // files that libraries create.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    rewind_cli::init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("rewind-server: {}", rewind_cli::one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let Some(root) = cli.data else {
+        anyhow::bail!("say where the data lives: --data DIR (or REWIND_SERVER_DATA)");
+    };
+    let dir = DataDir::new(&root);
+    match cli.command {
+        Command::Init { mut names } => {
+            if names.is_empty() {
+                let host = rustix::system::uname()
+                    .nodename()
+                    .to_string_lossy()
+                    .into_owned();
+                names = vec![host, "localhost".into(), "127.0.0.1".into(), "::1".into()];
+            }
+            let c = rewind_server::init(&dir, &names)?;
+            println!("created rewind-server data in {}", root.display());
+            println!("repository id:           {}", c.repo_id);
+            println!("certificate fingerprint: {}", c.fingerprint);
+            println!(
+                "admin secret (for /metrics; shown once, stored hashed): {}",
+                c.admin_secret
+            );
+            println!(
+                "next: rewind-server client add NAME --data {}, then rewind-server serve --data {}",
+                root.display(),
+                root.display()
+            );
+            Ok(0)
+        }
+        Command::Serve {
+            listen,
+            max_connections,
+            grace,
+        } => rewind_server::serve(ServeOptions {
+            data: dir,
+            listen,
+            max_connections,
+            grace: Duration::from_secs(grace),
+        })
+        .map(|()| 0),
+        Command::Verify { quick, json } => {
+            dir.check()?;
+            rewind_cli::verify(&dir.repo(), quick, json)
+        }
+        Command::Repair { json } => {
+            dir.check()?;
+            rewind_cli::repair(&dir.repo(), json)
+        }
+        Command::Fingerprint => {
+            dir.check()?;
+            println!("{}", rewind_server::fingerprint(&dir)?);
+            Ok(0)
+        }
+        Command::Client(ClientCommand::Add { name, reuse }) => {
+            dir.check()?;
+            let token = rewind_server::add_client(&dir, &name, reuse)?;
+            let fp = rewind_server::fingerprint(&dir)?;
+            println!("{token}");
+            eprintln!(
+                "one-time enrollment token for {name} (above). On that machine run:\n  \
+                 rewind enroll https://SERVER:PORT --name {name} --token {token} --fingerprint {fp}"
+            );
+            Ok(0)
+        }
+        Command::Client(ClientCommand::List { json }) => {
+            dir.check()?;
+            let c = rewind_server::load_clients(&dir)?;
+            let state = |r: &ClientRecord| {
+                if r.removed.is_some() {
+                    "removed"
+                } else if r.enrolled.is_some() {
+                    "enrolled"
+                } else {
+                    "pending"
+                }
+            };
+            if json {
+                let rows: Vec<_> = c
+                    .clients
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "name": r.name,
+                            "state": state(r),
+                            "added": r.added,
+                            "enrolled": r.enrolled,
+                            "removed": r.removed,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if c.clients.is_empty() {
+                println!("no clients (add one with `rewind-server client add NAME`)");
+            } else {
+                println!("{:<24} {:<9} SINCE", "NAME", "STATE");
+                for r in &c.clients {
+                    let since = r
+                        .removed
+                        .as_ref()
+                        .or(r.enrolled.as_ref())
+                        .unwrap_or(&r.added);
+                    println!("{:<24} {:<9} {}", r.name, state(r), since);
+                }
+            }
+            Ok(0)
+        }
+        Command::Client(ClientCommand::Remove { name }) => {
+            dir.check()?;
+            rewind_server::remove_client(&dir, &name)?;
+            println!("removed client {name}: its key no longer works; its versions stay stored");
+            Ok(0)
+        }
+    }
 }
