@@ -102,3 +102,57 @@ fn a_vanished_folder_is_told_once_shown_in_status_and_its_return_is_told() {
         env.json(&["status", "--json"])["agent"]["health"] == serde_json::json!([])
     });
 }
+
+/// The nice value of each of `pid`'s threads, by thread name.
+fn thread_nice(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for t in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            fs::read_to_string(t.join("comm")),
+            fs::read_to_string(t.join("stat")),
+        ) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces): the 19th
+        // field of the line is the nice value.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i64 = rest.split(' ').nth(16).unwrap().parse().unwrap();
+        out.push((comm.trim().to_string(), nice));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_first_pass_runs_at_low_priority_and_later_changes_at_normal() {
+    let env = Env::new();
+    for i in 0..200 {
+        fs::write(env.root.join(format!("f{i}.txt")), format!("file {i}")).unwrap();
+    }
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    let pid = agent.pid();
+    wait_until("the first pass's workers end", || {
+        !thread_nice(pid)
+            .iter()
+            .any(|(n, _)| n.starts_with("first-pass"))
+    });
+    let threads = thread_nice(pid);
+    let capture: Vec<_> = threads
+        .iter()
+        .filter(|(n, _)| n.starts_with("capture-"))
+        .collect();
+    assert!(!capture.is_empty(), "{threads:?}");
+    assert!(capture.iter().all(|(_, nice)| *nice == 0), "{threads:?}");
+    let scanner: Vec<_> = threads.iter().filter(|(n, _)| n == "scanner").collect();
+    assert_eq!(scanner.len(), 1, "{threads:?}");
+    assert_eq!(
+        scanner[0].1, 10,
+        "rescans stay in the background: {threads:?}"
+    );
+    // A change after the first pass is captured by the normal workers.
+    fs::write(env.root.join("f1.txt"), b"changed").unwrap();
+    env.wait_versions(&env.root.join("f1.txt"), 2);
+    agent.stop();
+}

@@ -164,7 +164,11 @@ impl Agent {
         );
     }
 
-    pub(crate) fn worker(&self) {
+    /// Capture paths from the scheduler until it stops; a worker of the
+    /// first pass (`first_pass_only`) also ends once the first pass is
+    /// done, so later changes are captured by workers at normal priority
+    /// (see `pipeline::background`).
+    pub(crate) fn worker(&self, first_pass_only: bool) {
         let warn = |m: String| self.warning(m);
         let note = |m: String| eprintln!("rewind: note: {m}");
         let cap = Capturer {
@@ -177,7 +181,7 @@ impl Agent {
             watched_since: self.watched_since,
             encoder: Some(&self.encoder),
         };
-        while let Some((path, at, change)) = self.sched.next() {
+        while let Some((path, at, change)) = self.sched.next(first_pass_only) {
             let p = rewind_core::path::from_bytes(&path);
             tracing::debug!("capturing {} ({change:?})", show(&path));
             match cap.capture(&p, at, change) {

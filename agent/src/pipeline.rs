@@ -184,15 +184,30 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         .map(|n| n.get())
         .unwrap_or(2)
         .max(2);
-    let mut workers = Vec::new();
-    for i in 0..nworkers {
-        let a = agent.clone();
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("capture-{i}"))
-                .spawn(move || a.worker())?,
-        );
-    }
+    // A continuous agent does its first pass in the background: at low CPU
+    // and I/O priority, with workers that end when it is done; then workers
+    // at normal priority capture changes within a second. A `--once` run
+    // is the whole job and keeps normal priority.
+    let background_first_pass = !opts.once;
+    let spawn_workers = |first_pass_only: bool| -> Result<Vec<std::thread::JoinHandle<()>>> {
+        let mut v = Vec::new();
+        for i in 0..nworkers {
+            let a = agent.clone();
+            let name = if first_pass_only {
+                format!("first-pass-{i}")
+            } else {
+                format!("capture-{i}")
+            };
+            v.push(std::thread::Builder::new().name(name).spawn(move || {
+                if first_pass_only {
+                    background();
+                }
+                a.worker(first_pass_only)
+            })?);
+        }
+        Ok(v)
+    };
+    let mut workers = spawn_workers(background_first_pass)?;
 
     let (rescan_tx, rescan_rx) = crossbeam_channel::unbounded::<(PathBuf, Timestamp)>();
     // Wakes the loop below when the first pass ends (`--once` exits then).
@@ -204,6 +219,9 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         std::thread::Builder::new()
             .name("scanner".into())
             .spawn(move || {
+                if background_first_pass {
+                    background();
+                }
                 first_pass(&a, &roots, progress);
                 let _ = pass_tx.send(());
                 drop(pass_tx);
@@ -263,7 +281,13 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                     break;
                 }
             },
-            recv(pass_done) -> _ => pass_done = crossbeam_channel::never(),
+            recv(pass_done) -> _ => {
+                pass_done = crossbeam_channel::never();
+                if background_first_pass && agent.first_pass_done.load(Ordering::Relaxed) {
+                    workers.extend(spawn_workers(false)?);
+                    agent.sched.end_first_pass();
+                }
+            }
             default(Duration::from_millis(200)) => {}
         }
     }
@@ -317,6 +341,26 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         return Ok(3);
     }
     Ok(0)
+}
+
+/// The nice value of the first pass's threads: well below interactive
+/// work, above `nice 19` batch jobs. On Linux, I/O priority follows the nice
+/// value under the BFQ and CFQ schedulers unless set on its own (best
+/// effort 6 for nice 10), so this lowers both (docs/decisions.md,
+/// "Background first pass").
+const FIRST_PASS_NICE: i32 = 10;
+
+/// Lower the calling thread to [`FIRST_PASS_NICE`]. Linux keeps a nice
+/// value per thread; elsewhere this does nothing (macOS: not done yet, see
+/// docs/platforms.md). Threads this one starts would inherit it, so the
+/// pipeline starts its normal-priority workers from the main thread.
+fn background() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), FIRST_PASS_NICE)
+    {
+        tracing::debug!("cannot lower the first pass's priority: {e}");
+    }
 }
 
 /// One look at the agent's health (see `health`).

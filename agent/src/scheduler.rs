@@ -30,6 +30,8 @@ struct State {
     running: HashMap<Vec<u8>, Option<Claim>>,
     delayed: Vec<(Instant, Vec<u8>, Claim)>,
     stop: bool,
+    /// The first pass is over: its workers take no more work.
+    first_pass_over: bool,
 }
 
 impl State {
@@ -83,11 +85,13 @@ impl Scheduler {
         s.delayed.push((Instant::now() + delay, path, at));
     }
 
-    /// The next path to capture; `None` once stopped.
-    pub fn next(&self) -> Option<(Vec<u8>, Timestamp, Change)> {
+    /// The next path to capture; `None` once stopped, or for a worker of
+    /// the first pass (`first_pass_only`) once [`Scheduler::end_first_pass`]
+    /// was called.
+    pub fn next(&self, first_pass_only: bool) -> Option<(Vec<u8>, Timestamp, Change)> {
         let mut s = self.lock();
         loop {
-            if s.stop {
+            if s.stop || (first_pass_only && s.first_pass_over) {
                 return None;
             }
             let now = Instant::now();
@@ -184,6 +188,13 @@ impl Scheduler {
         }
     }
 
+    /// The first pass is over: its workers return from `next` (those
+    /// waiting at once), later work goes to the other workers.
+    pub fn end_first_pass(&self) {
+        self.lock().first_pass_over = true;
+        self.cv.notify_all();
+    }
+
     /// Stop handing out work; workers return from `next`.
     pub fn stop(&self) {
         self.lock().stop = true;
@@ -202,17 +213,17 @@ mod tests {
         s.submit(b"/a".to_vec(), Timestamp(5), Change::Metadata);
         s.submit(b"/a".to_vec(), Timestamp(3), Change::Scan);
         s.submit(b"/b".to_vec(), Timestamp(9), Change::Content);
-        let (p, t, c) = s.next().unwrap();
+        let (p, t, c) = s.next(false).unwrap();
         assert_eq!(
             (p.as_slice(), t, c),
             (&b"/a"[..], Timestamp(3), Change::Scan)
         );
         s.submit(b"/a".to_vec(), Timestamp(7), Change::Metadata);
-        let (p, _, _) = s.next().unwrap();
+        let (p, _, _) = s.next(false).unwrap();
         assert_eq!(p, b"/b");
         s.done(b"/b");
         s.done(b"/a");
-        let (p, t, c) = s.next().unwrap();
+        let (p, t, c) = s.next(false).unwrap();
         assert_eq!(
             (p.as_slice(), t, c),
             (&b"/a"[..], Timestamp(7), Change::Metadata)
@@ -231,10 +242,29 @@ mod tests {
             Duration::from_millis(20),
         );
         assert!(!s.is_idle());
-        let (p, t, c) = s.next().unwrap();
+        let (p, t, c) = s.next(false).unwrap();
         assert_eq!(
             (p.as_slice(), t, c),
             (&b"/x"[..], Timestamp(1), Change::Content)
         );
+    }
+
+    #[test]
+    fn first_pass_workers_end_and_the_others_take_the_rest() {
+        let s = std::sync::Arc::new(Scheduler::default());
+        s.submit(b"/a".to_vec(), Timestamp(1), Change::Scan);
+        let (p, _, _) = s.next(true).unwrap();
+        s.done(&p);
+        // One first-pass worker waits for work when the pass ends.
+        let waiting = {
+            let s = s.clone();
+            std::thread::spawn(move || s.next(true))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        s.end_first_pass();
+        assert!(waiting.join().unwrap().is_none());
+        s.submit(b"/b".to_vec(), Timestamp(2), Change::Content);
+        assert!(s.next(true).is_none());
+        assert_eq!(s.next(false).unwrap().0, b"/b");
     }
 }

@@ -393,6 +393,11 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent is running").id()
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
