@@ -3,9 +3,10 @@
 //! scanner compares a tree with the journal's last-known states (first pass,
 //! rescans) and queues what differs, deletions included.
 //!
-//! - A path that changed while it was read is retried after the quiescence
-//!   delay, doubling up to `max_interval`; it is captured as soon as one
-//!   read sees no change (a version never mixes two states).
+//! - A path that changed while it was read is retried after 10 ms,
+//!   doubling up to `busy_interval`; it is captured as soon as one read
+//!   sees no change (a version never mixes two states), and shown in
+//!   `status` while it goes without a version longer than `busy_interval`.
 //! - A journal failure never drops a capture: the path is queued again.
 //! - Per-path problems are counted and the last 100 kept for `status`.
 
@@ -57,6 +58,35 @@ pub struct ProblemRecord {
     pub message: String,
 }
 
+/// The first retry of a torn read: soon, doubling from here.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+
+/// A file that could not be read consistently for this long is reported
+/// once in the log (it shows in `status` from `busy_interval` on).
+const BUSY_WARNING: Duration = Duration::from_secs(30);
+
+/// A path whose reads keep racing its writer.
+pub(crate) struct Racing {
+    attempts: u32,
+    since: std::time::Instant,
+    since_wall: Timestamp,
+    warned: bool,
+}
+
+/// A file that has gone without a version because every read raced a
+/// writer, as `status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BusyFile {
+    /// The path (lossy for display).
+    pub path: String,
+    /// The first torn read (RFC 3339).
+    pub since: String,
+    /// Seconds since then.
+    pub without_version_secs: u64,
+    /// Reads tried.
+    pub attempts: u32,
+}
+
 /// The running agent: what its threads share. Built by the pipeline,
 /// which owns its lifetime; capture workers, the scanner and the control
 /// socket reach it through an `Arc`.
@@ -76,10 +106,11 @@ pub(crate) struct Agent {
     /// The repository's directory, or the server's URL.
     pub(crate) repository: String,
     pub(crate) started: Timestamp,
-    pub(crate) quiescence: Duration,
-    pub(crate) max_interval: Duration,
-    /// Consecutive captures of a path that raced a writer.
-    pub(crate) races: Mutex<HashMap<Vec<u8>, u32>>,
+    /// A busy file gets a version at least this often when it can be read
+    /// consistently; torn reads are retried within it.
+    pub(crate) busy_interval: Duration,
+    /// Paths whose last reads raced a writer (cleared by a capture).
+    pub(crate) races: Mutex<HashMap<Vec<u8>, Racing>>,
     /// Hard-link groups seen by capture.
     pub(crate) links: LinkMap,
     /// The journal's last seq before this run: later versions were
@@ -96,29 +127,57 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// A path changed while it was read: try again after the quiescence
-    /// delay, doubling with each consecutive race up to `max_interval`, so a
-    /// file that is written without pause (a VM image) is not re-read in a
-    /// tight loop. It is captured as soon as one read sees no change.
+    /// A path changed while it was read: try again soon (a busy file's
+    /// next quiet moment may be milliseconds away), doubling with each
+    /// consecutive race up to `busy_interval`, so a file that is written
+    /// without pause (a VM image) is not re-read in a tight loop. It is
+    /// captured as soon as one read sees no change.
     fn retry_raced(&self, path: Vec<u8>, at: Timestamp, change: Change) {
-        let n = {
+        let (n, since, warn) = {
             let mut r = self.races.lock().unwrap_or_else(|e| e.into_inner());
-            let n = r.entry(path.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
+            let e = r.entry(path.clone()).or_insert_with(|| Racing {
+                attempts: 0,
+                since: std::time::Instant::now(),
+                since_wall: Timestamp::now(),
+                warned: false,
+            });
+            e.attempts = e.attempts.saturating_add(1);
+            let warn = !e.warned && e.since.elapsed() >= BUSY_WARNING;
+            e.warned |= warn;
+            (e.attempts, e.since, warn)
         };
-        let delay = self
-            .quiescence
+        let delay = RETRY_FIRST
             .saturating_mul(1u32 << (n - 1).min(16))
-            .min(self.max_interval.max(self.quiescence));
-        if n == 5 {
+            .min(self.busy_interval.max(RETRY_FIRST));
+        if warn {
             tracing::warn!(
-                "{} keeps changing while it is read; retrying every {:?} until a read sees no change",
+                "{} changed during every read for {} s ({n} tries): it has no version since; \
+                 it is tried again every {:?} (on a filesystem with reflinks, such as btrfs or \
+                 XFS, rewind reads a consistent copy instead)",
                 show(&path),
+                since.elapsed().as_secs(),
                 delay
             );
         }
         self.sched.retry_later(path, at, change, delay);
+    }
+
+    /// Files that could not be read consistently for longer than
+    /// `busy_interval`, for `status`.
+    pub(crate) fn busy(&self) -> Vec<BusyFile> {
+        let r = self.races.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<BusyFile> = r
+            .iter()
+            .filter(|(_, e)| e.since.elapsed() > self.busy_interval)
+            .map(|(p, e)| BusyFile {
+                path: show(p).to_string(),
+                since: e.since_wall.to_string(),
+                without_version_secs: e.since.elapsed().as_secs(),
+                attempts: e.attempts,
+            })
+            .collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.without_version_secs));
+        v
     }
 
     pub(crate) fn problem(&self, message: String) {
@@ -184,7 +243,7 @@ impl Agent {
         while let Some((path, at, change)) = self.sched.next(first_pass_only) {
             let p = rewind_core::path::from_bytes(&path);
             tracing::debug!("capturing {} ({change:?})", show(&path));
-            match cap.capture(&p, at, change) {
+            match cap.capture(&p, change) {
                 Ok(Outcome::Captured {
                     bytes,
                     spooled,

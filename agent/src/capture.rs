@@ -283,15 +283,19 @@ fn same_meta(a: &FileMeta, b: &FileMeta) -> bool {
 }
 
 impl Capturer<'_> {
-    /// Capture `path` (absolute), whose change was first observed at `at`;
-    /// `change` says what the watcher knows about it.
-    pub fn capture(
-        &self,
-        path: &Path,
-        at: Timestamp,
-        change: Change,
-    ) -> Result<Outcome, CaptureError> {
+    /// Capture `path` (absolute); `change` says what the watcher knows
+    /// about it.
+    ///
+    /// A version's time is a moment at which its content and metadata are
+    /// proven to have been the path's: the moment of the stat that the
+    /// stat after the read matched (for a file that was being written, the
+    /// moment after its write was given time to finish), never the moment
+    /// its change was first observed, which for a file that stays busy can
+    /// be long before the content that is read (issue 16). So a restore
+    /// never returns content from after the moment asked for.
+    pub fn capture(&self, path: &Path, change: Change) -> Result<Outcome, CaptureError> {
         let bytes = rewind_core::path::to_bytes(path);
+        let at = Timestamp::now();
         let (mut meta, issues) = match rewind_fsmeta::read_meta_full(path) {
             Ok(m) => m,
             Err(e) if e.is_not_found() || e.io().raw_os_error() == Some(20) => {
@@ -452,8 +456,11 @@ impl Capturer<'_> {
         // and the stat after the read would not see it. Writes that started
         // within the last WRITE_GUARD get that long to finish; then the
         // state must still be the same.
+        let mut at = at;
         if let Some(wait) = write_guard_wait(&meta) {
             std::thread::sleep(wait);
+            // From here on the state is proven: the write had its time.
+            at = Timestamp::now();
             match rewind_fsmeta::read_stat(path) {
                 Ok(again) if again.same_state(&meta) => {}
                 Ok(_) => return Ok(Outcome::Raced),
@@ -719,7 +726,7 @@ mod tests {
             watched_since,
             encoder: None,
         }
-        .capture(p, Timestamp::now(), change)
+        .capture(p, change)
         .unwrap()
     }
 

@@ -8,7 +8,7 @@
 //! exclude = ["*.tmp"]
 //! follow_symlinks = "never"       # or "outside-roots"
 //! quiescence = "300ms"
-//! max_interval = "60s"
+//! busy_interval = "2s"
 //!
 //! [[dump]]
 //! name = "crm"
@@ -75,8 +75,10 @@ pub struct WatchConfig {
     pub follow_symlinks: crate::follow::FollowSymlinks,
     /// Quiet time before capture (`300ms`).
     pub quiescence: Option<String>,
-    /// Longest time a busy path goes uncaptured (`60s`).
-    pub max_interval: Option<String>,
+    /// Longest time a busy file goes without a version (`2s`); the
+    /// earlier name `max_interval` is read too.
+    #[serde(alias = "max_interval")]
+    pub busy_interval: Option<String>,
 }
 
 /// A config file read and checked.
@@ -114,7 +116,7 @@ impl Loaded {
         }
     }
 
-    /// `[watch] quiescence` / `max_interval`, or the defaults.
+    /// `[watch] quiescence` / `busy_interval`, or the defaults.
     pub fn watch_timing(&self) -> Result<(Duration, Duration)> {
         let w = self.config.watch.as_ref();
         let parse = |v: Option<&String>, key: &str, default: Duration| -> Result<Duration> {
@@ -131,9 +133,9 @@ impl Loaded {
                 Duration::from_millis(300),
             )?,
             parse(
-                w.and_then(|w| w.max_interval.as_ref()),
-                "max_interval",
-                Duration::from_secs(60),
+                w.and_then(|w| w.busy_interval.as_ref()),
+                "busy_interval",
+                rewind_watcher::DEFAULT_BUSY_INTERVAL,
             )?,
         ))
     }

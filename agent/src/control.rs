@@ -172,6 +172,7 @@ fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> serde_json:
             "recent_problems": problems,
             "dumps": agent.dumps.status(),
             "health": agent.health.problems(),
+            "busy": agent.busy(),
         },
         "journal": journal,
         "upload": upload,

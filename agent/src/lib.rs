@@ -54,7 +54,7 @@ mod scheduler;
 mod stream;
 mod target;
 
-pub use agent::{Counters, ProblemRecord};
+pub use agent::{BusyFile, Counters, ProblemRecord};
 pub use config::{Config, Loaded, WatchConfig, default_path, load, parse};
 pub use control::{query, run_dump_through_agent};
 pub use dump_service::{LastRun, one_line, report_json, run_dump_once};

@@ -56,8 +56,9 @@ pub struct AgentOptions {
     pub follow_symlinks: follow::FollowSymlinks,
     /// Quiet time before a changed path is captured.
     pub quiescence: Duration,
-    /// Longest time a busy path goes uncaptured.
-    pub max_interval: Duration,
+    /// A file that keeps changing gets a version at least this often,
+    /// whenever it can be read consistently.
+    pub busy_interval: Duration,
     /// Show a progress bar for the first pass.
     pub progress: bool,
     /// Exit after the first pass has been captured and uploaded.
@@ -128,7 +129,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     } else {
         let mut wopts = WatchOptions::new(roots.clone(), rules.clone());
         wopts.quiescence = opts.quiescence;
-        wopts.max_interval = opts.max_interval;
+        wopts.busy_interval = opts.busy_interval;
         let (w, e) = Watcher::start(wopts)?;
         (Some(w), e)
     };
@@ -152,8 +153,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         follow_symlinks: opts.follow_symlinks,
         repository: opened.describe.clone(),
         started: Timestamp::now(),
-        quiescence: opts.quiescence,
-        max_interval: opts.max_interval,
+        busy_interval: opts.busy_interval,
         races: Mutex::new(HashMap::new()),
         links: LinkMap::default(),
         watched_since: journal.durable_seq(),

@@ -63,7 +63,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 excludes: w.exclude,
                 follow_symlinks: w.follow_symlinks,
                 quiescence: w.quiescence,
-                max_interval: w.max_interval,
+                busy_interval: w.busy_interval,
                 once: w.once,
                 progress: std::io::stderr().is_terminal(),
                 limit_upload: w.limit_upload,
@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Agent(_) => {
             let loaded = loaded.expect("loaded above");
-            let (quiescence, max_interval) = loaded.watch_timing()?;
+            let (quiescence, busy_interval) = loaded.watch_timing()?;
             let w = loaded.config.watch.as_ref();
             let roots = w.map(|w| w.paths.clone()).unwrap_or_default();
             if roots.is_empty() && loaded.jobs.is_empty() {
@@ -93,7 +93,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 excludes: w.map(|w| w.exclude.clone()).unwrap_or_default(),
                 follow_symlinks: w.map(|w| w.follow_symlinks).unwrap_or_default(),
                 quiescence,
-                max_interval,
+                busy_interval,
                 once: false,
                 progress: std::io::stderr().is_terminal(),
                 limit_upload: None,
@@ -621,6 +621,14 @@ fn status(t: &Target, json: bool) -> Result<i32> {
     }
     if let Some(p) = agent_v["recent_problems"].as_array().and_then(|a| a.last()) {
         println!("last problem {}", p["message"].as_str().unwrap_or(""));
+    }
+    for b in agent_v["busy"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "busy         {}: changed during every read for {} s ({} tries), no version since",
+            b["path"].as_str().unwrap_or("?"),
+            b["without_version_secs"],
+            b["attempts"]
+        );
     }
     // What makes protection stop or degrade, as the agent told the user.
     let health = agent_v["health"].as_array().cloned().unwrap_or_default();

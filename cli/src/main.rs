@@ -200,9 +200,10 @@ struct WatchArgs {
     /// Capture a path once it has been quiet this long (e.g. 300ms, 1s)
     #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     quiescence: Duration,
-    /// Capture a path that never goes quiet at least this often
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    max_interval: Duration,
+    /// Capture a file that keeps changing (a log, a database) at least this
+    /// often, whenever it can be read consistently
+    #[arg(long, default_value = "2s", value_parser = parse_duration, alias = "max-interval")]
+    busy_interval: Duration,
     /// Capture everything once, upload it and exit (a backup run instead of
     /// continuous protection); exit code 3 if some paths were skipped
     #[arg(long)]

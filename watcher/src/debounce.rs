@@ -3,8 +3,8 @@
 //! Guarantees:
 //!
 //! - a path is reported once it has been quiet for `quiescence`, or once it
-//!   has been pending for `max_interval` while still busy; the next event for
-//!   it then starts a fresh burst;
+//!   has been pending for `busy_interval` while still busy (a rescan: for
+//!   `max_interval`); the next event for it then starts a fresh burst;
 //! - the time reported with a path is the wall-clock time of the *first*
 //!   event of its burst;
 //! - a path is reported with `content: false` only when every event of its
@@ -99,6 +99,9 @@ struct Pending {
 pub(crate) struct Debouncer {
     quiescence: Duration,
     max_interval: Duration,
+    /// A busy path is reported at least this often (a rescan, which lists
+    /// a directory, only every `max_interval`).
+    pub(crate) busy_interval: Duration,
     pub(crate) collapse_threshold: usize,
     pub(crate) max_pending: usize,
     roots: Vec<PathBuf>,
@@ -112,6 +115,7 @@ impl Debouncer {
         Debouncer {
             quiescence,
             max_interval,
+            busy_interval: max_interval,
             collapse_threshold: COLLAPSE_THRESHOLD,
             max_pending: MAX_PENDING,
             roots,
@@ -189,8 +193,12 @@ impl Debouncer {
             .pending
             .iter()
             .filter(|(_, p)| {
+                let bound = match p.rescan {
+                    None => self.busy_interval,
+                    Some(_) => self.max_interval,
+                };
                 now.saturating_duration_since(p.last) >= self.quiescence
-                    || now.saturating_duration_since(p.first) >= self.max_interval
+                    || now.saturating_duration_since(p.first) >= bound
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -396,6 +404,34 @@ mod tests {
         );
         reported.extend(d.due(c.inst(2_400 + 300)));
         assert_eq!(reported.last(), Some(&changed("/r/vm.img", c.wall(2_200))));
+    }
+
+    #[test]
+    fn a_busy_path_is_due_every_busy_interval_a_busy_directory_every_max_interval() {
+        let c = Clock::new();
+        let mut d = Debouncer::new(Q, Duration::from_secs(60), vec![p("/r")]);
+        d.busy_interval = Duration::from_secs(2);
+        d.collapse_threshold = 2;
+        let mut reported = Vec::new();
+        for ms in (0..5_000).step_by(100) {
+            ev(&mut d, &c, "/r/log.txt", ms);
+            // Three busy names in one directory collapse into its rescan.
+            for name in ["a", "b", "c"] {
+                ev(&mut d, &c, &format!("/r/d/{name}"), ms);
+            }
+            reported.extend(d.due(c.inst(ms)));
+        }
+        let log: Vec<_> = reported
+            .iter()
+            .filter(|e| matches!(e, WatchEvent::Changed { path, .. } if path == &p("/r/log.txt")))
+            .collect();
+        assert_eq!(log.len(), 2, "{reported:?}");
+        assert!(
+            !reported
+                .iter()
+                .any(|e| matches!(e, WatchEvent::Rescan { .. })),
+            "the collapsed directory waits for max_interval: {reported:?}"
+        );
     }
 
     #[test]

@@ -58,5 +58,6 @@ pub use crate::event::{RescanReason, WatchEvent};
 pub use crate::rules::{CACHEDIR_TAG_NAME, DEFAULT_IGNORES, IGNORE_FILE_NAME, IgnoreRules};
 pub use crate::scan::{ScanItem, scan};
 pub use crate::watch::{
-    DEFAULT_MAX_INTERVAL, DEFAULT_QUIESCENCE, DEFAULT_UNWATCHED_RESCAN, WatchOptions, Watcher,
+    DEFAULT_BUSY_INTERVAL, DEFAULT_MAX_INTERVAL, DEFAULT_QUIESCENCE, DEFAULT_UNWATCHED_RESCAN,
+    WatchOptions, Watcher,
 };

@@ -40,8 +40,13 @@ use crate::rules::{CACHEDIR_TAG_NAME, IGNORE_FILE_NAME, IgnoreRules};
 /// burst, short enough that capture stays within about a second (DESIGN.md).
 pub const DEFAULT_QUIESCENCE: Duration = Duration::from_millis(300);
 
-/// Default bound on how long a path that never goes quiet (VM image,
-/// mailbox, log) waits before being reported anyway (DESIGN.md).
+/// Default bound on how long a path that never goes quiet (a log, a
+/// database, a download) waits before being reported anyway: the staleness
+/// a busy file may reach (issue 16, DESIGN.md "busy_interval").
+pub const DEFAULT_BUSY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Default bound on how long a directory rescan asked for by a storm of
+/// changes waits for the directory to go quiet.
 pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Default rescan period for directories we could not watch: about what a
@@ -78,7 +83,11 @@ pub struct WatchOptions {
     /// A path is reported after it was quiet this long (default 300 ms).
     pub quiescence: Duration,
     /// A path that never goes quiet is still reported at least this often
-    /// (default 60 s).
+    /// (default 2 s), so a busy file gets versions while it stays busy.
+    pub busy_interval: Duration,
+    /// A directory rescan asked for by many changes at once waits at most
+    /// this long for the directory to go quiet (default 60 s): listing a
+    /// busy directory every few seconds would cost more than it tells.
     pub max_interval: Duration,
     /// Period of rescans for directories we could not watch (default 120 s).
     pub unwatched_rescan: Duration,
@@ -96,6 +105,7 @@ impl WatchOptions {
         WatchOptions {
             roots,
             quiescence: DEFAULT_QUIESCENCE,
+            busy_interval: DEFAULT_BUSY_INTERVAL,
             max_interval: DEFAULT_MAX_INTERVAL,
             unwatched_rescan: DEFAULT_UNWATCHED_RESCAN,
             max_watches: None,
@@ -205,7 +215,8 @@ impl Watcher {
         };
         event_loop.watch_roots();
 
-        let debouncer = Debouncer::new(opts.quiescence, opts.max_interval, opts.roots.clone());
+        let mut debouncer = Debouncer::new(opts.quiescence, opts.max_interval, opts.roots.clone());
+        debouncer.busy_interval = opts.busy_interval;
         let debounce_thread = spawn("rewind-debounce", move || {
             let _ = run_debouncer(debouncer, notice_rx, out_tx);
         })?;
