@@ -41,6 +41,7 @@ use rewind_core::{
 use rewind_journal::{CaptureGuard, Journal, JournalError, PathState};
 
 use crate::chunks::{ChunkLoop, Encode, Whole};
+use crate::group;
 use rustix::fs::{CWD, Mode, OFlags};
 
 thread_local! {
@@ -95,6 +96,60 @@ pub enum Outcome {
     Raced,
     /// Not something rewind captures (a socket), or gone and never known.
     Skipped,
+}
+
+impl Outcome {
+    /// Two outcomes of one capture (the members of a group) as one: a
+    /// race wins (the whole capture is taken again), captures add up.
+    pub(crate) fn combine(self, other: Outcome) -> Outcome {
+        use Outcome::*;
+        match (self, other) {
+            (Raced, _) | (_, Raced) => Raced,
+            (
+                Captured {
+                    bytes: b1,
+                    spooled: s1,
+                    reused: r1,
+                    also: mut a1,
+                },
+                Captured {
+                    bytes: b2,
+                    spooled: s2,
+                    reused: r2,
+                    also: a2,
+                },
+            ) => {
+                a1.extend(a2);
+                Captured {
+                    bytes: b1 + b2,
+                    spooled: s1 + s2,
+                    reused: r1 && r2,
+                    also: a1,
+                }
+            }
+            (c @ Captured { .. }, _) | (_, c @ Captured { .. }) => c,
+            (Deleted(a), Deleted(b)) => Deleted(a + b),
+            (d @ Deleted(_), _) | (_, d @ Deleted(_)) => d,
+            (Unchanged, _) | (_, Unchanged) => Unchanged,
+            (Skipped, Skipped) => Skipped,
+        }
+    }
+}
+
+/// A version made but not appended yet (the members of a group are
+/// appended together), or what happened instead.
+enum Prepared {
+    Done(Outcome),
+    Version {
+        version: Version,
+        outcome: Outcome,
+        issues: Vec<rewind_fsmeta::MetaIssue>,
+    },
+}
+
+/// Whether something (anything, a dangling link too) is at `path`.
+fn exists(path: &[u8]) -> bool {
+    std::fs::symlink_metadata(rewind_core::path::from_bytes(path)).is_ok()
 }
 
 /// A per-path failure.
@@ -284,7 +339,9 @@ fn same_meta(a: &FileMeta, b: &FileMeta) -> bool {
 
 impl Capturer<'_> {
     /// Capture `path` (absolute); `change` says what the watcher knows
-    /// about it.
+    /// about it. A path that names a group (a SQLite database whose `-wal`
+    /// or `-journal` exists or was known; see [`crate::group`]) captures
+    /// the whole group as one state.
     ///
     /// A version's time is a moment at which its content and metadata are
     /// proven to have been the path's: the moment of the stat that the
@@ -295,11 +352,162 @@ impl Capturer<'_> {
     /// never returns content from after the moment asked for.
     pub fn capture(&self, path: &Path, change: Change) -> Result<Outcome, CaptureError> {
         let bytes = rewind_core::path::to_bytes(path);
+        if let Some(members) = group::sqlite_group(bytes, |p| {
+            Ok(exists(p) || self.journal.last_known(p)?.is_some())
+        })? {
+            return self.capture_group(&members, change);
+        }
+        if group::is_rebuilt_side_file(bytes) {
+            // SQLite's shared-memory index: rebuilt from the WAL when the
+            // database opens, never part of a consistent state.
+            let at = Timestamp::now();
+            return self.tombstone(bytes, at);
+        }
+        let guard = self.journal.begin_capture();
+        match self.prepare(&guard, path, change)? {
+            Prepared::Done(o) => Ok(o),
+            Prepared::Version {
+                version,
+                outcome,
+                issues,
+            } => {
+                guard.append(version);
+                self.report(bytes, issues);
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// Capture the members of a group (see [`crate::group`]) as one state:
+    /// each is read as usual, then every member's stat must still be what
+    /// it was before any was read (an absent one still absent), and the
+    /// versions of those that changed are appended together, with one
+    /// time, in one group commit. A restore at any moment then gets every
+    /// member as it was at one moment: what a power cut would have left.
+    fn capture_group(&self, members: &[Vec<u8>], change: Change) -> Result<Outcome, CaptureError> {
+        let guard = self.journal.begin_capture();
+        let mut before: Vec<Option<FileMeta>> = Vec::with_capacity(members.len());
+        let mut versions = Vec::new();
+        let mut reports = Vec::new();
+        let mut total = Outcome::Unchanged;
+        for m in members {
+            let p = rewind_core::path::from_bytes(m);
+            let stat = match rewind_fsmeta::read_stat(&p) {
+                Ok(st) if st.kind == FileKind::File => Some(st),
+                Ok(_) => {
+                    // Not a regular file: no SQLite state; each on its own.
+                    drop(guard);
+                    return self.capture_each(members, change);
+                }
+                Err(e) if e.is_not_found() => None,
+                Err(e) => {
+                    return Err(CaptureError::Read {
+                        path: m.clone(),
+                        source: io::Error::new(e.io().kind(), e.io().to_string()),
+                    });
+                }
+            };
+            if stat.is_none() {
+                // Gone (SQLite deletes its rollback journal to commit): the
+                // tombstone belongs to the group's state, in its batch.
+                if self.journal.last_known(m)?.is_some() {
+                    versions.push(Version {
+                        client: String::new(),
+                        seq: 0,
+                        observed_at: Timestamp::now(),
+                        path: m.clone(),
+                        entry: Entry::Deleted,
+                    });
+                    total = total.combine(Outcome::Deleted(1));
+                }
+                before.push(None);
+                continue;
+            }
+            match self.prepare(&guard, &p, change)? {
+                Prepared::Done(Outcome::Raced) => return Ok(Outcome::Raced),
+                Prepared::Done(o @ Outcome::Deleted(_)) => total = total.combine(o),
+                Prepared::Done(_) => {}
+                Prepared::Version {
+                    version,
+                    outcome,
+                    issues,
+                } => {
+                    versions.push(version);
+                    reports.push((m.clone(), issues));
+                    total = total.combine(outcome);
+                }
+            }
+            before.push(stat);
+        }
+        let at = Timestamp::now();
+        for (m, b) in members.iter().zip(&before) {
+            let p = rewind_core::path::from_bytes(m);
+            let same = match (b, rewind_fsmeta::read_stat(&p)) {
+                (Some(b), Ok(now)) => now.same_state(b),
+                (None, Err(e)) => e.is_not_found(),
+                _ => false,
+            };
+            if !same {
+                return Ok(Outcome::Raced);
+            }
+        }
+        if versions.is_empty() {
+            return Ok(total);
+        }
+        for v in &mut versions {
+            v.observed_at = at;
+        }
+        guard.append_all(versions);
+        for (m, issues) in reports {
+            self.report(&m, issues);
+        }
+        Ok(total)
+    }
+
+    /// Members of what looked like a group, captured one by one.
+    fn capture_each(&self, members: &[Vec<u8>], change: Change) -> Result<Outcome, CaptureError> {
+        let mut total = Outcome::Unchanged;
+        for m in members {
+            let p = rewind_core::path::from_bytes(m);
+            let guard = self.journal.begin_capture();
+            let o = match self.prepare(&guard, &p, change)? {
+                Prepared::Done(o) => o,
+                Prepared::Version {
+                    version,
+                    outcome,
+                    issues,
+                } => {
+                    guard.append(version);
+                    self.report(m, issues);
+                    outcome
+                }
+            };
+            total = total.combine(o);
+        }
+        Ok(total)
+    }
+
+    /// Metadata items that could not be read, one warning each.
+    fn report(&self, bytes: &[u8], issues: Vec<rewind_fsmeta::MetaIssue>) {
+        for i in issues {
+            (self.warn)(format!("{}: could not read {}", display(bytes), i));
+        }
+    }
+
+    /// Look at `path` and prepare its new version (not appended yet), with
+    /// new chunks queued under `guard`; a deletion is appended at once.
+    fn prepare(
+        &self,
+        guard: &CaptureGuard,
+        path: &Path,
+        change: Change,
+    ) -> Result<Prepared, CaptureError> {
+        let bytes = rewind_core::path::to_bytes(path);
         let at = Timestamp::now();
         let (mut meta, issues) = match rewind_fsmeta::read_meta_full(path) {
             Ok(m) => m,
             Err(e) if e.is_not_found() || e.io().raw_os_error() == Some(20) => {
-                return self.tombstone(bytes, at);
+                return self.tombstone(bytes, at).map(Prepared::Done);
             }
             Err(e) => {
                 return Err(CaptureError::Read {
@@ -309,12 +517,12 @@ impl Capturer<'_> {
             }
         };
         if self.rules.is_ignored(path, meta.kind == FileKind::Dir) {
-            return self.tombstone(bytes, at);
+            return self.tombstone(bytes, at).map(Prepared::Done);
         }
         if meta.kind == FileKind::Socket {
             (self.note)(format!("{}: a socket, not captured", display(bytes)));
             // What was at this path before is gone.
-            return self.tombstone(bytes, at);
+            return self.tombstone(bytes, at).map(Prepared::Done);
         }
         let prev = self.journal.last_known(bytes)?;
         let values = std::mem::take(&mut meta.xattrs);
@@ -339,32 +547,40 @@ impl Capturer<'_> {
             });
             kept.push(x.value);
         }
-        let outcome = match meta.kind {
-            FileKind::File => self.capture_file(path, bytes, at, change, meta, (refs, kept), prev),
+        let prepared = match meta.kind {
+            FileKind::File => {
+                self.capture_file(guard, path, bytes, at, change, meta, (refs, kept), prev)?
+            }
             _ => {
                 if prev
                     .as_ref()
                     .is_some_and(|p| same_meta(&p.meta, &meta) && p.xattrs == refs)
                 {
-                    return Ok(Outcome::Unchanged);
+                    return Ok(Prepared::Done(Outcome::Unchanged));
                 }
-                let g = self.journal.begin_capture();
-                let spooled = self.spool_xattrs(&g, prev.as_ref(), &refs, &kept)?;
-                g.append(present(bytes, at, meta, Vec::new(), refs));
-                Ok(Outcome::Captured {
-                    bytes: 0,
-                    spooled,
-                    reused: false,
-                    also: Vec::new(),
-                })
+                let spooled = self.spool_xattrs(guard, prev.as_ref(), &refs, &kept)?;
+                Prepared::Version {
+                    version: present(bytes, at, meta, Vec::new(), refs),
+                    outcome: Outcome::Captured {
+                        bytes: 0,
+                        spooled,
+                        reused: false,
+                        also: Vec::new(),
+                    },
+                    issues: Vec::new(),
+                }
             }
-        }?;
-        if matches!(outcome, Outcome::Captured { .. }) {
-            for i in issues {
-                (self.warn)(format!("{}: could not read {}", display(bytes), i));
-            }
-        }
-        Ok(outcome)
+        };
+        Ok(match prepared {
+            Prepared::Version {
+                version, outcome, ..
+            } => Prepared::Version {
+                version,
+                outcome,
+                issues,
+            },
+            done => done,
+        })
     }
 
     /// Queue the xattr values the previous version did not have and the
@@ -396,6 +612,7 @@ impl Capturer<'_> {
     #[allow(clippy::too_many_arguments)]
     fn capture_file(
         &self,
+        guard: &CaptureGuard,
         path: &Path,
         bytes: &[u8],
         at: Timestamp,
@@ -403,14 +620,14 @@ impl Capturer<'_> {
         mut meta: FileMeta,
         (refs, values): (Vec<XattrRef>, Vec<Vec<u8>>),
         prev: Option<PathState>,
-    ) -> Result<Outcome, CaptureError> {
+    ) -> Result<Prepared, CaptureError> {
         let prev_file = prev.as_ref().filter(|p| p.meta.kind == FileKind::File);
         if let Some(p) = prev_file
             && p.meta.same_state(&meta)
             && same_meta(&p.meta, &meta)
             && p.xattrs == refs
         {
-            return Ok(Outcome::Unchanged);
+            return Ok(Prepared::Done(Outcome::Unchanged));
         }
         // Metadata only: the content is taken over without reading it.
         let reuse = prev_file.filter(|p| {
@@ -435,15 +652,17 @@ impl Capturer<'_> {
         };
         if let Some((chunks, sparse)) = shared {
             meta.sparse = sparse;
-            let g = self.journal.begin_capture();
-            let spooled = self.spool_xattrs(&g, prev.as_ref(), &refs, &values)?;
+            let spooled = self.spool_xattrs(guard, prev.as_ref(), &refs, &values)?;
             let also = self.other_names(path, bytes, change, &meta, &chunks);
-            g.append(present(bytes, at, meta, chunks, refs));
-            return Ok(Outcome::Captured {
-                bytes: 0,
-                spooled,
-                reused: true,
-                also,
+            return Ok(Prepared::Version {
+                version: present(bytes, at, meta, chunks, refs),
+                outcome: Outcome::Captured {
+                    bytes: 0,
+                    spooled,
+                    reused: true,
+                    also,
+                },
+                issues: Vec::new(),
             });
         }
 
@@ -463,8 +682,8 @@ impl Capturer<'_> {
             at = Timestamp::now();
             match rewind_fsmeta::read_stat(path) {
                 Ok(again) if again.same_state(&meta) => {}
-                Ok(_) => return Ok(Outcome::Raced),
-                Err(e) if e.is_not_found() => return Ok(Outcome::Raced),
+                Ok(_) => return Ok(Prepared::Done(Outcome::Raced)),
+                Err(e) if e.is_not_found() => return Ok(Prepared::Done(Outcome::Raced)),
                 Err(e) => {
                     return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string())));
                 }
@@ -484,7 +703,7 @@ impl Capturer<'_> {
         let file = File::from(fd);
         let st = rustix::fs::fstat(&file).map_err(|e| read_err(e.into()))?;
         if st.st_ino as u64 != meta.ino {
-            return Ok(Outcome::Raced);
+            return Ok(Prepared::Done(Outcome::Raced));
         }
         // The extents of the file as opened (the map read with the metadata
         // may already be stale).
@@ -508,8 +727,7 @@ impl Capturer<'_> {
             Some(d) => d,
             None => &Whole,
         };
-        let guard = self.journal.begin_capture();
-        let mut cut = ChunkLoop::new(&guard, prev_ids, walk);
+        let mut cut = ChunkLoop::new(guard, prev_ids, walk);
         let mut spooled = 0u64;
         let mut spool_err = None;
         CHUNK_BUF
@@ -541,24 +759,27 @@ impl Capturer<'_> {
         // The stat alone: a change of xattrs or ACLs moves ctime too.
         let after = match rewind_fsmeta::read_stat(path) {
             Ok(m) => m,
-            Err(e) if e.is_not_found() => return Ok(Outcome::Raced),
+            Err(e) if e.is_not_found() => return Ok(Prepared::Done(Outcome::Raced)),
             Err(e) => return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string()))),
         };
         let read = cut.bytes();
         let chunks = cut.into_chunks();
         if !after.same_state(&meta) || read != expected {
-            return Ok(Outcome::Raced);
+            return Ok(Prepared::Done(Outcome::Raced));
         }
-        spooled += self.spool_xattrs(&guard, prev.as_ref(), &refs, &values)?;
+        spooled += self.spool_xattrs(guard, prev.as_ref(), &refs, &values)?;
         let also = self.other_names(path, bytes, change, &meta, &chunks);
         // Even when only ctime or the inode moved, record the new state so
         // rescans stop noticing it.
-        guard.append(present(bytes, at, meta, chunks, refs));
-        Ok(Outcome::Captured {
-            bytes: read,
-            spooled,
-            reused: false,
-            also,
+        Ok(Prepared::Version {
+            version: present(bytes, at, meta, chunks, refs),
+            outcome: Outcome::Captured {
+                bytes: read,
+                spooled,
+                reused: false,
+                also,
+            },
+            issues: Vec::new(),
         })
     }
 

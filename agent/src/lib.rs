@@ -46,6 +46,7 @@ mod control;
 mod dump_service;
 mod enrollment;
 mod follow;
+mod group;
 mod health;
 mod opening;
 pub mod paths;

@@ -57,8 +57,14 @@ impl Scheduler {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A change of `path` first observed at `at`.
+    /// A change of `path` first observed at `at`. A SQLite side file is
+    /// queued as its database (`group::key_of`): one capture takes the
+    /// whole group.
     pub fn submit(&self, path: Vec<u8>, at: Timestamp, change: Change) {
+        let path = match crate::group::key_of(&path) {
+            k if k.len() == path.len() => path,
+            k => k.to_vec(),
+        };
         let at = (at, change);
         let mut s = self.lock();
         if s.stop {

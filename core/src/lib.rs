@@ -26,6 +26,7 @@ mod dict;
 mod extents;
 pub mod failpoint;
 pub mod frame;
+pub mod group;
 mod id;
 pub mod path;
 pub mod private;

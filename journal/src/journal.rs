@@ -488,34 +488,40 @@ impl Journal {
         Ok(())
     }
 
-    fn append(&self, start_segment: u64, mut v: Version) -> u64 {
+    /// Queue `vs` in this order under one lock, so one group commit takes
+    /// all of them or none.
+    fn append(&self, start_segment: u64, vs: Vec<Version>) -> Vec<u64> {
         let mut w = lock(&self.inner.writer);
-        let seq = w.next_seq;
-        w.next_seq += 1;
-        v.seq = seq;
-        v.client = self.inner.client.clone();
-        for (_, s) in w.segments.range_mut(start_segment..) {
-            s.high_water = s.high_water.max(seq);
+        let mut seqs = Vec::with_capacity(vs.len());
+        for mut v in vs {
+            let seq = w.next_seq;
+            w.next_seq += 1;
+            v.seq = seq;
+            v.client = self.inner.client.clone();
+            for (_, s) in w.segments.range_mut(start_segment..) {
+                s.high_water = s.high_water.max(seq);
+            }
+            let state = match &v.entry {
+                Entry::Present {
+                    meta,
+                    chunks,
+                    xattrs,
+                } => Some(PathState {
+                    meta: meta.clone(),
+                    chunks: chunks.clone(),
+                    xattrs: xattrs.clone(),
+                    seq,
+                }),
+                // A stream (a dump) has no last-known state to compare with.
+                Entry::Deleted | Entry::Stream { .. } => None,
+            };
+            w.overlay.insert(v.path.clone(), (seq, state));
+            w.versions.push(v);
+            seqs.push(seq);
         }
-        let state = match &v.entry {
-            Entry::Present {
-                meta,
-                chunks,
-                xattrs,
-            } => Some(PathState {
-                meta: meta.clone(),
-                chunks: chunks.clone(),
-                xattrs: xattrs.clone(),
-                seq,
-            }),
-            // A stream (a dump) has no last-known state to compare with.
-            Entry::Deleted | Entry::Stream { .. } => None,
-        };
-        w.overlay.insert(v.path.clone(), (seq, state));
-        w.versions.push(v);
         drop(w);
         self.wake_flusher(false);
-        seq
+        seqs
     }
 
     fn end_capture(&self, start_segment: u64) {
@@ -1435,11 +1441,18 @@ impl CaptureGuard {
 
     /// Queue the version (its `seq` and `client` are assigned here); it is
     /// acknowledged once [`Journal::durable_seq`] reaches the returned seq.
-    pub fn append(mut self, v: Version) -> u64 {
-        let seq = self.journal.append(self.start_segment, v);
+    pub fn append(self, v: Version) -> u64 {
+        self.append_all(vec![v])[0]
+    }
+
+    /// Queue several versions that are one state on disk (a group: SQLite's
+    /// database with its `-wal` or `-journal`): they get consecutive seqs
+    /// and one group commit makes all of them durable, or none.
+    pub fn append_all(mut self, vs: Vec<Version>) -> Vec<u64> {
+        let seqs = self.journal.append(self.start_segment, vs);
         self.done = true;
         self.journal.end_capture(self.start_segment);
-        seq
+        seqs
     }
 }
 
