@@ -13,7 +13,7 @@
 //! values poorly.
 //!
 //! Guarantees:
-//! - Group commit: [`Journal::append`] queues a version; a flusher thread
+//! - Group commit: [`CaptureGuard::append`] queues a version; a flusher thread
 //!   writes queued spool bytes, fsyncs the segment, then applies the versions,
 //!   states and chunk locations in one atomic sled batch and flushes it. A
 //!   version is *captured* (acknowledged) only when [`Journal::durable_seq`]
@@ -36,7 +36,26 @@
 //! garbage at the end of a segment and are never referenced; all segments
 //! present at open are kept until the cursor passes every version then in
 //! the journal.
+//!
+//! The modules, each stating the invariants it keeps, from the bottom up:
+//! `error`; `keys` (the sled key layout and small records); `states`
+//! (last-known path states and the overlay of queued ones); `spool`
+//! (segment files: writing, rotation, reclamation, reading); `queue` (what
+//! capture and the flusher share); `capture` ([`CaptureGuard`]); `flush`
+//! (the group commit and the flusher thread); `journal` (the [`Journal`]
+//! handle). None imports one above it.
 
+mod capture;
+mod error;
+mod flush;
 mod journal;
+mod keys;
+mod queue;
+mod spool;
+mod states;
+mod sync;
 
-pub use journal::{CaptureGuard, Journal, JournalError, JournalStats, PathState};
+pub use capture::CaptureGuard;
+pub use error::JournalError;
+pub use journal::{Journal, JournalStats};
+pub use states::PathState;

@@ -1,5 +1,9 @@
 use super::*;
-use rewind_core::FileKind;
+use crate::flush::SEQ_RESERVE;
+use rewind_core::{ChunkRef, Entry, FileKind, FileMeta};
+use std::collections::HashMap;
+use std::fs;
+use std::sync::atomic::AtomicBool;
 
 fn meta(size: u64) -> FileMeta {
     FileMeta {
