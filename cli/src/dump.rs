@@ -231,7 +231,12 @@ fn run_through_agent(
 fn run_in_process(target: &Target, job: &Job, progress: &Progress) -> Result<Vec<Value>> {
     let (opened, journal, _jdir) = crate::agent::open_for_capture(target, None, &[])?;
     let chunker = Chunker::new(opened.chunker);
-    let uploader = Uploader::start(journal.clone(), opened.repo.clone(), opened.upload.clone());
+    let uploader = Uploader::start(
+        journal.clone(),
+        opened.repo.clone(),
+        opened.sink.clone(),
+        opened.upload.clone(),
+    );
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C kills the dump, which is then stored as a failed run.
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());

@@ -7,7 +7,7 @@
 //! - the spool segment that was current when a capture began is kept
 //!   until the capture ends (appended or dropped), so chunks it spooled
 //!   are never reclaimed before its version can refer to them;
-//! - chunks held in memory for the sink stay under
+//! - chunks held in memory for the hook stay under
 //!   [`MAX_DIRECT_BACKLOG`]: a capture that would pass it waits for the
 //!   flusher (which it wakes), so memory stays bounded when capture
 //!   outruns the disk;
@@ -27,7 +27,7 @@ use crate::sync::lock;
 /// first pass does not pile up unacknowledged work.
 const EAGER_FLUSH_BYTES: u64 = 32 << 20;
 
-/// Chunks held in memory for a sink before captures wait for the
+/// Chunks held in memory for the hook before captures wait for the
 /// flusher: bounds the agent's memory when capture outruns the disk.
 const MAX_DIRECT_BACKLOG: u64 = 64 << 20;
 
@@ -71,17 +71,17 @@ fn wait_for_room<'a>(
 }
 
 impl CaptureGuard {
-    /// Queue a chunk the repository may not have: into the spool, or for
-    /// the sink when one is set.
+    /// Queue a chunk the repository may not have: for the group-commit
+    /// hook while it accepts, into the spool otherwise.
     pub fn spool(&self, chunk: EncodedChunk) -> Result<()> {
         let inner = &self.inner;
-        let sink = inner.sink.get().filter(|s| s.accepting());
+        let hook = inner.hook.get().filter(|h| h.accepting());
         // Before the queue's lock: sending ahead copies the chunk.
-        if let Some(s) = sink {
-            s.send_ahead(&chunk);
+        if let Some(h) = hook {
+            h.send_ahead(&chunk);
         }
         let mut w = lock(&inner.writer);
-        if sink.is_some() {
+        if hook.is_some() {
             w = wait_for_room(inner, w, MAX_DIRECT_BACKLOG);
             w.queued_bytes += chunk.data.len() as u64;
             w.direct.push(chunk);
@@ -98,20 +98,21 @@ impl CaptureGuard {
     }
 
     /// True when the repository already holds `id` durably (only known
-    /// with a sink; `false` otherwise), so the chunk need not be queued.
+    /// with a group-commit hook; `false` otherwise), so the chunk need not
+    /// be queued.
     pub fn is_stored(&self, id: &ChunkId) -> bool {
-        self.inner.sink.get().is_some_and(|s| s.has_chunk(id))
+        self.inner.hook.get().is_some_and(|h| h.has_chunk(id))
     }
 
-    /// Wait while `limit` bytes or more of chunks are queued for the sink,
-    /// asking the flusher to store them now. A source that streams more
+    /// Wait while `limit` bytes or more of chunks are queued for the hook,
+    /// asking the flusher to commit them now. A source that streams more
     /// than the journal's own backlog bound (64 MiB) in one
     /// capture (a database dump) calls this before each chunk to keep its
-    /// memory lower; with no sink (chunks go to the spool on disk) it
-    /// returns at once.
+    /// memory lower; with no hook accepting (chunks go to the spool on
+    /// disk) it returns at once.
     pub fn wait_for_room(&self, limit: u64) {
         let inner = &self.inner;
-        if !inner.sink.get().is_some_and(|s| s.accepting()) {
+        if !inner.hook.get().is_some_and(|h| h.accepting()) {
             return;
         }
         drop(wait_for_room(inner, lock(&inner.writer), limit));

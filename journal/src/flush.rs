@@ -1,21 +1,21 @@
 //! The group commit and the flusher thread.
 //!
 //! Each commit takes what capture queued, in this order of durability:
-//! chunks queued for the sink are stored durably there (or, if it refuses
-//! them, written to the spool); spool segments are fsynced; then the
-//! versions, their last-known states, the chunk locations and the counters
-//! go into sled in one atomic batch, which is flushed; only then does the
-//! durable seq move.
+//! chunks queued for the group-commit hook are made durable through it
+//! (or, if it refuses them, written to the spool); spool segments are
+//! fsynced; then the versions, their last-known states, the chunk
+//! locations and the counters go into sled in one atomic batch, which is
+//! flushed; only then does the durable seq move.
 //!
 //! Invariants kept here:
 //! - a version is never durable before the chunk bytes it introduced
-//!   (sink first, spool fsync next, sled batch last);
+//!   (hook first, spool fsync next, sled batch last);
 //! - a commit that fails at any step puts everything it took back in
 //!   front of the queue and is retried; nothing is acknowledged by it;
-//! - versions go straight into the sink (no log record, cursor moved past
-//!   them) only when no logged version waits before them, and only after
-//!   their sequence numbers are durably reserved, so a restart that cannot
-//!   ask the repository never reuses one;
+//! - the hook may commit versions (no log record, cursor moved past them)
+//!   only when no logged version waits before them, and only after their
+//!   sequence numbers are durably reserved, so a restart that cannot ask
+//!   the repository never reuses one;
 //! - no commit starts while the journal's filesystem is nearly full: sled
 //!   cannot recover from a write that fails for lack of space.
 
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use rewind_core::{ChunkId, EncodedChunk, Timestamp, Version, failpoint};
 
 use crate::error::{JournalError, Result};
+use crate::hook::HookOutcome;
 use crate::keys::{ChunkLoc, get_u64, meta_key, seq_key};
 use crate::queue::Inner;
 use crate::spool::put_front;
@@ -56,7 +57,7 @@ const BULK_VERSIONS: usize = 200;
 const JOURNAL_RESERVE: u64 = 32 << 20;
 
 /// Sequence numbers reserved at a time before versions are committed
-/// straight to the sink (see `Journal::skip_reserved`).
+/// through the hook (see `Journal::skip_reserved`).
 pub(crate) const SEQ_RESERVE: u64 = 100_000;
 
 /// Refuse to start a commit when the journal's filesystem is (nearly) full
@@ -79,7 +80,7 @@ fn check_space(dir: &std::path::Path) -> Result<()> {
 }
 
 /// Make sure the journal has durably reserved sequence numbers up to
-/// `last` before versions up to it are committed straight to the sink.
+/// `last` before versions up to it are committed through the hook.
 fn reserve_seqs(inner: &Inner, last: u64) -> Result<()> {
     if get_u64(&inner.db, "reserved_seq", &inner.dir)? >= last {
         return Ok(());
@@ -99,7 +100,7 @@ fn reserve_seqs(inner: &Inner, last: u64) -> Result<()> {
 pub(crate) fn flush_once(inner: &Inner) -> Result<u64> {
     let _serial = lock(&inner.flush_lock);
     check_space(&inner.dir)?;
-    // Versions and the chunks queued for the sink are taken together: a
+    // Versions and the chunks queued for the hook are taken together: a
     // capture queues its chunks before its version, so every version taken
     // here has its chunks in this batch or an earlier one.
     let (versions, direct, next_seq) = {
@@ -123,39 +124,24 @@ pub(crate) fn flush_once(inner: &Inner) -> Result<u64> {
         put_front(&mut w.direct, direct);
         put_front(&mut w.versions, versions);
     };
-    // With a sink, the versions go straight into the repository as well
-    // when no logged version waits before them (the uploader has drained
-    // the log): then they need no log record and no upload.
+    // The hook may commit the versions to the repository as well when no
+    // logged version waits before them (the uploader has drained the log):
+    // then they need no log record and no upload.
     let mut committed = false;
-    // Chunks queued for a sink that refuses them, or that has stopped
-    // taking them since they were queued, go to the spool.
+    // Chunks queued for a hook that refuses them, or that has stopped
+    // accepting since they were queued, go to the spool.
     let mut spool_direct = true;
-    if let Some(sink) = inner.sink.get().filter(|s| s.accepting()) {
+    if let Some(hook) = inner.hook.get().filter(|h| h.accepting()) {
         let log_drained = !versions.is_empty()
             && get_u64(&inner.db, "cursor", &inner.dir).ok() == Some(*lock(&inner.durable))
             && reserve_seqs(inner, next_seq - 1).is_ok();
-        // Make the sink's chunks durable first (also those it holds from
-        // earlier calls, which capture may have skipped as present).
-        let stored = if log_drained {
-            sink.commit_durably(&direct, &versions)
-        } else {
-            sink.store_durably(&direct)
-        };
-        match stored {
-            Ok(()) => {
+        match hook.group_commit(&direct, &versions, log_drained) {
+            HookOutcome::Refused => {}
+            HookOutcome::Stored => spool_direct = false,
+            HookOutcome::Committed => {
+                // A hook that was not offered the versions committed none.
                 committed = log_drained;
                 spool_direct = false;
-                if inner.sink_failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("repository takes chunks again");
-                }
-            }
-            Err(e) => {
-                if !inner.sink_failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "repository refused chunks ({e}); keeping them in the journal spool \
-                         until it takes them"
-                    );
-                }
             }
         }
     }

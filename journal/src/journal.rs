@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rewind_core::{ChunkId, ChunkSink, EncodedChunk, Timestamp, Version, failpoint};
+use rewind_core::{ChunkId, EncodedChunk, Timestamp, Version, failpoint};
 use serde::{Deserialize, Serialize};
 
 use crate::capture::{self, CaptureGuard};
 use crate::error::{JournalError, Result};
 use crate::flush::{flush_once, flusher};
+use crate::hook::CommitHook;
 use crate::keys::{VERSION, decode, get_u64, meta_key, seq_key, seq_of, state_key};
 use crate::queue::Inner;
 use crate::spool::Spool;
@@ -144,13 +145,14 @@ impl Journal {
         capture::begin(&self.inner)
     }
 
-    /// Hand chunks to `sink` instead of the spool from now on: each flush
-    /// stores the queued chunks durably in the sink before it records the
-    /// versions that refer to them. When the sink fails, that flush falls
-    /// back to the spool (and the uploader later moves those chunks), so
-    /// capture goes on. Set once; later calls are ignored.
-    pub fn set_sink(&self, sink: Arc<dyn ChunkSink>) {
-        let _ = self.inner.sink.set(sink);
+    /// Offer every group commit to `hook` from now on: while it accepts,
+    /// capture queues chunks for it instead of spooling them, and each
+    /// commit hands them over (with the versions, when the log is drained)
+    /// before it records the versions that refer to them. What the hook
+    /// refuses goes to the spool in the same commit, so capture goes on.
+    /// Set once; later calls are ignored.
+    pub fn set_commit_hook(&self, hook: Arc<dyn CommitHook>) {
+        let _ = self.inner.hook.set(hook);
     }
 
     /// Commit everything queued now and return the durable seq.
@@ -321,7 +323,7 @@ impl Journal {
 
     /// After a start that could not ask the repository for its highest
     /// seq: make new versions get numbers above every number this journal
-    /// may have committed straight to the sink before a crash (one that
+    /// may have committed through the hook before a crash (one that
     /// came before the journal recorded them), so none is reused and taken
     /// by the repository for a duplicate. Leaves a gap in the numbers.
     pub fn skip_reserved(&self) -> Result<()> {

@@ -6,7 +6,7 @@
 //!   versions are queued, so `versions` is always in seq order and a
 //!   commit that takes the queue makes everything below `next_seq`
 //!   durable;
-//! - a capture queues its chunks (for the sink, or in the spool) before
+//! - a capture queues its chunks (for the hook, or in the spool) before
 //!   its version, so taking versions and chunks under one lock gives every
 //!   version taken its chunks in the same commit or an earlier one;
 //! - work a failed commit took is put back in front of what was queued
@@ -20,9 +20,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use rewind_core::{ChunkSink, EncodedChunk, Version};
+use rewind_core::{EncodedChunk, Version};
 
 use crate::error::Result;
+use crate::hook::CommitHook;
 use crate::spool::{Readers, Spool};
 use crate::states::Overlay;
 use crate::sync::lock;
@@ -34,10 +35,10 @@ pub(crate) struct Writer {
     /// Pending last-known states, consulted before sled until the flusher
     /// applied them.
     pub(crate) overlay: Overlay,
-    /// Chunks for the sink, stored durably by the next flush before the
-    /// versions queued with them.
+    /// Chunks for the hook, made durable by the next flush (through the
+    /// hook, or else in the spool) before the versions queued with them.
     pub(crate) direct: Vec<EncodedChunk>,
-    /// Bytes queued since the last commit (for the sink, or spooled).
+    /// Bytes queued since the last commit (for the hook, or spooled).
     pub(crate) queued_bytes: u64,
     pub(crate) spool: Spool,
 }
@@ -73,12 +74,10 @@ pub(crate) struct Inner {
     pub(crate) flush_lock: Mutex<()>,
     /// Open spool segments for reading.
     pub(crate) readers: Readers,
-    /// Where chunks go instead of the spool, when set.
-    pub(crate) sink: OnceLock<Arc<dyn ChunkSink>>,
+    /// Where chunks go instead of the spool while it accepts, when set.
+    pub(crate) hook: OnceLock<Arc<dyn CommitHook>>,
     /// Signalled when a flush takes the queued direct chunks.
     pub(crate) room: Condvar,
-    /// The sink's last failure was reported (cleared by a success).
-    pub(crate) sink_failing: AtomicBool,
     /// The last commit was part of a stream (see `flush::BULK_FLUSH_INTERVAL`).
     pub(crate) bulk: AtomicBool,
 }
@@ -125,9 +124,8 @@ impl Inner {
             last_error: Mutex::new(None),
             flush_lock: Mutex::new(()),
             readers: Readers::default(),
-            sink: OnceLock::new(),
+            hook: OnceLock::new(),
             room: Condvar::new(),
-            sink_failing: AtomicBool::new(false),
             bulk: AtomicBool::new(false),
         }
     }

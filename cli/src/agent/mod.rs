@@ -359,7 +359,7 @@ pub(crate) struct OpenedTarget {
     pub(crate) repo: Arc<dyn Repository>,
     /// Where capture hands chunks directly: the embedded repository, or
     /// the server while it keeps up.
-    sink: Option<Arc<dyn rewind_core::ChunkSink>>,
+    pub(crate) sink: Option<Arc<dyn rewind_core::ChunkSink>>,
     /// Repository id (names the journal directory).
     id: String,
     pub(crate) chunker: rewind_core::ChunkerParams,
@@ -498,11 +498,6 @@ pub(crate) fn open_for_capture(
         eprintln!("rewind: journal rebuilt from the repository ({n} paths); checking for changes");
     }
     crate::server::write_private(&jdir.join("client"), journal.client().as_bytes())?;
-    if let Some(sink) = &opened.sink {
-        // The repository takes chunks straight from capture, so each byte
-        // is written once (docs/decisions.md, "direct path").
-        journal.set_sink(sink.clone());
-    }
     Ok((opened, journal, jdir))
 }
 
@@ -550,7 +545,14 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     };
     crate::server::write_private(&jdir.join("agent.json"), &serde_json::to_vec_pretty(&cfg)?)?;
     let chunker = Chunker::new(opened.chunker);
-    let uploader = Uploader::start(journal.clone(), repo.clone(), opened.upload.clone());
+    // With the sink the uploader takes chunks straight from capture, so each
+    // byte is written once (docs/decisions.md, "One owner of repository writes").
+    let uploader = Uploader::start(
+        journal.clone(),
+        repo.clone(),
+        opened.sink.clone(),
+        opened.upload.clone(),
+    );
 
     // An agent may run dump jobs only, with no folder to watch.
     let (watcher, events) = if roots.is_empty() {
