@@ -86,9 +86,9 @@ pub struct RemoteRepo {
     conn: Conn,
     /// As a [`ChunkSink`]: chunks the server confirmed durable for us.
     stored: Mutex<HashSet<ChunkId>>,
-    /// As a [`ChunkSink`]: when to take chunks again after a failure or a
-    /// slow store, and the next pause.
-    pause: Mutex<(Option<Instant>, Duration)>,
+    /// As a [`ChunkSink`]: when to take chunks again after a slow store.
+    /// (After a failure the uploader's backoff decides.)
+    slow_until: Mutex<Option<Instant>>,
     /// As a [`ChunkSink`]: chunks on their way before the journal's flush.
     ahead: ahead::Ahead,
 }
@@ -121,10 +121,6 @@ const SINK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Versions per commit request (as the uploader's batches).
 const SINK_COMMIT_VERSIONS: usize = 2000;
-
-/// Pauses after failures: doubling from the first to the longest.
-const SINK_FIRST_PAUSE: Duration = Duration::from_secs(1);
-const SINK_LONGEST_PAUSE: Duration = Duration::from_secs(60);
 
 /// The ids remembered as stored; past this the set starts again (a
 /// forgotten id costs a compression and a `missing` question, nothing more).
@@ -174,7 +170,7 @@ impl RemoteRepo {
                 limiter: None,
             },
             stored: Mutex::new(HashSet::new()),
-            pause: Mutex::new((None, SINK_FIRST_PAUSE)),
+            slow_until: Mutex::new(None),
             ahead: ahead::Ahead::default(),
         })
     }
@@ -558,8 +554,9 @@ impl RemoteRepo {
         set.extend(chunks.iter().map(|c| c.id));
     }
 
-    /// Time one store as a sink: a failure pauses the sink (doubling each
-    /// time), and so does a store slower than the spool would be.
+    /// Time one store as a sink: a store slower than the spool would be
+    /// pauses the sink. (A failure is the caller's to retry: the
+    /// uploader's direct path steps aside under its own backoff.)
     fn as_sink(
         &self,
         chunks: &[EncodedChunk],
@@ -567,46 +564,38 @@ impl RemoteRepo {
     ) -> Result<(), RepoError> {
         let start = Instant::now();
         let r = f();
-        let mut p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
-        match &r {
-            Ok(()) => {
-                let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
-                let secs = start.elapsed().as_secs_f64();
-                *p = (None, SINK_FIRST_PAUSE);
-                if bytes >= SINK_SLOW_MIN_BYTES && bytes as f64 / secs < SINK_MIN_RATE {
-                    tracing::info!(
-                        "{}: the server took {:.1} MiB in {secs:.1}s; spooling locally for {}s",
-                        self.conn.url,
-                        bytes as f64 / (1 << 20) as f64,
-                        SINK_SLOW_PAUSE.as_secs()
-                    );
-                    p.0 = Some(Instant::now() + SINK_SLOW_PAUSE);
-                }
-                drop(p);
-                self.remember(chunks);
-            }
-            Err(_) => {
-                let wait = p.1;
-                *p = (
-                    Some(Instant::now() + wait),
-                    (wait * 2).min(SINK_LONGEST_PAUSE),
+        if r.is_ok() {
+            let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+            let secs = start.elapsed().as_secs_f64();
+            let mut slow = self.slow_until.lock().unwrap_or_else(|p| p.into_inner());
+            *slow = None;
+            if bytes >= SINK_SLOW_MIN_BYTES && bytes as f64 / secs < SINK_MIN_RATE {
+                tracing::info!(
+                    "{}: the server took {:.1} MiB in {secs:.1}s; spooling locally for {}s",
+                    self.conn.url,
+                    bytes as f64 / (1 << 20) as f64,
+                    SINK_SLOW_PAUSE.as_secs()
                 );
+                *slow = Some(Instant::now() + SINK_SLOW_PAUSE);
             }
+            drop(slow);
+            self.remember(chunks);
         }
         r
     }
 }
 
 /// Capture hands chunks straight to the server while it keeps up (no
-/// upload limit, no recent failure, faster than [`SINK_MIN_RATE`]); the
-/// journal spools them otherwise, and the uploader moves them later.
+/// upload limit, faster than [`SINK_MIN_RATE`]) and the uploader's direct
+/// path has no failure to wait out; the journal spools them otherwise, and
+/// the uploader moves them later.
 impl ChunkSink for RemoteRepo {
     fn accepting(&self) -> bool {
         if self.conn.limiter.is_some() {
             return false;
         }
-        let p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
-        p.0.is_none_or(|until| Instant::now() >= until)
+        let slow = self.slow_until.lock().unwrap_or_else(|p| p.into_inner());
+        slow.is_none_or(|until| Instant::now() >= until)
     }
 
     fn has_chunk(&self, id: &ChunkId) -> bool {
