@@ -295,7 +295,12 @@ pub fn run_dump_once(
 ) -> Result<Vec<StreamReport>> {
     let (opened, journal) = open_for_capture(target, None, &[])?;
     let chunker = Chunker::new(opened.chunker);
-    let uploader = Uploader::start(journal.clone(), opened.repo.clone(), opened.upload.clone());
+    let uploader = Uploader::start(
+        journal.clone(),
+        opened.repo.clone(),
+        opened.sink.clone(),
+        opened.upload.clone(),
+    );
     let cancel = Arc::new(AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
     let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());

@@ -112,10 +112,5 @@ pub(crate) fn open_for_capture(
         eprintln!("rewind: journal rebuilt from the repository ({n} paths); checking for changes");
     }
     crate::enrollment::write_private(&jdir.join("client"), journal.client().as_bytes())?;
-    if let Some(sink) = &opened.sink {
-        // The repository takes chunks straight from capture, so each byte
-        // is written once (docs/decisions.md, "direct path").
-        journal.set_sink(sink.clone());
-    }
     Ok((opened, journal))
 }

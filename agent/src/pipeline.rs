@@ -121,7 +121,14 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     };
     crate::enrollment::write_private(&jdir.join("agent.json"), &serde_json::to_vec_pretty(&cfg)?)?;
     let chunker = Chunker::new(opened.chunker);
-    let uploader = Uploader::start(journal.clone(), repo.clone(), opened.upload.clone());
+    // With the sink the uploader takes chunks straight from capture, so each
+    // byte is written once (docs/decisions.md, "One owner of repository writes").
+    let uploader = Uploader::start(
+        journal.clone(),
+        repo.clone(),
+        opened.sink.clone(),
+        opened.upload.clone(),
+    );
 
     // An agent may run dump jobs only, with no folder to watch.
     let (watcher, events) = if roots.is_empty() {

@@ -155,13 +155,16 @@ pub trait Repository: Send + Sync {
 
 /// A store that takes chunks straight from capture and makes them durable
 /// by itself, before any version refers to them: the embedded repository,
-/// and a server while it keeps up. The journal hands chunks to it instead
-/// of writing them into its spool first, so each byte is written (and
-/// fsynced) once.
+/// and a server while it keeps up. The uploader's direct path (the
+/// journal's group-commit hook) hands capture's chunks to it at each group
+/// commit instead of the journal writing them into its spool first, so
+/// each byte is written (and fsynced) once.
 pub trait ChunkSink: Send + Sync {
     /// False while the store should not be given chunks (a server that
-    /// failed or fell behind, for a while): the journal spools them
-    /// instead, and the uploader moves them later.
+    /// falls behind, for a while, or one under an upload limit): the
+    /// journal spools them instead, and the uploader moves them later.
+    /// After a failed store the direct path steps aside by itself, under
+    /// the uploader's backoff.
     fn accepting(&self) -> bool {
         true
     }

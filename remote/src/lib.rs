@@ -79,10 +79,10 @@
 //!   body, so a flush never waits forever.
 //! - `missing_chunks` first waits for the bodies on their way, so the
 //!   uploader is not told that a chunk is missing while it travels.
-//! - `accepting()` is false for 1 s after a failed flush (doubling with
-//!   each failure in a row, up to 60 s; a flush that succeeds starts again
-//!   from 1 s), and for 30 s after a flush of 4 MiB or more of chunks that
-//!   ran slower than 24 MiB/s.
+//! - `accepting()` is false for 30 s after a flush of 4 MiB or more of
+//!   chunks that ran slower than 24 MiB/s, and while an upload limit is
+//!   set. After a failed flush it stays true: the uploader's direct path
+//!   steps aside under the uploader's one backoff.
 //! - Each attempt of a sink request (the flush's and the senders') gives up
 //!   after 30 s; other requests after 300 s, and connecting after 10 s.
 //!

@@ -1,10 +1,12 @@
 //! The server as a [`ChunkSink`](rewind_core::ChunkSink): capture hands
-//! chunks straight to the server while it keeps up (no upload limit, no
-//! recent failure, faster than [`SINK_MIN_RATE`]); the journal spools them
-//! otherwise, and the uploader moves them later. Here are what the sink
-//! remembers (chunks known stored, when to take chunks again), the flush
-//! (wait for the chunks sent ahead, ask, send, then sync or commit), and
-//! the pauses after a failed or slow flush. `RemoteRepo`'s `ChunkSink`
+//! chunks straight to the server while it keeps up (no upload limit,
+//! faster than [`SINK_MIN_RATE`]) and the uploader's direct path has no
+//! failure to wait out; the journal spools them otherwise, and the uploader
+//! moves them later. Here are what the sink remembers (chunks known stored,
+//! when to take chunks again after a slow store), the flush (wait for the
+//! chunks sent ahead, ask, send, then sync or commit), and the pause after
+//! a slow flush. After a failed flush the uploader's one backoff decides
+//! (docs/decisions.md, "One owner of repository writes"). `RemoteRepo`'s `ChunkSink`
 //! methods hand their work to [`Sink`].
 
 use std::collections::HashSet;
@@ -27,10 +29,6 @@ const SINK_SLOW_PAUSE: Duration = Duration::from_secs(30);
 /// Versions per commit request (as the uploader's batches).
 const SINK_COMMIT_VERSIONS: usize = 2000;
 
-/// Pauses after failures: doubling from the first to the longest.
-const SINK_FIRST_PAUSE: Duration = Duration::from_secs(1);
-const SINK_LONGEST_PAUSE: Duration = Duration::from_secs(60);
-
 /// The ids remembered as stored; past this the set starts again (a
 /// forgotten id costs a compression and a `missing` question, nothing more).
 const SINK_REMEMBERED: usize = 1 << 20;
@@ -40,9 +38,9 @@ const SINK_REMEMBERED: usize = 1 << 20;
 pub(crate) struct Sink {
     /// Chunks the server confirmed durable for us.
     stored: Mutex<HashSet<ChunkId>>,
-    /// When to take chunks again after a failure or a slow store, and the
-    /// next pause.
-    pause: Mutex<(Option<Instant>, Duration)>,
+    /// When to take chunks again after a slow store. (After a failure the
+    /// uploader's backoff decides.)
+    slow_until: Mutex<Option<Instant>>,
     /// Chunks on their way before the journal's flush.
     ahead: Ahead,
 }
@@ -51,7 +49,7 @@ impl Default for Sink {
     fn default() -> Self {
         Sink {
             stored: Mutex::new(HashSet::new()),
-            pause: Mutex::new((None, SINK_FIRST_PAUSE)),
+            slow_until: Mutex::new(None),
             ahead: Ahead::default(),
         }
     }
@@ -74,8 +72,8 @@ impl Sink {
         if conn.limited() {
             return false;
         }
-        let p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
-        p.0.is_none_or(|until| Instant::now() >= until)
+        let slow = self.slow_until.lock().unwrap_or_else(|p| p.into_inner());
+        slow.is_none_or(|until| Instant::now() >= until)
     }
 
     /// [`ChunkSink::has_chunk`](rewind_core::ChunkSink::has_chunk).
@@ -186,8 +184,9 @@ impl Sink {
         set.extend(chunks.iter().map(|c| c.id));
     }
 
-    /// Time one store as a sink: a failure pauses the sink (doubling each
-    /// time), and so does a store slower than the spool would be.
+    /// Time one store as a sink: a store slower than the spool would be
+    /// pauses the sink. (A failure is the caller's to retry: the uploader's
+    /// direct path steps aside under its own backoff.)
     fn as_sink(
         &self,
         conn: &Conn,
@@ -196,31 +195,22 @@ impl Sink {
     ) -> Result<(), RepoError> {
         let start = Instant::now();
         let r = f();
-        let mut p = self.pause.lock().unwrap_or_else(|p| p.into_inner());
-        match &r {
-            Ok(()) => {
-                let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
-                let secs = start.elapsed().as_secs_f64();
-                *p = (None, SINK_FIRST_PAUSE);
-                if bytes >= SINK_SLOW_MIN_BYTES && bytes as f64 / secs < SINK_MIN_RATE {
-                    tracing::info!(
-                        "{}: the server took {:.1} MiB in {secs:.1}s; spooling locally for {}s",
-                        conn.url(),
-                        bytes as f64 / (1 << 20) as f64,
-                        SINK_SLOW_PAUSE.as_secs()
-                    );
-                    p.0 = Some(Instant::now() + SINK_SLOW_PAUSE);
-                }
-                drop(p);
-                self.remember(chunks);
-            }
-            Err(_) => {
-                let wait = p.1;
-                *p = (
-                    Some(Instant::now() + wait),
-                    (wait * 2).min(SINK_LONGEST_PAUSE),
+        if r.is_ok() {
+            let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+            let secs = start.elapsed().as_secs_f64();
+            let mut slow = self.slow_until.lock().unwrap_or_else(|p| p.into_inner());
+            *slow = None;
+            if bytes >= SINK_SLOW_MIN_BYTES && bytes as f64 / secs < SINK_MIN_RATE {
+                tracing::info!(
+                    "{}: the server took {:.1} MiB in {secs:.1}s; spooling locally for {}s",
+                    conn.url(),
+                    bytes as f64 / (1 << 20) as f64,
+                    SINK_SLOW_PAUSE.as_secs()
                 );
+                *slow = Some(Instant::now() + SINK_SLOW_PAUSE);
             }
+            drop(slow);
+            self.remember(chunks);
         }
         r
     }

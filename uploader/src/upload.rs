@@ -3,9 +3,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rewind_core::{ChunkId, EncodedChunk, RepoError, Repository, Timestamp, Version};
+use rewind_core::{ChunkId, ChunkSink, EncodedChunk, RepoError, Repository, Timestamp, Version};
 use rewind_journal::{Journal, JournalError};
 use serde::{Deserialize, Serialize};
+
+use crate::direct;
+use crate::retry::Retry;
 
 /// Errors of one upload round.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,8 @@ pub struct UploadOptions {
     pub max_versions: usize,
     /// Bytes of chunk data per `put_chunks` call (32 MiB: one pack).
     pub max_chunk_bytes: usize,
-    /// Longest pause between retries.
+    /// Longest pause between retries (of the upload and of the direct
+    /// path alike).
     pub max_backoff: Duration,
     /// `put_chunks` requests sent at once.
     pub in_flight: usize,
@@ -240,13 +244,31 @@ pub struct Uploader {
 
 impl Uploader {
     /// Start draining `journal` into `repo` on a thread of its own.
-    pub fn start(journal: Journal, repo: Arc<dyn Repository>, opts: UploadOptions) -> Uploader {
+    ///
+    /// With `direct` (the same repository, as a [`ChunkSink`]) the
+    /// uploader also takes the direct path: it becomes the journal's
+    /// group-commit hook, so capture's chunks go straight into the
+    /// repository at each group commit, and the versions too while the log
+    /// is drained (docs/decisions.md, "One owner of repository writes").
+    /// Both follow one retry policy. A journal takes one hook: give
+    /// `direct` to one uploader per journal; the hook stays with the
+    /// journal after [`Uploader::stop`], for its last commits.
+    pub fn start(
+        journal: Journal,
+        repo: Arc<dyn Repository>,
+        direct: Option<Arc<dyn ChunkSink>>,
+        opts: UploadOptions,
+    ) -> Uploader {
         let stop = Arc::new(Stop::default());
         let status = Arc::new(Mutex::new(UploadStatus::default()));
+        let retry = Arc::new(Retry::new(opts.max_backoff));
+        if let Some(sink) = direct {
+            direct::install(&journal, sink, retry.clone());
+        }
         let (j2, s2, st2) = (journal.clone(), stop.clone(), status.clone());
         let handle = std::thread::Builder::new()
             .name("uploader".into())
-            .spawn(move || run(j2, repo, opts, s2, st2))
+            .spawn(move || run(j2, repo, opts, retry, s2, st2))
             .expect("spawn uploader thread");
         Uploader {
             stop,
@@ -288,18 +310,23 @@ fn run(
     journal: Journal,
     repo: Arc<dyn Repository>,
     opts: UploadOptions,
+    retry: Arc<Retry>,
     stop: Arc<Stop>,
     status: Arc<Mutex<UploadStatus>>,
 ) {
-    let mut backoff = Duration::from_millis(200);
     loop {
         let stopping = stop.requested();
+        // After a failed write, here or on the direct path, wait until the
+        // backoff says try again (a stop cuts the wait short).
+        if !stopping && let Some(left) = retry.paused_for() {
+            stop.pause(left);
+            continue;
+        }
         match drain_once(&journal, repo.as_ref(), &opts, &status) {
             Ok(0) => {
                 if stopping {
                     return;
                 }
-                backoff = Duration::from_millis(200);
                 let cursor = journal.cursor().unwrap_or(0);
                 // Wakes as soon as the journal makes something durable.
                 let before = cursor.max(journal.durable_seq());
@@ -309,7 +336,7 @@ fn run(
                     stop.pause(opts.gather);
                 }
             }
-            Ok(_) => backoff = Duration::from_millis(200),
+            Ok(_) => retry.succeeded(),
             Err(e) => {
                 let msg = e.to_string();
                 {
@@ -322,11 +349,11 @@ fn run(
                 if stopping {
                     return;
                 }
-                // Exponential backoff with jitter, so many clients coming
-                // back at once do not retry in lockstep.
-                let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                stop.pause(backoff.mul_f64(jitter));
-                backoff = (backoff * 2).min(opts.max_backoff);
+                let pause = match e {
+                    UploadError::Repo(_) => retry.repository_failed(),
+                    UploadError::Journal(_) => retry.journal_failed(),
+                };
+                stop.pause(pause);
             }
         }
     }
@@ -395,7 +422,7 @@ mod tests {
             gather: Duration::from_secs(120),
             ..Default::default()
         };
-        let u = Uploader::start(j.clone(), r.clone(), opts);
+        let u = Uploader::start(j.clone(), r.clone(), None, opts);
         std::thread::sleep(Duration::from_millis(100));
         capture(&j, "/r/a", b"gathered");
         j.flush().unwrap();
@@ -496,7 +523,11 @@ mod tests {
     fn with_a_sink_versions_commit_directly_and_fall_back_to_the_log_when_the_repository_fails() {
         let (t, j, r) = setup();
         let r = Arc::new(r);
-        j.set_sink(r.clone());
+        direct::install(
+            &j,
+            r.clone(),
+            Arc::new(Retry::new(UploadOptions::default().max_backoff)),
+        );
         // Direct: the chunk is in the repository before the version is
         // acknowledged, and never in the spool.
         let (s1, c1) = capture(&j, "/r/a", b"direct bytes");

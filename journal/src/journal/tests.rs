@@ -1,5 +1,10 @@
 use super::*;
-use rewind_core::FileKind;
+use crate::HookOutcome;
+use crate::flush::SEQ_RESERVE;
+use rewind_core::{ChunkRef, Entry, FileKind, FileMeta};
+use std::collections::HashMap;
+use std::fs;
+use std::sync::atomic::AtomicBool;
 
 fn meta(size: u64) -> FileMeta {
     FileMeta {
@@ -150,43 +155,44 @@ fn skip_to_moves_sequence_numbers_past_the_repository() {
     assert_eq!(capture(&j, "/r/c", b"c").0, 44);
 }
 
-/// A sink in memory that can stop taking chunks.
+/// A group-commit hook in memory that can stop accepting, or refuse.
 #[derive(Default)]
 struct MemSink {
     refuse: AtomicBool,
+    fail: AtomicBool,
     chunks: Mutex<HashMap<ChunkId, EncodedChunk>>,
     committed: Mutex<Vec<u64>>,
 }
 
-impl ChunkSink for MemSink {
+impl CommitHook for MemSink {
     fn accepting(&self) -> bool {
         !self.refuse.load(Ordering::Relaxed)
     }
     fn has_chunk(&self, id: &ChunkId) -> bool {
         self.chunks.lock().unwrap().contains_key(id)
     }
-    fn store_durably(
+    fn group_commit(
         &self,
         chunks: &[EncodedChunk],
-    ) -> std::result::Result<(), rewind_core::RepoError> {
+        versions: &[Version],
+        log_drained: bool,
+    ) -> HookOutcome {
         assert!(self.accepting(), "given chunks while not accepting");
+        if self.fail.load(Ordering::Relaxed) {
+            return HookOutcome::Refused;
+        }
         let mut m = self.chunks.lock().unwrap();
         for c in chunks {
             m.insert(c.id, c.clone());
         }
-        Ok(())
-    }
-    fn commit_durably(
-        &self,
-        chunks: &[EncodedChunk],
-        versions: &[Version],
-    ) -> std::result::Result<(), rewind_core::RepoError> {
-        self.store_durably(chunks)?;
+        if !log_drained {
+            return HookOutcome::Stored;
+        }
         self.committed
             .lock()
             .unwrap()
             .extend(versions.iter().map(|v| v.seq));
-        Ok(())
+        HookOutcome::Committed
     }
 }
 
@@ -195,7 +201,7 @@ fn a_sink_that_stops_accepting_is_left_alone_and_the_spool_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), "host").unwrap();
     let sink = Arc::new(MemSink::default());
-    j.set_sink(sink.clone());
+    j.set_commit_hook(sink.clone());
     let (s1, c1) = capture(&j, "/r/a", b"straight to the sink");
     assert_eq!(j.wait_durable_beyond(s1 - 1, Duration::from_secs(10)), s1);
     assert!(sink.has_chunk(&c1.id));
@@ -219,6 +225,35 @@ fn a_sink_that_stops_accepting_is_left_alone_and_the_spool_takes_over() {
 }
 
 #[test]
+fn a_refused_group_commit_keeps_the_chunks_in_the_spool_and_the_versions_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "host").unwrap();
+    let sink = Arc::new(MemSink::default());
+    sink.fail.store(true, Ordering::Relaxed);
+    j.set_commit_hook(sink.clone());
+    let (s1, c1) = capture(&j, "/r/a", b"queued for the hook, then refused");
+    assert_eq!(j.wait_durable_beyond(s1 - 1, Duration::from_secs(10)), s1);
+    assert!(!sink.has_chunk(&c1.id));
+    assert_eq!(j.read_spooled(&c1.id).unwrap().unwrap(), c1);
+    assert_eq!(j.cursor().unwrap(), 0);
+    assert_eq!(
+        j.versions_after(0, 10).unwrap().len(),
+        1,
+        "left for the uploader"
+    );
+    // Taken again: the hook stores chunks, the logged version stays.
+    sink.fail.store(false, Ordering::Relaxed);
+    let (s2, c2) = capture(&j, "/r/b", b"stored by the hook");
+    assert_eq!(j.wait_durable_beyond(s1, Duration::from_secs(10)), s2);
+    assert!(sink.has_chunk(&c2.id));
+    assert!(
+        sink.committed.lock().unwrap().is_empty(),
+        "the log was not drained"
+    );
+    assert_eq!(j.versions_after(0, 10).unwrap().len(), 2);
+}
+
+#[test]
 fn numbers_committed_straight_to_the_sink_are_never_reused_after_an_offline_start() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -230,7 +265,7 @@ fn numbers_committed_straight_to_the_sink_are_never_reused_after_an_offline_star
         // Uploaded, so the next version may be committed by the sink.
         j.advance_cursor(s1).unwrap();
         let sink = Arc::new(MemSink::default());
-        j.set_sink(sink.clone());
+        j.set_commit_hook(sink.clone());
         let (s2, _) = capture(&j, "/r/b", b"committed by the sink");
         assert_eq!(j.wait_durable_beyond(s1, Duration::from_secs(10)), s2);
         assert_eq!(*sink.committed.lock().unwrap(), vec![s2]);

@@ -1,0 +1,174 @@
+//! The last-known state of every protected path: what the first pass and
+//! rescans compare the file system against.
+//!
+//! Invariants kept here:
+//! - a state is recorded by the same group commit (sled batch) as the
+//!   version that set it, so after a crash the states and the versions
+//!   agree; a path whose version was lost has its older state and is
+//!   captured again;
+//! - until that commit, the state waits in the [`Overlay`], which every
+//!   reader consults before sled, so capture sees its own queued versions;
+//!   an overlay entry is dropped only once sled holds that same version's
+//!   state (a newer queued version of the path keeps its entry);
+//! - deletions and streams (dumps) record no state: a path without one is
+//!   captured as new.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use rewind_core::{ChunkRef, Entry, FileMeta, Version, XattrRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{JournalError, Result};
+use crate::keys::{STATE, decode, state_key};
+
+/// The last-known state of a path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathState {
+    /// Its metadata when last captured.
+    pub meta: FileMeta,
+    /// Its content chunks when last captured.
+    pub chunks: Vec<ChunkRef>,
+    /// Its extended attributes when last captured (values as chunks).
+    pub xattrs: Vec<XattrRef>,
+    /// The version that recorded it.
+    pub seq: u64,
+}
+
+/// [`PathState`] borrowed, for encoding (postcard encodes both alike).
+#[derive(Serialize)]
+struct PathStateRef<'a> {
+    meta: &'a FileMeta,
+    chunks: &'a [ChunkRef],
+    xattrs: &'a [XattrRef],
+    seq: u64,
+}
+
+/// States of queued versions not yet in sled (None = deleted), by path,
+/// with the seq that set them.
+#[derive(Default)]
+pub(crate) struct Overlay(HashMap<Vec<u8>, (u64, Option<PathState>)>);
+
+impl Overlay {
+    /// Version `v` (its seq assigned) is queued: its state is the path's
+    /// last-known one from now on.
+    pub(crate) fn record(&mut self, v: &Version) {
+        let state = match &v.entry {
+            Entry::Present {
+                meta,
+                chunks,
+                xattrs,
+            } => Some(PathState {
+                meta: meta.clone(),
+                chunks: chunks.clone(),
+                xattrs: xattrs.clone(),
+                seq: v.seq,
+            }),
+            // A stream (a dump) has no last-known state to compare with.
+            Entry::Deleted | Entry::Stream { .. } => None,
+        };
+        self.0.insert(v.path.clone(), (v.seq, state));
+    }
+
+    /// The queued state of `path`: `Some(None)` when it is queued as gone.
+    pub(crate) fn get(&self, path: &[u8]) -> Option<&Option<PathState>> {
+        self.0.get(path).map(|(_, s)| s)
+    }
+
+    /// sled now holds the state version `seq` set for `path`.
+    pub(crate) fn applied(&mut self, path: &[u8], seq: u64) {
+        if self.0.get(path).map(|(s, _)| *s) == Some(seq) {
+            self.0.remove(path);
+        }
+    }
+
+    pub(crate) fn forget(&mut self, path: &[u8]) {
+        self.0.remove(path);
+    }
+
+    /// Lay the queued states at or below `base` over `out`.
+    pub(crate) fn lay_over(&self, base: &[u8], out: &mut BTreeMap<Vec<u8>, PathState>) {
+        for (p, (_, s)) in &self.0 {
+            if rewind_core::path::is_under(p, base) {
+                match s {
+                    Some(s) => {
+                        out.insert(p.clone(), s.clone());
+                    }
+                    None => {
+                        out.remove(p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Record in `batch` the state version `v` sets (or its absence).
+pub(crate) fn put(batch: &mut sled::Batch, v: &Version) {
+    let sk = state_key(&v.path);
+    match &v.entry {
+        Entry::Present {
+            meta,
+            chunks,
+            xattrs,
+        } => batch.insert(
+            sk,
+            postcard::to_stdvec(&PathStateRef {
+                meta,
+                chunks,
+                xattrs,
+                seq: v.seq,
+            })
+            .expect("serialize"),
+        ),
+        Entry::Deleted | Entry::Stream { .. } => batch.remove(sk),
+    }
+}
+
+/// The state sled holds for `path`.
+pub(crate) fn read(db: &sled::Db, dir: &Path, path: &[u8]) -> Result<Option<PathState>> {
+    let k = state_key(path);
+    match db.get(&k).map_err(|e| JournalError::db(dir, e))? {
+        None => Ok(None),
+        Some(v) => decode(&k, &v).map(Some),
+    }
+}
+
+/// Every path at or below `base` with a state in sled, with the queued
+/// states laid over them by `lay_overlay` once sled has been read.
+pub(crate) fn under(
+    db: &sled::Db,
+    dir: &Path,
+    base: &[u8],
+    lay_overlay: impl FnOnce(&mut BTreeMap<Vec<u8>, PathState>),
+) -> Result<Vec<(Vec<u8>, PathState)>> {
+    let mut out: BTreeMap<Vec<u8>, PathState> = BTreeMap::new();
+    for item in db.scan_prefix(state_key(base)) {
+        let (k, v) = item.map_err(|e| JournalError::db(dir, e))?;
+        let path = &k[1..];
+        if rewind_core::path::is_under(path, base) {
+            out.insert(path.to_vec(), decode(&k, &v)?);
+        }
+    }
+    lay_overlay(&mut out);
+    Ok(out.into_iter().collect())
+}
+
+/// Record states taken from elsewhere (the repository), durably.
+pub(crate) fn import(db: &sled::Db, dir: &Path, states: Vec<(Vec<u8>, PathState)>) -> Result<()> {
+    for part in states.chunks(10_000) {
+        let mut batch = sled::Batch::default();
+        for (path, st) in part {
+            batch.insert(state_key(path), postcard::to_stdvec(st).expect("serialize"));
+        }
+        db.apply_batch(batch)
+            .map_err(|e| JournalError::db(dir, e))?;
+    }
+    db.flush().map_err(|e| JournalError::db(dir, e))?;
+    Ok(())
+}
+
+/// Paths with a state in sled.
+pub(crate) fn count(db: &sled::Db) -> u64 {
+    db.scan_prefix([STATE]).count() as u64
+}
