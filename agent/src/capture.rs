@@ -141,7 +141,7 @@ impl Outcome {
 enum Prepared {
     Done(Outcome),
     Version {
-        version: Version,
+        version: Box<Version>,
         outcome: Outcome,
         issues: Vec<rewind_fsmeta::MetaIssue>,
     },
@@ -371,7 +371,7 @@ impl Capturer<'_> {
                 outcome,
                 issues,
             } => {
-                guard.append(version);
+                guard.append(*version);
                 self.report(bytes, issues);
                 Ok(outcome)
             }
@@ -432,7 +432,7 @@ impl Capturer<'_> {
                     outcome,
                     issues,
                 } => {
-                    versions.push(version);
+                    versions.push(*version);
                     reports.push((m.clone(), issues));
                     total = total.combine(outcome);
                 }
@@ -477,7 +477,7 @@ impl Capturer<'_> {
                     outcome,
                     issues,
                 } => {
-                    guard.append(version);
+                    guard.append(*version);
                     self.report(m, issues);
                     outcome
                 }
@@ -560,7 +560,7 @@ impl Capturer<'_> {
                 }
                 let spooled = self.spool_xattrs(guard, prev.as_ref(), &refs, &kept)?;
                 Prepared::Version {
-                    version: present(bytes, at, meta, Vec::new(), refs),
+                    version: Box::new(present(bytes, at, meta, Vec::new(), refs)),
                     outcome: Outcome::Captured {
                         bytes: 0,
                         spooled,
@@ -655,7 +655,7 @@ impl Capturer<'_> {
             let spooled = self.spool_xattrs(guard, prev.as_ref(), &refs, &values)?;
             let also = self.other_names(path, bytes, change, &meta, &chunks);
             return Ok(Prepared::Version {
-                version: present(bytes, at, meta, chunks, refs),
+                version: Box::new(present(bytes, at, meta, chunks, refs)),
                 outcome: Outcome::Captured {
                     bytes: 0,
                     spooled,
@@ -772,7 +772,7 @@ impl Capturer<'_> {
         // Even when only ctime or the inode moved, record the new state so
         // rescans stop noticing it.
         Ok(Prepared::Version {
-            version: present(bytes, at, meta, chunks, refs),
+            version: Box::new(present(bytes, at, meta, chunks, refs)),
             outcome: Outcome::Captured {
                 bytes: read,
                 spooled,
