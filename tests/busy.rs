@@ -232,3 +232,155 @@ fn a_file_under_constant_random_writes_is_shown_busy_and_never_stored_torn() {
     assert_eq!(fs::read(&dest).unwrap(), fs::read(&f).unwrap());
     agent.stop();
 }
+
+/// A real SQLite writer (Python's sqlite3 module, the system's SQLite):
+/// 100 accounts of 1000 each, and every 10 ms a transaction that moves
+/// money between two of them and records its number; it logs each
+/// transaction's number and the moments just before `BEGIN` and just after
+/// `COMMIT` (wall clock, ns).
+const BANK: &str = r#"
+import random, sqlite3, sys, time
+db, mode, seconds, log = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+con = sqlite3.connect(db, isolation_level=None)
+con.execute(f"PRAGMA journal_mode={mode}")
+con.execute("CREATE TABLE IF NOT EXISTS accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
+con.execute("CREATE TABLE IF NOT EXISTS transfers(n INTEGER PRIMARY KEY, amount INTEGER NOT NULL)")
+if con.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0:
+    con.executemany("INSERT INTO accounts VALUES(?, 1000)", [(i,) for i in range(100)])
+if seconds == 0:
+    sys.exit(0)
+end = time.time() + seconds
+n = 0
+with open(log, "w") as f:
+    while time.time() < end:
+        n += 1
+        a, b = random.sample(range(100), 2)
+        amount = random.randint(1, 50)
+        before = time.time_ns()
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
+        con.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
+        con.execute("INSERT INTO transfers VALUES(?, ?)", (n, amount))
+        con.execute("COMMIT")
+        f.write(f"{n} {before} {time.time_ns()}\n")
+        f.flush()
+        time.sleep(0.01)
+"#;
+
+/// What a restored bank says: `integrity_check`, the total of the
+/// balances, and the transfer numbers it holds.
+const AUDIT: &str = r#"
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+ok = con.execute("PRAGMA integrity_check").fetchone()[0]
+total = con.execute("SELECT sum(balance) FROM accounts").fetchone()[0]
+ns = [r[0] for r in con.execute("SELECT n FROM transfers ORDER BY n")]
+print(ok, total, len(ns), ns[-1] if ns else 0)
+"#;
+
+fn python(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("python3")
+        .args(args)
+        .output()
+        .expect("python3 runs (scripts/test installs it)")
+}
+
+fn bank_keeps_its_books(mode: &str) {
+    let env = Env::new();
+    let db = env.root.join("bank.sqlite");
+    let db_s = db.to_str().unwrap();
+    let out = python(&["-c", BANK, db_s, mode, "0", "/dev/null"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    env.wait_versions(&db, 1);
+    let log = env.tmp.path().join("bank.log");
+    let started = wall_ns();
+    let out = python(&[
+        "-c",
+        BANK,
+        db_s,
+        mode,
+        &RUN.as_secs().to_string(),
+        log.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    // (n, before BEGIN, after COMMIT)
+    let tx: Vec<(u64, i64, i64)> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert!(tx.len() > 500, "the writer ran: {} transactions", tx.len());
+    // Let the last state be captured.
+    std::thread::sleep(Duration::from_secs(3));
+    let stale = (BUSY_INTERVAL + Duration::from_secs(1)).as_nanos() as i64;
+    for s in 1..RUN.as_secs() as i64 {
+        let t = started + s * 1_000_000_000;
+        let dest = env.tmp.path().join(format!("bank-{s}.sqlite"));
+        let out = env.restore_to(&db, &rfc3339(t), &dest);
+        assert!(
+            out.status.success(),
+            "restore at {}\n{}",
+            rfc3339(t),
+            show(&out)
+        );
+        let out = python(&["-c", AUDIT, dest.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "restored at {}: {}",
+            rfc3339(t),
+            show(&out)
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        let f: Vec<&str> = said.split_whitespace().collect();
+        assert_eq!(f[0], "ok", "integrity at {}: {said}", rfc3339(t));
+        assert_eq!(
+            f[1],
+            "100000",
+            "money created or lost at {}: {said}",
+            rfc3339(t)
+        );
+        let (count, last): (u64, u64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        assert_eq!(
+            count,
+            last,
+            "transfers 1..={last} without a gap at {}",
+            rfc3339(t)
+        );
+        if last > 0 {
+            let began = tx[last as usize - 1].1;
+            assert!(
+                began <= t,
+                "restore at {} holds transfer {last}, begun at {} (the future)",
+                rfc3339(t),
+                rfc3339(began)
+            );
+        }
+        let due = tx.iter().filter(|(_, _, done)| *done <= t - stale).count() as u64;
+        assert!(
+            last >= due,
+            "restore at {} holds {last} transfers; {due} were committed more than \
+             busy_interval + 1 s before",
+            rfc3339(t)
+        );
+    }
+    agent.stop();
+}
+
+#[test]
+fn a_sqlite_database_in_wal_mode_restores_consistent_and_recent_at_every_second() {
+    bank_keeps_its_books("WAL");
+}
+
+#[test]
+fn a_sqlite_database_with_a_rollback_journal_restores_consistent_and_recent_at_every_second() {
+    bank_keeps_its_books("DELETE");
+}

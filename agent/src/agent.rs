@@ -243,7 +243,12 @@ impl Agent {
         while let Some((path, at, change)) = self.sched.next(first_pass_only) {
             let p = rewind_core::path::from_bytes(&path);
             tracing::debug!("capturing {} ({change:?})", show(&path));
-            match cap.capture(&p, change) {
+            let hot = self
+                .races
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&path);
+            match cap.capture(&p, change, hot) {
                 Ok(Outcome::Captured {
                     bytes,
                     spooled,

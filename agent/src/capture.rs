@@ -28,7 +28,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -136,10 +136,33 @@ impl Outcome {
     }
 }
 
+/// Content copied out of a busy file, not yet cut and encoded (see
+/// [`SNAPSHOT_MAX`]).
+struct Pending {
+    bytes: Vec<u8>,
+    at: Timestamp,
+    change: Change,
+    meta: FileMeta,
+    refs: Vec<XattrRef>,
+    values: Vec<Vec<u8>>,
+    prev: Option<PathState>,
+    data: Vec<u8>,
+    issues: Vec<rewind_fsmeta::MetaIssue>,
+}
+
+/// Busy files (and the members of a group) up to this size are copied out
+/// of the page cache before they are cut, hashed and compressed, so the
+/// window in which a write makes a read torn is the copy alone: for a
+/// SQLite WAL of 4 MiB written every 10 ms, about 1 ms instead of 10 or
+/// more. 64 MiB bounds the memory a capture worker holds for it.
+const SNAPSHOT_MAX: u64 = 64 << 20;
+
 /// A version made but not appended yet (the members of a group are
 /// appended together), or what happened instead.
 enum Prepared {
     Done(Outcome),
+    /// Read in snapshot mode; [`Capturer::finish`] makes the version.
+    Content(Box<Pending>),
     Version {
         version: Box<Version>,
         outcome: Outcome,
@@ -350,7 +373,10 @@ impl Capturer<'_> {
     /// its change was first observed, which for a file that stays busy can
     /// be long before the content that is read (issue 16). So a restore
     /// never returns content from after the moment asked for.
-    pub fn capture(&self, path: &Path, change: Change) -> Result<Outcome, CaptureError> {
+    ///
+    /// `hot`: the file raced a writer lately; it is read in snapshot mode
+    /// (see [`SNAPSHOT_MAX`]).
+    pub fn capture(&self, path: &Path, change: Change, hot: bool) -> Result<Outcome, CaptureError> {
         let bytes = rewind_core::path::to_bytes(path);
         if let Some(members) = group::sqlite_group(bytes, |p| {
             Ok(exists(p) || self.journal.last_known(p)?.is_some())
@@ -363,33 +389,45 @@ impl Capturer<'_> {
             let at = Timestamp::now();
             return self.tombstone(bytes, at);
         }
+        self.capture_alone(path, change, hot)
+    }
+
+    /// Capture one path, not as part of a group.
+    fn capture_alone(
+        &self,
+        path: &Path,
+        change: Change,
+        hot: bool,
+    ) -> Result<Outcome, CaptureError> {
         let guard = self.journal.begin_capture();
-        match self.prepare(&guard, path, change)? {
-            Prepared::Done(o) => Ok(o),
+        let prepared = self.prepare(&guard, path, change, hot)?;
+        match self.complete(&guard, prepared)? {
             Prepared::Version {
                 version,
                 outcome,
                 issues,
             } => {
                 guard.append(*version);
-                self.report(bytes, issues);
+                self.report(rewind_core::path::to_bytes(path), issues);
                 Ok(outcome)
             }
+            Prepared::Done(o) => Ok(o),
+            Prepared::Content(_) => unreachable!("complete() finishes content"),
         }
     }
 
     /// Capture the members of a group (see [`crate::group`]) as one state:
-    /// each is read as usual, then every member's stat must still be what
-    /// it was before any was read (an absent one still absent), and the
-    /// versions of those that changed are appended together, with one
-    /// time, in one group commit. A restore at any moment then gets every
-    /// member as it was at one moment: what a power cut would have left.
+    /// every member is copied out (snapshot mode), then every member's stat
+    /// must still be what it was before any was read (an absent one still
+    /// absent), and only then are they cut and encoded, and the versions of
+    /// those that changed appended together, with one time, in one group
+    /// commit. A restore at any moment then gets every member as it was at
+    /// one moment: what a power cut would have left.
     fn capture_group(&self, members: &[Vec<u8>], change: Change) -> Result<Outcome, CaptureError> {
         let guard = self.journal.begin_capture();
         let mut before: Vec<Option<FileMeta>> = Vec::with_capacity(members.len());
-        let mut versions = Vec::new();
-        let mut reports = Vec::new();
-        let mut total = Outcome::Unchanged;
+        let mut prepared = Vec::new();
+        let mut tombstones = Vec::new();
         for m in members {
             let p = rewind_core::path::from_bytes(m);
             let stat = match rewind_fsmeta::read_stat(&p) {
@@ -411,31 +449,15 @@ impl Capturer<'_> {
                 // Gone (SQLite deletes its rollback journal to commit): the
                 // tombstone belongs to the group's state, in its batch.
                 if self.journal.last_known(m)?.is_some() {
-                    versions.push(Version {
-                        client: String::new(),
-                        seq: 0,
-                        observed_at: Timestamp::now(),
-                        path: m.clone(),
-                        entry: Entry::Deleted,
-                    });
-                    total = total.combine(Outcome::Deleted(1));
+                    tombstones.push(m.clone());
                 }
                 before.push(None);
                 continue;
             }
-            match self.prepare(&guard, &p, change)? {
+            match self.prepare(&guard, &p, change, true)? {
                 Prepared::Done(Outcome::Raced) => return Ok(Outcome::Raced),
-                Prepared::Done(o @ Outcome::Deleted(_)) => total = total.combine(o),
                 Prepared::Done(_) => {}
-                Prepared::Version {
-                    version,
-                    outcome,
-                    issues,
-                } => {
-                    versions.push(*version);
-                    reports.push((m.clone(), issues));
-                    total = total.combine(outcome);
-                }
+                other => prepared.push((m.clone(), other)),
             }
             before.push(stat);
         }
@@ -450,6 +472,31 @@ impl Capturer<'_> {
             if !same {
                 return Ok(Outcome::Raced);
             }
+        }
+        let mut total = Outcome::Unchanged;
+        let mut versions = Vec::new();
+        let mut reports = Vec::new();
+        for (m, p) in prepared {
+            if let Prepared::Version {
+                version,
+                outcome,
+                issues,
+            } = self.complete(&guard, p)?
+            {
+                versions.push(*version);
+                reports.push((m, issues));
+                total = total.combine(outcome);
+            }
+        }
+        for m in tombstones {
+            versions.push(Version {
+                client: String::new(),
+                seq: 0,
+                observed_at: at,
+                path: m,
+                entry: Entry::Deleted,
+            });
+            total = total.combine(Outcome::Deleted(1));
         }
         if versions.is_empty() {
             return Ok(total);
@@ -469,20 +516,7 @@ impl Capturer<'_> {
         let mut total = Outcome::Unchanged;
         for m in members {
             let p = rewind_core::path::from_bytes(m);
-            let guard = self.journal.begin_capture();
-            let o = match self.prepare(&guard, &p, change)? {
-                Prepared::Done(o) => o,
-                Prepared::Version {
-                    version,
-                    outcome,
-                    issues,
-                } => {
-                    guard.append(*version);
-                    self.report(m, issues);
-                    outcome
-                }
-            };
-            total = total.combine(o);
+            total = total.combine(self.capture_alone(&p, change, false)?);
         }
         Ok(total)
     }
@@ -501,6 +535,7 @@ impl Capturer<'_> {
         guard: &CaptureGuard,
         path: &Path,
         change: Change,
+        hot: bool,
     ) -> Result<Prepared, CaptureError> {
         let bytes = rewind_core::path::to_bytes(path);
         let at = Timestamp::now();
@@ -548,9 +583,17 @@ impl Capturer<'_> {
             kept.push(x.value);
         }
         let prepared = match meta.kind {
-            FileKind::File => {
-                self.capture_file(guard, path, bytes, at, change, meta, (refs, kept), prev)?
-            }
+            FileKind::File => self.capture_file(
+                guard,
+                hot,
+                path,
+                bytes,
+                at,
+                change,
+                meta,
+                (refs, kept),
+                prev,
+            )?,
             _ => {
                 if prev
                     .as_ref()
@@ -579,6 +622,10 @@ impl Capturer<'_> {
                 outcome,
                 issues,
             },
+            Prepared::Content(mut p) => {
+                p.issues = issues;
+                Prepared::Content(p)
+            }
             done => done,
         })
     }
@@ -613,6 +660,7 @@ impl Capturer<'_> {
     fn capture_file(
         &self,
         guard: &CaptureGuard,
+        hot: bool,
         path: &Path,
         bytes: &[u8],
         at: Timestamp,
@@ -714,56 +762,48 @@ impl Capturer<'_> {
             Some(ext) => ext.iter().map(|e| e.len).sum(),
             None => meta.size,
         };
-        let prev_ids: HashSet<ChunkId> = prev_file
-            .map(|p| p.chunks.iter().map(|c| c.id).collect())
-            .unwrap_or_default();
-        // New chunks of a changed file are tried as deltas against the
-        // chunks at the same place in its previous version.
-        let walk = match (self.encoder, prev_file) {
-            (Some(_), Some(p)) => rewind_core::DeltaWalk::new(&p.chunks),
-            _ => None,
+        if hot && expected <= SNAPSHOT_MAX {
+            // A busy file: its bytes are copied out first, so the window in
+            // which a write makes the read torn is the copy alone, not the
+            // hashing and compression too.
+            let mut data = Vec::with_capacity(expected as usize);
+            match &meta.sparse {
+                Some(extents) => ExtentReader::new(&file, extents).read_to_end(&mut data),
+                None => (&file).read_to_end(&mut data),
+            }
+            .map_err(read_err)?;
+            let after = match rewind_fsmeta::read_stat(path) {
+                Ok(m) => m,
+                Err(e) if e.is_not_found() => return Ok(Prepared::Done(Outcome::Raced)),
+                Err(e) => return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string()))),
+            };
+            if !after.same_state(&meta) || data.len() as u64 != expected {
+                return Ok(Prepared::Done(Outcome::Raced));
+            }
+            return Ok(Prepared::Content(Box::new(Pending {
+                bytes: bytes.to_vec(),
+                at,
+                change,
+                meta,
+                refs,
+                values,
+                prev,
+                data,
+                issues: Vec::new(),
+            })));
+        }
+        let (chunks, read, mut spooled) = match &meta.sparse {
+            Some(extents) => {
+                self.cut_and_spool(guard, ExtentReader::new(&file, extents), prev_file, bytes)?
+            }
+            None => self.cut_and_spool(guard, &file, prev_file, bytes)?,
         };
-        let encoder: &dyn Encode = match self.encoder {
-            Some(d) => d,
-            None => &Whole,
-        };
-        let mut cut = ChunkLoop::new(guard, prev_ids, walk);
-        let mut spooled = 0u64;
-        let mut spool_err = None;
-        CHUNK_BUF
-            .with(|buf| {
-                let mut buf = buf.borrow_mut();
-                let each = |data: &[u8]| {
-                    if let Some(new) = cut.cut(data) {
-                        let enc = encoder.encode(new.id, data, new.hint);
-                        spooled += enc.data.len() as u64;
-                        if let Err(e) = guard.spool(enc) {
-                            spool_err = Some(e);
-                            return Err(io::Error::other("spool failed"));
-                        }
-                    }
-                    Ok(())
-                };
-                match &meta.sparse {
-                    Some(extents) => {
-                        let reader = ExtentReader::new(&file, extents);
-                        self.chunker.for_each(reader, &mut buf, each)
-                    }
-                    None => self.chunker.for_each(&file, &mut buf, each),
-                }
-            })
-            .map_err(|e| match spool_err.take() {
-                Some(j) => CaptureError::Journal(j),
-                None => read_err(e),
-            })?;
         // The stat alone: a change of xattrs or ACLs moves ctime too.
         let after = match rewind_fsmeta::read_stat(path) {
             Ok(m) => m,
             Err(e) if e.is_not_found() => return Ok(Prepared::Done(Outcome::Raced)),
             Err(e) => return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string()))),
         };
-        let read = cut.bytes();
-        let chunks = cut.into_chunks();
         if !after.same_state(&meta) || read != expected {
             return Ok(Prepared::Done(Outcome::Raced));
         }
@@ -781,6 +821,86 @@ impl Capturer<'_> {
             },
             issues: Vec::new(),
         })
+    }
+
+    /// Cut `reader` into chunks and queue the new ones under `guard`
+    /// (against `prev`, the previous version of the file): the chunk list,
+    /// the bytes read, the bytes queued.
+    fn cut_and_spool(
+        &self,
+        guard: &CaptureGuard,
+        reader: impl io::Read,
+        prev: Option<&PathState>,
+        bytes: &[u8],
+    ) -> Result<(Vec<ChunkRef>, u64, u64), CaptureError> {
+        let prev_ids: HashSet<ChunkId> = prev
+            .map(|p| p.chunks.iter().map(|c| c.id).collect())
+            .unwrap_or_default();
+        // New chunks of a changed file are tried as deltas against the
+        // chunks at the same place in its previous version.
+        let walk = match (self.encoder, prev) {
+            (Some(_), Some(p)) => rewind_core::DeltaWalk::new(&p.chunks),
+            _ => None,
+        };
+        let encoder: &dyn Encode = match self.encoder {
+            Some(d) => d,
+            None => &Whole,
+        };
+        let mut cut = ChunkLoop::new(guard, prev_ids, walk);
+        let mut spooled = 0u64;
+        let mut spool_err = None;
+        CHUNK_BUF
+            .with(|buf| {
+                let mut buf = buf.borrow_mut();
+                self.chunker.for_each(reader, &mut buf, |data: &[u8]| {
+                    if let Some(new) = cut.cut(data) {
+                        let enc = encoder.encode(new.id, data, new.hint);
+                        spooled += enc.data.len() as u64;
+                        if let Err(e) = guard.spool(enc) {
+                            spool_err = Some(e);
+                            return Err(io::Error::other("spool failed"));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .map_err(|e| match spool_err.take() {
+                Some(j) => CaptureError::Journal(j),
+                None => CaptureError::Read {
+                    path: bytes.to_vec(),
+                    source: e,
+                },
+            })?;
+        let read = cut.bytes();
+        Ok((cut.into_chunks(), read, spooled))
+    }
+
+    /// The version of content copied out by a capture in snapshot mode.
+    fn finish(&self, guard: &CaptureGuard, p: Pending) -> Result<Prepared, CaptureError> {
+        let prev_file = p.prev.as_ref().filter(|x| x.meta.kind == FileKind::File);
+        let (chunks, read, mut spooled) =
+            self.cut_and_spool(guard, p.data.as_slice(), prev_file, &p.bytes)?;
+        spooled += self.spool_xattrs(guard, p.prev.as_ref(), &p.refs, &p.values)?;
+        let path = rewind_core::path::from_bytes(&p.bytes);
+        let also = self.other_names(&path, &p.bytes, p.change, &p.meta, &chunks);
+        Ok(Prepared::Version {
+            version: Box::new(present(&p.bytes, p.at, p.meta, chunks, p.refs)),
+            outcome: Outcome::Captured {
+                bytes: read,
+                spooled,
+                reused: false,
+                also,
+            },
+            issues: p.issues,
+        })
+    }
+
+    /// Content read in snapshot mode, made into its version.
+    fn complete(&self, guard: &CaptureGuard, p: Prepared) -> Result<Prepared, CaptureError> {
+        match p {
+            Prepared::Content(pending) => self.finish(guard, *pending),
+            other => Ok(other),
+        }
     }
 
     /// For a file with several names: record this state in the link map,
@@ -834,11 +954,16 @@ impl Capturer<'_> {
 }
 
 /// How long a write that started just before a capture's first stat is
-/// given to finish before the file is read (see `capture_file`). Ordinary
-/// writes of up to tens of MiB take well under this; a single larger
-/// write() still in progress can go unnoticed, as with every tool that
-/// compares stats around a read.
-const WRITE_GUARD: std::time::Duration = std::time::Duration::from_millis(20);
+/// given to finish before the file is read (see `capture_file`). The kernel
+/// moves mtime when a write() starts and copies its bytes after; into the
+/// page cache that copy runs at gigabytes a second, so a write() of several
+/// MiB is done within this. It is short because it also bounds how often a
+/// busy file can be read at all: a file written every 10 ms (a database)
+/// would never be read if every read first waited longer than that
+/// (measured with the SQLite tests of `tests/busy.rs`: 20 ms let no version
+/// through). A single larger write() still in progress can go unnoticed,
+/// as with every tool that compares stats around a read.
+const WRITE_GUARD: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// How long to wait before reading a file last modified at `meta.mtime`:
 /// `None` when that is at least [`WRITE_GUARD`] ago (or in the future,
@@ -947,7 +1072,7 @@ mod tests {
             watched_since,
             encoder: None,
         }
-        .capture(p, change)
+        .capture(p, change, false)
         .unwrap()
     }
 

@@ -85,6 +85,23 @@ pub struct RestoreReport {
     pub notes: Vec<Problem>,
 }
 
+impl RestoreReport {
+    /// Add what another restore (of a group's side file) did.
+    pub(crate) fn absorb(&mut self, o: RestoreReport) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.symlinks += o.symlinks;
+        self.links += o.links;
+        self.other += o.other;
+        self.unchanged += o.unchanged;
+        self.bytes_fetched += o.bytes_fetched;
+        self.bytes_reused += o.bytes_reused;
+        self.deleted += o.deleted;
+        self.problems.extend(o.problems);
+        self.notes.extend(o.notes);
+    }
+}
+
 /// How to restore.
 #[derive(Default)]
 pub struct RestoreOptions<'a> {
@@ -982,6 +999,16 @@ pub fn restore(
             d.problem(path, format!("--delete stopped: {e}"));
         }
     }
+    // A SQLite database comes back with its side files as they were.
+    if root_is_dir {
+        if d.in_place {
+            d.clear_stale_sides(client, &tree, path)?;
+        }
+    } else if tree[0].meta().map(|m| m.kind) == Some(FileKind::File) {
+        let parent = d.parent.clone();
+        let name = d.root_name.clone();
+        groups::restore_sides_of_file(repo, client, path, at, opts, &parent, &name, &mut d.report)?;
+    }
     // Directory metadata last, deepest first, so writing children does not
     // change a directory's restored mtime.
     t.dirs.sort_by_key(|(c, _)| std::cmp::Reverse(c.len()));
@@ -1001,6 +1028,8 @@ pub fn restore(
 fn borrow(fd: &Arc<OwnedFd>) -> BorrowedFd<'_> {
     fd.as_fd()
 }
+
+mod groups;
 
 #[cfg(test)]
 mod tests;

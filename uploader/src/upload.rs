@@ -89,6 +89,26 @@ pub struct UploadStatus {
     pub last_error: Option<String>,
 }
 
+/// A full batch does not end inside a group: versions captured as one
+/// state (a SQLite database with its side files, a deleted tree) share one
+/// time and consecutive seqs, and a commit that took only some of them
+/// would leave the repository, until the next commit, with a state that
+/// never existed. The trailing run of versions with the last one's time
+/// waits for the next batch (unless it is the whole batch).
+fn keep_groups_whole(versions: &mut Vec<rewind_core::Version>, max: usize) {
+    if versions.len() < max {
+        return;
+    }
+    let Some(last) = versions.last().map(|v| v.observed_at) else {
+        return;
+    };
+    let keep = versions
+        .iter()
+        .rposition(|v| v.observed_at != last)
+        .map_or(versions.len(), |i| i + 1);
+    versions.truncate(keep);
+}
+
 /// One round: commit the next batch of durable versions. Returns how many
 /// versions were committed (0 when there was nothing to do).
 pub fn drain_once(
@@ -98,7 +118,8 @@ pub fn drain_once(
     status: &Mutex<UploadStatus>,
 ) -> Result<usize, UploadError> {
     let cursor = journal.cursor()?;
-    let versions = journal.versions_after(cursor, opts.max_versions)?;
+    let mut versions = journal.versions_after(cursor, opts.max_versions)?;
+    keep_groups_whole(&mut versions, opts.max_versions);
     let Some(last_seq) = versions.last().map(|v| v.seq) else {
         return Ok(0);
     };
@@ -593,5 +614,29 @@ mod tests {
         while drain_once(&j, &r, &opts, &st).unwrap() > 0 {}
         assert_eq!(j.cursor().unwrap(), 4);
         assert_eq!(r.stats().unwrap().versions, 4);
+    }
+
+    #[test]
+    fn a_full_batch_does_not_end_inside_a_group() {
+        let v = |seq: u64, t: i64| rewind_core::Version {
+            client: "c".into(),
+            seq,
+            observed_at: rewind_core::Timestamp(t),
+            path: format!("/p{seq}").into_bytes(),
+            entry: rewind_core::Entry::Deleted,
+        };
+        let mut full = vec![v(1, 10), v(2, 20), v(3, 30), v(4, 30)];
+        keep_groups_whole(&mut full, 4);
+        assert_eq!(full.iter().map(|v| v.seq).collect::<Vec<_>>(), [1, 2]);
+        let mut short = vec![v(1, 10), v(2, 30), v(3, 30)];
+        keep_groups_whole(&mut short, 4);
+        assert_eq!(
+            short.len(),
+            3,
+            "a batch that is not full is the journal's end"
+        );
+        let mut one_group = vec![v(1, 30), v(2, 30)];
+        keep_groups_whole(&mut one_group, 2);
+        assert_eq!(one_group.len(), 2, "a group as large as a batch goes whole");
     }
 }
