@@ -384,3 +384,93 @@ fn a_sqlite_database_in_wal_mode_restores_consistent_and_recent_at_every_second(
 fn a_sqlite_database_with_a_rollback_journal_restores_consistent_and_recent_at_every_second() {
     bank_keeps_its_books("DELETE");
 }
+
+/// On btrfs a busy file is copied by reflink in an instant, so even one of
+/// 40 MiB under writes without pause gets versions while it stays busy, and
+/// every one of them is a state the file really had.
+#[test]
+fn on_btrfs_a_large_file_under_constant_writes_gets_consistent_versions() {
+    let env = Env::new();
+    let mnt = env.tmp.path().canonicalize().unwrap().join("btrfs");
+    let Some(_fs) = LoopFs::make("btrfs", &env.tmp.path().join("btrfs.img"), "512M", &mnt) else {
+        return;
+    };
+    const MIB: usize = 1 << 20;
+    const BLOCKS: usize = 40;
+    let f = mnt.join("vm.img");
+    fs::write(&f, vec![0u8; BLOCKS * MIB]).unwrap();
+    let log = env.tmp.path().join("agent-btrfs.log");
+    let mut agent = env
+        .command()
+        .args(["watch", mnt.to_str().unwrap(), "--quiescence", "100ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the first pass", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("first pass complete")
+    });
+    env.wait_versions(&f, 1);
+    // Generation g writes block after block (1 MiB each) of byte g, without
+    // a pause: every state is "the first k blocks are g, the rest g - 1".
+    let started = wall_ns();
+    let run = Duration::from_secs(12);
+    {
+        let w = OpenOptions::new().write(true).open(&f).unwrap();
+        let t = Instant::now();
+        let mut g: u8 = 0;
+        while t.elapsed() < run {
+            g = g.wrapping_add(1).max(1);
+            let block = vec![g; MIB];
+            for k in 0..BLOCKS {
+                w.write_all_at(&block, (k * MIB) as u64).unwrap();
+            }
+        }
+    }
+    let ended = wall_ns();
+    let versions = env.versions_json(&f);
+    let during: Vec<&serde_json::Value> = versions
+        .iter()
+        .filter(|v| {
+            let t = jiff::Timestamp::from_str_lossy(v["time"].as_str().unwrap());
+            t > started && t < ended
+        })
+        .collect();
+    assert!(
+        during.len() >= 3,
+        "a busy 40 MiB file on btrfs gets versions while busy: {} in {run:?}\n{}",
+        during.len(),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    for (i, v) in during.iter().enumerate() {
+        let dest = env.tmp.path().join(format!("vm-{i}"));
+        env.restore_to_ok(&f, v["time"].as_str().unwrap(), &dest);
+        let got = fs::read(&dest).unwrap();
+        assert_eq!(got.len(), BLOCKS * MIB);
+        let g = got[0];
+        let k = got.iter().position(|b| *b != g).unwrap_or(got.len());
+        let prev = g.wrapping_sub(1).max(if g == 1 { 0 } else { 1 });
+        assert!(
+            k % MIB == 0 && got[k..].iter().all(|b| *b == prev || (g == 1 && *b == 255)),
+            "version {i} at {} is torn: {k} bytes of {g}, then not all {prev}",
+            v["time"]
+        );
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &agent.id().to_string()])
+        .status();
+    let _ = agent.wait();
+}
+
+/// A small helper for comparing the `time` strings `versions --json` gives.
+trait Lossy {
+    fn from_str_lossy(s: &str) -> i64;
+}
+
+impl Lossy for jiff::Timestamp {
+    fn from_str_lossy(s: &str) -> i64 {
+        s.parse::<jiff::Timestamp>().unwrap().as_nanosecond() as i64
+    }
+}

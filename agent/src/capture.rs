@@ -146,15 +146,26 @@ struct Pending {
     refs: Vec<XattrRef>,
     values: Vec<Vec<u8>>,
     prev: Option<PathState>,
-    data: Vec<u8>,
+    source: Source,
+    /// Content bytes the state has (its data extents' total when sparse).
+    expected: u64,
     issues: Vec<rewind_fsmeta::MetaIssue>,
 }
 
+/// Where a busy file's copied-out content is.
+enum Source {
+    /// In memory (up to [`SNAPSHOT_MAX`]).
+    Memory(Vec<u8>),
+    /// A reflinked copy, sharing the file's extents (btrfs, XFS).
+    Clone(File),
+}
+
 /// Busy files (and the members of a group) up to this size are copied out
-/// of the page cache before they are cut, hashed and compressed, so the
-/// window in which a write makes a read torn is the copy alone: for a
-/// SQLite WAL of 4 MiB written every 10 ms, about 1 ms instead of 10 or
-/// more. 64 MiB bounds the memory a capture worker holds for it.
+/// of the page cache before they are cut, hashed and compressed when the
+/// filesystem makes no reflinks, so the window in which a write makes a
+/// read torn is the copy alone: for a SQLite WAL of 4 MiB written every
+/// 10 ms, about 1 ms instead of 10 or more. 64 MiB bounds the memory a
+/// capture worker holds for it.
 const SNAPSHOT_MAX: u64 = 64 << 20;
 
 /// A version made but not appended yet (the members of a group are
@@ -477,15 +488,18 @@ impl Capturer<'_> {
         let mut versions = Vec::new();
         let mut reports = Vec::new();
         for (m, p) in prepared {
-            if let Prepared::Version {
-                version,
-                outcome,
-                issues,
-            } = self.complete(&guard, p)?
-            {
-                versions.push(*version);
-                reports.push((m, issues));
-                total = total.combine(outcome);
+            match self.complete(&guard, p)? {
+                Prepared::Version {
+                    version,
+                    outcome,
+                    issues,
+                } => {
+                    versions.push(*version);
+                    reports.push((m, issues));
+                    total = total.combine(outcome);
+                }
+                Prepared::Done(Outcome::Raced) => return Ok(Outcome::Raced),
+                _ => {}
             }
         }
         for m in tombstones {
@@ -762,22 +776,38 @@ impl Capturer<'_> {
             Some(ext) => ext.iter().map(|e| e.len).sum(),
             None => meta.size,
         };
-        if hot && expected <= SNAPSHOT_MAX {
-            // A busy file: its bytes are copied out first, so the window in
-            // which a write makes the read torn is the copy alone, not the
-            // hashing and compression too.
-            let mut data = Vec::with_capacity(expected as usize);
-            match &meta.sparse {
-                Some(extents) => ExtentReader::new(&file, extents).read_to_end(&mut data),
-                None => (&file).read_to_end(&mut data),
+        // A busy file is copied out first, so the window in which a write
+        // makes the read torn is the copy alone, not the hashing and
+        // compression too: a reflink where the filesystem has them (an
+        // instant, whatever the size), else a copy into memory.
+        let copy = if hot {
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            match rewind_fsmeta::reflink_copy(&file, dir).map_err(read_err)? {
+                Some(clone) => Some(Source::Clone(clone)),
+                None if expected <= SNAPSHOT_MAX => {
+                    let mut data = Vec::with_capacity(expected as usize);
+                    match &meta.sparse {
+                        Some(extents) => ExtentReader::new(&file, extents).read_to_end(&mut data),
+                        None => (&file).read_to_end(&mut data),
+                    }
+                    .map_err(read_err)?;
+                    if data.len() as u64 != expected {
+                        return Ok(Prepared::Done(Outcome::Raced));
+                    }
+                    Some(Source::Memory(data))
+                }
+                None => None,
             }
-            .map_err(read_err)?;
+        } else {
+            None
+        };
+        if let Some(source) = copy {
             let after = match rewind_fsmeta::read_stat(path) {
                 Ok(m) => m,
                 Err(e) if e.is_not_found() => return Ok(Prepared::Done(Outcome::Raced)),
                 Err(e) => return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string()))),
             };
-            if !after.same_state(&meta) || data.len() as u64 != expected {
+            if !after.same_state(&meta) {
                 return Ok(Prepared::Done(Outcome::Raced));
             }
             return Ok(Prepared::Content(Box::new(Pending {
@@ -788,7 +818,8 @@ impl Capturer<'_> {
                 refs,
                 values,
                 prev,
-                data,
+                source,
+                expected,
                 issues: Vec::new(),
             })));
         }
@@ -878,8 +909,22 @@ impl Capturer<'_> {
     /// The version of content copied out by a capture in snapshot mode.
     fn finish(&self, guard: &CaptureGuard, p: Pending) -> Result<Prepared, CaptureError> {
         let prev_file = p.prev.as_ref().filter(|x| x.meta.kind == FileKind::File);
-        let (chunks, read, mut spooled) =
-            self.cut_and_spool(guard, p.data.as_slice(), prev_file, &p.bytes)?;
+        let (chunks, read, mut spooled) = match &p.source {
+            Source::Memory(data) => {
+                self.cut_and_spool(guard, data.as_slice(), prev_file, &p.bytes)?
+            }
+            Source::Clone(f) => match &p.meta.sparse {
+                Some(extents) => {
+                    self.cut_and_spool(guard, ExtentReader::new(f, extents), prev_file, &p.bytes)?
+                }
+                None => self.cut_and_spool(guard, f, prev_file, &p.bytes)?,
+            },
+        };
+        if read != p.expected {
+            // The copy holds another state than the one stat'ed (a size
+            // changed between them): taken again.
+            return Ok(Prepared::Done(Outcome::Raced));
+        }
         spooled += self.spool_xattrs(guard, p.prev.as_ref(), &p.refs, &p.values)?;
         let path = rewind_core::path::from_bytes(&p.bytes);
         let also = self.other_names(&path, &p.bytes, p.change, &p.meta, &chunks);

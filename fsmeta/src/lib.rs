@@ -44,6 +44,7 @@
 
 mod acl;
 mod apply;
+mod clone;
 mod meta;
 mod names;
 mod paths;
@@ -58,6 +59,7 @@ mod xattrs;
 mod tests;
 
 pub use apply::{apply_meta_at, apply_meta_fd, make_special_at};
+pub use clone::reflink_copy;
 pub use meta::{ApplyOptions, Extent, FileKind, FileMeta, FileTime, MetaError, MetaIssue, Xattr};
 pub use paths::{Reach, open_dir_nofollow_long, reach, reach_dir};
 #[cfg(target_os = "linux")]

@@ -765,6 +765,56 @@ impl Drop for SmallFs {
     }
 }
 
+/// A filesystem made in an image file and loop-mounted over `dir` for the
+/// life of the value (root only): btrfs or XFS, for reflinks.
+pub struct LoopFs {
+    dir: PathBuf,
+}
+
+impl LoopFs {
+    /// `mkfs.KIND` (btrfs, xfs) on a sparse `image` of `size`, mounted at
+    /// `dir`; `None` (with a note) when the tools are missing or this is
+    /// not root.
+    pub fn make(kind: &str, image: &Path, size: &str, dir: &Path) -> Option<LoopFs> {
+        let mkfs = format!("mkfs.{kind}");
+        let have = Command::new("sh")
+            .args(["-c", &format!("command -v {mkfs}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !is_root() || !have {
+            eprintln!(
+                "skipped: needs root and {mkfs} (scripts/test installs btrfs-progs, xfsprogs)"
+            );
+            return None;
+        }
+        let st = Command::new("truncate")
+            .args(["-s", size])
+            .arg(image)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = Command::new(&mkfs).arg("-q").arg(image).output().unwrap();
+        assert!(out.status.success(), "{mkfs}: {}", show(&out));
+        fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount {kind}: {}", show(&out));
+        Some(LoopFs {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
 /// The highest sequence number the running agent has acknowledged.
 pub fn acknowledged(env: &Env) -> Option<u64> {
     let out = env.run(&["status", "--json"]);
