@@ -41,6 +41,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         )
     };
     match cli.command {
+        Command::Docs(d) => {
+            use clap::CommandFactory;
+            rewind_cli::run_docs(d, crate::Cli::command())
+        }
         Command::Init => {
             let repo_dir = match &cli.global.repo {
                 Some(r) => r.clone(),
