@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             use clap::CommandFactory;
             rewind_cli::run_docs(d, crate::Cli::command())
         }
+        Command::Service(s) => crate::service::run(s),
         Command::Init => {
             let repo_dir = match &cli.global.repo {
                 Some(r) => r.clone(),

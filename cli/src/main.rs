@@ -9,6 +9,7 @@ mod args;
 mod commands;
 mod dump_commands;
 mod enroll;
+mod service;
 mod verify_remote;
 
 use std::path::PathBuf;
@@ -64,6 +65,10 @@ enum Command {
     /// scheduled [[dump]] jobs, until Ctrl-C / SIGTERM (the daemon form;
     /// logs at info)
     Agent(AgentArgs),
+    /// Run the agent as a service of this user: systemd user unit on
+    /// Linux, launchd agent on macOS (`install`, `status`, `uninstall`)
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Database dumps: `list`, `run NAME`, `versions NAME`, `restore NAME`
     Dump(DumpArgs),
     /// Show the agent, journal and repository state
