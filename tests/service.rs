@@ -281,9 +281,15 @@ fn service_install_writes_the_unit_and_enables_it_and_twice_is_harmless() {
 }
 
 #[test]
-fn service_install_without_a_config_uses_the_packaged_unit_or_writes_its_own() {
+fn service_install_without_a_config_needs_the_default_one_and_uses_the_packaged_unit_or_its_own() {
     let env = Env::new();
     let fake = FakeManager::new(&env);
+    let out = fake.service(&env, &["install"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing for the agent to protect"), "{err}");
+    assert!(fake.take().is_empty());
+    plain_config(&env); // the default config file
     let out = fake.ok(&env, &["install"]);
     if Path::new(PACKAGED_UNIT).exists() {
         assert!(out.contains(PACKAGED_UNIT), "{out}");

@@ -72,6 +72,7 @@ pub(crate) fn run(cmd: ServiceCommand) -> Result<i32> {
             dry_run,
         } => {
             let config = config.map(|p| config_file(&p)).transpose()?;
+            something_to_do(config.as_deref())?;
             plan::execute(&install_steps(&c, config.as_deref(), linger)?, dry_run)?;
         }
         ServiceCommand::Uninstall { dry_run } => plan::execute(&uninstall_steps(&c), dry_run)?,
@@ -89,6 +90,25 @@ fn config_file(p: &Path) -> Result<PathBuf> {
         bail!("--config {}: no such file", abs.display());
     }
     Ok(abs)
+}
+
+/// Refuse to install an agent that would exit at once ("nothing to do")
+/// and be restarted forever: the config must name folders or dump jobs.
+fn something_to_do(config: Option<&Path>) -> Result<()> {
+    let loaded = rewind_agent::load(config)?;
+    let folders = loaded.config.watch.as_ref().map_or(0, |w| w.paths.len());
+    if folders == 0 && loaded.jobs.is_empty() {
+        let file = match loaded.path {
+            Some(p) => p,
+            None => rewind_agent::default_path()?,
+        };
+        bail!(
+            "{}: nothing for the agent to protect yet; add the folders first, e.g. \
+             [watch] paths = [\"/home/you/Documents\"]",
+            file.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(not(target_os = "macos"))]
