@@ -179,6 +179,12 @@ impl FakeManager {
 /// it, `install` without `--config` uses it instead of writing one.
 const PACKAGED_UNIT: &str = "/usr/lib/systemd/user/rewind.service";
 
+/// What `install` asks of systemd, exactly.
+const ENABLE: [&str; 2] = [
+    "systemctl --user daemon-reload",
+    "systemctl --user enable --now rewind.service",
+];
+
 fn base(env: &Env) -> PathBuf {
     env.tmp.path().canonicalize().unwrap()
 }
@@ -233,6 +239,28 @@ fn assert_systemd_accepts(unit: &Path) {
     }
 }
 
+/// `rewind agent --config CFG ARGS…` with its stderr in `stderr`, once
+/// its first pass is done; stopped (SIGINT) when dropped.
+fn agent_after_first_pass(env: &Env, cfg: &Path, args: &[&str], stderr: &Path) -> Daemon {
+    let agent = Daemon(
+        env.command()
+            .arg("agent")
+            .arg("--config")
+            .arg(cfg)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the first pass", || {
+        fs::read_to_string(stderr)
+            .unwrap_or_default()
+            .contains("first pass complete")
+    });
+    agent
+}
+
 #[test]
 fn service_install_writes_the_unit_and_enables_it_and_twice_is_harmless() {
     let env = Env::new();
@@ -256,26 +284,14 @@ fn service_install_writes_the_unit_and_enables_it_and_twice_is_harmless() {
         )]
     );
     assert_eq!(mode(&unit), 0o644, "readable by the user manager");
-    assert_eq!(
-        fake.take(),
-        [
-            "systemctl --user daemon-reload",
-            "systemctl --user enable --now rewind.service"
-        ]
-    );
+    assert_eq!(fake.take(), ENABLE);
     assert_systemd_accepts(&unit);
 
     // Again: the unit is left as it is, and enabling again is harmless.
     let again = fake.ok(&env, &["install", "--config", cfg.to_str().unwrap()]);
     assert!(again.contains("already installed"), "{again}");
     assert_eq!(fs::read_to_string(&unit).unwrap(), text);
-    assert_eq!(
-        fake.take(),
-        [
-            "systemctl --user daemon-reload",
-            "systemctl --user enable --now rewind.service"
-        ]
-    );
+    assert_eq!(fake.take(), ENABLE);
     // Every action said what it did: one line each.
     assert_eq!(again.lines().count(), 3, "{again}");
 }
@@ -302,13 +318,7 @@ fn service_install_without_a_config_needs_the_default_one_and_uses_the_packaged_
             "{text}"
         );
     }
-    assert_eq!(
-        fake.take(),
-        [
-            "systemctl --user daemon-reload",
-            "systemctl --user enable --now rewind.service"
-        ]
-    );
+    assert_eq!(fake.take(), ENABLE);
 }
 
 #[test]
@@ -328,8 +338,8 @@ fn service_install_with_linger_asks_loginctl_to_keep_the_user_manager() {
     assert_eq!(
         fake.take(),
         [
-            "systemctl --user daemon-reload".to_string(),
-            "systemctl --user enable --now rewind.service".to_string(),
+            ENABLE[0].to_string(),
+            ENABLE[1].to_string(),
             format!("loginctl enable-linger {me}"),
         ]
     );
@@ -429,20 +439,7 @@ fn service_status_shows_the_unit_and_the_agent_that_answers() {
     assert_eq!(st["agents"], serde_json::json!([]), "{st}");
     fake.ok(&env, &["install", "--config", cfg.to_str().unwrap()]);
 
-    let agent_log = env.tmp.path().join("agent.log");
-    let agent = Daemon(
-        env.command()
-            .args(["agent", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the first pass", || {
-        fs::read_to_string(&agent_log)
-            .unwrap_or_default()
-            .contains("first pass complete")
-    });
+    let agent = agent_after_first_pass(&env, &cfg, &[], &env.tmp.path().join("agent.log"));
     let st: serde_json::Value =
         serde_json::from_str(&fake.ok(&env, &["status", "--json"])).unwrap();
     assert_eq!(st["manager"], "systemd");
@@ -464,22 +461,9 @@ fn the_agent_logs_to_a_daily_file_at_info_and_never_one_line_per_captured_file()
     let run_agent = |extra: &[&str], files: &[&str]| -> String {
         let log = logs.join("agent.log");
         let stderr = env.tmp.path().join("stderr.log");
-        let agent = Daemon(
-            env.command()
-                .args(["agent", "--config", cfg.to_str().unwrap()])
-                .arg("--log-file")
-                .arg(&log)
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&stderr).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        wait_until("the first pass", || {
-            fs::read_to_string(&stderr)
-                .unwrap_or_default()
-                .contains("first pass complete")
-        });
+        let mut args = vec!["--log-file", log.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let agent = agent_after_first_pass(&env, &cfg, &args, &stderr);
         for f in files {
             fs::write(env.root.join(f), f.as_bytes()).unwrap();
         }

@@ -54,3 +54,19 @@ impl Context {
         })
     }
 }
+
+#[cfg(test)]
+impl Context {
+    /// A user `ada` (uid 501) whose home, config and packaged unit lie
+    /// under `root`.
+    pub fn for_tests(root: &std::path::Path) -> Context {
+        Context {
+            home: root.join("home"),
+            config_home: root.join("config"),
+            exe: PathBuf::from("/opt/rewind/bin/rewind"),
+            uid: 501,
+            user: "ada".into(),
+            packaged_unit: root.join("packaged/rewind.service"),
+        }
+    }
+}

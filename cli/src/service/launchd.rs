@@ -134,17 +134,7 @@ pub(crate) fn uninstall(c: &Context, loaded: bool) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn context(tmp: &Path) -> Context {
-        Context {
-            home: tmp.join("Users/ada"),
-            config_home: tmp.join("config"),
-            exe: PathBuf::from("/usr/local/bin/rewind"),
-            uid: 501,
-            user: "ada".into(),
-            packaged_unit: tmp.join("none"),
-        }
-    }
+    use crate::service::plan::{commands as runs, put};
 
     #[test]
     fn the_plist_runs_the_agent_with_its_log_file_and_is_not_throttled() {
@@ -193,28 +183,17 @@ mod tests {
     #[test]
     fn install_bootstraps_and_a_changed_plist_of_a_loaded_job_is_booted_out_first() {
         let tmp = tempfile::tempdir().unwrap();
-        let c = context(tmp.path());
-        let runs = |steps: &[Step]| -> Vec<String> {
-            steps
-                .iter()
-                .filter_map(|s| match s {
-                    Step::Run(a) => Some(a.join(" ")),
-                    _ => None,
-                })
-                .collect()
-        };
+        let c = Context::for_tests(tmp.path());
         let plist = plist_path(&c).display().to_string();
         let first = install(&c, None, false, false).unwrap();
         assert_eq!(
             runs(&first),
             [format!("launchctl bootstrap gui/501 {plist}")]
         );
-        std::fs::create_dir_all(plist_path(&c).parent().unwrap()).unwrap();
-        std::fs::write(
-            plist_path(&c),
-            plist_text(&c.exe, None, &log_dir(&c)).unwrap(),
-        )
-        .unwrap();
+        put(
+            &plist_path(&c),
+            &plist_text(&c.exe, None, &log_dir(&c)).unwrap(),
+        );
         let again = install(&c, None, false, true).unwrap();
         assert!(runs(&again).is_empty(), "{again:?}");
         let changed = install(&c, Some(Path::new("/etc/r.toml")), false, true).unwrap();

@@ -144,3 +144,22 @@ pub(crate) fn command(argv: &[String]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// The commands among `steps`, one line each (for tests).
+#[cfg(test)]
+pub(crate) fn commands(steps: &[Step]) -> Vec<String> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Run(argv) => Some(argv.join(" ")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Put `text` at `path`, its folder made first (for tests).
+#[cfg(test)]
+pub(crate) fn put(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}

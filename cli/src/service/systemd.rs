@@ -159,27 +159,7 @@ pub(crate) fn uninstall(c: &Context) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn context(tmp: &Path) -> Context {
-        Context {
-            home: tmp.join("home"),
-            config_home: tmp.join("config"),
-            exe: PathBuf::from("/opt/rewind/bin/rewind"),
-            uid: 1000,
-            user: "ada".into(),
-            packaged_unit: tmp.join("packaged/rewind.service"),
-        }
-    }
-
-    fn words(steps: &[Step]) -> Vec<String> {
-        steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Run(argv) => Some(argv.join(" ")),
-                _ => None,
-            })
-            .collect()
-    }
+    use crate::service::plan::{commands as words, put};
 
     #[test]
     fn the_packaged_unit_has_exactly_one_exec_start_running_usr_bin_rewind_agent() {
@@ -229,7 +209,7 @@ mod tests {
     #[test]
     fn a_first_install_writes_the_unit_reloads_and_enables_it_now() {
         let tmp = tempfile::tempdir().unwrap();
-        let c = context(tmp.path());
+        let c = Context::for_tests(tmp.path());
         let steps = install(&c, None, false).unwrap();
         assert!(
             matches!(&steps[0], Step::Write { path, state: FileState::New, .. } if *path == user_unit(&c))
@@ -246,10 +226,9 @@ mod tests {
     #[test]
     fn a_changed_unit_restarts_a_running_agent_and_linger_asks_loginctl() {
         let tmp = tempfile::tempdir().unwrap();
-        let c = context(tmp.path());
+        let c = Context::for_tests(tmp.path());
         let unit = user_unit(&c);
-        std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
-        std::fs::write(&unit, unit_text(&c.exe, None).unwrap()).unwrap();
+        put(&unit, &unit_text(&c.exe, None).unwrap());
         let same = install(&c, None, false).unwrap();
         assert!(matches!(
             &same[0],
@@ -279,12 +258,10 @@ mod tests {
     #[test]
     fn with_the_package_installed_the_packaged_unit_is_used_and_an_old_written_one_removed() {
         let tmp = tempfile::tempdir().unwrap();
-        let c = context(tmp.path());
-        std::fs::create_dir_all(c.packaged_unit.parent().unwrap()).unwrap();
-        std::fs::write(&c.packaged_unit, PACKAGED_TEXT).unwrap();
+        let c = Context::for_tests(tmp.path());
+        put(&c.packaged_unit, PACKAGED_TEXT);
         let unit = user_unit(&c);
-        std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
-        std::fs::write(&unit, unit_text(&c.exe, None).unwrap()).unwrap();
+        put(&unit, &unit_text(&c.exe, None).unwrap());
         let steps = install(&c, None, false).unwrap();
         assert!(matches!(&steps[0], Step::Note(n) if n.contains("packaged unit")));
         assert_eq!(steps[1], Step::Remove(unit.clone()));
@@ -297,12 +274,11 @@ mod tests {
     #[test]
     fn uninstall_disables_removes_and_reloads_and_does_nothing_when_not_installed() {
         let tmp = tempfile::tempdir().unwrap();
-        let c = context(tmp.path());
+        let c = Context::for_tests(tmp.path());
         let nothing = uninstall(&c);
         assert!(matches!(&nothing[..], [Step::Note(n)] if n.contains("nothing to do")));
         let unit = user_unit(&c);
-        std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
-        std::fs::write(&unit, "x").unwrap();
+        put(&unit, "x");
         let steps = uninstall(&c);
         assert_eq!(
             words(&steps),
