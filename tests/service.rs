@@ -156,3 +156,447 @@ fn the_first_pass_runs_at_low_priority_and_later_changes_at_normal() {
     env.wait_versions(&env.root.join("f1.txt"), 2);
     agent.stop();
 }
+
+// ---- rewind service install|status|uninstall, completions, man pages ----
+//
+// PID 1 is not systemd on the machines these tests run on, so no user
+// manager can be started: a fake `systemctl` and `loginctl` first on PATH
+// record what rewind asks of them (docs/platforms.md).
+
+/// Fake `systemctl` and `loginctl` that append their name and arguments to
+/// a file, one call a line, and exit 0 (or as `fail` says).
+struct FakeManager {
+    bin: PathBuf,
+    calls: PathBuf,
+}
+
+impl FakeManager {
+    fn new(env: &Env) -> FakeManager {
+        FakeManager::with_systemctl(env, "exit 0")
+    }
+
+    /// `systemctl` ends with `tail` (shell) after recording its call.
+    fn with_systemctl(env: &Env, tail: &str) -> FakeManager {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = env.tmp.path().join("fake-bin");
+        fs::create_dir_all(&bin).unwrap();
+        let calls = env.tmp.path().join("calls.log");
+        for (name, end) in [("systemctl", tail), ("loginctl", "exit 0")] {
+            let p = bin.join(name);
+            fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\necho \"{name} $*\" >> '{}'\n{end}\n",
+                    calls.display()
+                ),
+            )
+            .unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        FakeManager { bin, calls }
+    }
+
+    /// The calls recorded since the last `take`.
+    fn take(&self) -> Vec<String> {
+        let calls = told(&self.calls);
+        let _ = fs::remove_file(&self.calls);
+        calls
+    }
+
+    fn service(&self, env: &Env, args: &[&str]) -> std::process::Output {
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        env.command()
+            .env("PATH", path)
+            .arg("service")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `rewind service ARGS`, which must succeed; its stdout.
+    fn ok(&self, env: &Env, args: &[&str]) -> String {
+        let out = self.service(env, args);
+        assert!(
+            out.status.success(),
+            "rewind service {args:?} failed\n{}",
+            show(&out)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// Where the packaged unit lies when the Debian package is installed; with
+/// it, `install` without `--config` uses it instead of writing one.
+const PACKAGED_UNIT: &str = "/usr/lib/systemd/user/rewind.service";
+
+/// What `install` asks of systemd, exactly.
+const ENABLE: [&str; 2] = [
+    "systemctl --user daemon-reload",
+    "systemctl --user enable --now rewind.service",
+];
+
+fn base(env: &Env) -> PathBuf {
+    env.tmp.path().canonicalize().unwrap()
+}
+
+fn user_unit(env: &Env) -> PathBuf {
+    base(env).join("config/systemd/user/rewind.service")
+}
+
+/// A config that protects the environment's root folder.
+fn plain_config(env: &Env) -> PathBuf {
+    let p = base(env).join("config/rewind/config.toml");
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(
+        &p,
+        format!(
+            "[watch]\npaths = [{:?}]\nquiescence = \"100ms\"\n",
+            env.root.display().to_string()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p).unwrap().mode() & 0o7777
+}
+
+/// `systemd-analyze verify` accepts `unit` in system and in user mode and
+/// says nothing about it (an unknown key is only a warning, so silence is
+/// checked too).
+fn assert_systemd_accepts(unit: &Path) {
+    let runtime = tempfile::tempdir().unwrap();
+    for user in [false, true] {
+        let mut c = std::process::Command::new("systemd-analyze");
+        if user {
+            // The user manager's runtime directory, which no session made.
+            c.arg("--user").env("XDG_RUNTIME_DIR", runtime.path());
+        }
+        let out = c
+            .args(["verify", "--man=no"])
+            .arg(unit)
+            .output()
+            .expect("systemd-analyze (Debian package systemd; scripts/test installs it)");
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "systemd-analyze{} verify {}\n{}",
+            if user { " --user" } else { "" },
+            unit.display(),
+            show(&out)
+        );
+    }
+}
+
+/// `rewind agent --config CFG ARGS…` with its stderr in `stderr`, once
+/// its first pass is done; stopped (SIGINT) when dropped.
+fn agent_after_first_pass(env: &Env, cfg: &Path, args: &[&str], stderr: &Path) -> Daemon {
+    let agent = Daemon(
+        env.command()
+            .arg("agent")
+            .arg("--config")
+            .arg(cfg)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the first pass", || {
+        fs::read_to_string(stderr)
+            .unwrap_or_default()
+            .contains("first pass complete")
+    });
+    agent
+}
+
+#[test]
+fn service_install_writes_the_unit_and_enables_it_and_twice_is_harmless() {
+    let env = Env::new();
+    let fake = FakeManager::new(&env);
+    let cfg = plain_config(&env);
+    let out = fake.ok(&env, &["install", "--config", cfg.to_str().unwrap()]);
+    let unit = user_unit(&env);
+    assert!(out.contains(&format!("wrote {}", unit.display())), "{out}");
+    let text = fs::read_to_string(&unit).unwrap();
+    let exe = fs::canonicalize(bin()).unwrap();
+    let exec: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ExecStart="))
+        .collect();
+    assert_eq!(
+        exec,
+        [format!(
+            "ExecStart={} agent --config {}",
+            exe.display(),
+            cfg.display()
+        )]
+    );
+    assert_eq!(mode(&unit), 0o644, "readable by the user manager");
+    assert_eq!(fake.take(), ENABLE);
+    assert_systemd_accepts(&unit);
+
+    // Again: the unit is left as it is, and enabling again is harmless.
+    let again = fake.ok(&env, &["install", "--config", cfg.to_str().unwrap()]);
+    assert!(again.contains("already installed"), "{again}");
+    assert_eq!(fs::read_to_string(&unit).unwrap(), text);
+    assert_eq!(fake.take(), ENABLE);
+    // Every action said what it did: one line each.
+    assert_eq!(again.lines().count(), 3, "{again}");
+}
+
+#[test]
+fn service_install_without_a_config_needs_the_default_one_and_uses_the_packaged_unit_or_its_own() {
+    let env = Env::new();
+    let fake = FakeManager::new(&env);
+    let out = fake.service(&env, &["install"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing for the agent to protect"), "{err}");
+    assert!(fake.take().is_empty());
+    plain_config(&env); // the default config file
+    let out = fake.ok(&env, &["install"]);
+    if Path::new(PACKAGED_UNIT).exists() {
+        assert!(out.contains(PACKAGED_UNIT), "{out}");
+        assert!(!user_unit(&env).exists());
+    } else {
+        let text = fs::read_to_string(user_unit(&env)).unwrap();
+        let exe = fs::canonicalize(bin()).unwrap();
+        assert!(
+            text.contains(&format!("\nExecStart={} agent\n", exe.display())),
+            "{text}"
+        );
+    }
+    assert_eq!(fake.take(), ENABLE);
+}
+
+#[test]
+fn service_install_with_linger_asks_loginctl_to_keep_the_user_manager() {
+    let env = Env::new();
+    let fake = FakeManager::new(&env);
+    let cfg = plain_config(&env);
+    fake.ok(
+        &env,
+        &["install", "--config", cfg.to_str().unwrap(), "--linger"],
+    );
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let me = String::from_utf8(me.stdout).unwrap().trim().to_string();
+    assert_eq!(
+        fake.take(),
+        [
+            ENABLE[0].to_string(),
+            ENABLE[1].to_string(),
+            format!("loginctl enable-linger {me}"),
+        ]
+    );
+}
+
+#[test]
+fn service_uninstall_disables_the_service_and_removes_the_unit() {
+    let env = Env::new();
+    let fake = FakeManager::new(&env);
+    let cfg = plain_config(&env);
+    fake.ok(&env, &["install", "--config", cfg.to_str().unwrap()]);
+    fake.take();
+    let out = fake.ok(&env, &["uninstall"]);
+    assert!(!user_unit(&env).exists());
+    assert!(
+        out.contains(&format!("removed {}", user_unit(&env).display())),
+        "{out}"
+    );
+    assert_eq!(
+        fake.take(),
+        [
+            "systemctl --user disable --now rewind.service",
+            "systemctl --user daemon-reload"
+        ]
+    );
+    if !Path::new(PACKAGED_UNIT).exists() {
+        let out = fake.ok(&env, &["uninstall"]);
+        assert!(out.contains("nothing to do"), "{out}");
+        assert!(fake.take().is_empty());
+    }
+}
+
+#[test]
+fn service_dry_run_shows_what_it_would_do_and_changes_nothing() {
+    let env = Env::new();
+    let fake = FakeManager::new(&env);
+    let cfg = plain_config(&env);
+    let out = fake.ok(
+        &env,
+        &[
+            "install",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--linger",
+            "--dry-run",
+        ],
+    );
+    for said in [
+        format!("would write {}:", user_unit(&env).display()),
+        "    ExecStart=".to_string(),
+        "would run: systemctl --user daemon-reload".to_string(),
+        "would run: systemctl --user enable --now rewind.service".to_string(),
+        "would run: loginctl enable-linger".to_string(),
+    ] {
+        assert!(out.contains(&said), "{said:?} missing:\n{out}");
+    }
+    assert!(!user_unit(&env).exists());
+    assert!(!base(&env).join("config/systemd").exists());
+    assert!(fake.take().is_empty());
+
+    fake.ok(&env, &["install", "--config", cfg.to_str().unwrap()]);
+    fake.take();
+    let out = fake.ok(&env, &["uninstall", "--dry-run"]);
+    assert!(
+        out.contains("would run: systemctl --user disable --now rewind.service"),
+        "{out}"
+    );
+    assert!(user_unit(&env).exists());
+    assert!(fake.take().is_empty());
+}
+
+#[test]
+fn a_failing_systemctl_fails_the_install_with_one_line_saying_what_and_where() {
+    let env = Env::new();
+    let fake = FakeManager::with_systemctl(
+        &env,
+        "echo 'Failed to connect to bus: No medium found' >&2; exit 1",
+    );
+    let cfg = plain_config(&env);
+    let out = fake.service(&env, &["install", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("systemctl --user daemon-reload") && err.contains("Failed to connect to bus"),
+        "{err}"
+    );
+}
+
+#[test]
+fn service_status_shows_the_unit_and_the_agent_that_answers() {
+    let env = Env::new();
+    let fake = FakeManager::new(&env);
+    let cfg = plain_config(&env);
+    let st: serde_json::Value =
+        serde_json::from_str(&fake.ok(&env, &["status", "--json"])).unwrap();
+    assert_eq!(st["agents"], serde_json::json!([]), "{st}");
+    fake.ok(&env, &["install", "--config", cfg.to_str().unwrap()]);
+
+    let agent = agent_after_first_pass(&env, &cfg, &[], &env.tmp.path().join("agent.log"));
+    let st: serde_json::Value =
+        serde_json::from_str(&fake.ok(&env, &["status", "--json"])).unwrap();
+    assert_eq!(st["manager"], "systemd");
+    assert_eq!(st["installed"], true);
+    assert_eq!(st["file"], user_unit(&env).to_str().unwrap());
+    let agents = st["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 1, "{st}");
+    assert_eq!(agents[0]["answers"], true);
+    assert_eq!(agents[0]["pid"], agent.0.id());
+    let text = fake.ok(&env, &["status"]);
+    assert!(text.contains("agent        answers (pid"), "{text}");
+}
+
+#[test]
+fn the_agent_logs_to_a_daily_file_at_info_and_never_one_line_per_captured_file() {
+    let env = Env::new();
+    let cfg = plain_config(&env);
+    let logs = base(&env).join("logs");
+    let run_agent = |extra: &[&str], files: &[&str]| -> String {
+        let log = logs.join("agent.log");
+        let stderr = env.tmp.path().join("stderr.log");
+        let mut args = vec!["--log-file", log.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let agent = agent_after_first_pass(&env, &cfg, &args, &stderr);
+        for f in files {
+            fs::write(env.root.join(f), f.as_bytes()).unwrap();
+        }
+        for f in files {
+            env.wait_versions(&env.root.join(f), 1);
+        }
+        drop(agent);
+        // The file is a link to the day's file, private like all logs.
+        let day = fs::read_link(&log).unwrap();
+        let name = day.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            name.starts_with("agent.20") && name.ends_with(".log"),
+            "{name}"
+        );
+        assert_eq!(mode(&logs.join(&name)), 0o600);
+        let stderr = fs::read_to_string(&stderr).unwrap();
+        assert!(!stderr.contains("capturing"), "{stderr}");
+        fs::read_to_string(&log).unwrap()
+    };
+    let info = run_agent(&[], &["quiet-one.txt", "quiet-two.txt"]);
+    assert!(
+        !info.contains("quiet-"),
+        "a line per captured file at info:\n{info}"
+    );
+    let debug = run_agent(&["-v"], &["loud.txt"]);
+    assert!(
+        debug.contains("capturing") && debug.contains("loud.txt"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn completions_and_man_pages_come_from_both_binaries_readable_by_everyone() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = env.ok(&["completions", shell]);
+        assert!(
+            script.contains("service") && script.contains("restore"),
+            "{shell}"
+        );
+    }
+    let man = base(&env).join("share/man/man1");
+    let out = env.ok(&["man", man.to_str().unwrap()]);
+    assert!(out.starts_with("wrote "), "{out}");
+    for page in [
+        "rewind.1",
+        "rewind-watch.1",
+        "rewind-dump-run.1",
+        "rewind-service-install.1",
+        "rewind-completions.1",
+    ] {
+        let p = man.join(page);
+        let text = fs::read_to_string(&p).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH "), "{page}");
+        assert_eq!(mode(&p), 0o644, "{page}");
+    }
+    assert!(!man.join("rewind-help.1").exists());
+    for d in [
+        base(&env).join("share"),
+        base(&env).join("share/man"),
+        man.clone(),
+    ] {
+        assert_eq!(mode(&d), 0o755, "{}", d.display());
+    }
+    let out = std::process::Command::new(server_bin())
+        .args(["man", man.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    for page in [
+        "rewind-server.1",
+        "rewind-server-serve.1",
+        "rewind-server-client-add.1",
+    ] {
+        assert_eq!(mode(&man.join(page)), 0o644, "{page}");
+    }
+    let out = std::process::Command::new(server_bin())
+        .args(["completions", "zsh"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("#compdef rewind-server"));
+}

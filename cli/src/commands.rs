@@ -41,6 +41,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         )
     };
     match cli.command {
+        Command::Docs(d) => {
+            use clap::CommandFactory;
+            rewind_cli::run_docs(d, crate::Cli::command())
+        }
+        Command::Service(s) => crate::service::run(s),
         Command::Init => {
             let repo_dir = match &cli.global.repo {
                 Some(r) => r.clone(),

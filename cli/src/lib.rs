@@ -1,7 +1,8 @@
 //! rewind_cli: what the `rewind` and `rewind-server` binaries share, so that
 //! both print and log alike: the reports of `verify` and `repair` (the same
 //! code behind `rewind verify` and `rewind-server verify`), the logging
-//! set-up, and the one-line rendering of an error.
+//! set-up, the one-line rendering of an error, and the `completions` and
+//! `man` subcommands with the readable files they write.
 //!
 //! # Guarantees
 //!
@@ -10,39 +11,35 @@
 //!   restored, with the same text and `--json` output from either binary.
 //! - Every problem and every version that cannot be restored is named on
 //!   stderr, one line each.
-//! - Logs go to stderr: `warn` and up by default, `info` with `-v`, `debug`
-//!   with `-vv`, and `REWIND_LOG` (an `EnvFilter`) overrides the count.
+//! - Logs go to stderr, or to a file rotated daily that keeps a week:
+//!   `warn` and up by default (`info` for `rewind agent`), one level more
+//!   per `-v`, and `REWIND_LOG` (an `EnvFilter`) overrides the count.
+//! - The man pages, unit files and launchd plist that rewind writes are
+//!   readable by everyone (`0644`, directories `0755`) although both
+//!   binaries run under umask 077.
 //! - An error prints as one line, its causes joined with `: `, leaving out
 //!   a cause the message already contains.
 //!
 //! # After an interruption
 //!
-//! Nothing here writes for itself: an interrupted `verify` leaves the
-//! repository as it was (it opens it read-only), and an interrupted
-//! `repair` leaves what the repository engine's crash rules promise
-//! ([`rewind_repo`], "After a crash").
+//! An interrupted `man` leaves whole pages and at worst a stray `.*.tmp`
+//! file (each page is replaced as `rewind_core::private::write_file`
+//! does). An interrupted `verify` leaves the repository as it was (it opens
+//! it read-only), and an interrupted `repair` leaves what the repository
+//! engine's crash rules promise ([`rewind_repo`], "After a crash").
 
 mod check;
+mod docs;
+mod logging;
+mod readable;
 
 pub use check::{DAMAGE, damaged_json, print_damaged, repair, verify};
-
-/// Send logs to stderr: `warn` and up, `info` with one `-v`, `debug` with
-/// more, unless `REWIND_LOG` holds a filter (`tracing_subscriber`'s
-/// `EnvFilter` syntax).
-pub fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REWIND_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-}
+pub use docs::{DocsCommand, completions, man_pages, run as run_docs};
+pub use logging::{LOG_FILES_KEPT, Logging, init_logging, rotated};
+pub use readable::{
+    DIR_MODE as READABLE_DIR_MODE, FILE_MODE as READABLE_FILE_MODE,
+    create_dir_all as create_readable_dir_all, write_file as write_readable,
+};
 
 /// The error and its causes on one line (the agent renders the errors it
 /// sends over its control socket the same way).

@@ -9,6 +9,7 @@ mod args;
 mod commands;
 mod dump_commands;
 mod enroll;
+mod service;
 mod verify_remote;
 
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
-use rewind_cli::{init_logging, one_line};
+use rewind_cli::{Logging, init_logging, one_line};
 
 /// Continuous file protection: every change to a protected folder is
 /// captured within about a second; any file or folder can be restored as it
@@ -46,7 +47,8 @@ struct Global {
     /// instead of a local repository [default: the enrolled server, if any]
     #[arg(long, global = true, env = "REWIND_SERVER", value_name = "URL")]
     server: Option<String>,
-    /// More log output (-v: info, -vv: debug)
+    /// More log output, one level per -v (warn, then info, debug; the
+    /// agent starts at info)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 }
@@ -60,8 +62,13 @@ enum Command {
     /// Protect folders: capture every change, in the foreground, until Ctrl-C
     Watch(WatchArgs),
     /// Run from the config file: protect its [watch] folders and run its
-    /// scheduled [[dump]] jobs, until Ctrl-C / SIGTERM (the daemon form)
-    Agent(ConfigArg),
+    /// scheduled [[dump]] jobs, until Ctrl-C / SIGTERM (the daemon form;
+    /// logs at info)
+    Agent(AgentArgs),
+    /// Run the agent as a service of this user: systemd user unit on
+    /// Linux, launchd agent on macOS (`install`, `status`, `uninstall`)
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Database dumps: `list`, `run NAME`, `versions NAME`, `restore NAME`
     Dump(DumpArgs),
     /// Show the agent, journal and repository state
@@ -100,13 +107,20 @@ enum Command {
     /// Rebuild the indexes from the packs, salvage damaged packs, and list
     /// the versions whose content is lost (exit 1 if there are any)
     Repair(JsonArg),
+    #[command(flatten)]
+    Docs(rewind_cli::DocsCommand),
 }
 
 #[derive(Args)]
-struct ConfigArg {
+struct AgentArgs {
     /// Config file [default: $XDG_CONFIG_HOME/rewind/config.toml]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log to FILE instead of stderr, a file a day (agent.log links to
+    /// today's agent.YYYY-MM-DD.log), a week kept; for launchd (under
+    /// systemd, stderr goes to the journal)
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -264,7 +278,21 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Restore(_)) {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     }
-    init_logging(cli.global.verbose);
+    // The agent is the service form: its info lines (one per problem or
+    // state change, never one per captured file) belong in its log.
+    let (base, file) = match &cli.command {
+        Command::Agent(a) => (tracing::Level::INFO, a.log_file.as_deref()),
+        _ => (tracing::Level::WARN, None),
+    };
+    let logging = Logging {
+        verbose: cli.global.verbose,
+        base,
+        file,
+    };
+    if let Err(e) = init_logging(&logging) {
+        eprintln!("rewind: {}", one_line(&e));
+        return ExitCode::from(1);
+    }
     let result = commands::run(cli);
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use rewind_server::{ClientRecord, DataDir, ServeOptions};
 use serde_json::json;
 
@@ -77,6 +77,8 @@ enum Command {
     /// Manage clients
     #[command(subcommand)]
     Client(ClientCommand),
+    #[command(flatten)]
+    Docs(rewind_cli::DocsCommand),
 }
 
 #[derive(Subcommand)]
@@ -107,7 +109,15 @@ fn main() -> ExitCode {
     // Everything the server writes is private (issue 21); the umask covers
     // files that libraries create.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    rewind_cli::init_logging(cli.verbose);
+    let logging = rewind_cli::Logging {
+        verbose: cli.verbose,
+        base: tracing::Level::WARN,
+        file: None,
+    };
+    if let Err(e) = rewind_cli::init_logging(&logging) {
+        eprintln!("rewind-server: {}", rewind_cli::one_line(&e));
+        return ExitCode::from(1);
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
@@ -118,6 +128,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<i32> {
+    if let Command::Docs(d) = cli.command {
+        return rewind_cli::run_docs(d, Cli::command());
+    }
     let Some(root) = cli.data else {
         anyhow::bail!("say where the data lives: --data DIR (or REWIND_SERVER_DATA)");
     };
@@ -223,6 +236,7 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Docs(_) => unreachable!("handled above"),
         Command::Client(ClientCommand::Remove { name }) => {
             dir.check()?;
             rewind_server::remove_client(&dir, &name)?;
