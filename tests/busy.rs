@@ -530,3 +530,96 @@ impl Lossy for jiff::Timestamp {
         s.parse::<jiff::Timestamp>().unwrap().as_nanosecond() as i64
     }
 }
+
+/// Two files an application keeps as one state, named as a group in the
+/// config: captured together (their versions carry one moment) and,
+/// restored at any moment, as they were at one moment.
+#[test]
+fn files_named_as_one_group_in_the_config_restore_as_one_state() {
+    let env = Env::new();
+    let mail = env.root.join("mail");
+    fs::create_dir(&mail).unwrap();
+    let mbox = mail.join("inbox.mbox");
+    let idx = mail.join("inbox.idx");
+    fs::write(&mbox, b"").unwrap();
+    fs::write(&idx, b"0").unwrap();
+    let cfg = env
+        .tmp
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("config/rewind/config.toml");
+    fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    fs::write(
+        &cfg,
+        format!(
+            "[watch]\npaths = [{:?}]\nquiescence = \"100ms\"\ngroups = [\"**/mail/inbox.*\"]\n",
+            env.root.display().to_string()
+        ),
+    )
+    .unwrap();
+    let log = env.tmp.path().join("agent-groups.log");
+    let mut agent = env
+        .command()
+        .args(["agent", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the first pass", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("first pass complete")
+    });
+    env.wait_versions(&idx, 1);
+    // Each message is appended to the mailbox, then the index records the
+    // mailbox's length: in every real state the index lags the mailbox by
+    // at most one message, and is never ahead of it.
+    let msg = b"From: someone\nSubject: hello\n\nA message of some length.\n\n";
+    let started = wall_ns();
+    let t = Instant::now();
+    let mut len = 0usize;
+    while t.elapsed() < Duration::from_secs(10) {
+        OpenOptions::new()
+            .append(true)
+            .open(&mbox)
+            .unwrap()
+            .write_all(msg)
+            .unwrap();
+        len += msg.len();
+        let i = OpenOptions::new().write(true).open(&idx).unwrap();
+        i.write_all_at(len.to_string().as_bytes(), 0).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // Captured together: every version of one carries the moment of a
+    // version of the other.
+    let times = |p: &Path| -> std::collections::BTreeSet<String> {
+        env.versions_json(p)
+            .iter()
+            .skip(1)
+            .map(|v| v["time"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (tm, ti) = (times(&mbox), times(&idx));
+    assert!(tm.len() >= 3, "versions while busy: {tm:?}");
+    assert_eq!(tm, ti, "the group's members were captured apart");
+    for s in 1..10i64 {
+        let at = rfc3339(started + s * 1_000_000_000);
+        let dest = env.tmp.path().join(format!("mail-{s}"));
+        env.restore_to_ok(&mail, &at, &dest);
+        let m = fs::read(dest.join("inbox.mbox")).unwrap().len();
+        let i: usize = String::from_utf8(fs::read(dest.join("inbox.idx")).unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            i <= m && m - i <= msg.len(),
+            "at {at}: the index says {i} bytes, the mailbox has {m}: never one state"
+        );
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &agent.id().to_string()])
+        .status();
+    let _ = agent.wait();
+}

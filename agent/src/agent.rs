@@ -239,6 +239,7 @@ impl Agent {
             note: &note,
             watched_since: self.watched_since,
             encoder: Some(&self.encoder),
+            groups: &self.sched.groups,
         };
         while let Some((path, at, change)) = self.sched.next(first_pass_only) {
             let p = rewind_core::path::from_bytes(&path);

@@ -326,6 +326,8 @@ pub struct Capturer<'a> {
     /// only after such a version does an attribute-only event that moved
     /// the mtime (`touch`) keep the content.
     pub watched_since: u64,
+    /// Groups of `[watch] groups` (SQLite's are built in).
+    pub groups: &'a group::GroupRules,
     /// Encodes new chunks with what the repository already holds: deltas
     /// against the file's previous version, a dictionary for small files
     /// ([`rewind_core::FileEncoder`]). `None`: each chunk on its own.
@@ -389,6 +391,11 @@ impl Capturer<'_> {
     /// (see [`SNAPSHOT_MAX`]).
     pub fn capture(&self, path: &Path, change: Change, hot: bool) -> Result<Outcome, CaptureError> {
         let bytes = rewind_core::path::to_bytes(path);
+        if let Some((dir, glob)) = self.groups.configured(bytes) {
+            let known = self.journal.known_under(dir)?.into_iter().map(|(p, _)| p);
+            let members = group::configured_members(dir, glob, known);
+            return self.capture_group(&members, change);
+        }
         if let Some(members) = group::sqlite_group(bytes, |p| {
             Ok(exists(p) || self.journal.last_known(p)?.is_some())
         })? {
@@ -1081,6 +1088,7 @@ mod tests {
         journal: Journal,
         rules: rewind_watcher::IgnoreRules,
         links: LinkMap,
+        groups: group::GroupRules,
     }
 
     fn fx() -> Fx {
@@ -1097,6 +1105,7 @@ mod tests {
             journal,
             rules,
             links: LinkMap::default(),
+            groups: group::GroupRules::default(),
         }
     }
 
@@ -1116,6 +1125,7 @@ mod tests {
             note: &ignore,
             watched_since,
             encoder: None,
+            groups: &fx.groups,
         }
         .capture(p, change, false)
         .unwrap()

@@ -75,6 +75,9 @@ pub struct WatchConfig {
     pub follow_symlinks: crate::follow::FollowSymlinks,
     /// Quiet time before capture (`300ms`).
     pub quiescence: Option<String>,
+    /// Globs naming groups of files that are one state (`["*/Mail/*.mbox*"]`).
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// Longest time a busy file goes without a version (`2s`); the
     /// earlier name `max_interval` is read too.
     #[serde(alias = "max_interval")]

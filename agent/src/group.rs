@@ -17,12 +17,104 @@
 //!   versions keep their order.
 //! - A path is a group when one of its side files exists or is known to
 //!   the journal; otherwise it is captured alone, as any file.
+//!
+//! Other applications keep one state in several files too (a mailbox and
+//! its index, a game's save and its checksum). A glob of `[watch] groups`
+//! names such a group: the files of one directory that match the same
+//! glob are captured together, as above, and a restore of the folder
+//! brings them back as they were at one moment. Their scheduler key is
+//! the directory and the glob's number joined by a NUL byte, which no path
+//! holds ([`GroupRules::key_of`]).
 
-use rewind_core::group::{SQLITE_SHM, SQLITE_SIDE_FILES};
+use std::borrow::Cow;
+use std::os::unix::ffi::OsStrExt;
+
+use globset::GlobMatcher;
+use rewind_core::group::{SQLITE_SHM, SQLITE_SIDE_FILES, group_key};
 
 use crate::capture::CaptureError;
 
-pub(crate) use rewind_core::group::group_key as key_of;
+/// The groups of `[watch] groups`, besides SQLite's own.
+#[derive(Default)]
+pub struct GroupRules {
+    globs: Vec<(String, GlobMatcher)>,
+}
+
+impl GroupRules {
+    /// Rules from the config's globs (matched against whole paths; `*`
+    /// crosses no `/`); the first bad one is the error.
+    pub fn new(globs: &[String]) -> Result<GroupRules, String> {
+        let mut out = Vec::with_capacity(globs.len());
+        for g in globs {
+            let m = globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("[watch] groups: {g:?}: {e}"))?
+                .compile_matcher();
+            out.push((g.clone(), m));
+        }
+        Ok(GroupRules { globs: out })
+    }
+
+    /// The scheduler key of `path`: a configured group's key, a SQLite
+    /// side file's database, or the path itself.
+    pub(crate) fn key_of<'a>(&self, path: &'a [u8]) -> Cow<'a, [u8]> {
+        if !self.globs.is_empty() {
+            let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+            if let (Some(i), Some(dir)) = (
+                self.globs.iter().position(|(_, m)| m.is_match(p)),
+                p.parent(),
+            ) {
+                let mut key = dir.as_os_str().as_bytes().to_vec();
+                key.push(0);
+                key.extend_from_slice(i.to_string().as_bytes());
+                return Cow::Owned(key);
+            }
+        }
+        Cow::Borrowed(group_key(path))
+    }
+
+    /// The directory and matcher of a configured group's key; `None` for a
+    /// path.
+    pub(crate) fn configured<'k>(&self, key: &'k [u8]) -> Option<(&'k [u8], &GlobMatcher)> {
+        let nul = key.iter().position(|b| *b == 0)?;
+        let i: usize = std::str::from_utf8(&key[nul + 1..]).ok()?.parse().ok()?;
+        Some((&key[..nul], &self.globs.get(i)?.1))
+    }
+}
+
+/// The members of a configured group: the files of `dir` that `glob`
+/// matches now, and those the journal knows there (a member deleted since
+/// gets its tombstone with the group).
+pub(crate) fn configured_members(
+    dir: &[u8],
+    glob: &GlobMatcher,
+    known: impl IntoIterator<Item = Vec<u8>>,
+) -> Vec<Vec<u8>> {
+    let mut members: Vec<Vec<u8>> = Vec::new();
+    let d = std::path::Path::new(std::ffi::OsStr::from_bytes(dir));
+    if let Ok(entries) = std::fs::read_dir(d) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if glob.is_match(&p) {
+                members.push(p.as_os_str().as_bytes().to_vec());
+            }
+        }
+    }
+    for k in known {
+        let kp = std::path::Path::new(std::ffi::OsStr::from_bytes(&k));
+        if kp.parent() == Some(d) && glob.is_match(kp) && !members.contains(&k) {
+            members.push(k);
+        }
+    }
+    members.sort();
+    members
+}
+
+/// The scheduler key of a SQLite side file: its database.
+pub(crate) fn key_of(path: &[u8]) -> &[u8] {
+    group_key(path)
+}
 
 /// `key` and its side files, when `known` says one of the side files
 /// exists or was captured before; `None` for a path that is no group.
@@ -68,5 +160,22 @@ mod tests {
             ]
         );
         assert!(sqlite_group(b"/h/db", |_| Ok(false)).unwrap().is_none());
+    }
+
+    #[test]
+    fn configured_groups_key_by_directory_and_glob() {
+        let g = GroupRules::new(&["**/mail/inbox.*".to_string(), "*.kdbx".to_string()]).unwrap();
+        let a = g.key_of(b"/h/mail/inbox.mbox").into_owned();
+        let b = g.key_of(b"/h/mail/inbox.idx").into_owned();
+        assert_eq!(a, b, "one key for the group's members");
+        assert_eq!(a, b"/h/mail\x000");
+        let (dir, _) = g.configured(&a).unwrap();
+        assert_eq!(dir, b"/h/mail");
+        // Another directory is another group; other files are themselves.
+        assert_ne!(g.key_of(b"/x/mail/inbox.mbox").into_owned(), a);
+        assert_eq!(&*g.key_of(b"/h/mail/notes.txt"), b"/h/mail/notes.txt");
+        assert_eq!(&*g.key_of(b"/h/db-wal"), b"/h/db");
+        assert!(g.configured(b"/h/mail/notes.txt").is_none());
+        assert!(GroupRules::new(&["[".to_string()]).is_err());
     }
 }

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, Counters};
 use crate::capture::{Change, LinkMap};
+use crate::group::GroupRules;
 use crate::health::{self, Health, HealthSettings};
 use crate::opening::open_for_capture;
 use crate::scheduler::Scheduler;
@@ -70,6 +71,9 @@ pub struct AgentOptions {
     /// How the agent watches its own health and tells the user
     /// (`[notify]`).
     pub health: HealthSettings,
+    /// Globs naming groups of files captured as one state (`[watch]
+    /// groups`; SQLite's are built in).
+    pub groups: Vec<String>,
 }
 
 /// Run the agent until Ctrl-C / SIGTERM (or, with `once`, until its first
@@ -151,7 +155,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         journal: journal.clone(),
         rules,
         chunker,
-        sched: Scheduler::default(),
+        sched: Scheduler::with_groups(GroupRules::new(&opts.groups).map_err(anyhow::Error::msg)?),
         counters: Counters::default(),
         problems: Mutex::new(Vec::new()),
         first_pass_done: AtomicBool::new(false),

@@ -43,6 +43,8 @@ impl State {
 /// See the module doc.
 #[derive(Default)]
 pub struct Scheduler {
+    /// Which paths are queued together as one group.
+    pub(crate) groups: crate::group::GroupRules,
     state: Mutex<State>,
     /// Work arrived (workers wait on it).
     cv: Condvar,
@@ -53,17 +55,25 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A scheduler that queues the members of `groups` as one.
+    pub fn with_groups(groups: crate::group::GroupRules) -> Scheduler {
+        Scheduler {
+            groups,
+            ..Scheduler::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A change of `path` first observed at `at`. A SQLite side file is
-    /// queued as its database (`group::key_of`): one capture takes the
+    /// A change of `path` first observed at `at`. A member of a group is
+    /// queued as its group (`GroupRules::key_of`): one capture takes the
     /// whole group.
     pub fn submit(&self, path: Vec<u8>, at: Timestamp, change: Change) {
-        let path = match crate::group::key_of(&path) {
-            k if k.len() == path.len() => path,
-            k => k.to_vec(),
+        let path = match self.groups.key_of(&path) {
+            std::borrow::Cow::Borrowed(k) if k.len() == path.len() => path,
+            k => k.into_owned(),
         };
         let at = (at, change);
         let mut s = self.lock();

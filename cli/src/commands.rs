@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 limit_upload: w.limit_upload,
                 dumps: Vec::new(),
                 health: Default::default(),
+                groups: Vec::new(),
             };
             rewind_agent::run(opts)
         }
@@ -104,6 +105,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 limit_upload: None,
                 dumps: loaded.jobs.clone(),
                 health: loaded.health()?,
+                groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
             };
             rewind_agent::run(opts)
         }
