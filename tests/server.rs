@@ -740,13 +740,15 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
         http.get(url("/metrics")).send().unwrap().status().as_u16(),
         401
     );
-    let m = http
-        .get(url("/metrics"))
-        .header("Authorization", format!("Bearer {}", srv.admin))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    // The failure just now brakes this address for a moment (429).
+    let m = after_the_brake(|| {
+        http.get(url("/metrics"))
+            .header("Authorization", format!("Bearer {}", srv.admin))
+            .send()
+            .unwrap()
+    })
+    .text()
+    .unwrap();
     assert!(m.contains("# TYPE rewind_requests_total counter"), "{m}");
     let errors: u64 = m
         .lines()
@@ -756,8 +758,8 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
         .unwrap();
     assert!(errors >= (routes.len() * bodies.len()) as u64, "{m}");
 
-    // Bad credentials of every shape (each failure doubles the delay
-    // before this address's next answer).
+    // Bad credentials of every shape (each failure doubles how long this
+    // address is then refused with 429).
     for a in [
         "",
         "Bearer laptop",
@@ -765,11 +767,12 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
         "Bearer :x",
         "Bearer nobody:00",
     ] {
-        let resp = http
-            .get(url("/v1/info"))
-            .header("Authorization", a)
-            .send()
-            .unwrap();
+        let resp = after_the_brake(|| {
+            http.get(url("/v1/info"))
+                .header("Authorization", a)
+                .send()
+                .unwrap()
+        });
         assert_eq!(resp.status().as_u16(), 401, "{a:?}");
     }
     assert!(srv.is_running(), "the server died: {}", srv.log());
@@ -778,6 +781,24 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
     env.ok(&["versions", env.root.join("a").to_str().unwrap()]);
     srv.stop();
     assert!(srv.log().contains("stopped"), "{}", srv.log());
+}
+
+/// `send` again while the server refuses this address for its recent
+/// failures (429), after the `Retry-After` it gives.
+fn after_the_brake(send: impl Fn() -> reqwest::blocking::Response) -> reqwest::blocking::Response {
+    loop {
+        let r = send();
+        if r.status().as_u16() != 429 {
+            return r;
+        }
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=10).contains(&wait), "Retry-After: {wait}");
+        std::thread::sleep(Duration::from_secs(wait));
+    }
 }
 
 /// A network namespace with a veth pair to it, removed on drop.

@@ -2,8 +2,8 @@
 //! a cap on concurrent connections, graceful shutdown on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,10 +18,12 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::api::{self, Metrics, Peer, Server};
+use crate::api::{self, Peer, Server};
 use crate::auth::{Registry, Throttle};
 use crate::data::DataDir;
+use crate::metrics::Metrics;
 use crate::owners::Owners;
+use crate::secrets::Hashers;
 
 /// How `serve` runs.
 pub struct ServeOptions {
@@ -96,6 +98,15 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     rt.block_on(serve(opts))
 }
 
+/// argon2 computations at once. Each holds 19 MiB and ~20 ms of a core;
+/// two keep a 2-core server answering while strangers send bad secrets
+/// without pause (tests/hostile.rs: a real client's upload within a few
+/// hundred ms during floods of 200), and still check ~100 first keys a
+/// second for clients reconnecting after a restart (2 / 20 ms). Beyond
+/// it: 503 at once, no queue (docs/decisions.md, "A server strangers
+/// cannot exhaust").
+const ARGON2_SLOTS: usize = 2;
+
 async fn serve(opts: ServeOptions) -> Result<()> {
     let data = &opts.data;
     data.check()?;
@@ -114,13 +125,20 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         .with_context(|| format!("cannot read {}", data.admin().display()))?;
     let tls = TlsAcceptor::from(Arc::new(tls_config(data)?));
     let fp = fingerprint(data)?;
+    let hashers = Hashers::new(ARGON2_SLOTS);
+    let registry = {
+        let mut slot = hashers.try_take().expect("no slot is taken yet");
+        Registry::open(data, &mut slot)?
+    };
     let server = Arc::new(Server {
         repo,
-        registry: Registry::open(data)?,
+        registry,
         owners: Owners::new(data.owners()),
         throttle: Throttle::default(),
         metrics: Metrics::default(),
         admin_hash: admin_hash.trim().to_string(),
+        admin_ok: Mutex::new(None),
+        hashers,
     });
     let app = api::router(server.clone());
     let listener = TcpListener::bind(opts.listen)
