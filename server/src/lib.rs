@@ -57,9 +57,12 @@
 //! - A commit is answered only after its versions, the chunks they refer
 //!   to and the client's list of its chunks are durable; sent again, it is
 //!   recognised by `(client, seq)` and ignored.
-//! - At most `max_connections` connections are served at once; SIGTERM or
-//!   SIGINT stops accepting, lets requests in flight finish for up to
-//!   `grace`, and exits.
+//! - At most `max_connections` connections are served at once, and at
+//!   most `max_connections_per_address` from one address (an IPv6 /64); a
+//!   connection that finishes no TLS handshake in 10 s, or has no request
+//!   in flight for `idle_timeout`, is closed (both at most the idle
+//!   timeout). SIGTERM or SIGINT stops accepting, lets requests in flight
+//!   finish for up to `grace`, and exits.
 //! - Only the owner can reach the data directory: directories are `0700`,
 //!   files `0600`, and `serve` refuses a data directory other accounts can
 //!   write to.
@@ -90,4 +93,4 @@ pub use data::{
     ClientRecord, Clients, Created, DEFAULT_EXPIRY, DataDir, add_client, init, is_past,
     load_clients, remove_client,
 };
-pub use serve::{ServeOptions, fingerprint, run as serve};
+pub use serve::{DEFAULT_IDLE, DEFAULT_PER_ADDRESS, ServeOptions, fingerprint, run as serve};

@@ -50,6 +50,14 @@ enum Command {
         /// Connections served at once; more wait until one closes
         #[arg(long, default_value_t = 256, value_name = "N")]
         max_connections: usize,
+        /// Connections one address (an IPv6 /64) may hold open at once;
+        /// more are closed at once
+        #[arg(long, default_value_t = rewind_server::DEFAULT_PER_ADDRESS, value_name = "N")]
+        max_connections_per_address: usize,
+        /// Close a connection that has had no request in flight this long
+        /// (also the most a TLS handshake or a request's head may take)
+        #[arg(long, default_value_t = rewind_server::DEFAULT_IDLE.as_secs(), value_name = "SECONDS")]
+        idle_timeout: u64,
         /// How long shutdown waits for requests in flight
         #[arg(long, default_value = "30", value_name = "SECONDS")]
         grace: u64,
@@ -162,11 +170,15 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Serve {
             listen,
             max_connections,
+            max_connections_per_address,
+            idle_timeout,
             grace,
         } => rewind_server::serve(ServeOptions {
             data: dir,
             listen,
             max_connections,
+            max_connections_per_address,
+            idle_timeout: Duration::from_secs(idle_timeout.max(1)),
             grace: Duration::from_secs(grace),
         })
         .map(|()| 0),
