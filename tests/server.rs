@@ -7,7 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{DEADLINE, Env, Server, describe_tree, show, wait_until};
+use harness::{
+    DEADLINE, Env, Server, describe_tree, metric, raw_client, remote_of, show, wait_until,
+};
 use rewind_core::{ChunkId, Repository};
 
 fn write(p: &Path, data: &[u8]) {
@@ -180,48 +182,6 @@ fn wrong_tokens_and_removed_clients_are_refused() {
     assert_eq!(list[0]["state"], "removed");
     assert!(!srv.cmd(&["client", "add", "laptop"]).status.success());
     srv.stop();
-}
-
-/// A raw HTTPS client pinned to the server, for requests `rewind` never
-/// sends.
-fn raw_client(srv: &Server) -> reqwest::blocking::Client {
-    let (cfg, _) = rewind_remote::tls::client_config(Some(&srv.fingerprint()));
-    reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(cfg)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-/// One counter of the server's /metrics.
-fn metric(srv: &Server, name: &str) -> u64 {
-    let text = raw_client(srv)
-        .get(format!("{}/metrics", srv.url))
-        .header("Authorization", format!("Bearer {}", srv.admin))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
-}
-
-/// The remote repository as `env`'s enrollment sees it.
-fn remote_of(env: &Env) -> rewind_remote::RemoteRepo {
-    let cfg = fs::read_to_string(env.tmp.path().join("config/rewind/config.toml")).unwrap();
-    let t: toml::Table = toml::from_str(&cfg).unwrap();
-    let s = &t["server"];
-    let key = fs::read_to_string(env.tmp.path().join("config/rewind/client.key")).unwrap();
-    rewind_remote::RemoteRepo::new(&rewind_remote::RemoteConfig {
-        url: s["url"].as_str().unwrap().into(),
-        client: s["client"].as_str().unwrap().into(),
-        key: key.trim().into(),
-        fingerprint: s["fingerprint"].as_str().unwrap().into(),
-    })
-    .unwrap()
 }
 
 #[test]
