@@ -7,7 +7,7 @@ mod harness;
 use std::fs;
 use std::path::PathBuf;
 
-use harness::{Env, SmallFs, files_under, show};
+use harness::{Env, SmallFs, files_under, noise, show};
 
 fn repo_dir(env: &Env) -> PathBuf {
     env.tmp
@@ -15,19 +15,6 @@ fn repo_dir(env: &Env) -> PathBuf {
         .canonicalize()
         .unwrap()
         .join("data/rewind/repo")
-}
-
-/// Bytes that do not compress, so they are stored as they are.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{DEADLINE, Env, Server, describe_tree, show, wait_until};
+use harness::{
+    DEADLINE, Env, Server, describe_tree, metric, raw_client, remote_of, show, wait_until,
+};
 use rewind_core::{ChunkId, Repository};
 
 fn write(p: &Path, data: &[u8]) {
@@ -180,48 +182,6 @@ fn wrong_tokens_and_removed_clients_are_refused() {
     assert_eq!(list[0]["state"], "removed");
     assert!(!srv.cmd(&["client", "add", "laptop"]).status.success());
     srv.stop();
-}
-
-/// A raw HTTPS client pinned to the server, for requests `rewind` never
-/// sends.
-fn raw_client(srv: &Server) -> reqwest::blocking::Client {
-    let (cfg, _) = rewind_remote::tls::client_config(Some(&srv.fingerprint()));
-    reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(cfg)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-/// One counter of the server's /metrics.
-fn metric(srv: &Server, name: &str) -> u64 {
-    let text = raw_client(srv)
-        .get(format!("{}/metrics", srv.url))
-        .header("Authorization", format!("Bearer {}", srv.admin))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .parse()
-        .unwrap()
-}
-
-/// The remote repository as `env`'s enrollment sees it.
-fn remote_of(env: &Env) -> rewind_remote::RemoteRepo {
-    let cfg = fs::read_to_string(env.tmp.path().join("config/rewind/config.toml")).unwrap();
-    let t: toml::Table = toml::from_str(&cfg).unwrap();
-    let s = &t["server"];
-    let key = fs::read_to_string(env.tmp.path().join("config/rewind/client.key")).unwrap();
-    rewind_remote::RemoteRepo::new(&rewind_remote::RemoteConfig {
-        url: s["url"].as_str().unwrap().into(),
-        client: s["client"].as_str().unwrap().into(),
-        key: key.trim().into(),
-        fingerprint: s["fingerprint"].as_str().unwrap().into(),
-    })
-    .unwrap()
 }
 
 #[test]
@@ -740,13 +700,15 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
         http.get(url("/metrics")).send().unwrap().status().as_u16(),
         401
     );
-    let m = http
-        .get(url("/metrics"))
-        .header("Authorization", format!("Bearer {}", srv.admin))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    // The failure just now brakes this address for a moment (429).
+    let m = after_the_brake(|| {
+        http.get(url("/metrics"))
+            .header("Authorization", format!("Bearer {}", srv.admin))
+            .send()
+            .unwrap()
+    })
+    .text()
+    .unwrap();
     assert!(m.contains("# TYPE rewind_requests_total counter"), "{m}");
     let errors: u64 = m
         .lines()
@@ -756,8 +718,8 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
         .unwrap();
     assert!(errors >= (routes.len() * bodies.len()) as u64, "{m}");
 
-    // Bad credentials of every shape (each failure doubles the delay
-    // before this address's next answer).
+    // Bad credentials of every shape (each failure doubles how long this
+    // address is then refused with 429).
     for a in [
         "",
         "Bearer laptop",
@@ -765,11 +727,12 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
         "Bearer :x",
         "Bearer nobody:00",
     ] {
-        let resp = http
-            .get(url("/v1/info"))
-            .header("Authorization", a)
-            .send()
-            .unwrap();
+        let resp = after_the_brake(|| {
+            http.get(url("/v1/info"))
+                .header("Authorization", a)
+                .send()
+                .unwrap()
+        });
         assert_eq!(resp.status().as_u16(), 401, "{a:?}");
     }
     assert!(srv.is_running(), "the server died: {}", srv.log());
@@ -778,6 +741,24 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
     env.ok(&["versions", env.root.join("a").to_str().unwrap()]);
     srv.stop();
     assert!(srv.log().contains("stopped"), "{}", srv.log());
+}
+
+/// `send` again while the server refuses this address for its recent
+/// failures (429), after the `Retry-After` it gives.
+fn after_the_brake(send: impl Fn() -> reqwest::blocking::Response) -> reqwest::blocking::Response {
+    loop {
+        let r = send();
+        if r.status().as_u16() != 429 {
+            return r;
+        }
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=10).contains(&wait), "Retry-After: {wait}");
+        std::thread::sleep(Duration::from_secs(wait));
+    }
 }
 
 /// A network namespace with a veth pair to it, removed on drop.

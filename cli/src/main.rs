@@ -183,8 +183,13 @@ struct EnrollArgs {
     #[arg(long)]
     name: String,
     /// The one-time enrollment token `rewind-server client add` printed
-    #[arg(long)]
-    token: String,
+    /// (visible to other users in the process list and kept in shell
+    /// history: prefer stdin or --token-file) [default: read from stdin]
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// Read the enrollment token from this file (its first line)
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
     /// The server certificate's fingerprint (`rewind-server fingerprint`);
     /// without it, rewind shows the fingerprint and asks
     #[arg(long, value_name = "SHA256:…")]

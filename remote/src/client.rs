@@ -49,7 +49,9 @@ pub(crate) fn http_client(
         .https_only(true)
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(300))
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Under the server's idle timeout (30 s by default): a connection
+        // is never reused just as the server closes it.
+        .pool_idle_timeout(Duration::from_secs(20))
         .tcp_nodelay(true)
         .build()
         .map_err(|e| remote("", format!("cannot set up HTTPS: {e}"), false))?;

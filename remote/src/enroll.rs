@@ -86,6 +86,10 @@ pub fn probe_fingerprint(url: &str) -> Result<String, RepoError> {
         .ok_or_else(|| remote(&url, "the server presented no certificate", false))
 }
 
+/// Tries of an enrollment the server turned away before looking at the
+/// token (429, 503): a person waits for it, so a few, up to 10 s apart.
+const ENROLL_ATTEMPTS: u32 = 4;
+
 /// Enroll as `name` with a one-time `token` at the server pinned to
 /// `fingerprint`; returns the client's key and the server's description.
 pub fn enroll(
@@ -108,12 +112,33 @@ pub fn enroll(
         token: token.trim().to_string(),
     })
     .expect("serializable");
-    let resp = http
-        .post(format!("{url}/v1/enroll"))
-        .header(CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .map_err(|e| net_error(&url, &pinned, e))?;
+    let mut attempt = 1;
+    let resp = loop {
+        let resp = http
+            .post(format!("{url}/v1/enroll"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .map_err(|e| net_error(&url, &pinned, e))?;
+        // 429 (this address is braked after failures) and 503 (the
+        // server is busy checking other credentials, or could not write
+        // its registry) come before the token is used up: ask again when
+        // the server says, a few times.
+        let busy = matches!(resp.status().as_u16(), 429 | 503);
+        if !busy || attempt == ENROLL_ATTEMPTS {
+            break resp;
+        }
+        let wait = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(1)
+            .clamp(1, 10);
+        tracing::debug!("enrollment: {}; asking again in {wait} s", resp.status());
+        std::thread::sleep(Duration::from_secs(wait));
+        attempt += 1;
+    };
     let b = read_reply(&url, resp)?;
     serde_json::from_slice(&b).map_err(|e| remote(&url, format!("malformed reply: {e}"), false))
 }

@@ -36,7 +36,9 @@
 //!   [`RepoError::Remote`](rewind_core::RepoError::Remote) that names both
 //!   fingerprints ("the server's certificate changed").
 //! - [`probe_fingerprint`] sends nothing but a TLS handshake, and [`enroll`]
-//!   sends its token in one request that is never retried.
+//!   sends its token in one request, sent again only when the server
+//!   turned it away before looking at the token (429 or 503: up to 4
+//!   tries, as far apart as its `Retry-After` says, 1 to 10 s).
 //! - [`RemoteRepo::new`] makes no request, so a client starts, and
 //!   captures, while its server is unreachable.
 //! - A request of a `RemoteRepo` that fails transiently (cannot connect,

@@ -115,6 +115,14 @@ impl LocalRepo {
         self.read_state().client_versions(client)
     }
 
+    /// The repository's stats as far as they concern `client` alone: its
+    /// versions, its highest seq, when its last commit was sealed; chunk
+    /// and pack counts zero (a server does not tell one client about the
+    /// others, not even when they last committed).
+    pub fn client_stats(&self, client: &str) -> RepoStats {
+        self.read_state().client_stats(client)
+    }
+
     /// Every version of `client` in path order, a page at a time: the paths
     /// after `after`, each whole, until at least `limit` versions are taken.
     /// An empty page is the end.
@@ -553,17 +561,34 @@ impl LocalRepo {
     /// place from the request body); checked as [`Repository::put_chunks`]
     /// checks them.
     pub fn put_chunk_views(&self, chunks: &[ChunkView<'_>]) -> Result<(), RepoError> {
+        self.put_views(chunks, false).map(|_| ())
+    }
+
+    /// [`put_chunk_views`](Self::put_chunk_views), but a chunk stored in an
+    /// earlier pack is written again (into the open pack, unless that holds
+    /// it already): the work is the same whether the repository held the
+    /// chunk or not. A server stores a client's first upload of a chunk
+    /// this way, so that the time of an upload does not tell one client
+    /// whether another stored that content (docs/decisions.md, "No
+    /// probing by timing"). Reads use the first copy; the others cost
+    /// space only. Returns how many chunks were written.
+    pub fn put_chunk_copies(&self, chunks: &[ChunkView<'_>]) -> Result<usize, RepoError> {
+        self.put_views(chunks, true)
+    }
+
+    fn put_views(&self, chunks: &[ChunkView<'_>], copies: bool) -> Result<usize, RepoError> {
         // Whole chunks first: a delta in the same call may have one of
         // them as its base, which its check reads.
         let (deltas, whole): (Vec<ChunkView<'_>>, Vec<ChunkView<'_>>) =
             chunks.iter().partition(|c| c.base().is_some());
-        self.put_in_order(&whole)?;
-        self.put_in_order(&deltas)
+        Ok(self.put_in_order(&whole, copies)? + self.put_in_order(&deltas, copies)?)
     }
 
     /// [`put_chunk_slice`](Self::put_chunk_slice) for chunks that may be
-    /// checked together, before any is written.
-    fn put_in_order(&self, chunks: &[ChunkView<'_>]) -> Result<(), RepoError> {
+    /// checked together, before any is written; with `copies`, chunks
+    /// stored in sealed packs are written again. Returns how many were
+    /// written.
+    fn put_in_order(&self, chunks: &[ChunkView<'_>], copies: bool) -> Result<usize, RepoError> {
         if self.writer.is_none() {
             return Err(RepoError::ReadOnly);
         }
@@ -572,7 +597,7 @@ impl LocalRepo {
             chunks
                 .iter()
                 .copied()
-                .filter(|c| !st.chunks.contains_key(&c.id))
+                .filter(|c| copies || !st.chunks.contains_key(&c.id))
                 .collect()
         };
         // Hashing is the expensive part: done before taking the writer, and
@@ -581,11 +606,13 @@ impl LocalRepo {
             self.check_chunk(*c)?;
         }
         let mut w = self.lock_writer()?;
+        let mut written = 0;
         for c in todo {
             let pending = w.open.as_ref().is_some_and(|p| p.contains(&c.id));
-            if pending || self.read_state().chunks.contains_key(&c.id) {
+            if pending || (!copies && self.read_state().chunks.contains_key(&c.id)) {
                 continue;
             }
+            written += 1;
             let target = w.pack_target;
             if let Err(e) = self.open_pack(&mut w)?.add_chunk(c) {
                 w.open = None;
@@ -599,7 +626,7 @@ impl LocalRepo {
                 self.seal_open(&mut w)?;
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     fn pack_file(&self, name: PackName, path: &Path) -> Result<Arc<File>, RepoError> {

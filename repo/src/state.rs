@@ -37,6 +37,8 @@ pub(crate) struct ClientIndex {
     paths: BTreeMap<Vec<u8>, Vec<Version>>,
     /// Highest seq stored.
     max_seq: u64,
+    /// When the newest pack holding its versions was sealed.
+    last_commit: Option<Timestamp>,
 }
 
 /// All in-memory indexes.
@@ -85,6 +87,8 @@ impl State {
             }
         }
         for v in idx.versions {
+            let ci = self.clients.entry(v.client.clone()).or_default();
+            ci.last_commit = ci.last_commit.max(idx.sealed_at);
             self.insert_version(v);
         }
     }
@@ -204,6 +208,23 @@ impl State {
         self.clients
             .get(client)
             .map_or(0, |i| i.paths.values().map(|v| v.len() as u64).sum())
+    }
+
+    /// [`State::stats`] of one client: its versions, highest seq and last
+    /// commit; no chunk or pack figures (they are the repository's).
+    pub(crate) fn client_stats(&self, client: &str) -> RepoStats {
+        let ci = self.clients.get(client);
+        RepoStats {
+            versions: self.client_versions(client),
+            chunks: 0,
+            packs: 0,
+            pack_bytes: 0,
+            last_commit: ci.and_then(|c| c.last_commit),
+            max_seq: ci
+                .map(|c| (client.to_string(), c.max_seq))
+                .into_iter()
+                .collect(),
+        }
     }
 
     pub(crate) fn stats(&self) -> RepoStats {

@@ -1082,3 +1082,54 @@ fn a_format_2_repository_is_upgraded_by_its_writer() {
     let json: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
     assert_eq!(json["format"], 3);
 }
+
+#[test]
+fn copies_of_stored_chunks_are_written_again_and_read_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+    let (a, b) = (chunk(1), chunk(2));
+    repo.put_chunks(vec![a.clone()]).unwrap();
+    repo.commit_versions(vec![file_v(1, 10, b"/r/a", &[&a])])
+        .unwrap();
+    let bytes = repo.stats().unwrap().pack_bytes;
+    // `a` is stored, `b` is not: both are written, and written alike.
+    assert_eq!(repo.put_chunk_copies(&[a.view(), b.view()]).unwrap(), 2);
+    // Within the open pack a chunk is not written twice.
+    assert_eq!(repo.put_chunk_copies(&[a.view()]).unwrap(), 0);
+    rewind_core::ChunkSink::store_durably(&repo, &[]).unwrap();
+    let s = repo.stats().unwrap();
+    assert_eq!(
+        (s.chunks, s.packs),
+        (2, 2),
+        "distinct chunks are counted once"
+    );
+    assert!(s.pack_bytes > bytes + a.data.len() as u64);
+    drop(repo);
+    let repo = LocalRepo::open_writer(tmp.path()).unwrap();
+    assert_eq!(repo.read_chunk(&a.id).unwrap(), a.decode().unwrap());
+    let report = repo.verify(false).unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+    assert_eq!(report.chunks, 3, "the copy is a record of its own");
+}
+
+#[test]
+fn client_stats_are_the_clients_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+    repo.commit_versions(vec![dir_v(1, 10, b"/r")]).unwrap();
+    let mut other = dir_v(7, 10, b"/o");
+    other.client = "desk".into();
+    repo.commit_versions(vec![other]).unwrap();
+    let mine = repo.client_stats(C);
+    let theirs = repo.client_stats("desk");
+    assert_eq!((mine.versions, mine.chunks, mine.packs), (1, 0, 0));
+    assert_eq!(mine.max_seq, vec![(C.to_string(), 1)]);
+    assert_eq!(theirs.max_seq, vec![("desk".to_string(), 7)]);
+    assert!(mine.last_commit.unwrap() <= theirs.last_commit.unwrap());
+    assert_eq!(
+        repo.stats().unwrap().last_commit,
+        theirs.last_commit,
+        "the newest commit is desk's"
+    );
+    assert_eq!(repo.client_stats("nobody").last_commit, None);
+}

@@ -14,6 +14,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rewind_core::{Timestamp, private};
@@ -145,7 +146,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// The client registry.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Clients {
     /// Every client ever added; removed ones stay, marked, so their name
@@ -154,15 +155,23 @@ pub struct Clients {
 }
 
 /// One client.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientRecord {
     /// Its name (versions are stored under it).
     pub name: String,
     /// When it was added.
     pub added: String,
-    /// argon2 hash of the one-time enrollment token, until it is used.
+    /// argon2 hash of the latest enrollment token (kept after use, so a
+    /// second use can be told apart from a wrong token).
     pub token_hash: Option<String>,
+    /// When that token stops working (RFC 3339; absent in registries
+    /// written before tokens expired: such a token does not expire).
+    #[serde(default)]
+    pub token_expires: Option<String>,
+    /// When that token was used.
+    #[serde(default)]
+    pub token_used: Option<String>,
     /// argon2 hash of the client key, once enrolled.
     pub key_hash: Option<String>,
     /// When it enrolled.
@@ -223,22 +232,61 @@ pub fn update_clients<T>(dir: &DataDir, f: impl FnOnce(&mut Clients) -> Result<T
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
-    let mut c = load_clients(dir)?;
+    let before = load_clients(dir)?;
+    let mut c = before.clone();
     let out = f(&mut c)?;
-    save_clients(dir, &c)?;
+    // Only a change is written: a running server reloads the registry
+    // when the file changes.
+    if c != before {
+        save_clients(dir, &c)?;
+    }
     Ok(out)
 }
 
-/// `client add`: a new client with a fresh one-time token (returned).
-pub fn add_client(dir: &DataDir, name: &str, reuse: bool) -> Result<String> {
+/// How long an enrollment token works unless `client add --expires` says
+/// otherwise: long enough to carry it to the machine the same day, short
+/// enough that a token forgotten in a mail or a ticket soon stops working.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+/// True when the RFC 3339 time `at` has passed (or cannot be read: a
+/// damaged expiry fails closed).
+pub fn is_past(at: &str) -> bool {
+    match at.parse::<jiff::Timestamp>() {
+        Ok(t) => t <= jiff::Timestamp::now(),
+        Err(e) => {
+            tracing::error!(
+                "unreadable token expiry {at:?} in the registry ({e}): treated as expired"
+            );
+            true
+        }
+    }
+}
+
+/// `client add`: a new client with a fresh one-time token that works for
+/// `expires`. Returns the token and when it expires (RFC 3339).
+pub fn add_client(
+    dir: &DataDir,
+    name: &str,
+    reuse: bool,
+    expires: Duration,
+) -> Result<(String, String)> {
     check_name(name)?;
+    let until = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::try_from(expires)?)
+        .map_err(|e| anyhow::anyhow!("--expires: {e}"))?
+        .to_string();
     let token = secrets::new_secret();
     let hash = secrets::hash_secret(&token)?;
     update_clients(dir, |c| {
         let now = Timestamp::now().to_string();
+        let new_token = |r: &mut ClientRecord| {
+            r.token_hash = Some(hash.clone());
+            r.token_expires = Some(until.clone());
+            r.token_used = None;
+        };
         match c.get_mut(name) {
             Some(r) if r.removed.is_some() && reuse => {
-                r.token_hash = Some(hash);
+                new_token(r);
                 r.key_hash = None;
                 r.enrolled = None;
                 r.removed = None;
@@ -249,8 +297,8 @@ pub fn add_client(dir: &DataDir, name: &str, reuse: bool) -> Result<String> {
                  `client add {name} --reuse` gives them to the new enrollment"
             ),
             Some(r) if r.enrolled.is_none() => {
-                // A lost token: replace it.
-                r.token_hash = Some(hash);
+                // A lost or expired token: replace it.
+                new_token(r);
             }
             Some(_) => bail!(
                 "client {name} exists and is enrolled (remove it first to enroll a new machine under that name)"
@@ -258,7 +306,9 @@ pub fn add_client(dir: &DataDir, name: &str, reuse: bool) -> Result<String> {
             None => c.clients.push(ClientRecord {
                 name: name.to_string(),
                 added: now,
-                token_hash: Some(hash),
+                token_hash: Some(hash.clone()),
+                token_expires: Some(until.clone()),
+                token_used: None,
                 key_hash: None,
                 enrolled: None,
                 removed: None,
@@ -266,7 +316,7 @@ pub fn add_client(dir: &DataDir, name: &str, reuse: bool) -> Result<String> {
         }
         Ok(())
     })?;
-    Ok(token)
+    Ok((token, until))
 }
 
 /// `client remove`: the key and any pending token stop working at once;
@@ -305,7 +355,8 @@ mod tests {
         assert!(created.fingerprint.starts_with("SHA256:"));
         d.check().unwrap();
         assert!(init(&d, &["localhost".into()]).is_err());
-        let tok = add_client(&d, "laptop", false).unwrap();
+        let (tok, until) = add_client(&d, "laptop", false, DEFAULT_EXPIRY).unwrap();
+        assert!(!is_past(&until));
         let c = load_clients(&d).unwrap();
         let r = c.get("laptop").unwrap();
         assert!(secrets::verify_secret(
@@ -315,8 +366,16 @@ mod tests {
         assert!(!fs::read_to_string(d.clients()).unwrap().contains(&tok));
         remove_client(&d, "laptop").unwrap();
         assert!(remove_client(&d, "laptop").is_err());
-        let e = add_client(&d, "laptop", false).unwrap_err().to_string();
+        let e = add_client(&d, "laptop", false, DEFAULT_EXPIRY)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--reuse"), "{e}");
-        add_client(&d, "laptop", true).unwrap();
+        add_client(&d, "laptop", true, DEFAULT_EXPIRY).unwrap();
+        // A change that changes nothing writes nothing.
+        let before = fs::metadata(d.clients()).unwrap();
+        update_clients(&d, |_| Ok(())).unwrap();
+        let after = fs::metadata(d.clients()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(before.ino(), after.ino());
     }
 }

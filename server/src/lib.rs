@@ -22,29 +22,51 @@
 //! - A client sees only its own data: another client's versions are not
 //!   listed, its chunks are "missing" and cannot be read, and a commit may
 //!   carry only the committing client's name and refer only to chunks it
-//!   uploaded.
+//!   uploaded. `/v1/stats` gives a client its own figures only.
+//! - Nor can a client learn by timing what another stored: the work of an
+//!   upload and of the sync after it depends only on the uploading
+//!   client's own list of chunks (a chunk it has not uploaded before is
+//!   written to a pack whoever else stored it).
 //! - Tokens, client keys and the admin secret are stored only as argon2id
-//!   hashes, and an enrollment token works once.
+//!   hashes. An enrollment token works once, and only until it expires
+//!   ([`DEFAULT_EXPIRY`] unless `client add` is given another); a failed
+//!   enrollment writes nothing.
+//! - A refused credential costs one argon2 whatever name it gives: an
+//!   unknown name is checked against a dummy hash, so the time of a
+//!   refusal does not tell which names exist.
 //! - A removed client's key stops working at once, without restarting a
 //!   running server.
-//! - Each failed authentication from an address doubles the delay before
-//!   that address's next answer, up to 10 s; a success clears it.
-//! - Credentials are checked before a request body is read, and bodies are
-//!   bounded ([`rewind_core::wire::MAX_BODY`]) and decoded strictly, so bad
-//!   input gets a 4xx status with a one-line reason and never makes a
-//!   handler panic.
+//! - Each failed attempt from an address (an IPv6 /64) doubles how long
+//!   that address is refused (429 with `Retry-After`, before any other
+//!   work), 100 ms up to 10 s; a success clears it. At most 65,536
+//!   addresses are remembered, the one whose last failure is oldest
+//!   forgotten first.
+//! - At most 2 argon2 computations run at once, each in memory allocated
+//!   once; a request that finds both busy gets 503 with `Retry-After` at
+//!   once. A key that passed argon2 is recognised by its blake3 digest
+//!   afterwards, so authenticated clients are served while strangers keep
+//!   the slots busy.
+//! - Credentials are checked before a request body is read; routes before
+//!   authentication refuse a body over 4 KiB by its `Content-Length` and
+//!   stop reading at the first byte over; bodies are bounded
+//!   ([`rewind_core::wire::MAX_BODY`]) and decoded strictly, so bad input
+//!   gets a 4xx status with a one-line reason and never makes a handler
+//!   panic.
 //! - A chunk whose bytes do not hash to its id is refused, and nothing of
 //!   the request that carried it is stored.
 //! - A commit is answered only after its versions, the chunks they refer
 //!   to and the client's list of its chunks are durable; sent again, it is
 //!   recognised by `(client, seq)` and ignored.
-//! - At most `max_connections` connections are served at once; SIGTERM or
-//!   SIGINT stops accepting, lets requests in flight finish for up to
-//!   `grace`, and exits.
+//! - At most `max_connections` connections are served at once, and at
+//!   most `max_connections_per_address` from one address (an IPv6 /64); a
+//!   connection that finishes no TLS handshake in 10 s, or has no request
+//!   in flight for `idle_timeout`, is closed (both at most the idle
+//!   timeout). SIGTERM or SIGINT stops accepting, lets requests in flight
+//!   finish for up to `grace`, and exits.
 //! - Only the owner can reach the data directory: directories are `0700`,
 //!   files `0600`, and `serve` refuses a data directory other accounts can
 //!   write to.
-//!
+
 //! # After a crash
 //!
 //! - A killed `serve` loses nothing it acknowledged: an interrupted batch
@@ -62,11 +84,13 @@
 mod api;
 mod auth;
 mod data;
+mod metrics;
 mod owners;
 mod secrets;
 mod serve;
 
 pub use data::{
-    ClientRecord, Clients, Created, DataDir, add_client, init, load_clients, remove_client,
+    ClientRecord, Clients, Created, DEFAULT_EXPIRY, DataDir, add_client, init, is_past,
+    load_clients, remove_client,
 };
-pub use serve::{ServeOptions, fingerprint, run as serve};
+pub use serve::{DEFAULT_IDLE, DEFAULT_PER_ADDRESS, ServeOptions, fingerprint, run as serve};

@@ -75,6 +75,19 @@ pub fn flip_stored_byte(repo: &Path, needle: &[u8]) {
     fs::write(&pack, &bytes).unwrap();
 }
 
+/// Bytes that do not compress, so they are stored as they are.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// One isolated user: HOME, XDG dirs, a protected folder `root`.
 pub struct Env {
     pub tmp: tempfile::TempDir,
@@ -537,6 +550,8 @@ pub struct Server {
     pub host: String,
     /// A command the server runs under (e.g. `ip netns exec NS`).
     pub prefix: Vec<String>,
+    /// Options given to `serve` besides `--listen`.
+    pub serve_args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -547,8 +562,24 @@ impl Server {
         Server::start_new_with(data, "127.0.0.1", &[])
     }
 
+    /// `rewind-server init` in `data`, then `serve` on loopback with
+    /// `serve_args` besides `--listen`.
+    pub fn start_new_serving(data: &Path, serve_args: &[&str]) -> Server {
+        let mut s = Server::init(data, "127.0.0.1", &[]);
+        s.serve_args = serve_args.iter().map(|a| a.to_string()).collect();
+        s.start();
+        s
+    }
+
     /// `rewind-server init` in `data`, then serve on `host` under `prefix`.
     pub fn start_new_with(data: &Path, host: &str, prefix: &[&str]) -> Server {
+        let mut s = Server::init(data, host, prefix);
+        s.start();
+        s
+    }
+
+    /// `rewind-server init` in `data`; not serving yet.
+    fn init(data: &Path, host: &str, prefix: &[&str]) -> Server {
         let out = Command::new(server_bin())
             .args(["--data", data.to_str().unwrap(), "init"])
             .output()
@@ -564,18 +595,17 @@ impl Server {
             .expect("init prints the admin secret")
             .to_string();
         let port = free_port();
-        let mut s = Server {
+        Server {
             data: data.to_path_buf(),
             port,
             url: format!("https://{host}:{port}"),
             admin,
             host: host.to_string(),
             prefix: prefix.iter().map(|s| s.to_string()).collect(),
+            serve_args: Vec::new(),
             child: None,
             log: data.with_extension(format!("log-{}", rand_suffix())),
-        };
-        s.start();
-        s
+        }
     }
 
     pub fn cmd(&self, args: &[&str]) -> Output {
@@ -632,6 +662,7 @@ impl Server {
             .arg("--data")
             .arg(&self.data)
             .args(["serve", "--listen", &format!("{}:{}", self.host, self.port)])
+            .args(&self.serve_args)
             .env("REWIND_LOG", "info")
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
@@ -689,6 +720,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -725,6 +761,55 @@ impl Env {
             &server.fingerprint(),
         ]);
     }
+}
+
+/// A raw HTTPS client pinned to the server, for requests `rewind` never
+/// sends.
+pub fn raw_client(srv: &Server) -> reqwest::blocking::Client {
+    raw_client_from(srv, None)
+}
+
+/// [`raw_client`] connecting from the local address `from` (any of
+/// 127.0.0.0/8 on Linux: another machine, as far as the server can tell).
+pub fn raw_client_from(srv: &Server, from: Option<std::net::IpAddr>) -> reqwest::blocking::Client {
+    let (cfg, _) = rewind_remote::tls::client_config(Some(&srv.fingerprint()));
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .local_address(from)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// One counter of the server's /metrics.
+pub fn metric(srv: &Server, name: &str) -> u64 {
+    let text = raw_client(srv)
+        .get(format!("{}/metrics", srv.url))
+        .header("Authorization", format!("Bearer {}", srv.admin))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// The remote repository as `env`'s enrollment sees it.
+pub fn remote_of(env: &Env) -> rewind_remote::RemoteRepo {
+    let cfg = fs::read_to_string(env.tmp.path().join("config/rewind/config.toml")).unwrap();
+    let t: toml::Table = toml::from_str(&cfg).unwrap();
+    let s = &t["server"];
+    let key = fs::read_to_string(env.tmp.path().join("config/rewind/client.key")).unwrap();
+    rewind_remote::RemoteRepo::new(&rewind_remote::RemoteConfig {
+        url: s["url"].as_str().unwrap().into(),
+        client: s["client"].as_str().unwrap().into(),
+        key: key.trim().into(),
+        fingerprint: s["fingerprint"].as_str().unwrap().into(),
+    })
+    .unwrap()
 }
 
 /// A small tmpfs mounted over `dir` for the life of the value (root only).

@@ -50,6 +50,14 @@ enum Command {
         /// Connections served at once; more wait until one closes
         #[arg(long, default_value_t = 256, value_name = "N")]
         max_connections: usize,
+        /// Connections one address (an IPv6 /64) may hold open at once;
+        /// more are closed at once
+        #[arg(long, default_value_t = rewind_server::DEFAULT_PER_ADDRESS, value_name = "N")]
+        max_connections_per_address: usize,
+        /// Close a connection that has had no request in flight this long
+        /// (also the most a TLS handshake or a request's head may take)
+        #[arg(long, default_value_t = rewind_server::DEFAULT_IDLE.as_secs(), value_name = "SECONDS")]
+        idle_timeout: u64,
         /// How long shutdown waits for requests in flight
         #[arg(long, default_value = "30", value_name = "SECONDS")]
         grace: u64,
@@ -83,13 +91,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClientCommand {
-    /// Add a client and print its one-time enrollment token
+    /// Add a client and print its one-time enrollment token (on stdout,
+    /// once); run again for a new token while the client is not enrolled
     Add {
         /// The client's name (letters, digits, '.', '_', '-')
         name: String,
         /// Reuse the name of a removed client, and with it its stored versions
         #[arg(long)]
         reuse: bool,
+        /// How long the token works: 30m, 24h, 7d
+        #[arg(long, default_value = "24h", value_name = "DURATION",
+              value_parser = parse_expiry)]
+        expires: Duration,
     },
     /// List clients
     List {
@@ -102,6 +115,14 @@ enum ClientCommand {
         /// The client's name
         name: String,
     },
+}
+
+/// `--expires`: a duration as config files write them, more than zero.
+fn parse_expiry(s: &str) -> Result<Duration, String> {
+    match rewind_dumps::parse_duration(s)? {
+        d if d.is_zero() => Err("a token that expires at once cannot be used".into()),
+        d => Ok(d),
+    }
 }
 
 fn main() -> ExitCode {
@@ -162,11 +183,15 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Serve {
             listen,
             max_connections,
+            max_connections_per_address,
+            idle_timeout,
             grace,
         } => rewind_server::serve(ServeOptions {
             data: dir,
             listen,
             max_connections,
+            max_connections_per_address,
+            idle_timeout: Duration::from_secs(idle_timeout.max(1)),
             grace: Duration::from_secs(grace),
         })
         .map(|()| 0),
@@ -183,14 +208,23 @@ fn run(cli: Cli) -> Result<i32> {
             println!("{}", rewind_server::fingerprint(&dir)?);
             Ok(0)
         }
-        Command::Client(ClientCommand::Add { name, reuse }) => {
+        Command::Client(ClientCommand::Add {
+            name,
+            reuse,
+            expires,
+        }) => {
             dir.check()?;
-            let token = rewind_server::add_client(&dir, &name, reuse)?;
+            let (token, until) = rewind_server::add_client(&dir, &name, reuse, expires)?;
             let fp = rewind_server::fingerprint(&dir)?;
+            // The token once, on stdout only (a script captures it there);
+            // the instructions on stderr do not repeat it, so it lands in
+            // no log of stderr and in no command line.
             println!("{token}");
             eprintln!(
-                "one-time enrollment token for {name} (above). On that machine run:\n  \
-                 rewind enroll https://SERVER:PORT --name {name} --token {token} --fingerprint {fp}"
+                "one-time enrollment token for {name} (above; works once, until {until}). \
+                 On that machine run\n  \
+                 rewind enroll https://SERVER:PORT --name {name} --fingerprint {fp}\n\
+                 and paste the token when asked (or --token-file FILE)"
             );
             Ok(0)
         }
@@ -202,6 +236,12 @@ fn run(cli: Cli) -> Result<i32> {
                     "removed"
                 } else if r.enrolled.is_some() {
                     "enrolled"
+                } else if r
+                    .token_expires
+                    .as_deref()
+                    .is_some_and(rewind_server::is_past)
+                {
+                    "expired"
                 } else {
                     "pending"
                 }
@@ -215,6 +255,7 @@ fn run(cli: Cli) -> Result<i32> {
                             "name": r.name,
                             "state": state(r),
                             "added": r.added,
+                            "token_expires": r.token_expires,
                             "enrolled": r.enrolled,
                             "removed": r.removed,
                         })
