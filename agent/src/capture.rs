@@ -328,6 +328,11 @@ pub struct Capturer<'a> {
     pub watched_since: u64,
     /// Groups of `[watch] groups` (SQLite's are built in).
     pub groups: &'a group::GroupRules,
+    /// The snapshot the first pass reads from, while it does.
+    pub snapshot: &'a std::sync::RwLock<Option<crate::snapshot::ActiveSnapshot>>,
+    /// Asks for a path to be captured again (live, after a capture from a
+    /// snapshot whose state it no longer has).
+    pub again: &'a (dyn Fn(Vec<u8>) + Sync),
     /// Encodes new chunks with what the repository already holds: deltas
     /// against the file's previous version, a dictionary for small files
     /// ([`rewind_core::FileEncoder`]). `None`: each chunk on its own.
@@ -472,7 +477,10 @@ impl Capturer<'_> {
                 before.push(None);
                 continue;
             }
-            match self.prepare(&guard, &p, change, true)? {
+            // A group is read live: its consistency check looks at the
+            // live members.
+            let live = self.prepare_at(&guard, &p, &p, change, true, None)?;
+            match live.expect("a live read is never missing from a snapshot") {
                 Prepared::Done(Outcome::Raced) => return Ok(Outcome::Raced),
                 Prepared::Done(_) => {}
                 other => prepared.push((m.clone(), other)),
@@ -558,12 +566,107 @@ impl Capturer<'_> {
         change: Change,
         hot: bool,
     ) -> Result<Prepared, CaptureError> {
+        if let Some(p) = self.prepare_from_snapshot(guard, path, change, hot)? {
+            return Ok(p);
+        }
+        self.prepare_at(guard, path, path, change, hot, None)
+            .map(|p| p.expect("a live read is never missing from a snapshot"))
+    }
+
+    /// During a first pass that reads from a snapshot (see `snapshot`):
+    /// `path` as the snapshot holds it, with the snapshot's moment, unless
+    /// it was captured live since or the snapshot lacks it (`None`: read
+    /// live). A path whose live state differs from the snapshot's is asked
+    /// for again, so its live state follows at once.
+    fn prepare_from_snapshot(
+        &self,
+        guard: &CaptureGuard,
+        path: &Path,
+        change: Change,
+        hot: bool,
+    ) -> Result<Option<Prepared>, CaptureError> {
+        let snap = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some((s, read)) = snap.and_then(|s| s.read_path(path).map(|r| (s, r))) else {
+            return Ok(None);
+        };
         let bytes = rewind_core::path::to_bytes(path);
-        let at = Timestamp::now();
+        if self
+            .journal
+            .last_known(bytes)?
+            .is_some_and(|p| p.seq >= s.from_seq)
+        {
+            return Ok(None);
+        }
+        let Some(prepared) = self.prepare_at(guard, &read, path, change, hot, Some(s.taken_at))?
+        else {
+            return Ok(None);
+        };
+        let same = match (
+            rewind_fsmeta::read_stat(&read),
+            rewind_fsmeta::read_stat(path),
+        ) {
+            (Ok(a), Ok(b)) => {
+                a.kind == b.kind && a.size == b.size && a.mtime == b.mtime && a.mode == b.mode
+            }
+            _ => false,
+        };
+        if !same {
+            (self.again)(bytes.to_vec());
+        }
+        Ok(Some(match prepared {
+            // Other names of an inode are found in the snapshot's folder;
+            // the first pass meets them anyway.
+            Prepared::Version {
+                version,
+                outcome:
+                    Outcome::Captured {
+                        bytes,
+                        spooled,
+                        reused,
+                        ..
+                    },
+                issues,
+            } => Prepared::Version {
+                version,
+                outcome: Outcome::Captured {
+                    bytes,
+                    spooled,
+                    reused,
+                    also: Vec::new(),
+                },
+                issues,
+            },
+            other => other,
+        }))
+    }
+
+    /// Prepare the version of `record` (the path versions are stored
+    /// under) read from `io` (the same path, or its copy in a snapshot, the
+    /// version then carrying `at`). `None`: a snapshot lacks it.
+    fn prepare_at(
+        &self,
+        guard: &CaptureGuard,
+        io: &Path,
+        record: &Path,
+        change: Change,
+        hot: bool,
+        at: Option<Timestamp>,
+    ) -> Result<Option<Prepared>, CaptureError> {
+        let path = io;
+        let from_snapshot = at.is_some();
+        let bytes = rewind_core::path::to_bytes(record);
+        let at = at.unwrap_or_else(Timestamp::now);
         let (mut meta, issues) = match rewind_fsmeta::read_meta_full(path) {
             Ok(m) => m,
+            Err(e) if from_snapshot && (e.is_not_found() || e.io().raw_os_error() == Some(20)) => {
+                return Ok(None);
+            }
             Err(e) if e.is_not_found() || e.io().raw_os_error() == Some(20) => {
-                return self.tombstone(bytes, at).map(Prepared::Done);
+                return self.tombstone(bytes, at).map(|o| Some(Prepared::Done(o)));
             }
             Err(e) => {
                 return Err(CaptureError::Read {
@@ -572,13 +675,13 @@ impl Capturer<'_> {
                 });
             }
         };
-        if self.rules.is_ignored(path, meta.kind == FileKind::Dir) {
-            return self.tombstone(bytes, at).map(Prepared::Done);
+        if self.rules.is_ignored(record, meta.kind == FileKind::Dir) {
+            return self.tombstone(bytes, at).map(|o| Some(Prepared::Done(o)));
         }
         if meta.kind == FileKind::Socket {
             (self.note)(format!("{}: a socket, not captured", display(bytes)));
             // What was at this path before is gone.
-            return self.tombstone(bytes, at).map(Prepared::Done);
+            return self.tombstone(bytes, at).map(|o| Some(Prepared::Done(o)));
         }
         let prev = self.journal.last_known(bytes)?;
         let values = std::mem::take(&mut meta.xattrs);
@@ -620,7 +723,7 @@ impl Capturer<'_> {
                     .as_ref()
                     .is_some_and(|p| same_meta(&p.meta, &meta) && p.xattrs == refs)
                 {
-                    return Ok(Prepared::Done(Outcome::Unchanged));
+                    return Ok(Some(Prepared::Done(Outcome::Unchanged)));
                 }
                 let spooled = self.spool_xattrs(guard, prev.as_ref(), &refs, &kept)?;
                 Prepared::Version {
@@ -635,7 +738,7 @@ impl Capturer<'_> {
                 }
             }
         };
-        Ok(match prepared {
+        Ok(Some(match prepared {
             Prepared::Version {
                 version, outcome, ..
             } => Prepared::Version {
@@ -648,7 +751,7 @@ impl Capturer<'_> {
                 Prepared::Content(p)
             }
             done => done,
-        })
+        }))
     }
 
     /// Queue the xattr values the previous version did not have and the
@@ -1089,6 +1192,7 @@ mod tests {
         rules: rewind_watcher::IgnoreRules,
         links: LinkMap,
         groups: group::GroupRules,
+        snapshot: std::sync::RwLock<Option<crate::snapshot::ActiveSnapshot>>,
     }
 
     fn fx() -> Fx {
@@ -1106,6 +1210,7 @@ mod tests {
             rules,
             links: LinkMap::default(),
             groups: group::GroupRules::default(),
+            snapshot: std::sync::RwLock::new(None),
         }
     }
 
@@ -1115,6 +1220,7 @@ mod tests {
 
     fn capture_since(fx: &Fx, p: &Path, change: Change, watched_since: u64) -> Outcome {
         let ignore = |_m: String| {};
+        let ignore_path = |_p: Vec<u8>| {};
         let warn = |m: String| panic!("unexpected warning: {m}");
         Capturer {
             journal: &fx.journal,
@@ -1126,6 +1232,8 @@ mod tests {
             watched_since,
             encoder: None,
             groups: &fx.groups,
+            snapshot: &fx.snapshot,
+            again: &ignore_path,
         }
         .capture(p, change, false)
         .unwrap()

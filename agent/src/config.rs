@@ -42,6 +42,21 @@ pub struct Config {
     pub server: Option<crate::enrollment::ServerSection>,
     /// How problems are told.
     pub notify: Option<NotifyConfig>,
+    /// Where the first pass gets one consistent moment from.
+    pub snapshot: Option<SnapshotConfig>,
+}
+
+/// `[snapshot]`: a snapshot for the first pass (see `snapshot.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// `"auto"` (btrfs where possible, the default), `"off"`, or
+    /// `"command"` (with `create` and `remove`).
+    pub kind: Option<String>,
+    /// Makes a snapshot of `{root}` and prints the path to read it from.
+    pub create: Option<Vec<String>>,
+    /// Removes it (`{path}`, `{root}`).
+    pub remove: Option<Vec<String>>,
 }
 
 /// `[notify]`: how the agent tells the user that protection stopped or
@@ -169,6 +184,36 @@ impl Loaded {
             h.remind_every = parse(v, "remind_every")?;
         }
         Ok(h)
+    }
+
+    /// `[snapshot]`, or the default (`auto`).
+    pub fn snapshot(&self) -> Result<crate::snapshot::SnapshotSettings> {
+        use crate::snapshot::SnapshotSettings;
+        let Some(s) = &self.config.snapshot else {
+            return Ok(SnapshotSettings::Auto);
+        };
+        match (s.kind.as_deref().unwrap_or("auto"), &s.create, &s.remove) {
+            ("auto", None, None) => Ok(SnapshotSettings::Auto),
+            ("off", None, None) => Ok(SnapshotSettings::Off),
+            ("command", Some(c), Some(r)) if !c.is_empty() && !r.is_empty() => {
+                Ok(SnapshotSettings::Command {
+                    create: c.clone(),
+                    remove: r.clone(),
+                })
+            }
+            ("command", _, _) => bail!(
+                "{}: [snapshot] kind = \"command\" needs create = [...] and remove = [...]",
+                self.display_path()
+            ),
+            ("auto" | "off", _, _) => bail!(
+                "{}: [snapshot] create and remove are for kind = \"command\"",
+                self.display_path()
+            ),
+            (k, _, _) => bail!(
+                "{}: [snapshot] kind = {k:?}: expected \"auto\", \"off\" or \"command\"",
+                self.display_path()
+            ),
+        }
     }
 
     fn display_path(&self) -> String {

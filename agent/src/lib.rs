@@ -52,6 +52,7 @@ mod opening;
 pub mod paths;
 mod pipeline;
 mod scheduler;
+mod snapshot;
 mod stream;
 mod target;
 
@@ -63,5 +64,6 @@ pub use enrollment::{ServerSection, load_section, save_enrollment, write_private
 pub use follow::FollowSymlinks;
 pub use health::{ActiveProblem, HealthSettings, Notifier};
 pub use pipeline::{AgentConfig, AgentOptions, run};
+pub use snapshot::SnapshotSettings;
 pub use stream::{STREAM_BACKLOG, StreamReport};
 pub use target::{Access, Opened, Remote, Target, resolve};

@@ -33,6 +33,7 @@ use crate::group::GroupRules;
 use crate::health::{self, Health, HealthSettings};
 use crate::opening::open_for_capture;
 use crate::scheduler::Scheduler;
+use crate::snapshot::{self, SnapshotSettings};
 use crate::target::Target;
 use crate::{control, dump_service, follow, paths};
 
@@ -74,6 +75,8 @@ pub struct AgentOptions {
     /// Globs naming groups of files captured as one state (`[watch]
     /// groups`; SQLite's are built in).
     pub groups: Vec<String>,
+    /// Where the first pass gets a consistent moment from (`[snapshot]`).
+    pub snapshot: SnapshotSettings,
 }
 
 /// Run the agent until Ctrl-C / SIGTERM (or, with `once`, until its first
@@ -99,6 +102,16 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     let state_dir = paths::state_dir()?;
     let mut ignored = vec![state_dir.canonicalize().unwrap_or(state_dir)];
     ignored.extend(opened.local.clone());
+    // Snapshots of a btrfs subvolume are made inside it: never protected,
+    // and those an earlier run left behind are removed.
+    if opts.snapshot == SnapshotSettings::Auto {
+        for r in &roots {
+            if let Some(sub) = snapshot::btrfs_subvolume(r) {
+                snapshot::remove_leftovers(&sub);
+                ignored.push(snapshot::snapshot_dir(&sub));
+            }
+        }
+    }
     let mut rules = IgnoreRules::new(&roots, &opts.excludes, &ignored)?;
     if opts.follow_symlinks == follow::FollowSymlinks::OutsideRoots {
         let found = follow::find(&roots, &rules, &ignored);
@@ -171,6 +184,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         dumps: dump_service.clone(),
         encoder: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
         health: Health::new(opts.health.notifier(), opts.health.remind_every),
+        snapshot: std::sync::RwLock::new(None),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let (health_stop, health_stopped) = crossbeam_channel::bounded::<()>(0);
@@ -227,13 +241,14 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         let a = agent.clone();
         let roots = roots.clone();
         let progress = opts.progress;
+        let snap = opts.snapshot.clone();
         std::thread::Builder::new()
             .name("scanner".into())
             .spawn(move || {
                 if background_first_pass {
                     background();
                 }
-                first_pass(&a, &roots, progress);
+                first_pass(&a, &roots, progress, &snap);
                 let _ = pass_tx.send(());
                 drop(pass_tx);
                 for (p, at) in rescan_rx {
@@ -405,7 +420,7 @@ fn check_health(agent: &Agent, uploader: &Mutex<Option<Uploader>>, stalled_after
     agent.health.update(Instant::now(), now, found);
 }
 
-fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool) {
+fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool, snap: &SnapshotSettings) {
     let started = Instant::now();
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new_spinner();
@@ -428,11 +443,19 @@ fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool) {
                 }
             });
         }
+        // One consistent moment for the whole first pass where a snapshot
+        // can be taken (see `snapshot`).
+        let taken = snapshot::take(roots, snap, agent.journal.next_seq());
+        *agent.snapshot.write().unwrap_or_else(|e| e.into_inner()) = taken.clone();
         let at = Timestamp::now();
         for r in roots {
             agent.rescan(r, at);
         }
         let complete = agent.sched.wait_idle(Duration::from_secs(365 * 86400));
+        *agent.snapshot.write().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Some(t) = taken {
+            t.remove();
+        }
         let _ = agent.journal.flush();
         done.store(true, Ordering::Relaxed);
         complete

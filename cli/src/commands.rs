@@ -75,6 +75,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dumps: Vec::new(),
                 health: Default::default(),
                 groups: Vec::new(),
+                snapshot: Default::default(),
             };
             rewind_agent::run(opts)
         }
@@ -106,6 +107,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dumps: loaded.jobs.clone(),
                 health: loaded.health()?,
                 groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
+                snapshot: loaded.snapshot()?,
             };
             rewind_agent::run(opts)
         }
