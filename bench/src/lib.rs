@@ -18,11 +18,14 @@
 //!   what differs.
 //! - [`dumps`]: a PostgreSQL dump streamed through rewind against the bare
 //!   dump and against restic and borg reading stdin; dedup of later dumps.
+//! - [`busy`]: 20 files that never go quiet (4 KiB to 50 MiB): staleness,
+//!   CPU, bytes stored per minute, on ext4 and on a btrfs loop device.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
 
 pub mod agent;
+pub mod busy;
 pub mod chunks;
 pub mod datagen;
 pub mod dumps;
@@ -59,11 +62,13 @@ pub enum Part {
     Server,
     /// Streaming database dumps against restic and borg on stdin.
     Dumps,
+    /// Files that never go quiet: staleness, CPU, bytes stored.
+    Busy,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 7] = [
+    pub const ALL: [Part; 8] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -71,6 +76,7 @@ impl Part {
         Part::Metadata,
         Part::Server,
         Part::Dumps,
+        Part::Busy,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -83,6 +89,7 @@ impl Part {
             Part::Metadata => "metadata",
             Part::Server => "server",
             Part::Dumps => "dumps",
+            Part::Busy => "busy",
         }
     }
 }
@@ -129,7 +136,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy` | parts to run |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -149,7 +156,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, all)"
                         ),
                     }
                 }
@@ -330,6 +337,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Metadata => metadata::run(cfg)?,
             Part::Server => server::run(cfg)?,
             Part::Dumps => dumps::run(cfg)?,
+            Part::Busy => busy::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \
