@@ -456,18 +456,10 @@ fn on_btrfs_a_large_file_under_constant_writes_gets_consistent_versions() {
     let f = mnt.join("vm.img");
     fs::write(&f, vec![0u8; BLOCKS * MIB]).unwrap();
     let log = env.tmp.path().join("agent-btrfs.log");
-    let mut agent = env
-        .command()
-        .args(["watch", mnt.to_str().unwrap(), "--quiescence", "100ms"])
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until("the first pass", || {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("first pass complete")
-    });
+    let agent = env.spawn_agent(
+        &["watch", mnt.to_str().unwrap(), "--quiescence", "100ms"],
+        &log,
+    );
     env.wait_versions(&f, 1);
     // Generation g writes block after block (1 MiB each) of byte g, without
     // a pause: every state is "the first k blocks are g, the rest g - 1".
@@ -514,10 +506,7 @@ fn on_btrfs_a_large_file_under_constant_writes_gets_consistent_versions() {
             v["time"]
         );
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &agent.id().to_string()])
-        .status();
-    let _ = agent.wait();
+    drop(agent);
 }
 
 /// A small helper for comparing the `time` strings `versions --json` gives.
@@ -543,34 +532,11 @@ fn files_named_as_one_group_in_the_config_restore_as_one_state() {
     let idx = mail.join("inbox.idx");
     fs::write(&mbox, b"").unwrap();
     fs::write(&idx, b"0").unwrap();
-    let cfg = env
-        .tmp
-        .path()
-        .canonicalize()
-        .unwrap()
-        .join("config/rewind/config.toml");
-    fs::create_dir_all(cfg.parent().unwrap()).unwrap();
-    fs::write(
-        &cfg,
-        format!(
-            "[watch]\npaths = [{:?}]\nquiescence = \"100ms\"\ngroups = [\"**/mail/inbox.*\"]\n",
-            env.root.display().to_string()
-        ),
-    )
-    .unwrap();
-    let log = env.tmp.path().join("agent-groups.log");
-    let mut agent = env
-        .command()
-        .args(["agent", "--config", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until("the first pass", || {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("first pass complete")
-    });
+    let (agent, _log) = agent_with(
+        &env,
+        &env.root,
+        "[watch]\npaths = [\"{root}\"]\nquiescence = \"100ms\"\ngroups = [\"**/mail/inbox.*\"]\n",
+    );
     env.wait_versions(&idx, 1);
     // Each message is appended to the mailbox, then the index records the
     // mailbox's length: in every real state the index lags the mailbox by
@@ -618,44 +584,17 @@ fn files_named_as_one_group_in_the_config_restore_as_one_state() {
             "at {at}: the index says {i} bytes, the mailbox has {m}: never one state"
         );
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &agent.id().to_string()])
-        .status();
-    let _ = agent.wait();
+    drop(agent);
 }
 
 /// Start `rewind agent` with `config` (TOML text, `{root}` replaced by the
-/// protected folder), wait for its first pass; the child and its log.
-fn agent_with(env: &Env, root: &Path, config: &str) -> (std::process::Child, std::path::PathBuf) {
-    let cfg = env
-        .tmp
-        .path()
-        .canonicalize()
-        .unwrap()
-        .join("config/rewind/config.toml");
-    fs::create_dir_all(cfg.parent().unwrap()).unwrap();
-    fs::write(&cfg, config.replace("{root}", &root.display().to_string())).unwrap();
+/// protected folder), once its first pass is complete; the agent and its
+/// log.
+fn agent_with(env: &Env, root: &Path, config: &str) -> (Daemon, std::path::PathBuf) {
+    let cfg = env.write_config(&config.replace("{root}", &root.display().to_string()));
     let log = env.tmp.path().join(format!("agent-{}.log", wall_ns()));
-    let child = env
-        .command()
-        .args(["agent", "--config", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until("the first pass", || {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("first pass complete")
-    });
-    (child, log)
-}
-
-fn stop(mut child: std::process::Child) {
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let d = env.spawn_agent(&["agent", "--config", cfg.to_str().unwrap()], &log);
+    (d, log)
 }
 
 /// The user's snapshot command (here a copy, changing a file live right
@@ -697,7 +636,7 @@ fn the_first_pass_reads_from_the_users_snapshot_at_one_moment() {
         "the live state follows: {f0:?}"
     );
     wait_until("the snapshot is removed", || !snap.exists());
-    stop(agent);
+    drop(agent);
 }
 
 /// On btrfs the first pass reads from a read-only subvolume snapshot,
@@ -730,5 +669,5 @@ fn on_btrfs_the_first_pass_reads_from_a_subvolume_snapshot() {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "snapshots left: {left:?}");
-    stop(agent);
+    drop(agent);
 }

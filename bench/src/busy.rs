@@ -62,9 +62,16 @@ pub fn run(cfg: &Config) -> Result<String> {
     let have = Cmd::shell("command -v mkfs.btrfs").run_quiet().is_ok();
     if is_root && have {
         fs::create_dir_all(&mnt)?;
-        Cmd::new("truncate").args(["-s", "2G"]).arg(&img).run_quiet()?;
+        Cmd::new("truncate")
+            .args(["-s", "2G"])
+            .arg(&img)
+            .run_quiet()?;
         Cmd::new("mkfs.btrfs").arg("-q").arg(&img).run_quiet()?;
-        Cmd::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt).run_quiet()?;
+        Cmd::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt)
+            .run_quiet()?;
         let r = one(cfg, &mnt.join("run"), "btrfs loop device (reflinks)", secs);
         let _ = Cmd::new("umount").arg(&mnt).run_quiet();
         runs.push(r?);
@@ -82,8 +89,11 @@ fn one(cfg: &Config, base: &Path, fs_name: &str, secs: f64) -> Result<Run> {
     for (s, size) in SIZES.iter().enumerate() {
         for i in 0..PER_SIZE {
             let p = dir.join(format!("busy-{s}-{i}.bin"));
-            fs::write(&p, random_bytes(derive_seed(cfg.seed, (s * 10 + i) as u64), *size as usize))
-                .with_context(|| p.display().to_string())?;
+            fs::write(
+                &p,
+                random_bytes(derive_seed(cfg.seed, (s * 10 + i) as u64), *size as usize),
+            )
+            .with_context(|| p.display().to_string())?;
             files.push((p, *size));
         }
     }
@@ -181,7 +191,11 @@ fn render(runs: &[Run], secs: f64) -> String {
          writer thread. For {secs:.0} s the bench samples every {} ms, for each file, the staleness: now minus \
          the time of its newest version in the repository (`LocalRepo::refresh` + `versions_of`), i.e. how old \
          a restore at that moment would be. CPU is the agent's (utime + stime from `/proc`).\n",
-        SIZES.iter().map(|b| bytes(*b)).collect::<Vec<_>>().join(", "),
+        SIZES
+            .iter()
+            .map(|b| bytes(*b))
+            .collect::<Vec<_>>()
+            .join(", "),
         SAMPLE.as_millis()
     );
     let mut t = Table::new(&[

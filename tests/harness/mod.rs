@@ -205,6 +205,42 @@ impl Env {
         c.output().unwrap()
     }
 
+    /// The config file under this environment's `XDG_CONFIG_HOME`.
+    pub fn config_file(&self) -> PathBuf {
+        self.tmp
+            .path()
+            .canonicalize()
+            .unwrap()
+            .join("config/rewind/config.toml")
+    }
+
+    /// Write the config file; its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let p = self.config_file();
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `rewind ARGS` in the background, stderr to `log`, once its first
+    /// pass is complete; SIGINT and wait when the value is dropped.
+    pub fn spawn_agent(&self, args: &[&str], log: &Path) -> Daemon {
+        let child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon(child);
+        wait_until("the first pass", || {
+            fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("first pass complete")
+        });
+        d
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
     }
@@ -397,6 +433,26 @@ fn rand_suffix() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
+}
+
+/// A background `rewind` process (see [`Env::spawn_agent`]): SIGINT and
+/// wait on drop.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
 }
 
 /// A running `rewind watch`; stopped with SIGINT on drop.
