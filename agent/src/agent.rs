@@ -22,10 +22,11 @@ use rewind_journal::Journal;
 use rewind_watcher::{IgnoreRules, ScanItem};
 use serde::Serialize;
 
-use crate::capture::{self, Capturer, Change, LinkMap, Outcome};
+use crate::capture::{self, Capturer, Change, Outcome};
 use crate::dump_service::DumpService;
 use crate::follow::FollowSymlinks;
 use crate::health::Health;
+use crate::links::LinkMap;
 use crate::scheduler::Scheduler;
 
 /// Counters shared by the agent's threads.

@@ -40,6 +40,7 @@
 
 mod agent;
 mod capture;
+mod capture_group;
 mod chunks;
 mod config;
 mod control;
@@ -48,6 +49,7 @@ mod enrollment;
 mod follow;
 mod group;
 mod health;
+mod links;
 mod opening;
 pub mod paths;
 mod pipeline;

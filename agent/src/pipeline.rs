@@ -28,9 +28,10 @@ use rewind_watcher::{IgnoreRules, WatchEvent, WatchOptions, Watcher};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, Counters};
-use crate::capture::{Change, LinkMap};
+use crate::capture::Change;
 use crate::group::GroupRules;
 use crate::health::{self, Health, HealthSettings};
+use crate::links::LinkMap;
 use crate::opening::open_for_capture;
 use crate::scheduler::Scheduler;
 use crate::snapshot::{self, SnapshotSettings};
