@@ -293,9 +293,15 @@ impl LocalRepo {
         rewind_core::private::tighten_if_loose(dir, "repository");
         clean_tmp(&dir.join("tmp"))?;
         if config.format < FORMAT {
-            info!(repo = %dir.display(), from = config.format, to = FORMAT, "upgrading the repository format");
+            // Said once: the new number is written durably before anything
+            // of the new format, so the next open finds nothing to do.
+            let from = config.format;
             config.format = FORMAT;
             config.write(dir)?;
+            warn!(
+                "repository {}: upgraded from format {from} to {FORMAT} (builds that read only format {from} no longer open it)",
+                dir.display()
+            );
         }
         let state = Self::load_state(dir, true)?;
         Ok(Self::assemble(dir, config, state, Some(lock)))

@@ -582,6 +582,27 @@ fn describe(root: &Path, p: &Path, out: &mut Vec<String>) {
     }
 }
 
+/// Every path under `root` (itself included) with a group or other bit.
+pub fn loose_paths(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = fs::symlink_metadata(&p).unwrap();
+        if md.file_type().is_symlink() {
+            continue;
+        }
+        if md.mode() & 0o077 != 0 {
+            out.push(format!("{:o} {}", md.mode() & 0o7777, p.display()));
+        }
+        if md.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
 pub fn server_bin() -> &'static str {
     env!("CARGO_BIN_EXE_rewind-server")
 }
@@ -650,6 +671,19 @@ impl Server {
             })
             .expect("init prints the admin secret")
             .to_string();
+        Server::serve(data, host, prefix, admin)
+    }
+
+    /// Serve a data directory made earlier (by an older release, say) on
+    /// loopback and a port of its own; its admin secret is not known.
+    pub fn start_existing(data: &Path) -> Server {
+        let mut s = Server::serve(data, "127.0.0.1", &[], String::new());
+        s.start();
+        s
+    }
+
+    /// A server for `data` on `host` under `prefix`; not serving yet.
+    fn serve(data: &Path, host: &str, prefix: &[&str], admin: String) -> Server {
         let port = free_port();
         Server {
             data: data.to_path_buf(),
