@@ -12,9 +12,9 @@ use rewind_core::{
 
 use crate::LocalRepo;
 
-const C: &str = "laptop";
+pub(crate) const C: &str = "laptop";
 
-fn meta(kind: FileKind, size: u64) -> FileMeta {
+pub(crate) fn meta(kind: FileKind, size: u64) -> FileMeta {
     FileMeta {
         uid: 1000,
         gid: 1000,
@@ -25,7 +25,7 @@ fn meta(kind: FileKind, size: u64) -> FileMeta {
     }
 }
 
-fn version(seq: u64, t: i64, path: &[u8], entry: Entry) -> Version {
+pub(crate) fn version(seq: u64, t: i64, path: &[u8], entry: Entry) -> Version {
     Version {
         client: C.into(),
         seq,
@@ -35,7 +35,7 @@ fn version(seq: u64, t: i64, path: &[u8], entry: Entry) -> Version {
     }
 }
 
-fn dir_v(seq: u64, t: i64, path: &[u8]) -> Version {
+pub(crate) fn dir_v(seq: u64, t: i64, path: &[u8]) -> Version {
     version(
         seq,
         t,
@@ -48,7 +48,7 @@ fn dir_v(seq: u64, t: i64, path: &[u8]) -> Version {
     )
 }
 
-fn file_v(seq: u64, t: i64, path: &[u8], chunks: &[&EncodedChunk]) -> Version {
+pub(crate) fn file_v(seq: u64, t: i64, path: &[u8], chunks: &[&EncodedChunk]) -> Version {
     let refs: Vec<ChunkRef> = chunks
         .iter()
         .map(|c| ChunkRef {
@@ -69,21 +69,21 @@ fn file_v(seq: u64, t: i64, path: &[u8], chunks: &[&EncodedChunk]) -> Version {
     )
 }
 
-fn gone(seq: u64, t: i64, path: &[u8]) -> Version {
+pub(crate) fn gone(seq: u64, t: i64, path: &[u8]) -> Version {
     version(seq, t, path, Entry::Deleted)
 }
 
-fn random(n: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random(n: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; n];
     rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
     v
 }
 
-fn chunk(seed: u64) -> EncodedChunk {
+pub(crate) fn chunk(seed: u64) -> EncodedChunk {
     EncodedChunk::encode(&random(1000 + seed as usize % 500, seed))
 }
 
-fn paths(vs: &[Version]) -> Vec<&[u8]> {
+pub(crate) fn paths(vs: &[Version]) -> Vec<&[u8]> {
     vs.iter().map(|v| v.path.as_slice()).collect()
 }
 
