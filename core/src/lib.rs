@@ -34,6 +34,7 @@ pub mod path;
 pub mod private;
 mod repository;
 mod time;
+mod treediff;
 mod version;
 pub mod wire;
 
@@ -52,4 +53,5 @@ pub use id::{ChunkId, ParseChunkIdError};
 pub use repository::{ChunkSink, RepoError, RepoStats, Repository};
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};
 pub use time::{TimeParseError, Timestamp, parse_point_in_time};
+pub use treediff::{Change, TreeChange, diff_trees};
 pub use version::{ChunkRef, Entry, StreamStatus, Version, XattrRef, content_changed};
