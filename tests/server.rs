@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{DEADLINE, Env, Server, describe_tree, show, wait_until};
+use harness::{DEADLINE, Env, Server, describe_tree, remote_of, show, wait_until};
 use rewind_core::{ChunkId, Repository};
 
 fn write(p: &Path, data: &[u8]) {
@@ -207,21 +207,6 @@ fn metric(srv: &Server, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
         .parse()
         .unwrap()
-}
-
-/// The remote repository as `env`'s enrollment sees it.
-fn remote_of(env: &Env) -> rewind_remote::RemoteRepo {
-    let cfg = fs::read_to_string(env.tmp.path().join("config/rewind/config.toml")).unwrap();
-    let t: toml::Table = toml::from_str(&cfg).unwrap();
-    let s = &t["server"];
-    let key = fs::read_to_string(env.tmp.path().join("config/rewind/client.key")).unwrap();
-    rewind_remote::RemoteRepo::new(&rewind_remote::RemoteConfig {
-        url: s["url"].as_str().unwrap().into(),
-        client: s["client"].as_str().unwrap().into(),
-        key: key.trim().into(),
-        fingerprint: s["fingerprint"].as_str().unwrap().into(),
-    })
-    .unwrap()
 }
 
 #[test]

@@ -727,6 +727,21 @@ impl Env {
     }
 }
 
+/// The remote repository as `env`'s enrollment sees it.
+pub fn remote_of(env: &Env) -> rewind_remote::RemoteRepo {
+    let cfg = fs::read_to_string(env.tmp.path().join("config/rewind/config.toml")).unwrap();
+    let t: toml::Table = toml::from_str(&cfg).unwrap();
+    let s = &t["server"];
+    let key = fs::read_to_string(env.tmp.path().join("config/rewind/client.key")).unwrap();
+    rewind_remote::RemoteRepo::new(&rewind_remote::RemoteConfig {
+        url: s["url"].as_str().unwrap().into(),
+        client: s["client"].as_str().unwrap().into(),
+        key: key.trim().into(),
+        fingerprint: s["fingerprint"].as_str().unwrap().into(),
+    })
+    .unwrap()
+}
+
 /// A small tmpfs mounted over `dir` for the life of the value (root only).
 pub struct SmallFs {
     dir: PathBuf,
