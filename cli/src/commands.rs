@@ -126,6 +126,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 json: f.json.json,
             },
         ),
+        Command::Mount { dir, allow_other } => crate::mount::mount(&target()?, &dir, allow_other),
         Command::Diff { t1, t2, path, json } => {
             crate::diff::diff(&target()?, &t1, &t2, path.as_deref(), json.json)
         }

@@ -11,6 +11,7 @@ mod diff;
 mod dump_commands;
 mod enroll;
 mod find;
+mod mount;
 mod service;
 mod verify_remote;
 
@@ -109,6 +110,16 @@ enum Command {
         path: Option<PathBuf>,
         #[command(flatten)]
         json: JsonArg,
+    },
+    /// Show the history as files, read-only: latest/, at/<time>/, days/,
+    /// versions/ (in the foreground, until Ctrl-C or `fusermount -u DIR`)
+    Mount {
+        /// An existing, empty directory
+        dir: PathBuf,
+        /// Let other users in (for users other than root, needs
+        /// user_allow_other in /etc/fuse.conf)
+        #[arg(long)]
+        allow_other: bool,
     },
     /// Check the repository: every pack, chunk, index file and version; on
     /// an enrolled machine, this client's versions and chunks on the server
