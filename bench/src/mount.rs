@@ -2,12 +2,13 @@
 //! mount` against `restic mount` and `borg mount` on the ingest tree, in
 //! the same run.
 //!
-//! Each tool first stores the tree in a fresh repository (untimed). Then,
-//! [`Config::ingest_runs`] rounds, each tool in turn: its repository is
-//! read once (untimed) so it sits in the page cache, the tool mounts it,
-//! and one command is timed on the newest point in time (`latest/` for
-//! rewind, `snapshots/latest/` for restic, the archive for borg); then it
-//! is unmounted. Three commands, each on a fresh mount (so no cache of the
+//! The tools take turns (one repository on disk at a time: the three
+//! together are 4 GB). Each stores the tree in a fresh repository
+//! (untimed); then, [`Config::ingest_runs`] rounds: its repository is read
+//! once (untimed) so it sits in the page cache, the tool mounts it, and
+//! one command is timed on the newest point in time (`latest/` for rewind,
+//! `snapshots/latest/` for restic, the archive for borg); then it is
+//! unmounted. Three commands, each on a fresh mount (so no cache of the
 //! mount or of the kernel helps it):
 //!
 //! - `ls -R VIEW` (names only: what a listing of a 50k-file point costs),
@@ -40,9 +41,12 @@ const MOUNT_WAIT: Duration = Duration::from_secs(600);
 /// The issue's target: `ls -R` of a 50,000-file point in under 5 s.
 const LS_TARGET_SECS: f64 = 5.0;
 
-/// One tool's mount command and where the tree shows inside it.
+/// One tool: how it stores the tree, its mount command and where the tree
+/// shows inside it.
 struct Tool {
     name: &'static str,
+    /// Store the tree in a fresh repository (untimed).
+    store: Box<dyn Fn() -> Result<()>>,
     /// The mounting command, given the mount point.
     mount: Box<dyn Fn(&Path) -> Cmd>,
     /// The tree inside the mount point.
@@ -52,6 +56,8 @@ struct Tool {
     view_shown: &'static str,
     /// Its repository (warmed before each command).
     repo: PathBuf,
+    /// Everything it keeps, deleted when its turn is over.
+    dir: PathBuf,
 }
 
 /// What one timed command cost.
@@ -154,19 +160,13 @@ pub fn run(cfg: &Config) -> Result<String> {
     let logs = fresh_dir(&base.join("logs"))?;
     let rel = tree.strip_prefix("/").unwrap_or(&tree).to_path_buf();
 
-    // The three repositories (untimed).
     let s = Setup::fresh(&cfg.rewind, &base.join("rewind"))?;
-    eprintln!("rewind-bench: storing the tree with rewind, restic and borg (untimed)");
-    s.cmd(["watch".as_ref(), tree.as_os_str(), "--once".as_ref()])
-        .run_quiet()?;
-    let rdir = fresh_dir(&base.join("restic"))?;
+    let rdir = base.join("restic");
     let restic = {
         let rdir = rdir.clone();
         move |args: &[&str]| crate::run::restic(&rdir, args)
     };
-    restic(&["init"]).run_quiet()?;
-    restic(&["backup"]).arg(&tree).run_quiet()?;
-    let bdir = fresh_dir(&base.join("borg"))?;
+    let bdir = base.join("borg");
     let borg = {
         let bdir = bdir.clone();
         move |args: &[&str]| {
@@ -177,44 +177,59 @@ pub fn run(cfg: &Config) -> Result<String> {
                 .args(args.iter().copied())
         }
     };
-    borg(&["init", "-e", "none"])
-        .arg(bdir.join("repo"))
-        .run_quiet()?;
-    borg(&["create", "--compression", "zstd,3"])
-        .arg(format!("{}::first", bdir.join("repo").display()))
-        .arg(&tree)
-        .run_quiet()?;
-
+    let borg_repo = bdir.join("repo");
+    let archive = format!("{}::first", borg_repo.display());
     let tools = {
-        let (s2, r1, r2, b1) = (s.clone(), rel.clone(), rel.clone(), rel.clone());
-        let restic_m = restic.clone();
-        let borg_m = borg.clone();
-        let borg_repo = bdir.join("repo");
+        let (r1, r2, r3) = (rel.clone(), rel.clone(), rel.clone());
+        let (s1, s2) = (s.clone(), s.clone());
+        let (t1, t2, t3) = (tree.clone(), tree.clone(), tree.clone());
+        let (restic1, restic2) = (restic.clone(), restic.clone());
+        let (borg1, borg2) = (borg.clone(), borg.clone());
+        let (a1, a2) = (archive.clone(), archive.clone());
+        let (rd, bd, br) = (rdir.clone(), bdir.clone(), borg_repo.clone());
         vec![
             Tool {
                 name: "rewind mount",
+                store: Box::new(move || {
+                    s1.cmd(["watch".as_ref(), t1.as_os_str(), "--once".as_ref()])
+                        .run_quiet()
+                        .map(drop)
+                }),
                 mount: Box::new(move |m: &Path| s2.cmd(["mount".as_ref(), m.as_os_str()])),
                 view: Box::new(move |m: &Path| m.join("latest").join(&r1)),
                 view_shown: "$M/latest/$T",
                 repo: s.repo.clone(),
+                dir: base.join("rewind"),
             },
             Tool {
                 name: "restic mount",
-                mount: Box::new(move |m: &Path| restic_m(&["mount"]).arg(m)),
+                store: Box::new(move || {
+                    fresh_dir(&rd)?;
+                    restic1(&["init"]).run_quiet()?;
+                    restic1(&["backup"]).arg(&t2).run_quiet().map(drop)
+                }),
+                mount: Box::new(move |m: &Path| restic2(&["mount"]).arg(m)),
                 view: Box::new(move |m: &Path| m.join("snapshots/latest").join(&r2)),
                 view_shown: "$M/snapshots/latest/$T",
                 repo: rdir.join("repo"),
+                dir: rdir.clone(),
             },
             Tool {
                 name: "borg mount",
-                mount: Box::new(move |m: &Path| {
-                    borg_m(&["mount", "-f"])
-                        .arg(format!("{}::first", borg_repo.display()))
-                        .arg(m)
+                store: Box::new(move || {
+                    fresh_dir(&bd)?;
+                    borg1(&["init", "-e", "none"]).arg(&br).run_quiet()?;
+                    borg1(&["create", "--compression", "zstd,3"])
+                        .arg(&a1)
+                        .arg(&t3)
+                        .run_quiet()
+                        .map(drop)
                 }),
-                view: Box::new(move |m: &Path| m.join(&b1)),
+                mount: Box::new(move |m: &Path| borg2(&["mount", "-f"]).arg(&a2).arg(m)),
+                view: Box::new(move |m: &Path| m.join(&r3)),
                 view_shown: "$M/$T",
-                repo: bdir.join("repo"),
+                repo: borg_repo.clone(),
+                dir: bdir.clone(),
             },
         ]
     };
@@ -222,13 +237,19 @@ pub fn run(cfg: &Config) -> Result<String> {
     let ticks = clock_ticks();
     // samples[tool][command]
     let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); cmds.len()]; tools.len()];
-    for round in 0..cfg.ingest_runs {
-        for (ti, tool) in tools.iter().enumerate() {
+    let mut sizes = vec![0u64; tools.len()];
+    // One tool after the other, each repository deleted before the next is
+    // made: three at once would take 4 GB of a disk other work shares.
+    for (ti, tool) in tools.iter().enumerate() {
+        eprintln!("rewind-bench: storing the tree for {} (untimed)", tool.name);
+        (tool.store)()?;
+        sizes[ti] = du_bytes(&tool.repo).unwrap_or(0);
+        for round in 0..cfg.ingest_runs {
             for (ci, (cname, script)) in cmds.iter().enumerate() {
                 warm(&tool.repo)?;
                 sync()?;
                 let mnt = base.join("mnt");
-                let log = logs.join(format!("{}-{ci}-{round}.log", ti));
+                let log = logs.join(format!("{ti}-{ci}-{round}.log"));
                 let (served, ready) = Served::start(tool, &mnt, &log)?;
                 let pid = served.child.id();
                 let view = (tool.view)(&mnt);
@@ -254,6 +275,8 @@ pub fn run(cfg: &Config) -> Result<String> {
                 });
             }
         }
+        fs::remove_dir_all(&tool.dir)
+            .with_context(|| format!("cannot remove {}", tool.dir.display()))?;
     }
 
     // Report.
@@ -312,19 +335,16 @@ pub fn run(cfg: &Config) -> Result<String> {
             ]);
         }
     }
-    let sizes = [
-        du_bytes(&s.repo).unwrap_or(0),
-        du_bytes(&rdir.join("repo")).unwrap_or(0),
-        du_bytes(&bdir.join("repo")).unwrap_or(0),
-    ];
 
     let mut out = String::new();
     let _ = writeln!(
         out,
         "Tree: the ingest tree ({} files in {} directories, {}), stored by each tool in a fresh \
-         repository (rewind {}, restic {}, borg {}; `du -sb`). {} rounds; in each, for each tool \
-         and each command: the repository read once (untimed, page cache warm), `sync`, mount, the \
-         command on the newest point in time, unmount; medians. \"Mounted after\" is from the mount \
+         repository (rewind {}, restic {}, borg {}; `du -sb`). The tools take turns (each \
+         repository is deleted before the next is made, to spare the disk); each tool: {} rounds of \
+         the three commands, each command on a fresh mount after the repository was read once \
+         (untimed, page cache warm) and `sync`: mount, the command on the newest point in time, \
+         unmount; medians. \"Mounted after\" is from the mount \
          command to the view being there. The mount process's CPU is read from `/proc/PID/stat` \
          around the command, its peak RSS (`VmHWM`) just before unmounting.\n",
         sum.files,
