@@ -496,35 +496,15 @@ impl Filesystem for RewindFs {
         }
     }
 
-    // Nothing is ever written, so there is nothing to flush or sync.
+    // Called at every close; nothing is ever written, so nothing to flush.
+    // (fsync is left to the kernel, which answers it itself once told
+    // ENOSYS.)
     fn flush(
         &self,
         _req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
         reply: ReplyEmpty,
     ) {
         reply.ok();

@@ -46,6 +46,21 @@ pub(crate) struct ClientIndex {
     max_seq: u64,
 }
 
+impl ClientIndex {
+    /// `base` (normalized) and every path below it, in path order, with
+    /// their versions. A sibling sharing the prefix (`/r/ab` next to
+    /// `/r/a`) is not below it.
+    fn below<'a>(
+        &'a self,
+        base: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<Version>)> {
+        self.paths
+            .range::<[u8], _>((Bound::Included(base), Bound::Unbounded))
+            .take_while(move |(p, _)| p.starts_with(base))
+            .filter(move |(p, _)| is_under(p, base))
+    }
+}
+
 /// All in-memory indexes.
 #[derive(Default)]
 pub(crate) struct State {
@@ -142,16 +157,7 @@ impl State {
         // Paths kept so far that are directories at `at`. Keys sort by bytes,
         // so a parent (a prefix) is always visited before its children.
         let mut dirs: HashSet<&[u8]> = HashSet::new();
-        let range = ci
-            .paths
-            .range::<[u8], _>((Bound::Included(base), Bound::Unbounded));
-        for (p, vs) in range {
-            if !p.starts_with(base) {
-                break;
-            }
-            if !is_under(p, base) {
-                continue;
-            }
+        for (p, vs) in ci.below(base) {
             let Some(v) = vs.iter().rev().find(|v| v.observed_at <= at) else {
                 continue;
             };

@@ -3,14 +3,12 @@
 //! were observed when). See `rewind_core::history` for the definitions.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 use std::rc::Rc;
 
 use rewind_core::Timestamp;
 use rewind_core::history::{
     self, ActivityBucket, ActivityQuery, FindHit, FindQuery, FindReply, Interval, PathPattern,
 };
-use rewind_core::path::is_under;
 
 use super::{ClientIndex, State, normalize, parent};
 
@@ -27,14 +25,8 @@ impl State {
         let limit = q.effective_limit();
         let mut dirs = DirPresence::new(ci);
         let mut out = FindReply::default();
-        let range = ci
-            .paths
-            .range::<[u8], _>((Bound::Included(base), Bound::Unbounded));
-        for (p, vs) in range {
-            if !p.starts_with(base) {
-                break;
-            }
-            if !is_under(p, base) || !pattern.is_match(p) {
+        for (p, vs) in ci.below(base) {
+            if !pattern.is_match(p) {
                 continue;
             }
             let own = history::presence(vs, false);
@@ -104,16 +96,7 @@ impl State {
             return history::buckets(times, q.width);
         }
         let mut times: BTreeMap<Timestamp, u64> = BTreeMap::new();
-        let range = ci
-            .paths
-            .range::<[u8], _>((Bound::Included(path), Bound::Unbounded));
-        for (p, vs) in range {
-            if !p.starts_with(path) {
-                break;
-            }
-            if !is_under(p, path) {
-                continue;
-            }
+        for (_, vs) in ci.below(path) {
             for v in vs {
                 if (q.from..=q.to).contains(&v.observed_at) {
                     *times.entry(v.observed_at).or_default() += 1;
