@@ -10,9 +10,9 @@ use rewind_core::{FileKind, Timestamp, Version, content_changed};
 use rewind_repo::LocalRepo;
 use serde_json::json;
 
-use rewind_agent::{AgentConfig, AgentOptions, Opened, Target};
+use rewind_agent::{AgentConfig, AgentOptions, Target};
 
-use crate::args::{open, parse_at};
+use crate::args::{kind_of, open, parse_at, stored_path};
 use crate::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -118,6 +118,22 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Versions { path, json } => versions(&target()?, &path, json.json),
         Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),
         Command::Restore(r) => restore(&target()?, r),
+        Command::Find(f) => crate::find::find(
+            &target()?,
+            crate::find::FindOptions {
+                pattern: &f.pattern,
+                path: f.path.as_deref(),
+                deleted: f.deleted,
+                since: f.since.as_deref(),
+                until: f.until.as_deref(),
+                ignore_case: f.ignore_case,
+                json: f.json.json,
+            },
+        ),
+        Command::Mount { dir, allow_other } => crate::mount::mount(&target()?, &dir, allow_other),
+        Command::Diff { t1, t2, path, json } => {
+            crate::diff::diff(&target()?, &t1, &t2, path.as_deref(), json.json)
+        }
         Command::Verify { quick, json } => match target()? {
             Target::Local(dir) => rewind_cli::verify(&dir, quick, json.json),
             Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
@@ -135,47 +151,6 @@ fn local_only(t: Target, what: &str) -> Result<PathBuf> {
             r.cfg.url
         ),
     }
-}
-
-/// The stored form of a user-given path, checked to lie inside something
-/// that was protected. `dumps` and `dumps/NAME` (as typed, relative) name
-/// the virtual paths of database dumps, unless a protected folder holds a
-/// real `dumps` there.
-fn stored_path(o: &Opened, p: &Path) -> Result<Vec<u8>> {
-    // A symlink names itself (its versions, its restore), unless only what
-    // it points to is protected (a protected folder given by a link to it).
-    let link = rewind_core::path::absolute_nofollow(p)
-        .with_context(|| format!("cannot resolve {}", p.display()))?;
-    let abs = rewind_core::path::absolute(p)
-        .with_context(|| format!("cannot resolve {}", p.display()))?;
-    if link != abs && o.repo.covers(&o.client, to_bytes(&link))? {
-        return Ok(to_bytes(&link).to_vec());
-    }
-    let b = to_bytes(&abs).to_vec();
-    if !o.repo.covers(&o.client, &b)? {
-        let raw = to_bytes(p);
-        let mut v = raw.to_vec();
-        while v.len() > 1 && v.ends_with(b"/") {
-            v.pop();
-        }
-        if (v == b"dumps" || v.starts_with(b"dumps/"))
-            && !o.repo.tree_at(&o.client, &v, Timestamp::MAX)?.is_empty()
-        {
-            return Ok(v);
-        }
-        bail!(
-            "{} is not inside any protected folder of this repository",
-            abs.display()
-        );
-    }
-    Ok(b)
-}
-
-fn kind_of(v: &Version) -> &'static str {
-    if v.stream_status().is_some() {
-        return "dump";
-    }
-    v.meta().map(|m| m.kind.as_str()).unwrap_or("deleted")
 }
 
 fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {

@@ -96,6 +96,8 @@ mod verify;
 mod zrec;
 
 #[cfg(test)]
+mod history_tests;
+#[cfg(test)]
 mod tests;
 
 pub use repo::LocalRepo;

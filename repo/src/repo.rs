@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use rewind_core::frame::MAX_FRAME;
 use rewind_core::path::display;
 use rewind_core::{
-    ChunkId, ChunkSink, ChunkView, ChunkerParams, EncodedChunk, RepoError, RepoStats, Repository,
-    STREAM_ZSTD_LEVEL, Timestamp, Version,
+    ActivityBucket, ActivityQuery, ChunkId, ChunkSink, ChunkView, ChunkerParams, EncodedChunk,
+    FindQuery, FindReply, PathPattern, RepoError, RepoStats, Repository, STREAM_ZSTD_LEVEL,
+    Timestamp, Version,
 };
 use tracing::{info, warn};
 
@@ -837,6 +838,22 @@ impl Repository for LocalRepo {
 
     fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
         Ok(self.read_state().covers(client, path))
+    }
+
+    fn find(&self, client: &str, q: &FindQuery) -> Result<FindReply, RepoError> {
+        let pattern = PathPattern::new(&q.pattern, q.ignore_case)
+            .map_err(|e| RepoError::BadQuery(e.to_string()))?;
+        Ok(self.read_state().find(client, q, &pattern))
+    }
+
+    fn activity(&self, client: &str, q: &ActivityQuery) -> Result<Vec<ActivityBucket>, RepoError> {
+        self.read_state()
+            .activity(client, q)
+            .map_err(RepoError::BadQuery)
+    }
+
+    fn refresh(&self) -> Result<(), RepoError> {
+        LocalRepo::refresh(self)
     }
 
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
