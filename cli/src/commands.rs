@@ -75,6 +75,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dumps: Vec::new(),
                 health: Default::default(),
                 groups: Vec::new(),
+                ui: (!w.no_ui).then_some(w.ui_listen),
             };
             rewind_agent::run(opts)
         }
@@ -106,6 +107,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dumps: loaded.jobs.clone(),
                 health: loaded.health()?,
                 groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
+                ui: loaded.ui()?,
             };
             rewind_agent::run(opts)
         }
@@ -113,6 +115,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::dump_commands::run(&target()?, loaded.expect("loaded above"), d.command)
         }
         Command::Status(j) => status(&target()?, j.json),
+        Command::Ui(u) => ui(&target()?, u.no_open),
         Command::Versions { path, json } => versions(&target()?, &path, json.json),
         Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),
         Command::Restore(r) => restore(&target()?, r),
@@ -457,6 +460,37 @@ fn is_restore_tmp(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(".rewind-restore-"))
+}
+
+/// `rewind ui`: a one-time login URL from the running agent, printed and
+/// (unless `no_open`) opened in the desktop's browser.
+fn ui(t: &Target, no_open: bool) -> Result<i32> {
+    let Some(url) = rewind_agent::ui_url(t)? else {
+        bail!(
+            "no rewind agent is running for this repository; the web UI is part of the agent: \
+             start it (`rewind service install`, `rewind agent` or `rewind watch DIR`)"
+        );
+    };
+    println!("{url}");
+    if no_open {
+        eprintln!("rewind: the link works once, within two minutes");
+        return Ok(0);
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let started = std::process::Command::new(opener)
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = started {
+        eprintln!("rewind: cannot start {opener} ({e}); open the link above in a browser");
+    }
+    Ok(0)
 }
 
 fn status(t: &Target, json: bool) -> Result<i32> {
