@@ -143,7 +143,7 @@ async function refreshStatus() {
     ),
     card('Agent',
       kv('State', a.running ? `running (pid ${a.pid})` : 'not running'),
-      kv('Started', a.started || '—'),
+      kv('Started', a.started ? fmtMs(Date.parse(a.started)) : '—'),
       kv('First pass', a.first_pass_done ? 'done' : 'in progress'),
       kv('Waiting to capture', a.pending_captures ?? 0),
       kv('Captured', `${c.captured ?? 0} versions (${c.reused ?? 0} without reading content), ${fmtBytes(c.bytes_read ?? 0)} read`),
@@ -493,7 +493,7 @@ async function showVersion(id, seq, at) {
       $('preview').replaceChildren(img);
     } else {
       const t = await api(`/api/text?id=${encodeURIComponent(id)}&seq=${seq}`);
-      if (t.text !== null) $('preview').replaceChildren(h('pre', { class: 'text' }, t.text), t.truncated ? h('p', { class: 'note' }, `The first ${fmtBytes(t.text.length)} of ${fmtBytes(t.size)}; download for the rest.`) : null);
+      if (t.text !== null) $('preview').replaceChildren(h('pre', { class: 'text' }, t.text), ...(t.truncated ? [h('p', { class: 'note' }, `The first ${fmtBytes(t.text.length)} of ${fmtBytes(t.size)}; download for the rest.`)] : []));
       else if (t.binary) $('preview').replaceChildren(h('p', { class: 'note' }, `Binary content, ${fmtBytes(t.size)}.`));
       else $('preview').replaceChildren(h('p', { class: 'note' }, 'No content in this version.'));
     }
