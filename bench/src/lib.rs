@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench -p rewind-bench` (the `compare` bench target calls
 //! [`run_from_env`]). Parts and sizes are chosen by environment variables,
-//! see [`Config::from_env`]. Six parts:
+//! see [`Config::from_env`]. The parts:
 //!
 //! - [`ingest`]: first pass over a ~2 GiB, ~50,000-file tree: rewind, restic,
 //!   borg, and the `tar` (read) and `b3sum` (hash) limits;
@@ -18,6 +18,8 @@
 //!   what differs.
 //! - [`dumps`]: a PostgreSQL dump streamed through rewind against the bare
 //!   dump and against restic and borg reading stdin; dedup of later dumps.
+//! - [`ui`]: the web UI's endpoints on a year of history of the ingest
+//!   tree's 50,000 files and a file with 10,000 versions.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -34,6 +36,7 @@ pub mod metadata;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -59,11 +62,13 @@ pub enum Part {
     Server,
     /// Streaming database dumps against restic and borg on stdin.
     Dumps,
+    /// The web UI's endpoints on a long history.
+    Ui,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 7] = [
+    pub const ALL: [Part; 8] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -71,6 +76,7 @@ impl Part {
         Part::Metadata,
         Part::Server,
         Part::Dumps,
+        Part::Ui,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -83,6 +89,7 @@ impl Part {
             Part::Metadata => "metadata",
             Part::Server => "server",
             Part::Dumps => "dumps",
+            Part::Ui => "ui",
         }
     }
 }
@@ -129,7 +136,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,ui` | parts to run |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -330,6 +337,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Metadata => metadata::run(cfg)?,
             Part::Server => server::run(cfg)?,
             Part::Dumps => dumps::run(cfg)?,
+            Part::Ui => ui::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

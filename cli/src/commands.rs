@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use rewind_core::path::{JsonPath, display, to_bytes};
-use rewind_core::{FileKind, Timestamp, Version, content_changed};
+use rewind_core::{FileKind, Timestamp, Version, change_of, content_changed};
 use rewind_repo::LocalRepo;
 use serde_json::json;
 
@@ -189,16 +189,7 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
     let mut prev: Option<&Version> = None;
     let mut rows = Vec::new();
     for v in &vs {
-        let change = if v.is_tombstone() {
-            "deleted"
-        } else if prev.is_none_or(|p| p.is_tombstone()) {
-            "created"
-        } else if content_changed(prev, v) {
-            "content"
-        } else {
-            "metadata"
-        };
-        rows.push((v, change, content_changed(prev, v)));
+        rows.push((v, change_of(prev, v), content_changed(prev, v)));
         prev = Some(v);
     }
     let mut out = std::io::stdout().lock();

@@ -76,6 +76,23 @@ pub(crate) struct NewSession {
     pub key: String,
 }
 
+/// A new one-time secret for `what`, good for `lifetime`, in `list` (the
+/// oldest dropped when it is full).
+fn issue<T>(list: &mut Vec<OneTime<T>>, what: T, lifetime: Duration) -> String {
+    let t = secret();
+    let now = Instant::now();
+    list.retain(|x| x.until > now);
+    if list.len() >= MAX_SESSIONS {
+        list.remove(0);
+    }
+    list.push(OneTime {
+        secret: hash(&t),
+        until: now + lifetime,
+        what,
+    });
+    t
+}
+
 fn take<T>(list: &mut Vec<OneTime<T>>, presented: &str, now: Instant) -> Option<T> {
     list.retain(|t| t.until > now);
     let h = hash(presented);
@@ -90,19 +107,7 @@ impl Auth {
 
     /// A new one-time login token (for `rewind ui`).
     pub(crate) fn issue_token(&self) -> String {
-        let t = secret();
-        let now = Instant::now();
-        let mut st = self.state();
-        st.tokens.retain(|x| x.until > now);
-        if st.tokens.len() >= MAX_SESSIONS {
-            st.tokens.remove(0);
-        }
-        st.tokens.push(OneTime {
-            secret: hash(&t),
-            until: now + TOKEN_LIFETIME,
-            what: (),
-        });
-        t
+        issue(&mut self.state().tokens, (), TOKEN_LIFETIME)
     }
 
     /// Exchange a login token for a session; `None` when the token is
@@ -152,19 +157,7 @@ impl Auth {
     /// A one-time ticket to download version `seq` of `path` by a plain
     /// link (which cannot carry the request key).
     pub(crate) fn issue_ticket(&self, path: Vec<u8>, seq: u64) -> String {
-        let t = secret();
-        let now = Instant::now();
-        let mut st = self.state();
-        st.tickets.retain(|x| x.until > now);
-        if st.tickets.len() >= MAX_SESSIONS {
-            st.tickets.remove(0);
-        }
-        st.tickets.push(OneTime {
-            secret: hash(&t),
-            until: now + TICKET_LIFETIME,
-            what: (path, seq),
-        });
-        t
+        issue(&mut self.state().tickets, (path, seq), TICKET_LIFETIME)
     }
 
     /// The path and seq a ticket was issued for, once.

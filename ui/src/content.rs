@@ -23,10 +23,10 @@ use rewind_core::{FileKind, Version};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{
-    ApiError, ApiResult, bad, base_name, blocking, json_response, not_found, ns, path_of,
+use crate::common::{
+    ApiError, ApiResult, bad, base_name, json_response, not_found, ns, path_of, refuse,
 };
-use crate::server::{Ctx, refuse};
+use crate::ctx::{Ctx, blocking};
 
 /// The most text a preview shows: a long log's first MiB is enough to
 /// recognise it; the download has the rest.

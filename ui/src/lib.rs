@@ -52,11 +52,16 @@ mod api;
 mod assets;
 mod auth;
 mod catalog;
+mod common;
 mod content;
+mod ctx;
 mod error;
+mod jobs;
+mod listing;
 mod restores;
 mod server;
 
 pub use catalog::History;
+pub use ctx::UiContext;
 pub use error::UiError;
-pub use server::{Ui, UiContext};
+pub use server::Ui;

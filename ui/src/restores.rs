@@ -6,7 +6,6 @@
 //! A restore never deletes here: what exists now and did not then is left
 //! alone (the CLI's `--delete` is not offered), and the plan says so.
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +18,9 @@ use rewind_core::{FileKind, Timestamp, Version};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, ApiResult, bad, blocking, json_response, not_found, parse_at};
-use crate::server::Ctx;
+use crate::common::{ApiError, ApiResult, bad, json_response, not_found, parse_at, path_of};
+use crate::ctx::{Ctx, blocking};
+use crate::jobs::{Job, JobState};
 
 /// Overwritten paths listed by name in a plan; the rest are counted.
 const LIST_OVERWRITES: usize = 100;
@@ -60,7 +60,7 @@ fn parse(body: &[u8]) -> Result<(Request, Timestamp, Option<PathBuf>), ApiError>
 fn items(ctx: &Ctx, r: &Request, at: Timestamp, to: Option<&Path>) -> Result<Vec<Item>, ApiError> {
     let mut out: Vec<Item> = Vec::new();
     for id in &r.ids {
-        let path = crate::api::path_of(id)?;
+        let path = path_of(id)?;
         let tree = ctx.repo.tree_at(&ctx.client, &path, at)?;
         if tree.first().map(|v| v.path.as_slice()) != Some(path.as_slice()) {
             return Err(not_found(format!(
@@ -189,28 +189,6 @@ pub(crate) async fn plan(State(ctx): State<Arc<Ctx>>, body: Bytes) -> ApiResult 
     })
     .await?;
     Ok(json_response(&v))
-}
-
-/// A restore running or done.
-pub(crate) struct Job {
-    bytes_done: AtomicU64,
-    bytes_total: u64,
-    state: Mutex<JobState>,
-}
-
-#[derive(Default)]
-struct JobState {
-    running: bool,
-    current: String,
-    results: Vec<Value>,
-    error: Option<String>,
-}
-
-/// The jobs by number.
-#[derive(Default)]
-pub(crate) struct Jobs {
-    next: u64,
-    jobs: HashMap<u64, Arc<Job>>,
 }
 
 /// `POST /api/restore {ids, at, to}`: start restoring; the job's number.

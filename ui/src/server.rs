@@ -2,7 +2,6 @@
 //! passes before a handler sees it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -11,48 +10,18 @@ use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use rewind_core::{ChunkerParams, Repository};
 use serde::Deserialize;
 
 use crate::auth::{self, Auth};
-use crate::catalog::{CatalogCache, History};
+use crate::catalog::CatalogCache;
+use crate::common::refuse;
+use crate::ctx::{Ctx, UiContext};
 use crate::error::UiError;
+use crate::jobs::Jobs;
+use crate::listing::TreeCache;
 use crate::{api, assets, content, restores};
-
-/// What the agent hands the UI.
-pub struct UiContext {
-    /// The repository, local or a server's (through the same trait).
-    pub repo: Arc<dyn Repository>,
-    /// The client name versions are recorded under.
-    pub client: String,
-    /// Every version a page at a time (timeline and search).
-    pub history: Arc<dyn History>,
-    /// The protected folders (the top of the browser).
-    pub roots: Vec<PathBuf>,
-    /// The repository's chunker bounds (restore reuses local chunks).
-    pub chunker: Option<ChunkerParams>,
-    /// The agent's live status (the `status` of its control socket).
-    pub status: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
-}
-
-/// The state every handler shares.
-pub(crate) struct Ctx {
-    pub repo: Arc<dyn Repository>,
-    pub client: String,
-    pub roots: Vec<PathBuf>,
-    pub chunker: Option<ChunkerParams>,
-    pub status: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
-    pub catalog: CatalogCache,
-    pub auth: Auth,
-    /// `Host` header values we answer to.
-    pub hosts: Vec<String>,
-    /// `Origin` header values state-changing requests may carry.
-    pub origins: Vec<String>,
-    pub trees: api::TreeCache,
-    pub jobs: Mutex<restores::Jobs>,
-}
 
 /// The running UI server.
 pub struct Ui {
@@ -102,8 +71,8 @@ impl Ui {
             auth: Auth::default(),
             hosts,
             origins,
-            trees: api::TreeCache::default(),
-            jobs: Mutex::new(restores::Jobs::default()),
+            trees: TreeCache::default(),
+            jobs: Mutex::new(Jobs::default()),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             // One worker: requests are few (one person), and the work is
@@ -201,16 +170,6 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/restore/{job}", get(restores::progress))
         .layer(middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
-}
-
-/// A refusal: plain text for people and scripts alike.
-pub(crate) fn refuse(status: StatusCode, why: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{why}\n"),
-    )
-        .into_response()
 }
 
 fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
