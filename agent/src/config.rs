@@ -10,6 +10,9 @@
 //! quiescence = "300ms"
 //! busy_interval = "2s"
 //!
+//! [ui]
+//! listen = "127.0.0.1:0"           # the web UI; `enabled = false` turns it off
+//!
 //! [[dump]]
 //! name = "crm"
 //! kind = "postgres"
@@ -42,6 +45,8 @@ pub struct Config {
     pub server: Option<crate::enrollment::ServerSection>,
     /// How problems are told.
     pub notify: Option<NotifyConfig>,
+    /// The local web UI.
+    pub ui: Option<UiConfig>,
     /// Where the first pass gets one consistent moment from.
     pub snapshot: Option<SnapshotConfig>,
 }
@@ -58,6 +63,22 @@ pub struct SnapshotConfig {
     /// Removes it (`{path}`, `{root}`).
     pub remove: Option<Vec<String>>,
 }
+
+/// `[ui]`: the local web UI the agent serves (`rewind ui` opens it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// Serve it (default true).
+    pub enabled: Option<bool>,
+    /// Where to listen (default `127.0.0.1:0`: a free port on loopback).
+    pub listen: Option<String>,
+}
+
+/// Where the web UI listens unless `[ui] listen` says otherwise: loopback
+/// only, on a port the system picks (`rewind ui` asks the agent for it).
+pub const DEFAULT_UI_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0),
+);
 
 /// `[notify]`: how the agent tells the user that protection stopped or
 /// degraded (see `health.rs`).
@@ -184,6 +205,25 @@ impl Loaded {
             h.remind_every = parse(v, "remind_every")?;
         }
         Ok(h)
+    }
+
+    /// `[ui]`: where the web UI listens, or `None` when it is off.
+    pub fn ui(&self) -> Result<Option<std::net::SocketAddr>> {
+        let Some(u) = &self.config.ui else {
+            return Ok(Some(DEFAULT_UI_LISTEN));
+        };
+        if u.enabled == Some(false) {
+            return Ok(None);
+        }
+        match &u.listen {
+            None => Ok(Some(DEFAULT_UI_LISTEN)),
+            Some(l) => l.parse().map(Some).map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: [ui] listen: {l:?} is not an address and port (like \"127.0.0.1:8765\")",
+                    self.display_path()
+                )
+            }),
+        }
     }
 
     /// `[snapshot]`, or the default (`auto`).
@@ -324,6 +364,26 @@ command = ["tar", "-C", "/etc", "-cf", "-", "."]
         .unwrap();
         assert_eq!(c.dump.len(), 2);
         assert_eq!(c.watch.unwrap().paths.len(), 2);
+    }
+
+    fn loaded(text: &str) -> Loaded {
+        Loaded {
+            path: Some("c.toml".into()),
+            config: parse(text, Path::new("c.toml")).unwrap(),
+            jobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_ui_listens_on_loopback_unless_told_otherwise() {
+        assert_eq!(loaded("").ui().unwrap(), Some(DEFAULT_UI_LISTEN));
+        assert_eq!(
+            loaded("[ui]\nlisten = \"127.0.0.1:8765\"\n").ui().unwrap(),
+            Some("127.0.0.1:8765".parse().unwrap())
+        );
+        assert_eq!(loaded("[ui]\nenabled = false\n").ui().unwrap(), None);
+        let e = loaded("[ui]\nlisten = \"localhost\"\n").ui().unwrap_err();
+        assert!(e.to_string().starts_with("c.toml: [ui] listen:"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! ```text
 //! watcher ──Changed──▶ scheduler ──▶ capture workers ──▶ journal ──▶ uploader ──▶ repository
 //!         ──Rescan───▶ scanner thread ─┘ (first pass, overflow, new dirs)
-//! control socket ◀── `rewind status` from another terminal
+//! control socket ◀── `rewind status`, `rewind ui` from another terminal
+//! web UI ◀── the browser `rewind ui` logged in (reads the repository, restores)
 //! ```
 //!
 //! Each queued path carries what is known about its change
@@ -78,6 +79,8 @@ pub struct AgentOptions {
     pub groups: Vec<String>,
     /// Where the first pass gets a consistent moment from (`[snapshot]`).
     pub snapshot: SnapshotSettings,
+    /// Where the web UI listens (`[ui] listen`); `None`: no web UI.
+    pub ui: Option<std::net::SocketAddr>,
 }
 
 /// Run the agent until Ctrl-C / SIGTERM (or, with `once`, until its first
@@ -202,7 +205,41 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                 }
             })?
     };
-    let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
+    let ui = match opts.ui {
+        None => None,
+        Some(listen) => {
+            let (a, u) = (agent.clone(), uploader.clone());
+            let ctx = rewind_ui::UiContext {
+                repo: repo.clone(),
+                client: opened.client.clone(),
+                history: opened.history.clone(),
+                roots: roots.clone(),
+                chunker: Some(opened.chunker),
+                status: Box::new(move || control::status_json(&a, &u)),
+            };
+            match rewind_ui::Ui::start(listen, ctx) {
+                Ok(ui) => {
+                    eprintln!(
+                        "rewind: web UI on http://{} (`rewind ui` opens it)",
+                        ui.addr()
+                    );
+                    Some(Arc::new(ui))
+                }
+                // Protection matters more than the UI: go on without it.
+                Err(e) => {
+                    agent.problem(e.to_string());
+                    eprintln!("rewind: {e}; going on without the web UI");
+                    None
+                }
+            }
+        }
+    };
+    let control = control::serve(
+        &paths::socket_path(&jdir),
+        agent.clone(),
+        uploader.clone(),
+        ui.clone(),
+    )?;
 
     // Two capture workers per core would only contend for the disk; one
     // per core keeps hashing and compression on both cores.
@@ -347,6 +384,13 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         u.stop();
     }
     control.stop();
+    if let Some(ui) = ui {
+        // The control thread has let go of its handle; a request still
+        // holding one only delays the UI's end to its own drop.
+        if let Ok(ui) = Arc::try_unwrap(ui) {
+            ui.stop();
+        }
+    }
     drop(health_stop);
     let _ = health_thread.join();
     journal.close()?;

@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench -p rewind-bench` (the `compare` bench target calls
 //! [`run_from_env`]). Parts and sizes are chosen by environment variables,
-//! see [`Config::from_env`]. Eight parts:
+//! see [`Config::from_env`]. The parts:
 //!
 //! - [`ingest`]: first pass over a ~2 GiB, ~50,000-file tree: rewind, restic,
 //!   borg, and the `tar` (read) and `b3sum` (hash) limits;
@@ -22,6 +22,8 @@
 //!   CPU, bytes stored per minute, on ext4 and on a btrfs loop device.
 //! - [`mount`]: `ls -R`, `ls -lR` and a full read of the ingest tree's
 //!   newest point through `rewind mount`, `restic mount` and `borg mount`.
+//! - [`ui`]: the web UI's endpoints on a year of history of the ingest
+//!   tree's 50,000 files and a file with 10,000 versions.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -40,6 +42,7 @@ pub mod mount;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -69,11 +72,13 @@ pub enum Part {
     Busy,
     /// Browsing and reading through FUSE against restic and borg.
     Mount,
+    /// The web UI's endpoints on a long history.
+    Ui,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 9] = [
+    pub const ALL: [Part; 10] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -83,6 +88,7 @@ impl Part {
         Part::Dumps,
         Part::Busy,
         Part::Mount,
+        Part::Ui,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -97,6 +103,7 @@ impl Part {
             Part::Dumps => "dumps",
             Part::Busy => "busy",
             Part::Mount => "mount",
+            Part::Ui => "ui",
         }
     }
 }
@@ -143,7 +150,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui` | parts to run |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -163,7 +170,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, all)"
                         ),
                     }
                 }
@@ -346,6 +353,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Dumps => dumps::run(cfg)?,
             Part::Busy => busy::run(cfg)?,
             Part::Mount => mount::run(cfg)?,
+            Part::Ui => ui::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use rewind_core::path::{JsonPath, display, to_bytes};
-use rewind_core::{FileKind, Timestamp, Version, content_changed};
+use rewind_core::{FileKind, Timestamp, Version, change_of, content_changed};
 use rewind_repo::LocalRepo;
 use serde_json::json;
 
@@ -76,6 +76,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 health: Default::default(),
                 groups: Vec::new(),
                 snapshot: Default::default(),
+                ui: (!w.no_ui).then_some(w.ui_listen),
             };
             rewind_agent::run(opts)
         }
@@ -108,6 +109,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 health: loaded.health()?,
                 groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
                 snapshot: loaded.snapshot()?,
+                ui: loaded.ui()?,
             };
             rewind_agent::run(opts)
         }
@@ -115,6 +117,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::dump_commands::run(&target()?, loaded.expect("loaded above"), d.command)
         }
         Command::Status(j) => status(&target()?, j.json),
+        Command::Ui(u) => ui(&target()?, u.no_open),
         Command::Versions { path, json } => versions(&target()?, &path, json.json),
         Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),
         Command::Restore(r) => restore(&target()?, r),
@@ -163,16 +166,7 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
     let mut prev: Option<&Version> = None;
     let mut rows = Vec::new();
     for v in &vs {
-        let change = if v.is_tombstone() {
-            "deleted"
-        } else if prev.is_none_or(|p| p.is_tombstone()) {
-            "created"
-        } else if content_changed(prev, v) {
-            "content"
-        } else {
-            "metadata"
-        };
-        rows.push((v, change, content_changed(prev, v)));
+        rows.push((v, change_of(prev, v), content_changed(prev, v)));
         prev = Some(v);
     }
     let mut out = std::io::stdout().lock();
@@ -434,6 +428,37 @@ fn is_restore_tmp(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(".rewind-restore-"))
+}
+
+/// `rewind ui`: a one-time login URL from the running agent, printed and
+/// (unless `no_open`) opened in the desktop's browser.
+fn ui(t: &Target, no_open: bool) -> Result<i32> {
+    let Some(url) = rewind_agent::ui_url(t)? else {
+        bail!(
+            "no rewind agent is running for this repository; the web UI is part of the agent: \
+             start it (`rewind service install`, `rewind agent` or `rewind watch DIR`)"
+        );
+    };
+    println!("{url}");
+    if no_open {
+        eprintln!("rewind: the link works once, within two minutes");
+        return Ok(0);
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let started = std::process::Command::new(opener)
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = started {
+        eprintln!("rewind: cannot start {opener} ({e}); open the link above in a browser");
+    }
+    Ok(0)
 }
 
 fn status(t: &Target, json: bool) -> Result<i32> {

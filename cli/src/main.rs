@@ -76,6 +76,9 @@ enum Command {
     Dump(DumpArgs),
     /// Show the agent, journal and repository state
     Status(JsonArg),
+    /// Open the running agent's local web UI: prints a one-time login URL
+    /// (good for two minutes) and opens it in a browser
+    Ui(UiArgs),
     /// List every version of a path, oldest first
     Versions {
         /// File or folder
@@ -259,6 +262,19 @@ struct WatchArgs {
     /// '08:00-18:00 1MiB/s, 20MiB/s' (overrides the enrolled setting)
     #[arg(long, value_name = "RATE")]
     limit_upload: Option<String>,
+    /// Serve the web UI on this address (`rewind ui` opens it)
+    #[arg(long, value_name = "ADDR", default_value_t = rewind_agent::DEFAULT_UI_LISTEN)]
+    ui_listen: std::net::SocketAddr,
+    /// Serve no web UI
+    #[arg(long, conflicts_with = "ui_listen")]
+    no_ui: bool,
+}
+
+#[derive(Args)]
+struct UiArgs {
+    /// Print the URL only; start no browser
+    #[arg(long)]
+    no_open: bool,
 }
 
 #[derive(Args)]

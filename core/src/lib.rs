@@ -54,4 +54,4 @@ pub use repository::{ChunkSink, RepoError, RepoStats, Repository};
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};
 pub use time::{TimeParseError, Timestamp, parse_point_in_time};
 pub use treediff::{Change, TreeChange, diff_trees};
-pub use version::{ChunkRef, Entry, StreamStatus, Version, XattrRef, content_changed};
+pub use version::{ChunkRef, Entry, StreamStatus, Version, XattrRef, change_of, content_changed};
