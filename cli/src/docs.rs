@@ -6,7 +6,7 @@
 //!   in memory first; a closed pipe is not an error).
 //! - `man DIR` writes one page per command and subcommand, named as man
 //!   expects (`rewind.1`, `rewind-watch.1`, `rewind-dump-run.1`), each
-//!   `0644` in directories it creates `0755` (see `create_readable_dir_all`), and
+//!   `0644` in directories it creates `0755` (see `rewind_core::readable`), and
 //!   prints one line saying how many it wrote where.
 
 use std::io::Write;
@@ -66,7 +66,7 @@ pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) -> Vec<u
 /// Write the man pages of `cmd` and all its visible subcommands into
 /// `dir`; the files written, the top command's first.
 pub fn man_pages(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
-    crate::readable::create_dir_all(dir)
+    rewind_core::readable::create_dir_all(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     // As clap_mangen::generate_to: no `help` subcommand page, and a built
     // command so that subcommands carry their full names ("rewind-watch")
@@ -84,7 +84,7 @@ fn write_pages(cmd: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> Re
     let mut page = Vec::new();
     man.render(&mut page)
         .with_context(|| format!("cannot render {}", path.display()))?;
-    crate::readable::write_file(&path, &page)
+    rewind_core::readable::write_file(&path, &page)
         .with_context(|| format!("cannot write {}", path.display()))?;
     written.push(path);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {

@@ -31,15 +31,10 @@
 mod check;
 mod docs;
 mod logging;
-mod readable;
 
 pub use check::{DAMAGE, damaged_json, print_damaged, repair, verify};
 pub use docs::{DocsCommand, completions, man_pages, run as run_docs};
 pub use logging::{LOG_FILES_KEPT, Logging, init_logging, rotated};
-pub use readable::{
-    DIR_MODE as READABLE_DIR_MODE, FILE_MODE as READABLE_FILE_MODE,
-    create_dir_all as create_readable_dir_all, write_file as write_readable,
-};
 
 /// The error and its causes on one line (the agent renders the errors it
 /// sends over its control socket the same way).

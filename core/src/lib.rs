@@ -32,6 +32,7 @@ pub mod history;
 mod id;
 pub mod path;
 pub mod private;
+pub mod readable;
 mod repository;
 mod time;
 mod treediff;

@@ -17,7 +17,7 @@ use super::plan::{FileState, Step, run};
 pub(crate) const UNIT_NAME: &str = "rewind.service";
 
 /// The packaged unit, which the written one copies.
-const PACKAGED_TEXT: &str = include_str!("../../../packaging/systemd/rewind.service");
+const PACKAGED_TEXT: &str = include_str!("../../packaging/systemd/rewind.service");
 
 /// How a unit written by `install` begins (a later install or uninstall
 /// knows it as its own).
@@ -159,7 +159,7 @@ pub(crate) fn uninstall(c: &Context) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::plan::{commands as words, put};
+    use crate::plan::{commands as words, put};
 
     #[test]
     fn the_packaged_unit_has_exactly_one_exec_start_running_usr_bin_rewind_agent() {

@@ -3,7 +3,7 @@
 //! Both binaries run under umask 077 (everything rewind stores is private),
 //! so what other users and system managers must read is given its mode
 //! explicitly: directories `0755`, files `0644`. Files are replaced as
-//! [`rewind_core::private::write_file`] replaces them (temporary name,
+//! [`crate::private::write_file`] replaces them (temporary name,
 //! fsync, rename, directory fsync), then opened up.
 
 use std::fs::{self, DirBuilder, Permissions};
@@ -36,7 +36,7 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
 /// Replace `path` with `data` durably, readable by everyone (`0644`). The
 /// parent directory must exist.
 pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    rewind_core::private::write_file(path, data)?;
+    crate::private::write_file(path, data)?;
     fs::set_permissions(path, Permissions::from_mode(FILE_MODE))
 }
 

@@ -93,10 +93,10 @@ pub(crate) fn execute(steps: &[Step], dry_run: bool) -> Result<()> {
             }
             Step::Write { path, text, state } => {
                 if let Some(dir) = path.parent() {
-                    rewind_cli::create_readable_dir_all(dir)
+                    rewind_core::readable::create_dir_all(dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
-                rewind_cli::write_readable(path, text.as_bytes())
+                rewind_core::readable::write_file(path, text.as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 let what = if *state == FileState::New {
                     "wrote"

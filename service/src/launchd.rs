@@ -16,7 +16,7 @@ use super::plan::{FileState, Step, run};
 /// The job's label (and the plist's file name).
 pub(crate) const LABEL: &str = "org.rewind.agent";
 
-const TEMPLATE: &str = include_str!("../../../packaging/macos/org.rewind.agent.plist");
+const TEMPLATE: &str = include_str!("../../packaging/macos/org.rewind.agent.plist");
 
 /// `~/Library/LaunchAgents/org.rewind.agent.plist`.
 pub(crate) fn plist_path(c: &Context) -> PathBuf {
@@ -134,7 +134,7 @@ pub(crate) fn uninstall(c: &Context, loaded: bool) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::plan::{commands as runs, put};
+    use crate::plan::{commands as runs, put};
 
     #[test]
     fn the_plist_runs_the_agent_with_its_log_file_and_is_not_throttled() {
