@@ -20,6 +20,10 @@ fn merge(a: Claim, b: Claim) -> Claim {
     (a.0.min(b.0), a.1.merge(b.1))
 }
 
+/// Queue slots kept when the queue runs empty: room for an ordinary burst
+/// of saves without growing again.
+const SMALL_QUEUE: usize = 256;
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Vec<u8>>,
@@ -139,6 +143,12 @@ impl Scheduler {
                 s.running.insert(p.clone(), None);
                 return Some((p, t, change));
             }
+            // The queue is empty: a first pass or a rescan grew it to the
+            // size of the tree, and the room would stay (1.7 MiB after 20k
+            // files, docs/decisions.md "Agent memory (issue 19)"). Emptying
+            // a large map is rare, so giving it back costs little.
+            s.queue.shrink_to(SMALL_QUEUE);
+            s.queued.shrink_to(SMALL_QUEUE);
             // Sleep until work arrives or the next delayed entry is due.
             let wait = s
                 .delayed

@@ -5,6 +5,7 @@
 //! codes: 0 complete, 1 failed, 3 partial (some items skipped; each is
 //! reported on stderr).
 
+mod allocator;
 mod args;
 mod commands;
 mod diff;
@@ -350,6 +351,9 @@ fn main() -> ExitCode {
     // umask (docs/decisions.md, "Private by default").
     if !matches!(cli.command, Command::Restore(_)) {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    }
+    if matches!(cli.command, Command::Agent(_) | Command::Watch(_)) {
+        allocator::for_resident_process();
     }
     // The agent is the service form: its info lines (one per problem or
     // state change, never one per captured file) belong in its log.

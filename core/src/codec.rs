@@ -139,9 +139,14 @@ impl EncodedChunk {
             }
             c.as_mut().and_then(|(_, z)| z.compress(data).ok())
         });
-        if let Some(c) = compressed
+        if let Some(mut c) = compressed
             && c.len() + data.len() / 32 < data.len()
         {
+            // zstd sized the buffer for the worst case (a little above the
+            // input); chunks wait in the pipeline and the group commit, so
+            // the spare room would be held a while (docs/decisions.md
+            // "Agent memory (issue 19)").
+            c.shrink_to_fit();
             return EncodedChunk {
                 id,
                 raw_len,
@@ -186,6 +191,7 @@ impl EncodedChunk {
         cx.ref_prefix(base).ok()?;
         let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
         cx.compress2(&mut out, data).ok()?;
+        out.shrink_to_fit();
         (out.len() < data.len() / 2).then_some(EncodedChunk {
             id,
             raw_len: data.len() as u32,

@@ -168,6 +168,9 @@ impl Ready {
             let (_, cx) = c.as_mut()?;
             let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
             cx.compress2(&mut out, data).ok()?;
+            // Worst-case room returned: the chunk waits in the pipeline
+            // (see `EncodedChunk::encode_with_id_at`).
+            out.shrink_to_fit();
             Some(out)
         });
         match out {

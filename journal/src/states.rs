@@ -79,11 +79,27 @@ impl Overlay {
     pub(crate) fn applied(&mut self, path: &[u8], seq: u64) {
         if self.0.get(path).map(|(s, _)| *s) == Some(seq) {
             self.0.remove(path);
+            self.give_back_room();
         }
     }
 
     pub(crate) fn forget(&mut self, path: &[u8]) {
         self.0.remove(path);
+        self.give_back_room();
+    }
+
+    /// A first pass queues a state for every file of the tree; once they
+    /// are in sled the map is nearly empty, but a `HashMap` keeps its
+    /// largest size (6.5 MiB after 20k files, docs/decisions.md "Agent
+    /// memory (issue 19)"). Halving when under a quarter full keeps the cost
+    /// amortized: each shrink follows at least as many removals as it moves.
+    fn give_back_room(&mut self) {
+        /// Below this many slots the spare room is not worth a rehash.
+        const SMALL: usize = 1024;
+        let cap = self.0.capacity();
+        if cap > SMALL && self.0.len() < cap / 4 {
+            self.0.shrink_to(cap / 2);
+        }
     }
 
     /// Lay the queued states at or below `base` over `out`.
