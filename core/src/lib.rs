@@ -31,6 +31,7 @@ mod id;
 pub mod path;
 pub mod private;
 mod repository;
+pub mod retention;
 mod time;
 mod version;
 pub mod wire;
