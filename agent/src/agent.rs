@@ -118,6 +118,9 @@ pub(crate) struct Agent {
     pub(crate) watched_since: u64,
     /// Dump jobs: the schedule and runs asked for over the control socket.
     pub(crate) dumps: Arc<DumpService>,
+    /// Forget, prune, pins: asked for over the control socket, and run by
+    /// the agent itself.
+    pub(crate) retention: Arc<crate::retention::RetentionCtx>,
     /// Encodes new chunks of files: deltas against their previous
     /// versions, a dictionary for small ones (embedded repository only: a
     /// server takes whole chunks).

@@ -10,6 +10,11 @@
 //! quiescence = "300ms"
 //! busy_interval = "2s"
 //!
+//! [retention]
+//! policy = "all 24h, hourly 7d, daily 30d, weekly"
+//! keep_free = "10%"
+//! max_size = "200GiB"
+//!
 //! [[dump]]
 //! name = "crm"
 //! kind = "postgres"
@@ -42,6 +47,8 @@ pub struct Config {
     pub server: Option<crate::enrollment::ServerSection>,
     /// How problems are told.
     pub notify: Option<NotifyConfig>,
+    /// What history is kept, and when the agent forgets and prunes.
+    pub retention: Option<crate::retention::RetentionConfig>,
 }
 
 /// `[notify]`: how the agent tells the user that protection stopped or
@@ -169,6 +176,12 @@ impl Loaded {
             h.remind_every = parse(v, "remind_every")?;
         }
         Ok(h)
+    }
+
+    /// `[retention]` with the dump jobs' own policies, or the defaults.
+    pub fn retention(&self) -> Result<crate::retention::RetentionSettings> {
+        crate::retention::RetentionSettings::from_config(self.config.retention.as_ref(), &self.jobs)
+            .map_err(|e| anyhow::anyhow!("{}: [retention] {e}", self.display_path()))
     }
 
     fn display_path(&self) -> String {

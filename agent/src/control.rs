@@ -2,7 +2,8 @@
 //! running agent (which holds the journal open) for its state, and `rewind
 //! dump run NAME` asks it to run one of its configured dump jobs.
 //!
-//! Protocol: one request line (`status`, or `dump NAME`), JSON lines back.
+//! Protocol: one request line (`status`, `dump NAME`, or `retention JSON`
+//! for forget, prune, pin and unpin), JSON lines back.
 //!
 //! Who may ask: the socket is `0600` in the journal's `0700` directory, and
 //! each connection's peer must be the agent's own user (or root); anyone
@@ -137,6 +138,18 @@ fn handle(conn: UnixStream, agent: &Arc<Agent>, uploader: &Mutex<Option<Uploader
                 .spawn(move || {
                     let _ = conn.set_read_timeout(None);
                     crate::dump_service::serve_run(&conn, &agent.dumps, &job);
+                })?;
+            return Ok(());
+        }
+        l if l.starts_with("retention ") => {
+            // A forget or prune may take a while: on its own thread.
+            let req = l["retention ".len()..].to_string();
+            let agent = agent.clone();
+            std::thread::Builder::new()
+                .name("retention-request".into())
+                .spawn(move || {
+                    let _ = conn.set_read_timeout(None);
+                    crate::retention::serve(&conn, &agent.retention, &req);
                 })?;
             return Ok(());
         }

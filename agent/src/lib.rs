@@ -51,6 +51,7 @@ mod health;
 mod opening;
 pub mod paths;
 mod pipeline;
+pub mod retention;
 mod scheduler;
 mod stream;
 mod target;

@@ -74,6 +74,8 @@ pub struct AgentOptions {
     /// Globs naming groups of files captured as one state (`[watch]
     /// groups`; SQLite's are built in).
     pub groups: Vec<String>,
+    /// `[retention]`: the policy, the space rules, how often to apply them.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 /// Run the agent until Ctrl-C / SIGTERM (or, with `once`, until its first
@@ -169,6 +171,11 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         links: LinkMap::default(),
         watched_since: journal.durable_seq(),
         dumps: dump_service.clone(),
+        retention: Arc::new(crate::retention::RetentionCtx {
+            repo: repo.clone(),
+            client: journal.client().to_string(),
+            settings: opts.retention.clone(),
+        }),
         encoder: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
         health: Health::new(opts.health.notifier(), opts.health.remind_every),
     });

@@ -75,6 +75,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dumps: Vec::new(),
                 health: Default::default(),
                 groups: Vec::new(),
+                retention: Default::default(),
             };
             rewind_agent::run(opts)
         }
@@ -106,6 +107,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dumps: loaded.jobs.clone(),
                 health: loaded.health()?,
                 groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
+                retention: loaded.retention()?,
             };
             rewind_agent::run(opts)
         }
@@ -121,6 +123,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
         },
         Command::Repair(j) => rewind_cli::repair(&local_only(target()?, "repair")?, j.json),
+        Command::Forget(f) => {
+            crate::retention::forget(&target()?, f.policy, f.dry_run, f.json.json, f.config)
+        }
+        Command::Pin { at, label, json } => {
+            crate::retention::pin(&target()?, &at, label, json.json)
+        }
+        Command::Pins(j) => crate::retention::pins(&target()?, j.json),
+        Command::Unpin { id, json } => crate::retention::unpin(&target()?, id, json.json),
     }
 }
 
@@ -273,6 +283,13 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
         Some(p) => stored_path(&o, p)?,
         None => b"/".to_vec(),
     };
+    // Files older than the whole history answer for a kept point: say
+    // which (dumps keep their runs by their own rules, and never snap).
+    let point = if b.starts_with(b"/") {
+        crate::retention::point_used(&o.repo.query_point(&o.client, at)?, json)?
+    } else {
+        serde_json::Value::Null
+    };
     let mut tree = o.repo.tree_at(&o.client, &b, at)?;
     // The whole machine at a point in time: files and dumps together.
     if b == b"/" {
@@ -312,7 +329,10 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
                 })
             })
             .collect();
-        serde_json::to_writer_pretty(&mut out, &json!({"at": at.to_string(), "entries": list}))?;
+        serde_json::to_writer_pretty(
+            &mut out,
+            &json!({"at": at.to_string(), "point": point, "entries": list}),
+        )?;
         writeln!(out)?;
     } else {
         for v in &tree {
@@ -350,6 +370,11 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
     let o = open(t)?;
     let at = parse_at(&r.at)?;
     let b = stored_path(&o, &r.path)?;
+    let point = if b.starts_with(b"/") {
+        crate::retention::point_used(&o.repo.query_point(&o.client, at)?, false)?
+    } else {
+        serde_json::Value::Null
+    };
     let to = match &r.to {
         Some(t) => Some(
             rewind_core::path::absolute(t)
@@ -410,6 +435,7 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
             json!({
                 "path": JsonPath(&b),
                 "at": at.to_string(),
+                "point": point,
                 "dest": JsonPath(to_bytes(&dest)),
                 "files": report.files,
                 "dirs": report.dirs,

@@ -25,6 +25,7 @@ mod delta;
 mod dict;
 mod extents;
 pub mod failpoint;
+pub mod forget;
 pub mod frame;
 pub mod group;
 mod id;

@@ -491,7 +491,10 @@ impl Scope {
             .collect();
         events.sort_unstable();
         events.dedup();
-        let mut points = BTreeSet::new();
+        // `all D` keeps every moment still available younger than D:
+        // points below the line that are that young (the window was made
+        // longer) stay.
+        let mut points: BTreeSet<Timestamp> = self.points.range(wanted..).copied().collect();
         for (interval, from, until) in policy.windows() {
             // Ages [from, until) are the times (now - until, now - from].
             let newest = Timestamp(now.0.saturating_sub(from.0));

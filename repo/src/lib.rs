@@ -83,11 +83,14 @@
 
 mod config;
 mod durable;
+mod forget;
 mod index;
+mod keep;
 mod layout;
 mod pack;
 mod pack_index;
 mod pack_name;
+mod prune;
 mod record;
 mod repo;
 mod state;
@@ -97,6 +100,8 @@ mod zrec;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_retention;
 
 pub use repo::LocalRepo;
 pub use verify::{

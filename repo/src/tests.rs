@@ -12,9 +12,9 @@ use rewind_core::{
 
 use crate::LocalRepo;
 
-const C: &str = "laptop";
+pub(crate) const C: &str = "laptop";
 
-fn meta(kind: FileKind, size: u64) -> FileMeta {
+pub(crate) fn meta(kind: FileKind, size: u64) -> FileMeta {
     FileMeta {
         uid: 1000,
         gid: 1000,
@@ -25,7 +25,7 @@ fn meta(kind: FileKind, size: u64) -> FileMeta {
     }
 }
 
-fn version(seq: u64, t: i64, path: &[u8], entry: Entry) -> Version {
+pub(crate) fn version(seq: u64, t: i64, path: &[u8], entry: Entry) -> Version {
     Version {
         client: C.into(),
         seq,
@@ -35,7 +35,7 @@ fn version(seq: u64, t: i64, path: &[u8], entry: Entry) -> Version {
     }
 }
 
-fn dir_v(seq: u64, t: i64, path: &[u8]) -> Version {
+pub(crate) fn dir_v(seq: u64, t: i64, path: &[u8]) -> Version {
     version(
         seq,
         t,
@@ -48,7 +48,7 @@ fn dir_v(seq: u64, t: i64, path: &[u8]) -> Version {
     )
 }
 
-fn file_v(seq: u64, t: i64, path: &[u8], chunks: &[&EncodedChunk]) -> Version {
+pub(crate) fn file_v(seq: u64, t: i64, path: &[u8], chunks: &[&EncodedChunk]) -> Version {
     let refs: Vec<ChunkRef> = chunks
         .iter()
         .map(|c| ChunkRef {
@@ -69,17 +69,17 @@ fn file_v(seq: u64, t: i64, path: &[u8], chunks: &[&EncodedChunk]) -> Version {
     )
 }
 
-fn gone(seq: u64, t: i64, path: &[u8]) -> Version {
+pub(crate) fn gone(seq: u64, t: i64, path: &[u8]) -> Version {
     version(seq, t, path, Entry::Deleted)
 }
 
-fn random(n: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random(n: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; n];
     rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
     v
 }
 
-fn chunk(seed: u64) -> EncodedChunk {
+pub(crate) fn chunk(seed: u64) -> EncodedChunk {
     EncodedChunk::encode(&random(1000 + seed as usize % 500, seed))
 }
 
@@ -87,7 +87,7 @@ fn paths(vs: &[Version]) -> Vec<&[u8]> {
     vs.iter().map(|v| v.path.as_slice()).collect()
 }
 
-fn packs_of(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn packs_of(dir: &Path) -> Vec<PathBuf> {
     crate::layout::list_packs(dir)
         .unwrap()
         .into_values()
@@ -101,7 +101,7 @@ fn read_idx(dir: &Path) -> Result<Option<crate::pack_index::PackIndex>, RepoErro
     crate::index::read(dir, crate::pack_name::PackName::parse(stem).unwrap())
 }
 
-fn idx_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn idx_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir.join("index"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -157,7 +157,7 @@ fn init_open_and_not_found() {
 
     let json: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("config")).unwrap()).unwrap();
-    assert_eq!(json["format"], 3);
+    assert_eq!(json["format"], 4);
     assert_eq!(json["id"], repo.id());
     assert_eq!(json["chunker"]["avg"], DEFAULT_CHUNKER.avg);
     assert!(
@@ -1066,7 +1066,7 @@ fn a_format_2_repository_is_upgraded_by_its_writer() {
     let cfg = tmp.path().join("config");
     let text = fs::read_to_string(&cfg)
         .unwrap()
-        .replace("\"format\": 3", "\"format\": 2");
+        .replace("\"format\": 4", "\"format\": 2");
     fs::write(&cfg, text).unwrap();
     let r = LocalRepo::open(tmp.path()).unwrap();
     assert!(r.stats().unwrap().versions > 0);
@@ -1080,7 +1080,7 @@ fn a_format_2_repository_is_upgraded_by_its_writer() {
     let w = LocalRepo::open_writer(tmp.path()).unwrap();
     assert_eq!(w.delta_base(&any_chunk).unwrap(), Some(any_chunk));
     let json: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
-    assert_eq!(json["format"], 3);
+    assert_eq!(json["format"], 4);
 }
 
 #[test]
