@@ -103,6 +103,7 @@ mod tests;
 #[cfg(test)]
 mod tests_retention;
 
+pub use prune::{DEFAULT_GRACE, DEFAULT_MAX_UNUSED, PruneOptions, PruneReport};
 pub use repo::LocalRepo;
 pub use verify::{
     DamagedVersion, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,

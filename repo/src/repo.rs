@@ -734,6 +734,11 @@ impl LocalRepo {
         Ok(written)
     }
 
+    /// Close pack `name` if it is open (a prune deleted it).
+    pub(crate) fn forget_file(&self, name: &PackName) {
+        self.files.lock().expect("file cache poisoned").remove(name);
+    }
+
     /// Whether this handle holds the writer lock.
     pub(crate) fn is_writer(&self) -> bool {
         self.writer.is_some()

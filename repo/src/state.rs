@@ -45,8 +45,12 @@ pub(crate) struct PackInfo {
     pub len: u64,
     pub sealed_at: Option<Timestamp>,
     pub has_versions: bool,
+    /// Versions in its records.
+    pub versions: u64,
     /// Of those, the ones the index holds with this pack as their copy.
     pub kept_versions: u64,
+    /// Bytes of its version records.
+    pub version_bytes: u64,
     /// Found unused by a two-phase prune; deleted after a grace time.
     pub condemned: bool,
     /// Deleted by a prune (its slot stays so locations keep their index).
@@ -148,6 +152,11 @@ impl State {
         self.by_name.contains_key(name)
     }
 
+    /// The pack slot of `name`, if it is known (and not deleted).
+    pub(crate) fn pack_slot(&self, name: &PackName) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
     /// Start or stop filtering on insert (see the field).
     pub(crate) fn set_filtering(&mut self, on: bool) {
         self.filtering = on;
@@ -172,7 +181,9 @@ impl State {
             len: idx.pack_len,
             sealed_at: idx.sealed_at,
             has_versions: !idx.versions.is_empty(),
+            versions: idx.versions.len() as u64,
             kept_versions: 0,
+            version_bytes: idx.version_records.iter().map(|r| r.frame_len as u64).sum(),
             condemned,
             gone: false,
         });
@@ -345,6 +356,48 @@ impl State {
         self.keep.entry(client.to_string()).or_default().pins = pins;
     }
 
+    /// Mark pack `name` condemned or not.
+    pub(crate) fn set_condemned(&mut self, name: &PackName, on: bool) {
+        if let Some(&n) = self.by_name.get(name) {
+            self.packs[n as usize].condemned = on;
+        }
+    }
+
+    /// Forget pack `name` (deleted by a prune): its chunks whose copy in use
+    /// is there leave the index (returned); its versions must have moved to
+    /// other copies already (any left are dropped, with a warning).
+    pub(crate) fn remove_pack(&mut self, name: &PackName) -> Vec<ChunkId> {
+        let Some(n) = self.by_name.remove(name) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        self.chunks.retain(|id, loc| {
+            if loc.pack == n {
+                self.delta_bases.remove(id);
+                removed.push(*id);
+                false
+            } else {
+                true
+            }
+        });
+        if self.packs[n as usize].kept_versions > 0 {
+            let mut stranded = 0;
+            for ci in self.clients.values_mut() {
+                for list in ci.paths.values_mut() {
+                    let before = list.len();
+                    list.retain(|h| h.pack != n);
+                    stranded += (before - list.len()) as u64;
+                }
+            }
+            self.versions -= stranded;
+            tracing::warn!(pack = %name, stranded, "a deleted pack still held versions in use");
+        }
+        let p = &mut self.packs[n as usize];
+        p.gone = true;
+        p.kept_versions = 0;
+        removed
+    }
+
     /// Chunks no version in the index names (and no delta's base).
     pub(crate) fn unreferenced(&self) -> Vec<ChunkId> {
         let mut named: HashSet<ChunkId> = HashSet::new();
@@ -366,6 +419,14 @@ impl State {
                 }
             }
         }
+    }
+
+    /// The pack slot whose copy of `(client, seq)` of `path` the index
+    /// uses, if the index holds that version.
+    pub(crate) fn version_pack(&self, client: &str, path: &[u8], seq: u64) -> Option<u32> {
+        let list = self.clients.get(client)?.paths.get(path)?;
+        let i = list.binary_search_by_key(&seq, Held::seq).ok()?;
+        Some(list[i].pack)
     }
 
     /// Packs in use (not deleted).
