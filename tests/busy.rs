@@ -456,18 +456,10 @@ fn on_btrfs_a_large_file_under_constant_writes_gets_consistent_versions() {
     let f = mnt.join("vm.img");
     fs::write(&f, vec![0u8; BLOCKS * MIB]).unwrap();
     let log = env.tmp.path().join("agent-btrfs.log");
-    let mut agent = env
-        .command()
-        .args(["watch", mnt.to_str().unwrap(), "--quiescence", "100ms"])
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until("the first pass", || {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("first pass complete")
-    });
+    let agent = env.spawn_agent(
+        &["watch", mnt.to_str().unwrap(), "--quiescence", "100ms"],
+        &log,
+    );
     env.wait_versions(&f, 1);
     // Generation g writes block after block (1 MiB each) of byte g, without
     // a pause: every state is "the first k blocks are g, the rest g - 1".
@@ -514,10 +506,7 @@ fn on_btrfs_a_large_file_under_constant_writes_gets_consistent_versions() {
             v["time"]
         );
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &agent.id().to_string()])
-        .status();
-    let _ = agent.wait();
+    drop(agent);
 }
 
 /// A small helper for comparing the `time` strings `versions --json` gives.
@@ -543,34 +532,11 @@ fn files_named_as_one_group_in_the_config_restore_as_one_state() {
     let idx = mail.join("inbox.idx");
     fs::write(&mbox, b"").unwrap();
     fs::write(&idx, b"0").unwrap();
-    let cfg = env
-        .tmp
-        .path()
-        .canonicalize()
-        .unwrap()
-        .join("config/rewind/config.toml");
-    fs::create_dir_all(cfg.parent().unwrap()).unwrap();
-    fs::write(
-        &cfg,
-        format!(
-            "[watch]\npaths = [{:?}]\nquiescence = \"100ms\"\ngroups = [\"**/mail/inbox.*\"]\n",
-            env.root.display().to_string()
-        ),
-    )
-    .unwrap();
-    let log = env.tmp.path().join("agent-groups.log");
-    let mut agent = env
-        .command()
-        .args(["agent", "--config", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until("the first pass", || {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("first pass complete")
-    });
+    let (agent, _log) = agent_with(
+        &env,
+        &env.root,
+        "[watch]\npaths = [\"{root}\"]\nquiescence = \"100ms\"\ngroups = [\"**/mail/inbox.*\"]\n",
+    );
     env.wait_versions(&idx, 1);
     // Each message is appended to the mailbox, then the index records the
     // mailbox's length: in every real state the index lags the mailbox by
@@ -618,8 +584,90 @@ fn files_named_as_one_group_in_the_config_restore_as_one_state() {
             "at {at}: the index says {i} bytes, the mailbox has {m}: never one state"
         );
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &agent.id().to_string()])
-        .status();
-    let _ = agent.wait();
+    drop(agent);
+}
+
+/// Start `rewind agent` with `config` (TOML text, `{root}` replaced by the
+/// protected folder), once its first pass is complete; the agent and its
+/// log.
+fn agent_with(env: &Env, root: &Path, config: &str) -> (Daemon, std::path::PathBuf) {
+    let cfg = env.write_config(&config.replace("{root}", &root.display().to_string()));
+    let log = env.tmp.path().join(format!("agent-{}.log", wall_ns()));
+    let d = env.spawn_agent(&["agent", "--config", cfg.to_str().unwrap()], &log);
+    (d, log)
+}
+
+/// The user's snapshot command (here a copy, changing a file live right
+/// after it): the first pass reads from it, every version it made carries
+/// the snapshot's one moment, the file changed since is captured again
+/// live, and the snapshot is removed.
+#[test]
+fn the_first_pass_reads_from_the_users_snapshot_at_one_moment() {
+    let env = Env::new();
+    for i in 0..20 {
+        fs::write(env.root.join(format!("f{i}.txt")), format!("before {i}")).unwrap();
+    }
+    let snap = env.tmp.path().canonicalize().unwrap().join("snap");
+    let config = format!(
+        "[watch]\npaths = [\"{{root}}\"]\nquiescence = \"100ms\"\n\n\
+         [snapshot]\nkind = \"command\"\n\
+         create = [\"sh\", \"-c\", \"cp -a \\\"$0\\\" {s} && echo after > \\\"$0\\\"/f0.txt && echo {s}\", \"{{root}}\"]\n\
+         remove = [\"rm\", \"-rf\", \"{{path}}\"]\n",
+        s = snap.display()
+    );
+    let (agent, log) = agent_with(&env, &env.root, &config);
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(said.contains("first pass reads from a snapshot"), "{said}");
+    env.wait_versions(&env.root.join("f0.txt"), 2);
+    let first: std::collections::BTreeSet<String> = (0..20)
+        .map(|i| {
+            env.versions_json(&env.root.join(format!("f{i}.txt")))[0]["time"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(first.len(), 1, "one moment for the first pass: {first:?}");
+    let f0 = env.versions_json(&env.root.join("f0.txt"));
+    assert_eq!(f0[0]["size"], "before 0".len(), "{f0:?}");
+    assert_eq!(
+        f0[1]["size"],
+        "after\n".len(),
+        "the live state follows: {f0:?}"
+    );
+    wait_until("the snapshot is removed", || !snap.exists());
+    drop(agent);
+}
+
+/// On btrfs the first pass reads from a read-only subvolume snapshot,
+/// removed afterwards.
+#[test]
+fn on_btrfs_the_first_pass_reads_from_a_subvolume_snapshot() {
+    let env = Env::new();
+    let mnt = env.tmp.path().canonicalize().unwrap().join("btrfs-snap");
+    let Some(_fs) = LoopFs::make("btrfs", &env.tmp.path().join("snap.img"), "512M", &mnt) else {
+        return;
+    };
+    let root = mnt.join("docs");
+    fs::create_dir(&root).unwrap();
+    for i in 0..20 {
+        fs::write(root.join(format!("f{i}.txt")), format!("file {i}")).unwrap();
+    }
+    let (agent, log) = agent_with(&env, &root, "[watch]\npaths = [\"{root}\"]\n");
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(said.contains("first pass reads from a snapshot"), "{said}");
+    let times: std::collections::BTreeSet<String> = (0..20)
+        .map(|i| {
+            env.versions_json(&root.join(format!("f{i}.txt")))[0]["time"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(times.len(), 1, "one moment for the first pass: {times:?}");
+    let left: Vec<_> = fs::read_dir(mnt.join(".rewind-snapshots"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "snapshots left: {left:?}");
+    drop(agent);
 }

@@ -208,15 +208,7 @@ impl Drop for Pg {
 }
 
 fn write_config(env: &Env, text: &str) -> PathBuf {
-    let p = env
-        .tmp
-        .path()
-        .canonicalize()
-        .unwrap()
-        .join("config/rewind/config.toml");
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, text).unwrap();
-    p
+    env.write_config(text)
 }
 
 fn dump_versions(env: &Env, name: &str) -> Vec<Value> {

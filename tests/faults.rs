@@ -301,10 +301,14 @@ fn repository_disk_full_then_freed() {
     agent.wait_first_pass();
     let big = noise(8 << 20, 11);
     fs::write(env.root.join("big.bin"), &big).unwrap();
+    // Acknowledged while the repository is full: the version waits in the
+    // journal with the chunks the repository refused in its spool. (Under
+    // load the first group commits of the file may still have fitted into
+    // the repository, so not all 8 MiB need be in the spool.)
     harness::wait_until("the journal to acknowledge big.bin", || {
         let s = status_json(&env);
         s["journal"]["versions_waiting"].as_u64().unwrap_or(0) > 0
-            && s["journal"]["spool_bytes"].as_u64().unwrap_or(0) >= 8 << 20
+            && s["journal"]["spool_bytes"].as_u64().unwrap_or(0) >= 1 << 20
     });
     assert!(agent.log().contains("refused chunks"), "{}", agent.log());
     assert!(env.versions_json(&env.root.join("big.bin")).is_empty());

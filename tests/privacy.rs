@@ -17,27 +17,6 @@ fn loose_umask() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
 }
 
-/// Every path under `root` (itself included) with a group or other bit.
-fn loose_paths(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let md = fs::symlink_metadata(&p).unwrap();
-        if md.file_type().is_symlink() {
-            continue;
-        }
-        if md.mode() & 0o077 != 0 {
-            out.push(format!("{:o} {}", md.mode() & 0o7777, p.display()));
-        }
-        if md.is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        }
-    }
-    out
-}
-
 /// Paths under `dirs` that the `nobody` account can read or list (root
 /// only; empty otherwise).
 fn readable_by_nobody(dirs: &[PathBuf]) -> String {

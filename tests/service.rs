@@ -6,28 +6,19 @@ mod harness;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 
 use harness::*;
 
 /// A config that protects `folder` and tells problems through a command
 /// that appends `SUMMARY|BODY` lines to `told` (the fake notifier).
 fn config_with_recorder(env: &Env, folder: &Path, told: &Path) -> PathBuf {
-    let p = env
-        .tmp
-        .path()
-        .canonicalize()
-        .unwrap()
-        .join("config/rewind/config.toml");
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
     let text = format!(
         "[watch]\npaths = [{folder:?}]\nquiescence = \"100ms\"\n\n\
          [notify]\ncommand = [\"sh\", \"-c\", \"printf '%s|%s\\\\n' \\\"$0\\\" \\\"$1\\\" >> {told}\"]\n",
         folder = folder.display().to_string(),
         told = told.display(),
     );
-    fs::write(&p, text).unwrap();
-    p
+    env.write_config(&text)
 }
 
 fn told(path: &Path) -> Vec<String> {
@@ -36,17 +27,6 @@ fn told(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -58,19 +38,7 @@ fn a_vanished_folder_is_told_once_shown_in_status_and_its_return_is_told() {
     let log = env.tmp.path().join("told.log");
     let cfg = config_with_recorder(&env, &folder, &log);
     let agent_log = env.tmp.path().join("agent.log");
-    let _agent = Daemon(
-        env.command()
-            .args(["agent", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the first pass", || {
-        fs::read_to_string(&agent_log)
-            .unwrap_or_default()
-            .contains("first pass complete")
-    });
+    let _agent = agent_after_first_pass(&env, &cfg, &[], &agent_log);
     let st = env.json(&["status", "--json"]);
     assert_eq!(st["agent"]["health"], serde_json::json!([]), "{st}");
     assert!(env.ok(&["status"]).contains("health       ok"));
@@ -296,23 +264,9 @@ fn assert_systemd_accepts(unit: &Path) {
 /// `rewind agent --config CFG ARGS…` with its stderr in `stderr`, once
 /// its first pass is done; stopped (SIGINT) when dropped.
 fn agent_after_first_pass(env: &Env, cfg: &Path, args: &[&str], stderr: &Path) -> Daemon {
-    let agent = Daemon(
-        env.command()
-            .arg("agent")
-            .arg("--config")
-            .arg(cfg)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(stderr).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the first pass", || {
-        fs::read_to_string(stderr)
-            .unwrap_or_default()
-            .contains("first pass complete")
-    });
-    agent
+    let mut all = vec!["agent", "--config", cfg.to_str().unwrap()];
+    all.extend_from_slice(args);
+    env.spawn_agent(&all, stderr)
 }
 
 #[test]

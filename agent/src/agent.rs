@@ -22,10 +22,11 @@ use rewind_journal::Journal;
 use rewind_watcher::{IgnoreRules, ScanItem};
 use serde::Serialize;
 
-use crate::capture::{self, Capturer, Change, LinkMap, Outcome};
+use crate::capture::{self, Capturer, Change, Outcome};
 use crate::dump_service::DumpService;
 use crate::follow::FollowSymlinks;
 use crate::health::Health;
+use crate::links::LinkMap;
 use crate::scheduler::Scheduler;
 
 /// Counters shared by the agent's threads.
@@ -127,6 +128,8 @@ pub(crate) struct Agent {
     pub(crate) encoder: rewind_core::FileEncoder,
     /// What is wrong now, and telling the user.
     pub(crate) health: Health,
+    /// The snapshot the first pass reads from, while it does.
+    pub(crate) snapshot: std::sync::RwLock<Option<crate::snapshot::ActiveSnapshot>>,
 }
 
 impl Agent {
@@ -233,6 +236,7 @@ impl Agent {
     pub(crate) fn worker(&self, first_pass_only: bool) {
         let warn = |m: String| self.warning(m);
         let note = |m: String| eprintln!("rewind: note: {m}");
+        let again = |p: Vec<u8>| self.sched.submit(p, Timestamp::now(), Change::Content);
         let cap = Capturer {
             journal: &self.journal,
             chunker: self.chunker,
@@ -243,6 +247,8 @@ impl Agent {
             watched_since: self.watched_since,
             encoder: Some(&self.encoder),
             groups: &self.sched.groups,
+            snapshot: &self.snapshot,
+            again: &again,
         };
         while let Some((path, at, change)) = self.sched.next(first_pass_only) {
             let p = rewind_core::path::from_bytes(&path);

@@ -26,22 +26,21 @@
 //!   through `warn` with its path; the rest is captured.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Mutex;
 
 use rewind_core::path::display;
 use rewind_core::{
-    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, Extent, ExtentReader, FileKind, FileMeta,
-    FileTime, MAX_CHUNK_LEN, Timestamp, Version, XattrRef,
+    ChunkId, ChunkRef, Chunker, EncodedChunk, Entry, ExtentReader, FileKind, FileMeta,
+    MAX_CHUNK_LEN, Timestamp, Version, XattrRef,
 };
 use rewind_journal::{CaptureGuard, Journal, JournalError, PathState};
 
 use crate::chunks::{ChunkLoop, Encode, Whole};
 use crate::group;
+use crate::links::{LinkMap, same_inode_in_dir};
 use rustix::fs::{CWD, Mode, OFlags};
 
 thread_local! {
@@ -138,7 +137,7 @@ impl Outcome {
 
 /// Content copied out of a busy file, not yet cut and encoded (see
 /// [`SNAPSHOT_MAX`]).
-struct Pending {
+pub(crate) struct Pending {
     bytes: Vec<u8>,
     at: Timestamp,
     change: Change,
@@ -170,7 +169,7 @@ const SNAPSHOT_MAX: u64 = 64 << 20;
 
 /// A version made but not appended yet (the members of a group are
 /// appended together), or what happened instead.
-enum Prepared {
+pub(crate) enum Prepared {
     Done(Outcome),
     /// Read in snapshot mode; [`Capturer::finish`] makes the version.
     Content(Box<Pending>),
@@ -202,110 +201,6 @@ pub enum CaptureError {
     Journal(#[from] JournalError),
 }
 
-/// Inode states with more than one name, shared by the capture workers.
-/// Bounded: past [`LINK_MAP_CAP`] inodes it starts again empty, which only
-/// costs a second read of an inode's content.
-#[derive(Default)]
-pub struct LinkMap {
-    inner: Mutex<HashMap<(u64, u64), LinkState>>,
-}
-
-/// Inodes remembered in a [`LinkMap`]. An entry is about 200 bytes plus its
-/// chunk list; 200,000 multiply-linked files (a large hard-linked backup
-/// tree) stay well under 100 MB.
-const LINK_MAP_CAP: usize = 200_000;
-
-struct LinkState {
-    size: u64,
-    mtime: FileTime,
-    ctime: FileTime,
-    sparse: Option<Vec<Extent>>,
-    chunks: Vec<ChunkRef>,
-    /// Names seen for this inode.
-    paths: Vec<Vec<u8>>,
-}
-
-impl LinkMap {
-    fn lookup(&self, meta: &FileMeta, path: &[u8]) -> Option<(Vec<ChunkRef>, Option<Vec<Extent>>)> {
-        let key = meta.hardlink_group?;
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let st = m.get_mut(&key)?;
-        if st.size != meta.size || st.mtime != meta.mtime || st.ctime != meta.ctime {
-            return None;
-        }
-        if !st.paths.iter().any(|p| p == path) {
-            st.paths.push(path.to_vec());
-        }
-        Some((st.chunks.clone(), st.sparse.clone()))
-    }
-
-    /// Record the state just captured for `path`; returns the other known
-    /// names to capture again because the inode changed (content or
-    /// metadata: they are one object, and only this name had events), and
-    /// how many names are known.
-    fn record(&self, meta: &FileMeta, path: &[u8], chunks: &[ChunkRef]) -> (Vec<Vec<u8>>, usize) {
-        let Some(key) = meta.hardlink_group else {
-            return (Vec::new(), 1);
-        };
-        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= LINK_MAP_CAP && !m.contains_key(&key) {
-            m.clear();
-        }
-        let st = m.entry(key).or_insert_with(|| LinkState {
-            size: meta.size,
-            mtime: meta.mtime,
-            ctime: meta.ctime,
-            sparse: None,
-            chunks: chunks.to_vec(),
-            paths: Vec::new(),
-        });
-        let changed = st.chunks != chunks || st.sparse != meta.sparse || st.ctime != meta.ctime;
-        st.size = meta.size;
-        st.mtime = meta.mtime;
-        st.ctime = meta.ctime;
-        st.sparse = meta.sparse.clone();
-        st.chunks = chunks.to_vec();
-        if !st.paths.iter().any(|p| p == path) {
-            st.paths.push(path.to_vec());
-        }
-        let also = if changed {
-            st.paths.iter().filter(|p| *p != path).cloned().collect()
-        } else {
-            Vec::new()
-        };
-        (also, st.paths.len())
-    }
-}
-
-/// Other names of inode `ino` in the directory of `path` (`readdir` gives
-/// inode numbers, so nothing is `lstat`ed). Used when an event names a
-/// new hard link: the old name had no event of its own.
-fn same_inode_in_dir(path: &Path, ino: u64) -> Vec<Vec<u8>> {
-    let (Some(dir), Some(own)) = (path.parent(), path.file_name()) else {
-        return Vec::new();
-    };
-    let Ok(fd) = rustix::fs::openat(
-        CWD,
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return Vec::new();
-    };
-    let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_bytes();
-        if e.ino() == ino && name != own.as_bytes() && name != b"." && name != b".." {
-            let p = dir.join(std::ffi::OsStr::from_bytes(name));
-            out.push(rewind_core::path::to_bytes(&p).to_vec());
-        }
-    }
-    out
-}
-
 /// Everything a capture needs.
 pub struct Capturer<'a> {
     /// The journal.
@@ -328,6 +223,11 @@ pub struct Capturer<'a> {
     pub watched_since: u64,
     /// Groups of `[watch] groups` (SQLite's are built in).
     pub groups: &'a group::GroupRules,
+    /// The snapshot the first pass reads from, while it does.
+    pub snapshot: &'a std::sync::RwLock<Option<crate::snapshot::ActiveSnapshot>>,
+    /// Asks for a path to be captured again (live, after a capture from a
+    /// snapshot whose state it no longer has).
+    pub again: &'a (dyn Fn(Vec<u8>) + Sync),
     /// Encodes new chunks with what the repository already holds: deltas
     /// against the file's previous version, a dictionary for small files
     /// ([`rewind_core::FileEncoder`]). `None`: each chunk on its own.
@@ -396,7 +296,7 @@ impl Capturer<'_> {
             let members = group::configured_members(dir, glob, known);
             return self.capture_group(&members, change);
         }
-        if let Some(members) = group::sqlite_group(bytes, |p| {
+        if let Some(members) = group::sqlite_group(bytes, |p| -> Result<bool, CaptureError> {
             Ok(exists(p) || self.journal.last_known(p)?.is_some())
         })? {
             return self.capture_group(&members, change);
@@ -411,7 +311,7 @@ impl Capturer<'_> {
     }
 
     /// Capture one path, not as part of a group.
-    fn capture_alone(
+    pub(crate) fn capture_alone(
         &self,
         path: &Path,
         change: Change,
@@ -434,116 +334,8 @@ impl Capturer<'_> {
         }
     }
 
-    /// Capture the members of a group (see [`crate::group`]) as one state:
-    /// every member is copied out (snapshot mode), then every member's stat
-    /// must still be what it was before any was read (an absent one still
-    /// absent), and only then are they cut and encoded, and the versions of
-    /// those that changed appended together, with one time, in one group
-    /// commit. A restore at any moment then gets every member as it was at
-    /// one moment: what a power cut would have left.
-    fn capture_group(&self, members: &[Vec<u8>], change: Change) -> Result<Outcome, CaptureError> {
-        let guard = self.journal.begin_capture();
-        let mut before: Vec<Option<FileMeta>> = Vec::with_capacity(members.len());
-        let mut prepared = Vec::new();
-        let mut tombstones = Vec::new();
-        for m in members {
-            let p = rewind_core::path::from_bytes(m);
-            let stat = match rewind_fsmeta::read_stat(&p) {
-                Ok(st) if st.kind == FileKind::File => Some(st),
-                Ok(_) => {
-                    // Not a regular file: no SQLite state; each on its own.
-                    drop(guard);
-                    return self.capture_each(members, change);
-                }
-                Err(e) if e.is_not_found() => None,
-                Err(e) => {
-                    return Err(CaptureError::Read {
-                        path: m.clone(),
-                        source: io::Error::new(e.io().kind(), e.io().to_string()),
-                    });
-                }
-            };
-            if stat.is_none() {
-                // Gone (SQLite deletes its rollback journal to commit): the
-                // tombstone belongs to the group's state, in its batch.
-                if self.journal.last_known(m)?.is_some() {
-                    tombstones.push(m.clone());
-                }
-                before.push(None);
-                continue;
-            }
-            match self.prepare(&guard, &p, change, true)? {
-                Prepared::Done(Outcome::Raced) => return Ok(Outcome::Raced),
-                Prepared::Done(_) => {}
-                other => prepared.push((m.clone(), other)),
-            }
-            before.push(stat);
-        }
-        let at = Timestamp::now();
-        for (m, b) in members.iter().zip(&before) {
-            let p = rewind_core::path::from_bytes(m);
-            let same = match (b, rewind_fsmeta::read_stat(&p)) {
-                (Some(b), Ok(now)) => now.same_state(b),
-                (None, Err(e)) => e.is_not_found(),
-                _ => false,
-            };
-            if !same {
-                return Ok(Outcome::Raced);
-            }
-        }
-        let mut total = Outcome::Unchanged;
-        let mut versions = Vec::new();
-        let mut reports = Vec::new();
-        for (m, p) in prepared {
-            match self.complete(&guard, p)? {
-                Prepared::Version {
-                    version,
-                    outcome,
-                    issues,
-                } => {
-                    versions.push(*version);
-                    reports.push((m, issues));
-                    total = total.combine(outcome);
-                }
-                Prepared::Done(Outcome::Raced) => return Ok(Outcome::Raced),
-                _ => {}
-            }
-        }
-        for m in tombstones {
-            versions.push(Version {
-                client: String::new(),
-                seq: 0,
-                observed_at: at,
-                path: m,
-                entry: Entry::Deleted,
-            });
-            total = total.combine(Outcome::Deleted(1));
-        }
-        if versions.is_empty() {
-            return Ok(total);
-        }
-        for v in &mut versions {
-            v.observed_at = at;
-        }
-        guard.append_all(versions);
-        for (m, issues) in reports {
-            self.report(&m, issues);
-        }
-        Ok(total)
-    }
-
-    /// Members of what looked like a group, captured one by one.
-    fn capture_each(&self, members: &[Vec<u8>], change: Change) -> Result<Outcome, CaptureError> {
-        let mut total = Outcome::Unchanged;
-        for m in members {
-            let p = rewind_core::path::from_bytes(m);
-            total = total.combine(self.capture_alone(&p, change, false)?);
-        }
-        Ok(total)
-    }
-
     /// Metadata items that could not be read, one warning each.
-    fn report(&self, bytes: &[u8], issues: Vec<rewind_fsmeta::MetaIssue>) {
+    pub(crate) fn report(&self, bytes: &[u8], issues: Vec<rewind_fsmeta::MetaIssue>) {
         for i in issues {
             (self.warn)(format!("{}: could not read {}", display(bytes), i));
         }
@@ -558,12 +350,107 @@ impl Capturer<'_> {
         change: Change,
         hot: bool,
     ) -> Result<Prepared, CaptureError> {
+        if let Some(p) = self.prepare_from_snapshot(guard, path, change, hot)? {
+            return Ok(p);
+        }
+        self.prepare_at(guard, path, path, change, hot, None)
+            .map(|p| p.expect("a live read is never missing from a snapshot"))
+    }
+
+    /// During a first pass that reads from a snapshot (see `snapshot`):
+    /// `path` as the snapshot holds it, with the snapshot's moment, unless
+    /// it was captured live since or the snapshot lacks it (`None`: read
+    /// live). A path whose live state differs from the snapshot's is asked
+    /// for again, so its live state follows at once.
+    fn prepare_from_snapshot(
+        &self,
+        guard: &CaptureGuard,
+        path: &Path,
+        change: Change,
+        hot: bool,
+    ) -> Result<Option<Prepared>, CaptureError> {
+        let snap = self
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some((s, read)) = snap.and_then(|s| s.read_path(path).map(|r| (s, r))) else {
+            return Ok(None);
+        };
         let bytes = rewind_core::path::to_bytes(path);
-        let at = Timestamp::now();
+        if self
+            .journal
+            .last_known(bytes)?
+            .is_some_and(|p| p.seq >= s.from_seq)
+        {
+            return Ok(None);
+        }
+        let Some(prepared) = self.prepare_at(guard, &read, path, change, hot, Some(s.taken_at))?
+        else {
+            return Ok(None);
+        };
+        let same = match (
+            rewind_fsmeta::read_stat(&read),
+            rewind_fsmeta::read_stat(path),
+        ) {
+            (Ok(a), Ok(b)) => {
+                a.kind == b.kind && a.size == b.size && a.mtime == b.mtime && a.mode == b.mode
+            }
+            _ => false,
+        };
+        if !same {
+            (self.again)(bytes.to_vec());
+        }
+        Ok(Some(match prepared {
+            // Other names of an inode are found in the snapshot's folder;
+            // the first pass meets them anyway.
+            Prepared::Version {
+                version,
+                outcome:
+                    Outcome::Captured {
+                        bytes,
+                        spooled,
+                        reused,
+                        ..
+                    },
+                issues,
+            } => Prepared::Version {
+                version,
+                outcome: Outcome::Captured {
+                    bytes,
+                    spooled,
+                    reused,
+                    also: Vec::new(),
+                },
+                issues,
+            },
+            other => other,
+        }))
+    }
+
+    /// Prepare the version of `record` (the path versions are stored
+    /// under) read from `io` (the same path, or its copy in a snapshot, the
+    /// version then carrying `at`). `None`: a snapshot lacks it.
+    pub(crate) fn prepare_at(
+        &self,
+        guard: &CaptureGuard,
+        io: &Path,
+        record: &Path,
+        change: Change,
+        hot: bool,
+        at: Option<Timestamp>,
+    ) -> Result<Option<Prepared>, CaptureError> {
+        let path = io;
+        let from_snapshot = at.is_some();
+        let bytes = rewind_core::path::to_bytes(record);
+        let at = at.unwrap_or_else(Timestamp::now);
         let (mut meta, issues) = match rewind_fsmeta::read_meta_full(path) {
             Ok(m) => m,
+            Err(e) if from_snapshot && (e.is_not_found() || e.io().raw_os_error() == Some(20)) => {
+                return Ok(None);
+            }
             Err(e) if e.is_not_found() || e.io().raw_os_error() == Some(20) => {
-                return self.tombstone(bytes, at).map(Prepared::Done);
+                return self.tombstone(bytes, at).map(|o| Some(Prepared::Done(o)));
             }
             Err(e) => {
                 return Err(CaptureError::Read {
@@ -572,13 +459,13 @@ impl Capturer<'_> {
                 });
             }
         };
-        if self.rules.is_ignored(path, meta.kind == FileKind::Dir) {
-            return self.tombstone(bytes, at).map(Prepared::Done);
+        if self.rules.is_ignored(record, meta.kind == FileKind::Dir) {
+            return self.tombstone(bytes, at).map(|o| Some(Prepared::Done(o)));
         }
         if meta.kind == FileKind::Socket {
             (self.note)(format!("{}: a socket, not captured", display(bytes)));
             // What was at this path before is gone.
-            return self.tombstone(bytes, at).map(Prepared::Done);
+            return self.tombstone(bytes, at).map(|o| Some(Prepared::Done(o)));
         }
         let prev = self.journal.last_known(bytes)?;
         let values = std::mem::take(&mut meta.xattrs);
@@ -620,7 +507,7 @@ impl Capturer<'_> {
                     .as_ref()
                     .is_some_and(|p| same_meta(&p.meta, &meta) && p.xattrs == refs)
                 {
-                    return Ok(Prepared::Done(Outcome::Unchanged));
+                    return Ok(Some(Prepared::Done(Outcome::Unchanged)));
                 }
                 let spooled = self.spool_xattrs(guard, prev.as_ref(), &refs, &kept)?;
                 Prepared::Version {
@@ -635,7 +522,7 @@ impl Capturer<'_> {
                 }
             }
         };
-        Ok(match prepared {
+        Ok(Some(match prepared {
             Prepared::Version {
                 version, outcome, ..
             } => Prepared::Version {
@@ -648,7 +535,7 @@ impl Capturer<'_> {
                 Prepared::Content(p)
             }
             done => done,
-        })
+        }))
     }
 
     /// Queue the xattr values the previous version did not have and the
@@ -948,7 +835,11 @@ impl Capturer<'_> {
     }
 
     /// Content read in snapshot mode, made into its version.
-    fn complete(&self, guard: &CaptureGuard, p: Prepared) -> Result<Prepared, CaptureError> {
+    pub(crate) fn complete(
+        &self,
+        guard: &CaptureGuard,
+        p: Prepared,
+    ) -> Result<Prepared, CaptureError> {
         match p {
             Prepared::Content(pending) => self.finish(guard, *pending),
             other => Ok(other),
@@ -1089,6 +980,7 @@ mod tests {
         rules: rewind_watcher::IgnoreRules,
         links: LinkMap,
         groups: group::GroupRules,
+        snapshot: std::sync::RwLock<Option<crate::snapshot::ActiveSnapshot>>,
     }
 
     fn fx() -> Fx {
@@ -1106,6 +998,7 @@ mod tests {
             rules,
             links: LinkMap::default(),
             groups: group::GroupRules::default(),
+            snapshot: std::sync::RwLock::new(None),
         }
     }
 
@@ -1115,6 +1008,7 @@ mod tests {
 
     fn capture_since(fx: &Fx, p: &Path, change: Change, watched_since: u64) -> Outcome {
         let ignore = |_m: String| {};
+        let ignore_path = |_p: Vec<u8>| {};
         let warn = |m: String| panic!("unexpected warning: {m}");
         Capturer {
             journal: &fx.journal,
@@ -1126,6 +1020,8 @@ mod tests {
             watched_since,
             encoder: None,
             groups: &fx.groups,
+            snapshot: &fx.snapshot,
+            again: &ignore_path,
         }
         .capture(p, change, false)
         .unwrap()

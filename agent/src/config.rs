@@ -15,6 +15,9 @@
 //! keep_free = "10%"
 //! max_size = "200GiB"
 //!
+//! [ui]
+//! listen = "127.0.0.1:0"           # the web UI; `enabled = false` turns it off
+//!
 //! [[dump]]
 //! name = "crm"
 //! kind = "postgres"
@@ -49,7 +52,40 @@ pub struct Config {
     pub notify: Option<NotifyConfig>,
     /// What history is kept, and when the agent forgets and prunes.
     pub retention: Option<crate::retention::RetentionConfig>,
+    /// The local web UI.
+    pub ui: Option<UiConfig>,
+    /// Where the first pass gets one consistent moment from.
+    pub snapshot: Option<SnapshotConfig>,
 }
+
+/// `[snapshot]`: a snapshot for the first pass (see `snapshot.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// `"auto"` (btrfs where possible, the default), `"off"`, or
+    /// `"command"` (with `create` and `remove`).
+    pub kind: Option<String>,
+    /// Makes a snapshot of `{root}` and prints the path to read it from.
+    pub create: Option<Vec<String>>,
+    /// Removes it (`{path}`, `{root}`).
+    pub remove: Option<Vec<String>>,
+}
+
+/// `[ui]`: the local web UI the agent serves (`rewind ui` opens it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// Serve it (default true).
+    pub enabled: Option<bool>,
+    /// Where to listen (default `127.0.0.1:0`: a free port on loopback).
+    pub listen: Option<String>,
+}
+
+/// Where the web UI listens unless `[ui] listen` says otherwise: loopback
+/// only, on a port the system picks (`rewind ui` asks the agent for it).
+pub const DEFAULT_UI_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0),
+);
 
 /// `[notify]`: how the agent tells the user that protection stopped or
 /// degraded (see `health.rs`).
@@ -184,6 +220,55 @@ impl Loaded {
             .map_err(|e| anyhow::anyhow!("{}: [retention] {e}", self.display_path()))
     }
 
+    /// `[ui]`: where the web UI listens, or `None` when it is off.
+    pub fn ui(&self) -> Result<Option<std::net::SocketAddr>> {
+        let Some(u) = &self.config.ui else {
+            return Ok(Some(DEFAULT_UI_LISTEN));
+        };
+        if u.enabled == Some(false) {
+            return Ok(None);
+        }
+        match &u.listen {
+            None => Ok(Some(DEFAULT_UI_LISTEN)),
+            Some(l) => l.parse().map(Some).map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: [ui] listen: {l:?} is not an address and port (like \"127.0.0.1:8765\")",
+                    self.display_path()
+                )
+            }),
+        }
+    }
+
+    /// `[snapshot]`, or the default (`auto`).
+    pub fn snapshot(&self) -> Result<crate::snapshot::SnapshotSettings> {
+        use crate::snapshot::SnapshotSettings;
+        let Some(s) = &self.config.snapshot else {
+            return Ok(SnapshotSettings::Auto);
+        };
+        match (s.kind.as_deref().unwrap_or("auto"), &s.create, &s.remove) {
+            ("auto", None, None) => Ok(SnapshotSettings::Auto),
+            ("off", None, None) => Ok(SnapshotSettings::Off),
+            ("command", Some(c), Some(r)) if !c.is_empty() && !r.is_empty() => {
+                Ok(SnapshotSettings::Command {
+                    create: c.clone(),
+                    remove: r.clone(),
+                })
+            }
+            ("command", _, _) => bail!(
+                "{}: [snapshot] kind = \"command\" needs create = [...] and remove = [...]",
+                self.display_path()
+            ),
+            ("auto" | "off", _, _) => bail!(
+                "{}: [snapshot] create and remove are for kind = \"command\"",
+                self.display_path()
+            ),
+            (k, _, _) => bail!(
+                "{}: [snapshot] kind = {k:?}: expected \"auto\", \"off\" or \"command\"",
+                self.display_path()
+            ),
+        }
+    }
+
     fn display_path(&self) -> String {
         self.path
             .as_ref()
@@ -292,6 +377,26 @@ command = ["tar", "-C", "/etc", "-cf", "-", "."]
         .unwrap();
         assert_eq!(c.dump.len(), 2);
         assert_eq!(c.watch.unwrap().paths.len(), 2);
+    }
+
+    fn loaded(text: &str) -> Loaded {
+        Loaded {
+            path: Some("c.toml".into()),
+            config: parse(text, Path::new("c.toml")).unwrap(),
+            jobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_ui_listens_on_loopback_unless_told_otherwise() {
+        assert_eq!(loaded("").ui().unwrap(), Some(DEFAULT_UI_LISTEN));
+        assert_eq!(
+            loaded("[ui]\nlisten = \"127.0.0.1:8765\"\n").ui().unwrap(),
+            Some("127.0.0.1:8765".parse().unwrap())
+        );
+        assert_eq!(loaded("[ui]\nenabled = false\n").ui().unwrap(), None);
+        let e = loaded("[ui]\nlisten = \"localhost\"\n").ui().unwrap_err();
+        assert!(e.to_string().starts_with("c.toml: [ui] listen:"), "{e}");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! running agent (which holds the journal open) for its state, and `rewind
 //! dump run NAME` asks it to run one of its configured dump jobs.
 //!
-//! Protocol: one request line (`status`, `dump NAME`, or `retention JSON`
-//! for forget, prune, pin and unpin), JSON lines back.
+//! Protocol: one request line (`status`, `dump NAME`, `ui`, or `retention
+//! JSON` for forget, prune, pin and unpin), JSON lines back. `ui` answers
+//! `{"url": …}`: a one-time login URL of the web UI the agent serves
+//! (`rewind ui` prints and opens it).
 //!
 //! Who may ask: the socket is `0600` in the journal's `0700` directory, and
 //! each connection's peer must be the agent's own user (or root); anyone
@@ -53,6 +55,7 @@ pub(crate) fn serve(
     path: &Path,
     agent: Arc<Agent>,
     uploader: Arc<Mutex<Option<Uploader>>>,
+    ui: Option<Arc<rewind_ui::Ui>>,
 ) -> Result<Control> {
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -80,7 +83,7 @@ pub(crate) fn serve(
                         if s2.load(Ordering::Relaxed) {
                             break;
                         }
-                        let _ = handle(conn, &agent, &uploader);
+                        let _ = handle(conn, &agent, &uploader, ui.as_deref());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
@@ -110,7 +113,12 @@ fn peer_uid(conn: &UnixStream) -> std::io::Result<u32> {
     }
 }
 
-fn handle(conn: UnixStream, agent: &Arc<Agent>, uploader: &Mutex<Option<Uploader>>) -> Result<()> {
+fn handle(
+    conn: UnixStream,
+    agent: &Arc<Agent>,
+    uploader: &Mutex<Option<Uploader>>,
+    ui: Option<&rewind_ui::Ui>,
+) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
     match peer_uid(&conn) {
         Ok(uid) if uid == me || uid == 0 => {}
@@ -128,6 +136,12 @@ fn handle(conn: UnixStream, agent: &Arc<Agent>, uploader: &Mutex<Option<Uploader
     BufReader::new(&conn).read_line(&mut line)?;
     let reply = match line.trim() {
         "status" => status_json(agent, uploader),
+        "ui" => match ui {
+            Some(u) => json!({ "url": u.login_url() }),
+            None => json!({
+                "error": "this agent serves no web UI (it is off in its config, [ui] enabled = false, or its address could not be listened on: see the agent's log)"
+            }),
+        },
         l if l.starts_with("dump ") => {
             // A dump takes long: on its own thread, so `status` and other
             // requests are still answered meanwhile.
@@ -160,7 +174,8 @@ fn handle(conn: UnixStream, agent: &Arc<Agent>, uploader: &Mutex<Option<Uploader
     Ok(())
 }
 
-fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> serde_json::Value {
+/// The agent's live state: what `rewind status` and the web UI show.
+pub(crate) fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> serde_json::Value {
     let journal = agent.journal.stats().ok();
     let upload = uploader
         .lock()
@@ -204,6 +219,31 @@ pub fn query(path: &Path) -> Result<Option<serde_json::Value>> {
     Ok(Some(
         serde_json::from_str(&line).context("agent sent a malformed status")?,
     ))
+}
+
+/// Ask the agent running for `target` for a one-time login URL of its web
+/// UI; `Ok(None)` when no agent runs for it.
+pub fn ui_url(target: &Target) -> Result<Option<String>> {
+    let Some(id) = target.id()? else {
+        return Ok(None);
+    };
+    let sock = paths::socket_path(&paths::journal_dir(&id)?);
+    let Ok(mut conn) = UnixStream::connect(&sock) else {
+        return Ok(None);
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.write_all(b"ui\n")
+        .context("cannot talk to the running agent")?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    let v: Value = serde_json::from_str(&line).context("agent sent a malformed reply")?;
+    match (v["url"].as_str(), v["error"].as_str()) {
+        (Some(u), _) => Ok(Some(u.to_string())),
+        (None, Some(e)) => bail!("{e}"),
+        (None, None) => {
+            bail!("the running agent does not know `ui` (an older version? restart it)")
+        }
+    }
 }
 
 /// Ask the agent running for `target` to run its job `name`, passing its

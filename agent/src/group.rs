@@ -32,8 +32,6 @@ use std::os::unix::ffi::OsStrExt;
 use globset::GlobMatcher;
 use rewind_core::group::{SQLITE_SHM, SQLITE_SIDE_FILES, group_key};
 
-use crate::capture::CaptureError;
-
 /// The groups of `[watch] groups`, besides SQLite's own.
 #[derive(Default)]
 pub struct GroupRules {
@@ -118,10 +116,10 @@ pub(crate) fn key_of(path: &[u8]) -> &[u8] {
 
 /// `key` and its side files, when `known` says one of the side files
 /// exists or was captured before; `None` for a path that is no group.
-pub(crate) fn sqlite_group(
+pub(crate) fn sqlite_group<E>(
     key: &[u8],
-    mut known: impl FnMut(&[u8]) -> Result<bool, CaptureError>,
-) -> Result<Option<Vec<Vec<u8>>>, CaptureError> {
+    mut known: impl FnMut(&[u8]) -> Result<bool, E>,
+) -> Result<Option<Vec<Vec<u8>>>, E> {
     if key_of(key) != key {
         return Ok(None);
     }
@@ -150,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_database_is_a_group_when_a_side_file_is_there_or_known() {
-        let g = sqlite_group(b"/h/db", |p| Ok(p == b"/h/db-wal")).unwrap();
+        let g = sqlite_group::<()>(b"/h/db", |p| Ok(p == b"/h/db-wal")).unwrap();
         assert_eq!(
             g.unwrap(),
             vec![
@@ -159,7 +157,11 @@ mod tests {
                 b"/h/db-journal".to_vec()
             ]
         );
-        assert!(sqlite_group(b"/h/db", |_| Ok(false)).unwrap().is_none());
+        assert!(
+            sqlite_group::<()>(b"/h/db", |_| Ok(false))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! watcher ──Changed──▶ scheduler ──▶ capture workers ─┐
 //!         ──Rescan───▶ scanner (first pass, rescans) ─┤
 //! dump jobs ──stdout──▶ stream capture ───────────────┴──▶ journal ──▶ uploader ──▶ repository
-//! control socket ◀── `rewind status`, `rewind dump run NAME` from another terminal
+//! control socket ◀── `rewind status`, `rewind dump run NAME`, `rewind ui` from another terminal
+//! web UI (rewind-ui, 127.0.0.1) ◀── a browser logged in through `rewind ui`
 //! ```
 //!
 //! Files and dump streams go through one chunk loop (`capture::chunks`):
@@ -27,6 +28,9 @@
 //! - The control socket answers only the agent's own user (or root), and
 //!   runs only operations it names: a dump runs only a job of the agent's
 //!   own config, never a command line sent over the socket.
+//! - The web UI listens on loopback only unless `[ui] listen` names
+//!   another address, and lets in only a browser that `rewind ui` (asked
+//!   by the agent's own user, over the control socket) logged in.
 //! - Everything written under the state directory is owner-only
 //!   (`rewind_core::private`).
 //!
@@ -40,6 +44,7 @@
 
 mod agent;
 mod capture;
+mod capture_group;
 mod chunks;
 mod config;
 mod control;
@@ -48,21 +53,26 @@ mod enrollment;
 mod follow;
 mod group;
 mod health;
+mod links;
 mod opening;
 pub mod paths;
 mod pipeline;
 pub mod retention;
 mod scheduler;
+mod snapshot;
 mod stream;
 mod target;
 
 pub use agent::{BusyFile, Counters, ProblemRecord};
-pub use config::{Config, Loaded, WatchConfig, default_path, load, parse};
-pub use control::{query, run_dump_through_agent};
+pub use config::{
+    Config, DEFAULT_UI_LISTEN, Loaded, UiConfig, WatchConfig, default_path, load, parse,
+};
+pub use control::{query, run_dump_through_agent, ui_url};
 pub use dump_service::{LastRun, one_line, report_json, run_dump_once};
 pub use enrollment::{ServerSection, load_section, save_enrollment, write_private};
 pub use follow::FollowSymlinks;
 pub use health::{ActiveProblem, HealthSettings, Notifier};
 pub use pipeline::{AgentConfig, AgentOptions, run};
+pub use snapshot::SnapshotSettings;
 pub use stream::{STREAM_BACKLOG, StreamReport};
 pub use target::{Access, Opened, Remote, Target, resolve};

@@ -3,7 +3,8 @@
 //! ```text
 //! watcher ──Changed──▶ scheduler ──▶ capture workers ──▶ journal ──▶ uploader ──▶ repository
 //!         ──Rescan───▶ scanner thread ─┘ (first pass, overflow, new dirs)
-//! control socket ◀── `rewind status` from another terminal
+//! control socket ◀── `rewind status`, `rewind ui` from another terminal
+//! web UI ◀── the browser `rewind ui` logged in (reads the repository, restores)
 //! ```
 //!
 //! Each queued path carries what is known about its change
@@ -28,11 +29,13 @@ use rewind_watcher::{IgnoreRules, WatchEvent, WatchOptions, Watcher};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, Counters};
-use crate::capture::{Change, LinkMap};
+use crate::capture::Change;
 use crate::group::GroupRules;
 use crate::health::{self, Health, HealthSettings};
+use crate::links::LinkMap;
 use crate::opening::open_for_capture;
 use crate::scheduler::Scheduler;
+use crate::snapshot::{self, SnapshotSettings};
 use crate::target::Target;
 use crate::{control, dump_service, follow, paths};
 
@@ -76,6 +79,10 @@ pub struct AgentOptions {
     pub groups: Vec<String>,
     /// `[retention]`: the policy, the space rules, how often to apply them.
     pub retention: crate::retention::RetentionSettings,
+    /// Where the first pass gets a consistent moment from (`[snapshot]`).
+    pub snapshot: SnapshotSettings,
+    /// Where the web UI listens (`[ui] listen`); `None`: no web UI.
+    pub ui: Option<std::net::SocketAddr>,
 }
 
 /// Run the agent until Ctrl-C / SIGTERM (or, with `once`, until its first
@@ -101,6 +108,16 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     let state_dir = paths::state_dir()?;
     let mut ignored = vec![state_dir.canonicalize().unwrap_or(state_dir)];
     ignored.extend(opened.local.clone());
+    // Snapshots of a btrfs subvolume are made inside it: never protected,
+    // and those an earlier run left behind are removed.
+    if opts.snapshot == SnapshotSettings::Auto {
+        for r in &roots {
+            if let Some(sub) = snapshot::btrfs_subvolume(r) {
+                snapshot::remove_leftovers(&sub);
+                ignored.push(snapshot::snapshot_dir(&sub));
+            }
+        }
+    }
     let mut rules = IgnoreRules::new(&roots, &opts.excludes, &ignored)?;
     if opts.follow_symlinks == follow::FollowSymlinks::OutsideRoots {
         let found = follow::find(&roots, &rules, &ignored);
@@ -178,6 +195,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         }),
         encoder: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
         health: Health::new(opts.health.notifier(), opts.health.remind_every),
+        snapshot: std::sync::RwLock::new(None),
     });
     let uploader = Arc::new(Mutex::new(Some(uploader)));
     let (health_stop, health_stopped) = crossbeam_channel::bounded::<()>(0);
@@ -194,7 +212,41 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                 }
             })?
     };
-    let control = control::serve(&paths::socket_path(&jdir), agent.clone(), uploader.clone())?;
+    let ui = match opts.ui {
+        None => None,
+        Some(listen) => {
+            let (a, u) = (agent.clone(), uploader.clone());
+            let ctx = rewind_ui::UiContext {
+                repo: repo.clone(),
+                client: opened.client.clone(),
+                history: opened.history.clone(),
+                roots: roots.clone(),
+                chunker: Some(opened.chunker),
+                status: Box::new(move || control::status_json(&a, &u)),
+            };
+            match rewind_ui::Ui::start(listen, ctx) {
+                Ok(ui) => {
+                    eprintln!(
+                        "rewind: web UI on http://{} (`rewind ui` opens it)",
+                        ui.addr()
+                    );
+                    Some(Arc::new(ui))
+                }
+                // Protection matters more than the UI: go on without it.
+                Err(e) => {
+                    agent.problem(e.to_string());
+                    eprintln!("rewind: {e}; going on without the web UI");
+                    None
+                }
+            }
+        }
+    };
+    let control = control::serve(
+        &paths::socket_path(&jdir),
+        agent.clone(),
+        uploader.clone(),
+        ui.clone(),
+    )?;
 
     // Two capture workers per core would only contend for the disk; one
     // per core keeps hashing and compression on both cores.
@@ -234,13 +286,14 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         let a = agent.clone();
         let roots = roots.clone();
         let progress = opts.progress;
+        let snap = opts.snapshot.clone();
         std::thread::Builder::new()
             .name("scanner".into())
             .spawn(move || {
                 if background_first_pass {
                     background();
                 }
-                first_pass(&a, &roots, progress);
+                first_pass(&a, &roots, progress, &snap);
                 let _ = pass_tx.send(());
                 drop(pass_tx);
                 for (p, at) in rescan_rx {
@@ -338,6 +391,13 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         u.stop();
     }
     control.stop();
+    if let Some(ui) = ui {
+        // The control thread has let go of its handle; a request still
+        // holding one only delays the UI's end to its own drop.
+        if let Ok(ui) = Arc::try_unwrap(ui) {
+            ui.stop();
+        }
+    }
     drop(health_stop);
     let _ = health_thread.join();
     journal.close()?;
@@ -412,7 +472,7 @@ fn check_health(agent: &Agent, uploader: &Mutex<Option<Uploader>>, stalled_after
     agent.health.update(Instant::now(), now, found);
 }
 
-fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool) {
+fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool, snap: &SnapshotSettings) {
     let started = Instant::now();
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new_spinner();
@@ -435,11 +495,19 @@ fn first_pass(agent: &Agent, roots: &[PathBuf], progress: bool) {
                 }
             });
         }
+        // One consistent moment for the whole first pass where a snapshot
+        // can be taken (see `snapshot`).
+        let taken = snapshot::take(roots, snap, agent.journal.next_seq());
+        *agent.snapshot.write().unwrap_or_else(|e| e.into_inner()) = taken.clone();
         let at = Timestamp::now();
         for r in roots {
             agent.rescan(r, at);
         }
         let complete = agent.sched.wait_idle(Duration::from_secs(365 * 86400));
+        *agent.snapshot.write().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Some(t) = taken {
+            t.remove();
+        }
         let _ = agent.journal.flush();
         done.store(true, Ordering::Relaxed);
         complete

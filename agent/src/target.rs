@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use rewind_core::wire::ServerInfo;
-use rewind_core::{ChunkSink, ChunkerParams, Repository};
+use rewind_core::{ChunkSink, ChunkerParams, RepoError, Repository, Version};
 use rewind_remote::{RateSchedule, RemoteConfig, RemoteRepo};
 use rewind_repo::LocalRepo;
 use rewind_uploader::UploadOptions;
@@ -152,6 +152,31 @@ pub struct Opened {
     pub describe: String,
     /// How the uploader drains into it.
     pub upload: UploadOptions,
+    /// Every version of this client, a page at a time (the web UI's
+    /// timeline and search).
+    pub history: Arc<dyn rewind_ui::History>,
+}
+
+/// A local repository's versions of one client.
+struct LocalHistory {
+    repo: Arc<LocalRepo>,
+    client: String,
+}
+
+impl rewind_ui::History for LocalHistory {
+    fn list_page(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<Version>, RepoError> {
+        Ok(self.repo.list_page(&self.client, after, limit))
+    }
+}
+
+/// A server's versions of this client (the server answers with the
+/// asking client's versions only).
+struct RemoteHistory(Arc<RemoteRepo>);
+
+impl rewind_ui::History for RemoteHistory {
+    fn list_page(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<Version>, RepoError> {
+        self.0.list_page(after, limit.min(u32::MAX as usize) as u32)
+    }
 }
 
 impl Target {
@@ -186,8 +211,13 @@ impl Target {
                     .unwrap_or(repo.path().to_path_buf());
                 let jdir = paths::journal_dir(repo.id())?;
                 let repo = Arc::new(repo);
+                let client = paths::client_name(&jdir);
                 Ok(Opened {
-                    client: paths::client_name(&jdir),
+                    history: Arc::new(LocalHistory {
+                        repo: repo.clone(),
+                        client: client.clone(),
+                    }),
+                    client,
                     jdir,
                     id: repo.id().to_string(),
                     chunker: repo.chunker(),
@@ -214,6 +244,7 @@ impl Target {
                 let info = remote.info(&r)?;
                 let r = Arc::new(r);
                 Ok(Opened {
+                    history: Arc::new(RemoteHistory(r.clone())),
                     jdir: paths::journal_dir(&info.repo_id)?,
                     id: info.repo_id.clone(),
                     chunker: info.chunker,

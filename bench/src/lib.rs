@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench -p rewind-bench` (the `compare` bench target calls
 //! [`run_from_env`]). Parts and sizes are chosen by environment variables,
-//! see [`Config::from_env`]. Six parts:
+//! see [`Config::from_env`]. The parts:
 //!
 //! - [`ingest`]: first pass over a ~2 GiB, ~50,000-file tree: rewind, restic,
 //!   borg, and the `tar` (read) and `b3sum` (hash) limits;
@@ -18,11 +18,18 @@
 //!   what differs.
 //! - [`dumps`]: a PostgreSQL dump streamed through rewind against the bare
 //!   dump and against restic and borg reading stdin; dedup of later dumps.
+//! - [`busy`]: 20 files that never go quiet (4 KiB to 50 MiB): staleness,
+//!   CPU, bytes stored per minute, on ext4 and on a btrfs loop device.
+//! - [`mount`]: `ls -R`, `ls -lR` and a full read of the ingest tree's
+//!   newest point through `rewind mount`, `restic mount` and `borg mount`.
+//! - [`ui`]: the web UI's endpoints on a year of history of the ingest
+//!   tree's 50,000 files and a file with 10,000 versions.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
 
 pub mod agent;
+pub mod busy;
 pub mod chunks;
 pub mod datagen;
 pub mod dumps;
@@ -31,9 +38,11 @@ pub mod idle;
 pub mod ingest;
 pub mod latency;
 pub mod metadata;
+pub mod mount;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -59,11 +68,17 @@ pub enum Part {
     Server,
     /// Streaming database dumps against restic and borg on stdin.
     Dumps,
+    /// Files that never go quiet: staleness, CPU, bytes stored.
+    Busy,
+    /// Browsing and reading through FUSE against restic and borg.
+    Mount,
+    /// The web UI's endpoints on a long history.
+    Ui,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 7] = [
+    pub const ALL: [Part; 10] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -71,6 +86,9 @@ impl Part {
         Part::Metadata,
         Part::Server,
         Part::Dumps,
+        Part::Busy,
+        Part::Mount,
+        Part::Ui,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -83,6 +101,9 @@ impl Part {
             Part::Metadata => "metadata",
             Part::Server => "server",
             Part::Dumps => "dumps",
+            Part::Busy => "busy",
+            Part::Mount => "mount",
+            Part::Ui => "ui",
         }
     }
 }
@@ -107,7 +128,7 @@ pub struct Config {
     pub latency_writes: usize,
     /// Length of the idle measurement, seconds.
     pub idle_secs: u64,
-    /// Rounds of the ingest, metadata and server commands (medians are
+    /// Rounds of the ingest, metadata, server and mount commands (medians are
     /// reported).
     pub ingest_runs: usize,
 }
@@ -129,7 +150,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui` | parts to run |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -138,7 +159,7 @@ impl Config {
     /// | `REWIND_BENCH_DOCS` | `1` at scale 1.0, else `0` | refresh `docs/benchmarks.md` |
     /// | `REWIND_BENCH_LATENCY_N` | 200 (× scale, at least 20) | latency samples |
     /// | `REWIND_BENCH_IDLE_SECS` | 60 (× scale, at least 5) | idle window |
-    /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest, metadata and server commands |
+    /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest, metadata, server and mount commands |
     pub fn from_env() -> Result<Config> {
         let parts = match env("REWIND_BENCH") {
             None => Part::ALL.to_vec(),
@@ -149,7 +170,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, all)"
                         ),
                     }
                 }
@@ -330,6 +351,9 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Metadata => metadata::run(cfg)?,
             Part::Server => server::run(cfg)?,
             Part::Dumps => dumps::run(cfg)?,
+            Part::Busy => busy::run(cfg)?,
+            Part::Mount => mount::run(cfg)?,
+            Part::Ui => ui::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use rewind_core::path::{JsonPath, display, to_bytes};
-use rewind_core::{FileKind, Timestamp, Version, content_changed};
+use rewind_core::{FileKind, Timestamp, Version, change_of, content_changed};
 use rewind_repo::LocalRepo;
 use serde_json::json;
 
-use rewind_agent::{AgentConfig, AgentOptions, Opened, Target};
+use rewind_agent::{AgentConfig, AgentOptions, Target};
 
-use crate::args::{open, parse_at};
+use crate::args::{kind_of, open, parse_at, stored_path};
 use crate::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -76,6 +76,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 health: Default::default(),
                 groups: Vec::new(),
                 retention: Default::default(),
+                snapshot: Default::default(),
+                ui: (!w.no_ui).then_some(w.ui_listen),
             };
             rewind_agent::run(opts)
         }
@@ -108,6 +110,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 health: loaded.health()?,
                 groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
                 retention: loaded.retention()?,
+                snapshot: loaded.snapshot()?,
+                ui: loaded.ui()?,
             };
             rewind_agent::run(opts)
         }
@@ -115,9 +119,26 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::dump_commands::run(&target()?, loaded.expect("loaded above"), d.command)
         }
         Command::Status(j) => status(&target()?, j.json),
+        Command::Ui(u) => ui(&target()?, u.no_open),
         Command::Versions { path, json } => versions(&target()?, &path, json.json),
         Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),
         Command::Restore(r) => restore(&target()?, r),
+        Command::Find(f) => crate::find::find(
+            &target()?,
+            crate::find::FindOptions {
+                pattern: &f.pattern,
+                path: f.path.as_deref(),
+                deleted: f.deleted,
+                since: f.since.as_deref(),
+                until: f.until.as_deref(),
+                ignore_case: f.ignore_case,
+                json: f.json.json,
+            },
+        ),
+        Command::Mount { dir, allow_other } => crate::mount::mount(&target()?, &dir, allow_other),
+        Command::Diff { t1, t2, path, json } => {
+            crate::diff::diff(&target()?, &t1, &t2, path.as_deref(), json.json)
+        }
         Command::Verify { quick, json } => match target()? {
             Target::Local(dir) => rewind_cli::verify(&dir, quick, json.json),
             Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
@@ -145,47 +166,6 @@ fn local_only(t: Target, what: &str) -> Result<PathBuf> {
     }
 }
 
-/// The stored form of a user-given path, checked to lie inside something
-/// that was protected. `dumps` and `dumps/NAME` (as typed, relative) name
-/// the virtual paths of database dumps, unless a protected folder holds a
-/// real `dumps` there.
-fn stored_path(o: &Opened, p: &Path) -> Result<Vec<u8>> {
-    // A symlink names itself (its versions, its restore), unless only what
-    // it points to is protected (a protected folder given by a link to it).
-    let link = rewind_core::path::absolute_nofollow(p)
-        .with_context(|| format!("cannot resolve {}", p.display()))?;
-    let abs = rewind_core::path::absolute(p)
-        .with_context(|| format!("cannot resolve {}", p.display()))?;
-    if link != abs && o.repo.covers(&o.client, to_bytes(&link))? {
-        return Ok(to_bytes(&link).to_vec());
-    }
-    let b = to_bytes(&abs).to_vec();
-    if !o.repo.covers(&o.client, &b)? {
-        let raw = to_bytes(p);
-        let mut v = raw.to_vec();
-        while v.len() > 1 && v.ends_with(b"/") {
-            v.pop();
-        }
-        if (v == b"dumps" || v.starts_with(b"dumps/"))
-            && !o.repo.tree_at(&o.client, &v, Timestamp::MAX)?.is_empty()
-        {
-            return Ok(v);
-        }
-        bail!(
-            "{} is not inside any protected folder of this repository",
-            abs.display()
-        );
-    }
-    Ok(b)
-}
-
-fn kind_of(v: &Version) -> &'static str {
-    if v.stream_status().is_some() {
-        return "dump";
-    }
-    v.meta().map(|m| m.kind.as_str()).unwrap_or("deleted")
-}
-
 fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
     let o = open(t)?;
     let b = stored_path(&o, path)?;
@@ -196,16 +176,7 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
     let mut prev: Option<&Version> = None;
     let mut rows = Vec::new();
     for v in &vs {
-        let change = if v.is_tombstone() {
-            "deleted"
-        } else if prev.is_none_or(|p| p.is_tombstone()) {
-            "created"
-        } else if content_changed(prev, v) {
-            "content"
-        } else {
-            "metadata"
-        };
-        rows.push((v, change, content_changed(prev, v)));
+        rows.push((v, change_of(prev, v), content_changed(prev, v)));
         prev = Some(v);
     }
     let mut out = std::io::stdout().lock();
@@ -483,6 +454,37 @@ fn is_restore_tmp(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(".rewind-restore-"))
+}
+
+/// `rewind ui`: a one-time login URL from the running agent, printed and
+/// (unless `no_open`) opened in the desktop's browser.
+fn ui(t: &Target, no_open: bool) -> Result<i32> {
+    let Some(url) = rewind_agent::ui_url(t)? else {
+        bail!(
+            "no rewind agent is running for this repository; the web UI is part of the agent: \
+             start it (`rewind service install`, `rewind agent` or `rewind watch DIR`)"
+        );
+    };
+    println!("{url}");
+    if no_open {
+        eprintln!("rewind: the link works once, within two minutes");
+        return Ok(0);
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let started = std::process::Command::new(opener)
+        .arg(&url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = started {
+        eprintln!("rewind: cannot start {opener} ({e}); open the link above in a browser");
+    }
+    Ok(0)
 }
 
 fn status(t: &Target, json: bool) -> Result<i32> {

@@ -31,8 +31,12 @@ pub struct Logging<'a> {
 
 /// Install the global subscriber described by `l`.
 pub fn init_logging(l: &Logging<'_>) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REWIND_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level(l.base, l.verbose)));
+    // fuser (`rewind mount`) warns about every request it answers with
+    // ENOSYS for us and about unmounting what was already unmounted: noise
+    // for people; its errors still show.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REWIND_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},fuser=error", level(l.base, l.verbose)))
+    });
     let (writer, ansi) = match l.file {
         Some(path) => (BoxMakeWriter::new(rotated(path)?), false),
         None => (

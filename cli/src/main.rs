@@ -7,8 +7,11 @@
 
 mod args;
 mod commands;
+mod diff;
 mod dump_commands;
 mod enroll;
+mod find;
+mod mount;
 mod retention;
 mod service;
 mod verify_remote;
@@ -74,6 +77,9 @@ enum Command {
     Dump(DumpArgs),
     /// Show the agent, journal and repository state
     Status(JsonArg),
+    /// Open the running agent's local web UI: prints a one-time login URL
+    /// (good for two minutes) and opens it in a browser
+    Ui(UiArgs),
     /// List every version of a path, oldest first
     Versions {
         /// File or folder
@@ -94,6 +100,31 @@ enum Command {
     },
     /// Restore a file or folder as it was at a point in time
     Restore(RestoreArgs),
+    /// Find paths by name across all history, deleted ones included: each
+    /// with when it was first and last seen and whether it exists now
+    Find(FindArgs),
+    /// What changed between two points in time: added, removed, changed
+    /// (content, or metadata only), renamed
+    Diff {
+        /// The earlier point in time (now, RFC 3339, 'YYYY-MM-DD HH:MM[:SS]', '10 minutes ago', …)
+        t1: String,
+        /// The later point in time
+        t2: String,
+        /// File or folder [default: every protected folder and every dump]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Show the history as files, read-only: latest/, at/<time>/, days/,
+    /// versions/ (in the foreground, until Ctrl-C or `fusermount -u DIR`)
+    Mount {
+        /// An existing, empty directory
+        dir: PathBuf,
+        /// Let other users in (for users other than root, needs
+        /// user_allow_other in /etc/fuse.conf)
+        #[arg(long)]
+        allow_other: bool,
+    },
     /// Check the repository: every pack, chunk, index file and version; on
     /// an enrolled machine, this client's versions and chunks on the server
     /// (exit 0 when clean, 1 when damage is found)
@@ -272,6 +303,43 @@ struct WatchArgs {
     /// '08:00-18:00 1MiB/s, 20MiB/s' (overrides the enrolled setting)
     #[arg(long, value_name = "RATE")]
     limit_upload: Option<String>,
+    /// Serve the web UI on this address (`rewind ui` opens it)
+    #[arg(long, value_name = "ADDR", default_value_t = rewind_agent::DEFAULT_UI_LISTEN)]
+    ui_listen: std::net::SocketAddr,
+    /// Serve no web UI
+    #[arg(long, conflicts_with = "ui_listen")]
+    no_ui: bool,
+}
+
+#[derive(Args)]
+struct UiArgs {
+    /// Print the URL only; start no browser
+    #[arg(long)]
+    no_open: bool,
+}
+
+#[derive(Args)]
+struct FindArgs {
+    /// A glob (`*.txt`, `docs/**/*.md`) or, without glob characters, a
+    /// substring; matched against the name, or the whole path when it
+    /// holds a `/`
+    pattern: String,
+    /// Search below this folder [default: everything protected, and dumps]
+    path: Option<PathBuf>,
+    /// Only paths that do not exist now
+    #[arg(long)]
+    deleted: bool,
+    /// Only paths that existed at or after this point in time
+    #[arg(long, value_name = "T")]
+    since: Option<String>,
+    /// Only paths that existed at or before this point in time
+    #[arg(long, value_name = "T")]
+    until: Option<String>,
+    /// Match regardless of case
+    #[arg(short, long)]
+    ignore_case: bool,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 #[derive(Args)]

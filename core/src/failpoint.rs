@@ -15,7 +15,7 @@
 //! Names: `pack.write`, `pack.fsync`, `pack.rename`, `pack.dir_fsync`,
 //! `idx.write`, `idx.fsync`, `idx.rename`, `idx.dir_fsync` (and `config.*`
 //! likewise), `journal.spool_sync`, `journal.flush`, `cursor.advance`,
-//! `restore.write`, `restore.rename`.
+//! `restore.write`, `restore.rename`, `private.tighten`.
 
 /// Reach the named step: `Err` when a test armed it to fail; with the
 /// `crash` action the process aborts here.

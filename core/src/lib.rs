@@ -5,7 +5,8 @@
 //! observed state of one path, or a tombstone), [`Timestamp`] and the
 //! point-in-time parser, the content-defined [`Chunker`], the on-disk record
 //! [`frame`] format, and the [`Repository`] trait through which the uploader
-//! and restore talk to a repository, local or remote.
+//! and restore talk to a repository, local or remote, with the questions
+//! about history it answers ([`history`]: find, activity).
 //!
 //! Guarantees:
 //! - A [`ChunkId`] is the blake3 hash of the chunk's uncompressed bytes;
@@ -28,12 +29,14 @@ pub mod failpoint;
 pub mod forget;
 pub mod frame;
 pub mod group;
+pub mod history;
 mod id;
 pub mod path;
 pub mod private;
 mod repository;
 pub mod retention;
 mod time;
+mod treediff;
 mod version;
 pub mod wire;
 
@@ -45,8 +48,12 @@ pub use codec::{
 pub use delta::{DeltaWalk, encode_with_hint};
 pub use dict::{DICT_CHUNK_MAX, FileEncoder};
 pub use extents::ExtentReader;
+pub use history::{
+    ActivityBucket, ActivityQuery, FindHit, FindQuery, FindReply, PathPattern, PatternError,
+};
 pub use id::{ChunkId, ParseChunkIdError};
 pub use repository::{ChunkSink, RepoError, RepoStats, Repository};
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};
 pub use time::{TimeParseError, Timestamp, parse_point_in_time};
-pub use version::{ChunkRef, Entry, StreamStatus, Version, XattrRef, content_changed};
+pub use treediff::{Change, TreeChange, diff_trees};
+pub use version::{ChunkRef, Entry, StreamStatus, Version, XattrRef, change_of, content_changed};

@@ -17,7 +17,8 @@
 //!   at worst a stray `.*.tmp` file).
 //! - [`tighten`] removes group and other bits from a tree rewind wrote
 //!   before it created everything private; [`tighten_if_loose`] does it
-//!   only when the tree's root shows such bits, and says so once.
+//!   only when the tree's root shows such bits, and says so once. The root
+//!   is changed last, so a tightening cut short is done again next time.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -85,9 +86,13 @@ pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// Remove group and other bits from `root` and everything under it (never
-/// following a symlink); the number of paths changed.
+/// following a symlink); the number of paths changed. `root` is changed
+/// last: [`tighten_if_loose`] looks only at it, so a walk interrupted by a
+/// crash or an error is walked again at the next open instead of leaving
+/// the rest open for good. Failpoint `private.tighten` before each change.
 pub fn tighten(root: &Path) -> io::Result<u64> {
     let mut changed = 0;
+    let mut root_mode = None;
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         let md = match fs::symlink_metadata(&p) {
@@ -101,8 +106,12 @@ pub fn tighten(root: &Path) -> io::Result<u64> {
         }
         let mode = md.permissions().mode() & 0o7777;
         if !is_private(mode) {
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode & !OTHERS))?;
-            changed += 1;
+            if p == root {
+                root_mode = Some(mode);
+            } else {
+                restrict(&p, mode)?;
+                changed += 1;
+            }
         }
         if md.is_dir() {
             for e in fs::read_dir(&p)? {
@@ -110,7 +119,16 @@ pub fn tighten(root: &Path) -> io::Result<u64> {
             }
         }
     }
+    if let Some(mode) = root_mode {
+        restrict(root, mode)?;
+        changed += 1;
+    }
     Ok(changed)
+}
+
+fn restrict(p: &Path, mode: u32) -> io::Result<()> {
+    crate::failpoint::hit("private.tighten")?;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode & !OTHERS))
 }
 
 /// [`tighten`] `root` when its own mode lets others in (a tree written

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::forget::{ForgetReport, ForgetRequest, Pin, RetentionStatus};
+use crate::history::{ActivityBucket, ActivityQuery, FindQuery, FindReply};
 use crate::retention::QueryPoint;
 use crate::{ChunkId, EncodedChunk, Timestamp, Version};
 
@@ -67,6 +68,10 @@ pub enum RepoError {
         /// Why, in one line.
         reason: String,
     },
+    /// A query that cannot be answered as asked (a bad pattern, too many
+    /// windows of activity).
+    #[error("{0}")]
+    BadQuery(String),
     /// A backup server refused a request or could not be reached.
     #[error("server {url}: {reason}")]
     Remote {
@@ -134,6 +139,20 @@ pub trait Repository: Send + Sync {
     /// True when some version of `path` or of one of its ancestors exists
     /// (that is, `path` lies inside something that was protected).
     fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError>;
+    /// The paths that match `q` (see [`FindQuery`]) with when each existed,
+    /// by the point-in-time definition, sorted by path. Answered where the
+    /// versions are: only the hits travel.
+    fn find(&self, client: &str, q: &FindQuery) -> Result<FindReply, RepoError>;
+    /// How many versions were observed below `q.path` in each window of
+    /// `q.width` (see [`ActivityQuery`]); windows without any are left
+    /// out.
+    fn activity(&self, client: &str, q: &ActivityQuery) -> Result<Vec<ActivityBucket>, RepoError>;
+    /// Take in what other writers committed since this handle was opened
+    /// (a local repository opened read-only while an agent captures). A
+    /// server's answers are always current: nothing to do (the default).
+    fn refresh(&self) -> Result<(), RepoError> {
+        Ok(())
+    }
     /// The decoded, verified bytes of a chunk.
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError>;
     /// The decoded, verified bytes of several chunks, in order (a remote

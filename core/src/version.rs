@@ -205,6 +205,20 @@ impl Version {
     }
 }
 
+/// What `v` changed next to the version before it (`prev`): `deleted`,
+/// `created` (first, or after a deletion), `content`, or `metadata`.
+pub fn change_of(prev: Option<&Version>, v: &Version) -> &'static str {
+    if v.is_tombstone() {
+        "deleted"
+    } else if prev.is_none_or(|p| p.is_tombstone()) {
+        "created"
+    } else if content_changed(prev, v) {
+        "content"
+    } else {
+        "metadata"
+    }
+}
+
 /// True when `new` has different content from `old` (by chunk list, sparse
 /// map or symlink target), or a different kind; `old == None` means new
 /// content. Metadata-only changes are not content changes.

@@ -17,6 +17,8 @@
 //! | `POST /v1/versions` | [`PathQuery`] | `Vec<Version>` |
 //! | `POST /v1/tree` | [`PathQuery`] (with `at`) | `Vec<Version>` |
 //! | `POST /v1/covers` | [`PathQuery`] | `bool` |
+//! | `POST /v1/find` | [`crate::FindQuery`] | [`crate::FindReply`] |
+//! | `POST /v1/activity` | [`crate::ActivityQuery`] | `Vec<`[`crate::ActivityBucket`]`>` |
 //! | `POST /v1/read` | `Vec<ChunkId>` | `Vec<EncodedChunk>` |
 //! | `GET /v1/stats` | | JSON [`crate::RepoStats`] |
 //! | `POST /v1/list` | [`ListQuery`] | `Vec<Version>` |

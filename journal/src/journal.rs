@@ -160,6 +160,12 @@ impl Journal {
         flush_once(&self.inner)
     }
 
+    /// The sequence number the next version will get: every version
+    /// appended from now on has at least this.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.inner.writer).next_seq
+    }
+
     /// Highest sequence number that is durable.
     pub fn durable_seq(&self) -> u64 {
         *lock(&self.inner.durable)

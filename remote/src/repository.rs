@@ -1,12 +1,14 @@
 //! [`RemoteRepo`], the client of one server, and the [`Repository`] it is:
-//! each question (missing chunks, versions, trees, chunks to read, stats)
+//! each question (missing chunks, versions, trees, finds, activity, chunks
+//! to read, stats)
 //! is one or more requests through its [`Conn`]; bulk requests are cut to
 //! stay under the server's body limit. Its [`ChunkSink`] side is in
 //! `sink.rs`.
 
 use rewind_core::wire::{self, ChunkProblem, ListQuery, PathQuery, ServerInfo, VerifyChunks};
 use rewind_core::{
-    ChunkId, ChunkSink, EncodedChunk, RepoError, RepoStats, Repository, Timestamp, Version,
+    ActivityBucket, ActivityQuery, ChunkId, ChunkSink, EncodedChunk, FindQuery, FindReply,
+    RepoError, RepoStats, Repository, Timestamp, Version,
 };
 
 use crate::client::{Conn, remote};
@@ -190,6 +192,16 @@ impl Repository for RemoteRepo {
                 at: None,
             },
         )?;
+        self.conn.decode(&b)
+    }
+
+    fn find(&self, _client: &str, q: &FindQuery) -> Result<FindReply, RepoError> {
+        let b = self.conn.post("/v1/find", q)?;
+        self.conn.decode(&b)
+    }
+
+    fn activity(&self, _client: &str, q: &ActivityQuery) -> Result<Vec<ActivityBucket>, RepoError> {
+        let b = self.conn.post("/v1/activity", q)?;
         self.conn.decode(&b)
     }
 

@@ -99,6 +99,8 @@ mod verify;
 mod zrec;
 
 #[cfg(test)]
+mod history_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_retention;

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use rewind_core::frame::MAX_FRAME;
 use rewind_core::path::display;
 use rewind_core::{
-    ChunkId, ChunkSink, ChunkView, ChunkerParams, EncodedChunk, RepoError, RepoStats, Repository,
-    STREAM_ZSTD_LEVEL, Timestamp, Version,
+    ActivityBucket, ActivityQuery, ChunkId, ChunkSink, ChunkView, ChunkerParams, EncodedChunk,
+    FindQuery, FindReply, PathPattern, RepoError, RepoStats, Repository, STREAM_ZSTD_LEVEL,
+    Timestamp, Version,
 };
 use tracing::{info, warn};
 
@@ -371,16 +372,24 @@ impl LocalRepo {
         crate::prune::finish_deletions(dir, &mut keep)?;
         let state = Self::load_state(dir, true, &keep)?;
         if config.format < FORMAT {
-            info!(repo = %dir.display(), from = config.format, to = FORMAT, "upgrading the repository format");
-            if config.format < 4 {
+            let from = config.format;
+            if from < 4 {
                 // Before format 4 no version was ever forgotten, so the
                 // chunks no version names are the small-file dictionaries
                 // (and leftovers of crashed uploads): kept as bases, all.
+                // Recorded before the new number, so a crash in between
+                // upgrades again.
                 keep.bases.extend(state.unreferenced());
                 keep.write(dir)?;
             }
+            // Said once: the new number is written durably after what the
+            // new format needs, so the next open finds nothing to do.
             config.format = FORMAT;
             config.write(dir)?;
+            warn!(
+                "repository {}: upgraded from format {from} to {FORMAT} (builds that read only format {from} no longer open it)",
+                dir.display()
+            );
         }
         Ok(Self::assemble(dir, config, state, keep, Some(lock)))
     }
@@ -1012,6 +1021,22 @@ impl Repository for LocalRepo {
 
     fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
         Ok(self.read_state().covers(client, path))
+    }
+
+    fn find(&self, client: &str, q: &FindQuery) -> Result<FindReply, RepoError> {
+        let pattern = PathPattern::new(&q.pattern, q.ignore_case)
+            .map_err(|e| RepoError::BadQuery(e.to_string()))?;
+        Ok(self.read_state().find(client, q, &pattern))
+    }
+
+    fn activity(&self, client: &str, q: &ActivityQuery) -> Result<Vec<ActivityBucket>, RepoError> {
+        self.read_state()
+            .activity(client, q)
+            .map_err(RepoError::BadQuery)
+    }
+
+    fn refresh(&self) -> Result<(), RepoError> {
+        LocalRepo::refresh(self)
     }
 
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {

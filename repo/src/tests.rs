@@ -83,7 +83,7 @@ pub(crate) fn chunk(seed: u64) -> EncodedChunk {
     EncodedChunk::encode(&random(1000 + seed as usize % 500, seed))
 }
 
-fn paths(vs: &[Version]) -> Vec<&[u8]> {
+pub(crate) fn paths(vs: &[Version]) -> Vec<&[u8]> {
     vs.iter().map(|v| v.path.as_slice()).collect()
 }
 
@@ -416,13 +416,16 @@ fn list_page_walks_every_version_path_by_path() {
     assert!(repo.list_page("nobody", None, 10).is_empty());
 }
 
-#[test]
-fn tree_at_follows_time_tombstones_and_deleted_dirs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+/// A name no filesystem API would hand over as a string.
+pub(crate) const ODD: &[u8] = b"/r/\xffodd\nname";
+
+/// A history with a deleted directory: /r/a edited at 20 and deleted at
+/// 40; /r/d (with x, sub/y) deleted at 30 without tombstones for its
+/// children, back as a file at 50; /r/ab and [`ODD`] unchanged.
+pub(crate) fn deleted_dir_history(dir: &Path) -> LocalRepo {
+    let repo = LocalRepo::init(dir, DEFAULT_CHUNKER).unwrap();
     let (c1, c2) = (chunk(1), chunk(2));
     repo.put_chunks(vec![c1.clone(), c2.clone()]).unwrap();
-    let odd: &[u8] = b"/r/\xffodd\nname";
     repo.commit_versions(vec![
         dir_v(1, 10, b"/r"),
         file_v(2, 10, b"/r/a", &[&c1]),
@@ -431,7 +434,7 @@ fn tree_at_follows_time_tombstones_and_deleted_dirs() {
         dir_v(5, 10, b"/r/d/sub"),
         file_v(6, 10, b"/r/d/sub/y", &[&c2]),
         file_v(7, 10, b"/r/ab", &[&c2]),
-        file_v(8, 10, odd, &[&c2]),
+        file_v(8, 10, ODD, &[&c2]),
     ])
     .unwrap();
     repo.commit_versions(vec![file_v(9, 20, b"/r/a", &[&c2])])
@@ -442,7 +445,14 @@ fn tree_at_follows_time_tombstones_and_deleted_dirs() {
     // /r/d comes back as a file: the leftovers below it must stay hidden.
     repo.commit_versions(vec![file_v(12, 50, b"/r/d", &[&c1])])
         .unwrap();
+    repo
+}
 
+#[test]
+fn tree_at_follows_time_tombstones_and_deleted_dirs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = deleted_dir_history(tmp.path());
+    let odd = ODD;
     let at = |path: &[u8], t: i64| repo.tree_at(C, path, Timestamp(t)).unwrap();
     assert!(at(b"/r", 5).is_empty());
     let t10 = at(b"/r", 10);

@@ -28,7 +28,9 @@ use rewind_core::wire::{
     self, ChunkProblem, EnrollReply, EnrollRequest, ListQuery, MAX_BODY, MAX_IDS, POSTCARD,
     PathQuery, ServerInfo, VerifyChunks,
 };
-use rewind_core::{ChunkId, ChunkView, RepoError, RepoStats, Repository, Version};
+use rewind_core::{
+    ActivityQuery, ChunkId, ChunkView, FindQuery, RepoError, RepoStats, Repository, Version,
+};
 use rewind_repo::LocalRepo;
 use serde::Serialize;
 
@@ -104,7 +106,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> ApiError {
         let status = match &e {
-            RepoError::DanglingVersion { .. } => StatusCode::BAD_REQUEST,
+            RepoError::DanglingVersion { .. } | RepoError::BadQuery(_) => StatusCode::BAD_REQUEST,
             RepoError::MissingChunk(_) => StatusCode::NOT_FOUND,
             RepoError::Io { .. } | RepoError::Locked { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -133,6 +135,8 @@ pub fn router(s: Shared) -> Router {
         .route("/v1/versions", post(versions))
         .route("/v1/tree", post(tree))
         .route("/v1/covers", post(covers))
+        .route("/v1/find", post(find))
+        .route("/v1/activity", post(activity))
         .route("/v1/read", post(read))
         .route("/v1/stats", get(stats))
         .route("/v1/list", post(list))
@@ -602,6 +606,26 @@ async fn covers(call: Call) -> ApiResult {
     call.run(|s, c, b| {
         let q: PathQuery = body(b)?;
         Ok(postcard(&s.repo.covers(c, &q.path)?))
+    })
+    .await
+}
+
+/// The asking client's paths that match, with when each existed: the
+/// search runs here, over the client's own versions only, and only the hits
+/// go back.
+async fn find(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let q: FindQuery = body(b)?;
+        Ok(postcard(&s.repo.find(c, &q)?))
+    })
+    .await
+}
+
+/// The asking client's versions counted in windows of time.
+async fn activity(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let q: ActivityQuery = body(b)?;
+        Ok(postcard(&s.repo.activity(c, &q)?))
     })
     .await
 }

@@ -205,6 +205,42 @@ impl Env {
         c.output().unwrap()
     }
 
+    /// The config file under this environment's `XDG_CONFIG_HOME`.
+    pub fn config_file(&self) -> PathBuf {
+        self.tmp
+            .path()
+            .canonicalize()
+            .unwrap()
+            .join("config/rewind/config.toml")
+    }
+
+    /// Write the config file; its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let p = self.config_file();
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `rewind ARGS` in the background, stderr to `log`, once its first
+    /// pass is complete; SIGINT and wait when the value is dropped.
+    pub fn spawn_agent(&self, args: &[&str], log: &Path) -> Daemon {
+        let child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon(child);
+        wait_until("the first pass", || {
+            fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("first pass complete")
+        });
+        d
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
     }
@@ -399,6 +435,26 @@ fn rand_suffix() -> u64 {
         .as_nanos() as u64
 }
 
+/// A background `rewind` process (see [`Env::spawn_agent`]): SIGINT and
+/// wait on drop.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `rewind watch`; stopped with SIGINT on drop.
 pub struct Agent {
     child: Option<Child>,
@@ -526,6 +582,27 @@ fn describe(root: &Path, p: &Path, out: &mut Vec<String>) {
     }
 }
 
+/// Every path under `root` (itself included) with a group or other bit.
+pub fn loose_paths(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = fs::symlink_metadata(&p).unwrap();
+        if md.file_type().is_symlink() {
+            continue;
+        }
+        if md.mode() & 0o077 != 0 {
+            out.push(format!("{:o} {}", md.mode() & 0o7777, p.display()));
+        }
+        if md.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
 pub fn server_bin() -> &'static str {
     env!("CARGO_BIN_EXE_rewind-server")
 }
@@ -594,6 +671,19 @@ impl Server {
             })
             .expect("init prints the admin secret")
             .to_string();
+        Server::serve(data, host, prefix, admin)
+    }
+
+    /// Serve a data directory made earlier (by an older release, say) on
+    /// loopback and a port of its own; its admin secret is not known.
+    pub fn start_existing(data: &Path) -> Server {
+        let mut s = Server::serve(data, "127.0.0.1", &[], String::new());
+        s.start();
+        s
+    }
+
+    /// A server for `data` on `host` under `prefix`; not serving yet.
+    fn serve(data: &Path, host: &str, prefix: &[&str], admin: String) -> Server {
         let port = free_port();
         Server {
             data: data.to_path_buf(),
