@@ -192,6 +192,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             repo: repo.clone(),
             client: journal.client().to_string(),
             settings: opts.retention.clone(),
+            journal: Some(journal.clone()),
         }),
         encoder: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
         health: Health::new(opts.health.notifier(), opts.health.remind_every),

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rewind_core::forget::ForgetRequest;
+use rewind_core::forget::{ForgetRequest, PruneRequest};
 use rewind_core::retention::Policy;
-use rewind_core::{Repository, Timestamp};
+use rewind_core::{ChunkId, RepoError, Repository, Timestamp};
 use rewind_dumps::Job;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -42,7 +42,18 @@ pub enum RetentionOp {
         /// The pin's number.
         id: u64,
     },
+    /// Reclaim the space of what forget released.
+    Prune {
+        /// Only say what would be done.
+        dry_run: bool,
+        /// The repack threshold, a share (the configured one unless given).
+        max_unused: Option<f64>,
+    },
 }
+
+/// How long a prune waits for the captures under way to end before it
+/// gives up (and the next one tries again).
+const CAPTURES_IDLE_WAIT: Duration = Duration::from_secs(60);
 
 /// Where an operation runs: the repository and the client, and the
 /// settings of the agent (or of the config file) asking.
@@ -53,6 +64,8 @@ pub struct RetentionCtx {
     pub client: String,
     /// `[retention]`.
     pub settings: RetentionSettings,
+    /// The journal whose pending versions a prune keeps (the agent's).
+    pub journal: Option<rewind_journal::Journal>,
 }
 
 impl RetentionCtx {
@@ -77,6 +90,31 @@ impl RetentionCtx {
             RetentionOp::Unpin { id } => {
                 self.repo.unpin(&self.client, *id)?;
                 Ok(json!({ "unpinned": id }))
+            }
+            RetentionOp::Prune {
+                dry_run,
+                max_unused,
+            } => {
+                let req = PruneRequest {
+                    dry_run: *dry_run,
+                    max_unused: Some(max_unused.unwrap_or(self.settings.max_unused)),
+                };
+                let journal = self.journal.clone();
+                let mut pending = move || -> Result<Vec<ChunkId>, RepoError> {
+                    let Some(j) = &journal else {
+                        return Ok(Vec::new());
+                    };
+                    if !j.wait_captures_idle(CAPTURES_IDLE_WAIT) {
+                        return Err(RepoError::Refused {
+                            reason: "captures never paused for a prune; it will try again".into(),
+                        });
+                    }
+                    j.pending_chunks().map_err(|e| RepoError::Refused {
+                        reason: format!("cannot read the journal's pending versions: {e}"),
+                    })
+                };
+                let r = self.repo.prune(&req, &mut pending)?;
+                Ok(serde_json::to_value(r)?)
             }
         }
     }

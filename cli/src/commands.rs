@@ -151,6 +151,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::retention::pin(&target()?, &at, label, json.json)
         }
         Command::Pins(j) => crate::retention::pins(&target()?, j.json),
+        Command::Prune(p) => {
+            crate::retention::prune(&target()?, p.dry_run, p.max_unused, p.json.json, p.config)
+        }
         Command::Unpin { id, json } => crate::retention::unpin(&target()?, id, json.json),
     }
 }

@@ -143,6 +143,9 @@ enum Command {
     /// pin or the whole recent history needs (through the agent when one
     /// runs)
     Forget(ForgetArgs),
+    /// Reclaim the space of what forget released: delete packs nothing
+    /// needs, repack packs mostly unused (while the agent captures)
+    Prune(PruneArgs),
     /// Pin a point in time: no retention rule or space rule removes it
     Pin {
         /// Point in time: now, RFC 3339, 'YYYY-MM-DD HH:MM[:SS]', '10 minutes ago', 'yesterday 17:00'
@@ -225,6 +228,22 @@ enum DumpCommand {
 }
 
 #[derive(Args)]
+struct PruneArgs {
+    /// Only say what would be done
+    #[arg(long)]
+    dry_run: bool,
+    /// Repack a pack once more than this share of it is unused, in percent
+    /// [default: the config's [retention] max_unused, 10]
+    #[arg(long, value_name = "PERCENT")]
+    max_unused: Option<f64>,
+    /// Config file [default: $XDG_CONFIG_HOME/rewind/config.toml]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+#[derive(clap::Args)]
 struct ForgetArgs {
     /// The policy, instead of the config's [retention] policy (e.g. 'all
     /// 24h, hourly 7d, daily 30d, weekly' or 'every 10s for 1m')

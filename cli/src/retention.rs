@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use rewind_agent::retention::{RetentionCtx, RetentionOp, through_agent};
 use rewind_agent::{Access, Target};
 use rewind_core::Timestamp;
-use rewind_core::forget::{ForgetReport, Pin};
+use rewind_core::forget::{ForgetReport, Pin, PruneReport};
 use rewind_core::retention::QueryPoint;
 use serde_json::{Value, json};
 
@@ -33,6 +33,7 @@ fn perform(target: &Target, op: &RetentionOp, config: Option<PathBuf>) -> Result
         repo: o.repo.clone(),
         client: o.client.clone(),
         settings,
+        journal: None,
     };
     ctx.perform(op)
 }
@@ -85,6 +86,58 @@ pub(crate) fn forget(
         "reclaimable  about {} by `rewind prune`",
         indicatif::HumanBytes(r.bytes_reclaimable)
     );
+    Ok(0)
+}
+
+/// `rewind prune`.
+pub(crate) fn prune(
+    target: &Target,
+    dry_run: bool,
+    max_unused: Option<f64>,
+    json_out: bool,
+    config: Option<PathBuf>,
+) -> Result<i32> {
+    if let Some(m) = max_unused
+        && !(0.0..=100.0).contains(&m)
+    {
+        bail!("--max-unused {m}: expected a percentage from 0 to 100");
+    }
+    let op = RetentionOp::Prune {
+        dry_run,
+        max_unused: max_unused.map(|m| m / 100.0),
+    };
+    let v = perform(target, &op, config)?;
+    let r: PruneReport = serde_json::from_value(v)?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(0);
+    }
+    let h = indicatif::HumanBytes;
+    let (del, rep, free) = if r.dry_run {
+        ("would delete", "would repack", "would free")
+    } else {
+        ("deleted", "repacked", "freed")
+    };
+    println!(
+        "{} packs, {} ({} unused); {del} {} packs, {rep} {}",
+        r.packs,
+        h(r.pack_bytes),
+        h(r.unused_bytes),
+        r.packs_deleted,
+        r.packs_repacked
+    );
+    println!(
+        "{free} {}, rewrote {}, left {} unused under the threshold",
+        h(r.bytes_freed),
+        h(r.bytes_rewritten),
+        h(r.unused_bytes_left)
+    );
+    if r.packs_spared > 0 {
+        println!(
+            "{} packs left for the next prune (a capture relied on them meanwhile)",
+            r.packs_spared
+        );
+    }
     Ok(0)
 }
 

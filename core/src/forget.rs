@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Timestamp;
 use crate::retention::Policy;
+use crate::{ChunkId, Timestamp};
 
 /// Apply retention to one client's history.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,3 +162,61 @@ pub struct RetentionStatus {
     /// The policy a server applies to this client, when it says.
     pub server_policy: Option<String>,
 }
+
+/// Reclaim the space of what forget released (`rewind prune`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PruneRequest {
+    /// Only say what would be done.
+    pub dry_run: bool,
+    /// Repack a pack once more than this share of it (0 to 1) is unused
+    /// (`None`: the repository's default).
+    pub max_unused: Option<f64>,
+}
+
+/// What a prune did (or, dry, would do).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Packs before.
+    pub packs: u64,
+    /// Bytes of packs before.
+    pub pack_bytes: u64,
+    /// Chunks in the live set.
+    pub live_chunks: u64,
+    /// Chunks the journal (or the caller) still needs.
+    pub pending_chunks: u64,
+    /// Bytes no live chunk or kept version uses, before.
+    pub unused_bytes: u64,
+    /// Packs deleted whole (nothing in them was needed).
+    pub packs_deleted: u64,
+    /// Packs rewritten with what they still held, then deleted.
+    pub packs_repacked: u64,
+    /// New packs written.
+    pub packs_written: u64,
+    /// Packs condemned (two-phase).
+    pub packs_condemned: u64,
+    /// Condemned packs in use again.
+    pub packs_revived: u64,
+    /// Packs left alone because a chunk of theirs was relied on meanwhile.
+    pub packs_spared: u64,
+    /// Bytes of pack files deleted.
+    pub bytes_freed: u64,
+    /// Bytes of the new packs.
+    pub bytes_rewritten: u64,
+    /// Unused bytes left in packs under the threshold.
+    pub unused_bytes_left: u64,
+    /// Forgotten version records dropped from disk.
+    pub versions_dropped: u64,
+    /// Milliseconds it took.
+    pub millis: u64,
+    /// Chunks that left the repository (a server drops them from its
+    /// clients' lists).
+    #[serde(skip)]
+    pub removed_chunks: Vec<ChunkId>,
+}
+
+/// What a prune asks its caller, once it records the chunks callers rely
+/// on: the chunks of versions not yet committed (a journal's pending
+/// versions), including those of every capture that began before the call.
+pub type PendingChunks<'a> = dyn FnMut() -> Result<Vec<ChunkId>, crate::RepoError> + 'a;

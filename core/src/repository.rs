@@ -2,7 +2,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::forget::{ForgetReport, ForgetRequest, Pin, RetentionStatus};
+use crate::forget::{
+    ForgetReport, ForgetRequest, PendingChunks, Pin, PruneReport, PruneRequest, RetentionStatus,
+};
 use crate::history::{ActivityBucket, ActivityQuery, FindQuery, FindReply};
 use crate::retention::QueryPoint;
 use crate::{ChunkId, EncodedChunk, Timestamp, Version};
@@ -215,6 +217,18 @@ pub trait Repository: Send + Sync {
     fn unpin(&self, client: &str, id: u64) -> Result<(), RepoError> {
         let _ = (client, id);
         Err(RepoError::Unsupported("this repository has no pins"))
+    }
+
+    /// Reclaim the space of what forget released (see [`PruneRequest`]);
+    /// `pending` gives the chunks versions not yet committed rely on.
+    /// Commits go on meanwhile. Writers only.
+    fn prune(
+        &self,
+        req: &PruneRequest,
+        pending: &mut PendingChunks<'_>,
+    ) -> Result<PruneReport, RepoError> {
+        let _ = (req, pending);
+        Err(RepoError::Unsupported("this repository does not prune"))
     }
 
     /// Retention as `status` shows it for `client`.

@@ -103,10 +103,13 @@ mod history_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_prune;
+#[cfg(test)]
 mod tests_retention;
 
-pub use prune::{DEFAULT_GRACE, DEFAULT_MAX_UNUSED, PruneOptions, PruneReport};
+pub use prune::{DEFAULT_GRACE, DEFAULT_MAX_UNUSED, PruneOptions};
 pub use repo::LocalRepo;
+pub use rewind_core::forget::PruneReport;
 pub use verify::{
     DamagedVersion, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
 };

@@ -44,9 +44,8 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rewind_core::forget::PruneSummary;
+use rewind_core::forget::{PendingChunks, PruneReport, PruneRequest, PruneSummary};
 use rewind_core::{ChunkId, RepoError, Timestamp, Version};
-use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::durable::{failpoint, fsync_dir, io_err};
@@ -92,50 +91,6 @@ impl Default for PruneOptions {
             now: Timestamp::now(),
         }
     }
-}
-
-/// What a prune did (or, dry, would do).
-#[derive(Clone, Debug, Default, Serialize)]
-#[non_exhaustive]
-pub struct PruneReport {
-    /// Nothing was changed.
-    pub dry_run: bool,
-    /// Packs and their bytes before.
-    pub packs: u64,
-    /// Bytes of packs before.
-    pub pack_bytes: u64,
-    /// Chunks in the live set.
-    pub live_chunks: u64,
-    /// Chunks the journal (or the caller) still needs.
-    pub pending_chunks: u64,
-    /// Bytes no live chunk or kept version uses, before.
-    pub unused_bytes: u64,
-    /// Packs deleted whole (nothing in them was needed).
-    pub packs_deleted: u64,
-    /// Packs rewritten with what they still held, then deleted.
-    pub packs_repacked: u64,
-    /// New packs written.
-    pub packs_written: u64,
-    /// Packs condemned (two-phase).
-    pub packs_condemned: u64,
-    /// Condemned packs in use again.
-    pub packs_revived: u64,
-    /// Packs left alone because a chunk of theirs was relied on meanwhile.
-    pub packs_spared: u64,
-    /// Bytes of pack files deleted.
-    pub bytes_freed: u64,
-    /// Bytes of the new packs.
-    pub bytes_rewritten: u64,
-    /// Unused bytes left in packs under the threshold.
-    pub unused_bytes_left: u64,
-    /// Forgotten version records dropped from disk.
-    pub versions_dropped: u64,
-    /// Milliseconds it took.
-    pub millis: u64,
-    /// Chunks that left the repository (a server drops them from its
-    /// clients' lists).
-    #[serde(skip)]
-    pub removed_chunks: Vec<ChunkId>,
 }
 
 /// One pack as the plan sees it.
@@ -188,6 +143,23 @@ impl Drop for Epoch<'_> {
     }
 }
 
+impl PruneOptions {
+    /// The options of `req` (a local prune: no grace time).
+    pub fn of(req: &PruneRequest) -> Result<PruneOptions, RepoError> {
+        let max_unused = req.max_unused.unwrap_or(DEFAULT_MAX_UNUSED);
+        if !(0.0..=1.0).contains(&max_unused) {
+            return Err(RepoError::Refused {
+                reason: format!("--max-unused {}%: expected 0 to 100", max_unused * 100.0),
+            });
+        }
+        Ok(PruneOptions {
+            dry_run: req.dry_run,
+            max_unused,
+            ..PruneOptions::default()
+        })
+    }
+}
+
 fn crash_point(name: &'static str, dir: &Path) -> Result<(), RepoError> {
     failpoint(name).map_err(io_err(dir))
 }
@@ -198,10 +170,10 @@ impl LocalRepo {
     /// versions not yet committed rely on (the journal's): it must include
     /// every capture that began before it was called. Writers only; one
     /// prune or forget at a time.
-    pub fn prune(
+    pub fn prune_with(
         &self,
         opts: &PruneOptions,
-        pending: &mut dyn FnMut() -> Result<Vec<ChunkId>, RepoError>,
+        pending: &mut PendingChunks<'_>,
     ) -> Result<PruneReport, RepoError> {
         if !self.is_writer() {
             return Err(RepoError::ReadOnly);
@@ -327,14 +299,24 @@ impl LocalRepo {
             .map(|g| Timestamp(opts.now.0.saturating_sub(g.as_nanos() as i64)));
         let mut plan = Plan::default();
         for (slot, p) in st.live_packs() {
-            let version_bytes = (p.version_bytes * p.kept_versions)
+            // Unused: chunk records not live here (forgotten, or a copy
+            // the index does not use) and the forgotten share of the
+            // version records; headers and footers count as used.
+            let kept_version_bytes = (p.version_bytes * p.kept_versions)
                 .checked_div(p.versions)
                 .unwrap_or(0);
+            let live_chunks = used.get(&slot).copied().unwrap_or(0);
+            let unused = p.chunk_bytes.saturating_sub(live_chunks)
+                + p.version_bytes.saturating_sub(kept_version_bytes);
             let u = PackUse {
                 name: p.name,
                 len: p.len,
                 sealed_at: p.sealed_at,
-                live_bytes: used.get(&slot).copied().unwrap_or(0) + version_bytes,
+                live_bytes: if live_chunks == 0 && p.kept_versions == 0 {
+                    0
+                } else {
+                    p.len.saturating_sub(unused)
+                },
                 kept_versions: p.kept_versions,
                 versions: p.versions,
             };

@@ -1019,6 +1019,14 @@ impl Repository for LocalRepo {
         Ok(self.retention_status(client))
     }
 
+    fn prune(
+        &self,
+        req: &rewind_core::forget::PruneRequest,
+        pending: &mut rewind_core::forget::PendingChunks<'_>,
+    ) -> Result<rewind_core::forget::PruneReport, RepoError> {
+        self.prune_with(&crate::prune::PruneOptions::of(req)?, pending)
+    }
+
     fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
         Ok(self.read_state().covers(client, path))
     }

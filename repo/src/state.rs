@@ -53,6 +53,8 @@ pub(crate) struct PackInfo {
     pub kept_versions: u64,
     /// Bytes of its version records.
     pub version_bytes: u64,
+    /// Bytes of its chunk records.
+    pub chunk_bytes: u64,
     /// Found unused by a two-phase prune; deleted after a grace time.
     pub condemned: bool,
     /// Deleted by a prune (its slot stays so locations keep their index).
@@ -222,6 +224,7 @@ impl State {
             versions: idx.versions.len() as u64,
             kept_versions: 0,
             version_bytes: idx.version_records.iter().map(|r| r.frame_len as u64).sum(),
+            chunk_bytes: idx.chunks.iter().map(|c| c.frame_len as u64).sum(),
             condemned,
             gone: false,
         });
