@@ -58,7 +58,7 @@ fn forget_and_prune_while_the_agent_captures_keep_every_kept_point_and_pins() {
     let file = env.root.join("f.txt");
     fs::write(&file, "state 0\n").unwrap();
     let cfg = env.write_config(&format!(
-        "[watch]\npaths = [{:?}]\nquiescence = \"100ms\"\n\n[retention]\npolicy = \"all 4s, every 2s for 20s, every 10s\"\nevery = \"0s\"\n",
+        "[watch]\npaths = [{:?}]\nquiescence = \"100ms\"\n\n[retention]\npolicy = \"all 4s, every 2s for 20s, every 10s\"\nevery = \"0s\"\nkeep_free = \"off\"\n",
         env.root.display().to_string()
     ));
     let log = env.tmp.path().join("agent.log");
@@ -229,4 +229,88 @@ fn a_crash_at_each_step_of_prune_is_recovered_by_the_next() {
             "{step}"
         );
     }
+}
+
+/// The agent forgets and prunes by itself: on its schedule, and at once
+/// when `max_size` trips, oldest kept points first, never a pin, never the
+/// newest state.
+#[test]
+fn the_agent_applies_its_policy_and_max_size_by_itself_oldest_first() {
+    let env = Env::new();
+    let file = env.root.join("big.bin");
+    fs::write(&file, harness::noise(64 << 10, 0)).unwrap();
+    let cfg = env.write_config(&format!(
+        "[watch]\npaths = [{:?}]\nquiescence = \"100ms\"\n\n[retention]\npolicy = \"all 2s, every 1s\"\nevery = \"3s\"\nmax_size = \"600KiB\"\nkeep_free = \"off\"\n",
+        env.root.display().to_string()
+    ));
+    let log = env.tmp.path().join("agent.log");
+    let agent = env.spawn_agent(&["agent", "--config", cfg.to_str().unwrap()], &log);
+    // 64 KiB of new noise every 200 ms: past 600 KiB within a second or two.
+    let mut pinned = None;
+    for i in 1..60u64 {
+        fs::write(&file, harness::noise(64 << 10, i)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        if i == 5 {
+            std::thread::sleep(Duration::from_millis(300));
+            let at = jiff::Timestamp::now().to_string();
+            let state = fs::read(&file).unwrap();
+            env.ok(&["pin", "--at", &at, "--label", "keep"]);
+            pinned = Some((at, state));
+        }
+    }
+    let want = fs::read(&file).unwrap();
+    let mut status = serde_json::Value::Null;
+    harness::wait_until("the repository back under max_size", || {
+        status = env.json(&["status", "--json"]);
+        eprintln!(
+            "{:?} {}",
+            status["repository"]["pack_bytes"], status["retention"]
+        );
+        status["repository"]["pack_bytes"].as_u64().unwrap() <= 600 << 10
+            && !status["retention"]["space_removals"]
+                .as_array()
+                .is_none_or(|a| a.is_empty())
+    });
+    let r = &status["retention"];
+    assert!(r["last_forget"].is_object(), "{r:#}");
+    assert!(r["last_prune"].is_object(), "{r:#}");
+    assert_eq!(r["pins"], 1, "{r:#}");
+    // Oldest first: every point a space rule removed is older than every
+    // point still kept.
+    let removed: Vec<jiff::Timestamp> = r["space_removals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["point"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let status_text = env.ok(&["status"]);
+    assert!(status_text.contains("space rule"), "{status_text}");
+    let pins = env.json(&["pins", "--json"]);
+    let pin_at: jiff::Timestamp = pins["pins"][0]["at"].as_str().unwrap().parse().unwrap();
+    if let Some(oldest) = r["oldest_point"].as_str() {
+        let oldest: jiff::Timestamp = oldest.parse().unwrap();
+        for p in &removed {
+            assert!(
+                *p < oldest || oldest == pin_at,
+                "{p} removed, {oldest} kept: {r:#}"
+            );
+        }
+    }
+    // The pin and the newest state restore exactly.
+    let (at, state) = pinned.unwrap();
+    let dest = env.tmp.path().join("pinned");
+    env.restore_to_ok(&file, &at, &dest);
+    assert_eq!(fs::read(&dest).unwrap(), state, "the pinned state");
+    let dest = env.tmp.path().join("newest");
+    harness::wait_until("the newest state restored", || {
+        let _ = fs::remove_file(&dest);
+        env.restore_to(&file, "now", &dest).status.success() && fs::read(&dest).unwrap() == want
+    });
+    assert!(
+        fs::read_to_string(&log).unwrap().contains("space rule"),
+        "the removals are logged"
+    );
+    drop(agent);
+    let out = env.run(&["verify"]);
+    assert!(out.status.success(), "{}", show(&out));
 }

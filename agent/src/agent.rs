@@ -122,6 +122,8 @@ pub(crate) struct Agent {
     /// Forget, prune, pins: asked for over the control socket, and run by
     /// the agent itself.
     pub(crate) retention: Arc<crate::retention::RetentionCtx>,
+    /// The agent's own forget and prune runs, for `status`.
+    pub(crate) maintenance: Arc<Mutex<crate::maintenance::MaintenanceStatus>>,
     /// Encodes new chunks of files: deltas against their previous
     /// versions, a dictionary for small ones (embedded repository only: a
     /// server takes whole chunks).

@@ -201,9 +201,32 @@ pub(crate) fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> 
             "dumps": agent.dumps.status(),
             "health": agent.health.problems(),
             "busy": agent.busy(),
+            "retention": retention_json(agent),
         },
         "journal": journal,
         "upload": upload,
+    })
+}
+
+/// The agent's retention: its settings and its own runs.
+fn retention_json(agent: &Agent) -> serde_json::Value {
+    let s = &agent.retention.settings;
+    let m = agent
+        .maintenance
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    json!({
+        "policy": s.policy.to_string(),
+        "every": s.every.map(|d| format!("{}s", d.as_secs())),
+        "max_size": s.max_size,
+        "keep_free": match s.keep_free {
+            Some(crate::retention::FreeSpace::Share(f)) => Some(format!("{}%", f * 100.0)),
+            Some(crate::retention::FreeSpace::Bytes(b)) => Some(b.to_string()),
+            None => None,
+        },
+        "max_unused": s.max_unused,
+        "runs": m,
     })
 }
 

@@ -54,6 +54,7 @@ mod follow;
 mod group;
 mod health;
 mod links;
+mod maintenance;
 mod opening;
 pub mod paths;
 mod pipeline;

@@ -194,6 +194,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             settings: opts.retention.clone(),
             journal: Some(journal.clone()),
         }),
+        maintenance: Default::default(),
         encoder: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
         health: Health::new(opts.health.notifier(), opts.health.remind_every),
         snapshot: std::sync::RwLock::new(None),
@@ -212,6 +213,30 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                     check_health(&a, &u, stalled_after);
                 }
             })?
+    };
+    // Forget and prune by themselves (a local repository; a server keeps
+    // its own retention), at low priority.
+    let (maint_stop, maint_stopped) = crossbeam_channel::bounded::<()>(0);
+    let maint_thread = if opened.local.is_some() && !opts.once {
+        let m = crate::maintenance::Maintenance {
+            ctx: agent.retention.clone(),
+            local: opened.local.clone(),
+            status: agent.maintenance.clone(),
+        };
+        Some(
+            std::thread::Builder::new()
+                .name("retention".into())
+                .spawn(move || {
+                    background();
+                    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                        maint_stopped.recv_timeout(crate::maintenance::CHECK_EVERY)
+                    {
+                        m.check();
+                    }
+                })?,
+        )
+    } else {
+        None
     };
     let ui = match opts.ui {
         None => None,
@@ -401,6 +426,10 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     }
     drop(health_stop);
     let _ = health_thread.join();
+    drop(maint_stop);
+    if let Some(t) = maint_thread {
+        let _ = t.join();
+    }
     journal.close()?;
     let st = journal.stats()?;
     if st.versions_waiting > 0 {

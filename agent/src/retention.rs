@@ -212,15 +212,15 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// rewrites about a fifth of the bytes 0 % does for 96 % of the space).
 pub const DEFAULT_MAX_UNUSED: f64 = 0.10;
 
-/// `[retention] keep_free` when not given: the default.
-pub const DEFAULT_KEEP_FREE: FreeSpace = FreeSpace::Share(0.10);
-
 impl Default for RetentionSettings {
     fn default() -> Self {
         RetentionSettings {
             policy: Policy::default_files(),
             every: Some(DEFAULT_EVERY),
-            keep_free: Some(DEFAULT_KEEP_FREE),
+            // Off unless asked: the filesystem is shared with everything
+            // else, and other programs filling it must not thin the
+            // history by surprise (docs/decisions.md, "Space rules").
+            keep_free: None,
             max_size: None,
             max_unused: DEFAULT_MAX_UNUSED,
             series: Vec::new(),

@@ -161,6 +161,10 @@ pub struct RetentionStatus {
     pub last_prune: Option<PruneSummary>,
     /// The policy a server applies to this client, when it says.
     pub server_policy: Option<String>,
+    /// Bytes of packs no kept version, base or pending capture uses: what
+    /// `prune --max-unused 0` would reclaim (a local repository).
+    #[serde(default)]
+    pub reclaimable: Option<u64>,
 }
 
 /// Reclaim the space of what forget released (`rewind prune`).

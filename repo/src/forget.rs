@@ -199,6 +199,7 @@ impl LocalRepo {
             space_removals: ck.removals,
             last_prune: kf.last_prune.clone(),
             server_policy: None,
+            reclaimable: None,
         }
     }
 

@@ -270,6 +270,17 @@ impl LocalRepo {
         Ok(report)
     }
 
+    /// Bytes of packs nothing kept uses now (for `status`).
+    pub(crate) fn reclaimable(&self) -> u64 {
+        let mut r = PruneReport::default();
+        let opts = PruneOptions {
+            dry_run: true,
+            ..PruneOptions::default()
+        };
+        let _ = self.plan(&opts, Vec::new(), &mut r);
+        r.unused_bytes
+    }
+
     /// The live set and what to do with each pack (under a shared lock).
     fn plan(
         &self,

@@ -1016,7 +1016,9 @@ impl Repository for LocalRepo {
     }
 
     fn retention(&self, client: &str) -> Result<rewind_core::forget::RetentionStatus, RepoError> {
-        Ok(self.retention_status(client))
+        let mut r = self.retention_status(client);
+        r.reclaimable = Some(self.reclaimable());
+        Ok(r)
     }
 
     fn prune(
