@@ -52,6 +52,9 @@ pub(crate) struct Maintenance {
     /// The local repository's directory (space rules apply there only).
     pub(crate) local: Option<PathBuf>,
     pub(crate) status: Arc<Mutex<MaintenanceStatus>>,
+    /// When the agent started: a client never forgotten is first due
+    /// `every` after it (not at once, while the first pass runs).
+    pub(crate) started: Timestamp,
 }
 
 impl Maintenance {
@@ -79,17 +82,17 @@ impl Maintenance {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The schedule says so: `every` since the client's last forget (or
-    /// never forgotten).
+    /// The schedule says so: `every` since the client's last forget (or,
+    /// never forgotten, since the agent started).
     fn due(&self) -> bool {
         let Some(every) = self.ctx.settings.every else {
             return false;
         };
         let last = match self.ctx.repo.retention(&self.ctx.client) {
-            Ok(r) => r.last_forget.map(|f| f.at),
+            Ok(r) => r.last_forget.map_or(self.started, |f| f.at),
             Err(_) => return false,
         };
-        last.is_none_or(|t| Timestamp::now().0 - t.0 >= every.as_nanos() as i64)
+        Timestamp::now().0 - last.0 >= every.as_nanos() as i64
     }
 
     /// Which space rule does not hold now, said in one line.

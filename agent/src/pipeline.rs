@@ -222,6 +222,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             ctx: agent.retention.clone(),
             local: opened.local.clone(),
             status: agent.maintenance.clone(),
+            started: Timestamp::now(),
         };
         Some(
             std::thread::Builder::new()
