@@ -119,6 +119,11 @@ pub(crate) struct Agent {
     pub(crate) watched_since: u64,
     /// Dump jobs: the schedule and runs asked for over the control socket.
     pub(crate) dumps: Arc<DumpService>,
+    /// Forget, prune, pins: asked for over the control socket, and run by
+    /// the agent itself.
+    pub(crate) retention: Arc<crate::retention::RetentionCtx>,
+    /// The agent's own forget and prune runs, for `status`.
+    pub(crate) maintenance: Arc<Mutex<crate::maintenance::MaintenanceStatus>>,
     /// Encodes new chunks of files: deltas against their previous
     /// versions, a dictionary for small ones (embedded repository only: a
     /// server takes whole chunks).

@@ -10,6 +10,11 @@
 //! quiescence = "300ms"
 //! busy_interval = "2s"
 //!
+//! [retention]
+//! policy = "all 24h, hourly 7d, daily 30d, weekly"
+//! keep_free = "10%"
+//! max_size = "200GiB"
+//!
 //! [ui]
 //! listen = "127.0.0.1:0"           # the web UI; `enabled = false` turns it off
 //!
@@ -45,6 +50,8 @@ pub struct Config {
     pub server: Option<crate::enrollment::ServerSection>,
     /// How problems are told.
     pub notify: Option<NotifyConfig>,
+    /// What history is kept, and when the agent forgets and prunes.
+    pub retention: Option<crate::retention::RetentionConfig>,
     /// The local web UI.
     pub ui: Option<UiConfig>,
     /// Where the first pass gets one consistent moment from.
@@ -205,6 +212,12 @@ impl Loaded {
             h.remind_every = parse(v, "remind_every")?;
         }
         Ok(h)
+    }
+
+    /// `[retention]` with the dump jobs' own policies, or the defaults.
+    pub fn retention(&self) -> Result<crate::retention::RetentionSettings> {
+        crate::retention::RetentionSettings::from_config(self.config.retention.as_ref(), &self.jobs)
+            .map_err(|e| anyhow::anyhow!("{}: [retention] {e}", self.display_path()))
     }
 
     /// `[ui]`: where the web UI listens, or `None` when it is off.

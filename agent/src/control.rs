@@ -2,9 +2,10 @@
 //! running agent (which holds the journal open) for its state, and `rewind
 //! dump run NAME` asks it to run one of its configured dump jobs.
 //!
-//! Protocol: one request line (`status`, `dump NAME`, or `ui`), JSON lines
-//! back. `ui` answers `{"url": …}`: a one-time login URL of the web UI the
-//! agent serves (`rewind ui` prints and opens it).
+//! Protocol: one request line (`status`, `dump NAME`, `ui`, or `retention
+//! JSON` for forget, prune, pin and unpin), JSON lines back. `ui` answers
+//! `{"url": …}`: a one-time login URL of the web UI the agent serves
+//! (`rewind ui` prints and opens it).
 //!
 //! Who may ask: the socket is `0600` in the journal's `0700` directory, and
 //! each connection's peer must be the agent's own user (or root); anyone
@@ -154,6 +155,18 @@ fn handle(
                 })?;
             return Ok(());
         }
+        l if l.starts_with("retention ") => {
+            // A forget or prune may take a while: on its own thread.
+            let req = l["retention ".len()..].to_string();
+            let agent = agent.clone();
+            std::thread::Builder::new()
+                .name("retention-request".into())
+                .spawn(move || {
+                    let _ = conn.set_read_timeout(None);
+                    crate::retention::serve(&conn, &agent.retention, &req);
+                })?;
+            return Ok(());
+        }
         other => json!({ "error": format!("unknown request {other:?}") }),
     };
     let mut w = &conn;
@@ -188,9 +201,32 @@ pub(crate) fn status_json(agent: &Agent, uploader: &Mutex<Option<Uploader>>) -> 
             "dumps": agent.dumps.status(),
             "health": agent.health.problems(),
             "busy": agent.busy(),
+            "retention": retention_json(agent),
         },
         "journal": journal,
         "upload": upload,
+    })
+}
+
+/// The agent's retention: its settings and its own runs.
+fn retention_json(agent: &Agent) -> serde_json::Value {
+    let s = &agent.retention.settings;
+    let m = agent
+        .maintenance
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    json!({
+        "policy": s.policy.to_string(),
+        "every": s.every.map(|d| format!("{}s", d.as_secs())),
+        "max_size": s.max_size,
+        "keep_free": match s.keep_free {
+            Some(crate::retention::FreeSpace::Share(f)) => Some(format!("{}%", f * 100.0)),
+            Some(crate::retention::FreeSpace::Bytes(b)) => Some(b.to_string()),
+            None => None,
+        },
+        "max_unused": s.max_unused,
+        "runs": m,
     })
 }
 

@@ -77,6 +77,8 @@ pub struct AgentOptions {
     /// Globs naming groups of files captured as one state (`[watch]
     /// groups`; SQLite's are built in).
     pub groups: Vec<String>,
+    /// `[retention]`: the policy, the space rules, how often to apply them.
+    pub retention: crate::retention::RetentionSettings,
     /// Where the first pass gets a consistent moment from (`[snapshot]`).
     pub snapshot: SnapshotSettings,
     /// Where the web UI listens (`[ui] listen`); `None`: no web UI.
@@ -186,6 +188,13 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         links: LinkMap::default(),
         watched_since: journal.durable_seq(),
         dumps: dump_service.clone(),
+        retention: Arc::new(crate::retention::RetentionCtx {
+            repo: repo.clone(),
+            client: journal.client().to_string(),
+            settings: opts.retention.clone(),
+            journal: Some(journal.clone()),
+        }),
+        maintenance: Default::default(),
         encoder: rewind_core::FileEncoder::new(bases.clone(), journal.dictionary().unwrap_or(None)),
         health: Health::new(opts.health.notifier(), opts.health.remind_every),
         snapshot: std::sync::RwLock::new(None),
@@ -204,6 +213,31 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                     check_health(&a, &u, stalled_after);
                 }
             })?
+    };
+    // Forget and prune by themselves (a local repository; a server keeps
+    // its own retention), at low priority.
+    let (maint_stop, maint_stopped) = crossbeam_channel::bounded::<()>(0);
+    let maint_thread = if opened.local.is_some() && !opts.once {
+        let m = crate::maintenance::Maintenance {
+            ctx: agent.retention.clone(),
+            local: opened.local.clone(),
+            status: agent.maintenance.clone(),
+            started: Timestamp::now(),
+        };
+        Some(
+            std::thread::Builder::new()
+                .name("retention".into())
+                .spawn(move || {
+                    background();
+                    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                        maint_stopped.recv_timeout(crate::maintenance::CHECK_EVERY)
+                    {
+                        m.check();
+                    }
+                })?,
+        )
+    } else {
+        None
     };
     let ui = match opts.ui {
         None => None,
@@ -393,6 +427,10 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     }
     drop(health_stop);
     let _ = health_thread.join();
+    drop(maint_stop);
+    if let Some(t) = maint_thread {
+        let _ = t.join();
+    }
     journal.close()?;
     let st = journal.stats()?;
     if st.versions_waiting > 0 {

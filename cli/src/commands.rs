@@ -75,6 +75,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dumps: Vec::new(),
                 health: Default::default(),
                 groups: Vec::new(),
+                retention: Default::default(),
                 snapshot: Default::default(),
                 ui: (!w.no_ui).then_some(w.ui_listen),
             };
@@ -108,6 +109,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dumps: loaded.jobs.clone(),
                 health: loaded.health()?,
                 groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
+                retention: loaded.retention()?,
                 snapshot: loaded.snapshot()?,
                 ui: loaded.ui()?,
             };
@@ -142,6 +144,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
         },
         Command::Repair(j) => rewind_cli::repair(&local_only(target()?, "repair")?, j.json),
+        Command::Forget(f) => {
+            crate::retention::forget(&target()?, f.policy, f.dry_run, f.json.json, f.config)
+        }
+        Command::Pin { at, label, json } => {
+            crate::retention::pin(&target()?, &at, label, json.json)
+        }
+        Command::Pins(j) => crate::retention::pins(&target()?, j.json),
+        Command::Prune(p) => {
+            crate::retention::prune(&target()?, p.dry_run, p.max_unused, p.json.json, p.config)
+        }
+        Command::Unpin { id, json } => crate::retention::unpin(&target()?, id, json.json),
     }
 }
 
@@ -244,6 +257,13 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
         Some(p) => stored_path(&o, p)?,
         None => b"/".to_vec(),
     };
+    // Files older than the whole history answer for a kept point: say
+    // which (dumps keep their runs by their own rules, and never snap).
+    let point = if b.starts_with(b"/") {
+        crate::retention::point_used(&o.repo.query_point(&o.client, at)?, json)?
+    } else {
+        serde_json::Value::Null
+    };
     let mut tree = o.repo.tree_at(&o.client, &b, at)?;
     // The whole machine at a point in time: files and dumps together.
     if b == b"/" {
@@ -283,7 +303,10 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
                 })
             })
             .collect();
-        serde_json::to_writer_pretty(&mut out, &json!({"at": at.to_string(), "entries": list}))?;
+        serde_json::to_writer_pretty(
+            &mut out,
+            &json!({"at": at.to_string(), "point": point, "entries": list}),
+        )?;
         writeln!(out)?;
     } else {
         for v in &tree {
@@ -321,6 +344,11 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
     let o = open(t)?;
     let at = parse_at(&r.at)?;
     let b = stored_path(&o, &r.path)?;
+    let point = if b.starts_with(b"/") {
+        crate::retention::point_used(&o.repo.query_point(&o.client, at)?, false)?
+    } else {
+        serde_json::Value::Null
+    };
     let to = match &r.to {
         Some(t) => Some(
             rewind_core::path::absolute(t)
@@ -381,6 +409,7 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
             json!({
                 "path": JsonPath(&b),
                 "at": at.to_string(),
+                "point": point,
                 "dest": JsonPath(to_bytes(&dest)),
                 "files": report.files,
                 "dirs": report.dirs,
@@ -461,6 +490,66 @@ fn ui(t: &Target, no_open: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// The retention lines of `status`.
+fn status_retention(r: &rewind_core::forget::RetentionStatus, agent: &serde_json::Value) {
+    let h = indicatif::HumanBytes;
+    let policy = agent["policy"]
+        .as_str()
+        .map(String::from)
+        .or_else(|| r.server_policy.clone());
+    let every = agent["every"]
+        .as_str()
+        .map_or(String::new(), |e| format!(", applied every {e}"));
+    println!(
+        "retention    policy {}{every}; whole history since {}, {} kept points before it (oldest {}), {} pins",
+        policy.as_deref().unwrap_or("(the agent's; not running)"),
+        r.thinned_before
+            .map_or("the start".into(), |t| t.to_local_string()),
+        r.points,
+        r.oldest_point
+            .map_or("none".into(), |t| t.to_local_string()),
+        r.pins.len(),
+    );
+    if let Some(b) = r.reclaimable {
+        let last = r
+            .last_prune
+            .as_ref()
+            .and_then(|p| p.at)
+            .map_or("never".into(), |t| {
+                format!(
+                    "{} (freed {})",
+                    t.to_local_string(),
+                    h(r.last_prune.as_ref().map_or(0, |p| p.bytes_freed))
+                )
+            });
+        println!(
+            "             {} reclaimable by `rewind prune`; last prune {last}",
+            h(b)
+        );
+    }
+    if let Some(f) = &r.last_forget {
+        println!(
+            "             last forget {} ({} versions)",
+            f.at.to_local_string(),
+            f.versions_forgotten
+        );
+    }
+    for s in r.space_removals.iter().rev().take(3) {
+        println!(
+            "             space rule at {}: removed the point {} ({})",
+            s.at.to_local_string(),
+            s.point.to_local_string(),
+            s.reason
+        );
+    }
+    if let Some(rule) = agent["runs"]["space_rule"].as_str() {
+        println!("             space rule not met: {rule}");
+    }
+    if let Some(e) = agent["runs"]["last_error"].as_str() {
+        println!("             last retention run failed: {e}");
+    }
+}
+
 fn status(t: &Target, json: bool) -> Result<i32> {
     let o = open(t)?;
     // A server that cannot be reached does not stop `status` from showing
@@ -491,6 +580,42 @@ fn status(t: &Target, json: bool) -> Result<i32> {
     } else {
         o.repo.tree_at(&o.client, b"dumps", Timestamp::MAX)?
     };
+    let retention = if unreachable.is_some() {
+        None
+    } else {
+        o.repo.retention(&o.client).ok()
+    };
+    let retention_v = json!({
+        "policy": agent_v["retention"]["policy"],
+        "every": agent_v["retention"]["every"],
+        "max_size": agent_v["retention"]["max_size"],
+        "keep_free": agent_v["retention"]["keep_free"],
+        "agent_runs": agent_v["retention"]["runs"],
+        "thinned_before": retention.as_ref().and_then(|r| r.thinned_before).map(|t| t.to_string()),
+        "points": retention.as_ref().map(|r| r.points),
+        "oldest_point": retention.as_ref().and_then(|r| r.oldest_point).map(|t| t.to_string()),
+        "pins": retention.as_ref().map(|r| r.pins.len()),
+        "reclaimable_bytes": retention.as_ref().and_then(|r| r.reclaimable),
+        "last_forget": retention.as_ref().and_then(|r| r.last_forget.as_ref()).map(|f| json!({
+            "at": f.at.to_string(),
+            "policy": f.policy,
+            "versions_forgotten": f.versions_forgotten,
+        })),
+        "last_prune": retention.as_ref().and_then(|r| r.last_prune.as_ref()).map(|p| json!({
+            "at": p.at.map(|t| t.to_string()),
+            "millis": p.millis,
+            "packs_deleted": p.packs_deleted,
+            "packs_repacked": p.packs_repacked,
+            "bytes_rewritten": p.bytes_rewritten,
+            "bytes_freed": p.bytes_freed,
+        })),
+        "space_removals": retention.as_ref().map(|r| r.space_removals.iter().map(|s| json!({
+            "at": s.at.to_string(),
+            "point": s.point.to_string(),
+            "reason": s.reason,
+        })).collect::<Vec<_>>()),
+        "server_policy": retention.as_ref().and_then(|r| r.server_policy.clone()),
+    });
     if json {
         let dumps_v: Vec<_> = dumps
             .iter()
@@ -521,6 +646,7 @@ fn status(t: &Target, json: bool) -> Result<i32> {
                     "error": unreachable,
                 },
                 "client": o.client,
+                "retention": retention_v,
                 "agent": agent_v,
                 "journal": journal_v,
                 "upload": upload_v,
@@ -556,6 +682,9 @@ fn status(t: &Target, json: bool) -> Result<i32> {
             "             {} versions, {} chunks of this client; last commit {last_commit}",
             stats.versions, stats.chunks,
         );
+    }
+    if let Some(r) = &retention {
+        status_retention(r, &agent_v["retention"]);
     }
     if agent_v["running"].as_bool() == Some(true) {
         println!(

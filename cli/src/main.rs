@@ -13,6 +13,7 @@ mod dump_commands;
 mod enroll;
 mod find;
 mod mount;
+mod retention;
 mod service;
 mod verify_remote;
 
@@ -139,6 +140,33 @@ enum Command {
     /// Rebuild the indexes from the packs, salvage damaged packs, and list
     /// the versions whose content is lost (exit 1 if there are any)
     Repair(JsonArg),
+    /// Apply the retention policy now: forget the versions no kept point,
+    /// pin or the whole recent history needs (through the agent when one
+    /// runs)
+    Forget(ForgetArgs),
+    /// Reclaim the space of what forget released: delete packs nothing
+    /// needs, repack packs mostly unused (while the agent captures)
+    Prune(PruneArgs),
+    /// Pin a point in time: no retention rule or space rule removes it
+    Pin {
+        /// Point in time: now, RFC 3339, 'YYYY-MM-DD HH:MM[:SS]', '10 minutes ago', 'yesterday 17:00'
+        #[arg(long, default_value = "now")]
+        at: String,
+        /// What to call it
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List the pinned points
+    Pins(JsonArg),
+    /// Remove a pin (what only it kept goes at the next forget)
+    Unpin {
+        /// The pin's number (see `rewind pins`)
+        id: u64,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     #[command(flatten)]
     Docs(rewind_cli::DocsCommand),
 }
@@ -198,6 +226,38 @@ enum DumpCommand {
         #[arg(long)]
         include_failed: bool,
     },
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// Only say what would be done
+    #[arg(long)]
+    dry_run: bool,
+    /// Repack a pack once more than this share of it is unused, in percent
+    /// [default: the config's [retention] max_unused, 10]
+    #[arg(long, value_name = "PERCENT")]
+    max_unused: Option<f64>,
+    /// Config file [default: $XDG_CONFIG_HOME/rewind/config.toml]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+#[derive(clap::Args)]
+struct ForgetArgs {
+    /// The policy, instead of the config's [retention] policy (e.g. 'all
+    /// 24h, hourly 7d, daily 30d, weekly' or 'every 10s for 1m')
+    #[arg(long, value_name = "SPEC")]
+    policy: Option<String>,
+    /// Only say what would be forgotten
+    #[arg(long)]
+    dry_run: bool,
+    /// Config file [default: $XDG_CONFIG_HOME/rewind/config.toml]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 #[derive(Args)]

@@ -15,7 +15,10 @@
 //! Names: `pack.write`, `pack.fsync`, `pack.rename`, `pack.dir_fsync`,
 //! `idx.write`, `idx.fsync`, `idx.rename`, `idx.dir_fsync` (and `config.*`
 //! likewise), `journal.spool_sync`, `journal.flush`, `cursor.advance`,
-//! `restore.write`, `restore.rename`, `private.tighten`.
+//! `restore.write`, `restore.rename`, `private.tighten`, `retention.write`,
+//! `retention.fsync`, `retention.rename`, `retention.dir_fsync`,
+//! `prune.repack`, `prune.switch`, `prune.intent`, `prune.delete_pack`,
+//! `prune.delete_idx`, `prune.done`.
 
 /// Reach the named step: `Err` when a test armed it to fail; with the
 /// `crash` action the process aborts here.

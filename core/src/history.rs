@@ -179,7 +179,8 @@ pub type Interval = (Timestamp, Timestamp);
 /// seq observed at or before the moment) is present, or with `dirs_only`,
 /// is a directory. Ancestors are not considered here (see
 /// [`intersect`]).
-pub fn presence(versions: &[Version], dirs_only: bool) -> Vec<Interval> {
+pub fn presence<V: std::borrow::Borrow<Version>>(versions: &[V], dirs_only: bool) -> Vec<Interval> {
+    let versions: Vec<&Version> = versions.iter().map(|v| v.borrow()).collect();
     let mut order: Vec<usize> = (0..versions.len()).collect();
     order.sort_by_key(|&i| versions[i].observed_at);
     let mut out = Vec::new();
@@ -236,9 +237,13 @@ pub fn intersect(a: &[Interval], b: &[Interval]) -> Vec<Interval> {
 }
 
 /// The version in force at `at` (newest by seq observed at or before it).
-pub fn in_force(versions: &[Version], at: Timestamp) -> Option<&Version> {
+pub fn in_force<V: std::borrow::Borrow<Version>>(
+    versions: &[V],
+    at: Timestamp,
+) -> Option<&Version> {
     versions
         .iter()
+        .map(|v| v.borrow())
         .filter(|v| v.observed_at <= at)
         .max_by_key(|v| v.seq)
 }

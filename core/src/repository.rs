@@ -2,7 +2,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::forget::{
+    ForgetReport, ForgetRequest, PendingChunks, Pin, PruneReport, PruneRequest, RetentionStatus,
+};
 use crate::history::{ActivityBucket, ActivityQuery, FindQuery, FindReply};
+use crate::retention::QueryPoint;
 use crate::{ChunkId, EncodedChunk, Timestamp, Version};
 
 /// Errors from a repository, local or remote.
@@ -59,6 +63,13 @@ pub enum RepoError {
     /// The repository does not do what was asked (deltas on a server).
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The repository refuses what was asked (a pin where nothing is kept,
+    /// an unknown pin, a forget a server keeps for itself).
+    #[error("{reason}")]
+    Refused {
+        /// Why, in one line.
+        reason: String,
+    },
     /// A query that cannot be answered as asked (a bad pattern, too many
     /// windows of activity).
     #[error("{0}")]
@@ -169,6 +180,61 @@ pub trait Repository: Send + Sync {
         Err(RepoError::Unsupported(
             "this repository takes no delta bases",
         ))
+    }
+
+    /// The point a query at `at` for `client`'s files uses: `at` itself
+    /// where the history is whole, else the newest kept point at or before
+    /// it ([`crate::retention`]). [`tree_at`](Repository::tree_at) answers
+    /// for that point already; this says which it was.
+    fn query_point(&self, client: &str, at: Timestamp) -> Result<QueryPoint, RepoError> {
+        let _ = client;
+        Ok(QueryPoint::exact(at))
+    }
+
+    /// Apply retention to `client`'s history (see [`ForgetRequest`]), or
+    /// with `dry_run` say what it would forget. Forgotten versions leave
+    /// every query at once; their space comes back with a prune.
+    fn forget(&self, client: &str, req: &ForgetRequest) -> Result<ForgetReport, RepoError> {
+        let _ = (client, req);
+        Err(RepoError::Unsupported("this repository does not forget"))
+    }
+
+    /// Pin the state of `client`'s files at `at` (snapped to a kept point
+    /// where the history is thinned): no rule removes it.
+    fn pin(&self, client: &str, at: Timestamp, label: Option<String>) -> Result<Pin, RepoError> {
+        let _ = (client, at, label);
+        Err(RepoError::Unsupported("this repository has no pins"))
+    }
+
+    /// The pins of `client`, oldest first.
+    fn pins(&self, client: &str) -> Result<Vec<Pin>, RepoError> {
+        let _ = client;
+        Ok(Vec::new())
+    }
+
+    /// Remove pin `id` of `client`; what only it kept goes at the next
+    /// forget.
+    fn unpin(&self, client: &str, id: u64) -> Result<(), RepoError> {
+        let _ = (client, id);
+        Err(RepoError::Unsupported("this repository has no pins"))
+    }
+
+    /// Reclaim the space of what forget released (see [`PruneRequest`]);
+    /// `pending` gives the chunks versions not yet committed rely on.
+    /// Commits go on meanwhile. Writers only.
+    fn prune(
+        &self,
+        req: &PruneRequest,
+        pending: &mut PendingChunks<'_>,
+    ) -> Result<PruneReport, RepoError> {
+        let _ = (req, pending);
+        Err(RepoError::Unsupported("this repository does not prune"))
+    }
+
+    /// Retention as `status` shows it for `client`.
+    fn retention(&self, client: &str) -> Result<RetentionStatus, RepoError> {
+        let _ = client;
+        Ok(RetentionStatus::default())
     }
 }
 

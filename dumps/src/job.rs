@@ -72,6 +72,10 @@ pub struct JobConfig {
     pub schedule: Option<String>,
     /// Kill the dump after this long (`2h`, `30m`); none: no limit.
     pub timeout: Option<String>,
+    /// Which runs retention keeps (`last 14, weekly 13w`, the default):
+    /// `last N` successful runs, `every I for D` one successful run per
+    /// bucket; a failed run never counts as a kept one.
+    pub retention: Option<String>,
 }
 
 /// When a job runs.
@@ -176,6 +180,8 @@ pub struct Job {
     pub schedule: Option<Schedule>,
     /// Parsed `timeout`.
     pub timeout: Option<Duration>,
+    /// Parsed `retention` (the default when not given).
+    pub retention: rewind_core::retention::Policy,
 }
 
 impl Job {
@@ -236,10 +242,16 @@ impl Job {
             Some(t) => Some(parse_duration(t).map_err(|e| bad(format!("timeout: {e}")))?),
             None => None,
         };
+        let retention = match &config.retention {
+            Some(r) => rewind_core::retention::Policy::parse_series(r)
+                .map_err(|e| bad(format!("retention: {e}")))?,
+            None => rewind_core::retention::Policy::default_series(),
+        };
         Ok(Job {
             config,
             schedule,
             timeout,
+            retention,
         })
     }
 

@@ -229,6 +229,41 @@ impl Journal {
         Ok(())
     }
 
+    /// Wait until no capture is open (each one that began before this call
+    /// has appended its versions or was abandoned), at most `timeout`:
+    /// false when captures never paused that long. A prune asks this so
+    /// that every chunk a capture relied on is named by a queued version.
+    pub fn wait_captures_idle(&self, timeout: Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            if lock(&self.inner.writer).spool.inflight() == 0 {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The chunks the versions not yet in the repository name: those
+    /// queued are committed first, then the log from the cursor on is read.
+    pub fn pending_chunks(&self) -> Result<Vec<ChunkId>> {
+        self.flush()?;
+        let mut out = Vec::new();
+        let mut after = self.cursor()?;
+        loop {
+            let vs = self.versions_after(after, 4096)?;
+            let Some(last) = vs.last() else {
+                return Ok(out);
+            };
+            after = last.seq;
+            for v in &vs {
+                out.extend(v.chunk_refs().map(|c| c.id));
+            }
+        }
+    }
+
     /// Durable versions with seq in `(after, durable_seq]`, at most `max`.
     pub fn versions_after(&self, after: u64, max: usize) -> Result<Vec<Version>> {
         let durable = self.durable_seq();

@@ -139,6 +139,11 @@ impl Spool {
         seg
     }
 
+    /// Captures open now.
+    pub(crate) fn inflight(&self) -> usize {
+        self.segments.values().map(|s| s.inflight).sum()
+    }
+
     /// The capture that began in segment `start` ended.
     pub(crate) fn end_capture(&mut self, start: u64) {
         if let Some(s) = self.segments.get_mut(&start) {

@@ -15,8 +15,11 @@ use crate::durable::{CONFIG_STEPS, corrupt, io_err, write_durably};
 /// records may be deltas against another chunk ([`rewind_core::Encoding`]);
 /// nothing else changed, so a writer upgrades a format 2 repository in
 /// place (builds that read only format 2 then refuse it, rather than take
-/// a delta for damage).
-pub(crate) const FORMAT: u32 = 3;
+/// a delta for damage). 4: versions may be forgotten and packs pruned
+/// (`DIR/retention` says what is kept); a writer upgrades in place, and
+/// builds that read only format 3 refuse it rather than show forgotten
+/// versions whose chunks may be gone.
+pub(crate) const FORMAT: u32 = 4;
 
 /// The oldest format this crate reads.
 pub(crate) const OLDEST_FORMAT: u32 = 2;

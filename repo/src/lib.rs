@@ -83,11 +83,14 @@
 
 mod config;
 mod durable;
+mod forget;
 mod index;
+mod keep;
 mod layout;
 mod pack;
 mod pack_index;
 mod pack_name;
+mod prune;
 mod record;
 mod repo;
 mod state;
@@ -99,8 +102,14 @@ mod zrec;
 mod history_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_prune;
+#[cfg(test)]
+mod tests_retention;
 
+pub use prune::{DEFAULT_GRACE, DEFAULT_MAX_UNUSED, PruneOptions};
 pub use repo::LocalRepo;
+pub use rewind_core::forget::PruneReport;
 pub use verify::{
     DamagedVersion, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
 };

@@ -517,17 +517,27 @@ impl PackWriter {
     /// footer, rename into `DIR/packs/<2 hex>/`, fsync that directory.
     /// Returns what its index must hold.
     pub(crate) fn seal(&mut self, dir: &Path) -> Result<PackIndex, RepoError> {
+        self.seal_as(dir, Timestamp::now())
+    }
+
+    /// [`PackWriter::seal`] with `sealed_at` as the footer's seal time (a
+    /// repacked pack takes its content's time: see `prune`).
+    pub(crate) fn seal_as(
+        &mut self,
+        dir: &Path,
+        sealed_at: Timestamp,
+    ) -> Result<PackIndex, RepoError> {
         self.check()?;
-        let r = self.seal_inner(dir);
+        let r = self.seal_inner(dir, sealed_at);
         if r.is_err() {
             self.failed = true;
         }
         r
     }
 
-    fn seal_inner(&mut self, dir: &Path) -> Result<PackIndex, RepoError> {
+    fn seal_inner(&mut self, dir: &Path, sealed_at: Timestamp) -> Result<PackIndex, RepoError> {
         let footer = Footer {
-            sealed_at: Timestamp::now(),
+            sealed_at,
             entries: self.entries.clone(),
         };
         let payload = postcard::to_stdvec(&PackRecordRef::Footer(&footer))

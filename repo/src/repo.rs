@@ -18,11 +18,12 @@ use tracing::{info, warn};
 use crate::config::{Config, FORMAT, check_chunker};
 use crate::durable::{corrupt, ensure_dir, io_err};
 use crate::index;
+use crate::keep::KeepFile;
 use crate::layout::{Discover, discover, list_idx, list_packs};
 use crate::pack::{self, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
 use crate::pack_name::PackName;
 use crate::record::{self, PackRecord};
-use crate::state::State;
+use crate::state::{Keeping, State};
 use crate::toc::TocEntry;
 use crate::verify::{
     self, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
@@ -59,11 +60,22 @@ const MAX_CHUNK_BYTES: usize = MAX_FRAME - 1024;
 /// commits after [`LocalRepo::refresh`]; opened with [`LocalRepo::init`] or
 /// [`LocalRepo::open_writer`] it holds the writer lock until dropped.
 pub struct LocalRepo {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     config: Config,
     state: RwLock<State>,
     writer: Option<Mutex<Writer>>,
     files: Mutex<HashMap<PackName, Arc<File>>>,
+    /// `DIR/retention` as last read or written; every change to it is
+    /// made under this lock (lock order: `maintenance`, this, the writer,
+    /// `state`).
+    pub(crate) keepfile: Mutex<KeepFile>,
+    /// One forget or prune at a time.
+    pub(crate) maintenance: Mutex<()>,
+    /// While a prune runs: every chunk a caller was told is stored, or
+    /// that a commit or a delta relies on (see `prune`).
+    pub(crate) touched: Mutex<Option<HashSet<ChunkId>>>,
+    /// Quick check of `touched.is_some()` for the hot paths.
+    pub(crate) pruning: std::sync::atomic::AtomicBool,
     /// Decode every chunk handed to `put_chunks` and check it against its
     /// id. On by default; an in-process writer whose chunks come straight
     /// from its own CRC-checked spool may turn it off (see
@@ -192,8 +204,22 @@ impl LocalRepo {
         Ok(raw)
     }
 
-    /// A chunk as stored, and where it was read (for error messages).
+    /// A chunk as stored, and where it was read (for error messages). A
+    /// pack a prune deleted meanwhile (in this process or another) is
+    /// looked up again once, after a reload for a reader.
     fn locate_encoded(&self, id: &ChunkId) -> Result<(EncodedChunk, String), RepoError> {
+        match self.locate_once(id) {
+            Err(RepoError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                if self.writer.is_none() {
+                    self.reload()?;
+                }
+                self.locate_once(id)
+            }
+            r => r,
+        }
+    }
+
+    fn locate_once(&self, id: &ChunkId) -> Result<(EncodedChunk, String), RepoError> {
         let found = {
             let st = self.read_state();
             st.chunks
@@ -237,28 +263,76 @@ impl LocalRepo {
         let config = Config::new(chunker);
         config.write(dir)?;
         info!(repo = %dir.display(), id = %config.id, "created repository");
-        Ok(Self::assemble(dir, config, State::default(), Some(lock)))
+        let mut state = State::default();
+        state.set_filtering(true);
+        Ok(Self::assemble(
+            dir,
+            config,
+            state,
+            KeepFile::default(),
+            Some(lock),
+        ))
     }
 
-    /// Read every pack's index (`repair`: write missing ones) into a state.
-    fn load_state(dir: &Path, repair: bool) -> Result<State, RepoError> {
-        let mut state = State::default();
+    /// Read every pack's index (`repair`: write missing ones) into a state,
+    /// with what `keep` keeps.
+    pub(crate) fn load_state(
+        dir: &Path,
+        repair: bool,
+        keep: &KeepFile,
+    ) -> Result<State, RepoError> {
         let how = Discover {
             repair,
             warn_orphans: true,
         };
-        for idx in discover(dir, &HashSet::new(), how)? {
-            state.add_pack(idx);
+        Ok(Self::state_of(discover(dir, &HashSet::new(), how)?, keep))
+    }
+
+    /// The indexes of `packs` with what `keep` keeps applied. Packs are
+    /// added oldest first (versions then mostly append), and every path is
+    /// filtered once all are in.
+    pub(crate) fn state_of(mut packs: Vec<crate::pack_index::PackIndex>, keep: &KeepFile) -> State {
+        let mut state = State::with_keep(
+            keep.clients
+                .iter()
+                .map(|(c, k)| (c.clone(), Keeping::of(k)))
+                .collect(),
+        );
+        packs.sort_by_key(|p| (p.sealed_at, p.pack));
+        for idx in packs {
+            let condemned = keep.condemned.contains_key(&idx.pack);
+            state.add_pack_marked(idx, condemned);
         }
-        Ok(state)
+        state.filter_all();
+        state
+    }
+
+    /// Read the whole repository again (a reader that found a pack gone).
+    pub(crate) fn reload(&self) -> Result<(), RepoError> {
+        let keep = KeepFile::read(&self.dir)?;
+        let state = Self::load_state(&self.dir, false, &keep)?;
+        *self.write_state() = state;
+        *self.keepfile.lock().expect("retention poisoned") = keep;
+        self.files.lock().expect("file cache poisoned").clear();
+        Ok(())
     }
 
     /// A repository handle; a writer when it holds the lock.
-    fn assemble(dir: &Path, config: Config, state: State, lock: Option<File>) -> LocalRepo {
+    fn assemble(
+        dir: &Path,
+        config: Config,
+        state: State,
+        keep: KeepFile,
+        lock: Option<File>,
+    ) -> LocalRepo {
         LocalRepo {
             dir: dir.to_path_buf(),
             config,
             state: RwLock::new(state),
+            keepfile: Mutex::new(keep),
+            maintenance: Mutex::new(()),
+            touched: Mutex::new(None),
+            pruning: std::sync::atomic::AtomicBool::new(false),
             writer: lock.map(|lock| {
                 Mutex::new(Writer {
                     _lock: lock,
@@ -277,8 +351,9 @@ impl LocalRepo {
     /// read directly and nothing is written.
     pub fn open(dir: &Path) -> Result<LocalRepo, RepoError> {
         let config = Config::read(dir)?;
-        let state = Self::load_state(dir, false)?;
-        Ok(Self::assemble(dir, config, state, None))
+        let keep = KeepFile::read(dir)?;
+        let state = Self::load_state(dir, false, &keep)?;
+        Ok(Self::assemble(dir, config, state, keep, None))
     }
 
     /// Open `dir` for writing: take `dir/lock` ([`RepoError::Locked`] when
@@ -293,10 +368,22 @@ impl LocalRepo {
         // Written before repositories were created private (issue 21).
         rewind_core::private::tighten_if_loose(dir, "repository");
         clean_tmp(&dir.join("tmp"))?;
+        let mut keep = KeepFile::read(dir)?;
+        crate::prune::finish_deletions(dir, &mut keep)?;
+        let state = Self::load_state(dir, true, &keep)?;
         if config.format < FORMAT {
-            // Said once: the new number is written durably before anything
-            // of the new format, so the next open finds nothing to do.
             let from = config.format;
+            if from < 4 {
+                // Before format 4 no version was ever forgotten, so the
+                // chunks no version names are the small-file dictionaries
+                // (and leftovers of crashed uploads): kept as bases, all.
+                // Recorded before the new number, so a crash in between
+                // upgrades again.
+                keep.bases.extend(state.unreferenced());
+                keep.write(dir)?;
+            }
+            // Said once: the new number is written durably after what the
+            // new format needs, so the next open finds nothing to do.
             config.format = FORMAT;
             config.write(dir)?;
             warn!(
@@ -304,8 +391,7 @@ impl LocalRepo {
                 dir.display()
             );
         }
-        let state = Self::load_state(dir, true)?;
-        Ok(Self::assemble(dir, config, state, Some(lock)))
+        Ok(Self::assemble(dir, config, state, keep, Some(lock)))
     }
 
     /// The repository's random id (32 hex digits).
@@ -326,7 +412,18 @@ impl LocalRepo {
     /// Load packs that appeared since open (a writer in another process
     /// keeps committing). Never writes.
     pub fn refresh(&self) -> Result<(), RepoError> {
-        let known: HashSet<PackName> = self.read_state().packs.iter().map(|p| p.name).collect();
+        // A forget or prune since: read everything again (it only removes).
+        let keep = KeepFile::read(&self.dir)?;
+        let changed = *self.keepfile.lock().expect("retention poisoned") != keep;
+        let known: HashSet<PackName> = self
+            .read_state()
+            .live_packs()
+            .map(|(_, p)| p.name)
+            .collect();
+        let vanished = known.iter().any(|n| !n.pack_path(&self.dir).exists());
+        if changed || vanished {
+            return self.reload();
+        }
         let how = Discover {
             repair: false,
             warn_orphans: false,
@@ -347,7 +444,7 @@ impl LocalRepo {
     pub fn rebuild_index(&self) -> Result<RebuildReport, RepoError> {
         let _w = self.lock_writer()?;
         let mut report = RebuildReport::default();
-        let mut state = State::default();
+        let mut loaded = Vec::new();
         let packs = list_packs(&self.dir)?;
         for (name, path) in &packs {
             let idx = match pack::load(path, *name) {
@@ -369,8 +466,9 @@ impl LocalRepo {
             report.packs += 1;
             report.chunks += idx.chunks.len() as u64;
             report.versions += idx.versions.len() as u64;
-            state.add_pack(idx);
+            loaded.push(idx);
         }
+        let state = Self::state_of(loaded, &self.keepfile.lock().expect("retention poisoned"));
         for name in list_idx(&self.dir)? {
             if !packs.contains_key(&name) {
                 let p = name.idx_path(&self.dir);
@@ -412,7 +510,8 @@ impl LocalRepo {
             }
         }
         if !rewritten.is_empty() {
-            *self.write_state() = Self::load_state(&self.dir, false)?;
+            let keep = self.keepfile.lock().expect("retention poisoned").clone();
+            *self.write_state() = Self::load_state(&self.dir, false, &keep)?;
             self.files.lock().expect("file cache poisoned").clear();
         }
         Ok(RepairReport { rebuilt, rewritten })
@@ -514,13 +613,13 @@ impl LocalRepo {
         verify::verify(&self.dir, quick, progress)
     }
 
-    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
         self.state
             .read()
             .expect("repository state poisoned by an earlier panic")
     }
 
-    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
         self.state
             .write()
             .expect("repository state poisoned by an earlier panic")
@@ -601,11 +700,12 @@ impl LocalRepo {
         }
         let todo: Vec<ChunkView<'_>> = {
             let st = self.read_state();
-            chunks
+            let (have, todo): (Vec<ChunkView<'_>>, Vec<ChunkView<'_>>) = chunks
                 .iter()
                 .copied()
-                .filter(|c| copies || !st.chunks.contains_key(&c.id))
-                .collect()
+                .partition(|c| !copies && st.has_usable(&c.id));
+            self.touch(have.iter().map(|c| &c.id));
+            todo
         };
         // Hashing is the expensive part: done before taking the writer, and
         // for the whole call before writing any of it.
@@ -616,8 +716,15 @@ impl LocalRepo {
         let mut written = 0;
         for c in todo {
             let pending = w.open.as_ref().is_some_and(|p| p.contains(&c.id));
-            if pending || (!copies && self.read_state().chunks.contains_key(&c.id)) {
+            if pending {
                 continue;
+            }
+            if !copies {
+                let st = self.read_state();
+                if st.has_usable(&c.id) {
+                    self.touch([&c.id]);
+                    continue;
+                }
             }
             written += 1;
             let target = w.pack_target;
@@ -634,6 +741,34 @@ impl LocalRepo {
             }
         }
         Ok(written)
+    }
+
+    /// Close pack `name` if it is open (a prune deleted it).
+    pub(crate) fn forget_file(&self, name: &PackName) {
+        self.files.lock().expect("file cache poisoned").remove(name);
+    }
+
+    /// Whether this handle holds the writer lock.
+    pub(crate) fn is_writer(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// While a prune runs, remember that callers rely on `ids` being
+    /// stored. Called with the state lock held (shared or not), so a
+    /// prune's switch, which takes it exclusively, sees every touch made
+    /// before it.
+    pub(crate) fn touch<'a>(&self, ids: impl IntoIterator<Item = &'a ChunkId>) {
+        if !self.pruning.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        if let Some(t) = self
+            .touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            t.extend(ids.into_iter().copied());
+        }
     }
 
     fn pack_file(&self, name: PackName, path: &Path) -> Result<Arc<File>, RepoError> {
@@ -683,6 +818,7 @@ impl LocalRepo {
     fn check_base(&self, c: ChunkView<'_>, b: &ChunkId) -> Result<(), RepoError> {
         let known = {
             let st = self.read_state();
+            self.touch([b]);
             st.chunks
                 .contains_key(b)
                 .then(|| st.delta_bases.contains_key(b))
@@ -763,11 +899,13 @@ impl Repository for LocalRepo {
         };
         let pending = w.as_ref().and_then(|w| w.open.as_ref());
         let st = self.read_state();
-        Ok(ids
+        // A chunk only in a condemned pack is missing: sent again, it is
+        // written anew (and the condemned copy may go).
+        let (missing, held): (Vec<ChunkId>, Vec<ChunkId>) = ids
             .iter()
-            .filter(|id| !st.chunks.contains_key(id) && !pending.is_some_and(|p| p.contains(id)))
-            .copied()
-            .collect())
+            .partition(|id| !st.has_usable(id) && !pending.is_some_and(|p| p.contains(id)));
+        self.touch(&held);
+        Ok(missing)
     }
 
     fn put_chunks(&self, chunks: Vec<EncodedChunk>) -> Result<(), RepoError> {
@@ -794,6 +932,7 @@ impl Repository for LocalRepo {
                 .filter_map(|(v, k)| k.then_some(v))
                 .collect();
             let pending = w.open.as_ref();
+            self.touch(batch.iter().flat_map(|v| v.chunk_refs().map(|c| &c.id)));
             for v in &batch {
                 for c in v.chunk_refs() {
                     if !st.chunks.contains_key(&c.id) && !pending.is_some_and(|p| p.contains(&c.id))
@@ -836,6 +975,60 @@ impl Repository for LocalRepo {
         Ok(self.read_state().tree_at(client, path, at))
     }
 
+    fn query_point(
+        &self,
+        client: &str,
+        at: Timestamp,
+    ) -> Result<rewind_core::retention::QueryPoint, RepoError> {
+        Ok(self.read_state().query_point(client, at))
+    }
+
+    fn forget(
+        &self,
+        client: &str,
+        req: &rewind_core::forget::ForgetRequest,
+    ) -> Result<rewind_core::forget::ForgetReport, RepoError> {
+        self.forget_client(client, req)
+    }
+
+    fn pin(
+        &self,
+        client: &str,
+        at: Timestamp,
+        label: Option<String>,
+    ) -> Result<rewind_core::forget::Pin, RepoError> {
+        self.pin_point(client, at, label)
+    }
+
+    fn pins(&self, client: &str) -> Result<Vec<rewind_core::forget::Pin>, RepoError> {
+        Ok(self
+            .keepfile
+            .lock()
+            .expect("retention poisoned")
+            .clients
+            .get(client)
+            .map(|c| c.pins.clone())
+            .unwrap_or_default())
+    }
+
+    fn unpin(&self, client: &str, id: u64) -> Result<(), RepoError> {
+        self.unpin_point(client, id)
+    }
+
+    fn retention(&self, client: &str) -> Result<rewind_core::forget::RetentionStatus, RepoError> {
+        let mut r = self.retention_status(client);
+        r.reclaimable = Some(self.reclaimable());
+        Ok(r)
+    }
+
+    fn prune(
+        &self,
+        req: &rewind_core::forget::PruneRequest,
+        pending: &mut rewind_core::forget::PendingChunks<'_>,
+    ) -> Result<rewind_core::forget::PruneReport, RepoError> {
+        self.prune_with(&crate::prune::PruneOptions::of(req)?, pending)
+    }
+
     fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
         Ok(self.read_state().covers(client, path))
     }
@@ -873,15 +1066,20 @@ impl Repository for LocalRepo {
                 format!("refused chunk {}: a delta cannot be a base", chunk.id),
             ));
         }
+        // Recorded before it is stored: prune keeps every base, and an id
+        // recorded for a chunk that never arrived costs nothing.
+        self.record_base(chunk.id)?;
         self.store_durably(&[chunk])
     }
 
     fn delta_base(&self, id: &ChunkId) -> Result<Option<ChunkId>, RepoError> {
         let st = self.read_state();
-        if self.config.format < 3 || !st.chunks.contains_key(id) {
+        if self.config.format < 3 || !st.has_usable(id) {
             return Ok(None);
         }
-        Ok(Some(st.delta_bases.get(id).copied().unwrap_or(*id)))
+        let base = st.delta_bases.get(id).copied().unwrap_or(*id);
+        self.touch([id, &base]);
+        Ok(Some(base))
     }
 
     fn stats(&self) -> Result<RepoStats, RepoError> {
@@ -894,7 +1092,12 @@ impl Repository for LocalRepo {
 /// before the journal records any version that refers to them.
 impl ChunkSink for LocalRepo {
     fn has_chunk(&self, id: &ChunkId) -> bool {
-        self.read_state().chunks.contains_key(id)
+        let st = self.read_state();
+        let held = st.has_usable(id);
+        if held {
+            self.touch([id]);
+        }
+        held
     }
 
     fn store_durably(&self, chunks: &[EncodedChunk]) -> Result<(), RepoError> {

@@ -1,14 +1,31 @@
 //! The in-memory indexes: where every chunk is, and every version by client
-//! and path. Built from index files (or packs) at open; a pack is added
-//! whole, and adding one twice is a no-op.
+//! and path, with retention applied. Built from index files (or packs) at
+//! open; a pack is added whole, and adding one twice is a no-op.
+//!
+//! Retention (`DIR/retention`, see `keep`): the index holds only the
+//! versions the kept points keep. At load every path is filtered once all
+//! packs are in; afterwards each inserted version's predecessors are
+//! checked again (a new version ends its predecessor's span). Keeping only
+//! shrinks (points are only removed, the line only moves forward), so a
+//! span computed from the remaining neighbours is never narrower than the
+//! true one where it matters.
+//!
+//! Copies: the same chunk or version may be in several packs (a repack
+//! interrupted before the old pack was deleted, a re-sent batch, a
+//! server's copies). The copy used is chosen by the pack, whatever the
+//! order packs are read in: a whole chunk before a delta, a pack not
+//! condemned before a condemned one, then the pack sealed last, then the
+//! greater name. So after a crash in a prune the new pack's copies win,
+//! and the old pack is left with nothing in use, for the next prune.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 
 use rewind_core::path::is_under;
+use rewind_core::retention::{QueryPoint, Scope, live_ends};
 use rewind_core::{ChunkId, Encoding, FileKind, RepoStats, Timestamp, Version};
 
+use crate::keep::ClientKeep;
 use crate::pack_index::PackIndex;
 use crate::pack_name::PackName;
 
@@ -30,13 +47,51 @@ pub(crate) struct PackInfo {
     pub len: u64,
     pub sealed_at: Option<Timestamp>,
     pub has_versions: bool,
+    /// Versions in its records.
+    pub versions: u64,
+    /// Of those, the ones the index holds with this pack as their copy.
+    pub kept_versions: u64,
+    /// Bytes of its version records.
+    pub version_bytes: u64,
+    /// Bytes of its chunk records.
+    pub chunk_bytes: u64,
+    /// Found unused by a two-phase prune; deleted after a grace time.
+    pub condemned: bool,
+    /// Deleted by a prune (its slot stays so locations keep their index).
+    pub gone: bool,
+}
+
+/// One version and the pack whose copy of it the index uses.
+#[derive(Clone, Debug)]
+struct Held {
+    v: Version,
+    pack: u32,
+}
+
+impl std::borrow::Borrow<Version> for Held {
+    fn borrow(&self) -> &Version {
+        &self.v
+    }
+}
+
+/// Take `v` out of the activity counts (it left the index).
+fn untime(times: &mut BTreeMap<Timestamp, u64>, v: &Version) {
+    if v.path.first() != Some(&b'/') {
+        return;
+    }
+    if let Some(n) = times.get_mut(&v.observed_at) {
+        *n -= 1;
+        if *n == 0 {
+            times.remove(&v.observed_at);
+        }
+    }
 }
 
 /// The versions of one client.
 #[derive(Default)]
 pub(crate) struct ClientIndex {
     /// Path → versions sorted by seq.
-    paths: BTreeMap<Vec<u8>, Vec<Version>>,
+    paths: BTreeMap<Vec<u8>, Vec<Held>>,
     /// How many versions of files (absolute paths; dumps left out) were
     /// observed at each moment: the activity of the whole client without
     /// a walk over every version (about 40 bytes a version, a tenth of the
@@ -48,14 +103,49 @@ pub(crate) struct ClientIndex {
     last_commit: Option<Timestamp>,
 }
 
+/// What is kept of one client, as the index applies it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Keeping {
+    pub files: Scope,
+    pub series: HashMap<Vec<u8>, Scope>,
+    pub pins: BTreeSet<Timestamp>,
+}
+
+impl Keeping {
+    pub(crate) fn of(ck: &ClientKeep) -> Keeping {
+        Keeping {
+            files: ck.files.clone(),
+            series: ck
+                .series
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            pins: ck.pin_points(),
+        }
+    }
+
+    /// The scope a path belongs to: files for absolute paths, its series
+    /// for a dump (`None`: nothing forgotten there yet).
+    fn scope(&self, path: &[u8]) -> Option<&Scope> {
+        if path.starts_with(b"/") {
+            Some(&self.files)
+        } else {
+            self.series.get(path)
+        }
+    }
+
+    /// Whether a version of `path` live over `[start, end)` is kept.
+    pub(crate) fn keeps(&self, path: &[u8], start: Timestamp, end: Option<Timestamp>) -> bool {
+        self.scope(path)
+            .is_none_or(|s| s.keeps(start, end, &self.pins))
+    }
+}
+
 impl ClientIndex {
     /// `base` (normalized) and every path below it, in path order, with
     /// their versions. A sibling sharing the prefix (`/r/ab` next to
     /// `/r/a`) is not below it.
-    fn below<'a>(
-        &'a self,
-        base: &'a [u8],
-    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<Version>)> {
+    fn below<'a>(&'a self, base: &'a [u8]) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<Held>)> {
         self.paths
             .range::<[u8], _>((Bound::Included(base), Bound::Unbounded))
             .take_while(move |(p, _)| p.starts_with(base))
@@ -74,17 +164,53 @@ pub(crate) struct State {
     pub delta_bases: HashMap<ChunkId, ChunkId>,
     clients: BTreeMap<String, ClientIndex>,
     versions: u64,
+    /// What retention keeps, per client (absent: everything).
+    keep: HashMap<String, Keeping>,
+    /// Filter versions as they are inserted (off while a load adds packs
+    /// in any order; [`State::filter_all`] runs once at the end).
+    filtering: bool,
+}
+
+/// A dump series: its path, and its runs (time, succeeded) in seq order.
+pub(crate) type Series = (Vec<u8>, Vec<(Timestamp, bool)>);
+
+/// How a copy ranks against another of the same chunk (greater wins).
+fn rank(p: &PackInfo, delta: bool) -> (bool, bool, Option<Timestamp>, PackName) {
+    (!delta, !p.condemned, p.sealed_at, p.name)
 }
 
 impl State {
+    /// An empty index that filters by `keep` from the start.
+    pub(crate) fn with_keep(keep: HashMap<String, Keeping>) -> State {
+        State {
+            keep,
+            ..State::default()
+        }
+    }
+
     pub(crate) fn has_pack(&self, name: &PackName) -> bool {
         self.by_name.contains_key(name)
     }
 
-    /// Add a pack's chunks and versions. Chunks already known elsewhere and
-    /// versions whose `(client, seq)` is already stored for that path are
-    /// skipped (a batch re-sent after a failed commit may exist twice).
+    /// The pack slot of `name`, if it is known (and not deleted).
+    pub(crate) fn pack_slot(&self, name: &PackName) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Start or stop filtering on insert (see the field).
+    pub(crate) fn set_filtering(&mut self, on: bool) {
+        self.filtering = on;
+    }
+
+    /// Add a pack's chunks and versions. Copies already known elsewhere
+    /// are ranked (see the module doc); versions whose `(client, seq)` is
+    /// already stored for that path are copies.
     pub(crate) fn add_pack(&mut self, idx: PackIndex) {
+        self.add_pack_marked(idx, false)
+    }
+
+    /// [`State::add_pack`] for a pack that may be condemned.
+    pub(crate) fn add_pack_marked(&mut self, idx: PackIndex, condemned: bool) {
         if self.has_pack(&idx.pack) {
             return;
         }
@@ -95,27 +221,55 @@ impl State {
             len: idx.pack_len,
             sealed_at: idx.sealed_at,
             has_versions: !idx.versions.is_empty(),
+            versions: idx.versions.len() as u64,
+            kept_versions: 0,
+            version_bytes: idx.version_records.iter().map(|r| r.frame_len as u64).sum(),
+            chunk_bytes: idx.chunks.iter().map(|c| c.frame_len as u64).sum(),
+            condemned,
+            gone: false,
         });
         for c in idx.chunks {
-            if let Entry::Vacant(e) = self.chunks.entry(c.id) {
-                e.insert(Location {
-                    pack: n,
-                    offset: c.offset,
-                    frame_len: c.frame_len,
-                });
-                if let Encoding::Delta { base } = c.encoding {
-                    self.delta_bases.insert(c.id, base);
+            let delta = matches!(c.encoding, Encoding::Delta { .. });
+            let replace = match self.chunks.get(&c.id) {
+                None => true,
+                Some(old) => {
+                    let old_delta = self.delta_bases.contains_key(&c.id);
+                    rank(&self.packs[n as usize], delta)
+                        > rank(&self.packs[old.pack as usize], old_delta)
+                }
+            };
+            if replace {
+                self.chunks.insert(
+                    c.id,
+                    Location {
+                        pack: n,
+                        offset: c.offset,
+                        frame_len: c.frame_len,
+                    },
+                );
+                match c.encoding {
+                    Encoding::Delta { base } => {
+                        self.delta_bases.insert(c.id, base);
+                    }
+                    _ => {
+                        self.delta_bases.remove(&c.id);
+                    }
                 }
             }
         }
         for v in idx.versions {
             let ci = self.clients.entry(v.client.clone()).or_default();
             ci.last_commit = ci.last_commit.max(idx.sealed_at);
-            self.insert_version(v);
+            self.insert_version(v, n);
         }
     }
 
-    fn insert_version(&mut self, v: Version) {
+    /// Insert `v` (from pack slot `pack`) into its path's list, or move an
+    /// existing copy to `pack` when that ranks higher; then, while
+    /// filtering, drop what the new version leaves unkept.
+    fn insert_version(&mut self, v: Version, pack: u32) {
+        let new_rank = rank(&self.packs[pack as usize], false);
+        let packs = &self.packs;
         let ci = self.clients.entry(v.client.clone()).or_default();
         ci.max_seq = ci.max_seq.max(v.seq);
         // Most paths keep one version or a few: room for exactly one at
@@ -128,17 +282,227 @@ impl State {
             .or_insert_with(|| Vec::with_capacity(1));
         let at = match list.last() {
             None => 0,
-            Some(last) if last.seq < v.seq => list.len(),
-            Some(_) => match list.binary_search_by_key(&v.seq, |x| x.seq) {
-                Ok(_) => return,
+            Some(last) if last.seq() < v.seq => list.len(),
+            Some(_) => match list.binary_search_by_key(&v.seq, Held::seq) {
+                Ok(i) => {
+                    let old = list[i].pack;
+                    if new_rank > rank(&packs[old as usize], false) {
+                        list[i].pack = pack;
+                        self.packs[old as usize].kept_versions -= 1;
+                        self.packs[pack as usize].kept_versions += 1;
+                    }
+                    return;
+                }
                 Err(i) => i,
             },
         };
+        let appended = at == list.len();
+        let monotone = at == 0 || list[at - 1].v.observed_at <= v.observed_at;
         if v.path.first() == Some(&b'/') {
             *ci.times.entry(v.observed_at).or_default() += 1;
         }
-        list.insert(at, v);
+        let (client, path) = (v.client.clone(), v.path.clone());
+        list.insert(at, Held { v, pack });
+        self.packs[pack as usize].kept_versions += 1;
         self.versions += 1;
+        if self.filtering && self.keep.contains_key(&client) {
+            if appended && monotone {
+                // Only the predecessor's span changed (it ends now).
+                self.filter_range(&client, &path, at.saturating_sub(1)..at);
+            } else {
+                self.filter_range(&client, &path, 0..usize::MAX);
+            }
+        }
+    }
+
+    /// Drop the versions of `path` at positions `range` that retention no
+    /// longer keeps (spans from the remaining neighbours).
+    fn filter_range(&mut self, client: &str, path: &[u8], range: std::ops::Range<usize>) {
+        let Some(keep) = self.keep.get(client) else {
+            return;
+        };
+        let Some(ci) = self.clients.get_mut(client) else {
+            return;
+        };
+        let ClientIndex {
+            paths, times: at, ..
+        } = ci;
+        let Some(list) = paths.get_mut(path) else {
+            return;
+        };
+        let times: Vec<Timestamp> = list.iter().map(|h| h.v.observed_at).collect();
+        let ends = live_ends(&times);
+        let mut i = 0;
+        let packs = &mut self.packs;
+        let mut dropped = 0;
+        list.retain(|h| {
+            let k = i;
+            i += 1;
+            if !range.contains(&k) || keep.keeps(path, times[k], ends[k]) {
+                return true;
+            }
+            packs[h.pack as usize].kept_versions -= 1;
+            untime(at, &h.v);
+            dropped += 1;
+            false
+        });
+        self.versions -= dropped;
+    }
+
+    /// Filter every path of every client (after a load).
+    pub(crate) fn filter_all(&mut self) {
+        let clients: Vec<String> = self.keep.keys().cloned().collect();
+        for c in clients {
+            let paths: Vec<Vec<u8>> = self
+                .clients
+                .get(&c)
+                .map(|ci| ci.paths.keys().cloned().collect())
+                .unwrap_or_default();
+            for p in paths {
+                self.filter_range(&c, &p, 0..usize::MAX);
+            }
+        }
+        self.filtering = true;
+    }
+
+    /// The versions of `client` that `keep` would drop: `(path, seq)`.
+    /// Read-only, so it runs under a shared lock; dropping them later is
+    /// still right, since what arrives meanwhile only ends spans sooner.
+    pub(crate) fn unkept(&self, client: &str, keep: &Keeping) -> Vec<(Vec<u8>, u64)> {
+        let mut out = Vec::new();
+        let Some(ci) = self.clients.get(client) else {
+            return out;
+        };
+        for (p, list) in &ci.paths {
+            let times: Vec<Timestamp> = list.iter().map(|h| h.v.observed_at).collect();
+            for (k, end) in live_ends(&times).into_iter().enumerate() {
+                if !keep.keeps(p, times[k], end) {
+                    out.push((p.clone(), list[k].seq()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Make `keep` what is kept of `client`, and drop `gone` (computed by
+    /// [`State::unkept`]).
+    pub(crate) fn set_keep(&mut self, client: &str, keep: Keeping, gone: &[(Vec<u8>, u64)]) {
+        self.keep.insert(client.to_string(), keep);
+        let Some(ci) = self.clients.get_mut(client) else {
+            return;
+        };
+        for (p, seq) in gone {
+            let Some(list) = ci.paths.get_mut(p) else {
+                continue;
+            };
+            if let Ok(i) = list.binary_search_by_key(seq, Held::seq) {
+                let h = list.remove(i);
+                untime(&mut ci.times, &h.v);
+                self.packs[h.pack as usize].kept_versions -= 1;
+                self.versions -= 1;
+            }
+        }
+    }
+
+    /// Replace the pins of `client` (pins only add points at kept points or
+    /// in the whole part, and removing one drops nothing until the next
+    /// forget).
+    pub(crate) fn set_pins(&mut self, client: &str, pins: BTreeSet<Timestamp>) {
+        self.keep.entry(client.to_string()).or_default().pins = pins;
+    }
+
+    /// Mark pack `name` condemned or not.
+    pub(crate) fn set_condemned(&mut self, name: &PackName, on: bool) {
+        if let Some(&n) = self.by_name.get(name) {
+            self.packs[n as usize].condemned = on;
+        }
+    }
+
+    /// Forget pack `name` (deleted by a prune): its chunks whose copy in use
+    /// is there leave the index (returned); its versions must have moved to
+    /// other copies already (any left are dropped, with a warning).
+    pub(crate) fn remove_pack(&mut self, name: &PackName) -> Vec<ChunkId> {
+        let Some(n) = self.by_name.remove(name) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        self.chunks.retain(|id, loc| {
+            if loc.pack == n {
+                self.delta_bases.remove(id);
+                removed.push(*id);
+                false
+            } else {
+                true
+            }
+        });
+        if self.packs[n as usize].kept_versions > 0 {
+            let mut stranded = 0;
+            for ci in self.clients.values_mut() {
+                for list in ci.paths.values_mut() {
+                    let before = list.len();
+                    list.retain(|h| {
+                        if h.pack == n {
+                            untime(&mut ci.times, &h.v);
+                        }
+                        h.pack != n
+                    });
+                    stranded += (before - list.len()) as u64;
+                }
+            }
+            self.versions -= stranded;
+            tracing::warn!(pack = %name, stranded, "a deleted pack still held versions in use");
+        }
+        let p = &mut self.packs[n as usize];
+        p.gone = true;
+        p.kept_versions = 0;
+        removed
+    }
+
+    /// Chunks no version in the index names (and no delta's base).
+    pub(crate) fn unreferenced(&self) -> Vec<ChunkId> {
+        let mut named: HashSet<ChunkId> = HashSet::new();
+        self.each_version(|v| named.extend(v.chunk_refs().map(|c| c.id)));
+        named.extend(self.delta_bases.values().copied());
+        self.chunks
+            .keys()
+            .filter(|id| !named.contains(id))
+            .copied()
+            .collect()
+    }
+
+    /// Every version in the index (kept ones), for a live set.
+    pub(crate) fn each_version(&self, mut f: impl FnMut(&Version)) {
+        for ci in self.clients.values() {
+            for list in ci.paths.values() {
+                for h in list {
+                    f(&h.v);
+                }
+            }
+        }
+    }
+
+    /// The pack slot whose copy of `(client, seq)` of `path` the index
+    /// uses, if the index holds that version.
+    pub(crate) fn version_pack(&self, client: &str, path: &[u8], seq: u64) -> Option<u32> {
+        let list = self.clients.get(client)?.paths.get(path)?;
+        let i = list.binary_search_by_key(&seq, Held::seq).ok()?;
+        Some(list[i].pack)
+    }
+
+    /// Packs in use (not deleted).
+    pub(crate) fn live_packs(&self) -> impl Iterator<Item = (u32, &PackInfo)> {
+        self.packs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.gone)
+            .map(|(i, p)| (i as u32, p))
+    }
+
+    /// True when `id` is stored in a pack that is not condemned.
+    pub(crate) fn has_usable(&self, id: &ChunkId) -> bool {
+        self.chunks
+            .get(id)
+            .is_some_and(|l| !self.packs[l.pack as usize].condemned)
     }
 
     /// The highest seq stored for `client`, if any.
@@ -150,15 +514,33 @@ impl State {
         self.clients
             .get(client)
             .and_then(|c| c.paths.get(path))
-            .cloned()
+            .map(|l| l.iter().map(|h| h.v.clone()).collect())
             .unwrap_or_default()
     }
 
+    /// The point a query of `client`'s files at `at` uses.
+    pub(crate) fn query_point(&self, client: &str, at: Timestamp) -> QueryPoint {
+        match self.keep.get(client) {
+            Some(k) => k.files.snap(at, &k.pins),
+            None => QueryPoint::exact(at),
+        }
+    }
+
     /// The state of `base` and everything below it at `at`; see
-    /// `Repository::tree_at` and the crate doc for the parent rule.
+    /// `Repository::tree_at` and the crate doc for the parent rule. A
+    /// query of files before the whole part of the history answers for the
+    /// kept point it snaps to (nothing, before the oldest).
     pub(crate) fn tree_at(&self, client: &str, base: &[u8], at: Timestamp) -> Vec<Version> {
         let Some(ci) = self.clients.get(client) else {
             return Vec::new();
+        };
+        let at = if base.starts_with(b"/") {
+            match self.query_point(client, at).used {
+                Some(t) => t,
+                None => return Vec::new(),
+            }
+        } else {
+            at
         };
         let base = normalize(base);
         let mut out = Vec::new();
@@ -169,9 +551,10 @@ impl State {
         // so a parent (a prefix) is always visited before its children.
         let mut dirs: HashSet<&[u8]> = HashSet::new();
         for (p, vs) in ci.below(base) {
-            let Some(v) = vs.iter().rev().find(|v| v.observed_at <= at) else {
+            let Some(h) = vs.iter().rev().find(|h| h.v.observed_at <= at) else {
                 continue;
             };
+            let v = &h.v;
             if v.is_tombstone() {
                 continue;
             }
@@ -221,7 +604,7 @@ impl State {
             if out.len() >= limit.max(1) {
                 break;
             }
-            out.extend(vs.iter().cloned());
+            out.extend(vs.iter().map(|h| h.v.clone()));
         }
         out
     }
@@ -231,6 +614,27 @@ impl State {
         self.clients
             .get(client)
             .map_or(0, |i| i.paths.values().map(|v| v.len() as u64).sum())
+    }
+
+    /// The times of `client`'s versions: all of its files, and per dump
+    /// series its runs (time, succeeded), oldest first by seq.
+    pub(crate) fn timelines(&self, client: &str) -> (Vec<Timestamp>, Vec<Series>) {
+        let mut files = Vec::new();
+        let mut series = Vec::new();
+        if let Some(ci) = self.clients.get(client) {
+            for (p, list) in &ci.paths {
+                if p.starts_with(b"/") {
+                    files.extend(list.iter().map(|h| h.v.observed_at));
+                } else {
+                    let runs = list
+                        .iter()
+                        .map(|h| (h.v.observed_at, h.v.stream_status().is_some_and(|s| s.ok())))
+                        .collect();
+                    series.push((p.clone(), runs));
+                }
+            }
+        }
+        (files, series)
     }
 
     /// [`State::stats`] of one client: its versions, highest seq and last
@@ -254,13 +658,12 @@ impl State {
         RepoStats {
             versions: self.versions,
             chunks: self.chunks.len() as u64,
-            packs: self.packs.len() as u64,
-            pack_bytes: self.packs.iter().map(|p| p.len).sum(),
+            packs: self.live_packs().count() as u64,
+            pack_bytes: self.live_packs().map(|(_, p)| p.len).sum(),
             last_commit: self
-                .packs
-                .iter()
-                .filter(|p| p.has_versions)
-                .filter_map(|p| p.sealed_at)
+                .live_packs()
+                .filter(|(_, p)| p.has_versions)
+                .filter_map(|(_, p)| p.sealed_at)
                 .max(),
             max_seq: self
                 .clients
@@ -268,6 +671,41 @@ impl State {
                 .map(|(c, i)| (c.clone(), i.max_seq))
                 .collect(),
         }
+    }
+}
+
+/// Of `versions` (from packs, copies allowed), the ones `keep` keeps, each
+/// once: what the index of a repository holding them would hold.
+pub(crate) fn kept_only(mut versions: Vec<Version>, keep: &crate::keep::KeepFile) -> Vec<Version> {
+    versions.sort_by(|a, b| (&a.client, &a.path, a.seq).cmp(&(&b.client, &b.path, b.seq)));
+    versions.dedup_by(|a, b| a.client == b.client && a.path == b.path && a.seq == b.seq);
+    let mut out = Vec::with_capacity(versions.len());
+    let mut rest = versions.as_slice();
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|v| v.client == first.client && v.path == first.path)
+            .count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        let Some(ck) = keep.clients.get(&first.client) else {
+            out.extend_from_slice(group);
+            continue;
+        };
+        let keeping = Keeping::of(ck);
+        let times: Vec<Timestamp> = group.iter().map(|v| v.observed_at).collect();
+        for (v, end) in group.iter().zip(live_ends(&times)) {
+            if keeping.keeps(&v.path, v.observed_at, end) {
+                out.push(v.clone());
+            }
+        }
+    }
+    out
+}
+
+impl Held {
+    fn seq(&self) -> u64 {
+        self.v.seq
     }
 }
 
@@ -311,12 +749,13 @@ fn parent_present(ci: &ClientIndex, dirs: &HashSet<&[u8]>, p: &[u8], base: &[u8]
 
 /// The version of `path` in force at `at`, unless it is a tombstone.
 fn present_at<'a>(ci: &'a ClientIndex, path: &[u8], at: Timestamp) -> Option<&'a Version> {
-    let v = ci
+    let v = &ci
         .paths
         .get(path)?
         .iter()
         .rev()
-        .find(|v| v.observed_at <= at)?;
+        .find(|h| h.v.observed_at <= at)?
+        .v;
     (!v.is_tombstone()).then_some(v)
 }
 

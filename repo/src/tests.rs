@@ -87,7 +87,7 @@ pub(crate) fn paths(vs: &[Version]) -> Vec<&[u8]> {
     vs.iter().map(|v| v.path.as_slice()).collect()
 }
 
-fn packs_of(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn packs_of(dir: &Path) -> Vec<PathBuf> {
     crate::layout::list_packs(dir)
         .unwrap()
         .into_values()
@@ -101,7 +101,7 @@ fn read_idx(dir: &Path) -> Result<Option<crate::pack_index::PackIndex>, RepoErro
     crate::index::read(dir, crate::pack_name::PackName::parse(stem).unwrap())
 }
 
-fn idx_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn idx_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir.join("index"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -157,7 +157,7 @@ fn init_open_and_not_found() {
 
     let json: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("config")).unwrap()).unwrap();
-    assert_eq!(json["format"], 3);
+    assert_eq!(json["format"], 4);
     assert_eq!(json["id"], repo.id());
     assert_eq!(json["chunker"]["avg"], DEFAULT_CHUNKER.avg);
     assert!(
@@ -1076,7 +1076,7 @@ fn a_format_2_repository_is_upgraded_by_its_writer() {
     let cfg = tmp.path().join("config");
     let text = fs::read_to_string(&cfg)
         .unwrap()
-        .replace("\"format\": 3", "\"format\": 2");
+        .replace("\"format\": 4", "\"format\": 2");
     fs::write(&cfg, text).unwrap();
     let r = LocalRepo::open(tmp.path()).unwrap();
     assert!(r.stats().unwrap().versions > 0);
@@ -1090,7 +1090,7 @@ fn a_format_2_repository_is_upgraded_by_its_writer() {
     let w = LocalRepo::open_writer(tmp.path()).unwrap();
     assert_eq!(w.delta_base(&any_chunk).unwrap(), Some(any_chunk));
     let json: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
-    assert_eq!(json["format"], 3);
+    assert_eq!(json["format"], 4);
 }
 
 #[test]

@@ -97,7 +97,8 @@ impl State {
         }
         let mut times: BTreeMap<Timestamp, u64> = BTreeMap::new();
         for (_, vs) in ci.below(path) {
-            for v in vs {
+            for h in vs {
+                let v = &h.v;
                 if (q.from..=q.to).contains(&v.observed_at) {
                     *times.entry(v.observed_at).or_default() += 1;
                 }

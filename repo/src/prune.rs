@@ -1,0 +1,590 @@
+//! Prune: reclaim the space of what forget left unused, while commits go
+//! on.
+//!
+//! - The live set is every chunk a kept version names (content and xattr
+//!   values), every chunk stored as a base (`store_base`), the chunks the
+//!   caller says something still waits to commit with (the journal's
+//!   pending versions), and the delta bases of all of these.
+//! - While a prune runs, every chunk a caller is told is stored (`missing`,
+//!   `has_chunk`, a skipped put), that a delta is checked against, or that a
+//!   commit names, is recorded ("touched"). A pack is deleted only under
+//!   the writer lock and the index's exclusive lock, after checking that no
+//!   chunk it still serves was touched: a capture that relied on a chunk
+//!   keeps it, and the next prune looks again.
+//! - A pack with nothing live is deleted; a pack whose unused share is above
+//!   the threshold is repacked: its live chunks and kept versions are copied
+//!   into a new pack, which is sealed and indexed as every pack is, the
+//!   index switched to it (the writer lock is held only for the switch,
+//!   never across the copying), then the old pack is deleted, its pack file
+//!   before its index file.
+//! - A repacked pack's footer carries the seal time of the newest pack it
+//!   was made from plus 1 ns: its copies rank above its sources' (see
+//!   `state`), and the last-commit times `status` shows stay those of the
+//!   commits.
+//! - Two-phase (a server, which cannot see its clients' journals): packs
+//!   sealed within the grace time are left alone; a pack found unused is
+//!   condemned (durably, with the time) and deleted by a later prune once
+//!   the grace time has passed and it is still unused; a chunk only in
+//!   condemned packs is missing to `missing_chunks` (so clients send it
+//!   again, which writes a new copy), and a condemned pack in use again is
+//!   revived.
+//!
+//! After a crash (each step a named failpoint: `prune.repack` once a new
+//! pack is durable, `prune.switch` after the index switched, `prune.intent`
+//! once the deletions are recorded, `prune.delete_pack` and
+//! `prune.delete_idx` before each file goes, `prune.done` before the
+//! record is cleared; the new pack's own steps are `pack.*` and `idx.*`):
+//! a new pack and its sources both exist, their copies rank so that the
+//! sources are left with nothing in use, and the next prune deletes them;
+//! deletions already recorded are finished by the next writer's open.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rewind_core::forget::{PendingChunks, PruneReport, PruneRequest, PruneSummary};
+use rewind_core::{ChunkId, RepoError, Timestamp, Version};
+use tracing::{info, warn};
+
+use crate::durable::{failpoint, fsync_dir, io_err};
+use crate::index;
+use crate::keep::KeepFile;
+use crate::pack::{self, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
+use crate::pack_index::PackIndex;
+use crate::pack_name::PackName;
+use crate::record;
+use crate::repo::{LocalRepo, PACK_TARGET};
+
+/// The repack threshold when none is given: a pack is rewritten once more
+/// than this share of it is unused. Measured on a year of simulated
+/// desktop history (docs/decisions.md, "Prune threshold"): 10 % reclaims
+/// nearly all the space 0 % does while rewriting a small part of the bytes.
+pub const DEFAULT_MAX_UNUSED: f64 = 0.10;
+
+/// The grace time of a server's two-phase prune: a client may rely on a
+/// chunk it was told is stored for this long before its version commits
+/// (an upload backlog drained by the uploader), and a condemned pack is
+/// deleted this long after it was found unused.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// What a prune is asked to do.
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Only say what would be done.
+    pub dry_run: bool,
+    /// Repack a pack once more than this share of it is unused.
+    pub max_unused: f64,
+    /// Two-phase deletion with this grace time (a server).
+    pub grace: Option<Duration>,
+    /// "Now", for grace times.
+    pub now: Timestamp,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            dry_run: false,
+            max_unused: DEFAULT_MAX_UNUSED,
+            grace: None,
+            now: Timestamp::now(),
+        }
+    }
+}
+
+/// One pack as the plan sees it.
+#[derive(Clone, Debug)]
+struct PackUse {
+    name: PackName,
+    len: u64,
+    sealed_at: Option<Timestamp>,
+    live_bytes: u64,
+    kept_versions: u64,
+    versions: u64,
+}
+
+impl PackUse {
+    fn unused(&self) -> bool {
+        self.live_bytes == 0 && self.kept_versions == 0
+    }
+    fn unused_bytes(&self) -> u64 {
+        self.len.saturating_sub(self.live_bytes)
+    }
+}
+
+/// What the plan decided.
+#[derive(Default)]
+struct Plan {
+    delete: Vec<PackUse>,
+    repack: Vec<PackUse>,
+    condemn: Vec<PackUse>,
+    revive: Vec<PackName>,
+}
+
+/// The prune's epoch of touched chunks; ends when dropped.
+struct Epoch<'a>(&'a LocalRepo);
+
+impl<'a> Epoch<'a> {
+    fn begin(repo: &'a LocalRepo) -> Epoch<'a> {
+        *repo.touched.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashSet::new());
+        repo.pruning
+            .store(true, std::sync::atomic::Ordering::Release);
+        Epoch(repo)
+    }
+}
+
+impl Drop for Epoch<'_> {
+    fn drop(&mut self) {
+        self.0
+            .pruning
+            .store(false, std::sync::atomic::Ordering::Release);
+        *self.0.touched.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl PruneOptions {
+    /// The options of `req` (a local prune: no grace time).
+    pub fn of(req: &PruneRequest) -> Result<PruneOptions, RepoError> {
+        let max_unused = req.max_unused.unwrap_or(DEFAULT_MAX_UNUSED);
+        if !(0.0..=1.0).contains(&max_unused) {
+            return Err(RepoError::Refused {
+                reason: format!("--max-unused {}%: expected 0 to 100", max_unused * 100.0),
+            });
+        }
+        Ok(PruneOptions {
+            dry_run: req.dry_run,
+            max_unused,
+            ..PruneOptions::default()
+        })
+    }
+}
+
+fn crash_point(name: &'static str, dir: &Path) -> Result<(), RepoError> {
+    failpoint(name).map_err(io_err(dir))
+}
+
+impl LocalRepo {
+    /// Reclaim space (see the module documentation). `pending` is called
+    /// once the prune records touched chunks, and gives the chunks that
+    /// versions not yet committed rely on (the journal's): it must include
+    /// every capture that began before it was called. Writers only; one
+    /// prune or forget at a time.
+    pub fn prune_with(
+        &self,
+        opts: &PruneOptions,
+        pending: &mut PendingChunks<'_>,
+    ) -> Result<PruneReport, RepoError> {
+        if !self.is_writer() {
+            return Err(RepoError::ReadOnly);
+        }
+        let started = Instant::now();
+        let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let _epoch = Epoch::begin(self);
+        let extra = pending()?;
+        let mut report = PruneReport {
+            dry_run: opts.dry_run,
+            pending_chunks: extra.len() as u64,
+            ..PruneReport::default()
+        };
+        let (plan, live) = self.plan(opts, extra, &mut report);
+        if opts.dry_run {
+            report.millis = started.elapsed().as_millis() as u64;
+            return Ok(report);
+        }
+        let now = opts.now;
+        if opts.grace.is_some() && (!plan.condemn.is_empty() || !plan.revive.is_empty()) {
+            self.update_keep(|k| {
+                for p in &plan.condemn {
+                    k.condemned.insert(p.name, now);
+                }
+                for n in &plan.revive {
+                    k.condemned.remove(n);
+                }
+            })?;
+            let mut st = self.write_state();
+            for p in &plan.condemn {
+                st.set_condemned(&p.name, true);
+            }
+            for n in &plan.revive {
+                st.set_condemned(n, false);
+            }
+            report.packs_condemned += plan.condemn.len() as u64;
+            report.packs_revived += plan.revive.len() as u64;
+        }
+        // Repack in batches of about one pack of output.
+        let mut batch: Vec<PackUse> = Vec::new();
+        let mut size = 0;
+        for p in plan.repack {
+            size += p.live_bytes;
+            batch.push(p);
+            if size >= PACK_TARGET {
+                self.repack(std::mem::take(&mut batch), &live, opts, &mut report)?;
+                size = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.repack(batch, &live, opts, &mut report)?;
+        }
+        if !plan.delete.is_empty() {
+            let names: Vec<PackName> = plan.delete.iter().map(|p| p.name).collect();
+            let gone = self.switch(&names, None, true, &mut report)?;
+            report.packs_deleted += gone.len() as u64;
+            report.bytes_freed += plan
+                .delete
+                .iter()
+                .filter(|p| gone.contains(&p.name))
+                .map(|p| p.len)
+                .sum::<u64>();
+            report.versions_dropped += plan
+                .delete
+                .iter()
+                .filter(|p| gone.contains(&p.name))
+                .map(|p| p.versions)
+                .sum::<u64>();
+        }
+        crash_point("prune.done", &self.dir)?;
+        report.millis = started.elapsed().as_millis() as u64;
+        let summary = PruneSummary {
+            at: Some(Timestamp::now()),
+            millis: report.millis,
+            packs_deleted: report.packs_deleted,
+            packs_repacked: report.packs_repacked,
+            bytes_rewritten: report.bytes_rewritten,
+            bytes_freed: report.bytes_freed,
+            packs_condemned: report.packs_condemned,
+        };
+        self.update_keep(|k| {
+            k.deleting.clear();
+            k.last_prune = Some(summary);
+        })?;
+        info!(
+            deleted = report.packs_deleted,
+            repacked = report.packs_repacked,
+            condemned = report.packs_condemned,
+            freed = report.bytes_freed,
+            rewritten = report.bytes_rewritten,
+            millis = report.millis,
+            "pruned"
+        );
+        Ok(report)
+    }
+
+    /// Bytes of packs nothing kept uses now (for `status`).
+    pub(crate) fn reclaimable(&self) -> u64 {
+        let mut r = PruneReport::default();
+        let opts = PruneOptions {
+            dry_run: true,
+            ..PruneOptions::default()
+        };
+        let _ = self.plan(&opts, Vec::new(), &mut r);
+        r.unused_bytes
+    }
+
+    /// The live set and what to do with each pack (under a shared lock).
+    fn plan(
+        &self,
+        opts: &PruneOptions,
+        extra: Vec<ChunkId>,
+        report: &mut PruneReport,
+    ) -> (Plan, HashSet<ChunkId>) {
+        let keep = self.keepfile.lock().expect("retention poisoned").clone();
+        let st = self.read_state();
+        let mut live: HashSet<ChunkId> = extra.into_iter().collect();
+        live.extend(keep.bases.iter().copied());
+        st.each_version(|v| live.extend(v.chunk_refs().map(|c| c.id)));
+        let bases: Vec<ChunkId> = live
+            .iter()
+            .filter_map(|id| st.delta_bases.get(id).copied())
+            .collect();
+        live.extend(bases);
+        report.live_chunks = live.len() as u64;
+        let mut used: HashMap<u32, u64> = HashMap::new();
+        for id in &live {
+            if let Some(loc) = st.chunks.get(id) {
+                *used.entry(loc.pack).or_default() += loc.frame_len as u64;
+            }
+        }
+        let young = opts
+            .grace
+            .map(|g| Timestamp(opts.now.0.saturating_sub(g.as_nanos() as i64)));
+        let mut plan = Plan::default();
+        for (slot, p) in st.live_packs() {
+            // Unused: chunk records not live here (forgotten, or a copy
+            // the index does not use) and the forgotten share of the
+            // version records; headers and footers count as used.
+            let kept_version_bytes = (p.version_bytes * p.kept_versions)
+                .checked_div(p.versions)
+                .unwrap_or(0);
+            let live_chunks = used.get(&slot).copied().unwrap_or(0);
+            let unused = p.chunk_bytes.saturating_sub(live_chunks)
+                + p.version_bytes.saturating_sub(kept_version_bytes);
+            let u = PackUse {
+                name: p.name,
+                len: p.len,
+                sealed_at: p.sealed_at,
+                live_bytes: if live_chunks == 0 && p.kept_versions == 0 {
+                    0
+                } else {
+                    p.len.saturating_sub(unused)
+                },
+                kept_versions: p.kept_versions,
+                versions: p.versions,
+            };
+            report.packs += 1;
+            report.pack_bytes += u.len;
+            report.unused_bytes += u.unused_bytes();
+            if let Some(young) = young {
+                if p.condemned {
+                    if !u.unused() {
+                        plan.revive.push(u.name);
+                    } else if keep.condemned.get(&u.name).is_some_and(|at| *at <= young) {
+                        plan.delete.push(u);
+                    } else {
+                        report.unused_bytes_left += u.unused_bytes();
+                    }
+                    continue;
+                }
+                // A client may rely on what it sent lately, unseen.
+                if u.sealed_at.is_none_or(|s| s > young) {
+                    report.unused_bytes_left += u.unused_bytes();
+                    continue;
+                }
+            }
+            if u.unused() {
+                if young.is_some() {
+                    plan.condemn.push(u);
+                } else {
+                    plan.delete.push(u);
+                }
+            } else if u.unused_bytes() as f64 > opts.max_unused * u.len as f64 {
+                plan.repack.push(u);
+            } else {
+                report.unused_bytes_left += u.unused_bytes();
+            }
+        }
+        if opts.dry_run {
+            report.packs_deleted = plan.delete.len() as u64;
+            report.packs_repacked = plan.repack.len() as u64;
+            report.packs_condemned = plan.condemn.len() as u64;
+            report.packs_revived = plan.revive.len() as u64;
+            report.bytes_freed = plan.delete.iter().map(|p| p.len).sum::<u64>()
+                + plan.repack.iter().map(|p| p.unused_bytes()).sum::<u64>();
+            report.bytes_rewritten = plan.repack.iter().map(|p| p.live_bytes).sum();
+        }
+        (plan, live)
+    }
+
+    /// Copy what `sources` still hold in use into a new pack, switch the
+    /// index to it, then delete (or, two-phase, condemn) the sources.
+    fn repack(
+        &self,
+        sources: Vec<PackUse>,
+        live: &HashSet<ChunkId>,
+        opts: &PruneOptions,
+        report: &mut PruneReport,
+    ) -> Result<(), RepoError> {
+        let mut w = PackWriter::create(&self.dir.join("tmp"))?;
+        let mut versions: Vec<Version> = Vec::new();
+        let mut newest = Timestamp(0);
+        let mut dropped = 0u64;
+        for src in &sources {
+            newest = newest.max(src.sealed_at.unwrap_or(Timestamp(0)));
+            let path = src.name.pack_path(&self.dir);
+            let idx = pack::load(&path, src.name)?;
+            let file = File::open(&path).map_err(io_err(&path))?;
+            let (chunks, vs) = self.in_use(&idx, live);
+            for c in chunks {
+                let ch = record::read_encoded_at(&file, &path, c.0, c.1, &c.2)?;
+                w.add_chunk(ch.view())?;
+            }
+            dropped += (idx.versions.len() - vs.len()) as u64;
+            versions.extend(vs);
+        }
+        let runs = split_versions(&versions, VERSIONS_RECORD_TARGET).map_err(|(i, n)| {
+            crate::durable::corrupt(&self.dir, format!("version {i} encodes to {n} bytes"))
+        })?;
+        w.add_versions(&runs)?;
+        let sealed = Timestamp(newest.0.saturating_add(1));
+        let idx = if w.records() > 0 {
+            let idx = w.seal_as(&self.dir, sealed)?;
+            index::write(&self.dir, &idx)?;
+            report.packs_written += 1;
+            report.bytes_rewritten += idx.pack_len;
+            Some(idx)
+        } else {
+            None
+        };
+        drop(w);
+        crash_point("prune.repack", &self.dir)?;
+        let names: Vec<PackName> = sources.iter().map(|p| p.name).collect();
+        let delete = opts.grace.is_none();
+        let gone = self.switch(&names, idx, delete, report)?;
+        for p in sources.iter().filter(|p| gone.contains(&p.name)) {
+            report.packs_repacked += 1;
+            if delete {
+                report.bytes_freed += p.len;
+            } else {
+                report.packs_condemned += 1;
+            }
+        }
+        report.versions_dropped += dropped;
+        Ok(())
+    }
+
+    /// The chunks of pack `idx` whose copy in use is there and that are
+    /// live — (offset, frame length, id) in file order — and its versions
+    /// whose copy in use is there.
+    fn in_use(
+        &self,
+        idx: &PackIndex,
+        live: &HashSet<ChunkId>,
+    ) -> (Vec<(u64, u32, ChunkId)>, Vec<Version>) {
+        let st = self.read_state();
+        let Some(slot) = st.pack_slot(&idx.pack) else {
+            return (Vec::new(), Vec::new());
+        };
+        let chunks = idx
+            .chunks
+            .iter()
+            .filter(|c| {
+                st.chunks
+                    .get(&c.id)
+                    .is_some_and(|l| l.pack == slot && l.offset == c.offset)
+                    && live.contains(&c.id)
+            })
+            .map(|c| (c.offset, c.frame_len, c.id))
+            .collect();
+        let versions = idx
+            .versions
+            .iter()
+            .filter(|v| st.version_pack(&v.client, &v.path, v.seq) == Some(slot))
+            .cloned()
+            .collect();
+        (chunks, versions)
+    }
+
+    /// Update `DIR/retention` durably.
+    pub(crate) fn update_keep(&self, f: impl FnOnce(&mut KeepFile)) -> Result<(), RepoError> {
+        let mut kf = self.keepfile.lock().expect("retention poisoned");
+        let mut next = kf.clone();
+        f(&mut next);
+        next.write(&self.dir)?;
+        *kf = next;
+        Ok(())
+    }
+
+    /// Under the writer lock and the index's exclusive lock: add `new` to
+    /// the index, then take `sources` out of it, except those still serving
+    /// a chunk that was touched during this prune; then (with `delete`)
+    /// record and delete them, pack file first, or (two-phase) condemn
+    /// them. Returns the packs that left the index.
+    fn switch(
+        &self,
+        sources: &[PackName],
+        new: Option<PackIndex>,
+        delete: bool,
+        report: &mut PruneReport,
+    ) -> Result<Vec<PackName>, RepoError> {
+        let mut gone = Vec::new();
+        {
+            let _w = self.lock_writer()?;
+            let mut st = self.write_state();
+            if let Some(idx) = new {
+                st.add_pack(idx);
+            }
+            let spared: HashSet<u32> = {
+                let t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+                t.iter()
+                    .flatten()
+                    .filter_map(|id| st.chunks.get(id).map(|l| l.pack))
+                    .collect()
+            };
+            for s in sources {
+                let Some(slot) = st.pack_slot(s) else {
+                    continue;
+                };
+                if spared.contains(&slot) || st.packs[slot as usize].kept_versions > 0 {
+                    report.packs_spared += 1;
+                    continue;
+                }
+                if delete {
+                    report.removed_chunks.extend(st.remove_pack(s));
+                } else {
+                    st.set_condemned(s, true);
+                }
+                gone.push(*s);
+            }
+        }
+        crash_point("prune.switch", &self.dir)?;
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        if !delete {
+            let now = Timestamp::now();
+            self.update_keep(|k| {
+                for n in &gone {
+                    k.condemned.insert(*n, now);
+                }
+            })?;
+            return Ok(gone);
+        }
+        self.update_keep(|k| {
+            k.deleting.extend(gone.iter().copied());
+            for n in &gone {
+                k.condemned.remove(n);
+            }
+        })?;
+        crash_point("prune.intent", &self.dir)?;
+        let mut subdirs = HashSet::new();
+        for n in &gone {
+            crash_point("prune.delete_pack", &self.dir)?;
+            let p = n.pack_path(&self.dir);
+            remove(&p)?;
+            self.forget_file(n);
+            if let Some(d) = p.parent() {
+                subdirs.insert(d.to_path_buf());
+            }
+            crash_point("prune.delete_idx", &self.dir)?;
+            remove(&n.idx_path(&self.dir))?;
+        }
+        for d in subdirs {
+            fsync_dir(&d)?;
+        }
+        fsync_dir(&self.dir.join("index"))?;
+        Ok(gone)
+    }
+}
+
+fn remove(p: &Path) -> Result<(), RepoError> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(p)(e)),
+    }
+}
+
+/// Delete pack `name` and then its index (each may be gone already).
+pub(crate) fn delete_pack_files(dir: &Path, name: PackName) -> Result<(), RepoError> {
+    remove(&name.pack_path(dir))?;
+    remove(&name.idx_path(dir))
+}
+
+/// Finish the deletions an interrupted prune recorded (at a writer's
+/// open): their content is durable elsewhere, or was unused.
+pub(crate) fn finish_deletions(dir: &Path, keep: &mut KeepFile) -> Result<(), RepoError> {
+    if keep.deleting.is_empty() {
+        return Ok(());
+    }
+    let n = keep.deleting.len();
+    for name in &keep.deleting {
+        delete_pack_files(dir, *name)?;
+    }
+    fsync_dir(&dir.join("index"))?;
+    let mut next = keep.clone();
+    next.deleting.clear();
+    next.write(dir)?;
+    *keep = next;
+    warn!(packs = n, "finished the deletions of an interrupted prune");
+    Ok(())
+}
