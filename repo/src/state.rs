@@ -558,7 +558,7 @@ impl State {
             if v.is_tombstone() {
                 continue;
             }
-            if p.as_slice() != base && !parent_present(ci, &dirs, p, base) {
+            if p.as_slice() != base && !parent_present(ci, &dirs, p, base, at) {
                 continue;
             }
             if v.meta().is_some_and(|m| m.kind == FileKind::Dir) {
@@ -733,18 +733,35 @@ fn parent(p: &[u8]) -> Option<&[u8]> {
 /// at the query time. Ancestors the repository never recorded (for example
 /// the parents of a protected root when `base` lies above it) say nothing
 /// and are passed over.
-fn parent_present(ci: &ClientIndex, dirs: &HashSet<&[u8]>, p: &[u8], base: &[u8]) -> bool {
+fn parent_present(
+    ci: &ClientIndex,
+    dirs: &HashSet<&[u8]>,
+    p: &[u8],
+    base: &[u8],
+    at: Timestamp,
+) -> bool {
     let mut q = parent(p);
     while let Some(a) = q {
         if !is_under(a, base) {
             return true;
         }
-        if ci.paths.contains_key(a) {
+        if recorded_by(ci, a, at) {
             return dirs.contains(a);
         }
         q = parent(a);
     }
     true
+}
+
+/// Whether `path` has a version at or before `at`. A directory whose first
+/// version is proven later than a child's (captured on another thread, or
+/// after waiting out a recent write) is not yet recorded at the child's
+/// moment: the child's version proves the directory existed then, so it
+/// neither hides the child nor answers for it.
+fn recorded_by(ci: &ClientIndex, path: &[u8], at: Timestamp) -> bool {
+    ci.paths
+        .get(path)
+        .is_some_and(|l| l.iter().any(|h| h.v.observed_at <= at))
 }
 
 /// The version of `path` in force at `at`, unless it is a tombstone.
@@ -765,7 +782,7 @@ fn present_at<'a>(ci: &'a ClientIndex, path: &[u8], at: Timestamp) -> Option<&'a
 fn ancestors_present(ci: &ClientIndex, base: &[u8], at: Timestamp) -> bool {
     let mut q = parent(base);
     while let Some(a) = q {
-        if ci.paths.contains_key(a) {
+        if recorded_by(ci, a, at) {
             let is_dir = present_at(ci, a, at)
                 .and_then(Version::meta)
                 .is_some_and(|m| m.kind == FileKind::Dir);

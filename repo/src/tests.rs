@@ -506,6 +506,42 @@ fn tree_at_follows_time_tombstones_and_deleted_dirs() {
     assert!(!repo.covers("nobody", b"/r").unwrap());
 }
 
+/// A directory's first version can be proven later than its children's
+/// (another capture thread, or a wait for a recent write to finish): at a
+/// child's moment the directory is not yet recorded, which hides nothing;
+/// once recorded, it answers for its children again.
+#[test]
+fn a_directory_recorded_after_its_child_does_not_hide_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+    let c = chunk(3);
+    repo.put_chunks(vec![c.clone()]).unwrap();
+    repo.commit_versions(vec![
+        file_v(1, 10, b"/r/s/f", &[&c]),
+        dir_v(2, 12, b"/r/s"),
+        dir_v(3, 15, b"/r"),
+    ])
+    .unwrap();
+    let at = |path: &[u8], t: i64| -> Vec<Vec<u8>> {
+        paths(&repo.tree_at(C, path, Timestamp(t)).unwrap())
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    assert_eq!(at(b"/r/s/f", 10), vec![b"/r/s/f".to_vec()]);
+    assert_eq!(at(b"/r", 10), vec![b"/r/s/f".to_vec()]);
+    assert_eq!(at(b"/r", 13), vec![b"/r/s".to_vec(), b"/r/s/f".to_vec()]);
+    assert_eq!(
+        at(b"/r", 15),
+        vec![b"/r".to_vec(), b"/r/s".to_vec(), b"/r/s/f".to_vec()]
+    );
+    assert!(at(b"/r", 9).is_empty());
+    // A tombstone still hides what lies below.
+    repo.commit_versions(vec![gone(4, 20, b"/r/s")]).unwrap();
+    assert!(at(b"/r/s/f", 20).is_empty());
+    assert_eq!(at(b"/r/s/f", 19), vec![b"/r/s/f".to_vec()]);
+}
+
 #[test]
 fn reader_sees_writer_commits_after_refresh() {
     let tmp = tempfile::tempdir().unwrap();
