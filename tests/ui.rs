@@ -346,6 +346,13 @@ fn a_file_deleted_since_is_found_on_the_timeline_and_restored_through_the_ui() {
         .as_i64()
         .unwrap()
         .into();
+    // A pin at that moment (through the running agent), for the overview's
+    // retention card and the timeline's marks.
+    let captured_at = env.versions_json(&report)[0]["time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["pin", "--at", &captured_at, "--label", "before cleanup"]);
     // Seconds apart, so a click on the timeline lands between the two.
     std::thread::sleep(Duration::from_secs(5));
     fs::remove_file(&report).unwrap();
@@ -376,6 +383,10 @@ fn a_file_deleted_since_is_found_on_the_timeline_and_restored_through_the_ui() {
         assert!(
             overview.contains("Healthy"),
             "protection is healthy: {overview}"
+        );
+        assert!(
+            overview.contains("Retention") && overview.contains("(before cleanup)"),
+            "the pin in the retention card: {overview}"
         );
         snap(&c, "overview").await;
 
@@ -413,6 +424,21 @@ fn a_file_deleted_since_is_found_on_the_timeline_and_restored_through_the_ui() {
         })
         .await;
         let (e, from, to) = svg;
+        until("the pin on the timeline", || async {
+            c.find(Locator::Css("#timeline-svg circle.pin")).await.ok()
+        })
+        .await;
+        let title = c
+            .execute(
+                "return document.querySelector('#timeline-svg circle.pin title').textContent",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            title.as_str().is_some_and(|t| t.contains("before cleanup")),
+            "the pin's label on the timeline: {title}"
+        );
         let (_, _, width, height) = e.rectangle().await.unwrap();
         let moment = captured + (deleted - captured) / 2;
         let x = (moment - from) as f64 / (to - from) as f64 * width - width / 2.0;

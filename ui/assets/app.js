@@ -166,6 +166,19 @@ async function refreshStatus() {
       repo.error ? kv('Unreachable', repo.error, 'bad') : null,
     ),
   ];
+  const ret = a.retention || {};
+  const kept = s.kept;
+  if (ret.policy || kept) {
+    const pins = (kept && kept.pins) || [];
+    const prune = kept && kept.last_prune;
+    cards.push(card('Retention',
+      kv('Policy', ret.policy || (kept && kept.server_policy) || 'keep everything'),
+      kv('History', kept && kept.thinned_before ? `whole since ${fmtNs(kept.thinned_before)}, ${kept.points} kept points before` : 'whole (nothing forgotten yet)'),
+      kv('Pins', pins.length ? pins.map((p) => `#${p.id} ${fmtNs(p.at)}${p.label ? ` (${p.label})` : ''}`).join('; ') : 'none'),
+      kept && kept.reclaimable != null ? kv('Reclaimable', fmtBytes(kept.reclaimable)) : null,
+      kv('Last prune', prune && prune.at ? `${fmtNs(prune.at)}: ${fmtBytes(prune.bytes_freed ?? 0)} freed` : 'never'),
+    ));
+  }
   const jobs = a.dumps || [];
   const runs = s.dump_runs || [];
   if (jobs.length || runs.length) {
@@ -271,6 +284,12 @@ function drawTimeline(d, w) {
     const mx = x(nsToMs(m.time));
     const mark = s('path', { d: `M${mx - 5},2 L${mx + 5},2 L${mx},${top - 2} Z`, class: m.ok ? 'dump' : 'dump failed' });
     mark.append(s('title', {}, document.createTextNode(`dump ${m.name} at ${fmtNs(m.time)}: ${m.status}`)));
+    svg.append(mark);
+  }
+  for (const p of d.pins || []) {
+    const px = x(nsToMs(p.at));
+    const mark = s('circle', { cx: px, cy: 6, r: 5, class: 'pin' });
+    mark.append(s('title', {}, document.createTextNode(`pin #${p.id} at ${fmtNs(p.at)}${p.label ? `: ${p.label}` : ''}`)));
     svg.append(mark);
   }
   // Ticks: five labels along the bottom.

@@ -51,6 +51,15 @@ pub(crate) async fn status(State(ctx): State<Arc<Ctx>>) -> ApiResult {
             "last_commit": stats.last_commit.map(|t| ns(t.0)),
             "error": error,
         });
+        live["kept"] = if error.is_none() {
+            ctx.repo
+                .retention(&ctx.client)
+                .ok()
+                .map(|r| kept_json(&r))
+                .unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
         live["client"] = json!(ctx.client);
         live["dump_runs"] = json!(dumps);
         live["now"] = json!(ns(Timestamp::now().0));
@@ -58,6 +67,34 @@ pub(crate) async fn status(State(ctx): State<Arc<Ctx>>) -> ApiResult {
     })
     .await?;
     Ok(json_response(&v))
+}
+
+/// What the repository keeps of this client's history (retention): times
+/// as nanosecond strings, like every time the page gets.
+fn kept_json(r: &rewind_core::forget::RetentionStatus) -> Value {
+    json!({
+        "thinned_before": r.thinned_before.map(|t| ns(t.0)),
+        "points": r.points,
+        "oldest_point": r.oldest_point.map(|t| ns(t.0)),
+        "pins": r.pins.iter().map(pin_json).collect::<Vec<_>>(),
+        "reclaimable": r.reclaimable,
+        "last_forget": r.last_forget.as_ref().map(|f| json!({
+            "at": ns(f.at.0),
+            "versions_forgotten": f.versions_forgotten,
+        })),
+        "last_prune": r.last_prune.as_ref().map(|p| json!({
+            "at": p.at.map(|t| ns(t.0)),
+            "bytes_freed": p.bytes_freed,
+            "packs_deleted": p.packs_deleted,
+            "packs_repacked": p.packs_repacked,
+        })),
+        "space_removals": r.space_removals.len(),
+        "server_policy": r.server_policy,
+    })
+}
+
+fn pin_json(p: &rewind_core::forget::Pin) -> Value {
+    json!({ "id": p.id, "at": ns(p.at.0), "label": p.label })
 }
 
 #[derive(Deserialize)]
@@ -71,7 +108,7 @@ pub(crate) struct TimelineQ {
 const MAX_BUCKETS: usize = 2000;
 
 /// `GET /api/timeline?from&to&buckets`: the number of versions in each of
-/// `buckets` equal spans of `[from, to)`, and the dump runs in it.
+/// `buckets` equal spans of `[from, to)`, and the dump runs and pins in it.
 pub(crate) async fn timeline(State(ctx): State<Arc<Ctx>>, Query(q): Query<TimelineQ>) -> ApiResult {
     let v = blocking(&ctx, move |ctx| {
         let cat = ctx.catalog.get()?;
@@ -109,10 +146,18 @@ pub(crate) async fn timeline(State(ctx): State<Arc<Ctx>>, Query(q): Query<Timeli
                 })
             })
             .collect();
+        let pins: Vec<Value> = ctx
+            .repo
+            .pins(&ctx.client)?
+            .iter()
+            .filter(|p| p.at.0 >= from && p.at.0 < to)
+            .map(pin_json)
+            .collect();
         Ok(json!({
             "from": ns(from),
             "to": ns(to),
             "counts": counts,
+            "pins": pins,
             "first": first.map(ns),
             "last": last.map(ns),
             "total": cat.times.len(),
