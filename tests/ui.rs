@@ -524,3 +524,67 @@ fn a_file_deleted_since_is_found_on_the_timeline_and_restored_through_the_ui() {
     );
     agent.stop();
 }
+
+/// Protecting to a server, the UI answers from the server, for this
+/// client only: its own files are listed and found, another client's
+/// folder and names are not, even asked for by path.
+#[test]
+fn through_a_server_the_ui_shows_this_clients_history_only() {
+    let alice = Env::new();
+    let bob = Env::new();
+    let srv = Server::start_new(&alice.tmp.path().join("srv"));
+    alice.enroll(&srv, "alice");
+    bob.enroll(&srv, "bob");
+    let diary = alice.root.join("alice-diary.txt");
+    fs::write(&diary, b"dear diary\n").unwrap();
+    fs::write(bob.root.join("bob-notes.txt"), b"bob's\n").unwrap();
+    bob.ok(&["watch", bob.root.to_str().unwrap(), "--once"]);
+    let agent = alice.watch(&[]);
+    agent.wait_first_pass();
+    alice.wait_versions(&diary, 1);
+
+    let url = login_url(&alice);
+    let origin = origin_of(&url);
+    let (cookie, key) = log_in(&url);
+    let get = |route: &str| -> (u16, Value) {
+        let r = http()
+            .get(format!("{origin}{route}"))
+            .header("cookie", &cookie)
+            .header("x-rewind-key", &key)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.bytes().unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    };
+    let (st, status) = get("/api/status");
+    assert_eq!(st, 200);
+    assert_eq!(status["client"], "alice", "{status}");
+    assert!(
+        status["agent"]["repository"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("https://")),
+        "the agent protects to the server: {status}"
+    );
+    let found = |q: &str| -> Vec<String> {
+        let (st, v) = get(&format!("/api/search?q={q}"));
+        assert_eq!(st, 200, "{v}");
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(found("diary"), vec!["alice-diary.txt"]);
+    assert!(found("notes").is_empty(), "bob's names stay bob's");
+    let (st, mine) = get(&format!("/api/tree?id={}", id_of(&alice.root)));
+    assert_eq!(st, 200, "{mine}");
+    assert!(mine.to_string().contains("alice-diary.txt"), "{mine}");
+    let (_, theirs) = get(&format!("/api/tree?id={}", id_of(&bob.root)));
+    assert!(
+        !theirs.to_string().contains("bob-notes.txt"),
+        "bob's folder, asked for by path: {theirs}"
+    );
+    agent.stop();
+}
