@@ -1058,3 +1058,54 @@ fn crash_loop_against_the_server_keeps_every_acknowledged_version() {
     assert_eq!(describe_tree(&dest), describe_tree(&env.root));
     eprintln!("server crash loop: {kills} kills, {acked} acknowledged, {max} on the server");
 }
+
+/// Clients that start together (an office after a power cut) each need one
+/// credential check, and the server runs only two at once, turning the
+/// others away with 503 and `Retry-After`: every client must ask again
+/// until it is admitted, and every first pass must reach the server.
+#[test]
+fn clients_starting_together_are_all_admitted() {
+    let home = Env::new();
+    let mut srv = Server::start_new(&home.tmp.path().join("srv"));
+    let clients: Vec<Env> = (0..10)
+        .map(|i| {
+            let e = Env::new();
+            e.enroll(&srv, &format!("desk-{i}"));
+            write(&e.root.join("work.txt"), format!("desk {i}\n").as_bytes());
+            e
+        })
+        .collect();
+    // Strangers keep the two credential checks busy meanwhile (wrong
+    // `/metrics` secrets, each from an address of its own, so the brake on
+    // an address that failed does not spare the slots).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let metrics = format!("{}/metrics", srv.url);
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        for t in 0..6u8 {
+            let (stop, metrics, srv) = (&stop, &metrics, &srv);
+            s.spawn(move || {
+                let mut i: u8 = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let from = std::net::Ipv4Addr::new(127, 3 + t, i / 250, 1 + i % 250);
+                    let c = harness::raw_client_from(srv, Some(from.into()));
+                    let _ = c.get(metrics).bearer_auth("not the secret").send();
+                    i = i.wrapping_add(1);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let runs: Vec<_> = clients
+            .iter()
+            .map(|e| s.spawn(move || e.run(&["watch", e.root.to_str().unwrap(), "--once"])))
+            .collect();
+        let outs = runs.into_iter().map(|r| r.join().unwrap()).collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        outs
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert!(out.status.success(), "desk-{i}: {}", show(out));
+        let vs = clients[i].versions_json(&clients[i].root.join("work.txt"));
+        assert_eq!(vs.len(), 1, "desk-{i}'s file reached the server");
+    }
+    srv.stop();
+}

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Body, Client};
@@ -20,6 +20,32 @@ use crate::tls;
 /// Attempts per request for transient failures (the uploader retries
 /// further with its own backoff).
 const ATTEMPTS: u32 = 3;
+
+/// How long a request keeps asking a server that turns it away because it
+/// is busy (429, 503 before any work: its few credential checks are all
+/// taken, or this address is braked). Clients that start together, as an
+/// office's do after a power cut, are admitted a few at a time; each waits
+/// as long as the server's `Retry-After` says (1 to 10 s), plus a little
+/// of its own so they do not all come back at once.
+const BUSY_PATIENCE: Duration = Duration::from_secs(90);
+
+/// Why one attempt failed.
+enum Failure {
+    /// The server turned the request away before doing anything; ask
+    /// again after this long.
+    Busy(Duration, RepoError),
+    /// Anything else.
+    Other(RepoError),
+}
+
+/// Up to half a second of waiting of this process's own, so clients told
+/// the same `Retry-After` spread out.
+fn jitter() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    Duration::from_millis(u64::from((nanos ^ std::process::id()) % 500))
+}
 
 pub(crate) fn remote(url: &str, reason: impl Into<String>, transient: bool) -> RepoError {
     RepoError::Remote {
@@ -113,16 +139,26 @@ impl Conn {
     ) -> Result<Vec<u8>, RepoError> {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 1;
+        let started = Instant::now();
         loop {
             // `Bytes`: the body is shared, not copied, between attempts.
             match self.call_once(method.clone(), route, body.clone(), timeout) {
-                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                Ok(v) => return Ok(v),
+                Err(Failure::Busy(wait, e)) => {
+                    let wait = wait + jitter();
+                    if started.elapsed() + wait > BUSY_PATIENCE {
+                        return Err(e);
+                    }
+                    tracing::debug!("{route}: {e}; asking again in {wait:?}");
+                    std::thread::sleep(wait);
+                }
+                Err(Failure::Other(e)) if e.is_transient() && attempt < ATTEMPTS => {
                     tracing::debug!("{route}: {e}; retrying");
                     std::thread::sleep(delay);
                     delay *= 2;
                     attempt += 1;
                 }
-                r => return r,
+                Err(Failure::Other(e)) => return Err(e),
             }
         }
     }
@@ -133,7 +169,7 @@ impl Conn {
         route: &str,
         body: Option<bytes::Bytes>,
         timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, RepoError> {
+    ) -> Result<Vec<u8>, Failure> {
         let mut req = self
             .http
             .request(method, format!("{}{route}", self.url))
@@ -151,8 +187,24 @@ impl Conn {
                 _ => req.body(b),
             };
         }
-        let resp = req.send().map_err(|e| self.net_error(e))?;
-        read_reply(&self.url, resp)
+        let resp = req.send().map_err(|e| Failure::Other(self.net_error(e)))?;
+        let busy = matches!(
+            resp.status(),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        )
+        .then(|| {
+            let secs = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            Duration::from_secs(secs.unwrap_or(1).clamp(1, 10))
+        });
+        match (read_reply(&self.url, resp), busy) {
+            (Ok(v), _) => Ok(v),
+            (Err(e), Some(wait)) => Err(Failure::Busy(wait, e)),
+            (Err(e), None) => Err(Failure::Other(e)),
+        }
     }
 
     /// The server's URL.

@@ -41,10 +41,15 @@
 //!   tries, as far apart as its `Retry-After` says, 1 to 10 s).
 //! - [`RemoteRepo::new`] makes no request, so a client starts, and
 //!   captures, while its server is unreachable.
-//! - A request of a `RemoteRepo` that fails transiently (cannot connect,
-//!   times out, is cut off, or gets 5xx, 408 or 429) is tried 3 times in
-//!   all, 250 ms and then 500 ms apart, and then returned as a transient
-//!   `RepoError::Remote`, which the uploader retries with its own backoff;
+//! - A request of a `RemoteRepo` that the server turns away as busy (503
+//!   or 429: its credential checks are all taken, or this address is
+//!   braked) is asked again as its `Retry-After` says (1 to 10 s, plus up
+//!   to 0.5 s of the client's own) for up to 90 s, so clients that start
+//!   together are all admitted. One that fails otherwise transiently
+//!   (cannot connect, times out, is cut off, or gets another 5xx or 408) is
+//!   tried 3 times in all, 250 ms and then 500 ms apart. Either is then
+//!   returned as a transient `RepoError::Remote`, which the uploader
+//!   retries with its own backoff;
 //!   a refusal (401, 400 or any other 4xx) or a malformed reply is returned
 //!   at once as a non-transient one.
 //! - No reply is read past `wire::MAX_BODY` (80 MiB); a longer one is a

@@ -82,6 +82,7 @@
 //!   match its pack's length is replaced from the pack.
 
 mod config;
+mod deletions;
 mod durable;
 mod forget;
 mod index;

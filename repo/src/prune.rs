@@ -39,15 +39,15 @@
 //! deletions already recorded are finished by the next writer's open.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
-use std::io;
+use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rewind_core::forget::{PendingChunks, PruneReport, PruneRequest, PruneSummary};
 use rewind_core::{ChunkId, RepoError, Timestamp, Version};
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::deletions::remove;
 use crate::durable::{failpoint, fsync_dir, io_err};
 use crate::index;
 use crate::keep::KeepFile;
@@ -165,6 +165,16 @@ fn crash_point(name: &'static str, dir: &Path) -> Result<(), RepoError> {
 }
 
 impl LocalRepo {
+    /// [`Repository::prune`](rewind_core::Repository::prune): the request
+    /// made into options, then [`LocalRepo::prune_with`].
+    pub(crate) fn prune_request(
+        &self,
+        req: &PruneRequest,
+        pending: &mut PendingChunks<'_>,
+    ) -> Result<PruneReport, RepoError> {
+        self.prune_with(&PruneOptions::of(req)?, pending)
+    }
+
     /// Reclaim space (see the module documentation). `pending` is called
     /// once the prune records touched chunks, and gives the chunks that
     /// versions not yet committed rely on (the journal's): it must include
@@ -554,37 +564,4 @@ impl LocalRepo {
         fsync_dir(&self.dir.join("index"))?;
         Ok(gone)
     }
-}
-
-fn remove(p: &Path) -> Result<(), RepoError> {
-    match fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(p)(e)),
-    }
-}
-
-/// Delete pack `name` and then its index (each may be gone already).
-pub(crate) fn delete_pack_files(dir: &Path, name: PackName) -> Result<(), RepoError> {
-    remove(&name.pack_path(dir))?;
-    remove(&name.idx_path(dir))
-}
-
-/// Finish the deletions an interrupted prune recorded (at a writer's
-/// open): their content is durable elsewhere, or was unused.
-pub(crate) fn finish_deletions(dir: &Path, keep: &mut KeepFile) -> Result<(), RepoError> {
-    if keep.deleting.is_empty() {
-        return Ok(());
-    }
-    let n = keep.deleting.len();
-    for name in &keep.deleting {
-        delete_pack_files(dir, *name)?;
-    }
-    fsync_dir(&dir.join("index"))?;
-    let mut next = keep.clone();
-    next.deleting.clear();
-    next.write(dir)?;
-    *keep = next;
-    warn!(packs = n, "finished the deletions of an interrupted prune");
-    Ok(())
 }

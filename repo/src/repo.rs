@@ -369,7 +369,7 @@ impl LocalRepo {
         rewind_core::private::tighten_if_loose(dir, "repository");
         clean_tmp(&dir.join("tmp"))?;
         let mut keep = KeepFile::read(dir)?;
-        crate::prune::finish_deletions(dir, &mut keep)?;
+        crate::deletions::finish_deletions(dir, &mut keep)?;
         let state = Self::load_state(dir, true, &keep)?;
         if config.format < FORMAT {
             let from = config.format;
@@ -1026,7 +1026,7 @@ impl Repository for LocalRepo {
         req: &rewind_core::forget::PruneRequest,
         pending: &mut rewind_core::forget::PendingChunks<'_>,
     ) -> Result<rewind_core::forget::PruneReport, RepoError> {
-        self.prune_with(&crate::prune::PruneOptions::of(req)?, pending)
+        self.prune_request(req, pending)
     }
 
     fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
