@@ -22,8 +22,8 @@ use crate::tls;
 const ATTEMPTS: u32 = 3;
 
 /// How long a request keeps asking a server that turns it away because it
-/// is busy (429, 503 before any work: its few credential checks are all
-/// taken, or this address is braked). Clients that start together, as an
+/// is busy (429 or 503 with `Retry-After`, before any work: its few
+/// credential checks are all taken, or this address is braked). Clients that start together, as an
 /// office's do after a power cut, are admitted a few at a time; each waits
 /// as long as the server's `Retry-After` says (1 to 10 s), plus a little
 /// of its own so they do not all come back at once.
@@ -188,18 +188,21 @@ impl Conn {
             };
         }
         let resp = req.send().map_err(|e| Failure::Other(self.net_error(e)))?;
+        // Busy, not broken: the server says when to come back. A 503
+        // without `Retry-After` is a failure of its own (a full disk, a
+        // locked repository) and takes the ordinary path.
         let busy = matches!(
             resp.status(),
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         )
         .then(|| {
-            let secs = resp
-                .headers()
+            resp.headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            Duration::from_secs(secs.unwrap_or(1).clamp(1, 10))
-        });
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .flatten()
+        .map(|secs| Duration::from_secs(secs.clamp(1, 10)));
         match (read_reply(&self.url, resp), busy) {
             (Ok(v), _) => Ok(v),
             (Err(e), Some(wait)) => Err(Failure::Busy(wait, e)),

@@ -42,8 +42,8 @@
 //! - [`RemoteRepo::new`] makes no request, so a client starts, and
 //!   captures, while its server is unreachable.
 //! - A request of a `RemoteRepo` that the server turns away as busy (503
-//!   or 429: its credential checks are all taken, or this address is
-//!   braked) is asked again as its `Retry-After` says (1 to 10 s, plus up
+//!   or 429 with `Retry-After`: its credential checks are all taken, or
+//!   this address is braked) is asked again as its `Retry-After` says (1 to 10 s, plus up
 //!   to 0.5 s of the client's own) for up to 90 s, so clients that start
 //!   together are all admitted. One that fails otherwise transiently
 //!   (cannot connect, times out, is cut off, or gets another 5xx or 408) is
