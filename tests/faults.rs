@@ -465,15 +465,6 @@ fn overflow_burst_is_caught_by_a_rescan() {
     agent.stop();
 }
 
-/// `rewind` with `REWIND_FAILPOINTS` set.
-fn run_with_failpoint(env: &Env, spec: &str, args: &[&str]) -> std::process::Output {
-    env.command()
-        .env("REWIND_FAILPOINTS", spec)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// The process dies at each named durability step in turn (as a power cut
 /// there would stop it); the next run recovers: everything is captured,
 /// verify is clean, the tree restores exactly.
@@ -501,7 +492,7 @@ fn a_crash_at_each_durability_step_is_recovered() {
         }
         fs::write(env.root.join("big.bin"), noise(3 << 20, 5)).unwrap();
         let spec = format!("{step}=crash@{nth}");
-        let out = run_with_failpoint(&env, &spec, &["watch", &root, "--once"]);
+        let out = env.run_with_failpoint(&spec, &["watch", &root, "--once"]);
         assert!(
             !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("crashing"),
             "{spec} was not reached\n{}",
@@ -539,11 +530,8 @@ fn a_crash_during_an_in_place_restore_leaves_the_file_whole() {
         env.ok(&["watch", &root, "--once"]);
 
         let path = f.to_str().unwrap();
-        let out = run_with_failpoint(
-            &env,
-            &format!("{step}=crash"),
-            &["restore", path, "--at", &then],
-        );
+        let out =
+            env.run_with_failpoint(&format!("{step}=crash"), &["restore", path, "--at", &then]);
         assert!(!out.status.success(), "{step}\n{}", show(&out));
         assert_eq!(fs::read(&f).unwrap(), current, "after a crash at {step}");
         env.ok(&["restore", path, "--at", &then]);

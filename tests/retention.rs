@@ -160,15 +160,6 @@ fn forget_and_prune_while_the_agent_captures_keep_every_kept_point_and_pins() {
     drop(agent);
 }
 
-/// `rewind` with `REWIND_FAILPOINTS` set.
-fn run_with_failpoint(env: &Env, spec: &str, args: &[&str]) -> std::process::Output {
-    env.command()
-        .env("REWIND_FAILPOINTS", spec)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_crash_at_each_step_of_prune_is_recovered_by_the_next() {
     for step in [
@@ -196,11 +187,7 @@ fn a_crash_at_each_step_of_prune_is_recovered_by_the_next() {
         wait_newest(&env, &file);
         agent.stop();
         env.ok(&["forget", "--policy", "all 1s, every 1s for 2s"]);
-        let out = run_with_failpoint(
-            &env,
-            &format!("{step}=crash"),
-            &["prune", "--max-unused", "0"],
-        );
+        let out = env.run_with_failpoint(&format!("{step}=crash"), &["prune", "--max-unused", "0"]);
         assert!(
             !out.status.success(),
             "{step}: the prune went through\n{}",

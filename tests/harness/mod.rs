@@ -241,6 +241,16 @@ impl Env {
         d
     }
 
+    /// `rewind ARGS` with `REWIND_FAILPOINTS` set to `spec` (crash
+    /// tests: the process dies at the named step).
+    pub fn run_with_failpoint(&self, spec: &str, args: &[&str]) -> Output {
+        self.command()
+            .env("REWIND_FAILPOINTS", spec)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
     }
