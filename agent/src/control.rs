@@ -113,6 +113,25 @@ fn peer_uid(conn: &UnixStream) -> std::io::Result<u32> {
     }
 }
 
+/// Answer a request that may take long (a dump, a forget or prune) on a
+/// thread of its own, so `status` and other requests are still answered
+/// meanwhile.
+fn on_own_thread(
+    name: &str,
+    conn: UnixStream,
+    agent: &Arc<Agent>,
+    serve: impl FnOnce(&UnixStream, &Agent) + Send + 'static,
+) -> Result<()> {
+    let agent = agent.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = conn.set_read_timeout(None);
+            serve(&conn, &agent);
+        })?;
+    Ok(())
+}
+
 fn handle(
     conn: UnixStream,
     agent: &Arc<Agent>,
@@ -143,29 +162,16 @@ fn handle(
             }),
         },
         l if l.starts_with("dump ") => {
-            // A dump takes long: on its own thread, so `status` and other
-            // requests are still answered meanwhile.
             let job = l["dump ".len()..].to_string();
-            let agent = agent.clone();
-            std::thread::Builder::new()
-                .name("dump-request".into())
-                .spawn(move || {
-                    let _ = conn.set_read_timeout(None);
-                    crate::dump_service::serve_run(&conn, &agent.dumps, &job);
-                })?;
-            return Ok(());
+            return on_own_thread("dump-request", conn, agent, move |conn, agent| {
+                crate::dump_service::serve_run(conn, &agent.dumps, &job)
+            });
         }
         l if l.starts_with("retention ") => {
-            // A forget or prune may take a while: on its own thread.
             let req = l["retention ".len()..].to_string();
-            let agent = agent.clone();
-            std::thread::Builder::new()
-                .name("retention-request".into())
-                .spawn(move || {
-                    let _ = conn.set_read_timeout(None);
-                    crate::retention::serve(&conn, &agent.retention, &req);
-                })?;
-            return Ok(());
+            return on_own_thread("retention-request", conn, agent, move |conn, agent| {
+                crate::retention::serve(conn, &agent.retention, &req)
+            });
         }
         other => json!({ "error": format!("unknown request {other:?}") }),
     };

@@ -1179,3 +1179,12 @@ fn client_stats_are_the_clients_own() {
     );
     assert_eq!(repo.client_stats("nobody").last_commit, None);
 }
+
+/// The tree below `/r` at `at`, as (path, seq) pairs.
+pub(crate) fn tree(repo: &impl Repository, at: Timestamp) -> Vec<(Vec<u8>, u64)> {
+    repo.tree_at(C, b"/r", at)
+        .unwrap()
+        .into_iter()
+        .map(|v: Version| (v.path, v.seq))
+        .collect()
+}

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use rewind_core::forget::{ForgetRequest, PruneRequest};
 use rewind_core::retention::Policy;
-use rewind_core::{ChunkId, DEFAULT_CHUNKER, Repository, Timestamp, Version};
+use rewind_core::{ChunkId, DEFAULT_CHUNKER, Repository, Timestamp};
 
 use crate::LocalRepo;
-use crate::tests::{C, chunk, dir_v, file_v, gone};
+use crate::tests::{C, chunk, dir_v, file_v, gone, tree};
 
 const S: i64 = 1_000_000_000;
 
@@ -38,15 +38,6 @@ fn history(repo: &LocalRepo, n: u64, secs: i64, batch: usize) {
     }
     repo.put_chunks(cs).unwrap();
     repo.commit_versions(vs).unwrap();
-}
-
-/// The tree at `at`, as (path, seq) pairs.
-fn tree(repo: &impl Repository, at: Timestamp) -> Vec<(Vec<u8>, u64)> {
-    repo.tree_at(C, b"/r", at)
-        .unwrap()
-        .into_iter()
-        .map(|v: Version| (v.path, v.seq))
-        .collect()
 }
 
 /// The trees at every second, and every chunk of each readable.

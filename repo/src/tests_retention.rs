@@ -8,7 +8,7 @@ use rewind_core::retention::Policy;
 use rewind_core::{DEFAULT_CHUNKER, EncodedChunk, Repository, Timestamp, Version};
 
 use crate::LocalRepo;
-use crate::tests::{C, chunk, dir_v, file_v, gone};
+use crate::tests::{C, chunk, dir_v, file_v, gone, tree};
 
 const S: i64 = 1_000_000_000;
 
@@ -33,15 +33,6 @@ fn history(repo: &LocalRepo, n: u64, secs: i64) -> Vec<EncodedChunk> {
         repo.commit_versions(vec![v]).unwrap();
     }
     chunks
-}
-
-/// The tree at `at`, as (path, seq) pairs.
-fn tree(repo: &impl Repository, at: Timestamp) -> Vec<(Vec<u8>, u64)> {
-    repo.tree_at(C, b"/r", at)
-        .unwrap()
-        .into_iter()
-        .map(|v: Version| (v.path, v.seq))
-        .collect()
 }
 
 fn request(policy: &str, now: i64) -> ForgetRequest {
