@@ -135,9 +135,14 @@ pub fn parse_fingerprint(s: &str) -> Option<String> {
     (bytes.len() == 32).then(|| format!("SHA256:{}", hex::encode(bytes)))
 }
 
-/// Encode a postcard body.
+/// Encode a postcard body, into a buffer sized once. A body of chunks is
+/// megabytes: grown by doubling, it would be copied at each step, and
+/// jemalloc (the agent's allocator) moves a large block to fresh pages on
+/// every growth, so each copy also faults its pages in. Measuring the size
+/// first walks the value without copying a byte.
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_stdvec(v).expect("wire types always serialize")
+    let size = postcard::experimental::serialized_size(v).expect("wire types always serialize");
+    postcard::to_io(v, Vec::with_capacity(size)).expect("wire types always serialize")
 }
 
 /// Decode a postcard body, which must be exactly one value (trailing

@@ -29,6 +29,11 @@ use crate::client::Conn;
 pub(crate) const SINK_REQUEST_BYTES: usize = 8 << 20;
 pub(crate) const SINK_IN_FLIGHT: usize = 4;
 
+/// Room past [`SINK_REQUEST_BYTES`] kept in each body for the chunk that
+/// fills it: twice the largest chunk the default chunker cuts, which
+/// leaves room for its encoding's overhead.
+const OVERFILL_ROOM: usize = 2 * rewind_core::DEFAULT_CHUNKER.max as usize;
+
 /// Longest wait for one request of the sink.
 pub(crate) const SINK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -145,8 +150,11 @@ impl Ahead {
             }
             let b = &mut f.batch;
             if b.ids.is_empty() {
-                // One request's worth and the chunk that overfills it.
-                b.body.reserve(SINK_REQUEST_BYTES + c.data.len() + 64);
+                // One request's worth and the chunk that overfills it,
+                // whichever comes last: a body that grows is copied
+                // whole, into fresh pages.
+                b.body
+                    .reserve(SINK_REQUEST_BYTES + c.data.len().max(OVERFILL_ROOM) + 64);
             }
             b.body.push(c);
             b.ids.push(c.id);
