@@ -86,11 +86,16 @@ mod auth;
 mod data;
 mod metrics;
 mod owners;
+mod retention;
 mod secrets;
 mod serve;
 
 pub use data::{
     ClientRecord, Clients, Created, DEFAULT_EXPIRY, DataDir, add_client, init, is_past,
     load_clients, remove_client,
+};
+pub use retention::{
+    DEFAULT_EVERY, default_policy, forget, open_for_admin, policy_for, prune, set_client_policy,
+    set_default_policy,
 };
 pub use serve::{DEFAULT_IDLE, DEFAULT_PER_ADDRESS, ServeOptions, fingerprint, run as serve};

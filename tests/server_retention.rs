@@ -1,0 +1,258 @@
+//! Retention on a server (issue 17) with the real binaries: the server's
+//! policy per client, applied by the admin and by `serve` itself; clients
+//! that may pin but not forget, prune or unpin; chunks two clients share.
+
+mod harness;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use harness::{Env, Server, noise, remote_of, show, wait_until};
+use rewind_core::Repository;
+use rewind_core::forget::{ForgetRequest, PruneRequest};
+use rewind_core::retention::Policy;
+
+/// The line a refused client sees.
+const REFUSAL: &str = "retention on a server is the server's";
+
+fn write(p: &Path, data: &[u8]) {
+    fs::write(p, data).unwrap();
+}
+
+/// Upload what changed under `env.root`, once.
+fn once(env: &Env) {
+    env.ok(&["watch", env.root.to_str().unwrap(), "--once"]);
+}
+
+/// `file` of `env` as restored at `at`.
+fn restored(env: &Env, file: &Path, at: &str) -> Vec<u8> {
+    let dest = env
+        .tmp
+        .path()
+        .join(format!("out-{}", jiff::Timestamp::now().as_nanosecond()));
+    env.restore_to_ok(file, at, &dest);
+    fs::read(&dest).unwrap()
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", show(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", show(out)))
+}
+
+fn report_of<'a>(reports: &'a serde_json::Value, client: &str) -> &'a serde_json::Value {
+    reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["client"] == client)
+        .unwrap_or_else(|| panic!("no report for {client}: {reports:#}"))
+}
+
+#[test]
+fn a_clients_policy_thins_its_history_only_and_chunks_another_client_needs_stay() {
+    let alice = Env::new();
+    let bob = Env::new();
+    let mut srv =
+        Server::start_new_serving(&alice.tmp.path().join("srv"), &["--retention-every", "0s"]);
+    alice.enroll(&srv, "alice");
+    bob.enroll(&srv, "bob");
+    // The same content on both machines, then Alice's own twice over.
+    let shared = noise(300 << 10, 1);
+    let (a_file, b_file) = (alice.root.join("data.bin"), bob.root.join("data.bin"));
+    let b_note = bob.root.join("note.txt");
+    write(&a_file, &shared);
+    write(&b_file, &shared);
+    write(&b_note, b"bob 0");
+    once(&alice);
+    once(&bob);
+    let bob_t0 = bob.now();
+    let mut alice_states = vec![shared.clone()];
+    for seed in [2, 3] {
+        let s = noise(300 << 10, seed);
+        write(&a_file, &s);
+        once(&alice);
+        alice_states.push(s);
+    }
+    write(&b_note, b"bob 1");
+    once(&bob);
+    assert_eq!(alice.versions_json(&a_file).len(), 3);
+    let bob_before = (bob.versions_json(&b_file), bob.versions_json(&b_note));
+    assert_eq!(bob_before.1.len(), 2);
+
+    let out = srv.cmd(&["client", "policy", "alice", "all 1s"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let list = json_of(&srv.cmd(&["client", "list", "--json"]));
+    let row = |n: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("alice")["policy"], "all 1s", "{list:#}");
+    assert_eq!(row("alice")["policy_is_default"], false, "{list:#}");
+    assert_eq!(
+        row("bob")["policy"],
+        rewind_core::retention::DEFAULT_POLICY,
+        "{list:#}"
+    );
+    assert_eq!(row("bob")["policy_is_default"], true, "{list:#}");
+    let text = String::from_utf8(srv.cmd(&["client", "list"]).stdout).unwrap();
+    assert!(text.contains("all 1s"), "{text}");
+    // A policy that does not parse changes nothing, in one line.
+    let out = srv.cmd(&["client", "policy", "alice", "weekly, daily"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+
+    // While it serves, the server keeps its repository to itself.
+    let out = srv.cmd(&["forget"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by a running rewind-server"),
+        "{}",
+        show(&out)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    srv.stop();
+
+    let dry = json_of(&srv.cmd(&["forget", "--dry-run", "--json"]));
+    assert!(
+        report_of(&dry, "alice")["versions_forgotten"]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{dry:#}"
+    );
+    let f = json_of(&srv.cmd(&["forget", "--json"]));
+    assert!(
+        report_of(&f, "alice")["versions_forgotten"]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{f:#}"
+    );
+    assert_eq!(report_of(&f, "bob")["versions_forgotten"], 0, "{f:#}");
+    let only = json_of(&srv.cmd(&["forget", "--client", "bob", "--json"]));
+    assert_eq!(only.as_array().unwrap().len(), 1, "{only:#}");
+    // Two phases: what is unused is condemned, then deleted once the
+    // grace time (none here) has passed.
+    let p1 = json_of(&srv.cmd(&["prune", "--grace", "0s", "--json"]));
+    assert!(p1["packs_condemned"].as_u64().unwrap() > 0, "{p1:#}");
+    let p2 = json_of(&srv.cmd(&["prune", "--grace", "0s", "--json"]));
+    assert!(
+        p2["bytes_freed"].as_u64().unwrap() > 0,
+        "{p1:#} then {p2:#}"
+    );
+    let v = srv.cmd(&["verify"]);
+    assert!(v.status.success(), "{}", show(&v));
+
+    srv.start();
+    // Alice: her newest state only, exact.
+    assert_eq!(alice.versions_json(&a_file).len(), 1);
+    assert_eq!(restored(&alice, &a_file, "now"), alice_states[2]);
+    // Bob: untouched, and the content he shared with Alice byte-identical.
+    assert_eq!(
+        (bob.versions_json(&b_file), bob.versions_json(&b_note)),
+        bob_before
+    );
+    assert_eq!(restored(&bob, &b_file, "now"), shared);
+    assert_eq!(restored(&bob, &b_note, &bob_t0), b"bob 0");
+
+    // Content pruned from the server is asked for again, never taken as
+    // present: Alice goes back to a state whose chunks are gone.
+    write(&a_file, &alice_states[1]);
+    once(&alice);
+    assert_eq!(restored(&alice, &a_file, "now"), alice_states[1]);
+    let out = alice.run(&["verify"]);
+    assert!(out.status.success(), "{}", show(&out));
+    srv.stop();
+    let v = srv.cmd(&["verify"]);
+    assert!(v.status.success(), "{}", show(&v));
+}
+
+#[test]
+fn a_client_may_pin_but_not_forget_prune_or_unpin_and_its_pins_outlive_the_servers_forget() {
+    let env = Env::new();
+    let mut srv = Server::start_new_serving(
+        &env.tmp.path().join("srv"),
+        &["--retention-every", "1s", "--prune-grace", "2s"],
+    );
+    env.enroll(&srv, "laptop");
+    let file = env.root.join("f.bin");
+    let mut states = Vec::new();
+    for seed in 0..4 {
+        let s = noise(64 << 10, 100 + seed);
+        write(&file, &s);
+        once(&env);
+        states.push((env.now(), s));
+    }
+    let pinned_at = states[1].0.clone();
+    let pin = env.json(&["pin", "--at", &pinned_at, "--label", "before", "--json"]);
+    let pins = env.json(&["pins", "--json"]);
+    assert_eq!(pins["pins"][0]["id"], pin["id"], "{pins:#}");
+    assert_eq!(pins["pins"][0]["label"], "before", "{pins:#}");
+
+    // The command refuses, in one line.
+    let id = pin["id"].to_string();
+    for args in [vec!["forget"], vec!["prune"], vec!["unpin", &id]] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(REFUSAL), "{args:?}: {}", show(&out));
+        assert_eq!(err.lines().count(), 1, "{args:?}: {}", show(&out));
+    }
+    // And so does the server, whatever a client sends.
+    let remote = remote_of(&env);
+    let now = rewind_core::Timestamp::now();
+    let e = remote
+        .forget(
+            "laptop",
+            &ForgetRequest::new(Policy::parse("all 1s").unwrap(), now),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("403") && e.contains(REFUSAL), "{e}");
+    let e = remote
+        .prune(&PruneRequest::default(), &mut || Ok(Vec::new()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("403") && e.contains(REFUSAL), "{e}");
+    let e = remote.unpin("laptop", 1).unwrap_err().to_string();
+    assert!(e.contains("403") && e.contains(REFUSAL), "{e}");
+    assert_eq!(remote.pins("laptop").unwrap().len(), 1);
+    assert_eq!(env.versions_json(&file).len(), 4);
+
+    // The server thins by its own policy, by itself, while the client
+    // goes on uploading: every upload is kept whole.
+    let out = srv.cmd(&["client", "policy", "laptop", "all 1s"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let mut last = states[3].1.clone();
+    for seed in 4..10 {
+        last = noise(64 << 10, 100 + seed);
+        write(&file, &last);
+        once(&env);
+        assert_eq!(restored(&env, &file, "now"), last, "upload {seed}");
+    }
+    wait_until("the server's own forget and prune", || {
+        srv.log().contains("retention: forgot versions") && srv.log().contains("pruned")
+    });
+    // Two left: the pinned state and the newest.
+    std::thread::sleep(Duration::from_millis(1500));
+    wait_until("the history thinned to the pin and the newest", || {
+        env.versions_json(&file).len() == 2
+    });
+    assert_eq!(restored(&env, &file, &pinned_at), states[1].1);
+    assert_eq!(restored(&env, &file, "now"), last);
+    let pins = env.json(&["pins", "--json"]);
+    assert_eq!(pins["pins"][0]["id"], pin["id"], "{pins:#}");
+    // `status` shows the server's policy.
+    let st = env.json(&["status", "--json"]);
+    assert!(st.to_string().contains("all 1s"), "{st:#}");
+    let out = env.run(&["verify"]);
+    assert!(out.status.success(), "{}", show(&out));
+    srv.stop();
+    let v = srv.cmd(&["verify"]);
+    assert!(v.status.success(), "{}", show(&v));
+}
