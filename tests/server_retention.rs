@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use harness::{Env, Server, noise, remote_of, show, wait_until};
+use harness::{Env, Server, noise, raw_client, remote_of, show, wait_until};
 use rewind_core::Repository;
 use rewind_core::forget::{ForgetRequest, PruneRequest};
 use rewind_core::retention::Policy;
@@ -221,6 +221,17 @@ fn a_client_may_pin_but_not_forget_prune_or_unpin_and_its_pins_outlive_the_serve
     assert!(e.contains("403") && e.contains(REFUSAL), "{e}");
     let e = remote.unpin("laptop", 1).unwrap_err().to_string();
     assert!(e.contains("403") && e.contains(REFUSAL), "{e}");
+    let key = fs::read_to_string(env.tmp.path().join("config/rewind/client.key")).unwrap();
+    for route in ["/v1/forget", "/v1/prune", "/v1/unpin"] {
+        let resp = raw_client(&srv)
+            .post(format!("{}{route}", srv.url))
+            .header("Authorization", format!("Bearer laptop:{}", key.trim()))
+            .body(Vec::new())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "{route}");
+        assert!(resp.text().unwrap().contains(REFUSAL), "{route}");
+    }
     assert_eq!(remote.pins("laptop").unwrap().len(), 1);
     assert_eq!(env.versions_json(&file).len(), 4);
 
