@@ -76,7 +76,16 @@ fn a_clients_policy_thins_its_history_only_and_chunks_another_client_needs_stay(
     }
     write(&b_note, b"bob 1");
     once(&bob);
-    assert_eq!(alice.versions_json(&a_file).len(), 3);
+    let a_versions = alice.versions_json(&a_file);
+    assert_eq!(a_versions.len(), 3);
+    // The chunks of Alice's middle state, which only she ever had.
+    let middle: Vec<rewind_core::ChunkId> = a_versions[1]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(!middle.is_empty());
     let bob_before = (bob.versions_json(&b_file), bob.versions_json(&b_note));
     assert_eq!(bob_before.1.len(), 2);
 
@@ -161,7 +170,13 @@ fn a_clients_policy_thins_its_history_only_and_chunks_another_client_needs_stay(
     assert_eq!(restored(&bob, &b_note, &bob_t0), b"bob 0");
 
     // Content pruned from the server is asked for again, never taken as
-    // present: Alice goes back to a state whose chunks are gone.
+    // present (though Alice's list of her chunks still names it): she
+    // goes back to a state whose chunks are gone.
+    let mut asked = remote_of(&alice).missing_chunks(&middle).unwrap();
+    asked.sort();
+    let mut want = middle.clone();
+    want.sort();
+    assert_eq!(asked, want, "pruned chunks are missing to their owner");
     write(&a_file, &alice_states[1]);
     once(&alice);
     assert_eq!(restored(&alice, &a_file, "now"), alice_states[1]);

@@ -393,6 +393,11 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     Ok(())
 }
 
+/// The retention thread's nice value: the agent's for its background
+/// work (first pass, retention), so uploads are served first on a busy
+/// machine.
+const RETENTION_NICE: i32 = 10;
+
 /// Forget and prune every `every`, the first time `every` after the start,
 /// on a thread of its own beside the handlers: uploads go on meanwhile
 /// (prune holds the writer lock only to switch the index). A run that
@@ -403,6 +408,14 @@ fn retention_schedule(server: Arc<Server>, every: Duration, grace: Duration) -> 
     std::thread::Builder::new()
         .name("retention".into())
         .spawn(move || {
+            // Beside the handlers, not ahead of them: the nice value of
+            // the agent's background work (Linux keeps one per thread).
+            #[cfg(target_os = "linux")]
+            if let Err(e) =
+                rustix::process::setpriority_process(Some(rustix::thread::gettid()), RETENTION_NICE)
+            {
+                tracing::debug!("cannot lower the retention thread's priority: {e}");
+            }
             loop {
                 std::thread::sleep(every);
                 crate::retention::run_once(&server.repo, &server.data, grace);
