@@ -282,3 +282,65 @@ fn a_client_may_pin_but_not_forget_prune_or_unpin_and_its_pins_outlive_the_serve
     let v = srv.cmd(&["verify"]);
     assert!(v.status.success(), "{}", show(&v));
 }
+
+/// A dump job's runs on a server are thinned by the policy the server's
+/// admin gave that job (not the one in the client's configuration), and a
+/// failed run never counts as a kept one.
+#[test]
+fn a_dump_jobs_runs_are_thinned_by_its_server_policy_and_a_failed_run_never_counts() {
+    let env = Env::new();
+    let mut srv =
+        Server::start_new_serving(&env.tmp.path().join("srv"), &["--retention-every", "0s"]);
+    env.enroll(&srv, "laptop");
+    let said = env.tmp.path().join("said");
+    let fail = env.tmp.path().join("fail");
+    let cfg_path = env.config_file();
+    let mut cfg = fs::read_to_string(&cfg_path).unwrap();
+    // The client's own setting would keep one run: the server ignores it.
+    cfg.push_str(&format!(
+        "\n[[dump]]\nname = \"db\"\nkind = \"command\"\nretention = \"last 1\"\n\
+         command = [\"sh\", \"-c\", \"cat {}; test ! -e {}\"]\n",
+        said.display(),
+        fail.display()
+    ));
+    fs::write(&cfg_path, cfg).unwrap();
+    // Runs 0 to 4: ok, ok, failed, ok, failed.
+    let oks = [true, true, false, true, false];
+    for (n, ok) in oks.iter().enumerate() {
+        write(&said, format!("run {n}\n").as_bytes());
+        if *ok {
+            let _ = fs::remove_file(&fail);
+        } else {
+            write(&fail, b"");
+        }
+        let out = env.run(&["dump", "run", "db", "--json"]);
+        assert_eq!(out.status.success(), *ok, "run {n}: {}", show(&out));
+    }
+    let runs = |env: &Env| -> Vec<(u64, bool)> {
+        let vs = env.json(&["dump", "versions", "db", "--json"]);
+        vs["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["seq"].as_u64().unwrap(), v["ok"].as_bool().unwrap()))
+            .collect()
+    };
+    let all = runs(&env);
+    assert_eq!(all.iter().map(|r| r.1).collect::<Vec<_>>(), oks, "{all:?}");
+
+    let out = srv.cmd(&["client", "policy", "laptop", "last 2", "--dump", "db"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let list = json_of(&srv.cmd(&["client", "list", "--json"]));
+    assert_eq!(list[0]["dump_policies"]["db"], "last 2", "{list:#}");
+    srv.stop();
+    let f = json_of(&srv.cmd(&["forget", "--client", "laptop", "--json"]));
+    assert_eq!(report_of(&f, "laptop")["versions_forgotten"], 2, "{f:#}");
+    srv.start();
+    // The last two successful runs (1 and 3) and the failure after the
+    // newest success (4); run 2 failed, so it is not one of the two, and
+    // run 0 is older than both.
+    let left = runs(&env);
+    assert_eq!(left, vec![all[1], all[3], all[4]], "{all:?}");
+    let out = env.ok(&["dump", "restore", "db", "--at", "now"]);
+    assert_eq!(out, "run 3\n");
+}

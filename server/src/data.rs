@@ -186,6 +186,11 @@ pub struct ClientRecord {
     /// absent: the server's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The retention policies of its dump jobs, by job name (`client
+    /// policy NAME SPEC --dump JOB`; a job not named here: `last 14,
+    /// weekly 13w`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dump_policies: std::collections::BTreeMap<String, String>,
 }
 
 impl Clients {
@@ -321,6 +326,7 @@ pub fn add_client(
                 enrolled: None,
                 removed: None,
                 policy: None,
+                dump_policies: Default::default(),
             }),
         }
         Ok(())

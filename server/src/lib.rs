@@ -116,6 +116,6 @@ pub use data::{
 };
 pub use retention::{
     DEFAULT_EVERY, default_policy, forget, open_for_admin, policy_for, prune, set_client_policy,
-    set_default_policy,
+    set_default_policy, set_dump_policy,
 };
 pub use serve::{DEFAULT_IDLE, DEFAULT_PER_ADDRESS, ServeOptions, fingerprint, run as serve};

@@ -1,5 +1,8 @@
 //! Retention on a server is the server's: a policy per client (`client
-//! policy NAME SPEC`) over a server default (`policy SPEC`), both kept in
+//! policy NAME SPEC`) over a server default (`policy SPEC`), and one per
+//! dump job of a client (`client policy NAME SPEC --dump JOB`; the jobs'
+//! own `retention` is the client's configuration, which the server does
+//! not take for deleting), all kept in
 //! the registry (`clients.json`, replaced by rename), applied by the
 //! server: by `serve` on its schedule, or by the admin's `forget` and
 //! `prune` while it is stopped. Clients may pin, never forget, prune or
@@ -67,6 +70,61 @@ pub fn set_client_policy(dir: &DataDir, name: &str, spec: &str) -> Result<String
     Ok(policy_for(dir, name)?.to_string())
 }
 
+/// `client policy NAME SPEC --dump JOB`: the policy of one of a client's
+/// dump jobs (`default`: `last 14, weekly 13w`). Returns the policy now in
+/// force for that job.
+pub fn set_dump_policy(dir: &DataDir, name: &str, job: &str, spec: &str) -> Result<String> {
+    check_name(name)?;
+    let ok = !job.is_empty()
+        && job.len() <= 100
+        && !job.starts_with('.')
+        && job
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        bail!("invalid dump job name {job:?}: use letters, digits, '.', '_' and '-' (not first)");
+    }
+    let policy = if spec.trim() == "default" {
+        None
+    } else {
+        let p = Policy::parse_series(spec).map_err(|e| anyhow::anyhow!("policy {spec:?}: {e}"))?;
+        Some(p.to_string())
+    };
+    update_clients(dir, |c| {
+        let Some(r) = c.clients.iter_mut().find(|r| r.name == name) else {
+            bail!("no client named {name}");
+        };
+        match &policy {
+            Some(p) => r.dump_policies.insert(job.to_string(), p.clone()),
+            None => r.dump_policies.remove(job),
+        };
+        Ok(())
+    })?;
+    Ok(policy.unwrap_or_else(|| Policy::default_series().to_string()))
+}
+
+/// The policies of `client`'s dump jobs the admin set, by stream prefix.
+fn series_for(dir: &DataDir, client: &str) -> Result<Vec<(Vec<u8>, Policy)>> {
+    let c = load_clients(dir)?;
+    let Some(r) = c.get(client) else {
+        return Ok(Vec::new());
+    };
+    r.dump_policies
+        .iter()
+        .map(|(job, spec)| {
+            let p = Policy::parse_series(spec).with_context(|| {
+                format!(
+                    "{}: the policy of {client}'s dump {job}",
+                    dir.clients().display()
+                )
+            })?;
+            // A job's streams are `dumps/<job>` and below
+            // (`rewind_dumps::stream_path`); a checked name needs no escaping.
+            Ok((format!("dumps/{job}").into_bytes(), p))
+        })
+        .collect()
+}
+
 /// `policy SPEC`: the server's default (`default`: the built-in one).
 /// Returns the default now in force.
 pub fn set_default_policy(dir: &DataDir, spec: &str) -> Result<String> {
@@ -125,6 +183,7 @@ pub fn forget(
             continue;
         }
         let mut req = ForgetRequest::new(policy_for(dir, &r.name)?, now);
+        req.series = series_for(dir, &r.name)?;
         req.dry_run = dry_run;
         out.push(repo.forget(&r.name, &req)?);
     }
@@ -198,6 +257,23 @@ mod tests {
         );
         assert_eq!(set_default_policy(&d, "default").unwrap(), builtin);
         assert!(set_client_policy(&d, "nobody", "all 1h").is_err());
+        assert_eq!(
+            set_dump_policy(&d, "laptop", "db", "last 3").unwrap(),
+            "last 3"
+        );
+        assert_eq!(
+            series_for(&d, "laptop").unwrap(),
+            vec![(
+                b"dumps/db".to_vec(),
+                Policy::parse_series("last 3").unwrap()
+            )]
+        );
+        assert!(set_dump_policy(&d, "laptop", "a/b", "last 3").is_err());
+        assert_eq!(
+            set_dump_policy(&d, "laptop", "db", "default").unwrap(),
+            Policy::default_series().to_string()
+        );
+        assert!(series_for(&d, "laptop").unwrap().is_empty());
         assert!(set_client_policy(&d, "laptop", "weekly, daily").is_err());
         // A refused change leaves the registry as it was.
         assert_eq!(policy_for(&d, "laptop").unwrap().to_string(), builtin);

@@ -160,12 +160,17 @@ enum ClientCommand {
         /// The client's name
         name: String,
     },
-    /// Set a client's retention policy (`default`: the server's)
+    /// Set a client's retention policy (`default`: the server's), or with
+    /// --dump that of one of its dump jobs (`default`: "last 14, weekly 13w")
     Policy {
         /// The client's name
         name: String,
-        /// A policy such as "all 24h, hourly 7d, daily 30d, weekly"
+        /// A policy such as "all 24h, hourly 7d, daily 30d, weekly" (a dump
+        /// job's: "last 14, weekly 13w")
         spec: String,
+        /// The policy of this dump job of the client's, not of its files
+        #[arg(long, value_name = "JOB")]
+        dump: Option<String>,
     },
 }
 
@@ -375,6 +380,7 @@ fn run(cli: Cli) -> Result<i32> {
                             "removed": r.removed,
                             "policy": policy(r),
                             "policy_is_default": r.policy.is_none(),
+                            "dump_policies": r.dump_policies,
                         })
                     })
                     .collect();
@@ -389,20 +395,31 @@ fn run(cli: Cli) -> Result<i32> {
                         .as_ref()
                         .or(r.enrolled.as_ref())
                         .unwrap_or(&r.added);
-                    let p = match &r.policy {
+                    let mut p = match &r.policy {
                         Some(p) => p.clone(),
                         None => format!("{} (default)", policy(r)),
                     };
+                    for (job, spec) in &r.dump_policies {
+                        p.push_str(&format!("; dump {job}: {spec}"));
+                    }
                     println!("{:<24} {:<9} {:<32} {p}", r.name, state(r), since);
                 }
             }
             Ok(0)
         }
         Command::Docs(_) => unreachable!("handled above"),
-        Command::Client(ClientCommand::Policy { name, spec }) => {
+        Command::Client(ClientCommand::Policy { name, spec, dump }) => {
             dir.check()?;
-            let p = rewind_server::set_client_policy(&dir, &name, &spec)?;
-            println!("{name}: policy {p}");
+            match dump {
+                Some(job) => {
+                    let p = rewind_server::set_dump_policy(&dir, &name, &job, &spec)?;
+                    println!("{name}: dump {job}: policy {p}");
+                }
+                None => {
+                    let p = rewind_server::set_client_policy(&dir, &name, &spec)?;
+                    println!("{name}: policy {p}");
+                }
+            }
             Ok(0)
         }
         Command::Client(ClientCommand::Remove { name }) => {
