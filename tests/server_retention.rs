@@ -344,3 +344,51 @@ fn a_dump_jobs_runs_are_thinned_by_its_server_policy_and_a_failed_run_never_coun
     let out = env.ok(&["dump", "restore", "db", "--at", "now"]);
     assert_eq!(out, "run 3\n");
 }
+
+/// A chunk the server told a client is stored does not disappear before
+/// the version that needs it commits, though the server prunes meanwhile:
+/// the unused pack is only condemned (its chunk "missing" from then on),
+/// the commit naming the chunk is taken, and the next prune revives it.
+#[test]
+fn a_chunk_told_stored_outlives_the_servers_prune_until_its_version_commits() {
+    let env = Env::new();
+    let srv = Server::start_new_serving(
+        &env.tmp.path().join("srv"),
+        &["--retention-every", "1s", "--prune-grace", "5s"],
+    );
+    env.enroll(&srv, "laptop");
+    let file = env.root.join("f.bin");
+    let old = noise(200 << 10, 7);
+    write(&file, &old);
+    once(&env);
+    write(&file, &noise(200 << 10, 8));
+    once(&env);
+    let remote = remote_of(&env);
+    let path = file.to_str().unwrap().as_bytes();
+    let v1 = remote.versions_of("laptop", path).unwrap().remove(0);
+    let ids: Vec<rewind_core::ChunkId> = v1.chunk_refs().map(|c| c.id).collect();
+    // Told stored, as an uploader about to commit a version would be.
+    assert!(remote.missing_chunks(&ids).unwrap().is_empty());
+
+    // The server forgets the old state and, once its pack is past the
+    // grace time, condemns it: its chunks are missing from then on.
+    let out = srv.cmd(&["client", "policy", "laptop", "all 1s"]);
+    assert!(out.status.success(), "{}", show(&out));
+    wait_until("the old content's pack condemned", || {
+        remote.missing_chunks(&ids).unwrap().len() == ids.len()
+    });
+    // The commit that relied on the chunks is taken, and restores whole.
+    let mut v = v1.clone();
+    v.seq = 1_000_000;
+    v.observed_at = rewind_core::Timestamp::now();
+    remote.commit_versions(vec![v]).unwrap();
+    assert_eq!(restored(&env, &file, "now"), old);
+    // The next prune revives the pack instead of deleting it.
+    wait_until("the condemned pack revived", || {
+        remote.missing_chunks(&ids).unwrap().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(restored(&env, &file, "now"), old);
+    let out = env.run(&["verify"]);
+    assert!(out.status.success(), "{}", show(&out));
+}
