@@ -301,3 +301,105 @@ fn the_agent_applies_its_policy_and_max_size_by_itself_oldest_first() {
     let out = env.run(&["verify"]);
     assert!(out.status.success(), "{}", show(&out));
 }
+
+/// Forget and prune killed with SIGKILL at random moments, round after
+/// round, each forget thinning more (so each prune has work): the
+/// repository verifies clean, the pinned points and the newest state
+/// restore exactly as before, and the next prune completes (with nothing
+/// left after it).
+#[test]
+fn sigkill_at_random_moments_of_forget_and_prune_loses_nothing_kept() {
+    let env = Env::new();
+    let agent = env.watch(&[]);
+    agent.wait_first_pass();
+    let mut pinned = Vec::new();
+    for i in 0..30u64 {
+        fs::write(
+            env.root.join(format!("f{}.bin", i % 3)),
+            harness::noise(128 << 10, i),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        if i % 7 == 5 {
+            // Past the quiescence: this state is the one captured.
+            std::thread::sleep(Duration::from_millis(300));
+            pinned.push(jiff::Timestamp::now().to_string());
+        }
+    }
+    let last = env.root.join("f2.bin");
+    let want = fs::read(&last).unwrap();
+    harness::wait_until("the newest state in the repository", || {
+        let dest = env.tmp.path().join("newest");
+        let _ = fs::remove_file(&dest);
+        env.restore_to(&last, "now", &dest).status.success() && fs::read(&dest).unwrap() == want
+    });
+    agent.stop();
+    for at in &pinned {
+        env.ok(&["pin", "--at", at]);
+    }
+    let mut moments = pinned.clone();
+    moments.push("now".to_string());
+    let trees = |tag: &str| -> Vec<Vec<String>> {
+        moments
+            .iter()
+            .enumerate()
+            .map(|(n, at)| {
+                let dest = env.tmp.path().join(format!("{tag}-{n}"));
+                env.restore_to_ok(&env.root, at, &dest);
+                harness::describe_tree(&dest)
+            })
+            .collect()
+    };
+    let before = trees("before");
+    assert_eq!(before.len(), 5);
+
+    let seed = jiff::Timestamp::now().as_nanosecond() as u64 | 1;
+    eprintln!("seed {seed}");
+    let mut rng = seed;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut killed = 0;
+    let mut run_and_kill = |args: &[&str], within_ms: u64| {
+        let mut child = env
+            .command()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(next() % within_ms));
+        if matches!(child.try_wait(), Ok(None)) {
+            killed += 1;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    for round in 1..=8 {
+        // Coarser each round: a forget only ever removes points, so each
+        // leaves more for the prune after it.
+        let policy = format!("all 1s, every {round}s");
+        run_and_kill(&["forget", "--policy", &policy], 40);
+        run_and_kill(&["prune", "--max-unused", "0"], 80);
+    }
+    assert!(killed > 0, "no run was killed while it ran");
+
+    let v = env.run(&["verify"]);
+    assert!(v.status.success(), "{}", show(&v));
+    assert_eq!(trees("killed"), before, "after the kills");
+    env.ok(&["forget", "--policy", "all 1s, every 10s"]);
+    let p = env.json(&["prune", "--max-unused", "0", "--json"]);
+    eprintln!("{killed} runs killed while running; the prune after them: {p}");
+    let again = env.json(&["prune", "--max-unused", "0", "--json"]);
+    assert_eq!(
+        again["packs_deleted"].as_u64().unwrap() + again["packs_repacked"].as_u64().unwrap(),
+        0,
+        "{p:#} then {again:#}"
+    );
+    let v = env.run(&["verify"]);
+    assert!(v.status.success(), "{}", show(&v));
+    assert_eq!(trees("pruned"), before, "after the last prunes");
+}

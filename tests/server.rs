@@ -611,6 +611,10 @@ fn malformed_requests_get_4xx_and_never_crash_the_server() {
         "/v1/tree",
         "/v1/covers",
         "/v1/read",
+        "/v1/pin",
+        "/v1/forget",
+        "/v1/prune",
+        "/v1/unpin",
     ];
     let mut bodies: Vec<Vec<u8>> = vec![
         Vec::new(),

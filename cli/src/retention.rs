@@ -7,11 +7,20 @@ use anyhow::{Result, bail};
 use rewind_agent::retention::{RetentionCtx, RetentionOp, through_agent};
 use rewind_agent::{Access, Target};
 use rewind_core::Timestamp;
-use rewind_core::forget::{ForgetReport, Pin, PruneReport};
+use rewind_core::forget::{ForgetReport, Pin, PruneReport, SERVER_RETENTION};
 use rewind_core::retention::QueryPoint;
 use serde_json::{Value, json};
 
 use crate::args::{open, parse_at};
+
+/// Refuse to forget, prune or unpin on a server: its retention is its
+/// own (the server refuses these routes too).
+fn not_on_a_server(target: &Target) -> Result<()> {
+    if let Target::Server(_) = target {
+        bail!("{SERVER_RETENTION}");
+    }
+    Ok(())
+}
 
 /// Run `op` through the running agent, or here on the repository opened
 /// for writing (with the settings of `config`).
@@ -50,6 +59,7 @@ pub(crate) fn forget(
     json_out: bool,
     config: Option<PathBuf>,
 ) -> Result<i32> {
+    not_on_a_server(target)?;
     let v = perform(target, &RetentionOp::Forget { policy, dry_run }, config)?;
     let r: ForgetReport = serde_json::from_value(v)?;
     if json_out {
@@ -97,6 +107,7 @@ pub(crate) fn prune(
     json_out: bool,
     config: Option<PathBuf>,
 ) -> Result<i32> {
+    not_on_a_server(target)?;
     if let Some(m) = max_unused
         && !(0.0..=100.0).contains(&m)
     {
@@ -199,6 +210,7 @@ pub(crate) fn pins(target: &Target, json_out: bool) -> Result<i32> {
 
 /// `rewind unpin`.
 pub(crate) fn unpin(target: &Target, id: u64, json_out: bool) -> Result<i32> {
+    not_on_a_server(target)?;
     perform(target, &RetentionOp::Unpin { id }, None)?;
     if json_out {
         println!("{}", json!({ "unpinned": id }));

@@ -7,6 +7,13 @@ use serde::{Deserialize, Serialize};
 use crate::retention::Policy;
 use crate::{ChunkId, Timestamp};
 
+/// Why a client of a server may not forget, prune or unpin: a machine
+/// taken over (by ransomware, say) must not be able to delete its own
+/// history. The server answers its routes for these with this line, and
+/// `rewind` says it before asking.
+pub const SERVER_RETENTION: &str =
+    "retention on a server is the server's: ask its admin (rewind-server client policy NAME SPEC)";
+
 /// Apply retention to one client's history.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ForgetRequest {

@@ -105,6 +105,15 @@ pub struct VerifyChunks {
     pub ids: Vec<crate::ChunkId>,
 }
 
+/// `POST /v1/pin`: pin the asking client's files at a point in time.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PinRequest {
+    /// The time (snapped to a kept point where the history is thinned).
+    pub at: Timestamp,
+    /// What the user calls it.
+    pub label: Option<String>,
+}
+
 /// One chunk that failed a `verify` request (intact chunks are not listed).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChunkProblem {

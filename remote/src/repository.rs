@@ -5,7 +5,12 @@
 //! stay under the server's body limit. Its [`ChunkSink`] side is in
 //! `sink.rs`.
 
-use rewind_core::wire::{self, ChunkProblem, ListQuery, PathQuery, ServerInfo, VerifyChunks};
+use rewind_core::forget::{
+    ForgetReport, ForgetRequest, PendingChunks, Pin, PruneReport, PruneRequest, RetentionStatus,
+};
+use rewind_core::wire::{
+    self, ChunkProblem, ListQuery, PathQuery, PinRequest, ServerInfo, VerifyChunks,
+};
 use rewind_core::{
     ActivityBucket, ActivityQuery, ChunkId, ChunkSink, EncodedChunk, FindQuery, FindReply,
     RepoError, RepoStats, Repository, Timestamp, Version,
@@ -237,6 +242,46 @@ impl Repository for RemoteRepo {
             .conn
             .call(reqwest::Method::GET, "/v1/stats", None, None)?;
         serde_json::from_slice(&b).map_err(|e| self.conn.malformed(e))
+    }
+
+    // Retention on a server is the server's: forget, prune and unpin are
+    // asked of it all the same, so that the refusal (and its reason) is
+    // the server's, enforced there.
+    fn forget(&self, _client: &str, req: &ForgetRequest) -> Result<ForgetReport, RepoError> {
+        let b = self.conn.post("/v1/forget", req)?;
+        self.conn.decode(&b)
+    }
+
+    fn prune(
+        &self,
+        req: &PruneRequest,
+        _pending: &mut PendingChunks<'_>,
+    ) -> Result<PruneReport, RepoError> {
+        let b = self.conn.post("/v1/prune", req)?;
+        self.conn.decode(&b)
+    }
+
+    fn unpin(&self, _client: &str, id: u64) -> Result<(), RepoError> {
+        self.conn.post("/v1/unpin", &id).map(|_| ())
+    }
+
+    fn pin(&self, _client: &str, at: Timestamp, label: Option<String>) -> Result<Pin, RepoError> {
+        let b = self.conn.post("/v1/pin", &PinRequest { at, label })?;
+        self.conn.decode(&b)
+    }
+
+    fn pins(&self, _client: &str) -> Result<Vec<Pin>, RepoError> {
+        let b = self
+            .conn
+            .call(reqwest::Method::GET, "/v1/pins", None, None)?;
+        self.conn.decode(&b)
+    }
+
+    fn retention(&self, _client: &str) -> Result<RetentionStatus, RepoError> {
+        let b = self
+            .conn
+            .call(reqwest::Method::GET, "/v1/retention", None, None)?;
+        self.conn.decode(&b)
     }
 }
 

@@ -24,9 +24,10 @@ use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rewind_core::forget::SERVER_RETENTION;
 use rewind_core::wire::{
     self, ChunkProblem, EnrollReply, EnrollRequest, ListQuery, MAX_BODY, MAX_IDS, POSTCARD,
-    PathQuery, ServerInfo, VerifyChunks,
+    PathQuery, PinRequest, ServerInfo, VerifyChunks,
 };
 use rewind_core::{
     ActivityQuery, ChunkId, ChunkView, FindQuery, RepoError, RepoStats, Repository, Version,
@@ -58,6 +59,8 @@ pub struct Server {
     pub admin_ok: Mutex<Option<[u8; 32]>>,
     /// The argon2 slots.
     pub hashers: Arc<Hashers>,
+    /// The data directory (the retention policies are read from it).
+    pub data: crate::data::DataDir,
 }
 
 /// The peer of the connection a request came on.
@@ -141,6 +144,14 @@ pub fn router(s: Shared) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/list", post(list))
         .route("/v1/verify", post(verify))
+        .route("/v1/pin", post(pin))
+        .route("/v1/pins", get(pins))
+        .route("/v1/retention", get(retention))
+        // Retention on a server is the server's: these are answered, with
+        // a refusal, so that a client asking learns why.
+        .route("/v1/forget", post(refused))
+        .route("/v1/prune", post(refused))
+        .route("/v1/unpin", post(refused))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(s)
 }
@@ -735,4 +746,67 @@ async fn stats(call: Call) -> ApiResult {
         Ok(json(&mine))
     })
     .await
+}
+
+/// Most pins one client may hold on a server: pins keep history from
+/// every rule, and a client (even one taken over) may add them, so their
+/// number is bounded; a person pins a handful of moments.
+pub const MAX_PINS: usize = 100;
+
+/// Longest pin label, in bytes.
+const MAX_LABEL: usize = 200;
+
+/// A client pins a moment of its own history: allowed, as it deletes
+/// nothing.
+async fn pin(call: Call) -> ApiResult {
+    call.run(|s, c, b| {
+        let q: PinRequest = body(b)?;
+        if q.label.as_ref().is_some_and(|l| l.len() > MAX_LABEL) {
+            return Err(bad(format!("a pin label over {MAX_LABEL} bytes")));
+        }
+        if s.repo.pins(c)?.len() >= MAX_PINS {
+            return Err(err(
+                StatusCode::CONFLICT,
+                format!("this client has {MAX_PINS} pins, the most a server keeps for one client; ask its admin"),
+            ));
+        }
+        match s.repo.pin(c, q.at, q.label) {
+            Ok(p) => Ok(postcard(&p)),
+            Err(RepoError::Refused { reason }) => Err(bad(reason)),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
+
+async fn pins(call: Call) -> ApiResult {
+    call.run(|s, c, _| Ok(postcard(&s.repo.pins(c)?))).await
+}
+
+/// The asking client's retention, with the policy the server applies to it.
+async fn retention(call: Call) -> ApiResult {
+    call.run(|s, c, _| {
+        let mut r = s.repo.retention(c)?;
+        // Repository-wide figures are not a client's business.
+        r.last_prune = None;
+        r.reclaimable = None;
+        let policy = crate::retention::policy_for(&s.data, c).map_err(|e| {
+            tracing::error!("{e:#}");
+            err(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}"))
+        })?;
+        r.server_policy = Some(policy.to_string());
+        Ok(postcard(&r))
+    })
+    .await
+}
+
+/// Forget, prune and unpin: never a client's to ask (see
+/// [`SERVER_RETENTION`]). Refused after authentication, so a stranger
+/// learns nothing more than from any other route.
+async fn refused(call: Call) -> ApiResult {
+    tracing::warn!(
+        "client {} asked to forget, prune or unpin: refused",
+        call.client
+    );
+    Err(err(StatusCode::FORBIDDEN, SERVER_RETENTION))
 }

@@ -152,6 +152,10 @@ pub struct Clients {
     /// Every client ever added; removed ones stay, marked, so their name
     /// is not handed to someone else by mistake.
     pub clients: Vec<ClientRecord>,
+    /// The retention policy of clients without one of their own
+    /// (`rewind-server policy SPEC`; absent: [`DEFAULT_POLICY`](rewind_core::retention::DEFAULT_POLICY)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_policy: Option<String>,
 }
 
 /// One client.
@@ -178,6 +182,15 @@ pub struct ClientRecord {
     pub enrolled: Option<String>,
     /// When it was removed (its key no longer works).
     pub removed: Option<String>,
+    /// Its retention policy (`rewind-server client policy NAME SPEC`;
+    /// absent: the server's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The retention policies of its dump jobs, by job name (`client
+    /// policy NAME SPEC --dump JOB`; a job not named here: `last 14,
+    /// weekly 13w`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dump_policies: std::collections::BTreeMap<String, String>,
 }
 
 impl Clients {
@@ -312,6 +325,8 @@ pub fn add_client(
                 key_hash: None,
                 enrolled: None,
                 removed: None,
+                policy: None,
+                dump_policies: Default::default(),
             }),
         }
         Ok(())

@@ -12,7 +12,8 @@
 //! DATA/tls/cert.pem     self-signed certificate made by `init` (clients pin its fingerprint)
 //! DATA/tls/key.pem      its private key
 //! DATA/admin.hash       argon2 hash of the admin secret (guards /metrics)
-//! DATA/clients.json     the client registry: names, argon2 hashes of tokens and keys
+//! DATA/clients.json     the client registry: names, argon2 hashes of tokens and keys,
+//!                       retention policies (each client's, the server's default)
 //! DATA/clients.lock     serialises changes to the registry between processes
 //! DATA/owners/NAME.ids  the chunk ids each client has uploaded (32 bytes each)
 //! ```
@@ -63,6 +64,20 @@
 //!   in flight for `idle_timeout`, is closed (both at most the idle
 //!   timeout). SIGTERM or SIGINT stops accepting, lets requests in flight
 //!   finish for up to `grace`, and exits.
+//! - Retention is the server's: each client's history is thinned by the
+//!   policy the admin gave it (`client policy`), or the server's default
+//!   (`policy`), by `serve` every `retention_every` or by `forget` and
+//!   `prune` run by the admin; a client can pin (at most
+//!   [`MAX_PINS`]) but its requests to forget,
+//!   prune or unpin are refused (403), whatever it sends.
+//! - One client's policy thins only its own versions; a chunk stays while
+//!   a kept version of any client names it.
+//! - Prune takes nothing a client relies on: packs sealed within the grace
+//!   time are left alone, a chunk told present during a prune keeps its
+//!   pack, and an unused pack is condemned (its chunks "missing", so they
+//!   are sent again) before a later prune deletes it once the grace time
+//!   has passed; a client's list of chunks may name a chunk pruned since,
+//!   which is then "missing" to it, never "present".
 //! - Only the owner can reach the data directory: directories are `0700`,
 //!   files `0600`, and `serve` refuses a data directory other accounts can
 //!   write to.
@@ -75,8 +90,12 @@
 //!   [`rewind_repo`], "After a crash").
 //! - A client's chunk list may end in a torn id, which is ignored: the
 //!   client is asked for that chunk again.
-//! - The registry, the certificate, its key and the admin hash are each
-//!   replaced by rename, so a crash leaves the old file or the new one.
+//! - The registry (with the retention policies), the certificate, its key
+//!   and the admin hash are each replaced by rename, so a crash leaves the
+//!   old file or the new one.
+//! - A forget or prune cut short (by a crash, or SIGTERM while the
+//!   retention thread runs) leaves the repository as its own crash rules
+//!   say ([`rewind_repo`], "After a crash"): the next run finishes it.
 //! - An `init` interrupted before it wrote `clients.json` leaves a
 //!   directory that `serve` refuses as not made by `init` and that `init`
 //!   refuses as taken: remove it and run `init` again.
@@ -86,11 +105,17 @@ mod auth;
 mod data;
 mod metrics;
 mod owners;
+mod retention;
 mod secrets;
 mod serve;
 
+pub use api::MAX_PINS;
 pub use data::{
     ClientRecord, Clients, Created, DEFAULT_EXPIRY, DataDir, add_client, init, is_past,
     load_clients, remove_client,
+};
+pub use retention::{
+    DEFAULT_EVERY, default_policy, forget, open_for_admin, policy_for, prune, set_client_policy,
+    set_default_policy, set_dump_policy,
 };
 pub use serve::{DEFAULT_IDLE, DEFAULT_PER_ADDRESS, ServeOptions, fingerprint, run as serve};

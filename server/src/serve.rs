@@ -53,6 +53,12 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     pub grace: Duration,
+    /// How often retention runs (forget by each client's policy, then
+    /// prune); `None`: never by itself.
+    pub retention_every: Option<Duration>,
+    /// A pack sealed this recently is not pruned, and an unused one is
+    /// deleted this long after it was condemned ([`rewind_repo::DEFAULT_GRACE`]).
+    pub prune_grace: Duration,
 }
 
 /// Connections one address may hold by default: a client opens one
@@ -307,7 +313,11 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         admin_hash: admin_hash.trim().to_string(),
         admin_ok: Mutex::new(None),
         hashers,
+        data: data.clone(),
     });
+    if let Some(every) = opts.retention_every {
+        retention_schedule(server.clone(), every, opts.prune_grace)?;
+    }
     let app = api::router(server.clone());
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -380,6 +390,38 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     }
     // Every acknowledged commit is already durable; nothing else to flush.
     eprintln!("rewind-server: stopped");
+    Ok(())
+}
+
+/// The retention thread's nice value: the agent's for its background
+/// work (first pass, retention), so uploads are served first on a busy
+/// machine.
+const RETENTION_NICE: i32 = 10;
+
+/// Forget and prune every `every`, the first time `every` after the start,
+/// on a thread of its own beside the handlers: uploads go on meanwhile
+/// (prune holds the writer lock only to switch the index). A run that
+/// fails is logged, and the next one tries again. The thread ends with the
+/// process; a prune cut short is finished or redone by the next (every
+/// step of it is crash-safe).
+fn retention_schedule(server: Arc<Server>, every: Duration, grace: Duration) -> Result<()> {
+    std::thread::Builder::new()
+        .name("retention".into())
+        .spawn(move || {
+            // Beside the handlers, not ahead of them: the nice value of
+            // the agent's background work (Linux keeps one per thread).
+            #[cfg(target_os = "linux")]
+            if let Err(e) =
+                rustix::process::setpriority_process(Some(rustix::thread::gettid()), RETENTION_NICE)
+            {
+                tracing::debug!("cannot lower the retention thread's priority: {e}");
+            }
+            loop {
+                std::thread::sleep(every);
+                crate::retention::run_once(&server.repo, &server.data, grace);
+            }
+        })
+        .context("cannot start the retention thread")?;
     Ok(())
 }
 

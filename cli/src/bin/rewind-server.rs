@@ -61,6 +61,51 @@ enum Command {
         /// How long shutdown waits for requests in flight
         #[arg(long, default_value = "30", value_name = "SECONDS")]
         grace: u64,
+        /// How often to forget by each client's policy and prune: 24h,
+        /// 30m, 10s (0s: never by itself)
+        #[arg(long, default_value = "24h", value_name = "DURATION",
+              value_parser = rewind_dumps::parse_duration)]
+        retention_every: Duration,
+        /// Packs sealed this recently are not pruned, and an unused pack
+        /// is deleted this long after it was found unused: longer than a
+        /// client's uploads may wait before their versions commit
+        #[arg(long, default_value = "1h", value_name = "DURATION",
+              value_parser = rewind_dumps::parse_duration)]
+        prune_grace: Duration,
+    },
+    /// Show the retention policy of clients without one of their own, or
+    /// set it (`default`: the built-in one)
+    Policy {
+        /// A policy such as "all 24h, hourly 7d, daily 30d, weekly"
+        spec: Option<String>,
+    },
+    /// Apply each client's retention policy now (the server does it by
+    /// itself every --retention-every); stop the server first
+    Forget {
+        /// Only this client
+        #[arg(long, value_name = "NAME")]
+        client: Option<String>,
+        /// Only say what would be forgotten
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reclaim the space of what forget released, keeping every chunk
+    /// any client still needs; stop the server first
+    Prune {
+        /// Only say what would be done
+        #[arg(long)]
+        dry_run: bool,
+        /// Packs sealed this recently are left alone, and a pack found
+        /// unused is deleted by a prune this long later
+        #[arg(long, default_value = "1h", value_name = "DURATION",
+              value_parser = rewind_dumps::parse_duration)]
+        grace: Duration,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
     },
     /// Print the certificate fingerprint clients pin
     Fingerprint,
@@ -114,6 +159,18 @@ enum ClientCommand {
     Remove {
         /// The client's name
         name: String,
+    },
+    /// Set a client's retention policy (`default`: the server's), or with
+    /// --dump that of one of its dump jobs (`default`: "last 14, weekly 13w")
+    Policy {
+        /// The client's name
+        name: String,
+        /// A policy such as "all 24h, hourly 7d, daily 30d, weekly" (a dump
+        /// job's: "last 14, weekly 13w")
+        spec: String,
+        /// The policy of this dump job of the client's, not of its files
+        #[arg(long, value_name = "JOB")]
+        dump: Option<String>,
     },
 }
 
@@ -186,6 +243,8 @@ fn run(cli: Cli) -> Result<i32> {
             max_connections_per_address,
             idle_timeout,
             grace,
+            retention_every,
+            prune_grace,
         } => rewind_server::serve(ServeOptions {
             data: dir,
             listen,
@@ -193,8 +252,67 @@ fn run(cli: Cli) -> Result<i32> {
             max_connections_per_address,
             idle_timeout: Duration::from_secs(idle_timeout.max(1)),
             grace: Duration::from_secs(grace),
+            retention_every: (!retention_every.is_zero()).then_some(retention_every),
+            prune_grace,
         })
         .map(|()| 0),
+        Command::Policy { spec } => {
+            dir.check()?;
+            match spec {
+                Some(spec) => {
+                    let p = rewind_server::set_default_policy(&dir, &spec)?;
+                    println!("default policy: {p}");
+                }
+                None => println!("{}", rewind_server::default_policy(&dir)?),
+            }
+            Ok(0)
+        }
+        Command::Forget {
+            client,
+            dry_run,
+            json,
+        } => {
+            let repo = rewind_server::open_for_admin(&dir)?;
+            let reports = rewind_server::forget(&repo, &dir, client.as_deref(), dry_run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+                return Ok(0);
+            }
+            let verb = if dry_run { "would forget" } else { "forgot" };
+            for r in &reports {
+                println!(
+                    "{}: {verb} {} of {} versions (policy {}), {} kept points",
+                    r.client, r.versions_forgotten, r.versions_before, r.policy, r.points_after
+                );
+            }
+            Ok(0)
+        }
+        Command::Prune {
+            dry_run,
+            grace,
+            json,
+        } => {
+            let repo = rewind_server::open_for_admin(&dir)?;
+            let r = rewind_server::prune(&repo, dry_run, grace)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(0);
+            }
+            let h = indicatif::HumanBytes;
+            let would = if dry_run { "would " } else { "" };
+            println!(
+                "{} packs, {} ({} unused); {would}delete {}, repack {}, condemn {} (deleted after the grace time), revive {}; {would}free {}",
+                r.packs,
+                h(r.pack_bytes),
+                h(r.unused_bytes),
+                r.packs_deleted,
+                r.packs_repacked,
+                r.packs_condemned,
+                r.packs_revived,
+                h(r.bytes_freed)
+            );
+            Ok(0)
+        }
         Command::Verify { quick, json } => {
             dir.check()?;
             rewind_cli::verify(&dir.repo(), quick, json)
@@ -231,6 +349,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Client(ClientCommand::List { json }) => {
             dir.check()?;
             let c = rewind_server::load_clients(&dir)?;
+            let default = rewind_server::default_policy(&dir)?;
+            let policy = |r: &ClientRecord| r.policy.clone().unwrap_or_else(|| default.clone());
             let state = |r: &ClientRecord| {
                 if r.removed.is_some() {
                     "removed"
@@ -258,6 +378,9 @@ fn run(cli: Cli) -> Result<i32> {
                             "token_expires": r.token_expires,
                             "enrolled": r.enrolled,
                             "removed": r.removed,
+                            "policy": policy(r),
+                            "policy_is_default": r.policy.is_none(),
+                            "dump_policies": r.dump_policies,
                         })
                     })
                     .collect();
@@ -265,19 +388,40 @@ fn run(cli: Cli) -> Result<i32> {
             } else if c.clients.is_empty() {
                 println!("no clients (add one with `rewind-server client add NAME`)");
             } else {
-                println!("{:<24} {:<9} SINCE", "NAME", "STATE");
+                println!("{:<24} {:<9} {:<32} POLICY", "NAME", "STATE", "SINCE");
                 for r in &c.clients {
                     let since = r
                         .removed
                         .as_ref()
                         .or(r.enrolled.as_ref())
                         .unwrap_or(&r.added);
-                    println!("{:<24} {:<9} {}", r.name, state(r), since);
+                    let mut p = match &r.policy {
+                        Some(p) => p.clone(),
+                        None => format!("{} (default)", policy(r)),
+                    };
+                    for (job, spec) in &r.dump_policies {
+                        p.push_str(&format!("; dump {job}: {spec}"));
+                    }
+                    println!("{:<24} {:<9} {:<32} {p}", r.name, state(r), since);
                 }
             }
             Ok(0)
         }
         Command::Docs(_) => unreachable!("handled above"),
+        Command::Client(ClientCommand::Policy { name, spec, dump }) => {
+            dir.check()?;
+            match dump {
+                Some(job) => {
+                    let p = rewind_server::set_dump_policy(&dir, &name, &job, &spec)?;
+                    println!("{name}: dump {job}: policy {p}");
+                }
+                None => {
+                    let p = rewind_server::set_client_policy(&dir, &name, &spec)?;
+                    println!("{name}: policy {p}");
+                }
+            }
+            Ok(0)
+        }
         Command::Client(ClientCommand::Remove { name }) => {
             dir.check()?;
             rewind_server::remove_client(&dir, &name)?;
