@@ -55,6 +55,11 @@ pub(crate) struct Maintenance {
     /// When the agent started: a client never forgotten is first due
     /// `every` after it (not at once, while the first pass runs).
     pub(crate) started: Timestamp,
+    /// The client's last forget, read from the repository once and kept
+    /// up to date by this thread's runs: asking the repository every
+    /// [`CHECK_EVERY`] would plan a whole prune each time (its status
+    /// carries the reclaimable bytes), seconds of CPU on a large history.
+    pub(crate) last_forget: Mutex<Option<Timestamp>>,
 }
 
 impl Maintenance {
@@ -68,6 +73,8 @@ impl Maintenance {
         }
         let reason = space.clone().unwrap_or_else(|| "schedule".into());
         let r = self.run(space.is_some());
+        // Failed or not, the next scheduled run is `every` from now.
+        *self.last_forget.lock().unwrap_or_else(|p| p.into_inner()) = Some(Timestamp::now());
         let mut st = self.lock();
         st.last_run = Some(Timestamp::now().to_string());
         st.last_reason = Some(reason);
@@ -88,9 +95,13 @@ impl Maintenance {
         let Some(every) = self.ctx.settings.every else {
             return false;
         };
-        let last = match self.ctx.repo.retention(&self.ctx.client) {
-            Ok(r) => r.last_forget.map_or(self.started, |f| f.at),
-            Err(_) => return false,
+        let mut known = self.last_forget.lock().unwrap_or_else(|p| p.into_inner());
+        let last = match *known {
+            Some(t) => t,
+            None => match self.ctx.repo.retention(&self.ctx.client) {
+                Ok(r) => *known.insert(r.last_forget.map_or(self.started, |f| f.at)),
+                Err(_) => return false,
+            },
         };
         Timestamp::now().0 - last.0 >= every.as_nanos() as i64
     }

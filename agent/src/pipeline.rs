@@ -223,6 +223,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             local: opened.local.clone(),
             status: agent.maintenance.clone(),
             started: Timestamp::now(),
+            last_forget: Default::default(),
         };
         Some(
             std::thread::Builder::new()
