@@ -1113,3 +1113,58 @@ fn clients_starting_together_are_all_admitted() {
     }
     srv.stop();
 }
+
+/// A server whose request bodies may hold little memory turns uploads
+/// away (503, `Retry-After`) rather than holding more; the clients ask
+/// again, and every first pass arrives whole.
+#[test]
+fn uploads_beyond_the_servers_body_memory_wait_their_turn_and_arrive_whole() {
+    let home = Env::new();
+    // Two 8 MiB bodies do not fit in 12 MiB: of four clients sending four
+    // at a time, most are turned away at first.
+    let mut srv = Server::start_new_serving(
+        &home.tmp.path().join("srv"),
+        &["--max-body-memory", "12MiB"],
+    );
+    let clients: Vec<Env> = (0..4)
+        .map(|i| {
+            let e = Env::new();
+            e.enroll(&srv, &format!("desk-{i}"));
+            // 24 MiB that does not compress, in 1 MiB files.
+            for f in 0..24u32 {
+                let data: Vec<u8> = (0..(1u32 << 20))
+                    .map(|j| {
+                        let x = (j ^ (f << 21) ^ (i << 26)).wrapping_mul(2654435761);
+                        (x >> 13) as u8
+                    })
+                    .collect();
+                write(&e.root.join(format!("f{f:02}.bin")), &data);
+            }
+            e
+        })
+        .collect();
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = clients
+            .iter()
+            .map(|e| s.spawn(move || e.run(&["watch", e.root.to_str().unwrap(), "--once"])))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert!(out.status.success(), "desk-{i}: {}", show(out));
+    }
+    assert!(
+        metric(&srv, "rewind_bodies_busy_total") > 0,
+        "no upload was turned away: the budget was never reached"
+    );
+    for (i, e) in clients.iter().enumerate() {
+        let dest = e.tmp.path().join("back");
+        e.restore_to_ok(&e.root, "now", &dest);
+        assert_eq!(
+            describe_tree(&e.root),
+            describe_tree(&dest),
+            "desk-{i} restores whole"
+        );
+    }
+    srv.stop();
+}

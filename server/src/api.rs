@@ -61,6 +61,8 @@ pub struct Server {
     pub hashers: Arc<Hashers>,
     /// The data directory (the retention policies are read from it).
     pub data: crate::data::DataDir,
+    /// What request bodies may hold of memory at once.
+    pub bodies: crate::bodies::BodyBudget,
 }
 
 /// The peer of the connection a request came on.
@@ -325,6 +327,9 @@ struct Call {
     /// The authenticated client.
     client: String,
     body: Bytes,
+    /// The body's share of the memory budget, given back when the handler
+    /// is done with it.
+    _charge: crate::bodies::Charge,
 }
 
 impl FromRequest<Shared> for Call {
@@ -339,10 +344,26 @@ impl FromRequest<Shared> for Call {
         let client = client(s, req.headers(), peer)
             .await
             .map_err(IntoResponse::into_response)?;
-        // No cap on uploads in flight here: a request waiting for a slot
-        // without reading its body would hold HTTP/2 connection window
-        // that the slot holders on the same connection need (measured: a
-        // deadlock with 20 clients).
+        // Memory for the body, or 503 at once: a request waiting here
+        // with its body unread would hold HTTP/2 connection window that
+        // the requests ahead of it on the same connection need (measured:
+        // a deadlock with 20 clients). See `bodies.rs`.
+        let len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let charge = s.bodies.charge(len).ok_or_else(|| {
+            s.metrics.bodies_busy.fetch_add(1, Ordering::Relaxed);
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "the server holds as many uploads in memory as it may \
+                         (serve --max-body-memory); try again"
+                    .into(),
+                retry_after: Some(BUSY_RETRY),
+            }
+            .into_response()
+        })?;
         let body = Bytes::from_request(req, s)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -350,6 +371,7 @@ impl FromRequest<Shared> for Call {
             s: s.clone(),
             client,
             body,
+            _charge: charge,
         })
     }
 }
@@ -361,8 +383,13 @@ impl Call {
         self,
         f: impl FnOnce(&Server, &str, &[u8]) -> Result<Response, ApiError> + Send + 'static,
     ) -> ApiResult {
-        let (s, c, b) = (self.s, self.client, self.body);
-        blocking(move || f(&s, &c, &b)).await
+        let (s, c, b, charge) = (self.s, self.client, self.body, self._charge);
+        blocking(move || {
+            let r = f(&s, &c, &b);
+            drop((b, charge));
+            r
+        })
+        .await
     }
 }
 

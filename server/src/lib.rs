@@ -53,6 +53,10 @@
 //!   ([`rewind_core::wire::MAX_BODY`]) and decoded strictly, so bad input
 //!   gets a 4xx status with a one-line reason and never makes a handler
 //!   panic.
+//! - Request bodies in memory stay within `max_body_memory` (each charged
+//!   its length before it is read; one that does not fit gets 503 with
+//!   `Retry-After` at once), and an HTTP/2 connection carries at most 16
+//!   requests at once, so no client can make the server hold more.
 //! - A chunk whose bytes do not hash to its id is refused, and nothing of
 //!   the request that carried it is stored.
 //! - A commit is answered only after its versions, the chunks they refer
@@ -102,6 +106,7 @@
 
 mod api;
 mod auth;
+mod bodies;
 mod data;
 mod metrics;
 mod owners;
@@ -110,6 +115,7 @@ mod secrets;
 mod serve;
 
 pub use api::MAX_PINS;
+pub use bodies::DEFAULT_BODY_MEMORY;
 pub use data::{
     ClientRecord, Clients, Created, DEFAULT_EXPIRY, DataDir, add_client, init, is_past,
     load_clients, remove_client,

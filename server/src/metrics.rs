@@ -32,6 +32,9 @@ pub struct Metrics {
     pub throttled: AtomicU64,
     /// Requests refused because every argon2 slot was busy (503).
     pub argon2_busy: AtomicU64,
+    /// Requests refused because request bodies held all the memory they
+    /// may (503).
+    pub bodies_busy: AtomicU64,
     /// Chunks written into packs (a client's first upload of a chunk,
     /// whoever else stored it).
     pub chunks_written: AtomicU64,
@@ -125,6 +128,12 @@ impl Metrics {
             "counter",
             "Requests refused (503) because every argon2 slot was busy.",
             c(&self.argon2_busy),
+        );
+        put(
+            "bodies_busy_total",
+            "counter",
+            "Requests refused (503) because request bodies held all the memory they may.",
+            c(&self.bodies_busy),
         );
         put(
             "argon2_total",

@@ -59,6 +59,9 @@ pub struct ServeOptions {
     /// A pack sealed this recently is not pruned, and an unused one is
     /// deleted this long after it was condemned ([`rewind_repo::DEFAULT_GRACE`]).
     pub prune_grace: Duration,
+    /// Bytes request bodies may hold in memory at once
+    /// ([`crate::DEFAULT_BODY_MEMORY`]); more are turned away (503).
+    pub max_body_memory: usize,
 }
 
 /// Connections one address may hold by default: a client opens one
@@ -135,6 +138,10 @@ async fn shutdown_signal() {
 /// in flight to keep moving while bounding what one connection can make
 /// the server buffer (docs/decisions.md, "HTTP/2 settings").
 const H2_FRAME: u32 = 256 << 10;
+/// Requests one HTTP/2 connection may have in flight at once (hyper's
+/// default is 200): a client sends four uploads and a few queries at a
+/// time, and each request in flight may hold a body in memory.
+const H2_STREAMS: u32 = 16;
 const H2_STREAM_WINDOW: u32 = 2 << 20;
 const H2_CONN_WINDOW: u32 = 8 << 20;
 
@@ -314,6 +321,7 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         admin_ok: Mutex::new(None),
         hashers,
         data: data.clone(),
+        bodies: crate::bodies::BodyBudget::new(opts.max_body_memory),
     });
     if let Some(every) = opts.retention_every {
         retention_schedule(server.clone(), every, opts.prune_grace)?;
@@ -481,6 +489,7 @@ impl Conn {
             .timer(TokioTimer::new())
             .keep_alive_interval(H2_PING_EVERY)
             .keep_alive_timeout(H2_PING_TIMEOUT)
+            .max_concurrent_streams(H2_STREAMS)
             .max_frame_size(H2_FRAME)
             .initial_stream_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONN_WINDOW);

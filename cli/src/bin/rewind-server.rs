@@ -72,6 +72,11 @@ enum Command {
         #[arg(long, default_value = "1h", value_name = "DURATION",
               value_parser = rewind_dumps::parse_duration)]
         prune_grace: Duration,
+        /// Memory request bodies may hold at once (512MiB, 2GiB, …); an
+        /// upload beyond it is turned away and its client asks again
+        #[arg(long, default_value = "1GiB", value_name = "SIZE",
+              value_parser = rewind_agent::retention::parse_size)]
+        max_body_memory: u64,
     },
     /// Show the retention policy of clients without one of their own, or
     /// set it (`default`: the built-in one)
@@ -245,6 +250,7 @@ fn run(cli: Cli) -> Result<i32> {
             grace,
             retention_every,
             prune_grace,
+            max_body_memory,
         } => rewind_server::serve(ServeOptions {
             data: dir,
             listen,
@@ -254,6 +260,7 @@ fn run(cli: Cli) -> Result<i32> {
             grace: Duration::from_secs(grace),
             retention_every: (!retention_every.is_zero()).then_some(retention_every),
             prune_grace,
+            max_body_memory: usize::try_from(max_body_memory).unwrap_or(usize::MAX),
         })
         .map(|()| 0),
         Command::Policy { spec } => {
