@@ -131,6 +131,13 @@ impl Server {
     /// `rewind-server init` in a fresh `data`, then `serve --listen
     /// 127.0.0.1:0`; returns once it listens. Its stderr goes to `log`.
     fn start(bin: &Path, data: &Path, log: &Path) -> Result<Server> {
+        Server::start_with(bin, data, log, &[])
+    }
+
+    /// [`Server::start`] with `serve` options of its own. An option the
+    /// binary does not know (an older release's, measured side by side)
+    /// is left out.
+    fn start_with(bin: &Path, data: &Path, log: &Path, opts: &[(&str, String)]) -> Result<Server> {
         if data.exists() {
             fs::remove_dir_all(data)?;
         }
@@ -144,7 +151,13 @@ impl Server {
             })
             .with_context(|| format!("rewind-server init printed no admin secret: {out:?}"))?;
         let fingerprint = base(&["fingerprint"]).run_quiet()?.trim().to_string();
-        let cmd = base(&["serve", "--listen", "127.0.0.1:0"]);
+        let help = base(&["serve", "--help"]).run_quiet()?;
+        let mut cmd = base(&["serve", "--listen", "127.0.0.1:0"]);
+        for (flag, value) in opts {
+            if help.contains(flag) {
+                cmd = cmd.arg(flag).arg(value);
+            }
+        }
         let err = fs::File::create(log).with_context(|| log.display().to_string())?;
         let mut child = cmd
             .command()
@@ -468,7 +481,16 @@ fn many(cfg: &Config, srv_bin: &Path, base: &Path) -> Result<Many> {
         tree_bytes += s.bytes;
         tree_files += s.files;
     }
-    let server = Server::start(srv_bin, &base.join("b-server"), &logs.join("server.log"))?;
+    // Every client connects from 127.0.0.1, as many machines behind one
+    // NAT would: the server's per-address connection limit (16 by
+    // default) is raised to let all of them in.
+    let per_address = (2 * CLIENTS).to_string();
+    let server = Server::start_with(
+        srv_bin,
+        &base.join("b-server"),
+        &logs.join("server.log"),
+        &[("--max-connections-per-address", per_address)],
+    )?;
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         let c = Client::fresh(&cfg.rewind, &base.join(format!("b-client-{i:02}")))?;
