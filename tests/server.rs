@@ -1131,13 +1131,8 @@ fn uploads_beyond_the_servers_body_memory_wait_their_turn_and_arrive_whole() {
             let e = Env::new();
             e.enroll(&srv, &format!("desk-{i}"));
             // 24 MiB that does not compress, in 1 MiB files.
-            for f in 0..24u32 {
-                let data: Vec<u8> = (0..(1u32 << 20))
-                    .map(|j| {
-                        let x = (j ^ (f << 21) ^ (i << 26)).wrapping_mul(2654435761);
-                        (x >> 13) as u8
-                    })
-                    .collect();
+            for f in 0..24u64 {
+                let data = harness::noise(1 << 20, 1 + f + 100 * i as u64);
                 write(&e.root.join(format!("f{f:02}.bin")), &data);
             }
             e
