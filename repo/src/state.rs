@@ -391,17 +391,33 @@ impl State {
         let Some(ci) = self.clients.get_mut(client) else {
             return;
         };
+        // Each path's list filtered once: removing the versions one at a
+        // time moved the rest of the list each time, quadratic in the
+        // versions of a path (a forget of 5 million versions, 500,000 of
+        // them per hot file, ran for more than 10 minutes; docs/benchmarks.md,
+        // "Retention").
+        let mut by_path: HashMap<&[u8], HashSet<u64>> = HashMap::new();
         for (p, seq) in gone {
+            by_path.entry(p.as_slice()).or_default().insert(*seq);
+        }
+        let packs = &mut self.packs;
+        let mut dropped = 0;
+        for (p, seqs) in by_path {
             let Some(list) = ci.paths.get_mut(p) else {
                 continue;
             };
-            if let Ok(i) = list.binary_search_by_key(seq, Held::seq) {
-                let h = list.remove(i);
-                untime(&mut ci.times, &h.v);
-                self.packs[h.pack as usize].kept_versions -= 1;
-                self.versions -= 1;
-            }
+            let times = &mut ci.times;
+            list.retain(|h| {
+                if !seqs.contains(&h.seq()) {
+                    return true;
+                }
+                untime(times, &h.v);
+                packs[h.pack as usize].kept_versions -= 1;
+                dropped += 1;
+                false
+            });
         }
+        self.versions -= dropped;
     }
 
     /// Replace the pins of `client` (pins only add points at kept points or
