@@ -518,12 +518,13 @@ impl LocalRepo {
                     report.packs_spared += 1;
                     continue;
                 }
-                if delete {
-                    report.removed_chunks.extend(st.remove_pack(s));
-                } else {
+                if !delete {
                     st.set_condemned(s, true);
                 }
                 gone.push(*s);
+            }
+            if delete {
+                report.removed_chunks.extend(st.remove_packs(&gone));
             }
         }
         crash_point("prune.switch", &self.dir)?;

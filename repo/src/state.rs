@@ -434,43 +434,63 @@ impl State {
         }
     }
 
-    /// Forget pack `name` (deleted by a prune): its chunks whose copy in use
-    /// is there leave the index (returned); its versions must have moved to
-    /// other copies already (any left are dropped, with a warning).
-    pub(crate) fn remove_pack(&mut self, name: &PackName) -> Vec<ChunkId> {
-        let Some(n) = self.by_name.remove(name) else {
+    /// Forget packs `names` (deleted by a prune): their chunks whose copy
+    /// in use is there leave the index (returned); their versions must
+    /// have moved to other copies already (any left are dropped, with a
+    /// warning). One pass over the chunk map for all of them: a prune's
+    /// switch removes hundreds of packs under the writer lock, and a pass
+    /// per pack over millions of chunks held captures back for a minute
+    /// (docs/benchmarks.md, "Retention", part C).
+    pub(crate) fn remove_packs(&mut self, names: &[PackName]) -> Vec<ChunkId> {
+        let slots: HashSet<u32> = names
+            .iter()
+            .filter_map(|n| self.by_name.remove(n))
+            .collect();
+        if slots.is_empty() {
             return Vec::new();
-        };
+        }
         let mut removed = Vec::new();
+        let delta_bases = &mut self.delta_bases;
         self.chunks.retain(|id, loc| {
-            if loc.pack == n {
-                self.delta_bases.remove(id);
+            if slots.contains(&loc.pack) {
+                delta_bases.remove(id);
                 removed.push(*id);
                 false
             } else {
                 true
             }
         });
-        if self.packs[n as usize].kept_versions > 0 {
+        let held: HashSet<u32> = slots
+            .iter()
+            .copied()
+            .filter(|n| self.packs[*n as usize].kept_versions > 0)
+            .collect();
+        if !held.is_empty() {
             let mut stranded = 0;
             for ci in self.clients.values_mut() {
                 for list in ci.paths.values_mut() {
                     let before = list.len();
                     list.retain(|h| {
-                        if h.pack == n {
+                        if held.contains(&h.pack) {
                             untime(&mut ci.times, &h.v);
                         }
-                        h.pack != n
+                        !held.contains(&h.pack)
                     });
                     stranded += (before - list.len()) as u64;
                 }
             }
             self.versions -= stranded;
-            tracing::warn!(pack = %name, stranded, "a deleted pack still held versions in use");
+            tracing::warn!(
+                packs = held.len(),
+                stranded,
+                "deleted packs still held versions in use"
+            );
         }
-        let p = &mut self.packs[n as usize];
-        p.gone = true;
-        p.kept_versions = 0;
+        for n in slots {
+            let p = &mut self.packs[n as usize];
+            p.gone = true;
+            p.kept_versions = 0;
+        }
         removed
     }
 
