@@ -393,8 +393,9 @@ impl State {
         };
         // Each path's list filtered once: removing the versions one at a
         // time moved the rest of the list each time, quadratic in the
-        // versions of a path (a forget of 5 million versions, 500,000 of
-        // them per hot file, ran for more than 10 minutes; docs/benchmarks.md,
+        // versions of a path (a forget of 4.8 million versions, 480,000 of
+        // them per hot file, was still in `memmove` after 3 minutes and was
+        // stopped; 48 s now, most of it the open; docs/benchmarks.md,
         // "Retention").
         let mut by_path: HashMap<&[u8], HashSet<u64>> = HashMap::new();
         for (p, seq) in gone {
