@@ -24,6 +24,9 @@
 //!   newest point through `rewind mount`, `restic mount` and `borg mount`.
 //! - [`ui`]: the web UI's endpoints on a year of history of the ingest
 //!   tree's 50,000 files and a file with 10,000 versions.
+//! - [`retention`]: forget and prune on a year of history (5 million
+//!   versions), against `restic forget --prune` and `borg prune` +
+//!   `compact`, and capture latency while a prune runs.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -40,6 +43,7 @@ pub mod latency;
 pub mod metadata;
 pub mod mount;
 pub mod report;
+pub mod retention;
 pub mod run;
 pub mod server;
 pub mod ui;
@@ -74,11 +78,13 @@ pub enum Part {
     Mount,
     /// The web UI's endpoints on a long history.
     Ui,
+    /// Forget and prune on a year of history, against restic and borg.
+    Retention,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 10] = [
+    pub const ALL: [Part; 11] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -89,6 +95,7 @@ impl Part {
         Part::Busy,
         Part::Mount,
         Part::Ui,
+        Part::Retention,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -104,6 +111,7 @@ impl Part {
             Part::Busy => "busy",
             Part::Mount => "mount",
             Part::Ui => "ui",
+            Part::Retention => "retention",
         }
     }
 }
@@ -150,7 +158,10 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention` | parts to run |
+    /// | `REWIND_BENCH_RETENTION_VERSIONS` | 5,000,000 × scale | versions of the retention part's year |
+    /// | `REWIND_BENCH_RETENTION_SNAPSHOTS` | 35 | days of the retention part's comparison with restic and borg |
+    /// | `REWIND_BENCH_RETENTION_SWEEP` | 1 | `0`: the retention part skips `--max-unused 0` and `30` |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -170,7 +181,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, all)"
                         ),
                     }
                 }
@@ -354,6 +365,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Busy => busy::run(cfg)?,
             Part::Mount => mount::run(cfg)?,
             Part::Ui => ui::run(cfg)?,
+            Part::Retention => retention::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

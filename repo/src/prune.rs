@@ -59,7 +59,8 @@ use crate::repo::{LocalRepo, PACK_TARGET};
 
 /// The repack threshold when none is given: a pack is rewritten once more
 /// than this share of it is unused. Measured on a year of simulated
-/// desktop history (docs/decisions.md, "Prune threshold"): 10 % reclaims
+/// desktop history (docs/decisions.md, "Retention", the repack threshold:
+/// 5 M versions, docs/benchmarks.md "Retention"): 10 % reclaims
 /// nearly all the space 0 % does while rewriting a small part of the bytes.
 pub const DEFAULT_MAX_UNUSED: f64 = 0.10;
 
@@ -518,12 +519,13 @@ impl LocalRepo {
                     report.packs_spared += 1;
                     continue;
                 }
-                if delete {
-                    report.removed_chunks.extend(st.remove_pack(s));
-                } else {
+                if !delete {
                     st.set_condemned(s, true);
                 }
                 gone.push(*s);
+            }
+            if delete {
+                report.removed_chunks.extend(st.remove_packs(&gone));
             }
         }
         crash_point("prune.switch", &self.dir)?;

@@ -391,17 +391,34 @@ impl State {
         let Some(ci) = self.clients.get_mut(client) else {
             return;
         };
+        // Each path's list filtered once: removing the versions one at a
+        // time moved the rest of the list each time, quadratic in the
+        // versions of a path (a forget of 4.8 million versions, 480,000 of
+        // them per hot file, was still in `memmove` after 3 minutes and was
+        // stopped; 48 s now, most of it the open; docs/benchmarks.md,
+        // "Retention").
+        let mut by_path: HashMap<&[u8], HashSet<u64>> = HashMap::new();
         for (p, seq) in gone {
+            by_path.entry(p.as_slice()).or_default().insert(*seq);
+        }
+        let packs = &mut self.packs;
+        let mut dropped = 0;
+        for (p, seqs) in by_path {
             let Some(list) = ci.paths.get_mut(p) else {
                 continue;
             };
-            if let Ok(i) = list.binary_search_by_key(seq, Held::seq) {
-                let h = list.remove(i);
-                untime(&mut ci.times, &h.v);
-                self.packs[h.pack as usize].kept_versions -= 1;
-                self.versions -= 1;
-            }
+            let times = &mut ci.times;
+            list.retain(|h| {
+                if !seqs.contains(&h.seq()) {
+                    return true;
+                }
+                untime(times, &h.v);
+                packs[h.pack as usize].kept_versions -= 1;
+                dropped += 1;
+                false
+            });
         }
+        self.versions -= dropped;
     }
 
     /// Replace the pins of `client` (pins only add points at kept points or
@@ -418,43 +435,63 @@ impl State {
         }
     }
 
-    /// Forget pack `name` (deleted by a prune): its chunks whose copy in use
-    /// is there leave the index (returned); its versions must have moved to
-    /// other copies already (any left are dropped, with a warning).
-    pub(crate) fn remove_pack(&mut self, name: &PackName) -> Vec<ChunkId> {
-        let Some(n) = self.by_name.remove(name) else {
+    /// Forget packs `names` (deleted by a prune): their chunks whose copy
+    /// in use is there leave the index (returned); their versions must
+    /// have moved to other copies already (any left are dropped, with a
+    /// warning). One pass over the chunk map for all of them: a prune's
+    /// switch removes hundreds of packs under the writer lock, and a pass
+    /// per pack over millions of chunks held captures back for a minute
+    /// (docs/benchmarks.md, "Retention", part C).
+    pub(crate) fn remove_packs(&mut self, names: &[PackName]) -> Vec<ChunkId> {
+        let slots: HashSet<u32> = names
+            .iter()
+            .filter_map(|n| self.by_name.remove(n))
+            .collect();
+        if slots.is_empty() {
             return Vec::new();
-        };
+        }
         let mut removed = Vec::new();
+        let delta_bases = &mut self.delta_bases;
         self.chunks.retain(|id, loc| {
-            if loc.pack == n {
-                self.delta_bases.remove(id);
+            if slots.contains(&loc.pack) {
+                delta_bases.remove(id);
                 removed.push(*id);
                 false
             } else {
                 true
             }
         });
-        if self.packs[n as usize].kept_versions > 0 {
+        let held: HashSet<u32> = slots
+            .iter()
+            .copied()
+            .filter(|n| self.packs[*n as usize].kept_versions > 0)
+            .collect();
+        if !held.is_empty() {
             let mut stranded = 0;
             for ci in self.clients.values_mut() {
                 for list in ci.paths.values_mut() {
                     let before = list.len();
                     list.retain(|h| {
-                        if h.pack == n {
+                        if held.contains(&h.pack) {
                             untime(&mut ci.times, &h.v);
                         }
-                        h.pack != n
+                        !held.contains(&h.pack)
                     });
                     stranded += (before - list.len()) as u64;
                 }
             }
             self.versions -= stranded;
-            tracing::warn!(pack = %name, stranded, "a deleted pack still held versions in use");
+            tracing::warn!(
+                packs = held.len(),
+                stranded,
+                "deleted packs still held versions in use"
+            );
         }
-        let p = &mut self.packs[n as usize];
-        p.gone = true;
-        p.kept_versions = 0;
+        for n in slots {
+            let p = &mut self.packs[n as usize];
+            p.gone = true;
+            p.kept_versions = 0;
+        }
         removed
     }
 
