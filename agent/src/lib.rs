@@ -61,6 +61,7 @@ mod pipeline;
 pub mod retention;
 mod scheduler;
 mod snapshot;
+mod status;
 mod stream;
 mod target;
 
@@ -75,5 +76,6 @@ pub use follow::FollowSymlinks;
 pub use health::{ActiveProblem, HealthSettings, Notifier};
 pub use pipeline::{AgentConfig, AgentOptions, run};
 pub use snapshot::SnapshotSettings;
+pub use status::Status;
 pub use stream::{STREAM_BACKLOG, StreamReport};
 pub use target::{Access, Opened, Remote, Target, resolve};
