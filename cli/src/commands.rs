@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use rewind_core::path::{JsonPath, display, to_bytes};
-use rewind_core::{FileKind, Timestamp, Version, change_of, content_changed};
+use rewind_core::{Timestamp, Version, change_of, content_changed};
 use rewind_repo::LocalRepo;
 use serde_json::json;
 
-use rewind_agent::{AgentConfig, AgentOptions, Target};
+use rewind_agent::{AgentOptions, Target};
 
 use crate::args::{kind_of, open, parse_at, stored_path};
 use crate::{Cli, Command};
@@ -61,59 +61,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Enroll(a) => crate::enroll::enroll(a),
-        Command::Watch(w) => {
-            let opts = AgentOptions {
-                roots: w.paths,
-                target: target()?,
-                excludes: w.exclude,
-                follow_symlinks: w.follow_symlinks,
-                quiescence: w.quiescence,
-                busy_interval: w.busy_interval,
-                once: w.once,
-                progress: std::io::stderr().is_terminal(),
-                limit_upload: w.limit_upload,
-                dumps: Vec::new(),
-                health: Default::default(),
-                groups: Vec::new(),
-                retention: Default::default(),
-                snapshot: Default::default(),
-                ui: (!w.no_ui).then_some(w.ui_listen),
-            };
-            rewind_agent::run(opts)
-        }
+        Command::Watch(w) => rewind_agent::run(AgentOptions {
+            excludes: w.exclude,
+            follow_symlinks: w.follow_symlinks,
+            quiescence: w.quiescence,
+            busy_interval: w.busy_interval,
+            once: w.once,
+            limit_upload: w.limit_upload,
+            ui: (!w.no_ui).then_some(w.ui_listen),
+            ..AgentOptions::new(w.paths, target()?)
+        }),
         Command::Agent(_) => {
-            let loaded = loaded.expect("loaded above");
-            let (quiescence, busy_interval) = loaded.watch_timing()?;
-            let w = loaded.config.watch.as_ref();
-            let roots = w.map(|w| w.paths.clone()).unwrap_or_default();
-            if roots.is_empty() && loaded.jobs.is_empty() {
-                bail!(
-                    "{}: nothing to do (no [watch] paths and no [[dump]] jobs)",
-                    loaded
-                        .path
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| "no config file".into())
-                );
-            }
-            let opts = AgentOptions {
-                roots,
-                target: target()?,
-                excludes: w.map(|w| w.exclude.clone()).unwrap_or_default(),
-                follow_symlinks: w.map(|w| w.follow_symlinks).unwrap_or_default(),
-                quiescence,
-                busy_interval,
-                once: false,
-                progress: std::io::stderr().is_terminal(),
-                limit_upload: None,
-                dumps: loaded.jobs.clone(),
-                health: loaded.health()?,
-                groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
-                retention: loaded.retention()?,
-                snapshot: loaded.snapshot()?,
-                ui: loaded.ui()?,
-            };
-            rewind_agent::run(opts)
+            rewind_agent::run(loaded.expect("loaded above").agent_options(target)?)
         }
         Command::Dump(d) => {
             crate::dump_commands::run(&target()?, loaded.expect("loaded above"), d.command)
@@ -233,23 +192,6 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn mode_string(kind: FileKind, mode: u32) -> String {
-    let k = match kind {
-        FileKind::Dir => 'd',
-        FileKind::Symlink => 'l',
-        FileKind::Fifo => 'p',
-        FileKind::CharDevice => 'c',
-        FileKind::BlockDevice => 'b',
-        FileKind::Socket => 's',
-        FileKind::File => '-',
-    };
-    let mut s = String::from(k);
-    for (i, c) in "rwxrwxrwx".chars().enumerate() {
-        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
-    }
-    s
-}
-
 fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
     let o = open(t)?;
     let at = parse_at(at)?;
@@ -325,7 +267,7 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
             let mtime = Timestamp(m.mtime.sec.saturating_mul(1_000_000_000)).to_local_string();
             let mut line = format!(
                 "{}  {:>10}  {}  {}",
-                mode_string(m.kind, m.mode),
+                m.kind.ls_mode(m.mode),
                 indicatif::HumanBytes(v.size()).to_string(),
                 &mtime[..16],
                 display(&v.path)
@@ -356,22 +298,9 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
         ),
         None => None,
     };
-    let cfg: AgentConfig = std::fs::read(o.jdir.join("agent.json"))
-        .ok()
-        .and_then(|d| serde_json::from_slice(&d).ok())
-        .unwrap_or_default();
     let target = rewind_core::path::from_bytes(&b);
-    let root = cfg
-        .roots
-        .iter()
-        .find(|root| target.starts_with(root))
-        .cloned()
-        .unwrap_or(target.clone());
-    let mut never = vec![rewind_agent::paths::state_dir()?];
-    never.extend(o.local.clone());
-    let rules =
-        rewind_watcher::IgnoreRules::new(std::slice::from_ref(&root), &cfg.excludes, &never)?;
-    let keep = |p: &Path| rules.is_ignored(p, p.is_dir()) || is_restore_tmp(p);
+    let rules = rewind_agent::restore_keep_rules(&o, &target)?;
+    let keep = |p: &Path| rules.is_ignored(p, p.is_dir()) || rewind_restore::is_restore_tmp(p);
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new_spinner();
         b.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -451,12 +380,6 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
         );
     }
     Ok(if report.problems.is_empty() { 0 } else { 3 })
-}
-
-fn is_restore_tmp(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(".rewind-restore-"))
 }
 
 /// `rewind ui`: a one-time login URL from the running agent, printed and

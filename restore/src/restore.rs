@@ -246,6 +246,14 @@ fn nofollow_dir() -> OFlags {
 /// Temporary files of a restore start with this.
 const TMP_PREFIX: &[u8] = b".rewind-restore-";
 
+/// Whether `p` names a temporary file of a restore (one cut short leaves
+/// them behind), which a later restore's deletions leave alone.
+pub fn is_restore_tmp(p: &std::path::Path) -> bool {
+    p.file_name().is_some_and(|n| {
+        rewind_core::path::to_bytes(std::path::Path::new(n)).starts_with(TMP_PREFIX)
+    })
+}
+
 fn tmp_name() -> Vec<u8> {
     let mut name = TMP_PREFIX.to_vec();
     name.extend_from_slice(format!("{:016x}", rand::random::<u64>()).as_bytes());
