@@ -116,6 +116,24 @@ pub struct RepoStats {
     pub max_seq: Vec<(String, u64)>,
 }
 
+/// A version whose content is (partly) lost: what `verify` names, on a
+/// local repository and through a server alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DamagedVersion {
+    /// Its client.
+    pub client: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its path, raw bytes.
+    pub path: Vec<u8>,
+    /// When its change was observed.
+    pub observed_at: Timestamp,
+    /// The first chunk it lacks.
+    pub chunk: ChunkId,
+    /// `missing` or `damaged`.
+    pub reason: &'static str,
+}
+
 /// What the uploader and restore need from a repository. Implemented in
 /// process by `rewind-repo` and over HTTPS by `rewind-remote`.
 ///

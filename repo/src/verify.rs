@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rewind_core::path::display;
-use rewind_core::{ChunkId, Encoding, RepoError, Timestamp, Version};
+use rewind_core::{ChunkId, Encoding, RepoError, Version};
 use serde::Serialize;
 
 use crate::index;
@@ -51,22 +51,9 @@ pub struct VerifyReport {
     pub damaged_versions: Vec<DamagedVersion>,
 }
 
-/// A version whose content is (partly) lost.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DamagedVersion {
-    /// Its client.
-    pub client: String,
-    /// Its sequence number.
-    pub seq: u64,
-    /// Its path, raw bytes.
-    pub path: Vec<u8>,
-    /// When its change was observed.
-    pub observed_at: Timestamp,
-    /// The first chunk it lacks.
-    pub chunk: ChunkId,
-    /// `missing` or `damaged`.
-    pub reason: &'static str,
-}
+/// A version whose content is (partly) lost (the type is the
+/// vocabulary's: a verify through a server names them too).
+pub use rewind_core::DamagedVersion;
 
 /// How far `verify` got: packs and pack bytes done, of the totals.
 #[derive(Clone, Copy, Debug, Default)]
