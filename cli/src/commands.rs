@@ -333,26 +333,13 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
     }
     let dest = to.unwrap_or(target);
     if r.json.json {
-        println!(
-            "{}",
-            json!({
-                "path": JsonPath(&b),
-                "at": at.to_string(),
-                "point": point,
-                "dest": JsonPath(to_bytes(&dest)),
-                "files": report.files,
-                "dirs": report.dirs,
-                "symlinks": report.symlinks,
-                "links": report.links,
-                "other": report.other,
-                "unchanged": report.unchanged,
-                "bytes_fetched": report.bytes_fetched,
-                "bytes_reused": report.bytes_reused,
-                "deleted": report.deleted,
-                "problems": report.problems.iter().map(|p| json!({"path": JsonPath(&p.path), "message": p.message})).collect::<Vec<_>>(),
-                "notes": report.notes.iter().map(|p| json!({"path": JsonPath(&p.path), "message": p.message})).collect::<Vec<_>>(),
-            })
-        );
+        // The report's counts and problems, with what was restored where.
+        let mut v = serde_json::to_value(&report)?;
+        v["path"] = json!(JsonPath(&b));
+        v["at"] = json!(at.to_string());
+        v["point"] = point;
+        v["dest"] = json!(JsonPath(to_bytes(&dest)));
+        println!("{v}");
     } else {
         eprintln!(
             "restored {} as of {} to {}: {} files ({} unchanged), {} dirs, {} symlinks, {} hard links, {} other; {} fetched, {} reused{}{}",

@@ -180,6 +180,12 @@ impl Serialize for JsonPath<'_> {
     }
 }
 
+/// A path kept as bytes serialized as [`JsonPath`] does, for
+/// `#[serde(serialize_with = "rewind_core::path::serialize_json_path")]`.
+pub fn serialize_json_path<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    JsonPath(b).serialize(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
