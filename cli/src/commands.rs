@@ -12,7 +12,7 @@ use serde_json::json;
 
 use rewind_agent::{AgentOptions, Target};
 
-use crate::args::{kind_of, open, parse_at, stored_path};
+use crate::args::{open, parse_at, stored_path};
 use crate::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -150,7 +150,7 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
                     "seq": v.seq,
                     "time": v.observed_at.to_string(),
                     "time_ns": v.observed_at.0,
-                    "kind": kind_of(v),
+                    "kind": v.kind_name(),
                     "size": v.size(),
                     "change": change,
                     "content_changed": cc,
@@ -179,7 +179,7 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
                 "{:>8}  {:<23}  {:<7}  {:>10}  {}",
                 v.seq,
                 v.observed_at.to_local_string(),
-                kind_of(v),
+                v.kind_name(),
                 if v.is_tombstone() {
                     "-".to_string()
                 } else {

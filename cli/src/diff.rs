@@ -11,7 +11,7 @@ use rewind_core::path::{JsonPath, display};
 use rewind_core::{Change, Timestamp, TreeChange, Version, diff_trees};
 use serde_json::json;
 
-use crate::args::{kind_of, open, parse_at, stored_path};
+use crate::args::{open, parse_at, stored_path};
 
 pub(crate) fn diff(t: &Target, t1: &str, t2: &str, path: Option<&Path>, json: bool) -> Result<i32> {
     let (a, b) = (parse_at(t1)?, parse_at(t2)?);
@@ -113,7 +113,7 @@ fn change_json(c: &TreeChange) -> serde_json::Value {
         "change": c.change.as_str(),
         "path": JsonPath(&c.path),
         "from": c.from.as_ref().map(|f| JsonPath(f)),
-        "kind": c.new.as_ref().or(c.old.as_ref()).map(kind_of),
+        "kind": c.new.as_ref().or(c.old.as_ref()).map(Version::kind_name),
         "old_size": c.old.as_ref().map(Version::size),
         "new_size": c.new.as_ref().map(Version::size),
         "fields": c.fields,

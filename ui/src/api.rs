@@ -9,7 +9,6 @@ use rewind_core::{Timestamp, change_of};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::catalog::kind_of;
 use crate::common::{
     ApiResult, bad, base_name, id_of, json_response, mtime_ns, not_found, ns, parse_at, path_of,
 };
@@ -249,7 +248,7 @@ pub(crate) async fn versions(State(ctx): State<Arc<Ctx>>, Query(q): Query<Versio
                     "seq": v.seq,
                     "time": ns(v.observed_at.0),
                     "size": v.size(),
-                    "kind": kind_of(v),
+                    "kind": v.kind_name(),
                     "change": change_of(prev, v),
                     "mode": v.meta().map(|m| m.mode),
                     "mtime": mtime_ns(v),
