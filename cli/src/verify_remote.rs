@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
-use rewind_cli::{DAMAGE, damaged_json, print_damaged};
+use rewind_cli::{DAMAGE, print_damaged};
 use serde_json::json;
 
 /// `rewind verify` against an enrolled server: every chunk this client's
@@ -47,7 +47,7 @@ pub fn verify(remote: &rewind_remote::RemoteRepo, quick: bool, json: bool) -> Re
                 "reason": p.reason,
                 "problem": p.detail,
             })).collect::<Vec<_>>(),
-            "damaged_versions": damaged_json(damaged),
+            "damaged_versions": damaged,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

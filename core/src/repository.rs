@@ -118,7 +118,7 @@ pub struct RepoStats {
 
 /// A version whose content is (partly) lost: what `verify` names, on a
 /// local repository and through a server alike.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DamagedVersion {
     /// Its client.
     pub client: String,
@@ -132,6 +132,22 @@ pub struct DamagedVersion {
     pub chunk: ChunkId,
     /// `missing` or `damaged`.
     pub reason: &'static str,
+}
+
+/// As `verify --json` lists it: the path as a [`JsonPath`](crate::path::JsonPath),
+/// the time in RFC 3339, the chunk id in hex.
+impl Serialize for DamagedVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry("chunk", &self.chunk.to_string())?;
+        m.serialize_entry("client", &self.client)?;
+        m.serialize_entry("observed_at", &self.observed_at.to_string())?;
+        m.serialize_entry("path", &crate::path::JsonPath(&self.path))?;
+        m.serialize_entry("reason", self.reason)?;
+        m.serialize_entry("seq", &self.seq)?;
+        m.end()
+    }
 }
 
 /// What the uploader and restore need from a repository. Implemented in

@@ -14,11 +14,13 @@ use crate::pack;
 use crate::record::{self, PackRecord};
 use crate::toc::{TocEntry, TocKind};
 
-/// One problem found in a repository.
+/// One problem found in a repository (serialized as `verify --json`
+/// lists it, the path as a `JsonPath`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Issue {
     /// The file concerned (the repository directory for problems between
     /// files, such as a version whose chunk is missing).
+    #[serde(serialize_with = "rewind_core::path::serialize_json_os_path")]
     pub path: PathBuf,
     /// Offset in that file, when the problem has one.
     pub offset: Option<u64>,
@@ -101,12 +103,15 @@ pub struct RepairReport {
     pub rewritten: Vec<RewrittenPack>,
 }
 
-/// One damaged pack replaced by a sound one.
+/// One damaged pack replaced by a sound one (serialized as `repair
+/// --json` lists it, paths as `JsonPath`s).
 #[derive(Clone, Debug, Serialize)]
 pub struct RewrittenPack {
     /// The damaged pack (deleted).
+    #[serde(serialize_with = "rewind_core::path::serialize_json_os_path")]
     pub old: PathBuf,
     /// The new pack, unless nothing was left to keep.
+    #[serde(serialize_with = "rewind_core::path::serialize_json_os_path_opt")]
     pub new: Option<PathBuf>,
     /// Intact chunks copied.
     pub chunks_kept: u64,
