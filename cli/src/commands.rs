@@ -206,11 +206,7 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
     } else {
         serde_json::Value::Null
     };
-    let mut tree = o.repo.tree_at(&o.client, &b, at)?;
-    // The whole machine at a point in time: files and dumps together.
-    if b == b"/" {
-        tree.extend(o.repo.tree_at(&o.client, b"dumps", at)?);
-    }
+    let tree = rewind_core::machine_tree_at(o.repo.as_ref(), &o.client, &b, at)?;
     if tree.is_empty() {
         bail!("{} did not exist at {}", display(&b), at.to_local_string());
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use rewind_agent::Target;
 use rewind_core::path::{JsonPath, display};
-use rewind_core::{Change, Timestamp, TreeChange, Version, diff_trees};
+use rewind_core::{Change, TreeChange, Version, diff_trees, machine_tree_at};
 use serde_json::json;
 
 use crate::args::{open, parse_at, stored_path};
@@ -20,15 +20,7 @@ pub(crate) fn diff(t: &Target, t1: &str, t2: &str, path: Option<&Path>, json: bo
         Some(p) => stored_path(&o, p)?,
         None => b"/".to_vec(),
     };
-    let tree = |at: Timestamp| -> Result<Vec<Version>> {
-        let mut v = o.repo.tree_at(&o.client, &base, at)?;
-        // The whole machine: files and dumps together, as `ls` shows it.
-        if base == b"/" {
-            v.extend(o.repo.tree_at(&o.client, b"dumps", at)?);
-            v.sort_by(|x, y| x.path.cmp(&y.path));
-        }
-        Ok(v)
-    };
+    let tree = |at| machine_tree_at(o.repo.as_ref(), &o.client, &base, at);
     let (old, new) = (tree(a)?, tree(b)?);
     if old.is_empty() && new.is_empty() {
         bail!(

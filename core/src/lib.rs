@@ -55,7 +55,9 @@ pub use history::{
 };
 pub use id::{ChunkId, ParseChunkIdError};
 pub use overview::Overview;
-pub use repository::{ChunkSink, DamagedVersion, RepoError, RepoStats, Repository};
+pub use repository::{
+    ChunkSink, DamagedVersion, RepoError, RepoStats, Repository, machine_tree_at,
+};
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};
 pub use time::{TimeParseError, Timestamp, parse_point_in_time};
 pub use treediff::{Change, TreeChange, diff_trees};

@@ -150,6 +150,23 @@ impl Serialize for DamagedVersion {
     }
 }
 
+/// The tree at `at` under `base` as `ls` and `diff` show it: for the root
+/// `/`, the whole machine, the protected files and the dump streams
+/// (`dumps/...`) together, sorted by path.
+pub fn machine_tree_at(
+    repo: &dyn Repository,
+    client: &str,
+    base: &[u8],
+    at: Timestamp,
+) -> Result<Vec<Version>, RepoError> {
+    let mut v = repo.tree_at(client, base, at)?;
+    if base == b"/" {
+        v.extend(repo.tree_at(client, b"dumps", at)?);
+        v.sort_by(|x, y| x.path.cmp(&y.path));
+    }
+    Ok(v)
+}
+
 /// What the uploader and restore need from a repository. Implemented in
 /// process by `rewind-repo` and over HTTPS by `rewind-remote`.
 ///
