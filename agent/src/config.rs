@@ -35,6 +35,9 @@ use anyhow::{Context, Result, bail};
 use rewind_dumps::{Job, JobConfig};
 use serde::Deserialize;
 
+use crate::pipeline::AgentOptions;
+use crate::target::Target;
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +187,39 @@ impl Loaded {
                 rewind_watcher::DEFAULT_BUSY_INTERVAL,
             )?,
         ))
+    }
+
+    /// How `rewind agent` runs with this config: `[watch]`, the dump
+    /// jobs, `[notify]`, `[retention]`, `[snapshot]` and `[ui]`, into the
+    /// target `target` resolves (asked only once the config is known to
+    /// have something to do).
+    pub fn agent_options(&self, target: impl FnOnce() -> Result<Target>) -> Result<AgentOptions> {
+        let (quiescence, busy_interval) = self.watch_timing()?;
+        let w = self.config.watch.as_ref();
+        let roots = w.map(|w| w.paths.clone()).unwrap_or_default();
+        if roots.is_empty() && self.jobs.is_empty() {
+            bail!(
+                "{}: nothing to do (no [watch] paths and no [[dump]] jobs)",
+                self.path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "no config file".into())
+            );
+        }
+        let target = target()?;
+        Ok(AgentOptions {
+            excludes: w.map(|w| w.exclude.clone()).unwrap_or_default(),
+            follow_symlinks: w.map(|w| w.follow_symlinks).unwrap_or_default(),
+            quiescence,
+            busy_interval,
+            dumps: self.jobs.clone(),
+            health: self.health()?,
+            groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
+            retention: self.retention()?,
+            snapshot: self.snapshot()?,
+            ui: self.ui()?,
+            ..AgentOptions::new(roots, target)
+        })
     }
 
     /// `[notify]`, or the defaults.

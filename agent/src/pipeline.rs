@@ -85,6 +85,31 @@ pub struct AgentOptions {
     pub ui: Option<std::net::SocketAddr>,
 }
 
+impl AgentOptions {
+    /// Protect `roots` into `target` with every other setting at its
+    /// default (as `rewind watch` without options and a config without
+    /// those sections do); a progress line when stderr is a terminal.
+    pub fn new(roots: Vec<PathBuf>, target: Target) -> AgentOptions {
+        AgentOptions {
+            roots,
+            target,
+            excludes: Vec::new(),
+            follow_symlinks: Default::default(),
+            quiescence: Duration::from_millis(300),
+            busy_interval: rewind_watcher::DEFAULT_BUSY_INTERVAL,
+            once: false,
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            limit_upload: None,
+            dumps: Vec::new(),
+            health: Default::default(),
+            groups: Vec::new(),
+            retention: Default::default(),
+            snapshot: Default::default(),
+            ui: None,
+        }
+    }
+}
+
 /// Run the agent until Ctrl-C / SIGTERM (or, with `once`, until its first
 /// pass is captured and uploaded). The exit code: 0 complete, 3 when some
 /// paths or metadata items could not be captured (`once` only).

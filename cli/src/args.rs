@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use rewind_agent::{Access, Opened, Target};
 use rewind_core::path::to_bytes;
-use rewind_core::{Timestamp, Version, parse_point_in_time};
+use rewind_core::{Timestamp, parse_point_in_time};
 
 /// Open the target for queries and restores.
 pub(crate) fn open(t: &Target) -> Result<Opened> {
@@ -52,11 +52,4 @@ pub(crate) fn stored_path(o: &Opened, p: &Path) -> Result<Vec<u8>> {
         );
     }
     Ok(b)
-}
-
-pub(crate) fn kind_of(v: &Version) -> &'static str {
-    if v.stream_status().is_some() {
-        return "dump";
-    }
-    v.meta().map(|m| m.kind.as_str()).unwrap_or("deleted")
 }

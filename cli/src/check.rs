@@ -29,8 +29,8 @@ pub fn verify(repo_dir: &Path, quick: bool, json: bool) -> Result<i32> {
             "chunks_read": report.chunks_read,
             "delta_chunks": report.delta_chunks,
             "versions": report.versions,
-            "issues": issues_json(&report),
-            "damaged_versions": damaged_json(&report.damaged_versions),
+            "issues": report.issues,
+            "damaged_versions": report.damaged_versions,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -85,20 +85,10 @@ pub fn repair(repo_dir: &Path, json: bool) -> Result<i32> {
             "chunks": rebuilt.chunks,
             "versions": rebuilt.versions,
             "orphan_indexes_removed": rebuilt.orphan_indexes_removed,
-            "damaged_packs": rebuilt.damaged.iter().map(|i| json!({
-                "path": JsonPath(rewind_core::path::to_bytes(&i.path)),
-                "offset": i.offset,
-                "problem": i.problem,
-            })).collect::<Vec<_>>(),
-            "rewritten_packs": repaired.rewritten.iter().map(|r| json!({
-                "old": JsonPath(rewind_core::path::to_bytes(&r.old)),
-                "new": r.new.as_ref().map(|p| JsonPath(rewind_core::path::to_bytes(p))),
-                "chunks_kept": r.chunks_kept,
-                "versions_kept": r.versions_kept,
-                "records_dropped": r.records_dropped,
-            })).collect::<Vec<_>>(),
-            "remaining_issues": issues_json(&report),
-            "damaged_versions": damaged_json(&report.damaged_versions),
+            "damaged_packs": rebuilt.damaged,
+            "rewritten_packs": repaired.rewritten,
+            "remaining_issues": report.issues,
+            "damaged_versions": report.damaged_versions,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -196,34 +186,4 @@ pub fn print_damaged(list: &[DamagedVersion]) {
             d.reason
         );
     }
-}
-
-fn issues_json(report: &VerifyReport) -> Vec<serde_json::Value> {
-    report
-        .issues
-        .iter()
-        .map(|i| {
-            json!({
-                "path": JsonPath(rewind_core::path::to_bytes(&i.path)),
-                "offset": i.offset,
-                "problem": i.problem,
-            })
-        })
-        .collect()
-}
-
-/// The versions that cannot be restored, as `--json` lists them.
-pub fn damaged_json(list: &[DamagedVersion]) -> Vec<serde_json::Value> {
-    list.iter()
-        .map(|d| {
-            json!({
-                "path": JsonPath(&d.path),
-                "client": d.client,
-                "seq": d.seq,
-                "observed_at": d.observed_at.to_string(),
-                "chunk": d.chunk.to_string(),
-                "reason": d.reason,
-            })
-        })
-        .collect()
 }

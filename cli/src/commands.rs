@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use rewind_core::path::{JsonPath, display, to_bytes};
-use rewind_core::{FileKind, Timestamp, Version, change_of, content_changed};
+use rewind_core::{Timestamp, Version, change_of, content_changed};
 use rewind_repo::LocalRepo;
 use serde_json::json;
 
-use rewind_agent::{AgentConfig, AgentOptions, Target};
+use rewind_agent::{AgentOptions, Target};
 
-use crate::args::{kind_of, open, parse_at, stored_path};
+use crate::args::{open, parse_at, stored_path};
 use crate::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -61,64 +61,23 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Enroll(a) => crate::enroll::enroll(a),
-        Command::Watch(w) => {
-            let opts = AgentOptions {
-                roots: w.paths,
-                target: target()?,
-                excludes: w.exclude,
-                follow_symlinks: w.follow_symlinks,
-                quiescence: w.quiescence,
-                busy_interval: w.busy_interval,
-                once: w.once,
-                progress: std::io::stderr().is_terminal(),
-                limit_upload: w.limit_upload,
-                dumps: Vec::new(),
-                health: Default::default(),
-                groups: Vec::new(),
-                retention: Default::default(),
-                snapshot: Default::default(),
-                ui: (!w.no_ui).then_some(w.ui_listen),
-            };
-            rewind_agent::run(opts)
-        }
+        Command::Watch(w) => rewind_agent::run(AgentOptions {
+            excludes: w.exclude,
+            follow_symlinks: w.follow_symlinks,
+            quiescence: w.quiescence,
+            busy_interval: w.busy_interval,
+            once: w.once,
+            limit_upload: w.limit_upload,
+            ui: (!w.no_ui).then_some(w.ui_listen),
+            ..AgentOptions::new(w.paths, target()?)
+        }),
         Command::Agent(_) => {
-            let loaded = loaded.expect("loaded above");
-            let (quiescence, busy_interval) = loaded.watch_timing()?;
-            let w = loaded.config.watch.as_ref();
-            let roots = w.map(|w| w.paths.clone()).unwrap_or_default();
-            if roots.is_empty() && loaded.jobs.is_empty() {
-                bail!(
-                    "{}: nothing to do (no [watch] paths and no [[dump]] jobs)",
-                    loaded
-                        .path
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| "no config file".into())
-                );
-            }
-            let opts = AgentOptions {
-                roots,
-                target: target()?,
-                excludes: w.map(|w| w.exclude.clone()).unwrap_or_default(),
-                follow_symlinks: w.map(|w| w.follow_symlinks).unwrap_or_default(),
-                quiescence,
-                busy_interval,
-                once: false,
-                progress: std::io::stderr().is_terminal(),
-                limit_upload: None,
-                dumps: loaded.jobs.clone(),
-                health: loaded.health()?,
-                groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
-                retention: loaded.retention()?,
-                snapshot: loaded.snapshot()?,
-                ui: loaded.ui()?,
-            };
-            rewind_agent::run(opts)
+            rewind_agent::run(loaded.expect("loaded above").agent_options(target)?)
         }
         Command::Dump(d) => {
             crate::dump_commands::run(&target()?, loaded.expect("loaded above"), d.command)
         }
-        Command::Status(j) => status(&target()?, j.json),
+        Command::Status(j) => crate::status::status(&target()?, j.json),
         Command::Ui(u) => ui(&target()?, u.no_open),
         Command::Versions { path, json } => versions(&target()?, &path, json.json),
         Command::Ls { path, at, json } => ls(&target()?, path.as_deref(), &at, json.json),
@@ -191,7 +150,7 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
                     "seq": v.seq,
                     "time": v.observed_at.to_string(),
                     "time_ns": v.observed_at.0,
-                    "kind": kind_of(v),
+                    "kind": v.kind_name(),
                     "size": v.size(),
                     "change": change,
                     "content_changed": cc,
@@ -220,7 +179,7 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
                 "{:>8}  {:<23}  {:<7}  {:>10}  {}",
                 v.seq,
                 v.observed_at.to_local_string(),
-                kind_of(v),
+                v.kind_name(),
                 if v.is_tombstone() {
                     "-".to_string()
                 } else {
@@ -231,23 +190,6 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-fn mode_string(kind: FileKind, mode: u32) -> String {
-    let k = match kind {
-        FileKind::Dir => 'd',
-        FileKind::Symlink => 'l',
-        FileKind::Fifo => 'p',
-        FileKind::CharDevice => 'c',
-        FileKind::BlockDevice => 'b',
-        FileKind::Socket => 's',
-        FileKind::File => '-',
-    };
-    let mut s = String::from(k);
-    for (i, c) in "rwxrwxrwx".chars().enumerate() {
-        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
-    }
-    s
 }
 
 fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
@@ -264,11 +206,7 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
     } else {
         serde_json::Value::Null
     };
-    let mut tree = o.repo.tree_at(&o.client, &b, at)?;
-    // The whole machine at a point in time: files and dumps together.
-    if b == b"/" {
-        tree.extend(o.repo.tree_at(&o.client, b"dumps", at)?);
-    }
+    let tree = rewind_core::machine_tree_at(o.repo.as_ref(), &o.client, &b, at)?;
     if tree.is_empty() {
         bail!("{} did not exist at {}", display(&b), at.to_local_string());
     }
@@ -325,7 +263,7 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
             let mtime = Timestamp(m.mtime.sec.saturating_mul(1_000_000_000)).to_local_string();
             let mut line = format!(
                 "{}  {:>10}  {}  {}",
-                mode_string(m.kind, m.mode),
+                m.kind.ls_mode(m.mode),
                 indicatif::HumanBytes(v.size()).to_string(),
                 &mtime[..16],
                 display(&v.path)
@@ -356,22 +294,9 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
         ),
         None => None,
     };
-    let cfg: AgentConfig = std::fs::read(o.jdir.join("agent.json"))
-        .ok()
-        .and_then(|d| serde_json::from_slice(&d).ok())
-        .unwrap_or_default();
     let target = rewind_core::path::from_bytes(&b);
-    let root = cfg
-        .roots
-        .iter()
-        .find(|root| target.starts_with(root))
-        .cloned()
-        .unwrap_or(target.clone());
-    let mut never = vec![rewind_agent::paths::state_dir()?];
-    never.extend(o.local.clone());
-    let rules =
-        rewind_watcher::IgnoreRules::new(std::slice::from_ref(&root), &cfg.excludes, &never)?;
-    let keep = |p: &Path| rules.is_ignored(p, p.is_dir()) || is_restore_tmp(p);
+    let rules = rewind_agent::restore_keep_rules(&o, &target)?;
+    let keep = |p: &Path| rules.is_ignored(p, p.is_dir()) || rewind_restore::is_restore_tmp(p);
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new_spinner();
         b.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -404,26 +329,13 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
     }
     let dest = to.unwrap_or(target);
     if r.json.json {
-        println!(
-            "{}",
-            json!({
-                "path": JsonPath(&b),
-                "at": at.to_string(),
-                "point": point,
-                "dest": JsonPath(to_bytes(&dest)),
-                "files": report.files,
-                "dirs": report.dirs,
-                "symlinks": report.symlinks,
-                "links": report.links,
-                "other": report.other,
-                "unchanged": report.unchanged,
-                "bytes_fetched": report.bytes_fetched,
-                "bytes_reused": report.bytes_reused,
-                "deleted": report.deleted,
-                "problems": report.problems.iter().map(|p| json!({"path": JsonPath(&p.path), "message": p.message})).collect::<Vec<_>>(),
-                "notes": report.notes.iter().map(|p| json!({"path": JsonPath(&p.path), "message": p.message})).collect::<Vec<_>>(),
-            })
-        );
+        // The report's counts and problems, with what was restored where.
+        let mut v = serde_json::to_value(&report)?;
+        v["path"] = json!(JsonPath(&b));
+        v["at"] = json!(at.to_string());
+        v["point"] = point;
+        v["dest"] = json!(JsonPath(to_bytes(&dest)));
+        println!("{v}");
     } else {
         eprintln!(
             "restored {} as of {} to {}: {} files ({} unchanged), {} dirs, {} symlinks, {} hard links, {} other; {} fetched, {} reused{}{}",
@@ -453,12 +365,6 @@ fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
     Ok(if report.problems.is_empty() { 0 } else { 3 })
 }
 
-fn is_restore_tmp(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(".rewind-restore-"))
-}
-
 /// `rewind ui`: a one-time login URL from the running agent, printed and
 /// (unless `no_open`) opened in the desktop's browser.
 fn ui(t: &Target, no_open: bool) -> Result<i32> {
@@ -486,299 +392,6 @@ fn ui(t: &Target, no_open: bool) -> Result<i32> {
         .spawn();
     if let Err(e) = started {
         eprintln!("rewind: cannot start {opener} ({e}); open the link above in a browser");
-    }
-    Ok(0)
-}
-
-/// The retention lines of `status`.
-fn status_retention(r: &rewind_core::forget::RetentionStatus, agent: &serde_json::Value) {
-    let h = indicatif::HumanBytes;
-    let policy = agent["policy"]
-        .as_str()
-        .map(String::from)
-        .or_else(|| r.server_policy.clone());
-    let every = agent["every"]
-        .as_str()
-        .map_or(String::new(), |e| format!(", applied every {e}"));
-    println!(
-        "retention    policy {}{every}; whole history since {}, {} kept points before it (oldest {}), {} pins",
-        policy.as_deref().unwrap_or("(the agent's; not running)"),
-        r.thinned_before
-            .map_or("the start".into(), |t| t.to_local_string()),
-        r.points,
-        r.oldest_point
-            .map_or("none".into(), |t| t.to_local_string()),
-        r.pins.len(),
-    );
-    if let Some(b) = r.reclaimable {
-        let last = r
-            .last_prune
-            .as_ref()
-            .and_then(|p| p.at)
-            .map_or("never".into(), |t| {
-                format!(
-                    "{} (freed {})",
-                    t.to_local_string(),
-                    h(r.last_prune.as_ref().map_or(0, |p| p.bytes_freed))
-                )
-            });
-        println!(
-            "             {} reclaimable by `rewind prune`; last prune {last}",
-            h(b)
-        );
-    }
-    if let Some(f) = &r.last_forget {
-        println!(
-            "             last forget {} ({} versions)",
-            f.at.to_local_string(),
-            f.versions_forgotten
-        );
-    }
-    for s in r.space_removals.iter().rev().take(3) {
-        println!(
-            "             space rule at {}: removed the point {} ({})",
-            s.at.to_local_string(),
-            s.point.to_local_string(),
-            s.reason
-        );
-    }
-    if let Some(rule) = agent["runs"]["space_rule"].as_str() {
-        println!("             space rule not met: {rule}");
-    }
-    if let Some(e) = agent["runs"]["last_error"].as_str() {
-        println!("             last retention run failed: {e}");
-    }
-}
-
-fn status(t: &Target, json: bool) -> Result<i32> {
-    let o = open(t)?;
-    // A server that cannot be reached does not stop `status` from showing
-    // the agent and what waits in the journal.
-    let (stats, unreachable) = match o.repo.stats() {
-        Ok(s) => (s, None),
-        Err(e) if o.local.is_none() => (Default::default(), Some(e.to_string())),
-        Err(e) => return Err(e.into()),
-    };
-    let live = rewind_agent::query(&rewind_agent::paths::socket_path(&o.jdir))?;
-    let upload_v = live
-        .as_ref()
-        .map_or(serde_json::Value::Null, |v| v["upload"].clone());
-    let (agent_v, journal_v) = match live {
-        Some(v) => (v["agent"].clone(), v["journal"].clone()),
-        None if o.jdir.join("db").exists() => {
-            let j = rewind_journal::Journal::open(&o.jdir, &o.client)
-                .context("cannot open the journal (is an agent starting?)")?;
-            let st = j.stats()?;
-            j.close()?;
-            (json!({"running": false}), serde_json::to_value(st)?)
-        }
-        None => (json!({"running": false}), serde_json::Value::Null),
-    };
-    // The newest run of every dump stream, failed ones included.
-    let dumps: Vec<Version> = if unreachable.is_some() {
-        Vec::new()
-    } else {
-        o.repo.tree_at(&o.client, b"dumps", Timestamp::MAX)?
-    };
-    let retention = if unreachable.is_some() {
-        None
-    } else {
-        o.repo.retention(&o.client).ok()
-    };
-    let retention_v = json!({
-        "policy": agent_v["retention"]["policy"],
-        "every": agent_v["retention"]["every"],
-        "max_size": agent_v["retention"]["max_size"],
-        "keep_free": agent_v["retention"]["keep_free"],
-        "agent_runs": agent_v["retention"]["runs"],
-        "thinned_before": retention.as_ref().and_then(|r| r.thinned_before).map(|t| t.to_string()),
-        "points": retention.as_ref().map(|r| r.points),
-        "oldest_point": retention.as_ref().and_then(|r| r.oldest_point).map(|t| t.to_string()),
-        "pins": retention.as_ref().map(|r| r.pins.len()),
-        "reclaimable_bytes": retention.as_ref().and_then(|r| r.reclaimable),
-        "last_forget": retention.as_ref().and_then(|r| r.last_forget.as_ref()).map(|f| json!({
-            "at": f.at.to_string(),
-            "policy": f.policy,
-            "versions_forgotten": f.versions_forgotten,
-        })),
-        "last_prune": retention.as_ref().and_then(|r| r.last_prune.as_ref()).map(|p| json!({
-            "at": p.at.map(|t| t.to_string()),
-            "millis": p.millis,
-            "packs_deleted": p.packs_deleted,
-            "packs_repacked": p.packs_repacked,
-            "bytes_rewritten": p.bytes_rewritten,
-            "bytes_freed": p.bytes_freed,
-        })),
-        "space_removals": retention.as_ref().map(|r| r.space_removals.iter().map(|s| json!({
-            "at": s.at.to_string(),
-            "point": s.point.to_string(),
-            "reason": s.reason,
-        })).collect::<Vec<_>>()),
-        "server_policy": retention.as_ref().and_then(|r| r.server_policy.clone()),
-    });
-    if json {
-        let dumps_v: Vec<_> = dumps
-            .iter()
-            .filter_map(|v| {
-                let s = v.stream_status()?;
-                Some(json!({
-                    "path": JsonPath(&v.path),
-                    "time": v.observed_at.to_string(),
-                    "ok": s.ok(),
-                    "status": s.describe(),
-                    "size": v.size(),
-                }))
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "dumps": dumps_v,
-                "repository": {
-                    "path": o.local.as_ref().map(|p| p.to_string_lossy()),
-                    "server": o.local.is_none().then_some(&o.describe),
-                    "id": o.id,
-                    "versions": stats.versions,
-                    "chunks": stats.chunks,
-                    "packs": stats.packs,
-                    "pack_bytes": stats.pack_bytes,
-                    "last_commit": stats.last_commit.map(|t| t.to_string()),
-                    "error": unreachable,
-                },
-                "client": o.client,
-                "retention": retention_v,
-                "agent": agent_v,
-                "journal": journal_v,
-                "upload": upload_v,
-            }))?
-        );
-        return Ok(0);
-    }
-    let last_commit = stats
-        .last_commit
-        .map(|t| t.to_local_string())
-        .unwrap_or_else(|| "never".into());
-    if o.local.is_some() {
-        println!("repository   {} (id {})", o.describe, o.id);
-        println!(
-            "             {} versions, {} chunks, {} in {} packs; last commit {last_commit}",
-            stats.versions,
-            stats.chunks,
-            indicatif::HumanBytes(stats.pack_bytes),
-            stats.packs,
-        );
-    } else if let Some(e) = &unreachable {
-        println!(
-            "server       {} (repository {}), client {}",
-            o.describe, o.id, o.client
-        );
-        println!("             unreachable: {e}");
-    } else {
-        println!(
-            "server       {} (repository {}), client {}",
-            o.describe, o.id, o.client
-        );
-        println!(
-            "             {} versions, {} chunks of this client; last commit {last_commit}",
-            stats.versions, stats.chunks,
-        );
-    }
-    if let Some(r) = &retention {
-        status_retention(r, &agent_v["retention"]);
-    }
-    if agent_v["running"].as_bool() == Some(true) {
-        println!(
-            "agent        running (pid {}), first pass {}",
-            agent_v["pid"],
-            if agent_v["first_pass_done"].as_bool() == Some(true) {
-                "done"
-            } else {
-                "in progress"
-            }
-        );
-        let c = &agent_v["counters"];
-        println!(
-            "captured     {} versions ({} without reading content), {} read; {} errors, {} metadata warnings",
-            c["captured"],
-            c["reused"],
-            indicatif::HumanBytes(c["bytes_read"].as_u64().unwrap_or(0)),
-            c["errors"],
-            c["warnings"],
-        );
-    } else {
-        println!("agent        not running");
-    }
-    if let Some(roots) = journal_v["roots"].as_array() {
-        for r in roots {
-            println!("protecting   {}", r.as_str().unwrap_or("?"));
-        }
-    }
-    if !journal_v.is_null() {
-        let ts = |k: &str| {
-            journal_v[k]
-                .as_i64()
-                .map(|n| Timestamp(n).to_local_string())
-                .unwrap_or_else(|| "never".into())
-        };
-        println!(
-            "journal      {} versions waiting, {} spooled; last capture {}, last upload {}",
-            journal_v["versions_waiting"],
-            indicatif::HumanBytes(journal_v["spool_bytes"].as_u64().unwrap_or(0)),
-            ts("last_capture"),
-            ts("last_upload"),
-        );
-        if let Some(oldest) = journal_v["oldest_waiting"].as_i64() {
-            let lag = Timestamp::now().0.saturating_sub(oldest).max(0) as u64;
-            println!(
-                "upload lag   {} (the oldest version not yet uploaded)",
-                indicatif::HumanDuration(std::time::Duration::from_nanos(lag))
-            );
-        }
-        if let Some(e) = journal_v["last_error"].as_str() {
-            println!("last error   {e}");
-        }
-        if let Some(e) = upload_v["last_error"].as_str() {
-            println!("upload error {e} (retrying)");
-        }
-    }
-    for v in &dumps {
-        if let Some(s) = v.stream_status() {
-            let mut st = s.describe();
-            if !s.ok()
-                && let Some(l) = rewind_dumps::last_error_line(&s.stderr)
-            {
-                st.push_str(": ");
-                st.push_str(&l);
-            }
-            println!(
-                "dump         {} last run {}: {st}",
-                display(&v.path),
-                v.observed_at.to_local_string()
-            );
-        }
-    }
-    if let Some(p) = agent_v["recent_problems"].as_array().and_then(|a| a.last()) {
-        println!("last problem {}", p["message"].as_str().unwrap_or(""));
-    }
-    for b in agent_v["busy"].as_array().cloned().unwrap_or_default() {
-        println!(
-            "busy         {}: changed during every read for {} s ({} tries), no version since",
-            b["path"].as_str().unwrap_or("?"),
-            b["without_version_secs"],
-            b["attempts"]
-        );
-    }
-    // What makes protection stop or degrade, as the agent told the user.
-    let health = agent_v["health"].as_array().cloned().unwrap_or_default();
-    if agent_v.is_object() && health.is_empty() {
-        println!("health       ok");
-    }
-    for p in &health {
-        println!(
-            "ATTENTION    {} (since {})",
-            p["message"].as_str().unwrap_or(""),
-            p["since"].as_str().unwrap_or("?")
-        );
     }
     Ok(0)
 }

@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use rewind_agent::Target;
 use rewind_core::path::{JsonPath, display};
-use rewind_core::{Change, Timestamp, TreeChange, Version, diff_trees};
+use rewind_core::{Change, TreeChange, Version, diff_trees, machine_tree_at};
 use serde_json::json;
 
-use crate::args::{kind_of, open, parse_at, stored_path};
+use crate::args::{open, parse_at, stored_path};
 
 pub(crate) fn diff(t: &Target, t1: &str, t2: &str, path: Option<&Path>, json: bool) -> Result<i32> {
     let (a, b) = (parse_at(t1)?, parse_at(t2)?);
@@ -20,15 +20,7 @@ pub(crate) fn diff(t: &Target, t1: &str, t2: &str, path: Option<&Path>, json: bo
         Some(p) => stored_path(&o, p)?,
         None => b"/".to_vec(),
     };
-    let tree = |at: Timestamp| -> Result<Vec<Version>> {
-        let mut v = o.repo.tree_at(&o.client, &base, at)?;
-        // The whole machine: files and dumps together, as `ls` shows it.
-        if base == b"/" {
-            v.extend(o.repo.tree_at(&o.client, b"dumps", at)?);
-            v.sort_by(|x, y| x.path.cmp(&y.path));
-        }
-        Ok(v)
-    };
+    let tree = |at| machine_tree_at(o.repo.as_ref(), &o.client, &base, at);
     let (old, new) = (tree(a)?, tree(b)?);
     if old.is_empty() && new.is_empty() {
         bail!(
@@ -113,7 +105,7 @@ fn change_json(c: &TreeChange) -> serde_json::Value {
         "change": c.change.as_str(),
         "path": JsonPath(&c.path),
         "from": c.from.as_ref().map(|f| JsonPath(f)),
-        "kind": c.new.as_ref().or(c.old.as_ref()).map(kind_of),
+        "kind": c.new.as_ref().or(c.old.as_ref()).map(Version::kind_name),
         "old_size": c.old.as_ref().map(Version::size),
         "new_size": c.new.as_ref().map(Version::size),
         "fields": c.fields,

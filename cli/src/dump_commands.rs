@@ -11,9 +11,8 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use rewind_agent::{Loaded, Opened, Target};
-use rewind_core::path::{JsonPath, display};
-use rewind_core::{Timestamp, Version};
+use rewind_agent::{Loaded, Target};
+use rewind_core::path::display;
 use rewind_dumps::Job;
 use serde_json::{Value, json};
 
@@ -128,60 +127,6 @@ fn run_now(target: &Target, job: &Job, json_out: bool) -> Result<i32> {
     Ok(exit_code(&reports))
 }
 
-/// The stored paths of `name`: `dumps/NAME` or, for an all-databases job
-/// (or a name with a `/`), every stream under it.
-fn stream_paths(o: &Opened, name: &str) -> Result<Vec<Vec<u8>>> {
-    let base = format!("dumps/{name}").into_bytes();
-    let tree = o.repo.tree_at(&o.client, &base, Timestamp::MAX)?;
-    let mut paths: Vec<Vec<u8>> = tree
-        .into_iter()
-        .filter(|v| v.stream_status().is_some())
-        .map(|v| v.path)
-        .collect();
-    if paths.is_empty() && !o.repo.versions_of(&o.client, &base)?.is_empty() {
-        paths.push(base);
-    }
-    paths.sort();
-    paths.dedup();
-    Ok(paths)
-}
-
-fn status_text(v: &Version) -> String {
-    match v.stream_status() {
-        Some(s) if s.ok() => "ok".into(),
-        Some(s) => {
-            let mut t = s.describe();
-            if let Some(l) = rewind_dumps::last_error_line(&s.stderr) {
-                t.push_str(": ");
-                t.push_str(&l);
-            }
-            t
-        }
-        None => "not a dump".into(),
-    }
-}
-
-fn version_json(v: &Version) -> Value {
-    let s = v.stream_status();
-    json!({
-        "path": JsonPath(&v.path),
-        "seq": v.seq,
-        "time": v.observed_at.to_string(),
-        "time_ns": v.observed_at.0,
-        "size": v.size(),
-        "ok": s.is_some_and(|s| s.ok()),
-        "status": s.map(|s| s.describe()),
-        "exit_code": s.and_then(|s| s.exit_code),
-        "signal": s.and_then(|s| s.signal),
-        "timed_out": s.map(|s| s.timed_out),
-        "error": s.and_then(|s| s.error.clone()),
-        "format": s.map(|s| s.format.clone()),
-        "database": s.and_then(|s| s.database.clone()),
-        "finished": s.map(|s| s.finished.to_string()),
-        "stderr": s.map(|s| String::from_utf8_lossy(&s.stderr).into_owned()),
-    })
-}
-
 fn list(target: &Target, loaded: &Loaded, json_out: bool) -> Result<i32> {
     // The repository may not exist yet (no job ran): list the jobs anyway.
     let opened = match target {
@@ -191,20 +136,7 @@ fn list(target: &Target, loaded: &Loaded, json_out: bool) -> Result<i32> {
     let mut rows = Vec::new();
     for j in &loaded.jobs {
         let last = match &opened {
-            Some(o) => {
-                let mut newest: Option<Version> = None;
-                for p in stream_paths(o, j.name())? {
-                    for v in o.repo.versions_of(&o.client, &p)? {
-                        if newest
-                            .as_ref()
-                            .is_none_or(|n| v.observed_at > n.observed_at)
-                        {
-                            newest = Some(v);
-                        }
-                    }
-                }
-                newest
-            }
+            Some(o) => rewind_dumps::last_run(o.repo.as_ref(), &o.client, j.name())?,
             None => None,
         };
         rows.push((j, last));
@@ -220,7 +152,7 @@ fn list(target: &Target, loaded: &Loaded, json_out: bool) -> Result<i32> {
                     "database": j.config.database,
                     "schedule": j.config.schedule,
                     "timeout": j.config.timeout,
-                    "last": last.as_ref().map(version_json),
+                    "last": last.as_ref().map(rewind_dumps::run_json),
                 })
             })
             .collect();
@@ -255,7 +187,9 @@ fn list(target: &Target, loaded: &Loaded, json_out: bool) -> Result<i32> {
             last.as_ref()
                 .map(|v| v.observed_at.to_local_string())
                 .unwrap_or_else(|| "never".into()),
-            last.as_ref().map(status_text).unwrap_or_default(),
+            last.as_ref()
+                .map(rewind_dumps::run_summary)
+                .unwrap_or_default(),
         )?;
     }
     Ok(0)
@@ -263,7 +197,7 @@ fn list(target: &Target, loaded: &Loaded, json_out: bool) -> Result<i32> {
 
 fn versions(target: &Target, loaded: &Loaded, name: &str, json_out: bool) -> Result<i32> {
     let o = open(target)?;
-    let paths = stream_paths(&o, name)?;
+    let paths = rewind_dumps::stream_paths(o.repo.as_ref(), &o.client, name)?;
     if paths.is_empty() {
         let known = loaded.jobs.iter().any(|j| j.name() == name);
         bail!(
@@ -275,14 +209,10 @@ fn versions(target: &Target, loaded: &Loaded, name: &str, json_out: bool) -> Res
             }
         );
     }
-    let mut all = Vec::new();
-    for p in &paths {
-        all.extend(o.repo.versions_of(&o.client, p)?);
-    }
-    all.sort_by_key(|v| (v.observed_at, v.seq));
+    let all = rewind_dumps::runs_of(o.repo.as_ref(), &o.client, &paths)?;
     let mut out = std::io::stdout().lock();
     if json_out {
-        let list: Vec<_> = all.iter().map(version_json).collect();
+        let list: Vec<_> = all.iter().map(rewind_dumps::run_json).collect();
         serde_json::to_writer_pretty(&mut out, &json!({"name": name, "versions": list}))?;
         writeln!(out)?;
         return Ok(0);
@@ -308,7 +238,7 @@ fn versions(target: &Target, loaded: &Loaded, name: &str, json_out: bool) -> Res
             } else {
                 String::new()
             },
-            status_text(v),
+            rewind_dumps::run_summary(v),
         )?;
     }
     Ok(0)
@@ -327,7 +257,7 @@ fn restore(
     let path = format!("dumps/{name}").into_bytes();
     let all = o.repo.versions_of(&o.client, &path)?;
     if all.is_empty() {
-        let under = stream_paths(&o, name)?;
+        let under = rewind_dumps::stream_paths(o.repo.as_ref(), &o.client, name)?;
         if !under.is_empty() {
             bail!(
                 "{name:?} holds several dumps; name one: {}",

@@ -32,7 +32,7 @@ mod check;
 mod docs;
 mod logging;
 
-pub use check::{DAMAGE, damaged_json, print_damaged, repair, verify};
+pub use check::{DAMAGE, print_damaged, repair, verify};
 pub use docs::{DocsCommand, completions, man_pages, run as run_docs};
 pub use logging::{LOG_FILES_KEPT, Logging, init_logging, rotated};
 

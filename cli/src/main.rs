@@ -15,6 +15,7 @@ mod find;
 mod mount;
 mod retention;
 mod service;
+mod status;
 mod verify_remote;
 
 use std::path::PathBuf;

@@ -31,6 +31,7 @@ pub mod frame;
 pub mod group;
 pub mod history;
 mod id;
+mod overview;
 pub mod path;
 pub mod private;
 pub mod readable;
@@ -53,7 +54,10 @@ pub use history::{
     ActivityBucket, ActivityQuery, FindHit, FindQuery, FindReply, PathPattern, PatternError,
 };
 pub use id::{ChunkId, ParseChunkIdError};
-pub use repository::{ChunkSink, RepoError, RepoStats, Repository};
+pub use overview::Overview;
+pub use repository::{
+    ChunkSink, DamagedVersion, RepoError, RepoStats, Repository, machine_tree_at,
+};
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};
 pub use time::{TimeParseError, Timestamp, parse_point_in_time};
 pub use treediff::{Change, TreeChange, diff_trees};

@@ -180,6 +180,26 @@ impl Serialize for JsonPath<'_> {
     }
 }
 
+/// A path kept as bytes serialized as [`JsonPath`] does, for
+/// `#[serde(serialize_with = "rewind_core::path::serialize_json_path")]`.
+pub fn serialize_json_path<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    JsonPath(b).serialize(s)
+}
+
+/// A filesystem path serialized as [`JsonPath`] does, for
+/// `#[serde(serialize_with = "rewind_core::path::serialize_json_os_path")]`.
+pub fn serialize_json_os_path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    JsonPath(to_bytes(p)).serialize(s)
+}
+
+/// [`serialize_json_os_path`] for an optional path (`null` when absent).
+pub fn serialize_json_os_path_opt<S: Serializer>(
+    p: &Option<PathBuf>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    p.as_deref().map(|p| JsonPath(to_bytes(p))).serialize(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

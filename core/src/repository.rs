@@ -116,6 +116,57 @@ pub struct RepoStats {
     pub max_seq: Vec<(String, u64)>,
 }
 
+/// A version whose content is (partly) lost: what `verify` names, on a
+/// local repository and through a server alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedVersion {
+    /// Its client.
+    pub client: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its path, raw bytes.
+    pub path: Vec<u8>,
+    /// When its change was observed.
+    pub observed_at: Timestamp,
+    /// The first chunk it lacks.
+    pub chunk: ChunkId,
+    /// `missing` or `damaged`.
+    pub reason: &'static str,
+}
+
+/// As `verify --json` lists it: the path as a [`JsonPath`](crate::path::JsonPath),
+/// the time in RFC 3339, the chunk id in hex.
+impl Serialize for DamagedVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry("chunk", &self.chunk.to_string())?;
+        m.serialize_entry("client", &self.client)?;
+        m.serialize_entry("observed_at", &self.observed_at.to_string())?;
+        m.serialize_entry("path", &crate::path::JsonPath(&self.path))?;
+        m.serialize_entry("reason", self.reason)?;
+        m.serialize_entry("seq", &self.seq)?;
+        m.end()
+    }
+}
+
+/// The tree at `at` under `base` as `ls` and `diff` show it: for the root
+/// `/`, the whole machine, the protected files and the dump streams
+/// (`dumps/...`) together, sorted by path.
+pub fn machine_tree_at(
+    repo: &dyn Repository,
+    client: &str,
+    base: &[u8],
+    at: Timestamp,
+) -> Result<Vec<Version>, RepoError> {
+    let mut v = repo.tree_at(client, base, at)?;
+    if base == b"/" {
+        v.extend(repo.tree_at(client, b"dumps", at)?);
+        v.sort_by(|x, y| x.path.cmp(&y.path));
+    }
+    Ok(v)
+}
+
 /// What the uploader and restore need from a repository. Implemented in
 /// process by `rewind-repo` and over HTTPS by `rewind-remote`.
 ///

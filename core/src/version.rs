@@ -164,6 +164,15 @@ impl Version {
             .chain(self.xattrs().iter().map(|x| &x.value))
     }
 
+    /// The kind of this version for people: `dump`, `deleted`, or its
+    /// file's kind ([`FileKind::as_str`](crate::FileKind::as_str)).
+    pub fn kind_name(&self) -> &'static str {
+        if self.stream_status().is_some() {
+            return "dump";
+        }
+        self.meta().map_or("deleted", |m| m.kind.as_str())
+    }
+
     /// The status of a stream (a dump), `None` for files and tombstones.
     pub fn stream_status(&self) -> Option<&StreamStatus> {
         match &self.entry {

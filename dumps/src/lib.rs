@@ -7,6 +7,7 @@
 //! the content of a version of the virtual path `dumps/<job>`
 //! ([`rewind_core::Entry::Stream`]), with the command's exit status and the
 //! end of its stderr ([`Running::finish`]) beside it. This crate also
+//! lists a job's stored runs ([`stream_paths`], [`last_run`]) and
 //! restores a stored dump ([`write_stream`], [`restore_into`]).
 //!
 //! Guarantees:
@@ -26,6 +27,7 @@
 mod job;
 mod process;
 mod restore;
+mod stored;
 
 use std::ffi::OsString;
 use std::process::{Command, Stdio};
@@ -35,6 +37,7 @@ use rewind_core::StreamStatus;
 pub use job::{Job, JobConfig, Kind, Schedule, StreamSpec, parse_duration, stream_path};
 pub use process::{Running, STDERR_TAIL, last_error_line, start};
 pub use restore::{pick_version, restore_into, write_stream};
+pub use stored::{last_run, run_json, run_summary, runs_of, stream_paths};
 
 /// Errors of the dumps crate.
 #[derive(Debug, thiserror::Error)]

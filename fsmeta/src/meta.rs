@@ -52,6 +52,24 @@ impl FileKind {
             FileKind::Socket => "socket",
         }
     }
+
+    /// The kind and permission bits of `mode` as `ls -l` shows them
+    /// (`drwxr-x---`).
+    pub fn ls_mode(self, mode: u32) -> String {
+        let mut s = String::from(match self {
+            FileKind::Dir => 'd',
+            FileKind::Symlink => 'l',
+            FileKind::Fifo => 'p',
+            FileKind::CharDevice => 'c',
+            FileKind::BlockDevice => 'b',
+            FileKind::Socket => 's',
+            FileKind::File => '-',
+        });
+        for (i, c) in "rwxrwxrwx".chars().enumerate() {
+            s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
+        }
+        s
+    }
 }
 
 /// A point in time as the filesystem stores it: seconds and nanoseconds since

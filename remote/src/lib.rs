@@ -19,6 +19,7 @@
 //! ahead.rs       chunks sent ahead of the journal's flush, by four threads
 //! sink.rs        the flush, what the sink remembers, its pauses
 //! repository.rs  RemoteRepo: its Repository impl, and its ChunkSink impl over sink.rs
+//! verify.rs      RemoteRepo::verify_client: this client's chunks checked on the server
 //! ```
 //!
 //! Each file imports only files above it in this list.
@@ -130,7 +131,9 @@ mod repository;
 mod sink;
 pub mod throttle;
 pub mod tls;
+mod verify;
 
 pub use enroll::{RemoteConfig, enroll, normalize_url, probe_fingerprint};
 pub use repository::{READ_BATCH, RemoteRepo};
 pub use throttle::{Limiter, RateSchedule};
+pub use verify::ClientVerifyReport;

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rewind_core::path::display;
-use rewind_core::{ChunkId, Encoding, RepoError, Timestamp, Version};
+use rewind_core::{ChunkId, Encoding, RepoError, Version};
 use serde::Serialize;
 
 use crate::index;
@@ -14,11 +14,13 @@ use crate::pack;
 use crate::record::{self, PackRecord};
 use crate::toc::{TocEntry, TocKind};
 
-/// One problem found in a repository.
+/// One problem found in a repository (serialized as `verify --json`
+/// lists it, the path as a `JsonPath`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Issue {
     /// The file concerned (the repository directory for problems between
     /// files, such as a version whose chunk is missing).
+    #[serde(serialize_with = "rewind_core::path::serialize_json_os_path")]
     pub path: PathBuf,
     /// Offset in that file, when the problem has one.
     pub offset: Option<u64>,
@@ -51,22 +53,9 @@ pub struct VerifyReport {
     pub damaged_versions: Vec<DamagedVersion>,
 }
 
-/// A version whose content is (partly) lost.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DamagedVersion {
-    /// Its client.
-    pub client: String,
-    /// Its sequence number.
-    pub seq: u64,
-    /// Its path, raw bytes.
-    pub path: Vec<u8>,
-    /// When its change was observed.
-    pub observed_at: Timestamp,
-    /// The first chunk it lacks.
-    pub chunk: ChunkId,
-    /// `missing` or `damaged`.
-    pub reason: &'static str,
-}
+/// A version whose content is (partly) lost (the type is the
+/// vocabulary's: a verify through a server names them too).
+pub use rewind_core::DamagedVersion;
 
 /// How far `verify` got: packs and pack bytes done, of the totals.
 #[derive(Clone, Copy, Debug, Default)]
@@ -114,12 +103,15 @@ pub struct RepairReport {
     pub rewritten: Vec<RewrittenPack>,
 }
 
-/// One damaged pack replaced by a sound one.
+/// One damaged pack replaced by a sound one (serialized as `repair
+/// --json` lists it, paths as `JsonPath`s).
 #[derive(Clone, Debug, Serialize)]
 pub struct RewrittenPack {
     /// The damaged pack (deleted).
+    #[serde(serialize_with = "rewind_core::path::serialize_json_os_path")]
     pub old: PathBuf,
     /// The new pack, unless nothing was left to keep.
+    #[serde(serialize_with = "rewind_core::path::serialize_json_os_path_opt")]
     pub new: Option<PathBuf>,
     /// Intact chunks copied.
     pub chunks_kept: u64,

@@ -35,4 +35,4 @@
 
 mod restore;
 
-pub use restore::{Problem, RestoreError, RestoreOptions, RestoreReport, restore};
+pub use restore::{Problem, RestoreError, RestoreOptions, RestoreReport, is_restore_tmp, restore};

@@ -15,6 +15,7 @@ use rewind_core::{
 };
 use rewind_fsmeta::{ApplyOptions, apply_meta_at, apply_meta_fd, make_special_at};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
+use serde::Serialize;
 
 /// Fatal restore errors (per-item failures are [`Problem`]s instead).
 #[derive(Debug, thiserror::Error)]
@@ -48,17 +49,21 @@ pub enum RestoreError {
     },
 }
 
-/// A path that could not be restored fully, and why.
-#[derive(Clone, Debug)]
+/// A path that could not be restored fully, and why (serialized as
+/// `rewind restore --json` lists it: the path as a
+/// [`JsonPath`](rewind_core::path::JsonPath)).
+#[derive(Clone, Debug, Serialize)]
 pub struct Problem {
     /// The stored path.
+    #[serde(serialize_with = "rewind_core::path::serialize_json_path")]
     pub path: Vec<u8>,
     /// What went wrong.
     pub message: String,
 }
 
-/// What a restore did.
-#[derive(Clone, Debug, Default)]
+/// What a restore did (serialized with the field names of `rewind
+/// restore --json`).
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct RestoreReport {
     /// Regular files written or confirmed.
     pub files: u64,
@@ -245,6 +250,14 @@ fn nofollow_dir() -> OFlags {
 
 /// Temporary files of a restore start with this.
 const TMP_PREFIX: &[u8] = b".rewind-restore-";
+
+/// Whether `p` names a temporary file of a restore (one cut short leaves
+/// them behind), which a later restore's deletions leave alone.
+pub fn is_restore_tmp(p: &std::path::Path) -> bool {
+    p.file_name().is_some_and(|n| {
+        rewind_core::path::to_bytes(std::path::Path::new(n)).starts_with(TMP_PREFIX)
+    })
+}
 
 fn tmp_name() -> Vec<u8> {
     let mut name = TMP_PREFIX.to_vec();

@@ -9,7 +9,6 @@ use rewind_core::{Timestamp, change_of};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::catalog::kind_of;
 use crate::common::{
     ApiResult, bad, base_name, id_of, json_response, mtime_ns, not_found, ns, parse_at, path_of,
 };
@@ -21,45 +20,30 @@ use crate::listing::listing;
 pub(crate) async fn status(State(ctx): State<Arc<Ctx>>) -> ApiResult {
     let v = blocking(&ctx, |ctx| {
         let mut live = (ctx.status)();
-        let (stats, error) = match ctx.repo.stats() {
-            Ok(s) => (s, None),
-            Err(e) => (Default::default(), Some(e.to_string())),
-        };
-        let dumps: Vec<Value> = if error.is_none() {
-            ctx.repo
-                .tree_at(&ctx.client, b"dumps", Timestamp::MAX)?
-                .iter()
-                .filter_map(|v| {
-                    let s = v.stream_status()?;
-                    Some(json!({
-                        "path": display(&v.path),
-                        "time": ns(v.observed_at.0),
-                        "ok": s.ok(),
-                        "status": s.describe(),
-                        "size": v.size(),
-                    }))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let o = rewind_core::Overview::gather(ctx.repo.as_ref(), &ctx.client, true)?;
+        let dumps: Vec<Value> = o
+            .dump_runs
+            .iter()
+            .filter_map(|v| {
+                let s = v.stream_status()?;
+                Some(json!({
+                    "path": display(&v.path),
+                    "time": ns(v.observed_at.0),
+                    "ok": s.ok(),
+                    "status": s.describe(),
+                    "size": v.size(),
+                }))
+            })
+            .collect();
         live["repository"] = json!({
-            "versions": stats.versions,
-            "chunks": stats.chunks,
-            "packs": stats.packs,
-            "pack_bytes": stats.pack_bytes,
-            "last_commit": stats.last_commit.map(|t| ns(t.0)),
-            "error": error,
+            "versions": o.stats.versions,
+            "chunks": o.stats.chunks,
+            "packs": o.stats.packs,
+            "pack_bytes": o.stats.pack_bytes,
+            "last_commit": o.stats.last_commit.map(|t| ns(t.0)),
+            "error": o.unreachable,
         });
-        live["kept"] = if error.is_none() {
-            ctx.repo
-                .retention(&ctx.client)
-                .ok()
-                .map(|r| kept_json(&r))
-                .unwrap_or(Value::Null)
-        } else {
-            Value::Null
-        };
+        live["kept"] = o.retention.as_ref().map_or(Value::Null, kept_json);
         live["client"] = json!(ctx.client);
         live["dump_runs"] = json!(dumps);
         live["now"] = json!(ns(Timestamp::now().0));
@@ -264,7 +248,7 @@ pub(crate) async fn versions(State(ctx): State<Arc<Ctx>>, Query(q): Query<Versio
                     "seq": v.seq,
                     "time": ns(v.observed_at.0),
                     "size": v.size(),
-                    "kind": kind_of(v),
+                    "kind": v.kind_name(),
                     "change": change_of(prev, v),
                     "mode": v.meta().map(|m| m.mode),
                     "mtime": mtime_ns(v),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rewind_core::{FileKind, RepoError, Repository, Version};
+use rewind_core::{RepoError, Repository, Version};
 
 /// Every version of one client, a page at a time. Both repositories
 /// (`rewind_repo::LocalRepo::list_page`, `rewind_remote::RemoteRepo::list_page`,
@@ -71,20 +71,6 @@ pub(crate) struct Catalog {
     pub times: Vec<i64>,
     /// Every dump run, by time.
     pub dumps: Vec<DumpRun>,
-}
-
-/// The kind of a version for people.
-pub(crate) fn kind_of(v: &Version) -> &'static str {
-    if v.stream_status().is_some() {
-        return "dump";
-    }
-    match v.meta().map(|m| m.kind) {
-        None => "deleted",
-        Some(FileKind::File) => "file",
-        Some(FileKind::Dir) => "dir",
-        Some(FileKind::Symlink) => "symlink",
-        Some(k) => k.as_str(),
-    }
 }
 
 impl Catalog {
@@ -146,7 +132,7 @@ impl Catalog {
         // Versions come oldest first (by seq).
         if let Some(v) = vs.iter().rev().find(|v| !v.is_tombstone()) {
             info.last_present = Some(v.observed_at.0);
-            info.kind = kind_of(v);
+            info.kind = v.kind_name();
             info.size = v.size();
         }
         if let Some(v) = vs.last()
@@ -328,7 +314,7 @@ impl CatalogCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rewind_core::{Entry, FileMeta, Timestamp};
+    use rewind_core::{Entry, FileKind, FileMeta, Timestamp};
 
     fn v(path: &str, seq: u64, t: i64, kind: Option<FileKind>) -> Version {
         Version {

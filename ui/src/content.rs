@@ -166,12 +166,14 @@ pub(crate) async fn text(State(ctx): State<Arc<Ctx>>, Query(q): Query<VersionQ>)
         let (vs, i) = find(ctx, &path, q.seq)?;
         let v = &vs[i];
         if !has_content(v) {
-            return Ok(json!({ "text": null, "binary": false, "size": 0, "kind": crate::catalog::kind_of(v) }));
+            return Ok(json!({ "text": null, "binary": false, "size": 0, "kind": v.kind_name() }));
         }
         let b = read_prefix(ctx, v, TEXT_PREVIEW as u64)?;
         let truncated = v.size() > b.len() as u64;
         Ok(match as_text(&b, truncated) {
-            Some(s) => json!({ "text": s, "binary": false, "truncated": truncated, "size": v.size() }),
+            Some(s) => {
+                json!({ "text": s, "binary": false, "truncated": truncated, "size": v.size() })
+            }
             None => json!({ "text": null, "binary": true, "size": v.size() }),
         })
     })

@@ -11,7 +11,6 @@ use rewind_core::path::display;
 use rewind_core::{FileKind, Repository, Timestamp, Version};
 use serde::Serialize;
 
-use crate::catalog::kind_of;
 use crate::common::{ApiError, id_of, mtime_ns, ns};
 
 /// One entry of a folder listing.
@@ -37,7 +36,7 @@ fn row(name: String, v: &Version) -> Row {
     Row {
         name,
         id: id_of(&v.path),
-        kind: kind_of(v),
+        kind: v.kind_name(),
         size: v.size(),
         mtime: mtime_ns(v),
         time: ns(v.observed_at.0),

@@ -145,7 +145,7 @@ fn plan_item(item: &Item) -> Value {
                         "now_size": now.len(),
                         "now_mtime": (now.mtime() as i128 * 1_000_000_000 + now.mtime_nsec() as i128).to_string(),
                         "size": v.size(),
-                        "kind": crate::catalog::kind_of(v),
+                        "kind": v.kind_name(),
                     }));
                 }
             }
