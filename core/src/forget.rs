@@ -169,7 +169,8 @@ pub struct RetentionStatus {
     /// The policy a server applies to this client, when it says.
     pub server_policy: Option<String>,
     /// Bytes of packs no kept version, base or pending capture uses: what
-    /// `prune --max-unused 0` would reclaim (a local repository).
+    /// `prune --max-unused 0` would reclaim (a local repository), as found
+    /// after the last forget, prune or reload of the repository.
     #[serde(default)]
     pub reclaimable: Option<u64>,
 }

@@ -101,6 +101,7 @@ impl LocalRepo {
         next.write(&self.dir)?;
         *kf = next;
         self.write_state().set_keep(client, keeping, &gone);
+        self.retention_changed();
         info!(
             client,
             forgotten = gone.len(),

@@ -41,6 +41,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rewind_core::forget::{PendingChunks, PruneReport, PruneRequest, PruneSummary};
@@ -192,6 +194,11 @@ impl LocalRepo {
         let started = Instant::now();
         let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         let _epoch = Epoch::begin(self);
+        // Whatever this prune does, or fails halfway through, what was
+        // reclaimable is looked at again afterwards (and during: a plan
+        // made now may see a half-done switch).
+        self.retention_changed();
+        let _after = RetentionChanged(self);
         let extra = pending()?;
         let mut report = PruneReport {
             dry_run: opts.dry_run,
@@ -281,15 +288,39 @@ impl LocalRepo {
         Ok(report)
     }
 
-    /// Bytes of packs nothing kept uses now (for `status`).
+    /// Bytes of packs nothing kept uses (for `status` and the web UI),
+    /// as of the last forget, prune or reload. Finding them plans a whole
+    /// prune, seconds on a history of millions of versions, so the answer
+    /// is kept until one of those runs again; commits in between can only
+    /// make a few of those bytes live again (a chunk stored anew that an
+    /// unused pack also holds), never add to them.
     pub(crate) fn reclaimable(&self) -> u64 {
+        let generation = self.retention_gen.load(Ordering::Acquire);
+        let memo = |m: &Mutex<Option<(u64, u64)>>| *m.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, bytes)) = memo(&self.reclaimable_memo)
+            && g == generation
+        {
+            return bytes;
+        }
         let mut r = PruneReport::default();
         let opts = PruneOptions {
             dry_run: true,
             ..PruneOptions::default()
         };
         let _ = self.plan(&opts, Vec::new(), &mut r);
+        // Found at `generation`: a forget or prune meanwhile moved it on,
+        // and the next call looks again.
+        *self
+            .reclaimable_memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((generation, r.unused_bytes));
         r.unused_bytes
+    }
+
+    /// A forget, prune or reload happened: what [`Self::reclaimable`]
+    /// found is out of date.
+    pub(crate) fn retention_changed(&self) {
+        self.retention_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The live set and what to do with each pack (under a shared lock).
@@ -565,5 +596,15 @@ impl LocalRepo {
         }
         fsync_dir(&self.dir.join("index"))?;
         Ok(gone)
+    }
+}
+
+/// Marks the retention state changed when dropped (the end of a prune,
+/// however it ends).
+struct RetentionChanged<'a>(&'a LocalRepo);
+
+impl Drop for RetentionChanged<'_> {
+    fn drop(&mut self) {
+        self.0.retention_changed();
     }
 }

@@ -76,6 +76,12 @@ pub struct LocalRepo {
     pub(crate) touched: Mutex<Option<HashSet<ChunkId>>>,
     /// Quick check of `touched.is_some()` for the hot paths.
     pub(crate) pruning: std::sync::atomic::AtomicBool,
+    /// Counts forgets, prunes and reloads: what
+    /// [`LocalRepo::reclaimable`] found stays true until it moves.
+    pub(crate) retention_gen: std::sync::atomic::AtomicU64,
+    /// The reclaimable bytes last found, and the generation they were
+    /// found at (finding them plans a whole prune).
+    pub(crate) reclaimable_memo: Mutex<Option<(u64, u64)>>,
     /// Decode every chunk handed to `put_chunks` and check it against its
     /// id. On by default; an in-process writer whose chunks come straight
     /// from its own CRC-checked spool may turn it off (see
@@ -314,6 +320,7 @@ impl LocalRepo {
         *self.write_state() = state;
         *self.keepfile.lock().expect("retention poisoned") = keep;
         self.files.lock().expect("file cache poisoned").clear();
+        self.retention_changed();
         Ok(())
     }
 
@@ -333,6 +340,8 @@ impl LocalRepo {
             maintenance: Mutex::new(()),
             touched: Mutex::new(None),
             pruning: std::sync::atomic::AtomicBool::new(false),
+            retention_gen: Default::default(),
+            reclaimable_memo: Mutex::new(None),
             writer: lock.map(|lock| {
                 Mutex::new(Writer {
                     _lock: lock,

@@ -160,3 +160,34 @@ fn a_crash_at_each_step_of_prune_leaves_a_clean_repository_the_next_prune_finish
         );
     }
 }
+
+#[test]
+fn reclaimable_bytes_are_found_again_after_each_forget_and_prune() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+    history(&repo, 5, 300, 20);
+    let reclaimable = |repo: &LocalRepo| repo.retention(C).unwrap().reclaimable.unwrap();
+    assert_eq!(reclaimable(&repo), 0, "nothing forgotten yet");
+    let generation = repo
+        .retention_gen
+        .load(std::sync::atomic::Ordering::Acquire);
+    assert_eq!(reclaimable(&repo), 0);
+    assert_eq!(
+        repo.reclaimable_memo.lock().unwrap().map(|(g, _)| g),
+        Some(generation),
+        "the second look is the remembered answer"
+    );
+    let req = ForgetRequest::new(
+        Policy::parse("all 30s, every 1m").unwrap(),
+        Timestamp(300 * S),
+    );
+    assert!(repo.forget(C, &req).unwrap().versions_forgotten > 0);
+    let found = reclaimable(&repo);
+    assert!(found > 0, "a forget makes the answer be found again");
+    let r = prune(&repo, false).unwrap();
+    assert!(r.bytes_freed > 0, "{r:?}");
+    assert!(
+        reclaimable(&repo) < found,
+        "a prune makes the answer be found again"
+    );
+}
