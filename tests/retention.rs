@@ -362,8 +362,23 @@ fn sigkill_at_random_moments_of_forget_and_prune_loses_nothing_kept() {
         rng ^= rng << 17;
         rng
     };
+    // Kill within a window sized by how long each command takes here: its
+    // dry run (the same start, open and planning, without the writes),
+    // three times over, so that kills fall across the whole of the real
+    // runs on this machine, fast or loaded, and many land before the run
+    // ends (fixed windows of 40 and 80 ms let every run
+    // finish first on an idle machine).
+    let window = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        env.ok(args);
+        (3 * started.elapsed().as_millis() as u64).max(3)
+    };
+    let forget_ms = window(&["forget", "--policy", "all 1s, every 1s", "--dry-run"]);
+    let prune_ms = window(&["prune", "--max-unused", "0", "--dry-run"]);
+    eprintln!("kill windows: forget {forget_ms} ms, prune {prune_ms} ms");
     let mut killed = 0;
-    let mut run_and_kill = |args: &[&str], within_ms: u64| {
+    // True when the run was still working when it was killed.
+    let mut run_and_kill = |args: &[&str], within_ms: u64| -> bool {
         let mut child = env
             .command()
             .args(args)
@@ -372,20 +387,22 @@ fn sigkill_at_random_moments_of_forget_and_prune_loses_nothing_kept() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(next() % within_ms));
-        if matches!(child.try_wait(), Ok(None)) {
-            killed += 1;
-        }
+        let running = matches!(child.try_wait(), Ok(None));
         child.kill().unwrap();
         child.wait().unwrap();
+        running
     };
-    for round in 1..=8 {
+    // Eight rounds, and more until four runs were killed while they ran.
+    let mut round = 0;
+    while round < 8 || (killed < 4 && round < 40) {
+        round += 1;
         // Coarser each round: a forget only ever removes points, so each
         // leaves more for the prune after it.
         let policy = format!("all 1s, every {round}s");
-        run_and_kill(&["forget", "--policy", &policy], 40);
-        run_and_kill(&["prune", "--max-unused", "0"], 80);
+        killed += run_and_kill(&["forget", "--policy", &policy], forget_ms) as u32;
+        killed += run_and_kill(&["prune", "--max-unused", "0"], prune_ms) as u32;
     }
-    assert!(killed > 0, "no run was killed while it ran");
+    assert!(killed >= 4, "{killed} runs were killed while they ran");
 
     let v = env.run(&["verify"]);
     assert!(v.status.success(), "{}", show(&v));
