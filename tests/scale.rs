@@ -32,10 +32,9 @@ const PER_DIR: usize = 40;
 const BOUND_KIB_PER_FILE: f64 = 5.0;
 
 /// How long freed memory may take to leave RSS: the agent's allocator
-/// returns pages over the ten seconds after they were freed
-/// (cli/src/allocator.rs).
-const SETTLE_MIN: Duration = Duration::from_secs(12);
-const SETTLE_MAX: Duration = Duration::from_secs(25);
+/// returns pages a second after they were freed (cli/src/allocator.rs).
+const SETTLE_MIN: Duration = Duration::from_secs(3);
+const SETTLE_MAX: Duration = Duration::from_secs(15);
 /// RSS that has not fallen for this long has settled.
 const SETTLED_AFTER: Duration = Duration::from_secs(2);
 

@@ -13,14 +13,13 @@ use tikv_jemalloc_ctl::{Access, AsName};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// How long freed pages stay in the process before they are returned:
-/// jemalloc's own default of ten seconds, so a burst (a first pass, a
-/// stream of saves) reuses the pages it frees instead of faulting fresh
-/// ones in. One second was tried: the first pass through a server then
-/// took twice the page faults and 40 % more system time (docs/decisions.md
-/// "Agent memory (issue 19)"); idle, the agent is small again ten seconds
-/// later either way.
-const DIRTY_DECAY_MS: isize = 10_000;
+/// How long freed pages stay in the process before they are returned: a
+/// second, not jemalloc's default of ten, so an agent back to idle after a
+/// burst is small again at once. Ten seconds was tried (docs/decisions.md
+/// "jemalloc and bursts"): fewer page faults in a first pass through a
+/// server, but the busy-file test on btrfs got fewer versions while busy
+/// in three of seven runs, for a reason not found; one second it is.
+const DIRTY_DECAY_MS: isize = 1000;
 
 /// Settings for `watch` and `agent`, called before any other thread starts:
 /// a background thread purges freed pages even while the agent allocates
