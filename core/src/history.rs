@@ -179,29 +179,24 @@ pub type Interval = (Timestamp, Timestamp);
 /// seq observed at or before the moment) is present, or with `dirs_only`,
 /// is a directory. Ancestors are not considered here (see
 /// [`intersect`]).
-pub fn presence<V: std::borrow::Borrow<Version>>(versions: &[V], dirs_only: bool) -> Vec<Interval> {
-    let versions: Vec<&Version> = versions.iter().map(|v| v.borrow()).collect();
+pub fn presence<V: Stamped>(versions: &[V], dirs_only: bool) -> Vec<Interval> {
     let mut order: Vec<usize> = (0..versions.len()).collect();
-    order.sort_by_key(|&i| versions[i].observed_at);
+    order.sort_by_key(|&i| versions[i].observed_at());
     let mut out = Vec::new();
     let mut cur: Option<usize> = None;
     let mut open: Option<Timestamp> = None;
     let mut k = 0;
     while k < order.len() {
-        let t = versions[order[k]].observed_at;
-        while k < order.len() && versions[order[k]].observed_at == t {
+        let t = versions[order[k]].observed_at();
+        while k < order.len() && versions[order[k]].observed_at() == t {
             let i = order[k];
-            if cur.is_none_or(|c| versions[i].seq > versions[c].seq) {
+            if cur.is_none_or(|c| versions[i].seq() > versions[c].seq()) {
                 cur = Some(i);
             }
             k += 1;
         }
         let v = &versions[cur.expect("set above")];
-        let present = if dirs_only {
-            v.meta().is_some_and(|m| m.kind == FileKind::Dir)
-        } else {
-            !v.is_tombstone()
-        };
+        let present = if dirs_only { v.is_dir() } else { v.present() };
         match (present, open) {
             (true, None) => open = Some(t),
             (false, Some(s)) => {
@@ -237,15 +232,40 @@ pub fn intersect(a: &[Interval], b: &[Interval]) -> Vec<Interval> {
 }
 
 /// The version in force at `at` (newest by seq observed at or before it).
-pub fn in_force<V: std::borrow::Borrow<Version>>(
-    versions: &[V],
-    at: Timestamp,
-) -> Option<&Version> {
+pub fn in_force<V: Stamped>(versions: &[V], at: Timestamp) -> Option<&V> {
     versions
         .iter()
-        .map(|v| v.borrow())
-        .filter(|v| v.observed_at <= at)
-        .max_by_key(|v| v.seq)
+        .filter(|v| v.observed_at() <= at)
+        .max_by_key(|v| v.seq())
+}
+
+/// What [`presence`] and [`in_force`] need of a version: its order, its
+/// time, and what it says about its path. A repository's index may hold
+/// versions in a compact form of its own.
+pub trait Stamped {
+    /// The version's seq.
+    fn seq(&self) -> u64;
+    /// When it was observed.
+    fn observed_at(&self) -> Timestamp;
+    /// False for a tombstone.
+    fn present(&self) -> bool;
+    /// True for a directory.
+    fn is_dir(&self) -> bool;
+}
+
+impl Stamped for Version {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn observed_at(&self) -> Timestamp {
+        self.observed_at
+    }
+    fn present(&self) -> bool {
+        !self.is_tombstone()
+    }
+    fn is_dir(&self) -> bool {
+        self.meta().is_some_and(|m| m.kind == FileKind::Dir)
+    }
 }
 
 /// A `rewind find` pattern, compiled.

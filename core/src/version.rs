@@ -56,6 +56,19 @@ pub enum Entry {
     },
 }
 
+impl Entry {
+    /// Every chunk the entry refers to: content chunks, then the values of
+    /// its extended attributes.
+    pub fn chunk_refs(&self) -> impl Iterator<Item = &ChunkRef> {
+        let (chunks, xattrs): (&[ChunkRef], &[XattrRef]) = match self {
+            Entry::Present { chunks, xattrs, .. } => (chunks, xattrs),
+            Entry::Stream { chunks, .. } => (chunks, &[]),
+            Entry::Deleted => (&[], &[]),
+        };
+        chunks.iter().chain(xattrs.iter().map(|x| &x.value))
+    }
+}
+
 /// How the command that produced a [`Entry::Stream`] ended. A stream is
 /// stored whatever happened, so a failed dump is recorded (and its stderr
 /// kept) rather than lost; [`StreamStatus::ok`] tells whether it is usable.
@@ -159,9 +172,7 @@ impl Version {
     /// of its extended attributes. A repository must hold all of them before
     /// it takes the version.
     pub fn chunk_refs(&self) -> impl Iterator<Item = &ChunkRef> {
-        self.chunks()
-            .iter()
-            .chain(self.xattrs().iter().map(|x| &x.value))
+        self.entry.chunk_refs()
     }
 
     /// The kind of this version for people: `dump`, `deleted`, or its

@@ -232,9 +232,9 @@ fn reclaimable(
     let gone: HashSet<(&[u8], u64)> = gone.iter().map(|(p, s)| (p.as_slice(), *s)).collect();
     let mut live: HashSet<ChunkId> = bases.iter().copied().collect();
     let mut only: HashSet<ChunkId> = HashSet::new();
-    st.each_version(|v| {
-        let refs = v.chunk_refs().map(|c| c.id);
-        if v.client == client && gone.contains(&(v.path.as_slice(), v.seq)) {
+    st.each_version(|c, path, seq, entry| {
+        let refs = entry.chunk_refs().map(|c| c.id);
+        if c == client && gone.contains(&(path, seq)) {
             only.extend(refs);
         } else {
             live.extend(refs);

@@ -334,7 +334,7 @@ impl LocalRepo {
         let st = self.read_state();
         let mut live: HashSet<ChunkId> = extra.into_iter().collect();
         live.extend(keep.bases.iter().copied());
-        st.each_version(|v| live.extend(v.chunk_refs().map(|c| c.id)));
+        st.each_version(|_, _, _, e| live.extend(e.chunk_refs().map(|c| c.id)));
         let bases: Vec<ChunkId> = live
             .iter()
             .filter_map(|id| st.delta_bases.get(id).copied())

@@ -23,13 +23,16 @@ use std::ops::Bound;
 
 use rewind_core::path::is_under;
 use rewind_core::retention::{QueryPoint, Scope, live_ends};
-use rewind_core::{ChunkId, Encoding, FileKind, RepoStats, Timestamp, Version};
+use rewind_core::{ChunkId, Encoding, Entry, RepoStats, Timestamp, Version};
 
 use crate::keep::ClientKeep;
 use crate::pack_index::PackIndex;
 use crate::pack_name::PackName;
 
+mod held;
 mod history;
+
+use held::{Held, Shape};
 
 /// Where a stored chunk is.
 #[derive(Clone, Copy, Debug)]
@@ -61,28 +64,16 @@ pub(crate) struct PackInfo {
     pub gone: bool,
 }
 
-/// One version and the pack whose copy of it the index uses.
-#[derive(Clone, Debug)]
-struct Held {
-    v: Version,
-    pack: u32,
-}
-
-impl std::borrow::Borrow<Version> for Held {
-    fn borrow(&self) -> &Version {
-        &self.v
-    }
-}
-
-/// Take `v` out of the activity counts (it left the index).
-fn untime(times: &mut BTreeMap<Timestamp, u64>, v: &Version) {
-    if v.path.first() != Some(&b'/') {
+/// Take a version of `path` observed at `at` out of the activity counts
+/// (it left the index).
+fn untime(times: &mut BTreeMap<Timestamp, u64>, path: &[u8], at: Timestamp) {
+    if path.first() != Some(&b'/') {
         return;
     }
-    if let Some(n) = times.get_mut(&v.observed_at) {
+    if let Some(n) = times.get_mut(&at) {
         *n -= 1;
         if *n == 0 {
-            times.remove(&v.observed_at);
+            times.remove(&at);
         }
     }
 }
@@ -273,17 +264,17 @@ impl State {
         let ci = self.clients.entry(v.client.clone()).or_default();
         ci.max_seq = ci.max_seq.max(v.seq);
         // Most paths keep one version or a few: room for exactly one at
-        // first, not the four a growing Vec reserves (Version is about 450
-        // bytes; on a 52k-file tree the spare room was 70 MiB of the
-        // agent's 290 MiB, docs/decisions.md "Agent memory (issue 19)").
-        let list = ci
-            .paths
-            .entry(v.path.clone())
-            .or_insert_with(|| Vec::with_capacity(1));
+        // first, not the four a growing Vec reserves (on a 52k-file tree
+        // the spare room was 70 MiB of the agent's 290 MiB when the index
+        // held whole versions, docs/decisions.md "Agent memory (issue 19)").
+        if !ci.paths.contains_key(v.path.as_slice()) {
+            ci.paths.insert(v.path.clone(), Vec::with_capacity(1));
+        }
+        let list = ci.paths.get_mut(v.path.as_slice()).expect("inserted above");
         let at = match list.last() {
             None => 0,
-            Some(last) if last.seq() < v.seq => list.len(),
-            Some(_) => match list.binary_search_by_key(&v.seq, Held::seq) {
+            Some(last) if last.seq < v.seq => list.len(),
+            Some(_) => match list.binary_search_by_key(&v.seq, |h| h.seq) {
                 Ok(i) => {
                     let old = list[i].pack;
                     if new_rank > rank(&packs[old as usize], false) {
@@ -297,12 +288,18 @@ impl State {
             },
         };
         let appended = at == list.len();
-        let monotone = at == 0 || list[at - 1].v.observed_at <= v.observed_at;
+        let monotone = at == 0 || list[at - 1].observed_at <= v.observed_at;
         if v.path.first() == Some(&b'/') {
             *ci.times.entry(v.observed_at).or_default() += 1;
         }
-        let (client, path) = (v.client.clone(), v.path.clone());
-        list.insert(at, Held { v, pack });
+        let Version {
+            client,
+            seq,
+            observed_at,
+            path,
+            entry,
+        } = v;
+        list.insert(at, Held::new(seq, observed_at, pack, &entry));
         self.packs[pack as usize].kept_versions += 1;
         self.versions += 1;
         if self.filtering && self.keep.contains_key(&client) {
@@ -330,7 +327,7 @@ impl State {
         let Some(list) = paths.get_mut(path) else {
             return;
         };
-        let times: Vec<Timestamp> = list.iter().map(|h| h.v.observed_at).collect();
+        let times: Vec<Timestamp> = list.iter().map(|h| h.observed_at).collect();
         let ends = live_ends(&times);
         let mut i = 0;
         let packs = &mut self.packs;
@@ -342,7 +339,7 @@ impl State {
                 return true;
             }
             packs[h.pack as usize].kept_versions -= 1;
-            untime(at, &h.v);
+            untime(at, path, h.observed_at);
             dropped += 1;
             false
         });
@@ -374,10 +371,10 @@ impl State {
             return out;
         };
         for (p, list) in &ci.paths {
-            let times: Vec<Timestamp> = list.iter().map(|h| h.v.observed_at).collect();
+            let times: Vec<Timestamp> = list.iter().map(|h| h.observed_at).collect();
             for (k, end) in live_ends(&times).into_iter().enumerate() {
                 if !keep.keeps(p, times[k], end) {
-                    out.push((p.clone(), list[k].seq()));
+                    out.push((p.clone(), list[k].seq));
                 }
             }
         }
@@ -409,10 +406,10 @@ impl State {
             };
             let times = &mut ci.times;
             list.retain(|h| {
-                if !seqs.contains(&h.seq()) {
+                if !seqs.contains(&h.seq) {
                     return true;
                 }
-                untime(times, &h.v);
+                untime(times, p, h.observed_at);
                 packs[h.pack as usize].kept_versions -= 1;
                 dropped += 1;
                 false
@@ -469,11 +466,11 @@ impl State {
         if !held.is_empty() {
             let mut stranded = 0;
             for ci in self.clients.values_mut() {
-                for list in ci.paths.values_mut() {
+                for (p, list) in ci.paths.iter_mut() {
                     let before = list.len();
                     list.retain(|h| {
                         if held.contains(&h.pack) {
-                            untime(&mut ci.times, &h.v);
+                            untime(&mut ci.times, p, h.observed_at);
                         }
                         !held.contains(&h.pack)
                     });
@@ -498,7 +495,7 @@ impl State {
     /// Chunks no version in the index names (and no delta's base).
     pub(crate) fn unreferenced(&self) -> Vec<ChunkId> {
         let mut named: HashSet<ChunkId> = HashSet::new();
-        self.each_version(|v| named.extend(v.chunk_refs().map(|c| c.id)));
+        self.each_version(|_, _, _, e| named.extend(e.chunk_refs().map(|c| c.id)));
         named.extend(self.delta_bases.values().copied());
         self.chunks
             .keys()
@@ -507,12 +504,13 @@ impl State {
             .collect()
     }
 
-    /// Every version in the index (kept ones), for a live set.
-    pub(crate) fn each_version(&self, mut f: impl FnMut(&Version)) {
-        for ci in self.clients.values() {
-            for list in ci.paths.values() {
+    /// Every version in the index (kept ones), for a live set: its
+    /// client, path, seq and entry.
+    pub(crate) fn each_version(&self, mut f: impl FnMut(&str, &[u8], u64, &Entry)) {
+        for (c, ci) in &self.clients {
+            for (p, list) in &ci.paths {
                 for h in list {
-                    f(&h.v);
+                    f(c, p, h.seq, &h.entry());
                 }
             }
         }
@@ -522,7 +520,7 @@ impl State {
     /// uses, if the index holds that version.
     pub(crate) fn version_pack(&self, client: &str, path: &[u8], seq: u64) -> Option<u32> {
         let list = self.clients.get(client)?.paths.get(path)?;
-        let i = list.binary_search_by_key(&seq, Held::seq).ok()?;
+        let i = list.binary_search_by_key(&seq, |h| h.seq).ok()?;
         Some(list[i].pack)
     }
 
@@ -551,7 +549,7 @@ impl State {
         self.clients
             .get(client)
             .and_then(|c| c.paths.get(path))
-            .map(|l| l.iter().map(|h| h.v.clone()).collect())
+            .map(|l| l.iter().map(|h| h.version(client, path)).collect())
             .unwrap_or_default()
     }
 
@@ -588,20 +586,19 @@ impl State {
         // so a parent (a prefix) is always visited before its children.
         let mut dirs: HashSet<&[u8]> = HashSet::new();
         for (p, vs) in ci.below(base) {
-            let Some(h) = vs.iter().rev().find(|h| h.v.observed_at <= at) else {
+            let Some(h) = vs.iter().rev().find(|h| h.observed_at <= at) else {
                 continue;
             };
-            let v = &h.v;
-            if v.is_tombstone() {
+            if !h.present() {
                 continue;
             }
             if p.as_slice() != base && !parent_present(ci, &dirs, p, base, at) {
                 continue;
             }
-            if v.meta().is_some_and(|m| m.kind == FileKind::Dir) {
+            if h.is_dir() {
                 dirs.insert(p);
             }
-            out.push(v.clone());
+            out.push(h.version(client, p));
         }
         out
     }
@@ -637,11 +634,11 @@ impl State {
             None => Bound::Unbounded,
         };
         let mut out = Vec::new();
-        for (_, vs) in ci.paths.range::<[u8], _>((start, Bound::Unbounded)) {
+        for (p, vs) in ci.paths.range::<[u8], _>((start, Bound::Unbounded)) {
             if out.len() >= limit.max(1) {
                 break;
             }
-            out.extend(vs.iter().map(|h| h.v.clone()));
+            out.extend(vs.iter().map(|h| h.version(client, p)));
         }
         out
     }
@@ -661,11 +658,11 @@ impl State {
         if let Some(ci) = self.clients.get(client) {
             for (p, list) in &ci.paths {
                 if p.starts_with(b"/") {
-                    files.extend(list.iter().map(|h| h.v.observed_at));
+                    files.extend(list.iter().map(|h| h.observed_at));
                 } else {
                     let runs = list
                         .iter()
-                        .map(|h| (h.v.observed_at, h.v.stream_status().is_some_and(|s| s.ok())))
+                        .map(|h| (h.observed_at, h.shape == Shape::StreamOk))
                         .collect();
                     series.push((p.clone(), runs));
                 }
@@ -740,12 +737,6 @@ pub(crate) fn kept_only(mut versions: Vec<Version>, keep: &crate::keep::KeepFile
     out
 }
 
-impl Held {
-    fn seq(&self) -> u64 {
-        self.v.seq
-    }
-}
-
 /// Strip trailing slashes (but keep `/`).
 fn normalize(p: &[u8]) -> &[u8] {
     let mut p = p;
@@ -798,19 +789,18 @@ fn parent_present(
 fn recorded_by(ci: &ClientIndex, path: &[u8], at: Timestamp) -> bool {
     ci.paths
         .get(path)
-        .is_some_and(|l| l.iter().any(|h| h.v.observed_at <= at))
+        .is_some_and(|l| l.iter().any(|h| h.observed_at <= at))
 }
 
 /// The version of `path` in force at `at`, unless it is a tombstone.
-fn present_at<'a>(ci: &'a ClientIndex, path: &[u8], at: Timestamp) -> Option<&'a Version> {
-    let v = &ci
+fn present_at<'a>(ci: &'a ClientIndex, path: &[u8], at: Timestamp) -> Option<&'a Held> {
+    let h = ci
         .paths
         .get(path)?
         .iter()
         .rev()
-        .find(|h| h.v.observed_at <= at)?
-        .v;
-    (!v.is_tombstone()).then_some(v)
+        .find(|h| h.observed_at <= at)?;
+    h.present().then_some(h)
 }
 
 /// Whether every recorded ancestor of `base` is a directory present at
@@ -820,9 +810,7 @@ fn ancestors_present(ci: &ClientIndex, base: &[u8], at: Timestamp) -> bool {
     let mut q = parent(base);
     while let Some(a) = q {
         if recorded_by(ci, a, at) {
-            let is_dir = present_at(ci, a, at)
-                .and_then(Version::meta)
-                .is_some_and(|m| m.kind == FileKind::Dir);
+            let is_dir = present_at(ci, a, at).is_some_and(Held::is_dir);
             if !is_dir {
                 return false;
             }

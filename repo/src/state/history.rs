@@ -54,9 +54,10 @@ impl State {
             // The last moment of the range at which it existed; the
             // version in force then is present (its stretch says so).
             let moment = until.min(Timestamp(last.1.0.saturating_sub(1)));
-            let Some(v) = history::in_force(vs, moment) else {
+            let Some(h) = history::in_force(vs, moment) else {
                 continue;
             };
+            let v = h.version(client, p);
             if out.hits.len() == limit {
                 out.truncated = true;
                 break;
@@ -98,9 +99,8 @@ impl State {
         let mut times: BTreeMap<Timestamp, u64> = BTreeMap::new();
         for (_, vs) in ci.below(path) {
             for h in vs {
-                let v = &h.v;
-                if (q.from..=q.to).contains(&v.observed_at) {
-                    *times.entry(v.observed_at).or_default() += 1;
+                if (q.from..=q.to).contains(&h.observed_at) {
+                    *times.entry(h.observed_at).or_default() += 1;
                 }
             }
         }
