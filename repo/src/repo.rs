@@ -29,6 +29,9 @@ use crate::verify::{
     self, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
 };
 
+/// The versions of a client a new retention drops: `(path, seq)`.
+type Unkept = Vec<(Vec<u8>, u64)>;
+
 /// A pack is sealed once it holds this many bytes. Large enough that a
 /// 1 TiB repository has about 32 000 packs (directory listings, open files
 /// and object-store requests stay cheap; restic's default is 16 MiB, borg's
@@ -421,29 +424,81 @@ impl LocalRepo {
     /// Load packs that appeared since open (a writer in another process
     /// keeps committing). Never writes.
     pub fn refresh(&self) -> Result<(), RepoError> {
-        // A forget or prune since: read everything again (it only removes).
         let keep = KeepFile::read(&self.dir)?;
-        let changed = *self.keepfile.lock().expect("retention poisoned") != keep;
+        let old = self.keepfile.lock().expect("retention poisoned").clone();
+        // A client's retention gone from the file is not something a
+        // forget does (keeping only shrinks): read everything again.
+        if old.clients.keys().any(|c| !keep.clients.contains_key(c)) {
+            return self.reload();
+        }
         let known: HashSet<PackName> = self
             .read_state()
             .live_packs()
             .map(|(_, p)| p.name)
             .collect();
-        let vanished = known.iter().any(|n| !n.pack_path(&self.dir).exists());
-        if changed || vanished {
-            return self.reload();
-        }
+        let vanished: Vec<PackName> = known
+            .iter()
+            .filter(|n| !n.pack_path(&self.dir).exists())
+            .copied()
+            .collect();
         let how = Discover {
             repair: false,
             warn_orphans: false,
         };
         let new = discover(&self.dir, &known, how)?;
-        if !new.is_empty() {
+        // What a forget or prune changed, applied the way the writer
+        // applied it, instead of reading every index file again (tens of
+        // seconds on a history of millions of versions, during which this
+        // reader saw nothing new: docs/decisions.md, "Readers follow a
+        // forget and a prune"). The retention file also changes when a
+        // delta base is recorded, which changes nothing here.
+        let keeping_changed: Vec<(&String, &crate::keep::ClientKeep)> = keep
+            .clients
+            .iter()
+            .filter(|(c, k)| old.clients.get(*c) != Some(*k))
+            .collect();
+        let gone: Vec<(String, Keeping, Unkept)> = {
+            let st = self.read_state();
+            keeping_changed
+                .iter()
+                .map(|(c, k)| {
+                    let keeping = Keeping::of(k);
+                    let gone = st.unkept(c, &keeping);
+                    (c.to_string(), keeping, gone)
+                })
+                .collect()
+        };
+        let marks_changed = old.condemned != keep.condemned;
+        if new.is_empty() && vanished.is_empty() && gone.is_empty() && !marks_changed {
+            *self.keepfile.lock().expect("retention poisoned") = keep;
+            return Ok(());
+        }
+        {
             let mut st = self.write_state();
+            // New packs first: a repack's copies are in place before the
+            // packs they replace leave.
             for idx in new {
-                st.add_pack(idx);
+                let condemned = keep.condemned.contains_key(&idx.pack);
+                st.add_pack_marked(idx, condemned);
+            }
+            for (client, keeping, gone) in gone {
+                st.set_keep(&client, keeping, &gone);
+            }
+            if marks_changed {
+                let names: Vec<PackName> = st.live_packs().map(|(_, p)| p.name).collect();
+                for n in names {
+                    st.set_condemned(&n, keep.condemned.contains_key(&n));
+                }
+            }
+            if !vanished.is_empty() {
+                st.remove_packs(&vanished);
             }
         }
+        if !vanished.is_empty() {
+            self.files.lock().expect("file cache poisoned").clear();
+        }
+        *self.keepfile.lock().expect("retention poisoned") = keep;
+        self.retention_changed();
         Ok(())
     }
 

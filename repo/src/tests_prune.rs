@@ -191,3 +191,49 @@ fn reclaimable_bytes_are_found_again_after_each_forget_and_prune() {
         "a prune makes the answer be found again"
     );
 }
+
+type Trees = BTreeMap<i64, Vec<(Vec<u8>, u64)>>;
+
+/// What a reader answers, from its own in-memory index.
+fn answers(r: &LocalRepo, secs: i64) -> (Trees, u64, u64) {
+    let s = r.stats().unwrap();
+    (trees(r, secs), s.versions, s.chunks)
+}
+
+#[test]
+fn a_reader_follows_a_forget_a_recorded_base_and_a_prune_as_a_fresh_open_sees_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+    history(&repo, 5, 300, 20);
+    let reader = LocalRepo::open(tmp.path()).unwrap();
+    let check = |step: &str| {
+        reader.refresh().unwrap();
+        let fresh = LocalRepo::open(tmp.path()).unwrap();
+        assert_eq!(
+            answers(&reader, 300),
+            answers(&fresh, 300),
+            "after {step}, the refreshed reader differs from a fresh open"
+        );
+    };
+    check("the history");
+    let req = ForgetRequest::new(
+        Policy::parse("all 30s, every 20s for 3m, every 1m").unwrap(),
+        Timestamp(300 * S),
+    );
+    assert!(repo.forget(C, &req).unwrap().versions_forgotten > 0);
+    check("a forget");
+    let base = chunk(10_000);
+    repo.store_base(base).unwrap();
+    check("a recorded delta base");
+    repo.pin(C, Timestamp(100 * S), None).unwrap();
+    check("a pin");
+    let r = prune(&repo, false).unwrap();
+    assert!(r.packs_deleted + r.packs_repacked > 0, "{r:?}");
+    check("a prune");
+    // Still following new commits.
+    let c = chunk(20_000);
+    repo.put_chunks(vec![c.clone()]).unwrap();
+    repo.commit_versions(vec![file_v(10_000, 301 * S, b"/r/new", &[&c])])
+        .unwrap();
+    check("a commit after the prune");
+}
