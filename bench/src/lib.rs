@@ -27,6 +27,8 @@
 //! - [`retention`]: forget and prune on a year of history (5 million
 //!   versions), against `restic forget --prune` and `borg prune` +
 //!   `compact`, and capture latency while a prune runs.
+//! - [`history`]: `versions` and `ls --at` on a history of ten million
+//!   versions, time and memory of each query.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -37,6 +39,7 @@ pub mod chunks;
 pub mod datagen;
 pub mod dumps;
 pub mod floor;
+pub mod history;
 pub mod idle;
 pub mod ingest;
 pub mod latency;
@@ -80,11 +83,13 @@ pub enum Part {
     Ui,
     /// Forget and prune on a year of history, against restic and borg.
     Retention,
+    /// Queries on a history of ten million versions.
+    History,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 11] = [
+    pub const ALL: [Part; 12] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -96,6 +101,7 @@ impl Part {
         Part::Mount,
         Part::Ui,
         Part::Retention,
+        Part::History,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -112,6 +118,7 @@ impl Part {
             Part::Mount => "mount",
             Part::Ui => "ui",
             Part::Retention => "retention",
+            Part::History => "history",
         }
     }
 }
@@ -158,10 +165,12 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history` | parts to run |
     /// | `REWIND_BENCH_RETENTION_VERSIONS` | 5,000,000 × scale | versions of the retention part's year |
     /// | `REWIND_BENCH_RETENTION_SNAPSHOTS` | 35 | days of the retention part's comparison with restic and borg |
     /// | `REWIND_BENCH_RETENTION_SWEEP` | 1 | `0`: the retention part skips `--max-unused 0` and `30` |
+    /// | `REWIND_BENCH_HISTORY_VERSIONS` | 10,000,000 × scale | versions of the history part's repository |
+    /// | `REWIND_BENCH_HISTORY_BASELINE` | none | a second `rewind` binary the history part also runs |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -181,7 +190,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, all)"
                         ),
                     }
                 }
@@ -366,6 +375,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Mount => mount::run(cfg)?,
             Part::Ui => ui::run(cfg)?,
             Part::Retention => retention::run(cfg)?,
+            Part::History => history::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

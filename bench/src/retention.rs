@@ -78,12 +78,12 @@ use crate::latency::quantile;
 use crate::report::{Table, bytes, ms, secs, verdict};
 use crate::run::{Cmd, Measured, du_bytes, fresh_dir, measure, restic};
 
-const CLIENT: &str = "bench";
+pub(crate) const CLIENT: &str = "bench";
 /// The protected folder the year history is recorded under.
-const ROOT: &str = "/home/bench/tree";
-const NS: i64 = 1_000_000_000;
+pub(crate) const ROOT: &str = "/home/bench/tree";
+pub(crate) const NS: i64 = 1_000_000_000;
 const HOUR: i64 = 3600 * NS;
-const DAY: i64 = 24 * HOUR;
+pub(crate) const DAY: i64 = 24 * HOUR;
 /// Files that change every second during a session.
 const HOT_FILES: usize = 10;
 /// Versions of the year history at scale 1 (the issue's "at least 5
@@ -209,18 +209,18 @@ enum Change {
 }
 
 /// The year history's size and shape.
-struct Year {
-    versions: u64,
-    hot_versions: u64,
-    session_secs: i64,
-    paths: usize,
-    commits: u64,
-    build_secs: f64,
+pub(crate) struct Year {
+    pub versions: u64,
+    pub hot_versions: u64,
+    pub session_secs: i64,
+    pub paths: usize,
+    pub commits: u64,
+    pub build_secs: f64,
 }
 
 /// Part A's history (see the module doc), committed to a new repository
 /// at `dir`.
-fn build_year(cfg: &Config, dir: &Path, target: u64) -> Result<Year> {
+pub(crate) fn build_year(cfg: &Config, dir: &Path, target: u64) -> Result<Year> {
     let t0 = Instant::now();
     let repo = LocalRepo::init(dir, DEFAULT_CHUNKER)?;
     repo.set_check_puts(false);
@@ -372,7 +372,7 @@ fn build_year(cfg: &Config, dir: &Path, target: u64) -> Result<Year> {
 
 /// A setup around an existing repository directory, whose agent state
 /// records versions as [`CLIENT`] (the client of the synthetic history).
-fn setup_for(cfg: &Config, base: &Path, copy_of: Option<&Path>) -> Result<Setup> {
+pub(crate) fn setup_for(cfg: &Config, base: &Path, copy_of: Option<&Path>) -> Result<Setup> {
     let s = Setup::fresh(&cfg.rewind, base)?;
     if let Some(src) = copy_of {
         Cmd::new("cp").arg("-a").arg(src).arg(&s.repo).run_quiet()?;
@@ -380,7 +380,7 @@ fn setup_for(cfg: &Config, base: &Path, copy_of: Option<&Path>) -> Result<Setup>
     Ok(s)
 }
 
-fn claim_client(s: &Setup) -> Result<()> {
+pub(crate) fn claim_client(s: &Setup) -> Result<()> {
     let j = s.journal_dir()?;
     fs::create_dir_all(&j)?;
     fs::write(j.join("client"), format!("{CLIENT}\n"))?;
@@ -647,7 +647,7 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn utc(t: i64, fmt: &str) -> Result<String> {
+pub(crate) fn utc(t: i64, fmt: &str) -> Result<String> {
     let ts = jiff::Timestamp::from_nanosecond(t as i128)?;
     Ok(ts.strftime(fmt).to_string())
 }
