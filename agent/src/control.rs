@@ -170,6 +170,10 @@ fn handle(
         l if l.starts_with("retention ") => {
             let req = l["retention ".len()..].to_string();
             return on_own_thread("retention-request", conn, agent, move |conn, agent| {
+                // A forget or prune asked for runs at the priority of the
+                // agent's own: capture goes first (docs/decisions.md,
+                // "Readers follow a forget and a prune").
+                crate::pipeline::background();
                 crate::retention::serve(conn, &agent.retention, &req)
             });
         }

@@ -489,7 +489,7 @@ const FIRST_PASS_NICE: i32 = 10;
 /// value per thread; elsewhere this does nothing (macOS: not done yet, see
 /// docs/platforms.md). Threads this one starts would inherit it, so the
 /// pipeline starts its normal-priority workers from the main thread.
-fn background() {
+pub(crate) fn background() {
     #[cfg(target_os = "linux")]
     if let Err(e) =
         rustix::process::setpriority_process(Some(rustix::thread::gettid()), FIRST_PASS_NICE)
