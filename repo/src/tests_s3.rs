@@ -224,3 +224,99 @@ fn a_repository_on_the_store_commits_reopens_verifies_and_repairs() {
     assert_eq!(rebuilt.packs, 1);
     assert_eq!(writer.versions_of(C, b"/a").unwrap().len(), 1);
 }
+
+/// A repository under `s3://BUCKET/repo` with one commit of 20 chunks.
+fn committed(s: &Server) -> (PathBuf, LocalRepo, Vec<EncodedChunk>) {
+    let root = s.path("repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    let chunks: Vec<EncodedChunk> = (0..20u64).map(crate::tests::chunk).collect();
+    let v = file_v(1, 1_000, b"/a", &chunks.iter().collect::<Vec<_>>());
+    repo.commit_durably(&chunks, &[v]).unwrap();
+    (root, repo, chunks)
+}
+
+#[test]
+fn a_failed_pack_upload_leaves_nothing_and_a_failed_index_upload_commits_on_reopen() {
+    let Some(s) = server() else { return };
+    let root = s.path("repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    let c = crate::tests::chunk(1);
+    let batch = vec![file_v(1, 1, b"/f", &[&c])];
+
+    // The pack's upload fails: no object, no staging file, start over.
+    repo.put_chunks(vec![c.clone()]).unwrap();
+    rewind_core::failpoint::arm("pack.rename", true);
+    let err = repo.commit_versions(batch.clone()).unwrap_err();
+    rewind_core::failpoint::arm("pack.rename", false);
+    assert!(err.is_transient(), "{err}");
+    assert!(crate::tests::packs_of(&root).is_empty());
+    assert!(
+        fs::read_dir(repo.staging().unwrap())
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert_eq!(repo.missing_chunks(&[c.id]).unwrap(), vec![c.id]);
+
+    // The pack is up, its index upload fails: the pack is whole and a
+    // reader finds the commit from its footer; a writer writes the index.
+    repo.put_chunks(vec![c.clone()]).unwrap();
+    rewind_core::failpoint::arm("idx.write", true);
+    assert!(repo.commit_versions(batch.clone()).is_err());
+    rewind_core::failpoint::arm("idx.write", false);
+    assert_eq!(crate::tests::packs_of(&root).len(), 1);
+    assert!(crate::store::list(&root.join("index")).unwrap().is_empty());
+    drop(repo);
+    let reader = LocalRepo::open(&root).unwrap();
+    assert_eq!(reader.stats().unwrap().versions, 1);
+    assert_eq!(reader.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    let writer = LocalRepo::open_writer(&root).unwrap();
+    assert_eq!(crate::store::list(&root.join("index")).unwrap().len(), 1);
+    // The client never heard back and sends the batch again: harmless.
+    writer.put_chunks(vec![c.clone()]).unwrap();
+    writer.commit_versions(batch).unwrap();
+    let st = writer.stats().unwrap();
+    assert_eq!((st.versions, st.packs, st.chunks), (1, 1, 1));
+}
+
+#[test]
+fn repair_rewrites_a_truncated_pack_object() {
+    let Some(s) = server() else { return };
+    let (root, repo, chunks) = committed(&s);
+    drop(repo);
+    let pack = crate::tests::packs_of(&root).pop().unwrap();
+    let key = pack
+        .to_str()
+        .unwrap()
+        .strip_prefix(&format!("{}/", s.root))
+        .unwrap();
+    let file = s.file(key);
+    let len = fs::metadata(&file).unwrap().len();
+    // Cut the trailer and part of the footer: every record survives.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 300)
+        .unwrap();
+
+    let w = LocalRepo::open_writer(&root).unwrap();
+    let before = w.verify(false).unwrap();
+    assert!(!before.is_ok());
+    assert!(before.issues.iter().all(|i| i.path == pack), "{before:?}");
+    let report = w.repair().unwrap();
+    assert_eq!(report.rewritten.len(), 1);
+    assert_eq!(report.rewritten[0].chunks_kept, 20);
+    assert!(
+        !s.store.exists(&pack).unwrap(),
+        "the damaged pack object is gone"
+    );
+    let after = w.verify(false).unwrap();
+    assert!(after.is_ok(), "{after:?}");
+    drop(w);
+    let r = LocalRepo::open(&root).unwrap();
+    assert_eq!(r.stats().unwrap().versions, 1);
+    for c in &chunks {
+        assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+}
