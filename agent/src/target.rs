@@ -186,13 +186,13 @@ impl Target {
             Target::Local(dir) => {
                 let repo = match access {
                     Access::Read => LocalRepo::open(dir)?,
-                    Access::Write { .. } if dir.join("config").exists() => {
-                        LocalRepo::open_writer(dir)?
-                    }
+                    Access::Write { .. } if LocalRepo::exists(dir)? => LocalRepo::open_writer(dir)?,
                     Access::Write { .. } => {
-                        rewind_core::private::create_dir_all(dir).with_context(|| {
-                            format!("cannot create repository {}", dir.display())
-                        })?;
+                        if !rewind_repo::is_url(dir) {
+                            rewind_core::private::create_dir_all(dir).with_context(|| {
+                                format!("cannot create repository {}", dir.display())
+                            })?;
+                        }
                         let r = LocalRepo::init(dir, rewind_core::DEFAULT_CHUNKER)?;
                         eprintln!("rewind: created repository {}", dir.display());
                         r

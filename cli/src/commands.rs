@@ -51,11 +51,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                 Some(r) => r.clone(),
                 None => rewind_agent::paths::default_repo()?,
             };
-            if repo_dir.join("config").exists() {
+            if LocalRepo::exists(&repo_dir)? {
                 bail!("a repository already exists at {}", repo_dir.display());
             }
-            rewind_core::private::create_dir_all(&repo_dir)
-                .with_context(|| format!("cannot create {}", repo_dir.display()))?;
+            if !rewind_repo::is_url(&repo_dir) {
+                rewind_core::private::create_dir_all(&repo_dir)
+                    .with_context(|| format!("cannot create {}", repo_dir.display()))?;
+            }
             let r = LocalRepo::init(&repo_dir, rewind_core::DEFAULT_CHUNKER)?;
             println!("created repository {} (id {})", repo_dir.display(), r.id());
             Ok(0)

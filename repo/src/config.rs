@@ -1,6 +1,5 @@
 //! `DIR/config`: the repository's identity and chunker bounds, as JSON.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -58,10 +57,21 @@ impl Config {
         write_durably(&dir.join("tmp"), &path, &bytes, &CONFIG_STEPS)
     }
 
+    /// Create `DIR/config` unless it exists (`Ok(false)` then): a
+    /// put-if-absent, for stores where no lock file keeps two `init`s
+    /// apart.
+    pub(crate) fn write_new(&self, dir: &Path) -> Result<bool, RepoError> {
+        let path = dir.join("config");
+        let mut bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| corrupt(&path, e.to_string()))?;
+        bytes.push(b'\n');
+        crate::store::of(&path)?.put_new(&path, &bytes)
+    }
+
     /// Read and check `DIR/config`; `NotFound` when there is none.
     pub(crate) fn read(dir: &Path) -> Result<Config, RepoError> {
         let path = dir.join("config");
-        let f = match File::open(&path) {
+        let f = match crate::store::open_read(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(RepoError::NotFound {

@@ -5,7 +5,6 @@
 //! file goes before its index file; deletions a prune recorded and could
 //! not finish are finished by the next writer's open.
 
-use std::fs;
 use std::io;
 use std::path::Path;
 
@@ -18,7 +17,7 @@ use crate::pack_name::PackName;
 
 /// Remove `p`; one already gone is fine.
 pub(crate) fn remove(p: &Path) -> Result<(), RepoError> {
-    match fs::remove_file(p) {
+    match crate::store::remove(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err(p)(e)),

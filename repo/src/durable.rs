@@ -32,8 +32,20 @@ pub(crate) fn failpoint(name: &'static str) -> io::Result<()> {
     rewind_core::failpoint::hit(name)
 }
 
-/// fsync a directory so that renames and creations in it are durable.
+/// Make renames, creations and deletions in `dir` durable (an fsync of a
+/// local directory; nothing on an object store, whose writes are durable
+/// when acknowledged).
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), RepoError> {
+    crate::store::of(dir)?.sync_dir(dir)
+}
+
+/// Make sure files can be created in `dir` (see [`local_ensure_dir`]).
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), RepoError> {
+    crate::store::of(dir)?.ensure_dir(dir)
+}
+
+/// fsync a directory so that renames and creations in it are durable.
+pub(crate) fn local_fsync_dir(dir: &Path) -> Result<(), RepoError> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(io_err(dir))
@@ -41,11 +53,11 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), RepoError> {
 
 /// Create `dir` if missing; when created, fsync its parent so the new entry
 /// survives a crash.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), RepoError> {
+pub(crate) fn local_ensure_dir(dir: &Path) -> Result<(), RepoError> {
     match rewind_core::private::create_dir(dir) {
         Ok(()) => {
             if let Some(parent) = dir.parent() {
-                fsync_dir(parent)?;
+                local_fsync_dir(parent)?;
             }
             Ok(())
         }
@@ -73,6 +85,14 @@ pub(crate) const IDX_STEPS: Steps = Steps {
     dir_fsync: "idx.dir_fsync",
 };
 
+/// The steps of a pack (its temp file is written by the pack writer).
+pub(crate) const PACK_STEPS: Steps = Steps {
+    write: "pack.write",
+    fsync: "pack.fsync",
+    rename: "pack.rename",
+    dir_fsync: "pack.dir_fsync",
+};
+
 /// The steps of the config file.
 pub(crate) const CONFIG_STEPS: Steps = Steps {
     write: "config.write",
@@ -87,10 +107,22 @@ pub(crate) fn temp_path(tmp_dir: &Path, suffix: &str) -> PathBuf {
     tmp_dir.join(format!("{}{suffix}", hex::encode(r)))
 }
 
-/// Write `bytes` to `dest` durably: temp file in `tmp_dir`, fsync, rename,
-/// fsync of `dest`'s directory. On failure the temp file is removed (best
-/// effort; a crash leaves it for the next writer's open to delete).
+/// Make `bytes` the whole content of `dest`, durably, in the repository's
+/// store ([`crate::store::Store::put`]).
 pub(crate) fn write_durably(
+    tmp_dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    steps: &Steps,
+) -> Result<(), RepoError> {
+    crate::store::of(dest)?.put(tmp_dir, dest, bytes, steps)
+}
+
+/// Write `bytes` to the local file `dest` durably: temp file in `tmp_dir`,
+/// fsync, rename, fsync of `dest`'s directory. On failure the temp file is
+/// removed (best effort; a crash leaves it for the next writer's open to
+/// delete).
+pub(crate) fn write_file_durably(
     tmp_dir: &Path,
     dest: &Path,
     bytes: &[u8],
@@ -121,5 +153,5 @@ pub(crate) fn write_durably(
     result?;
     let parent = dest.parent().unwrap_or(Path::new("."));
     failpoint(steps.dir_fsync).map_err(io_err(parent))?;
-    fsync_dir(parent)
+    local_fsync_dir(parent)
 }

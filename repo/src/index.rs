@@ -12,7 +12,6 @@
 //! pack by the locations listed here. Format 1 index files, which carried
 //! a second compressed copy of the versions, are still read.
 
-use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::Path;
 
@@ -84,7 +83,7 @@ pub(crate) fn write(dir: &Path, idx: &PackIndex) -> Result<(), RepoError> {
 /// at any moment.
 pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, RepoError> {
     let path = &name.idx_path(dir);
-    let file = match File::open(path) {
+    let file = match crate::store::open_read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
@@ -131,9 +130,9 @@ fn load_versions(
         return Ok(versions);
     }
     let path = name.pack_path(dir);
-    let file = File::open(&path).map_err(io_err(&path))?;
+    let blob = crate::store::open_blob(&path).map_err(io_err(&path))?;
     for loc in records {
-        match read_record_at(&file, &path, loc.offset, loc.frame_len)? {
+        match read_record_at(&*blob.data, &path, loc.offset, loc.frame_len)? {
             PackRecord::Versions(vs) if vs.len() == loc.count as usize => versions.extend(vs),
             _ => {
                 return Err(corrupt(
@@ -153,7 +152,7 @@ fn load_versions(
 /// (and the pack's version records are not located).
 fn read_v1(
     h: &[u8],
-    r: &mut BufReader<File>,
+    r: &mut BufReader<Box<dyn std::io::Read + Send>>,
     path: &Path,
     offset: &mut u64,
 ) -> Result<PackIndex, RepoError> {
@@ -187,7 +186,7 @@ fn read_v1(
 
 /// The next frame of an index file, `None` at a clean end.
 fn next_frame(
-    r: &mut BufReader<File>,
+    r: &mut BufReader<Box<dyn std::io::Read + Send>>,
     path: &Path,
     offset: &mut u64,
 ) -> Result<Option<Vec<u8>>, RepoError> {

@@ -24,7 +24,6 @@
 //!   `.dir_fsync`). A crash leaves the old file or the new one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -100,7 +99,7 @@ impl KeepFile {
     /// Read `DIR/retention`; an empty file when there is none.
     pub(crate) fn read(dir: &Path) -> Result<KeepFile, RepoError> {
         let path = dir.join("retention");
-        let f = match File::open(&path) {
+        let f = match crate::store::open_read(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(KeepFile::default()),
             Err(e) => return Err(io_err(&path)(e)),

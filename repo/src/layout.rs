@@ -2,7 +2,6 @@
 //! in-memory indexes do not know yet.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -15,22 +14,9 @@ use crate::pack;
 use crate::pack_index::PackIndex;
 use crate::pack_name::PackName;
 
-/// `read_dir` that treats a missing directory as empty.
+/// The names in `dir`; a missing directory is empty.
 fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, RepoError> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(dir)(e)),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(io_err(dir))?;
-        match e.file_name().into_string() {
-            Ok(name) => out.push((name, e.path())),
-            Err(other) => debug!(dir = %dir.display(), name = ?other, "ignoring a foreign file"),
-        }
-    }
-    Ok(out)
+    crate::store::list(dir).map_err(io_err(dir))
 }
 
 /// Every `packs/<2 hex>/<32 hex>.pack`, by name.
@@ -100,8 +86,8 @@ pub(crate) fn discover(
         if known.contains(&name) {
             continue;
         }
-        let pack_len = match fs::metadata(&path) {
-            Ok(m) => m.len(),
+        let pack_len = match crate::store::len(&path) {
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io_err(&path)(e)),
         };

@@ -1,8 +1,14 @@
-//! rewind-repo: the storage engine. A repository in a local directory that
+//! rewind-repo: the storage engine. A repository in a local directory, or
+//! under an `s3://BUCKET/PREFIX` of an S3-compatible object store, that
 //! implements [`rewind_core::Repository`]: pack files of compressed chunks
 //! and version records, one index file per pack, and in-memory indexes of
 //! chunks (by id) and versions (by client and path) for point-in-time
 //! queries.
+//!
+//! Where the files live is a `Store` (`store.rs`): the local directory, or
+//! an object store (`s3.rs`) holding the same layout as objects below the
+//! prefix, read with ranged GETs and written one whole object per PUT.
+//! Differences on a store are said where they apply below.
 //!
 //! # Layout
 //!
@@ -32,7 +38,8 @@
 //!   since the last commit, and the pack is sealed (footer, fsync, re-read
 //!   of the footer, rename into `packs/`, fsync of the directory) before
 //!   its index is written (temp file, fsync, rename, directory fsync). A
-//!   pack becomes visible only by that rename, whole.
+//!   pack becomes visible only by that rename, whole (on an object store:
+//!   by one PUT of the whole sealed pack, before its index object).
 //! - Re-sending a batch is harmless: versions whose `(client, seq)` is at
 //!   or below the client's highest stored seq are dropped, and a batch left
 //!   empty is a no-op.
@@ -43,7 +50,8 @@
 //!   repository; reading one checks the frame's CRC and the chunk's blake3,
 //!   so damage is reported as [`rewind_core::RepoError::Corrupt`] with the
 //!   pack's path and the offset, never returned as data.
-//! - One writer at a time (`DIR/lock`); any number of readers, in any
+//! - One writer at a time (`DIR/lock`; not enforced on an object store
+//!   yet, a later step of issue 20); any number of readers, in any
 //!   process, alongside it. Readers never write; they see new commits after
 //!   [`LocalRepo::refresh`].
 //! - A pack writer that fails once is discarded: its temp file is deleted
@@ -94,7 +102,10 @@ mod pack_name;
 mod prune;
 mod record;
 mod repo;
+#[cfg(feature = "s3")]
+mod s3;
 mod state;
+mod store;
 mod toc;
 mod verify;
 mod zrec;
@@ -107,10 +118,13 @@ mod tests;
 mod tests_prune;
 #[cfg(test)]
 mod tests_retention;
+#[cfg(all(test, feature = "s3"))]
+mod tests_s3;
 
 pub use prune::{DEFAULT_GRACE, DEFAULT_MAX_UNUSED, PruneOptions};
 pub use repo::LocalRepo;
 pub use rewind_core::forget::PruneReport;
+pub use store::is_url;
 pub use verify::{
     DamagedVersion, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
 };

@@ -18,19 +18,19 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rewind_core::frame::{self, HEADER, MAX_FRAME};
 use rewind_core::{ChunkId, ChunkView, EncodedChunk, Encoding, RepoError, Timestamp, Version};
 
-use crate::durable::{corrupt, ensure_dir, failpoint, fsync_dir, io_err};
+use crate::durable::{PACK_STEPS, corrupt, failpoint, io_err};
 use crate::pack_index::PackIndex;
 use crate::pack_name::PackName;
 use crate::record::{
     PackRecord, PackRecordRef, decode_record, read_encoded_at, read_exact_at, read_frame_at,
     read_record_at,
 };
+use crate::store::ReadAt;
 use crate::toc::{Footer, TocEntry, TocKind};
 
 /// First bytes of every pack.
@@ -53,7 +53,7 @@ pub(crate) const MAX_VERSION_BYTES: usize = MAX_FRAME - 64;
 /// Read and check the footer of a pack of `len` bytes: magic at both ends,
 /// footer frame, and a table of contents whose records tile the space
 /// between the start magic and the footer exactly.
-pub(crate) fn read_footer(file: &File, path: &Path, len: u64) -> Result<Footer, RepoError> {
+pub(crate) fn read_footer(file: &dyn ReadAt, path: &Path, len: u64) -> Result<Footer, RepoError> {
     let min = PACK_MAGIC.len() as u64 + HEADER as u64 + TRAILER;
     if len < min {
         return Err(corrupt(
@@ -133,7 +133,7 @@ pub(crate) struct Scan {
 /// The offset just past the frame at `off` going by its length field alone,
 /// if that is inside the file and the frame after it (if any) is sound:
 /// how a scan steps over one damaged record without trusting garbage.
-fn step_over(file: &File, path: &Path, off: u64, len: u64) -> Option<u64> {
+fn step_over(file: &dyn ReadAt, path: &Path, off: u64, len: u64) -> Option<u64> {
     let mut header = [0u8; HEADER];
     file.read_exact_at(&mut header, off).ok()?;
     let n = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
@@ -153,7 +153,7 @@ fn step_over(file: &File, path: &Path, off: u64, len: u64) -> Option<u64> {
 /// Walk the records of a pack of `len` bytes from the start, stopping at the
 /// footer or at the first record that does not decode. With `check_chunks`
 /// every chunk is decompressed and hashed.
-pub(crate) fn scan(file: &File, path: &Path, len: u64, check_chunks: bool) -> Scan {
+pub(crate) fn scan(file: &dyn ReadAt, path: &Path, len: u64, check_chunks: bool) -> Scan {
     let mut s = Scan {
         entries: Vec::new(),
         versions: Vec::new(),
@@ -242,16 +242,16 @@ pub(crate) fn scan(file: &File, path: &Path, len: u64, check_chunks: bool) -> Sc
 /// version records when they are sound, else salvaged by a scan (the good
 /// records before the damage; `damage` says what was lost).
 pub(crate) fn load(path: &Path, name: PackName) -> Result<PackIndex, RepoError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let len = file.metadata().map_err(io_err(path))?.len();
-    match read_footer(&file, path, len) {
+    let blob = crate::store::open_blob(path).map_err(io_err(path))?;
+    let (file, len) = (&*blob.data, blob.len);
+    match read_footer(file, path, len) {
         Ok(footer) => {
             let mut versions = Vec::new();
             let mut version_records = Vec::new();
             let mut damage = None;
             for e in &footer.entries {
                 if let TocKind::Versions { count } = e.kind {
-                    match read_record_at(&file, path, e.offset, e.frame_len) {
+                    match read_record_at(file, path, e.offset, e.frame_len) {
                         Ok(PackRecord::Versions(vs)) if vs.len() == count as usize => {
                             versions.extend(vs);
                             version_records.extend(e.idx_versions());
@@ -284,7 +284,7 @@ pub(crate) fn load(path: &Path, name: PackName) -> Result<PackIndex, RepoError> 
         }
         Err(RepoError::Io { path, source }) => Err(RepoError::Io { path, source }),
         Err(footer_err) => {
-            let s = scan(&file, path, len, false);
+            let s = scan(file, path, len, false);
             let mut lost = match &s.damage {
                 Some((off, why)) => format!("; records from offset {off} on are lost: {why}"),
                 None => String::new(),
@@ -562,14 +562,8 @@ impl PackWriter {
             ));
         }
         let dest = self.name.pack_path(dir);
-        let subdir = dest.parent().expect("pack path has a parent");
-        ensure_dir(subdir)?;
-        failpoint("pack.rename")
-            .and_then(|()| fs::rename(&self.tmp, &dest))
-            .map_err(io_err(&dest))?;
+        crate::store::of(&dest)?.publish(&self.tmp, &dest, &PACK_STEPS)?;
         self.sealed = true;
-        failpoint("pack.dir_fsync").map_err(io_err(subdir))?;
-        fsync_dir(subdir)?;
         Ok(PackIndex {
             pack: self.name,
             pack_len: self.len,

@@ -39,7 +39,6 @@
 //! deletions already recorded are finished by the next writer's open.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -426,7 +425,7 @@ impl LocalRepo {
         opts: &PruneOptions,
         report: &mut PruneReport,
     ) -> Result<(), RepoError> {
-        let mut w = PackWriter::create(&self.dir.join("tmp"))?;
+        let mut w = PackWriter::create(&self.staging()?)?;
         let mut versions: Vec<Version> = Vec::new();
         let mut newest = Timestamp(0);
         let mut dropped = 0u64;
@@ -434,10 +433,11 @@ impl LocalRepo {
             newest = newest.max(src.sealed_at.unwrap_or(Timestamp(0)));
             let path = src.name.pack_path(&self.dir);
             let idx = pack::load(&path, src.name)?;
-            let file = File::open(&path).map_err(io_err(&path))?;
+            let blob = crate::store::open_blob(&path).map_err(io_err(&path))?;
+            let file = &*blob.data;
             let (chunks, vs) = self.in_use(&idx, live);
             for c in chunks {
-                let ch = record::read_encoded_at(&file, &path, c.0, c.1, &c.2)?;
+                let ch = record::read_encoded_at(file, &path, c.0, c.1, &c.2)?;
                 w.add_chunk(ch.view())?;
             }
             dropped += (idx.versions.len() - vs.len()) as u64;

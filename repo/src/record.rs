@@ -9,9 +9,7 @@
 //! is checked to be the record of the id asked for. [`PackRecordRef`]
 //! writes what [`PackRecord`] reads, variant for variant.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use rewind_core::frame::{self, HEADER, MAX_FRAME};
@@ -19,6 +17,7 @@ use rewind_core::{ChunkId, EncodedChunk, Encoding, RepoError, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::corrupt;
+use crate::store::ReadAt;
 use crate::toc::Footer;
 
 /// One record of a pack, as read back.
@@ -111,7 +110,7 @@ pub(crate) fn decode_record(payload: &[u8]) -> Result<PackRecord, String> {
 /// Read the frame at `offset`, which must end at or before `end`. Returns the
 /// whole frame (header included). Lengths are bounded before allocating.
 pub(crate) fn read_frame_at(
-    file: &File,
+    file: &dyn ReadAt,
     path: &Path,
     offset: u64,
     end: u64,
@@ -147,7 +146,7 @@ pub(crate) fn read_frame_at(
 /// Read the frame of `frame_len` bytes at `offset` (a location from an
 /// index) and decode its record.
 pub(crate) fn read_record_at(
-    file: &File,
+    file: &dyn ReadAt,
     path: &Path,
     offset: u64,
     frame_len: u32,
@@ -173,7 +172,7 @@ pub(crate) fn read_record_at(
 
 /// Read the chunk stored at `offset` and check it against `id`.
 pub(crate) fn read_chunk_at(
-    file: &File,
+    file: &dyn ReadAt,
     path: &Path,
     offset: u64,
     frame_len: u32,
@@ -187,7 +186,7 @@ pub(crate) fn read_chunk_at(
 /// Read the chunk record stored at `offset`, as stored (compressed or
 /// raw), checking only that it is the record of `id`.
 pub(crate) fn read_encoded_at(
-    file: &File,
+    file: &dyn ReadAt,
     path: &Path,
     offset: u64,
     frame_len: u32,
@@ -221,7 +220,7 @@ pub(crate) fn read_encoded_at(
 }
 
 pub(crate) fn read_exact_at(
-    file: &File,
+    file: &dyn ReadAt,
     path: &Path,
     buf: &mut [u8],
     offset: u64,

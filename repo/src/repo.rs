@@ -24,6 +24,7 @@ use crate::pack::{self, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
 use crate::pack_name::PackName;
 use crate::record::{self, PackRecord};
 use crate::state::{Keeping, State};
+use crate::store::ReadAt;
 use crate::toc::TocEntry;
 use crate::verify::{
     self, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
@@ -67,7 +68,7 @@ pub struct LocalRepo {
     config: Config,
     state: RwLock<State>,
     writer: Option<Mutex<Writer>>,
-    files: Mutex<HashMap<PackName, Arc<File>>>,
+    files: Mutex<HashMap<PackName, Arc<dyn ReadAt>>>,
     /// `DIR/retention` as last read or written; every change to it is
     /// made under this lock (lock order: `maintenance`, this, the writer,
     /// `state`).
@@ -97,8 +98,9 @@ pub struct LocalRepo {
 
 /// What only the writer has. Lock order: this mutex before `state`.
 pub(crate) struct Writer {
-    /// `DIR/lock`, locked for as long as this lives.
-    _lock: File,
+    /// `DIR/lock`, locked for as long as this lives (none on an object
+    /// store: its writer lock is a later step of issue 20).
+    _lock: Option<File>,
     /// The pack being filled in `DIR/tmp`, if any.
     open: Option<PackWriter>,
     /// Seal the open pack at this size ([`PACK_TARGET`]; tests lower it).
@@ -238,7 +240,7 @@ impl LocalRepo {
         if let Some((loc, name)) = found {
             let path = name.pack_path(&self.dir);
             let f = self.pack_file(name, &path)?;
-            let c = record::read_encoded_at(&f, &path, loc.offset, loc.frame_len, id)?;
+            let c = record::read_encoded_at(&*f, &path, loc.offset, loc.frame_len, id)?;
             return Ok((c, format!("{} at offset {}", path.display(), loc.offset)));
         }
         if self.writer.is_some() {
@@ -254,23 +256,37 @@ impl LocalRepo {
     /// for writing. Fails if `dir/config` exists.
     pub fn init(dir: &Path, chunker: ChunkerParams) -> Result<LocalRepo, RepoError> {
         check_chunker(chunker).map_err(|m| invalid_input(dir, m))?;
-        rewind_core::private::create_dir_all(dir).map_err(io_err(dir))?;
-        let lock = take_lock(dir)?;
+        let remote = crate::store::of(dir)?.is_remote();
+        let lock = if remote {
+            None
+        } else {
+            rewind_core::private::create_dir_all(dir).map_err(io_err(dir))?;
+            Some(take_lock(dir)?)
+        };
         let config_path = dir.join("config");
-        if config_path.try_exists().map_err(io_err(&config_path))? {
-            return Err(RepoError::Io {
-                path: config_path,
-                source: io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "a repository already exists here",
-                ),
-            });
+        let exists = || RepoError::Io {
+            path: config_path.clone(),
+            source: io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a repository already exists here",
+            ),
+        };
+        if crate::store::exists(&config_path).map_err(io_err(&config_path))? {
+            return Err(exists());
         }
         for sub in ["packs", "index", "tmp"] {
             ensure_dir(&dir.join(sub))?;
         }
         let config = Config::new(chunker);
-        config.write(dir)?;
+        if remote {
+            // No lock file on a store: of two writers racing to create the
+            // repository, the store lets one create the config.
+            if !config.write_new(dir)? {
+                return Err(exists());
+            }
+        } else {
+            config.write(dir)?;
+        }
         info!(repo = %dir.display(), id = %config.id, "created repository");
         let mut state = State::default();
         state.set_filtering(true);
@@ -333,7 +349,7 @@ impl LocalRepo {
         config: Config,
         state: State,
         keep: KeepFile,
-        lock: Option<File>,
+        lock: Option<Option<File>>,
     ) -> LocalRepo {
         LocalRepo {
             dir: dir.to_path_buf(),
@@ -358,6 +374,13 @@ impl LocalRepo {
         }
     }
 
+    /// Whether a repository exists at `dir` (a directory, or an
+    /// `s3://BUCKET/PREFIX` URL): whether it holds a config file.
+    pub fn exists(dir: &Path) -> Result<bool, RepoError> {
+        let config = dir.join("config");
+        crate::store::exists(&config).map_err(io_err(&config))
+    }
+
     /// Open `dir` read-only. Any number of readers may coexist with one
     /// writer (in this or another process); packs without an index are
     /// read directly and nothing is written.
@@ -376,10 +399,17 @@ impl LocalRepo {
         for sub in ["packs", "index", "tmp"] {
             ensure_dir(&dir.join(sub))?;
         }
-        let lock = take_lock(dir)?;
-        // Written before repositories were created private (issue 21).
-        rewind_core::private::tighten_if_loose(dir, "repository");
-        clean_tmp(&dir.join("tmp"))?;
+        let lock = if crate::store::of(dir)?.is_remote() {
+            // The pack being filled lives in this process's own staging
+            // directory: nothing of another writer's to clean.
+            None
+        } else {
+            let lock = take_lock(dir)?;
+            // Written before repositories were created private (issue 21).
+            rewind_core::private::tighten_if_loose(dir, "repository");
+            clean_tmp(&dir.join("tmp"))?;
+            Some(lock)
+        };
         let mut keep = KeepFile::read(dir)?;
         crate::deletions::finish_deletions(dir, &mut keep)?;
         let state = Self::load_state(dir, true, &keep)?;
@@ -436,11 +466,13 @@ impl LocalRepo {
             .live_packs()
             .map(|(_, p)| p.name)
             .collect();
-        let vanished: Vec<PackName> = known
-            .iter()
-            .filter(|n| !n.pack_path(&self.dir).exists())
-            .copied()
-            .collect();
+        let mut vanished: Vec<PackName> = Vec::new();
+        for n in &known {
+            let p = n.pack_path(&self.dir);
+            if !crate::store::exists(&p).map_err(io_err(&p))? {
+                vanished.push(*n);
+            }
+        }
         let how = Discover {
             repair: false,
             warn_orphans: false,
@@ -536,7 +568,7 @@ impl LocalRepo {
         for name in list_idx(&self.dir)? {
             if !packs.contains_key(&name) {
                 let p = name.idx_path(&self.dir);
-                match fs::remove_file(&p) {
+                match crate::store::remove(&p) {
                     Ok(()) => report.orphan_indexes_removed += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(io_err(&p)(e)),
@@ -584,17 +616,17 @@ impl LocalRepo {
     /// Copy the intact records of the damaged pack at `path` into a new
     /// pack (sealed and indexed), then delete the old pack and its index.
     fn rewrite_pack(&self, _held: &mut Writer, path: &Path) -> Result<RewrittenPack, RepoError> {
-        let file = File::open(path).map_err(io_err(path))?;
-        let len = file.metadata().map_err(io_err(path))?.len();
-        let entries: Vec<TocEntry> = match pack::read_footer(&file, path, len) {
+        let blob = crate::store::open_blob(path).map_err(io_err(path))?;
+        let (file, len) = (&*blob.data, blob.len);
+        let entries: Vec<TocEntry> = match pack::read_footer(file, path, len) {
             Ok(f) => f.entries,
-            Err(_) => pack::scan(&file, path, len, false).entries,
+            Err(_) => pack::scan(file, path, len, false).entries,
         };
         let mut chunks = Vec::new();
         let mut versions = Vec::new();
         let mut dropped = 0u64;
         for e in &entries {
-            match record::read_record_at(&file, path, e.offset, e.frame_len) {
+            match record::read_record_at(file, path, e.offset, e.frame_len) {
                 Ok(PackRecord::Chunk {
                     id,
                     raw_len,
@@ -625,7 +657,7 @@ impl LocalRepo {
             records_dropped: dropped,
         };
         if !chunks.is_empty() || !versions.is_empty() {
-            let mut p = PackWriter::create(&self.dir.join("tmp"))?;
+            let mut p = PackWriter::create(&self.staging()?)?;
             for c in &chunks {
                 p.add_chunk(c.view())?;
             }
@@ -644,13 +676,13 @@ impl LocalRepo {
             .and_then(|s| s.to_str())
             .and_then(PackName::parse);
         if let Some(n) = name {
-            match fs::remove_file(n.idx_path(&self.dir)) {
+            match crate::store::remove(&n.idx_path(&self.dir)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err(&n.idx_path(&self.dir))(e)),
             }
         }
-        fs::remove_file(path).map_err(io_err(path))?;
+        crate::store::remove(path).map_err(io_err(path))?;
         if let Some(parent) = path.parent() {
             crate::durable::fsync_dir(parent)?;
         }
@@ -698,7 +730,7 @@ impl LocalRepo {
     /// The open pack, started if there is none.
     fn open_pack<'w>(&self, w: &'w mut Writer) -> Result<&'w mut PackWriter, RepoError> {
         if w.open.is_none() {
-            w.open = Some(PackWriter::create(&self.dir.join("tmp"))?);
+            w.open = Some(PackWriter::create(&self.staging()?)?);
         }
         Ok(w.open.as_mut().expect("just set"))
     }
@@ -835,12 +867,20 @@ impl LocalRepo {
         }
     }
 
-    fn pack_file(&self, name: PackName, path: &Path) -> Result<Arc<File>, RepoError> {
+    /// The local directory in which packs are filled (`DIR/tmp` for a
+    /// directory).
+    pub(crate) fn staging(&self) -> Result<PathBuf, RepoError> {
+        crate::store::of(&self.dir)?
+            .staging(&self.dir)
+            .map_err(io_err(&self.dir))
+    }
+
+    fn pack_file(&self, name: PackName, path: &Path) -> Result<Arc<dyn ReadAt>, RepoError> {
         let mut files = self.files.lock().expect("file cache poisoned");
         if let Some(f) = files.get(&name) {
             return Ok(f.clone());
         }
-        let f = Arc::new(File::open(path).map_err(io_err(path))?);
+        let f = crate::store::open_blob(path).map_err(io_err(path))?.data;
         if files.len() >= MAX_OPEN_PACKS {
             files.clear();
         }

@@ -1,7 +1,6 @@
 //! `verify` and the reports of `verify` and `rebuild_index`.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rewind_core::path::display;
@@ -155,8 +154,7 @@ pub(crate) fn verify(
         packs_total: packs.len() as u64,
         bytes_total: packs
             .values()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
+            .filter_map(|p| crate::store::len(p).ok())
             .sum(),
         ..VerifyProgress::default()
     };
@@ -187,23 +185,19 @@ pub(crate) fn verify(
     for (name, path) in &packs {
         ck.report.packs += 1;
         prog.packs_done += 1;
-        prog.bytes_done += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let opened = crate::store::open_blob(path);
+        prog.bytes_done += opened.as_ref().map(|b| b.len).unwrap_or(0);
         progress(prog);
-        let file = match File::open(path) {
-            Ok(f) => f,
+        let blob = match opened {
+            Ok(b) => b,
             Err(e) => {
                 ck.issue(path, None, format!("cannot open: {e}"));
                 continue;
             }
         };
-        let len = match file.metadata() {
-            Ok(m) => m.len(),
-            Err(e) => {
-                ck.issue(path, None, format!("cannot stat: {e}"));
-                continue;
-            }
-        };
-        let (entries, pack_versions, bad_offsets) = check_pack(&mut ck, &file, path, len, quick);
+        let len = blob.len;
+        let (entries, pack_versions, bad_offsets) =
+            check_pack(&mut ck, &*blob.data, path, len, quick);
         for e in &entries {
             if let TocKind::Chunk {
                 id,
@@ -372,8 +366,9 @@ fn check_delta(
     // Thousands of deltas share a small-file dictionary: bases read last
     // are kept.
     if !bases.contains_key(&base) {
-        let bfile = File::open(bpath).map_err(|e| format!("{}: {e}", bpath.display()))?;
-        let raw = record::read_chunk_at(&bfile, bpath, be.offset, be.frame_len, &base)
+        let bfile =
+            crate::store::open_blob(bpath).map_err(|e| format!("{}: {e}", bpath.display()))?;
+        let raw = record::read_chunk_at(&*bfile.data, bpath, be.offset, be.frame_len, &base)
             .map_err(|e| format!("base of chunk {id}: {e}"))?;
         if bases.len() >= 4 {
             bases.clear();
@@ -381,8 +376,8 @@ fn check_delta(
         bases.insert(base, raw);
     }
     let base_raw = &bases[&base];
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let c = record::read_encoded_at(&file, path, e.offset, e.frame_len, &id)
+    let file = crate::store::open_blob(path).map_err(|e| format!("cannot open: {e}"))?;
+    let c = record::read_encoded_at(&*file.data, path, e.offset, e.frame_len, &id)
         .map_err(|e| e.to_string())?;
     c.decode_with_base(base_raw)
         .map(|d| d.len())
@@ -391,7 +386,7 @@ fn check_delta(
 
 fn check_pack(
     ck: &mut Checker,
-    file: &File,
+    file: &dyn crate::store::ReadAt,
     path: &Path,
     len: u64,
     quick: bool,

@@ -1,0 +1,367 @@
+//! The S3-compatible backend of [`crate::store::Store`], through the
+//! `object_store` crate (docs/decisions.md, "Object storage (issue 20),
+//! step 1").
+//!
+//! A repository root `s3://BUCKET/PREFIX` maps `ROOT/packs/ab/<name>.pack`
+//! to the object `PREFIX/packs/ab/<name>.pack` of `BUCKET`. Endpoint,
+//! region and credentials come from the environment as the AWS tools read
+//! them (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP=true` for a plain-HTTP
+//! endpoint); requests use path-style addressing, which self-hosted stores
+//! expect.
+//!
+//! # Guarantees
+//!
+//! - The repository stays synchronous: every request runs on this
+//!   backend's own tokio runtime (two threads, created with the first
+//!   store) and the calling thread waits for its answer, so callers inside
+//!   another runtime (the server) block a thread but never panic.
+//! - A file is written with one PUT of its whole content, so no reader
+//!   sees it half written; `put_new` sends `If-None-Match: *`.
+//! - Transient failures (5xx, timeouts, throttling) are retried with
+//!   backoff by `object_store`'s client (10 tries within 3 minutes, its
+//!   defaults) before an error reaches the repository.
+//! - Error messages name the object (`s3://BUCKET/KEY`) and what the store
+//!   answered; credentials are sent only as request signatures and never
+//!   appear in them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use rewind_core::RepoError;
+
+use crate::durable::{Steps, failpoint, io_err};
+use crate::store::{Blob, ReadAt, Store};
+
+/// One bucket's client.
+pub(crate) struct S3Store {
+    /// `s3://BUCKET`, what every path of this store starts with.
+    root: String,
+    client: Arc<dyn ObjectStore>,
+    rt: &'static tokio::runtime::Runtime,
+    /// This process's directory for the pack being filled.
+    staging: OnceLock<PathBuf>,
+}
+
+/// The clients made so far, by `s3://BUCKET`: made once per process (the
+/// environment they are configured from does not change), never dropped.
+static STORES: Mutex<Option<HashMap<String, &'static S3Store>>> = Mutex::new(None);
+
+/// The store that holds `path` (`s3://BUCKET/…`), made on first use.
+pub(crate) fn store_for(path: &Path) -> io::Result<&'static S3Store> {
+    let s = path
+        .to_str()
+        .ok_or_else(|| bad_url("the URL is not UTF-8"))?;
+    let rest = s
+        .strip_prefix("s3://")
+        .ok_or_else(|| bad_url("it does not start with s3://"))?;
+    let bucket = rest.split('/').next().unwrap_or("");
+    if bucket.is_empty() {
+        return Err(bad_url("no bucket (write s3://BUCKET/PREFIX)"));
+    }
+    let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
+    let stores = stores.get_or_insert_with(HashMap::new);
+    let root = format!("s3://{bucket}");
+    if let Some(s) = stores.get(&root) {
+        return Ok(s);
+    }
+    let store: &'static S3Store = Box::leak(Box::new(S3Store::from_env(bucket, root.clone())?));
+    stores.insert(root, store);
+    Ok(store)
+}
+
+fn bad_url(why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not an object store URL: {why}"),
+    )
+}
+
+/// The runtime every store's requests run on.
+fn runtime() -> io::Result<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    // Two threads: requests come from one repository thread at a time
+    // (the writer, or a reader); the second keeps connections serviced.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("rewind-s3")
+        .enable_all()
+        .build()?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+/// Run `f` on `rt` and wait for its answer.
+fn run<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    f: impl Future<Output = object_store::Result<T>> + Send + 'static,
+) -> io::Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    match rx.recv() {
+        Ok(r) => r.map_err(to_io),
+        Err(_) => Err(io::Error::other("the object store request was abandoned")),
+    }
+}
+
+/// An `object_store` error as an `io::Error` whose kind callers match on.
+fn to_io(e: object_store::Error) -> io::Error {
+    let kind = match &e {
+        object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+        object_store::Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+        object_store::Error::NotImplemented | object_store::Error::NotSupported { .. } => {
+            io::ErrorKind::Unsupported
+        }
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+impl S3Store {
+    fn from_env(bucket: &str, root: String) -> io::Result<S3Store> {
+        let has = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+        // Without these, the client would look for instance credentials
+        // (minutes of retries against an address that is not there).
+        if !has("AWS_ACCESS_KEY_ID") || !has("AWS_SECRET_ACCESS_KEY") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no credentials for the object store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            ));
+        }
+        let client = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(S3Store {
+            root,
+            client: Arc::new(client),
+            rt: runtime()?,
+            staging: OnceLock::new(),
+        })
+    }
+
+    /// A client for `bucket` at a plain-HTTP `endpoint`, configured
+    /// without the environment (tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        endpoint: &str,
+        bucket: &str,
+        key: &str,
+        secret: &str,
+    ) -> io::Result<S3Store> {
+        let client = AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id(key)
+            .with_secret_access_key(secret)
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(S3Store {
+            root: format!("s3://{bucket}"),
+            client: Arc::new(client),
+            rt: runtime()?,
+            staging: OnceLock::new(),
+        })
+    }
+
+    /// Make `store` the one every path under its bucket uses (tests).
+    #[cfg(test)]
+    pub(crate) fn register(store: S3Store) -> &'static S3Store {
+        let store: &'static S3Store = Box::leak(Box::new(store));
+        let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
+        stores
+            .get_or_insert_with(HashMap::new)
+            .insert(store.root.clone(), store);
+        store
+    }
+
+    /// The object key of `path`: what follows `s3://BUCKET/`, empty
+    /// segments dropped.
+    fn key(&self, path: &Path) -> io::Result<Key> {
+        let s = path
+            .to_str()
+            .and_then(|s| s.strip_prefix(&self.root))
+            .ok_or_else(|| bad_url("a path outside the bucket"))?;
+        let segments: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
+        Key::parse(segments.join("/"))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = object_store::Result<T>> + Send + 'static,
+    ) -> io::Result<T> {
+        run(self.rt, f)
+    }
+
+    fn get_all(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let (c, k) = (self.client.clone(), self.key(path)?);
+        self.run(async move { c.get(&k).await?.bytes().await })
+            .map(|b| b.to_vec())
+    }
+
+    fn put_bytes(&self, path: &Path, bytes: Vec<u8>, mode: PutMode) -> io::Result<()> {
+        let (c, k) = (self.client.clone(), self.key(path)?);
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        self.run(async move { c.put_opts(&k, PutPayload::from(bytes), opts).await })
+            .map(|_| ())
+    }
+}
+
+/// An object opened for ranged reads.
+struct Object {
+    client: Arc<dyn ObjectStore>,
+    rt: &'static tokio::runtime::Runtime,
+    key: Key,
+}
+
+impl ReadAt for Object {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let (c, k) = (self.client.clone(), self.key.clone());
+        let got = run(self.rt, async move { c.get_range(&k, offset..end).await })?;
+        if got.len() != buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} bytes where {} were asked for", got.len(), buf.len()),
+            ));
+        }
+        buf.copy_from_slice(&got);
+        Ok(())
+    }
+}
+
+impl Store for S3Store {
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(io::Cursor::new(self.get_all(path)?)))
+    }
+
+    fn open_blob(&self, path: &Path) -> io::Result<Blob> {
+        let key = self.key(path)?;
+        let len = self.len(path)?;
+        Ok(Blob {
+            data: Arc::new(Object {
+                client: self.client.clone(),
+                rt: self.rt,
+                key,
+            }),
+            len,
+        })
+    }
+
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        let (c, k) = (self.client.clone(), self.key(path)?);
+        self.run(async move { c.head(&k).await }).map(|m| m.size)
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        match self.len(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+        let (c, k) = (self.client.clone(), self.key(dir)?);
+        let prefix = (!k.as_ref().is_empty()).then_some(k);
+        let r = self.run(async move { c.list_with_delimiter(prefix.as_ref()).await })?;
+        let names = r
+            .common_prefixes
+            .iter()
+            .chain(r.objects.iter().map(|o| &o.location))
+            .filter_map(|p| p.filename().map(str::to_string));
+        Ok(names
+            .map(|n| {
+                let p = dir.join(&n);
+                (n, p)
+            })
+            .collect())
+    }
+
+    fn put(
+        &self,
+        _tmp_dir: &Path,
+        dest: &Path,
+        bytes: &[u8],
+        steps: &Steps,
+    ) -> Result<(), RepoError> {
+        failpoint(steps.write)
+            .and_then(|()| self.put_bytes(dest, bytes.to_vec(), PutMode::Overwrite))
+            .map_err(io_err(dest))
+    }
+
+    fn put_new(&self, dest: &Path, bytes: &[u8]) -> Result<bool, RepoError> {
+        match self.put_bytes(dest, bytes.to_vec(), PutMode::Create) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_err(dest)(e)),
+        }
+    }
+
+    fn publish(&self, tmp: &Path, dest: &Path, steps: &Steps) -> Result<(), RepoError> {
+        // Read back from the fsynced file: what is uploaded is what the
+        // writer checked. A pack is at most about `PACK_TARGET` bytes;
+        // multipart uploads are a later step of issue 20.
+        let bytes = std::fs::read(tmp).map_err(io_err(tmp))?;
+        failpoint(steps.rename)
+            .and_then(|()| self.put_bytes(dest, bytes, PutMode::Overwrite))
+            .map_err(io_err(dest))?;
+        let _ = std::fs::remove_file(tmp);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let (c, k) = (self.client.clone(), self.key(path)?);
+        self.run(async move { c.delete(&k).await })
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> Result<(), RepoError> {
+        // A store's writes are durable once acknowledged.
+        Ok(())
+    }
+
+    fn ensure_dir(&self, _dir: &Path) -> Result<(), RepoError> {
+        // Keys need no directories.
+        Ok(())
+    }
+
+    fn staging(&self, _root: &Path) -> io::Result<PathBuf> {
+        if let Some(d) = self.staging.get() {
+            return Ok(d.clone());
+        }
+        let r: [u8; 8] = rand::random();
+        let d = std::env::temp_dir().join(format!(
+            "rewind-s3-{}-{}",
+            std::process::id(),
+            hex::encode(r)
+        ));
+        rewind_core::private::create_dir_all(&d)?;
+        Ok(self.staging.get_or_init(|| d).clone())
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}

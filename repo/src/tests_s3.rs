@@ -1,0 +1,322 @@
+//! The S3 backend against a real S3-compatible server, `s3s-fs`, started
+//! per test on a free loopback port with a temporary data directory.
+//! `scripts/test` installs it into `target/s3-server/` (or set
+//! `REWIND_S3S_FS`); without it these tests say so loudly and pass, since
+//! the crate's own tests must run anywhere (the end-to-end tests in
+//! `tests/s3.rs` require the server as root, in CI).
+
+use std::fs;
+use std::io::{self, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rewind_core::{ChunkSink, DEFAULT_CHUNKER, EncodedChunk, Repository};
+
+use crate::LocalRepo;
+use crate::durable::CONFIG_STEPS;
+use crate::s3::S3Store;
+use crate::store::Store;
+use crate::tests::{C, file_v};
+
+const KEY: &str = "unit-key";
+const SECRET: &str = "unit-secret";
+
+struct Server {
+    child: Child,
+    data: tempfile::TempDir,
+    /// `s3://BUCKET`
+    root: String,
+    store: &'static S3Store,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("REWIND_S3S_FS") {
+        return Some(PathBuf::from(p));
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/s3-server/bin/s3s-fs");
+    p.is_file().then_some(p)
+}
+
+/// A fresh server with one bucket, its client registered for `s3://BUCKET`.
+fn server() -> Option<Server> {
+    let Some(bin) = binary() else {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: s3s-fs is not installed (scripts/test installs it into target/s3-server) !!!!!!!!\n"
+        );
+        return None;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A bucket name per server: clients are registered by bucket.
+    let bucket = format!("unit{port}");
+    fs::create_dir(data.path().join(&bucket)).unwrap();
+    let child = Command::new(&bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", KEY, "--secret-key", SECRET])
+        .arg(data.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "s3s-fs did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let store = S3Store::register(S3Store::for_test(&endpoint, &bucket, KEY, SECRET).unwrap());
+    Some(Server {
+        child,
+        data,
+        root: format!("s3://{bucket}"),
+        store,
+    })
+}
+
+impl Server {
+    fn path(&self, key: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{key}", self.root))
+    }
+
+    /// The file `s3s-fs` keeps object `key` in.
+    fn file(&self, key: &str) -> PathBuf {
+        let bucket = self.root.strip_prefix("s3://").unwrap();
+        self.data.path().join(bucket).join(key)
+    }
+}
+
+#[test]
+fn put_new_creates_once_and_never_replaces() {
+    let Some(s) = server() else { return };
+    let p = s.path("r/config");
+    assert!(s.store.put_new(&p, b"first").unwrap());
+    assert!(!s.store.put_new(&p, b"second").unwrap());
+    assert_eq!(fs::read(s.file("r/config")).unwrap(), b"first");
+}
+
+#[test]
+fn objects_read_whole_and_by_range_and_missing_ones_are_not_found() {
+    let Some(s) = server() else { return };
+    let p = s.path("r/index/abc.idx");
+    let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    s.store
+        .put(Path::new("/nonexistent"), &p, &body, &CONFIG_STEPS)
+        .unwrap();
+    let mut all = Vec::new();
+    s.store
+        .open_read(&p)
+        .unwrap()
+        .read_to_end(&mut all)
+        .unwrap();
+    assert_eq!(all, body);
+    let blob = s.store.open_blob(&p).unwrap();
+    assert_eq!(blob.len, body.len() as u64);
+    let mut buf = [0u8; 300];
+    blob.data.read_exact_at(&mut buf, 70_000).unwrap();
+    assert_eq!(&buf[..], &body[70_000..70_300]);
+    let missing = s.path("r/index/none.idx");
+    assert_eq!(
+        s.store.len(&missing).unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.store.open_read(&missing).err().unwrap().kind(),
+        io::ErrorKind::NotFound
+    );
+    assert!(!s.store.exists(&missing).unwrap());
+    assert!(s.store.exists(&p).unwrap());
+    s.store.remove(&p).unwrap();
+    assert!(!s.store.exists(&p).unwrap());
+}
+
+#[test]
+fn list_names_what_is_directly_under_a_prefix() {
+    let Some(s) = server() else { return };
+    for k in [
+        "r/packs/ab/1.pack",
+        "r/packs/ab/2.pack",
+        "r/packs/cd/3.pack",
+        "r/config",
+    ] {
+        s.store
+            .put(Path::new("/nonexistent"), &s.path(k), b"x", &CONFIG_STEPS)
+            .unwrap();
+    }
+    let mut top: Vec<String> = s
+        .store
+        .list(&s.path("r/packs"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, p)| {
+            assert_eq!(p, s.path("r/packs").join(&n));
+            n
+        })
+        .collect();
+    top.sort();
+    assert_eq!(top, ["ab", "cd"]);
+    let mut ab: Vec<String> = s
+        .store
+        .list(&s.path("r/packs/ab"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    ab.sort();
+    assert_eq!(ab, ["1.pack", "2.pack"]);
+    assert!(s.store.list(&s.path("r/index")).unwrap().is_empty());
+}
+
+#[test]
+fn a_repository_on_the_store_commits_reopens_verifies_and_repairs() {
+    let Some(s) = server() else { return };
+    let root = s.path("home/repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    let chunks: Vec<EncodedChunk> = (0..20u8)
+        .map(|i| EncodedChunk::encode(&[i; 5000]))
+        .collect();
+    let v = file_v(1, 1_000, b"/a", &chunks.iter().collect::<Vec<_>>());
+    repo.commit_durably(&chunks, &[v]).unwrap();
+    // The pack is whole in the bucket, then its index; no staging left.
+    let packs = crate::store::list(&root.join("index")).unwrap();
+    assert_eq!(packs.len(), 1);
+    assert!(
+        fs::read_dir(repo.staging().unwrap())
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    drop(repo);
+
+    let reader = LocalRepo::open(&root).unwrap();
+    assert_eq!(reader.versions_of(C, b"/a").unwrap().len(), 1);
+    for c in &chunks {
+        assert_eq!(reader.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+    let report = reader.verify(false).unwrap();
+    assert!(report.issues.is_empty(), "{report:?}");
+
+    // A lost index object: the reader reads the pack's footer instead, a
+    // writer writes the index again.
+    let (name, idx) = packs.into_iter().next().unwrap();
+    s.store.remove(&idx).unwrap();
+    let reader = LocalRepo::open(&root).unwrap();
+    assert_eq!(reader.versions_of(C, b"/a").unwrap().len(), 1);
+    let writer = LocalRepo::open_writer(&root).unwrap();
+    assert!(s.store.exists(&root.join("index").join(&name)).unwrap());
+    let rebuilt = writer.rebuild_index().unwrap();
+    assert_eq!(rebuilt.packs, 1);
+    assert_eq!(writer.versions_of(C, b"/a").unwrap().len(), 1);
+}
+
+/// A repository under `s3://BUCKET/repo` with one commit of 20 chunks.
+fn committed(s: &Server) -> (PathBuf, LocalRepo, Vec<EncodedChunk>) {
+    let root = s.path("repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    let chunks: Vec<EncodedChunk> = (0..20u64).map(crate::tests::chunk).collect();
+    let v = file_v(1, 1_000, b"/a", &chunks.iter().collect::<Vec<_>>());
+    repo.commit_durably(&chunks, &[v]).unwrap();
+    (root, repo, chunks)
+}
+
+#[test]
+fn a_failed_pack_upload_leaves_nothing_and_a_failed_index_upload_commits_on_reopen() {
+    let Some(s) = server() else { return };
+    let root = s.path("repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    let c = crate::tests::chunk(1);
+    let batch = vec![file_v(1, 1, b"/f", &[&c])];
+
+    // The pack's upload fails: no object, no staging file, start over.
+    repo.put_chunks(vec![c.clone()]).unwrap();
+    rewind_core::failpoint::arm("pack.rename", true);
+    let err = repo.commit_versions(batch.clone()).unwrap_err();
+    rewind_core::failpoint::arm("pack.rename", false);
+    assert!(err.is_transient(), "{err}");
+    assert!(crate::tests::packs_of(&root).is_empty());
+    assert!(
+        fs::read_dir(repo.staging().unwrap())
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert_eq!(repo.missing_chunks(&[c.id]).unwrap(), vec![c.id]);
+
+    // The pack is up, its index upload fails: the pack is whole and a
+    // reader finds the commit from its footer; a writer writes the index.
+    repo.put_chunks(vec![c.clone()]).unwrap();
+    rewind_core::failpoint::arm("idx.write", true);
+    assert!(repo.commit_versions(batch.clone()).is_err());
+    rewind_core::failpoint::arm("idx.write", false);
+    assert_eq!(crate::tests::packs_of(&root).len(), 1);
+    assert!(crate::store::list(&root.join("index")).unwrap().is_empty());
+    drop(repo);
+    let reader = LocalRepo::open(&root).unwrap();
+    assert_eq!(reader.stats().unwrap().versions, 1);
+    assert_eq!(reader.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    let writer = LocalRepo::open_writer(&root).unwrap();
+    assert_eq!(crate::store::list(&root.join("index")).unwrap().len(), 1);
+    // The client never heard back and sends the batch again: harmless.
+    writer.put_chunks(vec![c.clone()]).unwrap();
+    writer.commit_versions(batch).unwrap();
+    let st = writer.stats().unwrap();
+    assert_eq!((st.versions, st.packs, st.chunks), (1, 1, 1));
+}
+
+#[test]
+fn repair_rewrites_a_truncated_pack_object() {
+    let Some(s) = server() else { return };
+    let (root, repo, chunks) = committed(&s);
+    drop(repo);
+    let pack = crate::tests::packs_of(&root).pop().unwrap();
+    let key = pack
+        .to_str()
+        .unwrap()
+        .strip_prefix(&format!("{}/", s.root))
+        .unwrap();
+    let file = s.file(key);
+    let len = fs::metadata(&file).unwrap().len();
+    // Cut the trailer and part of the footer: every record survives.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 300)
+        .unwrap();
+
+    let w = LocalRepo::open_writer(&root).unwrap();
+    let before = w.verify(false).unwrap();
+    assert!(!before.is_ok());
+    assert!(before.issues.iter().all(|i| i.path == pack), "{before:?}");
+    let report = w.repair().unwrap();
+    assert_eq!(report.rewritten.len(), 1);
+    assert_eq!(report.rewritten[0].chunks_kept, 20);
+    assert!(
+        !s.store.exists(&pack).unwrap(),
+        "the damaged pack object is gone"
+    );
+    let after = w.verify(false).unwrap();
+    assert!(after.is_ok(), "{after:?}");
+    drop(w);
+    let r = LocalRepo::open(&root).unwrap();
+    assert_eq!(r.stats().unwrap().versions, 1);
+    for c in &chunks {
+        assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+}
