@@ -88,6 +88,11 @@
 //!   reports the damage, [`LocalRepo::rebuild_index`] rewrites every index.
 //! - An index whose pack is gone is ignored (and logged); one that does not
 //!   match its pack's length is replaced from the pack.
+//! - On an object store the same holds with the PUT of the whole pack in
+//!   place of its rename: before it, no object exists and the staging file
+//!   (in the system's temporary directory) is left behind; after it, the
+//!   pack object is whole and its index object is written by the next
+//!   writer if it is missing.
 
 mod config;
 mod deletions;
