@@ -198,10 +198,10 @@ pub fn run(cfg: &Config) -> Result<String> {
     let this = &rows[0];
     writeln!(
         o,
-        "\nTargets (issue 19, this build): `versions PATH` under 50 ms: **{}** ({}); opening the \
-         repository for a query under 1 s: **{}** ({}, the first query); `ls --at T` of the \
-         50k-file folder under 1 s: **{}** ({}); memory of a query bounded by what it returns, \
-         not by the history: **{}** (peak {:.0} MiB for a 4-version answer over {} versions).",
+        "\nTargets (issue 19, this build): `versions PATH` under 50 ms: {} ({}); opening the \
+         repository for a query under 1 s: {} ({}, the first query); `ls --at T` of the \
+         50k-file folder under 1 s: {} ({}); memory of a query bounded by what it returns, \
+         not by the history: {} (peak {:.0} MiB for a 4-version answer over {} versions).",
         verdict(this[0].wall < 0.05),
         ms(this[0].wall),
         verdict(this[0].wall < 1.0),
