@@ -155,8 +155,9 @@ pub(crate) struct Pending {
 enum Source {
     /// In memory (up to [`SNAPSHOT_MAX`]).
     Memory(Vec<u8>),
-    /// A reflinked copy, sharing the file's extents (btrfs, XFS).
-    Clone(File),
+    /// A reflinked copy, sharing the file's extents (btrfs, XFS), and the
+    /// file itself (`live`), open.
+    Clone { clone: File, live: File },
 }
 
 /// Busy files (and the members of a group) up to this size are copied out
@@ -701,7 +702,10 @@ impl Capturer<'_> {
                 rewind_fsmeta::reflink_copy(&file, dir).map_err(read_err)?
             };
             match clone {
-                Some(clone) => Some(Source::Clone(clone)),
+                Some(clone) => Some(Source::Clone {
+                    clone,
+                    live: file.try_clone().map_err(read_err)?,
+                }),
                 None if expected <= SNAPSHOT_MAX => {
                     let mut data = copy_buf::take(expected as usize);
                     let copied = match &meta.sparse {
@@ -854,13 +858,37 @@ impl Capturer<'_> {
     }
 
     /// The version of content copied out by a capture in snapshot mode.
-    fn finish(&self, guard: &CaptureGuard, p: Pending) -> Result<Prepared, CaptureError> {
+    fn finish(&self, guard: &CaptureGuard, mut p: Pending) -> Result<Prepared, CaptureError> {
+        // The file's own pages are in the page cache, the clone's are not
+        // (every read of the clone goes to the disk, checksums verified):
+        // a copy of the file that no write touched (its stat never left
+        // the state the clone was proven to hold) is the clone's content
+        // for a fraction of the cost; a torn one leaves the clone to read.
+        // On btrfs the read of the clones of the bench's 50 MiB files was
+        // a sixth of the agent's time (docs/decisions.md, "Busy-file CPU
+        // (issue 16)").
+        let quiet = match &p.source {
+            Source::Clone { live, .. } if p.meta.sparse.is_none() && p.expected <= SNAPSHOT_MAX => {
+                let mut data = copy_buf::take(p.expected as usize);
+                match copy_watched(live, &p.meta, &mut data) {
+                    Ok(true) if data.len() as u64 == p.expected => Some(data),
+                    _ => {
+                        copy_buf::give_back(data);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(data) = quiet {
+            p.source = Source::Memory(data);
+        }
         let prev_file = p.prev.as_ref().filter(|x| x.meta.kind == FileKind::File);
         let cut = match &p.source {
             Source::Memory(data) => {
                 self.cut_and_spool(guard, data.as_slice(), prev_file, &p.bytes)?
             }
-            Source::Clone(f) => match &p.meta.sparse {
+            Source::Clone { clone: f, .. } => match &p.meta.sparse {
                 Some(extents) => {
                     self.cut_and_spool(guard, ExtentReader::new(f, extents), prev_file, &p.bytes)?
                 }
