@@ -509,6 +509,77 @@ fn on_btrfs_a_large_file_under_constant_writes_gets_consistent_versions() {
     drop(agent);
 }
 
+/// On btrfs a busy file above the size copied into memory first is
+/// reflinked, and then read from the page cache when a copy of the file
+/// itself sees no write (the clone's own reads go to the disk): every
+/// version, whichever copy it was read from, restores byte for byte to a
+/// state the file had.
+#[test]
+fn on_btrfs_a_reflinked_busy_file_restores_states_it_had_whichever_copy_was_read() {
+    let env = Env::new();
+    let mnt = env.tmp.path().canonicalize().unwrap().join("btrfs-live");
+    let Some(_fs) = LoopFs::make("btrfs", &env.tmp.path().join("live.img"), "512M", &mnt) else {
+        return;
+    };
+    const BLOCK: usize = 4096;
+    let size = 24 << 20;
+    let blocks = size / BLOCK;
+    let first: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let f = mnt.join("mail.box");
+    fs::write(&f, &first).unwrap();
+    let log = env.tmp.path().join("agent-btrfs-live.log");
+    let agent = env.spawn_agent(&["watch", mnt.to_str().unwrap()], &log);
+    env.wait_versions(&f, 1);
+    // Write j puts 0xa5 over block (j * 977) mod blocks (all distinct for
+    // the writes made here), one every 150 ms: the states the file had are
+    // exactly "the first k blocks of that order are 0xa5".
+    let started = wall_ns();
+    let order: Vec<usize> = (0..60).map(|j| (j * 977) % blocks).collect();
+    {
+        let w = OpenOptions::new().write(true).open(&f).unwrap();
+        for b in &order {
+            w.write_all_at(&[0xa5u8; BLOCK], (b * BLOCK) as u64)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+    let ended = wall_ns();
+    let versions = env.versions_json(&f);
+    let during: Vec<&serde_json::Value> = versions
+        .iter()
+        .filter(|v| {
+            let t = jiff::Timestamp::from_str_lossy(v["time"].as_str().unwrap());
+            t > started && t < ended
+        })
+        .collect();
+    assert!(
+        during.len() >= 2,
+        "a busy 24 MiB file on btrfs gets versions while busy: {}\n{}",
+        during.len(),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    for (i, v) in versions.iter().enumerate() {
+        let dest = env.tmp.path().join(format!("box-{i}"));
+        env.restore_to_ok(&f, v["time"].as_str().unwrap(), &dest);
+        let got = fs::read(&dest).unwrap();
+        assert_eq!(got.len(), size);
+        let k = order
+            .iter()
+            .take_while(|b| got[*b * BLOCK..(*b + 1) * BLOCK].iter().all(|x| *x == 0xa5))
+            .count();
+        let mut want = first.clone();
+        for b in &order[..k] {
+            want[b * BLOCK..(b + 1) * BLOCK].fill(0xa5);
+        }
+        assert!(
+            got == want,
+            "version {i} at {} is not a state the file had (the first {k} writes, then others or torn)",
+            v["time"]
+        );
+    }
+    drop(agent);
+}
+
 /// A small helper for comparing the `time` strings `versions --json` gives.
 trait Lossy {
     fn from_str_lossy(s: &str) -> i64;

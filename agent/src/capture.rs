@@ -155,17 +155,31 @@ pub(crate) struct Pending {
 enum Source {
     /// In memory (up to [`SNAPSHOT_MAX`]).
     Memory(Vec<u8>),
-    /// A reflinked copy, sharing the file's extents (btrfs, XFS).
-    Clone(File),
+    /// A reflinked copy, sharing the file's extents (btrfs, XFS), and the
+    /// file itself (`live`), open.
+    Clone { clone: File, live: File },
 }
 
 /// Busy files (and the members of a group) up to this size are copied out
-/// of the page cache before they are cut, hashed and compressed when the
-/// filesystem makes no reflinks, so the window in which a write makes a
-/// read torn is the copy alone: for a SQLite WAL of 4 MiB written every
+/// of the page cache before they are cut, hashed and compressed (a reflink
+/// is made instead for one whose last copy tore, where the filesystem has
+/// them), so the window in which a write makes a read torn is the copy
+/// alone: for a SQLite WAL of 4 MiB written every
 /// 10 ms, about 1 ms instead of 10 or more. 64 MiB bounds the memory a
 /// capture worker holds for it.
 const SNAPSHOT_MAX: u64 = 64 << 20;
+
+/// Busy files up to this size are copied into memory first even where the
+/// filesystem makes reflinks; larger ones, and those whose last copy tore,
+/// are reflinked there. On btrfs a reflink of a file under random writes
+/// (thousands of extents) costs far more than a copy from the page cache:
+/// in the busy bench the clone, the read of the clone (not in the page
+/// cache) and freeing it were half of the agent's time, where a copy of 8
+/// MiB takes 1 to 2 ms. But a copy of 50 MiB (10 to 15 ms) is torn by most
+/// writers that write every 10 to 50 ms, and copying it first put its
+/// staleness p99 on btrfs from 2.7 s to 5.4 s (docs/decisions.md,
+/// "Busy-file CPU (issue 16)"). 16 MiB: a copy of 3 to 5 ms here.
+const MEMORY_FIRST_MAX: u64 = 16 << 20;
 
 /// A version made but not appended yet (the members of a group are
 /// appended together), or what happened instead.
@@ -670,23 +684,49 @@ impl Capturer<'_> {
             Some(ext) => ext.iter().map(|e| e.len).sum(),
             None => meta.size,
         };
-        // A busy file is copied out first, so the window in which a write
-        // makes the read torn is the copy alone, not the hashing and
-        // compression too: a reflink where the filesystem has them (an
-        // instant, whatever the size), else a copy into memory.
-        let copy = if hot {
+        // A busy file (one that raced a read lately, or was written within
+        // ACTIVE_WRITES) is copied out first, so the window in which a
+        // write makes the read torn is the copy alone, not the hashing and
+        // compression too.
+        //
+        // Which copy: from the page cache into memory first, up to
+        // MEMORY_FIRST_MAX, wherever the file is; a reflink, where the
+        // filesystem has them, for a larger file or one whose last read
+        // tore (`hot`); else memory up to SNAPSHOT_MAX.
+        let copy = if hot || being_written(&meta) {
             let dir = path.parent().unwrap_or(Path::new("/"));
-            match rewind_fsmeta::reflink_copy(&file, dir).map_err(read_err)? {
-                Some(clone) => Some(Source::Clone(clone)),
+            let memory_first = !hot && expected <= MEMORY_FIRST_MAX;
+            let clone = if memory_first {
+                None
+            } else {
+                rewind_fsmeta::reflink_copy(&file, dir).map_err(read_err)?
+            };
+            match clone {
+                Some(clone) => Some(Source::Clone {
+                    clone,
+                    live: file.try_clone().map_err(read_err)?,
+                }),
                 None if expected <= SNAPSHOT_MAX => {
-                    let mut data = Vec::with_capacity(expected as usize);
-                    match &meta.sparse {
-                        Some(extents) => ExtentReader::new(&file, extents).read_to_end(&mut data),
-                        None => (&file).read_to_end(&mut data),
-                    }
-                    .map_err(read_err)?;
-                    if data.len() as u64 != expected {
-                        return Ok(Prepared::Done(Outcome::Raced));
+                    let mut data = copy_buf::take(expected as usize);
+                    let copied = match &meta.sparse {
+                        Some(extents) => {
+                            Watched::new(ExtentReader::new(&file, extents), &file, &meta)
+                                .read_to_end(&mut data)
+                                .map(|_| true)
+                        }
+                        None => copy_watched(&file, &meta, &mut data),
+                    };
+                    match copied {
+                        Ok(true) if data.len() as u64 == expected => {}
+                        Err(e) if !Torn::is(&e) => {
+                            copy_buf::give_back(data);
+                            return Err(read_err(e));
+                        }
+                        // Torn, or another size than stat'ed.
+                        _ => {
+                            copy_buf::give_back(data);
+                            return Ok(Prepared::Done(Outcome::Raced));
+                        }
                     }
                     Some(Source::Memory(data))
                 }
@@ -717,11 +757,22 @@ impl Capturer<'_> {
                 issues: Vec::new(),
             })));
         }
-        let (chunks, read, mut spooled) = match &meta.sparse {
-            Some(extents) => {
-                self.cut_and_spool(guard, ExtentReader::new(&file, extents), prev_file, bytes)?
+        // Read live: a write seen midway ends the read at once (see
+        // `Watched`) instead of after the whole file was hashed and its
+        // new chunks encoded and queued for nothing.
+        let cut = match &meta.sparse {
+            Some(extents) => self.cut_and_spool(
+                guard,
+                Watched::new(ExtentReader::new(&file, extents), &file, &meta),
+                prev_file,
+                bytes,
+            )?,
+            None => {
+                self.cut_and_spool(guard, Watched::new(&file, &file, &meta), prev_file, bytes)?
             }
-            None => self.cut_and_spool(guard, &file, prev_file, bytes)?,
+        };
+        let Some((chunks, read, mut spooled)) = cut else {
+            return Ok(Prepared::Done(Outcome::Raced));
         };
         // The stat alone: a change of xattrs or ACLs moves ctime too.
         let after = match rewind_fsmeta::read_stat(path) {
@@ -750,14 +801,15 @@ impl Capturer<'_> {
 
     /// Cut `reader` into chunks and queue the new ones under `guard`
     /// (against `prev`, the previous version of the file): the chunk list,
-    /// the bytes read, the bytes queued.
+    /// the bytes read, the bytes queued; `None` when the reader saw the
+    /// file change midway ([`Torn`]).
     fn cut_and_spool(
         &self,
         guard: &CaptureGuard,
         reader: impl io::Read,
         prev: Option<&PathState>,
         bytes: &[u8],
-    ) -> Result<(Vec<ChunkRef>, u64, u64), CaptureError> {
+    ) -> Result<Option<(Vec<ChunkRef>, u64, u64)>, CaptureError> {
         let prev_ids: HashSet<ChunkId> = prev
             .map(|p| p.chunks.iter().map(|c| c.id).collect())
             .unwrap_or_default();
@@ -774,46 +826,80 @@ impl Capturer<'_> {
         let mut cut = ChunkLoop::new(guard, prev_ids, walk);
         let mut spooled = 0u64;
         let mut spool_err = None;
-        CHUNK_BUF
-            .with(|buf| {
-                let mut buf = buf.borrow_mut();
-                self.chunker.for_each(reader, &mut buf, |data: &[u8]| {
-                    if let Some(new) = cut.cut(data) {
-                        let enc = encoder.encode(new.id, data, new.hint);
-                        spooled += enc.data.len() as u64;
-                        if let Err(e) = guard.spool(enc) {
-                            spool_err = Some(e);
-                            return Err(io::Error::other("spool failed"));
-                        }
+        let cut_all = CHUNK_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            self.chunker.for_each(reader, &mut buf, |data: &[u8]| {
+                if let Some(new) = cut.cut(data) {
+                    let enc = encoder.encode(new.id, data, new.hint);
+                    spooled += enc.data.len() as u64;
+                    if let Err(e) = guard.spool(enc) {
+                        spool_err = Some(e);
+                        return Err(io::Error::other("spool failed"));
                     }
-                    Ok(())
-                })
+                }
+                Ok(())
             })
-            .map_err(|e| match spool_err.take() {
-                Some(j) => CaptureError::Journal(j),
-                None => CaptureError::Read {
+        });
+        match cut_all {
+            Ok(()) => {}
+            Err(_) if spool_err.is_some() => {
+                return Err(CaptureError::Journal(spool_err.take().expect("checked")));
+            }
+            Err(e) if Torn::is(&e) => return Ok(None),
+            Err(e) => {
+                return Err(CaptureError::Read {
                     path: bytes.to_vec(),
                     source: e,
-                },
-            })?;
+                });
+            }
+        }
         let read = cut.bytes();
-        Ok((cut.into_chunks(), read, spooled))
+        Ok(Some((cut.into_chunks(), read, spooled)))
     }
 
     /// The version of content copied out by a capture in snapshot mode.
-    fn finish(&self, guard: &CaptureGuard, p: Pending) -> Result<Prepared, CaptureError> {
+    fn finish(&self, guard: &CaptureGuard, mut p: Pending) -> Result<Prepared, CaptureError> {
+        // The file's own pages are in the page cache, the clone's are not
+        // (every read of the clone goes to the disk, checksums verified):
+        // a copy of the file that no write touched (its stat never left
+        // the state the clone was proven to hold) is the clone's content
+        // for a fraction of the cost; a torn one leaves the clone to read.
+        // On btrfs the read of the clones of the bench's 50 MiB files was
+        // a sixth of the agent's time (docs/decisions.md, "Busy-file CPU
+        // (issue 16)").
+        let quiet = match &p.source {
+            Source::Clone { live, .. } if p.meta.sparse.is_none() && p.expected <= SNAPSHOT_MAX => {
+                let mut data = copy_buf::take(p.expected as usize);
+                match copy_watched(live, &p.meta, &mut data) {
+                    Ok(true) if data.len() as u64 == p.expected => Some(data),
+                    _ => {
+                        copy_buf::give_back(data);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(data) = quiet {
+            p.source = Source::Memory(data);
+        }
         let prev_file = p.prev.as_ref().filter(|x| x.meta.kind == FileKind::File);
-        let (chunks, read, mut spooled) = match &p.source {
+        let cut = match &p.source {
             Source::Memory(data) => {
                 self.cut_and_spool(guard, data.as_slice(), prev_file, &p.bytes)?
             }
-            Source::Clone(f) => match &p.meta.sparse {
+            Source::Clone { clone: f, .. } => match &p.meta.sparse {
                 Some(extents) => {
                     self.cut_and_spool(guard, ExtentReader::new(f, extents), prev_file, &p.bytes)?
                 }
                 None => self.cut_and_spool(guard, f, prev_file, &p.bytes)?,
             },
         };
+        // A copy never changes under its reader.
+        let (chunks, read, mut spooled) = cut.expect("only a watched reader tears");
+        if let Source::Memory(data) = p.source {
+            copy_buf::give_back(data);
+        }
         if read != p.expected {
             // The copy holds another state than the one stat'ed (a size
             // changed between them): taken again.
@@ -918,6 +1004,179 @@ fn write_guard_wait(meta: &FileMeta) -> Option<std::time::Duration> {
     let mtime = std::time::Duration::new(u64::try_from(meta.mtime.sec).ok()?, meta.mtime.nsec);
     let age = now.checked_sub(mtime)?;
     WRITE_GUARD.checked_sub(age).filter(|w| !w.is_zero())
+}
+
+/// How long after its last write a file still counts as being written
+/// ([`being_written`]): a file that a writer touched this recently will
+/// most likely be written again while a live read of it hashes, chunks and
+/// encodes (a busy file of the issue 16 bench, written every 10–50 ms, is
+/// captured at most a few ms after a write; a file captured after the 300
+/// ms of quiet the watcher waits for is older than this only when quiet
+/// for a second). Measured with `REWIND_BENCH=busy`: without it every
+/// busy capture of a file of 1 MiB or more began with a live read that
+/// tore, was thrown away and then taken again from a copy
+/// (docs/decisions.md, "Busy-file CPU (issue 16)").
+const ACTIVE_WRITES: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the file (last modified at `meta.mtime`) is being written now:
+/// its content is then copied out before it is cut, the way a file that
+/// raced a read is (see [`SNAPSHOT_MAX`]). A clock that says nothing
+/// useful (an mtime in the future) counts as not written.
+fn being_written(meta: &FileMeta) -> bool {
+    let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) else {
+        return false;
+    };
+    let (Ok(sec), nsec) = (u64::try_from(meta.mtime.sec), meta.mtime.nsec) else {
+        return false;
+    };
+    now.checked_sub(std::time::Duration::new(sec, nsec))
+        .is_some_and(|age| age < ACTIVE_WRITES)
+}
+
+/// How many bytes a live read of a file takes between two looks at its
+/// stat ([`Watched`]): a look (`fstat`) costs under a microsecond, a MiB
+/// of reading, chunking and hashing about a millisecond, so a read that a
+/// write makes torn stops within a MiB of it, for almost nothing.
+const CHECK_EVERY: usize = 1 << 20;
+
+/// A reader of an open file that looks at the file's stat every
+/// [`CHECK_EVERY`] bytes and fails with [`Torn`] once it is no longer the
+/// state read before (size, mtime, ctime): the read is then torn whatever
+/// follows, so its remaining bytes are not worth reading. Never a
+/// substitute for the stat after the read, which alone proves a state (a
+/// write in the last stretch is seen only there).
+struct Watched<'a, R> {
+    inner: R,
+    file: &'a File,
+    meta: &'a FileMeta,
+    unchecked: usize,
+}
+
+impl<'a, R> Watched<'a, R> {
+    fn new(inner: R, file: &'a File, meta: &'a FileMeta) -> Watched<'a, R> {
+        Watched {
+            inner,
+            file,
+            meta,
+            unchecked: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.unchecked >= CHECK_EVERY {
+            self.unchecked = 0;
+            if !still(self.file, self.meta)? {
+                return Err(io::Error::other(Torn));
+            }
+        }
+        // One read never runs far past a look.
+        let room = CHECK_EVERY - self.unchecked.min(CHECK_EVERY - 1);
+        let n = buf.len().min(room);
+        let got = self.inner.read(&mut buf[..n])?;
+        self.unchecked += got;
+        Ok(got)
+    }
+}
+
+/// Copy the dense file `file` (stat'ed as `meta`) to the end of `data`,
+/// a [`CHECK_EVERY`] at a time, looking at its stat between two: `false`
+/// as soon as it is no longer the state stat'ed (the copy is torn). Read
+/// straight into `data`'s spare room (`File` fills it without zeroing it
+/// first, which a wrapping reader such as [`Watched`] cannot do: that
+/// zeroing was 4 % of the agent's time in the busy bench).
+fn copy_watched(file: &File, meta: &FileMeta, data: &mut Vec<u8>) -> io::Result<bool> {
+    loop {
+        let n = file.take(CHECK_EVERY as u64).read_to_end(data)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if !still(file, meta)? {
+            return Ok(false);
+        }
+    }
+}
+
+/// Whether the open `file` still has the state `meta` was read from
+/// (size, mtime, ctime).
+fn still(file: &File, meta: &FileMeta) -> io::Result<bool> {
+    let st = rustix::fs::fstat(file)?;
+    Ok(st.st_size as u64 == meta.size
+        && st.st_mtime as i64 == meta.mtime.sec
+        && st.st_mtime_nsec.clamp(0, 999_999_999) as u32 == meta.mtime.nsec
+        && st.st_ctime as i64 == meta.ctime.sec
+        && st.st_ctime_nsec.clamp(0, 999_999_999) as u32 == meta.ctime.nsec)
+}
+
+/// The memory a capture worker copies busy files into, kept from one
+/// capture to the next: a busy file is copied every `busy_interval`, and
+/// memory freshly mapped for each copy cost a page fault per 4 KiB (with
+/// the kernel zeroing each page), 17 % of the agent's time in the busy
+/// bench on ext4 (the agent's allocator gives freed memory back to the
+/// system after a second). One buffer per worker thread, of at most
+/// [`SNAPSHOT_MAX`]; one not used for [`copy_buf::KEEP`] is let go at the
+/// worker's next copy.
+mod copy_buf {
+    use std::cell::RefCell;
+    use std::time::{Duration, Instant};
+
+    use super::SNAPSHOT_MAX;
+
+    /// How long an unused buffer is kept for the next copy: a few busy
+    /// intervals (2 s by default).
+    pub(super) const KEEP: Duration = Duration::from_secs(10);
+
+    thread_local! {
+        static SPARE: RefCell<Option<(Vec<u8>, Instant)>> = const { RefCell::new(None) };
+    }
+
+    /// An empty buffer with room for `len` bytes: this thread's spare one
+    /// when it was used lately, else a new one.
+    pub(super) fn take(len: usize) -> Vec<u8> {
+        let mut v = SPARE
+            .with(|s| s.borrow_mut().take())
+            .filter(|(_, used)| used.elapsed() < KEEP)
+            .map(|(v, _)| v)
+            .unwrap_or_default();
+        v.clear();
+        v.reserve_exact(len);
+        v
+    }
+
+    /// Keep `v` as this thread's spare buffer (the larger of two).
+    pub(super) fn give_back(mut v: Vec<u8>) {
+        if v.capacity() as u64 > SNAPSHOT_MAX {
+            return;
+        }
+        v.clear();
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.as_ref()
+                .is_none_or(|(old, _)| old.capacity() <= v.capacity())
+            {
+                *s = Some((v, Instant::now()));
+            }
+        });
+    }
+}
+
+/// A live read saw the file change midway ([`Watched`]).
+#[derive(Debug)]
+struct Torn;
+
+impl std::fmt::Display for Torn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file changed while it was read")
+    }
+}
+
+impl std::error::Error for Torn {}
+
+impl Torn {
+    fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|r| r.is::<Torn>())
+    }
 }
 
 /// Whether a scanned entry differs from its last-known state.
@@ -1152,6 +1411,121 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_file_written_within_the_last_second_counts_as_being_written() {
+        let at = |d: std::time::Duration| {
+            let mut m = FileMeta::new(FileKind::File, 0o644);
+            m.mtime = rewind_core::FileTime {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            };
+            m
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        assert!(being_written(&at(now)));
+        assert!(being_written(&at(now - ACTIVE_WRITES / 2)));
+        assert!(!being_written(&at(now - ACTIVE_WRITES * 2)));
+        assert!(
+            !being_written(&at(now + std::time::Duration::from_secs(3600))),
+            "a clock ahead says nothing"
+        );
+    }
+
+    #[test]
+    fn a_live_read_stops_within_a_mib_of_a_write_and_a_quiet_one_reads_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let len = 8 * CHECK_EVERY;
+        std::fs::write(&p, vec![1u8; len]).unwrap();
+        let f = File::open(&p).unwrap();
+        let meta = rewind_fsmeta::read_stat(&p).unwrap();
+
+        // Unchanged: every byte, with no read running past a look.
+        let mut all = Vec::new();
+        Watched::new(&f, &f, &meta).read_to_end(&mut all).unwrap();
+        assert_eq!(all.len(), len);
+
+        // A write after the first MiB (its mtime set apart from the one
+        // read, so a coarse clock cannot hide it): the read fails torn at
+        // the next look, long before the end.
+        let (f, mut read) = (File::open(&p).unwrap(), 0usize);
+        let mut w = Watched::new(&f, &f, &meta);
+        let mut buf = vec![0u8; 4 * CHECK_EVERY];
+        read += w.read(&mut buf).unwrap();
+        assert_eq!(read, CHECK_EVERY, "one read never runs past a look");
+        let wf = File::options().write(true).open(&p).unwrap();
+        wf.write_all_at(&[2u8; 4096], (6 * CHECK_EVERY) as u64)
+            .unwrap();
+        wf.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            .unwrap();
+        let err = loop {
+            match w.read(&mut buf) {
+                Ok(0) => panic!("read to the end of a file written meanwhile"),
+                Ok(n) => read += n,
+                Err(e) => break e,
+            }
+        };
+        assert!(Torn::is(&err), "{err}");
+        assert_eq!(
+            read, CHECK_EVERY,
+            "stopped at the first look after the write"
+        );
+    }
+
+    #[test]
+    fn a_copy_stops_at_the_first_look_after_its_file_moved_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let content: Vec<u8> = (0..5 * CHECK_EVERY).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&p, &content).unwrap();
+        let f = File::open(&p).unwrap();
+        let meta = rewind_fsmeta::read_stat(&p).unwrap();
+        let mut data = copy_buf::take(content.len());
+        assert!(copy_watched(&f, &meta, &mut data).unwrap());
+        assert!(data == content, "a quiet file is copied whole");
+
+        // The state stat'ed before the copy is not the file's any more (a
+        // write came between): the copy ends after its first MiB.
+        let mut old = meta.clone();
+        old.mtime.sec -= 1;
+        let f = File::open(&p).unwrap();
+        copy_buf::give_back(data);
+        let mut data = copy_buf::take(content.len());
+        assert!(data.capacity() >= content.len() && data.is_empty());
+        assert!(!copy_watched(&f, &old, &mut data).unwrap());
+        assert_eq!(data.len(), CHECK_EVERY);
+    }
+
+    #[test]
+    fn a_file_being_written_is_captured_from_its_copy_as_it_was() {
+        let fx = fx();
+        let p = fx.root.join("busy.db");
+        let content: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(&p, &content).unwrap();
+        // Written just now: copied into memory first (no reflinks here),
+        // then cut from the copy.
+        assert!(being_written(&rewind_fsmeta::read_stat(&p).unwrap()));
+        assert_eq!(
+            read_bytes(&capture(&fx, &p, Change::Content)),
+            (content.len() as u64, false)
+        );
+        let want: Vec<ChunkRef> = Chunker::default()
+            .chunks(&content[..])
+            .map(|c| {
+                let c = c.unwrap();
+                ChunkRef {
+                    id: ChunkId::of(&c),
+                    len: c.len() as u32,
+                }
+            })
+            .collect();
+        assert_eq!(state(&fx, &p).chunks, want);
     }
 
     #[test]
