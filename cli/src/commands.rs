@@ -43,7 +43,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Docs(d) => {
             use clap::CommandFactory;
-            rewind_cli::run_docs(d, crate::Cli::command())
+            Ok(rewind_core::docs::run(d, crate::Cli::command())?)
         }
         Command::Service(s) => crate::service::run(s),
         Command::Init => {
@@ -99,10 +99,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::diff::diff(&target()?, &t1, &t2, path.as_deref(), json.json)
         }
         Command::Verify { quick, json } => match target()? {
-            Target::Local(dir) => rewind_cli::verify(&dir, quick, json.json),
+            Target::Local(dir) => rewind_server::verify(&dir, quick, json.json),
             Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
         },
-        Command::Repair(j) => rewind_cli::repair(&local_only(target()?, "repair")?, j.json),
+        Command::Repair(j) => rewind_server::repair(&local_only(target()?, "repair")?, j.json),
         Command::Forget(f) => {
             crate::retention::forget(&target()?, f.policy, f.dry_run, f.json.json, f.config)
         }
