@@ -6,11 +6,12 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rewind_core::forget::{ForgetRequest, PruneRequest};
+use rewind_core::forget::{ForgetRequest, PruneRequest, SERVER_RETENTION};
 use rewind_core::retention::Policy;
 use rewind_core::{ChunkId, RepoError, Repository, Timestamp, parse_size};
 use rewind_dumps::Job;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::paths;
-use crate::target::Target;
+use crate::target::{Access, Target};
 
 /// What `rewind forget`, `pin` and `unpin` ask for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -155,6 +156,42 @@ pub fn through_agent(target: &Target, op: &RetentionOp) -> Result<Option<Value>>
         bail!("{}", e.as_str().unwrap_or("the agent failed"));
     }
     Ok(Some(v["done"].clone()))
+}
+
+/// Refuse to forget, prune or unpin on a server: its retention is its
+/// own (the server refuses these routes too).
+pub fn not_on_a_server(target: &Target) -> Result<()> {
+    if let Target::Server(_) = target {
+        bail!("{SERVER_RETENTION}");
+    }
+    Ok(())
+}
+
+/// Run `op` for a command: through the agent running for `target`, or
+/// else in this process on the repository opened for writing, with the
+/// `[retention]` settings of the config file `config` (the default one
+/// when `None`). Refuses a local repository that does not exist yet.
+pub fn perform(target: &Target, op: &RetentionOp, config: Option<&Path>) -> Result<Value> {
+    if let Some(v) = through_agent(target, op)? {
+        return Ok(v);
+    }
+    if let Target::Local(dir) = target
+        && !dir.join("config").exists()
+    {
+        bail!(
+            "no repository at {} (create one with `rewind init`)",
+            dir.display()
+        );
+    }
+    let settings = crate::load(config)?.retention()?;
+    let o = target.open(Access::Write { limit_upload: None })?;
+    let ctx = RetentionCtx {
+        repo: o.repo.clone(),
+        client: o.client.clone(),
+        settings,
+        journal: None,
+    };
+    ctx.perform(op)
 }
 
 /// `[retention]` as written in the config file.

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use rewind_agent::{AgentOptions, Target};
 
-use crate::args::{open, parse_at, stored_path};
+use crate::args::{open, parse_at};
 use crate::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -130,7 +130,7 @@ fn local_only(t: Target, what: &str) -> Result<PathBuf> {
 
 fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
     let o = open(t)?;
-    let b = stored_path(&o, path)?;
+    let b = o.stored_path(path)?;
     let vs = o.repo.versions_of(&o.client, &b)?;
     if vs.is_empty() {
         bail!("no versions of {}", display(&b));
@@ -196,7 +196,7 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
     let o = open(t)?;
     let at = parse_at(at)?;
     let b = match path {
-        Some(p) => stored_path(&o, p)?,
+        Some(p) => o.stored_path(p)?,
         None => b"/".to_vec(),
     };
     // Files older than the whole history answer for a kept point: say
@@ -281,7 +281,7 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
 fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
     let o = open(t)?;
     let at = parse_at(&r.at)?;
-    let b = stored_path(&o, &r.path)?;
+    let b = o.stored_path(&r.path)?;
     let point = if b.starts_with(b"/") {
         crate::retention::point_used(&o.repo.query_point(&o.client, at)?, false)?
     } else {

@@ -11,13 +11,13 @@ use rewind_core::path::{JsonPath, display};
 use rewind_core::{Change, TreeChange, Version, diff_trees, machine_tree_at};
 use serde_json::json;
 
-use crate::args::{open, parse_at, stored_path};
+use crate::args::{open, parse_at};
 
 pub(crate) fn diff(t: &Target, t1: &str, t2: &str, path: Option<&Path>, json: bool) -> Result<i32> {
     let (a, b) = (parse_at(t1)?, parse_at(t2)?);
     let o = open(t)?;
     let base = match path {
-        Some(p) => stored_path(&o, p)?,
+        Some(p) => o.stored_path(p)?,
         None => b"/".to_vec(),
     };
     let tree = |at| machine_tree_at(o.repo.as_ref(), &o.client, &base, at);

@@ -11,7 +11,7 @@ use rewind_core::path::{JsonPath, display};
 use rewind_core::{FindHit, FindQuery, PathPattern};
 use serde_json::json;
 
-use crate::args::{open, parse_at, stored_path};
+use crate::args::{open, parse_at};
 
 /// What `rewind find` was asked.
 pub(crate) struct FindOptions<'a> {
@@ -36,7 +36,7 @@ pub(crate) fn find(t: &Target, a: FindOptions<'_>) -> Result<i32> {
     }
     let o = open(t)?;
     let bases = match a.path {
-        Some(p) => vec![stored_path(&o, p)?],
+        Some(p) => vec![o.stored_path(p)?],
         // Everything: the protected folders and the database dumps.
         None => vec![b"/".to_vec(), b"dumps".to_vec()],
     };
