@@ -1,9 +1,10 @@
 //! The `rewind-server` binary's command line: it parses arguments, prints
 //! and sets the exit code; everything it does is the rest of this crate.
 //! `verify` / `repair` print the same reports as `rewind verify` /
-//! `rewind repair` ([`crate::report`]). The binary itself is built in the
-//! `rewind` package beside `rewind` (so the end-to-end tests find both) and
-//! only calls [`main`]. Exit codes: 0 success, 1 failure, 2 bad usage.
+//! `rewind repair` ([`crate::verify`], [`crate::repair`]). The binary
+//! itself is built in the `rewind` package beside `rewind` (so the
+//! end-to-end tests find both) and only calls [`main`]. Exit codes: 0
+//! success, 1 failure, 2 bad usage.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
