@@ -321,15 +321,7 @@ pub fn run_dump_once(
 }
 
 /// An error and its causes on one line, without repeating a cause the
-/// message already contains.
+/// message already contains ([`rewind_core::one_line`]).
 pub fn one_line(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !out.contains(&c) {
-            out.push_str(": ");
-            out.push_str(&c);
-        }
-    }
-    out
+    rewind_core::one_line(e.as_ref())
 }

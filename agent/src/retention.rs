@@ -6,19 +6,20 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rewind_core::forget::{ForgetRequest, PruneRequest};
+use rewind_core::forget::{ForgetRequest, PruneRequest, SERVER_RETENTION};
 use rewind_core::retention::Policy;
-use rewind_core::{ChunkId, RepoError, Repository, Timestamp};
+use rewind_core::{ChunkId, RepoError, Repository, Timestamp, parse_size};
 use rewind_dumps::Job;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::paths;
-use crate::target::Target;
+use crate::target::{Access, Target};
 
 /// What `rewind forget`, `pin` and `unpin` ask for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -157,6 +158,42 @@ pub fn through_agent(target: &Target, op: &RetentionOp) -> Result<Option<Value>>
     Ok(Some(v["done"].clone()))
 }
 
+/// Refuse to forget, prune or unpin on a server: its retention is its
+/// own (the server refuses these routes too).
+pub fn not_on_a_server(target: &Target) -> Result<()> {
+    if let Target::Server(_) = target {
+        bail!("{SERVER_RETENTION}");
+    }
+    Ok(())
+}
+
+/// Run `op` for a command: through the agent running for `target`, or
+/// else in this process on the repository opened for writing, with the
+/// `[retention]` settings of the config file `config` (the default one
+/// when `None`). Refuses a local repository that does not exist yet.
+pub fn perform(target: &Target, op: &RetentionOp, config: Option<&Path>) -> Result<Value> {
+    if let Some(v) = through_agent(target, op)? {
+        return Ok(v);
+    }
+    if let Target::Local(dir) = target
+        && !dir.join("config").exists()
+    {
+        bail!(
+            "no repository at {} (create one with `rewind init`)",
+            dir.display()
+        );
+    }
+    let settings = crate::load(config)?.retention()?;
+    let o = target.open(Access::Write { limit_upload: None })?;
+    let ctx = RetentionCtx {
+        repo: o.repo.clone(),
+        client: o.client.clone(),
+        settings,
+        journal: None,
+    };
+    ctx.perform(op)
+}
+
 /// `[retention]` as written in the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -289,35 +326,6 @@ fn parse_share(s: &str) -> Result<f64, String> {
     Ok(v / 100.0)
 }
 
-/// `200GiB`, `500MB`, `1TiB`, `4096` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (like 200GiB)"))?;
-    let mul: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        u => {
-            return Err(format!(
-                "{s:?}: unknown unit {u:?} (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
-            ));
-        }
-    };
-    Ok((n * mul) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +355,5 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
     }
 }

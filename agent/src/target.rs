@@ -5,14 +5,17 @@
 //! there is one, else the embedded local repository. Opening is one
 //! function for every caller ([`Target::open`]): for reading (the one-shot
 //! commands) or for writing (the agent, a dump run), which creates a
-//! missing local repository and sets up what the uploader needs.
+//! missing local repository and sets up what the uploader needs. A path a
+//! person gives becomes the path the repository stores through
+//! [`Opened::stored_path`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use rewind_core::path::to_bytes;
 use rewind_core::wire::ServerInfo;
-use rewind_core::{ChunkSink, ChunkerParams, RepoError, Repository, Version};
+use rewind_core::{ChunkSink, ChunkerParams, RepoError, Repository, Timestamp, Version};
 use rewind_remote::{RateSchedule, RemoteConfig, RemoteRepo};
 use rewind_repo::LocalRepo;
 use rewind_uploader::UploadOptions;
@@ -155,6 +158,45 @@ pub struct Opened {
     /// Every version of this client, a page at a time (the web UI's
     /// timeline and search).
     pub history: Arc<dyn rewind_ui::History>,
+}
+
+impl Opened {
+    /// The stored form of a user-given path, checked to lie inside something
+    /// that was protected. `dumps` and `dumps/NAME` (as typed, relative) name
+    /// the virtual paths of database dumps, unless a protected folder holds a
+    /// real `dumps` there.
+    pub fn stored_path(&self, p: &Path) -> Result<Vec<u8>> {
+        // A symlink names itself (its versions, its restore), unless only what
+        // it points to is protected (a protected folder given by a link to it).
+        let link = rewind_core::path::absolute_nofollow(p)
+            .with_context(|| format!("cannot resolve {}", p.display()))?;
+        let abs = rewind_core::path::absolute(p)
+            .with_context(|| format!("cannot resolve {}", p.display()))?;
+        if link != abs && self.repo.covers(&self.client, to_bytes(&link))? {
+            return Ok(to_bytes(&link).to_vec());
+        }
+        let b = to_bytes(&abs).to_vec();
+        if !self.repo.covers(&self.client, &b)? {
+            let raw = to_bytes(p);
+            let mut v = raw.to_vec();
+            while v.len() > 1 && v.ends_with(b"/") {
+                v.pop();
+            }
+            if (v == b"dumps" || v.starts_with(b"dumps/"))
+                && !self
+                    .repo
+                    .tree_at(&self.client, &v, Timestamp::MAX)?
+                    .is_empty()
+            {
+                return Ok(v);
+            }
+            bail!(
+                "{} is not inside any protected folder of this repository",
+                abs.display()
+            );
+        }
+        Ok(b)
+    }
 }
 
 /// A local repository's versions of one client.

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use rewind_agent::{AgentOptions, Target};
 
-use crate::args::{open, parse_at, stored_path};
+use crate::args::{open, parse_at};
 use crate::{Cli, Command};
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -43,7 +43,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Docs(d) => {
             use clap::CommandFactory;
-            rewind_cli::run_docs(d, crate::Cli::command())
+            Ok(rewind_core::docs::run(d, crate::Cli::command())?)
         }
         Command::Service(s) => crate::service::run(s),
         Command::Init => {
@@ -101,10 +101,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::diff::diff(&target()?, &t1, &t2, path.as_deref(), json.json)
         }
         Command::Verify { quick, json } => match target()? {
-            Target::Local(dir) => rewind_cli::verify(&dir, quick, json.json),
+            Target::Local(dir) => rewind_server::verify(&dir, quick, json.json),
             Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
         },
-        Command::Repair(j) => rewind_cli::repair(&local_only(target()?, "repair")?, j.json),
+        Command::Repair(j) => rewind_server::repair(&local_only(target()?, "repair")?, j.json),
         Command::Forget(f) => {
             crate::retention::forget(&target()?, f.policy, f.dry_run, f.json.json, f.config)
         }
@@ -132,7 +132,7 @@ fn local_only(t: Target, what: &str) -> Result<PathBuf> {
 
 fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
     let o = open(t)?;
-    let b = stored_path(&o, path)?;
+    let b = o.stored_path(path)?;
     let vs = o.repo.versions_of(&o.client, &b)?;
     if vs.is_empty() {
         bail!("no versions of {}", display(&b));
@@ -198,7 +198,7 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
     let o = open(t)?;
     let at = parse_at(at)?;
     let b = match path {
-        Some(p) => stored_path(&o, p)?,
+        Some(p) => o.stored_path(p)?,
         None => b"/".to_vec(),
     };
     // Files older than the whole history answer for a kept point: say
@@ -283,7 +283,7 @@ fn ls(t: &Target, path: Option<&Path>, at: &str, json: bool) -> Result<i32> {
 fn restore(t: &Target, r: crate::RestoreArgs) -> Result<i32> {
     let o = open(t)?;
     let at = parse_at(&r.at)?;
-    let b = stored_path(&o, &r.path)?;
+    let b = o.stored_path(&r.path)?;
     let point = if b.starts_with(b"/") {
         crate::retention::point_used(&o.repo.query_point(&o.client, at)?, false)?
     } else {

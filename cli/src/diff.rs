@@ -1,6 +1,6 @@
 //! `rewind diff T1 T2 [PATH]`: what changed between two moments, through
-//! the point-in-time definition (the tree at each moment, compared by
-//! `rewind_core::diff_trees`).
+//! the point-in-time definition (the tree at each moment, compared:
+//! [`rewind_restore::diff_between`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -8,29 +8,27 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use rewind_agent::Target;
 use rewind_core::path::{JsonPath, display};
-use rewind_core::{Change, TreeChange, Version, diff_trees, machine_tree_at};
+use rewind_core::{Change, TreeChange, Version};
 use serde_json::json;
 
-use crate::args::{open, parse_at, stored_path};
+use crate::args::{open, parse_at};
 
 pub(crate) fn diff(t: &Target, t1: &str, t2: &str, path: Option<&Path>, json: bool) -> Result<i32> {
     let (a, b) = (parse_at(t1)?, parse_at(t2)?);
     let o = open(t)?;
     let base = match path {
-        Some(p) => stored_path(&o, p)?,
+        Some(p) => o.stored_path(p)?,
         None => b"/".to_vec(),
     };
-    let tree = |at| machine_tree_at(o.repo.as_ref(), &o.client, &base, at);
-    let (old, new) = (tree(a)?, tree(b)?);
-    if old.is_empty() && new.is_empty() {
+    let Some(changes) = rewind_restore::diff_between(o.repo.as_ref(), &o.client, &base, a, b)?
+    else {
         bail!(
             "{} existed at neither {} nor {}",
             display(&base),
             a.to_local_string(),
             b.to_local_string()
         );
-    }
-    let changes = diff_trees(&old, &new);
+    };
     let count = |c: Change| changes.iter().filter(|x| x.change == c).count();
     let mut out = std::io::stdout().lock();
     if json {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use rewind_agent::{Loaded, Target};
 use rewind_core::path::display;
-use rewind_dumps::Job;
+use rewind_dumps::{Job, Pick};
 use serde_json::{Value, json};
 
 use crate::DumpCommand;
@@ -254,28 +254,18 @@ fn restore(
 ) -> Result<i32> {
     let o = open(target)?;
     let at = parse_at(at)?;
-    let path = format!("dumps/{name}").into_bytes();
-    let all = o.repo.versions_of(&o.client, &path)?;
-    if all.is_empty() {
-        let under = rewind_dumps::stream_paths(o.repo.as_ref(), &o.client, name)?;
-        if !under.is_empty() {
-            bail!(
-                "{name:?} holds several dumps; name one: {}",
-                under
-                    .iter()
-                    .map(|p| display(&p["dumps/".len()..]))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        bail!("no stored dumps of {name:?}");
-    }
-    let Some(v) = rewind_dumps::pick_version(&all, at, include_failed) else {
-        let failed = all
-            .iter()
-            .filter(|v| v.observed_at <= at && !v.stream_status().is_some_and(|s| s.ok()))
-            .count();
-        bail!(
+    let v = match rewind_dumps::pick_run(o.repo.as_ref(), &o.client, name, at, include_failed)? {
+        Pick::Run(v) => *v,
+        Pick::NotStored => bail!("no stored dumps of {name:?}"),
+        Pick::Several(under) => bail!(
+            "{name:?} holds several dumps; name one: {}",
+            under
+                .iter()
+                .map(|p| display(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Pick::NoneBefore { failed } => bail!(
             "no successful dump of {name:?} at or before {}{}",
             at.to_local_string(),
             if failed > 0 && !include_failed {
@@ -283,7 +273,7 @@ fn restore(
             } else {
                 String::new()
             }
-        );
+        ),
     };
     if let Some(s) = v.stream_status()
         && !s.ok()
@@ -302,7 +292,7 @@ fn restore(
                 );
             }
             let mut out = stdout.lock();
-            let n = rewind_dumps::write_stream(o.repo.as_ref(), v, &mut out)?;
+            let n = rewind_dumps::write_stream(o.repo.as_ref(), &v, &mut out)?;
             eprintln!(
                 "rewind: wrote dump {} of {} ({})",
                 display(&v.path),
@@ -314,7 +304,7 @@ fn restore(
             // The connection settings come from the job in the config.
             let job_name = name.split('/').next().unwrap_or(name);
             let job = loaded.job(job_name)?;
-            let n = rewind_dumps::restore_into(job, o.repo.as_ref(), v, db)?;
+            let n = rewind_dumps::restore_into(job, o.repo.as_ref(), &v, db)?;
             eprintln!(
                 "rewind: loaded dump {} of {} into database {db} ({})",
                 display(&v.path),

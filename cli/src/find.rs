@@ -1,6 +1,6 @@
 //! `rewind find`: paths that matched a pattern at some moment of a range,
 //! deleted ones included, answered by the repository's `find` query (on a
-//! server, only the hits travel).
+//! server, only the hits travel) under each base ([`rewind_restore::find_under`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use rewind_agent::Target;
 use rewind_core::path::{JsonPath, display};
-use rewind_core::{FindHit, FindQuery, PathPattern};
+use rewind_core::{FindQuery, FindReply, PathPattern};
 use serde_json::json;
 
-use crate::args::{open, parse_at, stored_path};
+use crate::args::{open, parse_at};
 
 /// What `rewind find` was asked.
 pub(crate) struct FindOptions<'a> {
@@ -35,27 +35,25 @@ pub(crate) fn find(t: &Target, a: FindOptions<'_>) -> Result<i32> {
         bail!("--since is after --until");
     }
     let o = open(t)?;
-    let bases = match a.path {
-        Some(p) => vec![stored_path(&o, p)?],
-        // Everything: the protected folders and the database dumps.
-        None => vec![b"/".to_vec(), b"dumps".to_vec()],
+    let stored;
+    let bases: &[&[u8]] = match a.path {
+        Some(p) => {
+            stored = o.stored_path(p)?;
+            &[&stored]
+        }
+        None => &rewind_restore::EVERYWHERE,
     };
-    let mut hits: Vec<FindHit> = Vec::new();
-    let mut truncated = false;
-    for base in bases {
-        let q = FindQuery {
-            base,
-            pattern: a.pattern.to_string(),
-            ignore_case: a.ignore_case,
-            since,
-            until,
-            deleted_only: a.deleted,
-            limit: 0,
-        };
-        let r = o.repo.find(&o.client, &q)?;
-        truncated |= r.truncated;
-        hits.extend(r.hits);
-    }
+    let query = FindQuery {
+        base: Vec::new(),
+        pattern: a.pattern.to_string(),
+        ignore_case: a.ignore_case,
+        since,
+        until,
+        deleted_only: a.deleted,
+        limit: 0,
+    };
+    let FindReply { hits, truncated } =
+        rewind_restore::find_under(o.repo.as_ref(), &o.client, bases, &query)?;
     if truncated {
         eprintln!(
             "rewind: more paths match than one answer holds ({}); showing the first ones: narrow the pattern or the path",

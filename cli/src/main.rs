@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
-use rewind_cli::{Logging, init_logging, one_line};
+use rewind_agent::one_line;
+use rewind_core::logging::{Logging, init_logging};
 
 /// Continuous file protection: every change to a protected folder is
 /// captured within about a second; any file or folder can be restored as it
@@ -169,7 +170,7 @@ enum Command {
         json: JsonArg,
     },
     #[command(flatten)]
-    Docs(rewind_cli::DocsCommand),
+    Docs(rewind_core::docs::DocsCommand),
 }
 
 #[derive(Args)]
@@ -428,7 +429,7 @@ fn main() -> ExitCode {
         file,
     };
     if let Err(e) = init_logging(&logging) {
-        eprintln!("rewind: {}", one_line(&e));
+        eprintln!("rewind: {}", rewind_core::one_line(&e));
         return ExitCode::from(1);
     }
     let result = commands::run(cli);

@@ -1,51 +1,18 @@
-//! `rewind forget`, `pin`, `pins`, `unpin`: asked of a running agent (the
-//! repository's one writer) when there is one, else done here.
+//! `rewind forget`, `prune`, `pin`, `pins`, `unpin`: asked of a running
+//! agent (the repository's one writer) when there is one, else done in this
+//! process ([`rewind_agent::retention::perform`]); printed here.
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use rewind_agent::retention::{RetentionCtx, RetentionOp, through_agent};
-use rewind_agent::{Access, Target};
+use rewind_agent::Target;
+use rewind_agent::retention::{RetentionOp, not_on_a_server, perform};
 use rewind_core::Timestamp;
-use rewind_core::forget::{ForgetReport, Pin, PruneReport, SERVER_RETENTION};
+use rewind_core::forget::{ForgetReport, Pin, PruneReport};
 use rewind_core::retention::QueryPoint;
 use serde_json::{Value, json};
 
 use crate::args::{open, parse_at};
-
-/// Refuse to forget, prune or unpin on a server: its retention is its
-/// own (the server refuses these routes too).
-fn not_on_a_server(target: &Target) -> Result<()> {
-    if let Target::Server(_) = target {
-        bail!("{SERVER_RETENTION}");
-    }
-    Ok(())
-}
-
-/// Run `op` through the running agent, or here on the repository opened
-/// for writing (with the settings of `config`).
-fn perform(target: &Target, op: &RetentionOp, config: Option<PathBuf>) -> Result<Value> {
-    if let Some(v) = through_agent(target, op)? {
-        return Ok(v);
-    }
-    if let Target::Local(dir) = target
-        && !dir.join("config").exists()
-    {
-        bail!(
-            "no repository at {} (create one with `rewind init`)",
-            dir.display()
-        );
-    }
-    let settings = rewind_agent::load(config.as_deref())?.retention()?;
-    let o = target.open(Access::Write { limit_upload: None })?;
-    let ctx = RetentionCtx {
-        repo: o.repo.clone(),
-        client: o.client.clone(),
-        settings,
-        journal: None,
-    };
-    ctx.perform(op)
-}
 
 fn time(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| json!(t.to_string()))
@@ -60,7 +27,11 @@ pub(crate) fn forget(
     config: Option<PathBuf>,
 ) -> Result<i32> {
     not_on_a_server(target)?;
-    let v = perform(target, &RetentionOp::Forget { policy, dry_run }, config)?;
+    let v = perform(
+        target,
+        &RetentionOp::Forget { policy, dry_run },
+        config.as_deref(),
+    )?;
     let r: ForgetReport = serde_json::from_value(v)?;
     if json_out {
         println!(
@@ -117,7 +88,7 @@ pub(crate) fn prune(
         dry_run,
         max_unused: max_unused.map(|m| m / 100.0),
     };
-    let v = perform(target, &op, config)?;
+    let v = perform(target, &op, config.as_deref())?;
     let r: PruneReport = serde_json::from_value(v)?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
-use rewind_cli::{DAMAGE, print_damaged};
+use rewind_server::{DAMAGE, print_damaged};
 use serde_json::json;
 
 /// `rewind verify` against an enrolled server: every chunk this client's

@@ -18,12 +18,21 @@
 //!   [`private`], through which every crate creates its directories
 //!   (`0700`) and files (`0600`), and whose [`private::write_file`] leaves
 //!   the old file or the new one after a crash.
+//!
+//! With the feature `cli`, what the command lines of both binaries share
+//! (`rewind` and `rewind-server`): the one logging set-up ([`logging`]) and
+//! the `completions` and `man` subcommands ([`docs`], whose man pages are
+//! written as [`readable`] writes: an interrupted `man` leaves whole pages
+//! and at worst a stray `.*.tmp` file). Besides, [`one_line`] renders an
+//! error for people and [`parse_size`] reads `200GiB`.
 
 mod bases;
 mod chunker;
 mod codec;
 mod delta;
 mod dict;
+#[cfg(feature = "cli")]
+pub mod docs;
 mod extents;
 pub mod failpoint;
 pub mod forget;
@@ -31,12 +40,16 @@ pub mod frame;
 pub mod group;
 pub mod history;
 mod id;
+#[cfg(feature = "cli")]
+pub mod logging;
+mod one_line;
 mod overview;
 pub mod path;
 pub mod private;
 pub mod readable;
 mod repository;
 pub mod retention;
+mod size;
 mod time;
 mod treediff;
 mod version;
@@ -54,11 +67,13 @@ pub use history::{
     ActivityBucket, ActivityQuery, FindHit, FindQuery, FindReply, PathPattern, PatternError,
 };
 pub use id::{ChunkId, ParseChunkIdError};
+pub use one_line::one_line;
 pub use overview::Overview;
 pub use repository::{
     ChunkSink, DamagedVersion, RepoError, RepoStats, Repository, machine_tree_at,
 };
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};
+pub use size::parse_size;
 pub use time::{TimeParseError, Timestamp, parse_point_in_time};
 pub use treediff::{Change, TreeChange, diff_trees};
 pub use version::{ChunkRef, Entry, StreamStatus, Version, XattrRef, change_of, content_changed};

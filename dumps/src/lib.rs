@@ -36,7 +36,7 @@ use rewind_core::StreamStatus;
 
 pub use job::{Job, JobConfig, Kind, Schedule, StreamSpec, parse_duration, stream_path};
 pub use process::{Running, STDERR_TAIL, last_error_line, start};
-pub use restore::{pick_version, restore_into, write_stream};
+pub use restore::{Pick, pick_run, pick_version, restore_into, write_stream};
 pub use stored::{last_run, run_json, run_summary, runs_of, stream_paths};
 
 /// Errors of the dumps crate.

@@ -1,10 +1,11 @@
-//! Getting a stored dump back: the version in force at a moment, its bytes
-//! to a writer (for `| psql`), or loaded into a new database.
+//! Getting a stored dump back: the run in force at a moment (and why there
+//! is none), its bytes to a writer (for `| psql`), or loaded into a new
+//! database.
 
 use std::io::{self, Write};
 use std::process::{Command, Stdio};
 
-use rewind_core::{Repository, Timestamp, Version};
+use rewind_core::{RepoError, Repository, Timestamp, Version};
 
 use crate::job::{Job, find_on_path};
 use crate::process::{last_error_line, read_tail};
@@ -16,6 +17,54 @@ use crate::{DumpError, postgres_tool, run_tool};
 pub fn pick_version(versions: &[Version], at: Timestamp, include_failed: bool) -> Option<&Version> {
     versions.iter().rev().find(|v| {
         v.observed_at <= at && v.stream_status().is_some_and(|s| include_failed || s.ok())
+    })
+}
+
+/// What [`pick_run`] found for a job at a moment.
+#[derive(Debug)]
+pub enum Pick {
+    /// The run to restore.
+    Run(Box<Version>),
+    /// Nothing is stored under the name.
+    NotStored,
+    /// The name holds several streams (an all-databases job): these, one
+    /// of which must be named (`dumps/` left off).
+    Several(Vec<Vec<u8>>),
+    /// No run at or before the moment, or only failed ones (how many).
+    NoneBefore {
+        /// Failed runs at or before the moment (left out unless asked for).
+        failed: usize,
+    },
+}
+
+/// The run of the job or stream `name` (`dumps/NAME`) to restore as of
+/// `at`: the newest at or before it, failed ones only with
+/// `include_failed` ([`pick_version`]).
+pub fn pick_run(
+    repo: &dyn Repository,
+    client: &str,
+    name: &str,
+    at: Timestamp,
+    include_failed: bool,
+) -> Result<Pick, RepoError> {
+    let path = format!("dumps/{name}").into_bytes();
+    let all = repo.versions_of(client, &path)?;
+    if all.is_empty() {
+        let under = crate::stream_paths(repo, client, name)?;
+        if under.is_empty() {
+            return Ok(Pick::NotStored);
+        }
+        let names = under.iter().map(|p| p["dumps/".len()..].to_vec()).collect();
+        return Ok(Pick::Several(names));
+    }
+    Ok(match pick_version(&all, at, include_failed) {
+        Some(v) => Pick::Run(Box::new(v.clone())),
+        None => Pick::NoneBefore {
+            failed: all
+                .iter()
+                .filter(|v| v.observed_at <= at && !v.stream_status().is_some_and(|s| s.ok()))
+                .count(),
+        },
     })
 }
 

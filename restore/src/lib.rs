@@ -32,7 +32,13 @@
 //!
 //! An interruption leaves complete files (restored or original) and possibly
 //! temporary files named `.rewind-restore-*` that the next restore ignores.
+//!
+//! The questions `rewind find` and `rewind diff` ask of the past are here
+//! too ([`find_under`], [`diff_between`]); they only read.
 
+mod browse;
 mod restore;
+
+pub use browse::{EVERYWHERE, diff_between, find_under};
 
 pub use restore::{Problem, RestoreError, RestoreOptions, RestoreReport, is_restore_tmp, restore};

@@ -2,8 +2,10 @@
 //! (TLS 1.3, HTTP/1.1 and HTTP/2) over the same repository engine as
 //! rewind's embedded repository ([`rewind_repo`]), client enrollment and
 //! authentication, and the administration of its data directory. The
-//! `rewind-server` binary (in the `rewind` package, beside `rewind`) parses
-//! arguments and prints; everything it does is here.
+//! `rewind-server` binary's command line is [`cli`] (the binary, built in
+//! the `rewind` package beside `rewind`, only calls [`cli::main`]); the
+//! verify and repair reports it prints, the same as `rewind verify` and
+//! `repair` print, are [`verify`] and [`repair`].
 //!
 //! # Layout
 //!
@@ -107,9 +109,11 @@
 mod api;
 mod auth;
 mod bodies;
+pub mod cli;
 mod data;
 mod metrics;
 mod owners;
+mod report;
 mod retention;
 mod secrets;
 mod serve;
@@ -120,6 +124,7 @@ pub use data::{
     ClientRecord, Clients, Created, DEFAULT_EXPIRY, DataDir, add_client, init, is_past,
     load_clients, remove_client,
 };
+pub use report::{DAMAGE, print_damaged, repair, verify};
 pub use retention::{
     DEFAULT_EVERY, default_policy, forget, open_for_admin, policy_for, prune, set_client_policy,
     set_default_policy, set_dump_policy,

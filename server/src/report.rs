@@ -1,6 +1,16 @@
-//! `rewind verify` and `rewind repair` (and `rewind-server verify` and
-//! `repair`, on the server's repository): check a repository, and rebuild
-//! its indexes from the packs.
+//! The reports of `rewind-server verify` and `repair` on the server's
+//! repository, and of `rewind verify` and `repair` on an embedded one (the
+//! same code, so both binaries print alike): check a repository on this
+//! machine, and rebuild its indexes from the packs.
+//!
+//! - Exit 0 when the repository is whole, [`DAMAGE`] (1) when damage is
+//!   found or versions remain that cannot be restored, with the same text
+//!   and `--json` output from either binary.
+//! - Every problem and every version that cannot be restored is named on
+//!   stderr, one line each.
+//! - An interrupted `verify` leaves the repository as it was (it opens it
+//!   read-only); an interrupted `repair` leaves what the repository
+//!   engine's crash rules promise ([`rewind_repo`], "After a crash").
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;

@@ -6,13 +6,34 @@
 //!   in memory first; a closed pipe is not an error).
 //! - `man DIR` writes one page per command and subcommand, named as man
 //!   expects (`rewind.1`, `rewind-watch.1`, `rewind-dump-run.1`), each
-//!   `0644` in directories it creates `0755` (see `rewind_core::readable`), and
+//!   `0644` in directories it creates `0755` (see [`crate::readable`]), and
 //!   prints one line saying how many it wrote where.
+//!
+//! (Feature `cli`.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+/// What went wrong writing a completion script or man pages: the file or
+/// folder, and the cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DocsError {
+    /// Stdout could not take the completion script.
+    #[error("cannot write the completion script")]
+    Completions(#[source] std::io::Error),
+    /// The man page folder could not be created.
+    #[error("cannot create {}", .0.display())]
+    Folder(PathBuf, #[source] std::io::Error),
+    /// A man page could not be rendered.
+    #[error("cannot render {}", .0.display())]
+    Render(PathBuf, #[source] std::io::Error),
+    /// A man page could not be written.
+    #[error("cannot write {}", .0.display())]
+    Write(PathBuf, #[source] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, DocsError>;
 
 /// The subcommands both binaries have for packagers and shells.
 #[derive(clap::Subcommand)]
@@ -42,7 +63,7 @@ pub fn run(what: DocsCommand, cmd: clap::Command) -> Result<i32> {
             let mut out = std::io::stdout().lock();
             match out.write_all(&script).and_then(|()| out.flush()) {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    Err(e).context("cannot write the completion script")
+                    Err(DocsError::Completions(e))
                 }
                 _ => Ok(0),
             }
@@ -66,8 +87,7 @@ pub fn completions(shell: clap_complete::Shell, mut cmd: clap::Command) -> Vec<u
 /// Write the man pages of `cmd` and all its visible subcommands into
 /// `dir`; the files written, the top command's first.
 pub fn man_pages(cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
-    rewind_core::readable::create_dir_all(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::readable::create_dir_all(dir).map_err(|e| DocsError::Folder(dir.into(), e))?;
     // As clap_mangen::generate_to: no `help` subcommand page, and a built
     // command so that subcommands carry their full names ("rewind-watch")
     // and the global options.
@@ -83,9 +103,8 @@ fn write_pages(cmd: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> Re
     let path = dir.join(man.get_filename());
     let mut page = Vec::new();
     man.render(&mut page)
-        .with_context(|| format!("cannot render {}", path.display()))?;
-    rewind_core::readable::write_file(&path, &page)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .map_err(|e| DocsError::Render(path.clone(), e))?;
+    crate::readable::write_file(&path, &page).map_err(|e| DocsError::Write(path.clone(), e))?;
     written.push(path);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         write_pages(sub.clone(), dir, written)?;

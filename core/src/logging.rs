@@ -1,4 +1,5 @@
-//! The one logging set-up of both binaries.
+//! The one logging set-up of both binaries (`rewind` and `rewind-server`;
+//! feature `cli`).
 //!
 //! - Logs go to stderr (under systemd, that is the journal), or with a log
 //!   file to that file rotated daily (launchd has no journal).
@@ -9,9 +10,8 @@
 //!   its own (`JOURNAL_STREAM` is set).
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use tracing::Level;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -29,8 +29,38 @@ pub struct Logging<'a> {
     pub file: Option<&'a Path>,
 }
 
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The log file's name is not `STEM.EXT` in UTF-8.
+    #[error("--log-file {}: not a file name in UTF-8", .path.display())]
+    NotUtf8 {
+        /// The log file given.
+        path: PathBuf,
+    },
+    /// The log file's folder could not be created.
+    #[error("cannot create the log folder {}", .dir.display())]
+    Folder {
+        /// The folder.
+        dir: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log file could not be opened.
+    #[error("cannot log to {}", .path.display())]
+    File {
+        /// The log file given.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: tracing_appender::rolling::InitError,
+    },
+}
+
 /// Install the global subscriber described by `l`.
-pub fn init_logging(l: &Logging<'_>) -> Result<()> {
+pub fn init_logging(l: &Logging<'_>) -> Result<(), LogError> {
     // fuser (`rewind mount`) warns about every request it answers with
     // ENOSYS for us and about unmounting what was already unmounted: noise
     // for people; its errors still show.
@@ -81,7 +111,7 @@ fn level(base: Level, verbose: u8) -> &'static str {
 /// day's file, and the oldest files beyond [`LOG_FILES_KEPT`] are deleted
 /// (any regular file in DIR named `STEM.*.EXT` counts as one of them).
 /// DIR is created `0700` if missing (logs name the user's files).
-pub fn rotated(path: &Path) -> Result<tracing_appender::rolling::RollingFileAppender> {
+pub fn rotated(path: &Path) -> Result<tracing_appender::rolling::RollingFileAppender, LogError> {
     use tracing_appender::rolling::{Builder, Rotation};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -94,10 +124,12 @@ pub fn rotated(path: &Path) -> Result<tracing_appender::rolling::RollingFileAppe
         Some(e) => e.to_str(),
     };
     let (Some(name), Some(stem), Some(ext)) = (name, stem, ext) else {
-        anyhow::bail!("--log-file {}: not a file name in UTF-8", path.display());
+        return Err(LogError::NotUtf8 { path: path.into() });
     };
-    rewind_core::private::create_dir_all(dir)
-        .with_context(|| format!("cannot create the log folder {}", dir.display()))?;
+    crate::private::create_dir_all(dir).map_err(|source| LogError::Folder {
+        dir: dir.into(),
+        source,
+    })?;
     Builder::new()
         .rotation(Rotation::DAILY)
         .filename_prefix(stem)
@@ -105,7 +137,10 @@ pub fn rotated(path: &Path) -> Result<tracing_appender::rolling::RollingFileAppe
         .max_log_files(LOG_FILES_KEPT)
         .latest_symlink(name)
         .build(dir)
-        .with_context(|| format!("cannot log to {}", path.display()))
+        .map_err(|source| LogError::File {
+            path: path.into(),
+            source,
+        })
 }
 
 #[cfg(test)]
