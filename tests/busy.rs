@@ -30,6 +30,35 @@ fn wall_ns() -> i64 {
         .as_nanos() as i64
 }
 
+/// The versions of `f`, and those of them whose time falls strictly inside
+/// `(started, ended)` (wall clock, ns): at least `min` of those, or the
+/// test fails with the agent's log.
+fn versions_while_busy(
+    env: &Env,
+    f: &Path,
+    (started, ended): (i64, i64),
+    min: usize,
+    what: &str,
+    log: &Path,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let versions = env.versions_json(f);
+    let during: Vec<serde_json::Value> = versions
+        .iter()
+        .filter(|v| {
+            let t = jiff::Timestamp::from_str_lossy(v["time"].as_str().unwrap());
+            t > started && t < ended
+        })
+        .cloned()
+        .collect();
+    assert!(
+        during.len() >= min,
+        "a busy {what} file on btrfs gets versions while busy: {}\n{}",
+        during.len(),
+        fs::read_to_string(log).unwrap_or_default()
+    );
+    (versions, during)
+}
+
 fn rfc3339(ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(ns as i128)
         .unwrap()
@@ -478,20 +507,7 @@ fn on_btrfs_a_large_file_under_constant_writes_gets_consistent_versions() {
         }
     }
     let ended = wall_ns();
-    let versions = env.versions_json(&f);
-    let during: Vec<&serde_json::Value> = versions
-        .iter()
-        .filter(|v| {
-            let t = jiff::Timestamp::from_str_lossy(v["time"].as_str().unwrap());
-            t > started && t < ended
-        })
-        .collect();
-    assert!(
-        during.len() >= 3,
-        "a busy 40 MiB file on btrfs gets versions while busy: {} in {run:?}\n{}",
-        during.len(),
-        fs::read_to_string(&log).unwrap_or_default()
-    );
+    let (_, during) = versions_while_busy(&env, &f, (started, ended), 3, "40 MiB", &log);
     for (i, v) in during.iter().enumerate() {
         let dest = env.tmp.path().join(format!("vm-{i}"));
         env.restore_to_ok(&f, v["time"].as_str().unwrap(), &dest);
@@ -544,20 +560,7 @@ fn on_btrfs_a_reflinked_busy_file_restores_states_it_had_whichever_copy_was_read
         }
     }
     let ended = wall_ns();
-    let versions = env.versions_json(&f);
-    let during: Vec<&serde_json::Value> = versions
-        .iter()
-        .filter(|v| {
-            let t = jiff::Timestamp::from_str_lossy(v["time"].as_str().unwrap());
-            t > started && t < ended
-        })
-        .collect();
-    assert!(
-        during.len() >= 2,
-        "a busy 24 MiB file on btrfs gets versions while busy: {}\n{}",
-        during.len(),
-        fs::read_to_string(&log).unwrap_or_default()
-    );
+    let (versions, _) = versions_while_busy(&env, &f, (started, ended), 2, "24 MiB", &log);
     for (i, v) in versions.iter().enumerate() {
         let dest = env.tmp.path().join(format!("box-{i}"));
         env.restore_to_ok(&f, v["time"].as_str().unwrap(), &dest);

@@ -123,6 +123,22 @@ impl S3 {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A first pass (or the next) of the test's folder into `url`.
+    fn watch_once(&self, env: &Env, url: &str) {
+        let root = env.root.to_str().unwrap();
+        self.ok(env, &["watch", "--repo", url, root, "--once"]);
+    }
+
+    /// The test's folder from `url` as it was `at`, into `dest`.
+    fn restore_all(&self, env: &Env, url: &str, at: &str, dest: &Path) {
+        let root = env.root.to_str().unwrap();
+        let dest = dest.to_str().unwrap();
+        self.ok(
+            env,
+            &["restore", root, "--repo", url, "--at", at, "--to", dest],
+        );
+    }
+
     /// The folder that holds the objects under `prefix`.
     fn objects(&self, prefix: &str) -> PathBuf {
         self.data.join(self.bucket).join(prefix)
@@ -156,16 +172,7 @@ fn an_s3_repository_takes_a_first_pass_and_restores_every_point() {
     write(&env.root.join("notes/a.txt"), b"first words\n");
     write(&env.root.join("photos/big.bin"), &noise(3 << 20, 7));
     write(&env.root.join("empty"), b"");
-    s3.ok(
-        &env,
-        &[
-            "watch",
-            "--repo",
-            &url,
-            env.root.to_str().unwrap(),
-            "--once",
-        ],
-    );
+    s3.watch_once(&env, &url);
     let first = env.now();
     let packs = files_under(&s3.objects("home/laptop/packs"), "pack");
     let idx = files_under(&s3.objects("home/laptop/index"), "idx");
@@ -174,32 +181,10 @@ fn an_s3_repository_takes_a_first_pass_and_restores_every_point() {
 
     write(&env.root.join("notes/a.txt"), b"second words\n");
     fs::remove_file(env.root.join("empty")).unwrap();
-    s3.ok(
-        &env,
-        &[
-            "watch",
-            "--repo",
-            &url,
-            env.root.to_str().unwrap(),
-            "--once",
-        ],
-    );
+    s3.watch_once(&env, &url);
 
     let dest1 = base.join("dest1");
-    let at_first = s3.rewind(
-        &env,
-        &[
-            "restore",
-            env.root.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--at",
-            &first,
-            "--to",
-            dest1.to_str().unwrap(),
-        ],
-    );
-    assert!(at_first.status.success(), "{}", show(&at_first));
+    s3.restore_all(&env, &url, &first, &dest1);
     assert_eq!(
         fs::read(dest1.join("notes/a.txt")).unwrap(),
         b"first words\n"
@@ -211,19 +196,7 @@ fn an_s3_repository_takes_a_first_pass_and_restores_every_point() {
     assert!(dest1.join("empty").is_file());
 
     let dest2 = base.join("dest2");
-    s3.ok(
-        &env,
-        &[
-            "restore",
-            env.root.to_str().unwrap(),
-            "--repo",
-            &url,
-            "--at",
-            "now",
-            "--to",
-            dest2.to_str().unwrap(),
-        ],
-    );
+    s3.restore_all(&env, &url, "now", &dest2);
     assert_eq!(describe_tree(&dest2), describe_tree(&env.root));
     assert!(!dest2.join("empty").exists());
 
