@@ -173,7 +173,7 @@ fn handle(
                 // A forget or prune asked for runs at the priority of the
                 // agent's own: capture goes first (docs/decisions.md,
                 // "Readers follow a forget and a prune").
-                crate::pipeline::background();
+                crate::priority::background();
                 crate::retention::serve(conn, &agent.retention, &req)
             });
         }

@@ -59,6 +59,7 @@ mod maintenance;
 mod opening;
 pub mod paths;
 mod pipeline;
+mod priority;
 pub mod retention;
 mod scheduler;
 mod snapshot;

@@ -254,7 +254,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             std::thread::Builder::new()
                 .name("retention".into())
                 .spawn(move || {
-                    background();
+                    crate::priority::background();
                     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                         maint_stopped.recv_timeout(crate::maintenance::CHECK_EVERY)
                     {
@@ -323,7 +323,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             };
             v.push(std::thread::Builder::new().name(name).spawn(move || {
                 if first_pass_only {
-                    background();
+                    crate::priority::background();
                 }
                 a.worker(first_pass_only)
             })?);
@@ -344,7 +344,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
             .name("scanner".into())
             .spawn(move || {
                 if background_first_pass {
-                    background();
+                    crate::priority::background();
                 }
                 first_pass(&a, &roots, progress, &snap);
                 let _ = pass_tx.send(());
@@ -476,26 +476,6 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         return Ok(3);
     }
     Ok(0)
-}
-
-/// The nice value of the first pass's threads: well below interactive
-/// work, above `nice 19` batch jobs. On Linux, I/O priority follows the nice
-/// value under the BFQ and CFQ schedulers unless set on its own (best
-/// effort 6 for nice 10), so this lowers both (docs/decisions.md,
-/// "Background first pass").
-const FIRST_PASS_NICE: i32 = 10;
-
-/// Lower the calling thread to [`FIRST_PASS_NICE`]. Linux keeps a nice
-/// value per thread; elsewhere this does nothing (macOS: not done yet, see
-/// docs/platforms.md). Threads this one starts would inherit it, so the
-/// pipeline starts its normal-priority workers from the main thread.
-pub(crate) fn background() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) =
-        rustix::process::setpriority_process(Some(rustix::thread::gettid()), FIRST_PASS_NICE)
-    {
-        tracing::debug!("cannot lower the first pass's priority: {e}");
-    }
 }
 
 /// One look at the agent's health (see `health`).
