@@ -7,7 +7,8 @@ use rewind_core::frame::MAX_FRAME;
 use rewind_core::{ChunkerParams, RepoError, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{CONFIG_STEPS, corrupt, io_err, write_durably};
+use crate::durable::{CONFIG_STEPS, corrupt, io_err};
+use crate::store::write_durably;
 
 /// The on-disk format this crate writes. 2: version records are
 /// zstd-compressed (format 1 existed only in development builds). 3: chunk

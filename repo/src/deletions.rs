@@ -11,9 +11,10 @@ use std::path::Path;
 use rewind_core::RepoError;
 use tracing::warn;
 
-use crate::durable::{fsync_dir, io_err};
+use crate::durable::io_err;
 use crate::keep::KeepFile;
 use crate::pack_name::PackName;
+use crate::store::fsync_dir;
 
 /// Remove `p`; one already gone is fine.
 pub(crate) fn remove(p: &Path) -> Result<(), RepoError> {

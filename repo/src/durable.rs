@@ -32,18 +32,6 @@ pub(crate) fn failpoint(name: &'static str) -> io::Result<()> {
     rewind_core::failpoint::hit(name)
 }
 
-/// Make renames, creations and deletions in `dir` durable (an fsync of a
-/// local directory; nothing on an object store, whose writes are durable
-/// when acknowledged).
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), RepoError> {
-    crate::store::of(dir)?.sync_dir(dir)
-}
-
-/// Make sure files can be created in `dir` (see [`local_ensure_dir`]).
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), RepoError> {
-    crate::store::of(dir)?.ensure_dir(dir)
-}
-
 /// fsync a directory so that renames and creations in it are durable.
 pub(crate) fn local_fsync_dir(dir: &Path) -> Result<(), RepoError> {
     File::open(dir)
@@ -105,17 +93,6 @@ pub(crate) const CONFIG_STEPS: Steps = Steps {
 pub(crate) fn temp_path(tmp_dir: &Path, suffix: &str) -> PathBuf {
     let r: [u8; 16] = rand::random();
     tmp_dir.join(format!("{}{suffix}", hex::encode(r)))
-}
-
-/// Make `bytes` the whole content of `dest`, durably, in the repository's
-/// store ([`crate::store::Store::put`]).
-pub(crate) fn write_durably(
-    tmp_dir: &Path,
-    dest: &Path,
-    bytes: &[u8],
-    steps: &Steps,
-) -> Result<(), RepoError> {
-    crate::store::of(dest)?.put(tmp_dir, dest, bytes, steps)
 }
 
 /// Write `bytes` to the local file `dest` durably: temp file in `tmp_dir`,

@@ -19,10 +19,11 @@ use rewind_core::frame::{self, FrameError};
 use rewind_core::{RepoError, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{IDX_STEPS, corrupt, io_err, write_durably};
+use crate::durable::{IDX_STEPS, corrupt, io_err};
 use crate::pack_index::{IdxChunk, IdxVersions, PackIndex};
 use crate::pack_name::PackName;
 use crate::record::{PackRecord, read_record_at};
+use crate::store::write_durably;
 
 /// The format number written into index headers.
 const IDX_FORMAT: u32 = 2;

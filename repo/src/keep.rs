@@ -32,8 +32,9 @@ use rewind_core::retention::Scope;
 use rewind_core::{ChunkId, RepoError, Timestamp, frame};
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{Steps, corrupt, io_err, write_durably};
+use crate::durable::{Steps, corrupt, io_err};
 use crate::pack_name::PackName;
+use crate::store::write_durably;
 
 const MAGIC: &[u8; 8] = b"RWKEEP01";
 

@@ -94,6 +94,7 @@
 //!   pack object is whole and its index object is written by the next
 //!   writer if it is missing.
 
+mod backend;
 mod config;
 mod deletions;
 mod durable;

@@ -49,7 +49,7 @@ use rewind_core::{ChunkId, RepoError, Timestamp, Version};
 use tracing::info;
 
 use crate::deletions::remove;
-use crate::durable::{failpoint, fsync_dir, io_err};
+use crate::durable::{failpoint, io_err};
 use crate::index;
 use crate::keep::KeepFile;
 use crate::pack::{self, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
@@ -57,6 +57,7 @@ use crate::pack_index::PackIndex;
 use crate::pack_name::PackName;
 use crate::record;
 use crate::repo::{LocalRepo, PACK_TARGET};
+use crate::store::fsync_dir;
 
 /// The repack threshold when none is given: a pack is rewritten once more
 /// than this share of it is unused. Measured on a year of simulated

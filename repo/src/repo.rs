@@ -16,7 +16,7 @@ use rewind_core::{
 use tracing::{info, warn};
 
 use crate::config::{Config, FORMAT, check_chunker};
-use crate::durable::{corrupt, ensure_dir, io_err};
+use crate::durable::{corrupt, io_err};
 use crate::index;
 use crate::keep::KeepFile;
 use crate::layout::{Discover, discover, list_idx, list_packs};
@@ -25,6 +25,7 @@ use crate::pack_name::PackName;
 use crate::record::{self, PackRecord};
 use crate::state::{Keeping, State};
 use crate::store::ReadAt;
+use crate::store::ensure_dir;
 use crate::toc::TocEntry;
 use crate::verify::{
     self, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,
@@ -684,7 +685,7 @@ impl LocalRepo {
         }
         crate::store::remove(path).map_err(io_err(path))?;
         if let Some(parent) = path.parent() {
-            crate::durable::fsync_dir(parent)?;
+            crate::store::fsync_dir(parent)?;
         }
         info!(pack = %path.display(), kept = out.chunks_kept, dropped, "rewrote a damaged pack");
         Ok(out)

@@ -1,4 +1,4 @@
-//! The S3-compatible backend of [`crate::store::Store`], through the
+//! The S3-compatible backend of [`crate::backend::Store`], through the
 //! `object_store` crate (docs/decisions.md, "Object storage (issue 20),
 //! step 1").
 //!
@@ -36,8 +36,8 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use rewind_core::RepoError;
 
+use crate::backend::{Blob, ReadAt, Store};
 use crate::durable::{Steps, failpoint, io_err};
-use crate::store::{Blob, ReadAt, Store};
 
 /// One bucket's client.
 pub(crate) struct S3Store {

@@ -1,0 +1,75 @@
+//! The interface of a repository's storage ([`Store`]) and what reads go
+//! through ([`ReadAt`], [`Blob`]); the backends are `crate::store`'s
+//! `LocalDir` and `crate::s3`'s store, chosen by `crate::store::at`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rewind_core::RepoError;
+
+use crate::durable::Steps;
+
+/// Reading at an offset, from a file or an object.
+pub(crate) trait ReadAt: Send + Sync {
+    /// Fill `buf` from `offset`; `UnexpectedEof` when the data ends first.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+/// A file or object opened for ranged reads, with its length when opened.
+#[derive(Clone)]
+pub(crate) struct Blob {
+    pub(crate) data: Arc<dyn ReadAt>,
+    pub(crate) len: u64,
+}
+
+/// What the repository needs from the place it lives. Paths are full paths
+/// under a repository root (see the module doc).
+pub(crate) trait Store: Send + Sync {
+    /// Open `path` for reading from the start.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
+    /// Open `path` for reads at offsets.
+    fn open_blob(&self, path: &Path) -> io::Result<Blob>;
+    /// The length of `path`.
+    fn len(&self, path: &Path) -> io::Result<u64>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// The names directly under `dir` (files and directories) with their
+    /// paths, in no order; a missing `dir` is empty.
+    fn list(&self, dir: &Path) -> io::Result<Vec<(String, PathBuf)>>;
+    /// Make `bytes` the whole content of `dest`, durably (temp file in
+    /// `tmp_dir`, fsync, rename, directory fsync; one PUT on a store).
+    fn put(
+        &self,
+        tmp_dir: &Path,
+        dest: &Path,
+        bytes: &[u8],
+        steps: &Steps,
+    ) -> Result<(), RepoError>;
+    /// Create `dest` with `bytes` unless it exists (`Ok(false)` then).
+    fn put_new(&self, dest: &Path, bytes: &[u8]) -> Result<bool, RepoError>;
+    /// Make the sealed, fsynced temp file `tmp` the file `dest`: a rename
+    /// (then a directory fsync), or an upload after which `tmp` is deleted.
+    /// `steps` names the failpoints (`pack.rename`, `pack.dir_fsync`).
+    fn publish(&self, tmp: &Path, dest: &Path, steps: &Steps) -> Result<(), RepoError>;
+    /// Delete `path` (`NotFound` when a directory has no such file; a
+    /// store may not tell).
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Make the creations, renames and deletions in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> Result<(), RepoError>;
+    /// Make sure files can be created in `dir`.
+    fn ensure_dir(&self, dir: &Path) -> Result<(), RepoError>;
+    /// The local directory in which the pack being filled is written.
+    fn staging(&self, root: &Path) -> io::Result<PathBuf>;
+    /// True for a store that has no local directory (no `lock`, `tmp/` or
+    /// file modes).
+    fn is_remote(&self) -> bool;
+}
