@@ -34,9 +34,10 @@ impl Argon2Params {
     /// What new password slots get: 64 MiB, 3 passes, 1 lane, the second
     /// recommended option of RFC 9106 (section 4) with one lane, since the
     /// argon2 crate computes lanes one after another (more lanes would only
-    /// cost time, not the attacker). About a quarter to half a second
-    /// once per opening in an optimised build; `open` pays it per password
-    /// slot tried.
+    /// cost time, not the attacker). About 0.2 s here (a test build,
+    /// whose dependencies are optimised, on a shared 2-core machine:
+    /// `a_slot_with_the_default_parameters_opens`); opening pays it once
+    /// per password slot tried.
     pub const DEFAULT: Argon2Params = Argon2Params {
         m_kib: 64 * 1024,
         t: 3,
