@@ -83,6 +83,22 @@ pub(crate) fn write(dir: &Path, idx: &PackIndex) -> Result<(), RepoError> {
 /// exist (any more): a concurrent rebuild or prune may remove index files
 /// at any moment.
 pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, RepoError> {
+    let Some(mut idx) = read_header(dir, name)? else {
+        return Ok(None);
+    };
+    if idx.versions_pending() {
+        idx.versions = load_versions(dir, idx.pack, &idx.version_records)?;
+    }
+    Ok(Some(idx))
+}
+
+/// Read the index file of pack `name` without the versions it locates in
+/// the pack (what opening a repository reads for every pack before it
+/// loads their versions one pack at a time): `versions` is empty while
+/// `version_records` lists them ([`PackIndex::versions_pending`]). A
+/// format 1 index, which holds its versions, comes with them. `Ok(None)`
+/// as for [`read`].
+pub(crate) fn read_header(dir: &Path, name: PackName) -> Result<Option<PackIndex>, RepoError> {
     let path = &name.idx_path(dir);
     let file = match crate::store::open_read(path) {
         Ok(f) => f,
@@ -101,7 +117,6 @@ pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, Repo
         IDX_FORMAT => {
             let header: IdxHeader = postcard::from_bytes(&h)
                 .map_err(|e| corrupt(path, format!("index header: {e}")))?;
-            let versions = load_versions(dir, header.pack, &header.version_records)?;
             PackIndex {
                 pack: header.pack,
                 pack_len: header.pack_len,
@@ -109,7 +124,7 @@ pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, Repo
                 damage: header.damage,
                 chunks: header.chunks,
                 version_records: header.version_records,
-                versions,
+                versions: Vec::new(),
             }
         }
         n => return Err(corrupt(path, format!("unknown index format {n}"))),
@@ -121,7 +136,7 @@ pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, Repo
 }
 
 /// The versions of a pack, from the records an index lists.
-fn load_versions(
+pub(crate) fn load_versions(
     dir: &Path,
     name: PackName,
     records: &[IdxVersions],

@@ -64,9 +64,12 @@ pub(crate) struct Discover {
 
 /// The contents of every pack on disk not in `known`: from its index file
 /// when that is sound and matches the pack's length, else from the pack
-/// itself (footer, or a salvaging scan). Files that vanish while we look
-/// are skipped: a concurrent writer only ever adds files by rename, and a
-/// pack or index that disappears was removed on purpose.
+/// itself (footer, or a salvaging scan). What comes from an index file
+/// comes without its versions ([`PackIndex::versions_pending`]): [`fill`]
+/// loads them, one pack at a time, so that opening a repository never
+/// holds every pack's decoded versions at once. Files that vanish while we
+/// look are skipped: a concurrent writer only ever adds files by rename,
+/// and a pack or index that disappears was removed on purpose.
 pub(crate) fn discover(
     dir: &Path,
     known: &HashSet<PackName>,
@@ -94,7 +97,7 @@ pub(crate) fn discover(
         let mut from_idx = None;
         if idx_names.contains(&name) {
             let idx_path = name.idx_path(dir);
-            match index::read(dir, name) {
+            match index::read_header(dir, name) {
                 Ok(Some(i)) if i.pack == name && i.pack_len == pack_len => from_idx = Some(i),
                 Ok(Some(_)) => warn!(
                     index = %idx_path.display(),
@@ -106,27 +109,65 @@ pub(crate) fn discover(
         }
         let idx = match from_idx {
             Some(i) => i,
-            None => {
-                let i = match pack::load(&path, name) {
-                    Ok(i) => i,
-                    Err(RepoError::Io { source, .. })
-                        if source.kind() == io::ErrorKind::NotFound =>
-                    {
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                if let Some(d) = &i.damage {
-                    warn!(pack = %path.display(), "damaged pack: {d}");
-                }
-                if how.repair {
-                    index::write(dir, &i)?;
-                    info!(pack = %path.display(), "wrote the missing index of a pack");
-                }
-                i
-            }
+            None => match from_pack(dir, &path, name, how)? {
+                Some(i) => i,
+                None => continue,
+            },
         };
         out.push(idx);
     }
     Ok(out)
+}
+
+/// `idx` with its versions: loaded from its pack's version records when
+/// [`discover`] left them pending, else as it is. A record that does not
+/// read as its index says makes the index unsound: the pack itself is read
+/// instead (and, for a writer, its index written again). `None` when the
+/// pack is gone meanwhile (removed on purpose).
+pub(crate) fn fill(
+    dir: &Path,
+    mut idx: PackIndex,
+    how: Discover,
+) -> Result<Option<PackIndex>, RepoError> {
+    if !idx.versions_pending() {
+        return Ok(Some(idx));
+    }
+    match index::load_versions(dir, idx.pack, &idx.version_records) {
+        Ok(vs) => {
+            idx.versions = vs;
+            Ok(Some(idx))
+        }
+        Err(RepoError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => {
+            warn!(error = %e, "index does not match its pack's version records; reading the pack instead");
+            let path = idx.pack.pack_path(dir);
+            from_pack(dir, &path, idx.pack, how)
+        }
+    }
+}
+
+/// The contents of pack `name` at `path` read from the pack itself
+/// (salvaging a damaged one); its index file written when `how.repair`.
+/// `None` when the pack is gone.
+fn from_pack(
+    dir: &Path,
+    path: &Path,
+    name: PackName,
+    how: Discover,
+) -> Result<Option<PackIndex>, RepoError> {
+    let i = match pack::load(path, name) {
+        Ok(i) => i,
+        Err(RepoError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(d) = &i.damage {
+        warn!(pack = %path.display(), "damaged pack: {d}");
+    }
+    if how.repair {
+        index::write(dir, &i)?;
+        info!(pack = %path.display(), "wrote the missing index of a pack");
+    }
+    Ok(Some(i))
 }

@@ -50,3 +50,11 @@ pub(crate) struct PackIndex {
     /// Its versions, in file order.
     pub versions: Vec<Version>,
 }
+
+impl PackIndex {
+    /// True when the versions its records locate are not loaded yet (an
+    /// index file read without them: `crate::index::read_header`).
+    pub fn versions_pending(&self) -> bool {
+        self.versions.is_empty() && self.version_records.iter().any(|r| r.count > 0)
+    }
+}

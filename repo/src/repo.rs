@@ -19,7 +19,7 @@ use crate::config::{Config, FORMAT, check_chunker};
 use crate::durable::{corrupt, io_err};
 use crate::index;
 use crate::keep::KeepFile;
-use crate::layout::{Discover, discover, list_idx, list_packs};
+use crate::layout::{Discover, discover, fill, list_idx, list_packs};
 use crate::pack::{self, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
 use crate::pack_name::PackName;
 use crate::record::{self, PackRecord};
@@ -311,13 +311,20 @@ impl LocalRepo {
             repair,
             warn_orphans: true,
         };
-        Ok(Self::state_of(discover(dir, &HashSet::new(), how)?, keep))
+        Self::state_of(dir, discover(dir, &HashSet::new(), how)?, keep, how)
     }
 
     /// The indexes of `packs` with what `keep` keeps applied. Packs are
-    /// added oldest first (versions then mostly append), and every path is
-    /// filtered once all are in.
-    pub(crate) fn state_of(mut packs: Vec<crate::pack_index::PackIndex>, keep: &KeepFile) -> State {
+    /// added oldest first (versions then mostly append), each pack's
+    /// versions loaded just before it is added (so only one pack's decoded
+    /// versions are held besides the state), and every path is filtered
+    /// once all are in.
+    pub(crate) fn state_of(
+        dir: &Path,
+        mut packs: Vec<crate::pack_index::PackIndex>,
+        keep: &KeepFile,
+        how: Discover,
+    ) -> Result<State, RepoError> {
         let mut state = State::with_keep(
             keep.clients
                 .iter()
@@ -326,11 +333,14 @@ impl LocalRepo {
         );
         packs.sort_by_key(|p| (p.sealed_at, p.pack));
         for idx in packs {
+            let Some(idx) = fill(dir, idx, how)? else {
+                continue;
+            };
             let condemned = keep.condemned.contains_key(&idx.pack);
             state.add_pack_marked(idx, condemned);
         }
         state.filter_all();
-        state
+        Ok(state)
     }
 
     /// Read the whole repository again (a reader that found a pack gone).
@@ -478,7 +488,12 @@ impl LocalRepo {
             repair: false,
             warn_orphans: false,
         };
-        let new = discover(&self.dir, &known, how)?;
+        let mut new = Vec::new();
+        for idx in discover(&self.dir, &known, how)? {
+            if let Some(idx) = fill(&self.dir, idx, how)? {
+                new.push(idx);
+            }
+        }
         // What a forget or prune changed, applied the way the writer
         // applied it, instead of reading every index file again (tens of
         // seconds on a history of millions of versions, during which this
@@ -565,7 +580,13 @@ impl LocalRepo {
             report.versions += idx.versions.len() as u64;
             loaded.push(idx);
         }
-        let state = Self::state_of(loaded, &self.keepfile.lock().expect("retention poisoned"));
+        let how = Discover {
+            repair: false,
+            warn_orphans: false,
+        };
+        let keep = self.keepfile.lock().expect("retention poisoned");
+        let state = Self::state_of(&self.dir, loaded, &keep, how)?;
+        drop(keep);
         for name in list_idx(&self.dir)? {
             if !packs.contains_key(&name) {
                 let p = name.idx_path(&self.dir);

@@ -668,6 +668,35 @@ fn crash_a_pack_without_index_is_indexed_at_open() {
     assert!(idx_files(tmp.path()).is_empty());
 }
 
+#[test]
+fn an_index_that_misplaces_its_version_records_is_replaced_by_the_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, chunks) = repo_with_one_commit(tmp.path());
+    drop(repo);
+    // The header reads well and matches the pack's length, but its version
+    // record points at the first chunk: only loading the versions (one
+    // pack at a time, after every header was read) finds that out.
+    let mut idx = read_idx(tmp.path()).unwrap().unwrap();
+    assert_eq!(idx.versions.len(), 2);
+    idx.version_records[0].offset = idx.chunks[0].offset;
+    idx.version_records[0].frame_len = idx.chunks[0].frame_len;
+    let bad = crate::index::encode(&idx).unwrap();
+    let path = idx_files(tmp.path())[0].clone();
+    fs::write(&path, &bad).unwrap();
+
+    let r = LocalRepo::open(tmp.path()).unwrap();
+    assert_eq!(r.stats().unwrap().versions, 2);
+    assert_eq!(fs::read(&path).unwrap(), bad, "a reader writes nothing");
+    drop(r);
+    let w = LocalRepo::open_writer(tmp.path()).unwrap();
+    assert_ne!(fs::read(&path).unwrap(), bad, "the writer wrote it again");
+    assert_eq!(w.versions_of(C, b"/r/f").unwrap().len(), 1);
+    for c in &chunks {
+        assert_eq!(w.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+    assert!(w.verify(true).unwrap().is_ok());
+}
+
 /// A pack with many small records, so that cuts land where we want them.
 fn repo_with_big_pack(dir: &Path) -> Vec<EncodedChunk> {
     let repo = LocalRepo::init(dir, DEFAULT_CHUNKER).unwrap();
