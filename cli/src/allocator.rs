@@ -21,7 +21,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// in three of seven runs, for a reason not found; one second it is.
 const DIRTY_DECAY_MS: isize = 1000;
 
-/// Settings for `watch` and `agent`, called before any other thread starts:
+/// Settings for `agent` and `watch` without `--once` (a backup run exits
+/// when done, so it keeps jemalloc's defaults: its pages stay for the next
+/// request body instead of being faulted in again), called before any
+/// other thread starts:
 /// a background thread purges freed pages even while the agent allocates
 /// nothing (jemalloc otherwise purges only inside its own calls), after
 /// [`DIRTY_DECAY_MS`]. Failing to set either only leaves more memory
