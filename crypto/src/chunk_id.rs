@@ -8,7 +8,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use crate::master::KEY_LEN;
+use crate::key::KEY_LEN;
 
 /// The key that names chunks. Wiped on drop; `Debug` shows no bytes.
 pub struct ChunkIdKey(Zeroizing<[u8; KEY_LEN]>);

@@ -12,8 +12,8 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use zeroize::Zeroizing;
 
 use crate::CryptoError;
+use crate::key::KEY_LEN;
 use crate::key_file::KeyFileKey;
-use crate::master::KEY_LEN;
 
 /// Bytes of a slot's salt.
 pub const SALT_LEN: usize = 32;

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::master::KEY_LEN;
+use crate::key::KEY_LEN;
 use crate::{CryptoError, random};
 
 /// The first word of a key file's line.

@@ -52,6 +52,7 @@
 mod chunk_id;
 mod error;
 mod kdf;
+mod key;
 mod key_file;
 mod keyring;
 mod master;
@@ -63,9 +64,10 @@ mod slot;
 pub use chunk_id::ChunkIdKey;
 pub use error::CryptoError;
 pub use kdf::{Argon2Params, SALT_LEN};
+pub use key::KEY_LEN;
 pub use key_file::KeyFileKey;
 pub use keyring::{Keyring, Opened};
-pub use master::{KEY_LEN, MasterKey};
+pub use master::MasterKey;
 pub use password::{
     Env, PASSWORD_FILE_VAR, PASSWORD_VAR, Password, ProcessEnv, Prompt, Terminal,
     read_new_password, read_password,

@@ -7,11 +7,9 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use crate::chunk_id::ChunkIdKey;
+use crate::key::KEY_LEN;
 use crate::seal::{RepoId, Sealer};
 use crate::{CryptoError, random};
-
-/// Length of each master key.
-pub const KEY_LEN: usize = 32;
 
 /// The length of the two keys as stored inside a key slot (the record key,
 /// then the chunk-id key).

@@ -20,7 +20,7 @@ use std::fmt;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 
-use crate::master::KEY_LEN;
+use crate::key::KEY_LEN;
 use crate::{CryptoError, random};
 
 /// Bytes of the random nonce at the start of a sealed record.

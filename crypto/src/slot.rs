@@ -42,7 +42,8 @@ use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
 use crate::kdf::{Argon2Params, SALT_LEN};
-use crate::master::{KEY_LEN, MASTER_LEN, MasterKey};
+use crate::key::KEY_LEN;
+use crate::master::{MASTER_LEN, MasterKey};
 use crate::seal::{NONCE_LEN, TAG_LEN};
 use crate::{CryptoError, random};
 
