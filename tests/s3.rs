@@ -98,18 +98,21 @@ impl S3 {
     }
 
     fn rewind_with_secret(&self, env: &Env, secret: &str, args: &[&str]) -> Output {
-        env.command()
-            .env(
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            )
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
-            .env("AWS_ALLOW_HTTP", "true")
-            .args(args)
-            .output()
-            .unwrap()
+        let mut c = env.command();
+        self.reach(&mut c, secret);
+        c.args(args).output().unwrap()
+    }
+
+    /// Give `c` the environment that reaches this server with `secret`.
+    fn reach<'c>(&self, c: &'c mut Command, secret: &str) -> &'c mut Command {
+        c.env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", self.port),
+        )
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_ALLOW_HTTP", "true")
     }
 
     /// The same, which must exit 0; its stdout.
@@ -243,4 +246,81 @@ fn an_s3_url_without_credentials_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Nanoseconds since the Unix epoch, as the lease object counts time.
+fn unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_lease_is_held_and_gets_in_once_a_killed_writers_lease_expires()
+ {
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let Some(s3) = S3::start(&base) else { return };
+    let url = s3.url("leased");
+    s3.ok(&env, &["init", "--repo", &url]);
+    let lock = s3.objects("leased/lock");
+    assert!(!lock.exists(), "init released its lease");
+    write(&env.root.join("a.txt"), b"held\n");
+    let root = env.root.to_str().unwrap();
+
+    // A watcher holds the lease (renewed every 3 s of its 8).
+    let log = base.join("watch.log");
+    let mut cmd = env.command();
+    s3.reach(&mut cmd, SECRET_KEY);
+    let mut first = cmd
+        .env("REWIND_S3_LEASE_SECS", "8")
+        .args(["watch", "--repo", &url, root])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the watcher's first pass", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("first pass complete")
+    });
+    assert!(lock.is_file(), "the lease object exists");
+
+    let out = s3.rewind(&env, &["watch", "--repo", &url, root, "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("in use by another writer"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(err.contains("expires at"), "{err}");
+    assert!(err.contains(&format!("{url}/lock")), "{err}");
+
+    // SIGKILL: the lease stays behind until it expires.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let lease: serde_json::Value = serde_json::from_slice(&fs::read(&lock).unwrap()).unwrap();
+    let expires = lease["expires"]
+        .as_i64()
+        .expect("the lease says when it expires");
+    assert_eq!(lease["pid"].as_u64(), Some(first.id() as u64), "{lease}");
+    write(&env.root.join("b.txt"), b"after the kill\n");
+    let out = s3.rewind(&env, &["watch", "--repo", &url, root, "--once"]);
+    if unix_ns() < expires {
+        // Refused while the dead writer's lease lasts.
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("in use by another writer"), "{err}");
+        while unix_ns() < expires + 200_000_000 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        s3.watch_once(&env, &url);
+    } else {
+        // The machine was slow enough that it had expired already.
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    assert!(!lock.exists(), "the new writer released its lease");
+    let dest = base.join("dest");
+    s3.restore_all(&env, &url, "now", &dest);
+    assert_eq!(describe_tree(&dest), describe_tree(&env.root));
 }

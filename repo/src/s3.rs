@@ -33,10 +33,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 use rewind_core::RepoError;
 
-use crate::backend::{Blob, ReadAt, Store};
+use crate::backend::{Blob, Leasing, PutIf, ReadAt, Store, Written};
 use crate::durable::{Steps, failpoint, io_err};
 
 /// One bucket's client.
@@ -363,5 +363,61 @@ impl Store for S3Store {
 
     fn is_remote(&self) -> bool {
         true
+    }
+
+    fn leasing(&'static self) -> Option<&'static dyn Leasing> {
+        Some(self)
+    }
+}
+
+impl Leasing for S3Store {
+    fn get_tagged(&self, path: &Path) -> io::Result<Option<(Vec<u8>, Option<String>)>> {
+        let (c, k) = (self.client.clone(), self.key(path)?);
+        let got = self.run(async move {
+            match c.get(&k).await {
+                Ok(r) => {
+                    let tag = r.meta.e_tag.clone();
+                    Ok(Some((r.bytes().await?.to_vec(), tag)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        Ok(got)
+    }
+
+    fn put_if(&self, path: &Path, bytes: Vec<u8>, cond: PutIf) -> io::Result<Written> {
+        let (c, k) = (self.client.clone(), self.key(path)?);
+        let mode = match cond {
+            PutIf::Always => PutMode::Overwrite,
+            PutIf::Absent => PutMode::Create,
+            PutIf::Matches(tag) => PutMode::Update(UpdateVersion {
+                e_tag: Some(tag),
+                version: None,
+            }),
+        };
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        self.run(async move {
+            match c.put_opts(&k, PutPayload::from(bytes), opts).await {
+                Ok(r) => Ok(Written::Yes(r.e_tag)),
+                // `Create` refused arrives as `AlreadyExists`, `Update`
+                // refused as `Precondition` (a missing object too).
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => Ok(Written::Refused),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn delete(&self, path: &Path) -> io::Result<()> {
+        match Store::remove(self, path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }

@@ -152,9 +152,9 @@ pub fn default_policy(dir: &DataDir) -> Result<String> {
 pub fn open_for_admin(dir: &DataDir) -> Result<LocalRepo> {
     dir.check()?;
     LocalRepo::open_writer(&dir.repo()).map_err(|e| match e {
-        RepoError::Locked { .. } => anyhow::anyhow!(
+        RepoError::Locked { holder, .. } => anyhow::anyhow!(
             "{} is in use by a running rewind-server, which forgets and prunes by itself \
-             (serve --retention-every); stop it to run this by hand",
+             (serve --retention-every); stop it to run this by hand ({holder})",
             dir.repo().display()
         ),
         e => e.into(),
