@@ -16,7 +16,9 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use harness::{Env, describe_tree, files_under, free_port, is_root, noise, show, wait_until};
+use harness::{
+    Env, Server, describe_tree, files_under, free_port, is_root, noise, show, wait_until,
+};
 
 /// The access key and secret every test server takes.
 const ACCESS_KEY: &str = "rewind-test-key";
@@ -140,6 +142,20 @@ impl S3 {
             env,
             &["restore", root, "--repo", url, "--at", at, "--to", dest],
         );
+    }
+
+    /// The environment that reaches this server, for `rewind-server`.
+    fn server_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "AWS_ENDPOINT_URL".into(),
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+            ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ]
     }
 
     /// The folder that holds the objects under `prefix`.
@@ -323,4 +339,79 @@ fn a_second_writer_is_refused_while_the_lease_is_held_and_gets_in_once_a_killed_
     let dest = base.join("dest");
     s3.restore_all(&env, &url, "now", &dest);
     assert_eq!(describe_tree(&dest), describe_tree(&env.root));
+}
+
+#[test]
+fn a_server_keeps_its_repository_on_the_store_and_its_own_state_in_its_data_dir() {
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let Some(s3) = S3::start(&base) else { return };
+    let url = s3.url("server/main");
+    let data = base.join("srv");
+    let vars = s3.server_env();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let srv = Server::start_new_in_env(&data, &["--store", &url], &vars);
+    // The repository is on the store; the data directory names it and
+    // keeps the certificate and the clients.
+    assert!(s3.objects("server/main/config").is_file());
+    assert!(!data.join("repo").exists());
+    assert_eq!(fs::read_to_string(data.join("store")).unwrap().trim(), url);
+    assert!(data.join("tls/cert.pem").is_file() && data.join("clients.json").is_file());
+    // While it serves, it holds the repository's lease: a prune by hand
+    // is refused and says who holds it.
+    assert!(s3.objects("server/main/lock").is_file());
+    let out = srv.cmd(&["prune"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("pid {}", srv.pid())), "{err}");
+
+    env.enroll(&srv, "laptop");
+    write(&env.root.join("notes/a.txt"), b"on the server's store\n");
+    write(&env.root.join("big.bin"), &noise(2 << 20, 3));
+    env.ok(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert!(
+        !files_under(&s3.objects("server/main/packs"), "pack").is_empty(),
+        "the uploads went to the store"
+    );
+    let dest = base.join("dest");
+    env.restore_to_ok(&env.root, "now", &dest);
+    assert_eq!(describe_tree(&dest), describe_tree(&env.root));
+
+    // Verify through the server's own command reads the store too.
+    drop(srv);
+    let out = Command::new(harness::server_bin())
+        .arg("--data")
+        .arg(&data)
+        .args(["verify", "--json"])
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    // No secret in anything it printed or logged.
+    let printed = format!(
+        "{}{}",
+        show(&out),
+        fs::read_to_string(data.join("store")).unwrap()
+    );
+    assert!(!printed.contains(SECRET_KEY), "{printed}");
+}
+
+#[test]
+fn a_server_store_url_with_credentials_in_it_is_refused_without_repeating_them() {
+    let env = Env::new();
+    let data = env.tmp.path().join("srv");
+    let secret = "hunter2-e8f1";
+    let out = Command::new(harness::server_bin())
+        .arg("--data")
+        .arg(&data)
+        .args(["init", "--store", &format!("s3://key:{secret}@bucket/p")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must not hold credentials"), "{err}");
+    assert!(!err.contains(secret), "{err}");
+    assert!(!data.join("store").exists());
 }

@@ -236,7 +236,7 @@ mod tests {
     fn policies_are_stored_per_client_over_a_default() {
         let t = tempfile::tempdir().unwrap();
         let d = DataDir::new(t.path());
-        init(&d, &["localhost".into()]).unwrap();
+        init(&d, &["localhost".into()], None).unwrap();
         add_client(&d, "laptop", false, DEFAULT_EXPIRY).unwrap();
         add_client(&d, "desk", false, DEFAULT_EXPIRY).unwrap();
         let builtin = rewind_core::retention::DEFAULT_POLICY;
