@@ -415,3 +415,44 @@ fn a_server_store_url_with_credentials_in_it_is_refused_without_repeating_them()
     assert!(!err.contains(secret), "{err}");
     assert!(!data.join("store").exists());
 }
+
+/// `rewind init --repo s3://backups/x` against `port` with `vars`.
+fn init_against(env: &Env, port: u16, vars: &[(&str, &str)]) -> Output {
+    env.command()
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_ALLOW_HTTP", "true")
+        .envs(vars.iter().copied())
+        .args(["init", "--repo", "s3://backups/x"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_retry_settings_reach_the_client_and_a_bad_one_is_named_in_one_line() {
+    let env = Env::new();
+    // Nothing listens there: every request fails to connect.
+    let port = free_port();
+    let out = init_against(
+        &env,
+        port,
+        &[("REWIND_S3_RETRIES", "1"), ("REWIND_S3_RETRY_SECS", "20")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("s3://backups/x"), "{err}");
+    assert!(
+        err.contains("max_retries: 1,") && err.contains("retry_timeout: 20s"),
+        "object_store reports the retry policy it used: {err}"
+    );
+    assert!(!err.contains(SECRET_KEY), "{err}");
+
+    let out = init_against(&env, port, &[("REWIND_S3_TIMEOUT_SECS", "soon")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("REWIND_S3_TIMEOUT_SECS=soon"), "{err}");
+}

@@ -122,6 +122,8 @@ mod record;
 mod repo;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "s3")]
+mod s3_config;
 mod state;
 mod store;
 mod toc;
