@@ -36,6 +36,8 @@ fn ignoring(store: &'static S3Store) -> &'static dyn Leasing {
     Box::leak(Box::new(Ignoring(store)))
 }
 
+/// A short lease: long enough that a loaded machine's requests (a probe
+/// and two or three more) finish well inside it.
 fn quick(expiry_ms: u64) -> LeaseSettings {
     LeaseSettings {
         expiry: Duration::from_millis(expiry_ms),
@@ -124,12 +126,12 @@ fn a_second_writer_is_refused_naming_the_holder_until_the_first_closes() {
 fn a_lease_left_by_a_killed_writer_is_taken_over_once_it_expires() {
     let Some(s) = server() else { return };
     let dir = s.path("k");
-    let killed = Lease::take(s.store, &dir, quick(1500)).unwrap();
+    let killed = Lease::take(s.store, &dir, quick(4000)).unwrap();
     killed.abandon();
-    let holder = refusal(Lease::take(s.store, &dir, quick(1500)));
+    let holder = refusal(Lease::take(s.store, &dir, quick(4000)));
     assert!(holder.contains("expires at"), "{holder}");
-    std::thread::sleep(Duration::from_millis(1700));
-    let next = Lease::take(s.store, &dir, quick(1500)).unwrap();
+    std::thread::sleep(Duration::from_millis(4300));
+    let next = Lease::take(s.store, &dir, quick(4000)).unwrap();
     next.check().unwrap();
     assert!(next.honours().update);
 }
@@ -139,12 +141,12 @@ fn on_a_store_that_ignores_conditions_the_lease_is_written_settled_and_read_back
     let Some(s) = server() else { return };
     let dir = s.path("g");
     let objects = ignoring(s.store);
-    let first = Lease::take(objects, &dir, quick(1500)).unwrap();
+    let first = Lease::take(objects, &dir, quick(4000)).unwrap();
     assert!(!first.honours().create && !first.honours().update);
-    refusal(Lease::take(objects, &dir, quick(1500)));
+    refusal(Lease::take(objects, &dir, quick(4000)));
     first.abandon();
-    std::thread::sleep(Duration::from_millis(1700));
-    let second = Lease::take(objects, &dir, quick(1500)).unwrap();
+    std::thread::sleep(Duration::from_millis(4300));
+    let second = Lease::take(objects, &dir, quick(4000)).unwrap();
     second.check().unwrap();
     drop(second);
     assert!(!s.file("g/lock").exists());
@@ -154,7 +156,13 @@ fn on_a_store_that_ignores_conditions_the_lease_is_written_settled_and_read_back
     let takers: Vec<_> = (0..2)
         .map(|_| {
             let dir = dir.clone();
-            std::thread::spawn(move || Lease::take(objects, &dir, quick(3000)))
+            // A settle period far above the gap between a writer's read
+            // and its write, whatever the machine's load.
+            let settings = LeaseSettings {
+                settle: Duration::from_millis(1500),
+                ..quick(6000)
+            };
+            std::thread::spawn(move || Lease::take(objects, &dir, settings))
         })
         .collect();
     let results: Vec<Result<Lease, RepoError>> =
@@ -167,10 +175,10 @@ fn on_a_store_that_ignores_conditions_the_lease_is_written_settled_and_read_back
 fn renewals_keep_a_lease_past_its_expiry() {
     let Some(s) = server() else { return };
     let dir = s.path("n");
-    let lease = Lease::take(s.store, &dir, quick(1500)).unwrap();
-    std::thread::sleep(Duration::from_millis(3500));
+    let lease = Lease::take(s.store, &dir, quick(3000)).unwrap();
+    std::thread::sleep(Duration::from_millis(7000));
     lease.check().unwrap();
-    refusal(Lease::take(s.store, &dir, quick(1500)));
+    refusal(Lease::take(s.store, &dir, quick(3000)));
 }
 
 #[test]
