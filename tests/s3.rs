@@ -377,6 +377,9 @@ fn a_server_keeps_its_repository_on_the_store_and_its_own_state_in_its_data_dir(
     env.restore_to_ok(&env.root, "now", &dest);
     assert_eq!(describe_tree(&dest), describe_tree(&env.root));
 
+    let log = srv.log();
+    assert!(log.contains("took the writer lease"), "{log}");
+    assert!(!log.contains(SECRET_KEY), "{log}");
     // Verify through the server's own command reads the store too.
     drop(srv);
     let out = Command::new(harness::server_bin())
