@@ -16,7 +16,9 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use harness::{Env, describe_tree, files_under, free_port, is_root, noise, show, wait_until};
+use harness::{
+    Env, Server, describe_tree, files_under, free_port, is_root, noise, show, wait_until,
+};
 
 /// The access key and secret every test server takes.
 const ACCESS_KEY: &str = "rewind-test-key";
@@ -98,18 +100,21 @@ impl S3 {
     }
 
     fn rewind_with_secret(&self, env: &Env, secret: &str, args: &[&str]) -> Output {
-        env.command()
-            .env(
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            )
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
-            .env("AWS_ALLOW_HTTP", "true")
-            .args(args)
-            .output()
-            .unwrap()
+        let mut c = env.command();
+        self.reach(&mut c, secret);
+        c.args(args).output().unwrap()
+    }
+
+    /// Give `c` the environment that reaches this server with `secret`.
+    fn reach<'c>(&self, c: &'c mut Command, secret: &str) -> &'c mut Command {
+        c.env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", self.port),
+        )
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_ALLOW_HTTP", "true")
     }
 
     /// The same, which must exit 0; its stdout.
@@ -137,6 +142,20 @@ impl S3 {
             env,
             &["restore", root, "--repo", url, "--at", at, "--to", dest],
         );
+    }
+
+    /// The environment that reaches this server, for `rewind-server`.
+    fn server_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "AWS_ENDPOINT_URL".into(),
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+            ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ]
     }
 
     /// The folder that holds the objects under `prefix`.
@@ -243,4 +262,200 @@ fn an_s3_url_without_credentials_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Nanoseconds since the Unix epoch, as the lease object counts time.
+fn unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_lease_is_held_and_gets_in_once_a_killed_writers_lease_expires()
+ {
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let Some(s3) = S3::start(&base) else { return };
+    let url = s3.url("leased");
+    s3.ok(&env, &["init", "--repo", &url]);
+    let lock = s3.objects("leased/lock");
+    assert!(!lock.exists(), "init released its lease");
+    write(&env.root.join("a.txt"), b"held\n");
+    let root = env.root.to_str().unwrap();
+
+    // A watcher holds the lease (renewed every 3 s of its 8).
+    let log = base.join("watch.log");
+    let mut cmd = env.command();
+    s3.reach(&mut cmd, SECRET_KEY);
+    let mut first = cmd
+        .env("REWIND_S3_LEASE_SECS", "8")
+        .args(["watch", "--repo", &url, root])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("the watcher's first pass", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("first pass complete")
+    });
+    assert!(lock.is_file(), "the lease object exists");
+
+    let out = s3.rewind(&env, &["watch", "--repo", &url, root, "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("in use by another writer"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(err.contains("expires at"), "{err}");
+    assert!(err.contains(&format!("{url}/lock")), "{err}");
+
+    // SIGKILL: the lease stays behind until it expires.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let lease: serde_json::Value = serde_json::from_slice(&fs::read(&lock).unwrap()).unwrap();
+    let expires = lease["expires"]
+        .as_i64()
+        .expect("the lease says when it expires");
+    assert_eq!(lease["pid"].as_u64(), Some(first.id() as u64), "{lease}");
+    write(&env.root.join("b.txt"), b"after the kill\n");
+    let out = s3.rewind(&env, &["watch", "--repo", &url, root, "--once"]);
+    if unix_ns() < expires {
+        // Refused while the dead writer's lease lasts.
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("in use by another writer"), "{err}");
+        while unix_ns() < expires + 200_000_000 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        s3.watch_once(&env, &url);
+    } else {
+        // The machine was slow enough that it had expired already.
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    assert!(!lock.exists(), "the new writer released its lease");
+    let dest = base.join("dest");
+    s3.restore_all(&env, &url, "now", &dest);
+    assert_eq!(describe_tree(&dest), describe_tree(&env.root));
+}
+
+#[test]
+fn a_server_keeps_its_repository_on_the_store_and_its_own_state_in_its_data_dir() {
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let Some(s3) = S3::start(&base) else { return };
+    let url = s3.url("server/main");
+    let data = base.join("srv");
+    let vars = s3.server_env();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let srv = Server::start_new_in_env(&data, &["--store", &url], &vars);
+    // The repository is on the store; the data directory names it and
+    // keeps the certificate and the clients.
+    assert!(s3.objects("server/main/config").is_file());
+    assert!(!data.join("repo").exists());
+    assert_eq!(fs::read_to_string(data.join("store")).unwrap().trim(), url);
+    assert!(data.join("tls/cert.pem").is_file() && data.join("clients.json").is_file());
+    // While it serves, it holds the repository's lease: a prune by hand
+    // is refused and says who holds it.
+    assert!(s3.objects("server/main/lock").is_file());
+    let out = srv.cmd(&["prune"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("pid {}", srv.pid())), "{err}");
+
+    env.enroll(&srv, "laptop");
+    write(&env.root.join("notes/a.txt"), b"on the server's store\n");
+    write(&env.root.join("big.bin"), &noise(2 << 20, 3));
+    env.ok(&["watch", env.root.to_str().unwrap(), "--once"]);
+    assert!(
+        !files_under(&s3.objects("server/main/packs"), "pack").is_empty(),
+        "the uploads went to the store"
+    );
+    let dest = base.join("dest");
+    env.restore_to_ok(&env.root, "now", &dest);
+    assert_eq!(describe_tree(&dest), describe_tree(&env.root));
+
+    let log = srv.log();
+    assert!(log.contains("took the writer lease"), "{log}");
+    assert!(!log.contains(SECRET_KEY), "{log}");
+    // Verify through the server's own command reads the store too.
+    drop(srv);
+    let out = Command::new(harness::server_bin())
+        .arg("--data")
+        .arg(&data)
+        .args(["verify", "--json"])
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    // No secret in anything it printed or logged.
+    let printed = format!(
+        "{}{}",
+        show(&out),
+        fs::read_to_string(data.join("store")).unwrap()
+    );
+    assert!(!printed.contains(SECRET_KEY), "{printed}");
+}
+
+#[test]
+fn a_server_store_url_with_credentials_in_it_is_refused_without_repeating_them() {
+    let env = Env::new();
+    let data = env.tmp.path().join("srv");
+    let secret = "hunter2-e8f1";
+    let out = Command::new(harness::server_bin())
+        .arg("--data")
+        .arg(&data)
+        .args(["init", "--store", &format!("s3://key:{secret}@bucket/p")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must not hold credentials"), "{err}");
+    assert!(!err.contains(secret), "{err}");
+    assert!(!data.join("store").exists());
+}
+
+/// `rewind init --repo s3://backups/x` against `port` with `vars`.
+fn init_against(env: &Env, port: u16, vars: &[(&str, &str)]) -> Output {
+    env.command()
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_ALLOW_HTTP", "true")
+        .envs(vars.iter().copied())
+        .args(["init", "--repo", "s3://backups/x"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_retry_settings_reach_the_client_and_a_bad_one_is_named_in_one_line() {
+    let env = Env::new();
+    // Nothing listens there: every request fails to connect.
+    let port = free_port();
+    let out = init_against(
+        &env,
+        port,
+        &[("REWIND_S3_RETRIES", "1"), ("REWIND_S3_RETRY_SECS", "20")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("s3://backups/x"), "{err}");
+    assert!(
+        err.contains("max_retries: 1,") && err.contains("retry_timeout: 20s"),
+        "object_store reports the retry policy it used: {err}"
+    );
+    assert!(!err.contains(SECRET_KEY), "{err}");
+
+    let out = init_against(&env, port, &[("REWIND_S3_TIMEOUT_SECS", "soon")]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("REWIND_S3_TIMEOUT_SECS=soon"), "{err}");
 }

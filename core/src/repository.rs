@@ -19,13 +19,17 @@ pub enum RepoError {
         /// Where one was expected.
         path: PathBuf,
     },
-    /// Another process holds the writer lock.
-    #[error("repository {path} is in use by another writer (pid file {lock})")]
+    /// Another process holds the writer lock (or, on an object store,
+    /// took this writer's lease over).
+    #[error("repository {path} is in use by another writer ({holder})")]
     Locked {
         /// The repository.
         path: PathBuf,
-        /// The lock file.
+        /// The lock file, or the lease object (`s3://BUCKET/PREFIX/lock`).
         lock: PathBuf,
+        /// Who holds it, for people: `pid file DIR/lock`, or the lease
+        /// holder's host and pid and when the lease expires.
+        holder: String,
     },
     /// An I/O error on a file of the repository.
     #[error("{path}: {source}")]

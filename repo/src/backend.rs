@@ -72,4 +72,43 @@ pub(crate) trait Store: Send + Sync {
     /// True for a store that has no local directory (no `lock`, `tmp/` or
     /// file modes).
     fn is_remote(&self) -> bool;
+    /// The conditional reads and writes a writer lease is made of, on a
+    /// store that has no `flock` (`None`: a local directory, locked by
+    /// `DIR/lock`).
+    fn leasing(&'static self) -> Option<&'static dyn Leasing> {
+        None
+    }
+}
+
+/// When a conditional write may replace what is there.
+#[derive(Clone, Debug)]
+pub(crate) enum PutIf {
+    /// Always (a plain PUT).
+    Always,
+    /// Only when no object exists (`If-None-Match: *`).
+    Absent,
+    /// Only when the object's ETag is this one (`If-Match`).
+    Matches(String),
+}
+
+/// What a conditional write did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Written; the new object's ETag when the store gave one.
+    Yes(Option<String>),
+    /// The store refused it: the condition did not hold.
+    Refused,
+}
+
+/// What a writer lease (`crate::lease`) needs from an object store:
+/// whole-object reads that return the object's ETag, writes conditional
+/// on it, and deletes. A store may ignore the conditions (some
+/// self-hosted ones do); the lease finds out by a probe.
+pub(crate) trait Leasing: Send + Sync {
+    /// The content of `path` and its ETag; `None` when there is no object.
+    fn get_tagged(&self, path: &Path) -> io::Result<Option<(Vec<u8>, Option<String>)>>;
+    /// Write `bytes` to `path` when `cond` holds.
+    fn put_if(&self, path: &Path, bytes: Vec<u8>, cond: PutIf) -> io::Result<Written>;
+    /// Delete `path` (no error when it is missing).
+    fn delete(&self, path: &Path) -> io::Result<()>;
 }

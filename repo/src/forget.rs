@@ -98,6 +98,7 @@ impl LocalRepo {
         }
         let mut next = kf.clone();
         next.clients.insert(client.to_string(), new);
+        self.fence()?;
         next.write(&self.dir)?;
         *kf = next;
         self.write_state().set_keep(client, keeping, &gone);
@@ -149,6 +150,7 @@ impl LocalRepo {
         };
         ck.pins.push(pin.clone());
         let points = ck.pin_points();
+        self.fence()?;
         next.write(&self.dir)?;
         *kf = next;
         self.write_state().set_pins(client, points);
@@ -172,6 +174,7 @@ impl LocalRepo {
             });
         }
         let points = ck.pin_points();
+        self.fence()?;
         next.write(&self.dir)?;
         *kf = next;
         self.write_state().set_pins(client, points);
@@ -212,6 +215,7 @@ impl LocalRepo {
         }
         let mut next = kf.clone();
         next.bases.insert(id);
+        self.fence()?;
         next.write(&self.dir)?;
         *kf = next;
         Ok(())

@@ -20,6 +20,10 @@
 //! DIR/lock                          the writer lock (flock), holding the writer's pid
 //! ```
 //!
+//! On an object store `PREFIX/lock` is instead the writer's lease: a JSON
+//! object naming its holder (random id, host, pid) and when it expires,
+//! renewed while the writer lives and deleted when it closes (`lease.rs`).
+//!
 //! A pack is `RWPACK01`, then records, each a [`rewind_core::frame`]
 //! (length, CRC-32, payload) whose payload is a postcard `Chunk { id,
 //! raw_len, compressed, data }` or `Versions([Version])`, then a footer
@@ -50,10 +54,14 @@
 //!   repository; reading one checks the frame's CRC and the chunk's blake3,
 //!   so damage is reported as [`rewind_core::RepoError::Corrupt`] with the
 //!   pack's path and the offset, never returned as data.
-//! - One writer at a time (`DIR/lock`; not enforced on an object store
-//!   yet, a later step of issue 20); any number of readers, in any
-//!   process, alongside it. Readers never write; they see new commits after
+//! - One writer at a time (`DIR/lock`, or on an object store the lease
+//!   `PREFIX/lock`); any number of readers, in any process, alongside it.
+//!   Readers never write and take no lease; they see new commits after
 //!   [`LocalRepo::refresh`].
+//! - A writer on an object store whose lease was taken over, or has not
+//!   been renewed for three quarters of its expiry, writes nothing more:
+//!   every write and every commit fails (a commit whose pack went out
+//!   while the lease lapsed is not acknowledged).
 //! - A pack writer that fails once is discarded: its temp file is deleted
 //!   and the chunks sent since the last commit are forgotten, so after any
 //!   error from `put_chunks` or `commit_versions` a client starts again
@@ -93,6 +101,9 @@
 //!   (in the system's temporary directory) is left behind; after it, the
 //!   pack object is whole and its index object is written by the next
 //!   writer if it is missing.
+//! - A writer on an object store killed without closing leaves its lease
+//!   object: other writers are refused, naming its host and pid, until it
+//!   expires (60 s, `REWIND_S3_LEASE_SECS`), then take it over.
 
 mod backend;
 mod config;
@@ -102,6 +113,7 @@ mod forget;
 mod index;
 mod keep;
 mod layout;
+mod lease;
 mod pack;
 mod pack_index;
 mod pack_name;
@@ -110,6 +122,8 @@ mod record;
 mod repo;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "s3")]
+mod s3_config;
 mod state;
 mod store;
 mod toc;
@@ -120,6 +134,8 @@ mod zrec;
 mod history_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, feature = "s3"))]
+mod tests_lease;
 #[cfg(test)]
 mod tests_prune;
 #[cfg(test)]

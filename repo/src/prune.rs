@@ -512,6 +512,7 @@ impl LocalRepo {
         let mut kf = self.keepfile.lock().expect("retention poisoned");
         let mut next = kf.clone();
         f(&mut next);
+        self.fence()?;
         next.write(&self.dir)?;
         *kf = next;
         Ok(())
@@ -583,6 +584,7 @@ impl LocalRepo {
         let mut subdirs = HashSet::new();
         for n in &gone {
             crash_point("prune.delete_pack", &self.dir)?;
+            self.fence()?;
             let p = n.pack_path(&self.dir);
             remove(&p)?;
             self.forget_file(n);

@@ -20,6 +20,7 @@ use crate::durable::{corrupt, io_err};
 use crate::index;
 use crate::keep::KeepFile;
 use crate::layout::{Discover, discover, fill, list_idx, list_packs};
+use crate::lease::{Lease, LeaseSettings};
 use crate::pack::{self, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
 use crate::pack_name::PackName;
 use crate::record::{self, PackRecord};
@@ -95,12 +96,15 @@ pub struct LocalRepo {
     /// The content of the delta bases read last (a small-file dictionary
     /// is the base of thousands of chunks).
     bases: Mutex<Vec<(ChunkId, Arc<Vec<u8>>)>>,
+    /// A writer's lease on an object store (`PREFIX/lock`): checked
+    /// before every write, released last, when everything else is dropped.
+    lease: Option<Lease>,
 }
 
 /// What only the writer has. Lock order: this mutex before `state`.
 pub(crate) struct Writer {
     /// `DIR/lock`, locked for as long as this lives (none on an object
-    /// store: its writer lock is a later step of issue 20).
+    /// store: there the writer holds `LocalRepo::lease`).
     _lock: Option<File>,
     /// The pack being filled in `DIR/tmp`, if any.
     open: Option<PackWriter>,
@@ -258,12 +262,7 @@ impl LocalRepo {
     pub fn init(dir: &Path, chunker: ChunkerParams) -> Result<LocalRepo, RepoError> {
         check_chunker(chunker).map_err(|m| invalid_input(dir, m))?;
         let remote = crate::store::of(dir)?.is_remote();
-        let lock = if remote {
-            None
-        } else {
-            rewind_core::private::create_dir_all(dir).map_err(io_err(dir))?;
-            Some(take_lock(dir)?)
-        };
+        let (lock, lease) = take_writer(dir)?;
         let config_path = dir.join("config");
         let exists = || RepoError::Io {
             path: config_path.clone(),
@@ -280,8 +279,8 @@ impl LocalRepo {
         }
         let config = Config::new(chunker);
         if remote {
-            // No lock file on a store: of two writers racing to create the
-            // repository, the store lets one create the config.
+            // Besides the lease: where the store honours `If-None-Match`,
+            // it lets only one of two racing inits create the config.
             if !config.write_new(dir)? {
                 return Err(exists());
             }
@@ -291,13 +290,9 @@ impl LocalRepo {
         info!(repo = %dir.display(), id = %config.id, "created repository");
         let mut state = State::default();
         state.set_filtering(true);
-        Ok(Self::assemble(
-            dir,
-            config,
-            state,
-            KeepFile::default(),
-            Some(lock),
-        ))
+        let mut repo = Self::assemble(dir, config, state, KeepFile::default(), Some(lock));
+        repo.lease = lease;
+        Ok(repo)
     }
 
     /// Read every pack's index (`repair`: write missing ones) into a state,
@@ -382,6 +377,7 @@ impl LocalRepo {
             files: Mutex::new(HashMap::new()),
             check_puts: std::sync::atomic::AtomicBool::new(true),
             bases: Mutex::new(Vec::new()),
+            lease: None,
         }
     }
 
@@ -410,17 +406,14 @@ impl LocalRepo {
         for sub in ["packs", "index", "tmp"] {
             ensure_dir(&dir.join(sub))?;
         }
-        let lock = if crate::store::of(dir)?.is_remote() {
-            // The pack being filled lives in this process's own staging
-            // directory: nothing of another writer's to clean.
-            None
-        } else {
-            let lock = take_lock(dir)?;
+        let (lock, lease) = take_writer(dir)?;
+        if lock.is_some() {
             // Written before repositories were created private (issue 21).
             rewind_core::private::tighten_if_loose(dir, "repository");
             clean_tmp(&dir.join("tmp"))?;
-            Some(lock)
-        };
+        }
+        // On a store the pack being filled lives in this process's own
+        // staging directory: nothing of another writer's to clean.
         let mut keep = KeepFile::read(dir)?;
         crate::deletions::finish_deletions(dir, &mut keep)?;
         let state = Self::load_state(dir, true, &keep)?;
@@ -444,7 +437,9 @@ impl LocalRepo {
                 dir.display()
             );
         }
-        Ok(Self::assemble(dir, config, state, keep, Some(lock)))
+        let mut repo = Self::assemble(dir, config, state, keep, Some(lock));
+        repo.lease = lease;
+        Ok(repo)
     }
 
     /// The repository's random id (32 hex digits).
@@ -745,8 +740,26 @@ impl LocalRepo {
 
     pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, RepoError> {
         let m = self.writer.as_ref().ok_or(RepoError::ReadOnly)?;
-        Ok(m.lock()
-            .expect("repository writer poisoned by an earlier panic"))
+        let w = m
+            .lock()
+            .expect("repository writer poisoned by an earlier panic");
+        self.fence()?;
+        Ok(w)
+    }
+
+    /// Whether this writer may still write: on an object store, an error
+    /// once its lease was taken over or has lapsed (see `lease.rs`).
+    pub(crate) fn fence(&self) -> Result<(), RepoError> {
+        match &self.lease {
+            Some(l) => l.check(),
+            None => Ok(()),
+        }
+    }
+
+    /// The writer's lease (tests).
+    #[cfg(test)]
+    pub(crate) fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 
     /// The open pack, started if there is none.
@@ -764,12 +777,16 @@ impl LocalRepo {
         let Some(mut p) = w.open.take() else {
             return Ok(());
         };
+        self.fence()?;
         let idx = p.seal(&self.dir)?;
         drop(p);
         // A failure from here on leaves a sealed pack without an index:
         // the next open_writer indexes it, and a re-sent batch is filtered
         // by seq, or stored again harmlessly.
+        self.fence()?;
         index::write(&self.dir, &idx)?;
+        // A lease that lapsed during the uploads: not acknowledged.
+        self.fence()?;
         self.write_state().add_pack(idx);
         Ok(())
     }
@@ -967,6 +984,21 @@ impl LocalRepo {
     }
 }
 
+/// What keeps other writers out: `DIR/lock` in a directory, the lease
+/// `PREFIX/lock` on an object store.
+fn take_writer(dir: &Path) -> Result<(Option<File>, Option<Lease>), RepoError> {
+    match crate::store::of(dir)?.leasing() {
+        Some(objects) => {
+            let settings = LeaseSettings::from_env(dir)?;
+            Ok((None, Some(Lease::take(objects, dir, settings)?)))
+        }
+        None => {
+            rewind_core::private::create_dir_all(dir).map_err(io_err(dir))?;
+            Ok((Some(take_lock(dir)?), None))
+        }
+    }
+}
+
 /// Take `DIR/lock` and write our pid into it.
 fn take_lock(dir: &Path) -> Result<File, RepoError> {
     let path = dir.join("lock");
@@ -982,6 +1014,7 @@ fn take_lock(dir: &Path) -> Result<File, RepoError> {
         Err(TryLockError::WouldBlock) => {
             return Err(RepoError::Locked {
                 path: dir.to_path_buf(),
+                holder: format!("pid file {}", path.display()),
                 lock: path,
             });
         }

@@ -19,8 +19,11 @@
 //! - A file is written with one PUT of its whole content, so no reader
 //!   sees it half written; `put_new` sends `If-None-Match: *`.
 //! - Transient failures (5xx, timeouts, throttling) are retried with
-//!   backoff by `object_store`'s client (10 tries within 3 minutes, its
-//!   defaults) before an error reaches the repository.
+//!   backoff by `object_store`'s client (10 retries within 3 minutes by
+//!   default) before an error reaches the repository; one request may take
+//!   up to 300 s (a whole pack over a slow uplink). `REWIND_S3_RETRIES`,
+//!   `REWIND_S3_RETRY_SECS`, `REWIND_S3_TIMEOUT_SECS` and
+//!   `REWIND_S3_CONNECT_TIMEOUT_SECS` change them (`s3_config.rs`).
 //! - Error messages name the object (`s3://BUCKET/KEY`) and what the store
 //!   answered; credentials are sent only as request signatures and never
 //!   appear in them.
@@ -31,13 +34,16 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{
+    ClientConfigKey, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+};
 use rewind_core::RepoError;
 
-use crate::backend::{Blob, ReadAt, Store};
+use crate::backend::{Blob, Leasing, PutIf, ReadAt, Store, Written};
 use crate::durable::{Steps, failpoint, io_err};
+use crate::s3_config::ClientSettings;
 
 /// One bucket's client.
 pub(crate) struct S3Store {
@@ -127,6 +133,28 @@ fn to_io(e: object_store::Error) -> io::Error {
     io::Error::new(kind, e.to_string())
 }
 
+/// `b` with the retry policy and timeouts of `s`.
+fn configure(b: AmazonS3Builder, s: &ClientSettings) -> AmazonS3Builder {
+    let mut b = b.with_retry(RetryConfig {
+        max_retries: s.retries,
+        retry_timeout: s.retry_timeout,
+        ..RetryConfig::default()
+    });
+    let keys = [
+        (ClientConfigKey::Timeout, s.timeout),
+        (ClientConfigKey::ConnectTimeout, s.connect_timeout),
+    ];
+    for (key, value) in keys {
+        if let Some(d) = value {
+            b = b.with_config(
+                AmazonS3ConfigKey::Client(key),
+                format!("{}ms", d.as_millis()),
+            );
+        }
+    }
+    b
+}
+
 impl S3Store {
     fn from_env(bucket: &str, root: String) -> io::Result<S3Store> {
         let has = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
@@ -138,7 +166,8 @@ impl S3Store {
                 "no credentials for the object store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
             ));
         }
-        let client = AmazonS3Builder::from_env()
+        let settings = ClientSettings::from_env()?;
+        let client = configure(AmazonS3Builder::from_env(), &settings)
             .with_bucket_name(bucket)
             .with_virtual_hosted_style_request(false)
             .build()
@@ -363,5 +392,61 @@ impl Store for S3Store {
 
     fn is_remote(&self) -> bool {
         true
+    }
+
+    fn leasing(&'static self) -> Option<&'static dyn Leasing> {
+        Some(self)
+    }
+}
+
+impl Leasing for S3Store {
+    fn get_tagged(&self, path: &Path) -> io::Result<Option<(Vec<u8>, Option<String>)>> {
+        let (c, k) = (self.client.clone(), self.key(path)?);
+        let got = self.run(async move {
+            match c.get(&k).await {
+                Ok(r) => {
+                    let tag = r.meta.e_tag.clone();
+                    Ok(Some((r.bytes().await?.to_vec(), tag)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        Ok(got)
+    }
+
+    fn put_if(&self, path: &Path, bytes: Vec<u8>, cond: PutIf) -> io::Result<Written> {
+        let (c, k) = (self.client.clone(), self.key(path)?);
+        let mode = match cond {
+            PutIf::Always => PutMode::Overwrite,
+            PutIf::Absent => PutMode::Create,
+            PutIf::Matches(tag) => PutMode::Update(UpdateVersion {
+                e_tag: Some(tag),
+                version: None,
+            }),
+        };
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        self.run(async move {
+            match c.put_opts(&k, PutPayload::from(bytes), opts).await {
+                Ok(r) => Ok(Written::Yes(r.e_tag)),
+                // `Create` refused arrives as `AlreadyExists`, `Update`
+                // refused as `Precondition` (a missing object too).
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => Ok(Written::Refused),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn delete(&self, path: &Path) -> io::Result<()> {
+        match Store::remove(self, path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }

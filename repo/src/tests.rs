@@ -619,7 +619,7 @@ fn second_writer_is_locked_out() {
     let tmp = tempfile::tempdir().unwrap();
     let first = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
     match LocalRepo::open_writer(tmp.path()) {
-        Err(RepoError::Locked { path, lock }) => {
+        Err(RepoError::Locked { path, lock, .. }) => {
             assert_eq!(path, tmp.path());
             assert_eq!(lock, tmp.path().join("lock"));
         }

@@ -23,12 +23,12 @@ use crate::tests::{C, file_v};
 const KEY: &str = "unit-key";
 const SECRET: &str = "unit-secret";
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     data: tempfile::TempDir,
     /// `s3://BUCKET`
-    root: String,
-    store: &'static S3Store,
+    pub(crate) root: String,
+    pub(crate) store: &'static S3Store,
 }
 
 impl Drop for Server {
@@ -47,7 +47,7 @@ fn binary() -> Option<PathBuf> {
 }
 
 /// A fresh server with one bucket, its client registered for `s3://BUCKET`.
-fn server() -> Option<Server> {
+pub(crate) fn server() -> Option<Server> {
     let Some(bin) = binary() else {
         eprintln!(
             "\n!!!!!!!! SKIPPED: s3s-fs is not installed (scripts/test installs it into target/s3-server) !!!!!!!!\n"
@@ -91,12 +91,12 @@ fn server() -> Option<Server> {
 }
 
 impl Server {
-    fn path(&self, key: &str) -> PathBuf {
+    pub(crate) fn path(&self, key: &str) -> PathBuf {
         PathBuf::from(format!("{}/{key}", self.root))
     }
 
     /// The file `s3s-fs` keeps object `key` in.
-    fn file(&self, key: &str) -> PathBuf {
+    pub(crate) fn file(&self, key: &str) -> PathBuf {
         let bucket = self.root.strip_prefix("s3://").unwrap();
         self.data.path().join(bucket).join(key)
     }

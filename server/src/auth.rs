@@ -363,7 +363,7 @@ mod tests {
     fn fixture(expiry: Duration) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let d = DataDir::new(tmp.path());
-        data::init(&d, &["localhost".into()]).unwrap();
+        data::init(&d, &["localhost".into()], None).unwrap();
         let (token, _) = data::add_client(&d, "laptop", false, expiry).unwrap();
         let pool = Hashers::new(1);
         let mut slot = pool.try_take().unwrap();

@@ -43,6 +43,12 @@ enum Command {
         /// clients pin the fingerprint, so this is informational)
         #[arg(long = "name", value_name = "HOST")]
         names: Vec<String>,
+        /// Keep the repository on an S3-compatible object store instead of
+        /// in the data directory (s3://BUCKET/PREFIX; endpoint, region and
+        /// credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+        /// AWS_SECRET_ACCESS_KEY); every later command reads it from DATA/store
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
     },
     /// Serve clients over HTTPS until SIGTERM or Ctrl-C
     Serve {
@@ -222,7 +228,7 @@ fn run(cli: Cli) -> Result<i32> {
     };
     let dir = DataDir::new(&root);
     match cli.command {
-        Command::Init { mut names } => {
+        Command::Init { mut names, store } => {
             if names.is_empty() {
                 let host = rustix::system::uname()
                     .nodename()
@@ -230,8 +236,12 @@ fn run(cli: Cli) -> Result<i32> {
                     .into_owned();
                 names = vec![host, "localhost".into(), "127.0.0.1".into(), "::1".into()];
             }
-            let c = crate::init(&dir, &names)?;
+            let c = crate::init(&dir, &names, store.as_deref())?;
             println!("created rewind-server data in {}", root.display());
+            if store.is_some() {
+                let repo = DataDir::new(&root).repo();
+                println!("repository:              {}", repo.display());
+            }
             println!("repository id:           {}", c.repo_id);
             println!("certificate fingerprint: {}", c.fingerprint);
             println!(

@@ -2,7 +2,9 @@
 //! admin secret's hash, the client registry and each client's chunk list.
 //!
 //! ```text
-//! DATA/repo/            the repository (same format as an embedded one)
+//! DATA/repo/            the repository (same format as an embedded one), unless:
+//! DATA/store            the repository's URL (`s3://BUCKET/PREFIX`) when it lives
+//!                       on an object store (`init --store`); one line, no credentials
 //! DATA/tls/cert.pem     self-signed certificate (clients pin its fingerprint)
 //! DATA/tls/key.pem      its private key (mode 0600)
 //! DATA/admin.hash       argon2 hash of the admin secret (guards /metrics)
@@ -26,19 +28,43 @@ use crate::secrets;
 #[derive(Clone, Debug)]
 pub struct DataDir {
     root: PathBuf,
+    /// What `DATA/store` says: the repository's URL, none (the repository
+    /// is `DATA/repo`), or why it cannot be read (reported by `check`).
+    store: Result<Option<PathBuf>, String>,
 }
 
 impl DataDir {
     /// The data directory at `root`.
     pub fn new(root: &Path) -> DataDir {
+        let file = root.join("store");
+        let store = match fs::read_to_string(&file) {
+            Ok(s) => match s.trim() {
+                url if rewind_repo::is_url(Path::new(url)) => Ok(Some(PathBuf::from(url))),
+                _ => Err(format!(
+                    "{}: not an object store URL (s3://BUCKET/PREFIX)",
+                    file.display()
+                )),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+        };
         DataDir {
             root: root.to_path_buf(),
+            store,
         }
     }
 
-    /// The repository.
+    /// The repository: `DATA/repo`, or the URL in `DATA/store`.
     pub fn repo(&self) -> PathBuf {
-        self.root.join("repo")
+        match &self.store {
+            Ok(Some(url)) => url.clone(),
+            _ => self.root.join("repo"),
+        }
+    }
+
+    /// The file that names the repository's object store.
+    fn store_file(&self) -> PathBuf {
+        self.root.join("store")
     }
 
     /// The certificate.
@@ -88,7 +114,10 @@ impl DataDir {
 
     /// Fail with a clear message unless `init` made this directory.
     pub fn check(&self) -> Result<()> {
-        if !self.clients().exists() || !self.repo().join("config").exists() {
+        if let Err(e) = &self.store {
+            bail!("{e}");
+        }
+        if !self.clients().exists() || !rewind_repo::LocalRepo::exists(&self.repo())? {
             bail!(
                 "{} is not a rewind-server data directory (create one with `rewind-server init --data {}`)",
                 self.root.display(),
@@ -109,17 +138,29 @@ pub struct Created {
     pub admin_secret: String,
 }
 
-/// Create a data directory: repository, certificate for `names`, admin
-/// secret, empty registry.
-pub fn init(dir: &DataDir, names: &[String]) -> Result<Created> {
-    if dir.clients().exists() || dir.repo().join("config").exists() {
+/// Create a data directory: repository (in it, or at `store`, an
+/// `s3://BUCKET/PREFIX` URL), certificate for `names`, admin secret, empty
+/// registry.
+pub fn init(dir: &DataDir, names: &[String], store: Option<&str>) -> Result<Created> {
+    if dir.clients().exists() || dir.store_file().exists() || dir.root.join("repo/config").exists()
+    {
         bail!("{} already holds a rewind-server", dir.root.display());
     }
+    let store = store.map(check_store_url).transpose()?;
     private::create_dir_all(&dir.root.join("tls"))
         .with_context(|| format!("cannot create {}", dir.root.display()))?;
     private::create_dir_all(&dir.owners())
         .with_context(|| format!("cannot create {}", dir.owners().display()))?;
-    let repo = rewind_repo::LocalRepo::init(&dir.repo(), rewind_core::DEFAULT_CHUNKER)?;
+    let repo_dir = store.clone().unwrap_or_else(|| dir.root.join("repo"));
+    let repo = rewind_repo::LocalRepo::init(&repo_dir, rewind_core::DEFAULT_CHUNKER)?;
+    if let Some(url) = &store {
+        // Written after the repository exists, before the registry: a
+        // data directory without `clients.json` is not one yet, so an
+        // init that stops here is run again (and then finds the
+        // repository on the store: `already exists`, named).
+        let line = format!("{}\n", url.display());
+        write_private(&dir.store_file(), line.as_bytes())?;
+    }
 
     let cert = rcgen::generate_simple_self_signed(names.to_vec())
         .context("cannot generate the TLS certificate")?;
@@ -138,6 +179,28 @@ pub fn init(dir: &DataDir, names: &[String]) -> Result<Created> {
         fingerprint,
         admin_secret,
     })
+}
+
+/// `url` as a repository root: `s3://BUCKET/PREFIX` without credentials
+/// in it (they come from the environment: `AWS_ACCESS_KEY_ID`, …). The
+/// error never repeats a URL that may hold a secret.
+fn check_store_url(url: &str) -> Result<PathBuf> {
+    let rest = url.strip_prefix("s3://").unwrap_or("");
+    let bucket = rest.split('/').next().unwrap_or("");
+    if bucket.contains('@') || bucket.contains(':') {
+        bail!(
+            "--store: the URL must not hold credentials (write s3://BUCKET/PREFIX; \
+             they come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        );
+    }
+    let prefix = rest
+        .split_once('/')
+        .map_or("", |(_, p)| p)
+        .trim_matches('/');
+    if bucket.is_empty() || prefix.is_empty() || url.contains(char::is_whitespace) {
+        bail!("--store {url}: not an object store URL (write s3://BUCKET/PREFIX)");
+    }
+    Ok(PathBuf::from(format!("s3://{bucket}/{prefix}")))
 }
 
 /// Write a file only its owner can read, durably.
@@ -366,10 +429,10 @@ mod tests {
     fn add_remove_and_reuse() {
         let t = tempfile::tempdir().unwrap();
         let d = DataDir::new(t.path());
-        let created = init(&d, &["localhost".into()]).unwrap();
+        let created = init(&d, &["localhost".into()], None).unwrap();
         assert!(created.fingerprint.starts_with("SHA256:"));
         d.check().unwrap();
-        assert!(init(&d, &["localhost".into()]).is_err());
+        assert!(init(&d, &["localhost".into()], None).is_err());
         let (tok, until) = add_client(&d, "laptop", false, DEFAULT_EXPIRY).unwrap();
         assert!(!is_past(&until));
         let c = load_clients(&d).unwrap();

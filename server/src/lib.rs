@@ -10,7 +10,9 @@
 //! # Layout
 //!
 //! ```text
-//! DATA/repo/            the repository (same format as an embedded one)
+//! DATA/repo/            the repository (same format as an embedded one), unless:
+//! DATA/store            the URL of the repository on an object store (`init --store
+//!                       s3://BUCKET/PREFIX`; credentials come from the environment)
 //! DATA/tls/cert.pem     self-signed certificate made by `init` (clients pin its fingerprint)
 //! DATA/tls/key.pem      its private key
 //! DATA/admin.hash       argon2 hash of the admin secret (guards /metrics)
@@ -87,6 +89,12 @@
 //! - Only the owner can reach the data directory: directories are `0700`,
 //!   files `0600`, and `serve` refuses a data directory other accounts can
 //!   write to.
+//! - With `init --store s3://BUCKET/PREFIX` the repository lives on the
+//!   object store, under its writer lease (one `serve`, `forget`, `prune`
+//!   or `repair` at a time, whichever host runs it); the certificate, the
+//!   registry and the chunk lists stay in the data directory. No log line,
+//!   status or error shows the store's credentials: they are only in the
+//!   environment, and a URL holding some is refused by `init`.
 
 //! # After a crash
 //!
@@ -104,7 +112,10 @@
 //!   say ([`rewind_repo`], "After a crash"): the next run finishes it.
 //! - An `init` interrupted before it wrote `clients.json` leaves a
 //!   directory that `serve` refuses as not made by `init` and that `init`
-//!   refuses as taken: remove it and run `init` again.
+//!   refuses as taken: remove it and run `init` again. With `--store`, the
+//!   repository may already exist on the store then: `init` names it;
+//!   delete its prefix (it holds no client's data yet) and run `init`
+//!   again.
 
 mod api;
 mod auth;

@@ -79,8 +79,8 @@ pub fn verify(repo_dir: &Path, quick: bool, json: bool) -> Result<i32> {
 pub fn repair(repo_dir: &Path, json: bool) -> Result<i32> {
     let repo = match LocalRepo::open_writer(repo_dir) {
         Ok(r) => r,
-        Err(RepoError::Locked { .. }) => bail!(
-            "{} is in use by another writer (a running `rewind watch`?): stop it, then repair",
+        Err(RepoError::Locked { holder, .. }) => bail!(
+            "{} is in use by another writer (a running `rewind watch`?): stop it, then repair ({holder})",
             repo_dir.display()
         ),
         Err(e) => return Err(e.into()),

@@ -152,9 +152,9 @@ pub fn default_policy(dir: &DataDir) -> Result<String> {
 pub fn open_for_admin(dir: &DataDir) -> Result<LocalRepo> {
     dir.check()?;
     LocalRepo::open_writer(&dir.repo()).map_err(|e| match e {
-        RepoError::Locked { .. } => anyhow::anyhow!(
+        RepoError::Locked { holder, .. } => anyhow::anyhow!(
             "{} is in use by a running rewind-server, which forgets and prunes by itself \
-             (serve --retention-every); stop it to run this by hand",
+             (serve --retention-every); stop it to run this by hand ({holder})",
             dir.repo().display()
         ),
         e => e.into(),
@@ -236,7 +236,7 @@ mod tests {
     fn policies_are_stored_per_client_over_a_default() {
         let t = tempfile::tempdir().unwrap();
         let d = DataDir::new(t.path());
-        init(&d, &["localhost".into()]).unwrap();
+        init(&d, &["localhost".into()], None).unwrap();
         add_client(&d, "laptop", false, DEFAULT_EXPIRY).unwrap();
         add_client(&d, "desk", false, DEFAULT_EXPIRY).unwrap();
         let builtin = rewind_core::retention::DEFAULT_POLICY;

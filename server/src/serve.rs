@@ -293,8 +293,8 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     data.check()?;
     data.check_private()?;
     let repo = LocalRepo::open_writer(&data.repo()).map_err(|e| match e {
-        rewind_core::RepoError::Locked { .. } => anyhow::anyhow!(
-            "{} is in use (another rewind-server serves it?)",
+        rewind_core::RepoError::Locked { holder, .. } => anyhow::anyhow!(
+            "{} is in use (another rewind-server serves it?): {holder}",
             data.repo().display()
         ),
         e => e.into(),

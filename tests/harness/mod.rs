@@ -639,6 +639,9 @@ pub struct Server {
     pub prefix: Vec<String>,
     /// Options given to `serve` besides `--listen`.
     pub serve_args: Vec<String>,
+    /// Environment variables every `rewind-server` command of it gets
+    /// (an object store's endpoint and credentials).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -665,10 +668,30 @@ impl Server {
         s
     }
 
+    /// `rewind-server init INIT_ARGS` in `data` with `env`, then serve on
+    /// loopback; every later command of it gets `env` too.
+    pub fn start_new_in_env(data: &Path, init_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut s = Server::init_in_env(data, "127.0.0.1", &[], init_args, env);
+        s.start();
+        s
+    }
+
     /// `rewind-server init` in `data`; not serving yet.
     fn init(data: &Path, host: &str, prefix: &[&str]) -> Server {
+        Server::init_in_env(data, host, prefix, &[], &[])
+    }
+
+    fn init_in_env(
+        data: &Path,
+        host: &str,
+        prefix: &[&str],
+        init_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let out = Command::new(server_bin())
             .args(["--data", data.to_str().unwrap(), "init"])
+            .args(init_args)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(out.status.success(), "init failed\n{}", show(&out));
@@ -681,7 +704,12 @@ impl Server {
             })
             .expect("init prints the admin secret")
             .to_string();
-        Server::serve(data, host, prefix, admin)
+        let mut s = Server::serve(data, host, prefix, admin);
+        s.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        s
     }
 
     /// Serve a data directory made earlier (by an older release, say) on
@@ -703,6 +731,7 @@ impl Server {
             host: host.to_string(),
             prefix: prefix.iter().map(|s| s.to_string()).collect(),
             serve_args: Vec::new(),
+            env: Vec::new(),
             child: None,
             log: data.with_extension(format!("log-{}", rand_suffix())),
         }
@@ -713,6 +742,7 @@ impl Server {
             .arg("--data")
             .arg(&self.data)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap()
     }
@@ -764,6 +794,7 @@ impl Server {
             .args(["serve", "--listen", &format!("{}:{}", self.host, self.port)])
             .args(&self.serve_args)
             .env("REWIND_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
