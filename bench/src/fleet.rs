@@ -18,7 +18,10 @@
 //! - a client that fails (any exit but 0) fails the part, as does a first
 //!   pass that captured fewer versions than its tree has files, a server
 //!   that committed fewer versions than the clients captured, or a
-//!   `rewind-server verify` (every chunk read and hashed) that finds damage.
+//!   `rewind-server verify` (every chunk read and hashed) that finds damage;
+//! - then the server started again on the same data with no client: its
+//!   RSS is what the open repository alone costs, to tell it apart from
+//!   what the clients' requests cost.
 //!
 //! Generated trees are kept in `WORK/fleet-trees` between runs (1 million
 //! files take minutes to write); the server's data and the clients' state
@@ -64,6 +67,9 @@ const FLEET_GENERATOR_VERSION: u32 = 1;
 /// How often the server's RSS and the machine's available memory are
 /// sampled (the issue asks for 100–200 ms).
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// How long the reopened server idles before its RSS is read (it opened
+/// the repository before it listened; a few seconds let startup settle).
+const REOPEN_SETTLE: Duration = Duration::from_secs(3);
 
 fn env_usize(name: &str, default: usize) -> Result<usize> {
     match crate::env(name) {
@@ -335,6 +341,7 @@ pub fn run(cfg: &Config) -> Result<String> {
     let (_, server_hwm) = server.cost()?;
     let server_rss_end = proc_status_kib(pid, "VmRSS")? * 1024;
     let metrics = server.metrics()?;
+    let (fingerprint, admin) = (server.fingerprint.clone(), server.admin.clone());
     server.stop()?;
 
     // Failures first: a fleet run that lost a client measured nothing.
@@ -372,6 +379,24 @@ pub fn run(cfg: &Config) -> Result<String> {
     }
     let repo = du_bytes(&data.join("repo"))?;
     let (verified, verify_cmd) = verify(&srv_bin, &data)?;
+    // What the open repository alone costs: the same data served afresh,
+    // no client connected (the server opens the repository before it
+    // listens), RSS after REOPEN_SETTLE.
+    let again = Server::serve(
+        &srv_bin,
+        &data,
+        &logs.join("server-reopened.log"),
+        &[],
+        fingerprint,
+        admin,
+    )?;
+    std::thread::sleep(REOPEN_SETTLE);
+    let reopened_rss = proc_status_kib(again.pid(), "VmRSS")? * 1024;
+    again.stop()?;
+    eprintln!(
+        "rewind-bench:   the same data served afresh, no client: RSS {}",
+        bytes(reopened_rss)
+    );
 
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let total_files = (n * files) as f64;
@@ -436,6 +461,10 @@ pub fn run(cfg: &Config) -> Result<String> {
     t.row(&[
         "server RSS, median of samples / at the end".to_string(),
         format!("{} / {}", bytes(rss_median), bytes(server_rss_end)),
+    ]);
+    t.row(&[
+        "the same data served afresh, no client: RSS".to_string(),
+        bytes(reopened_rss),
     ]);
     t.row(&["largest client peak RSS".to_string(), bytes(client_rss)]);
     t.row(&[

@@ -123,8 +123,8 @@ pub(crate) struct Server {
     data: PathBuf,
     child: Child,
     url: String,
-    fingerprint: String,
-    admin: String,
+    pub(crate) fingerprint: String,
+    pub(crate) admin: String,
 }
 
 impl Server {
@@ -156,6 +156,21 @@ impl Server {
             })
             .with_context(|| format!("rewind-server init printed no admin secret: {out:?}"))?;
         let fingerprint = base(&["fingerprint"]).run_quiet()?.trim().to_string();
+        Server::serve(bin, data, log, opts, fingerprint, admin)
+    }
+
+    /// `serve --listen 127.0.0.1:0` on a data directory made before (by
+    /// [`Server::start_with`], whose fingerprint and admin secret are
+    /// given); returns once it listens.
+    pub(crate) fn serve(
+        bin: &Path,
+        data: &Path,
+        log: &Path,
+        opts: &[(&str, String)],
+        fingerprint: String,
+        admin: String,
+    ) -> Result<Server> {
+        let base = |args: &[&str]| Cmd::new(bin).arg("--data").arg(data).args(args);
         let help = base(&["serve", "--help"]).run_quiet()?;
         let mut cmd = base(&["serve", "--listen", "127.0.0.1:0"]);
         for (flag, value) in opts {
