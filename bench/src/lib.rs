@@ -29,6 +29,9 @@
 //!   `compact`, and capture latency while a prune runs.
 //! - [`history`]: `versions` and `ls --at` on a history of ten million
 //!   versions, time and memory of each query.
+//! - [`fleet`]: 100 clients of 10,000 files each against one
+//!   `rewind-server` (issue 19): aggregate throughput, the server's peak
+//!   memory and CPU, and a verify of its repository after.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -38,6 +41,7 @@ pub mod busy;
 pub mod chunks;
 pub mod datagen;
 pub mod dumps;
+pub mod fleet;
 pub mod floor;
 pub mod history;
 pub mod idle;
@@ -85,11 +89,13 @@ pub enum Part {
     Retention,
     /// Queries on a history of ten million versions.
     History,
+    /// Many clients of many files against one server.
+    Fleet,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 12] = [
+    pub const ALL: [Part; 13] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -102,6 +108,7 @@ impl Part {
         Part::Ui,
         Part::Retention,
         Part::History,
+        Part::Fleet,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -119,6 +126,7 @@ impl Part {
             Part::Ui => "ui",
             Part::Retention => "retention",
             Part::History => "history",
+            Part::Fleet => "fleet",
         }
     }
 }
@@ -165,17 +173,20 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history,fleet` | parts to run |
     /// | `REWIND_BENCH_RETENTION_VERSIONS` | 5,000,000 × scale | versions of the retention part's year |
     /// | `REWIND_BENCH_RETENTION_SNAPSHOTS` | 35 | days of the retention part's comparison with restic and borg |
     /// | `REWIND_BENCH_RETENTION_SWEEP` | 1 | `0`: the retention part skips `--max-unused 0` and `30` |
     /// | `REWIND_BENCH_HISTORY_VERSIONS` | 10,000,000 × scale | versions of the history part's repository |
     /// | `REWIND_BENCH_HISTORY_BASELINE` | none | a second `rewind` binary the history part also runs |
+    /// | `REWIND_BENCH_FLEET_CLIENTS` | 100 | clients of the fleet part |
+    /// | `REWIND_BENCH_FLEET_FILES` | 10,000 × scale (at least 100) | files of each fleet client |
+    /// | `REWIND_BENCH_FLEET_WAVE` | all clients | fleet clients running at once |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
     /// | `REWIND_BIN` | built: `cargo build --release -p rewind` | the rewind binary |
-    /// | `REWIND_SERVER_BIN` | `rewind-server` beside the rewind binary | the server binary (part `server`) |
+    /// | `REWIND_SERVER_BIN` | `rewind-server` beside the rewind binary | the server binary (parts `server`, `fleet`) |
     /// | `REWIND_BENCH_DOCS` | `1` at scale 1.0, else `0` | refresh `docs/benchmarks.md` |
     /// | `REWIND_BENCH_LATENCY_N` | 200 (× scale, at least 20) | latency samples |
     /// | `REWIND_BENCH_IDLE_SECS` | 60 (× scale, at least 5) | idle window |
@@ -190,7 +201,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, fleet, all)"
                         ),
                     }
                 }
@@ -376,6 +387,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Ui => ui::run(cfg)?,
             Part::Retention => retention::run(cfg)?,
             Part::History => history::run(cfg)?,
+            Part::Fleet => fleet::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

@@ -60,20 +60,20 @@ const SERVER_DEADLINE: Duration = Duration::from_secs(120);
 /// How often the server's memory is sampled during the many-clients run.
 const RSS_EVERY: Duration = Duration::from_millis(200);
 
-fn load() -> String {
+pub(crate) fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
 }
 
-fn q(p: &Path) -> String {
+pub(crate) fn q(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
 /// Read the trees once (untimed) so that they are in the page cache, as the
 /// ingest part does before each run.
-fn warm(trees: &[&Path]) -> Result<()> {
+pub(crate) fn warm(trees: &[&Path]) -> Result<()> {
     for t in trees {
         Cmd::shell(&format!("tar cf - -C {} . | cat >/dev/null", q(t))).run_quiet()?;
     }
@@ -91,7 +91,7 @@ fn list(v: &[f64]) -> String {
 /// `rewind` (a rebuild during the run must not change it): the one given by
 /// `REWIND_SERVER_BIN`, else the one beside `REWIND_BIN`, else the one
 /// `cargo build --release -p rewind` built next to `rewind`.
-fn server_bin(cfg: &Config) -> Result<PathBuf> {
+pub(crate) fn server_bin(cfg: &Config) -> Result<PathBuf> {
     let src = match (crate::env("REWIND_SERVER_BIN"), crate::env("REWIND_BIN")) {
         (Some(s), _) => PathBuf::from(s),
         (None, Some(r)) => Path::new(&r).with_file_name("rewind-server"),
@@ -118,26 +118,31 @@ fn server_bin(cfg: &Config) -> Result<PathBuf> {
 }
 
 /// A running `rewind-server serve` on 127.0.0.1 and a port it picked.
-struct Server {
+pub(crate) struct Server {
     bin: PathBuf,
     data: PathBuf,
     child: Child,
     url: String,
-    fingerprint: String,
-    admin: String,
+    pub(crate) fingerprint: String,
+    pub(crate) admin: String,
 }
 
 impl Server {
     /// `rewind-server init` in a fresh `data`, then `serve --listen
     /// 127.0.0.1:0`; returns once it listens. Its stderr goes to `log`.
-    fn start(bin: &Path, data: &Path, log: &Path) -> Result<Server> {
+    pub(crate) fn start(bin: &Path, data: &Path, log: &Path) -> Result<Server> {
         Server::start_with(bin, data, log, &[])
     }
 
     /// [`Server::start`] with `serve` options of its own. An option the
     /// binary does not know (an older release's, measured side by side)
     /// is left out.
-    fn start_with(bin: &Path, data: &Path, log: &Path, opts: &[(&str, String)]) -> Result<Server> {
+    pub(crate) fn start_with(
+        bin: &Path,
+        data: &Path,
+        log: &Path,
+        opts: &[(&str, String)],
+    ) -> Result<Server> {
         if data.exists() {
             fs::remove_dir_all(data)?;
         }
@@ -151,6 +156,21 @@ impl Server {
             })
             .with_context(|| format!("rewind-server init printed no admin secret: {out:?}"))?;
         let fingerprint = base(&["fingerprint"]).run_quiet()?.trim().to_string();
+        Server::serve(bin, data, log, opts, fingerprint, admin)
+    }
+
+    /// `serve --listen 127.0.0.1:0` on a data directory made before (by
+    /// [`Server::start_with`], whose fingerprint and admin secret are
+    /// given); returns once it listens.
+    pub(crate) fn serve(
+        bin: &Path,
+        data: &Path,
+        log: &Path,
+        opts: &[(&str, String)],
+        fingerprint: String,
+        admin: String,
+    ) -> Result<Server> {
+        let base = |args: &[&str]| Cmd::new(bin).arg("--data").arg(data).args(args);
         let help = base(&["serve", "--help"]).run_quiet()?;
         let mut cmd = base(&["serve", "--listen", "127.0.0.1:0"]);
         for (flag, value) in opts {
@@ -195,12 +215,12 @@ impl Server {
         Ok(server)
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// `rewind-server client add NAME`: the one-time token.
-    fn add_client(&self, name: &str) -> Result<String> {
+    pub(crate) fn add_client(&self, name: &str) -> Result<String> {
         Ok(Cmd::new(&self.bin)
             .arg("--data")
             .arg(&self.data)
@@ -211,7 +231,7 @@ impl Server {
     }
 
     /// The counters of `/metrics` (with curl: no HTTP client in this crate).
-    fn metrics(&self) -> Result<BTreeMap<String, f64>> {
+    pub(crate) fn metrics(&self) -> Result<BTreeMap<String, f64>> {
         let text = Cmd::new("curl")
             .args(["-sS", "--fail", "-k", "-H"])
             .arg(format!("Authorization: Bearer {}", self.admin))
@@ -228,7 +248,7 @@ impl Server {
     }
 
     /// CPU seconds and peak RSS (VmHWM, bytes) so far.
-    fn cost(&self) -> Result<(f64, u64)> {
+    pub(crate) fn cost(&self) -> Result<(f64, u64)> {
         Ok((
             proc_cpu_seconds(self.pid(), clock_ticks())?,
             proc_status_kib(self.pid(), "VmHWM")? * 1024,
@@ -236,7 +256,7 @@ impl Server {
     }
 
     /// SIGTERM and wait; a graceful stop must exit 0.
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         signal(self.pid(), rustix::process::Signal::TERM)?;
         let deadline = Instant::now() + SERVER_DEADLINE;
         loop {
@@ -263,18 +283,18 @@ impl Drop for Server {
     }
 }
 
-fn metric(m: &BTreeMap<String, f64>, name: &str) -> u64 {
+pub(crate) fn metric(m: &BTreeMap<String, f64>, name: &str) -> u64 {
     m.get(name).copied().unwrap_or(0.0) as u64
 }
 
 /// A client machine: its own home, config, state and data directories.
-struct Client {
+pub(crate) struct Client {
     bin: PathBuf,
     base: PathBuf,
 }
 
 impl Client {
-    fn fresh(bin: &Path, base: &Path) -> Result<Client> {
+    pub(crate) fn fresh(bin: &Path, base: &Path) -> Result<Client> {
         fresh_dir(base)?;
         for d in ["home", "config", "state", "data"] {
             fs::create_dir_all(base.join(d))?;
@@ -286,7 +306,10 @@ impl Client {
     }
 
     /// `rewind ARGS…` as this client (no `--repo`: the enrolled server).
-    fn cmd<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString>>(&self, args: I) -> Cmd {
+    pub(crate) fn cmd<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString>>(
+        &self,
+        args: I,
+    ) -> Cmd {
         let b = &self.base;
         Cmd::new(&self.bin)
             .env("HOME", b.join("home"))
@@ -300,7 +323,7 @@ impl Client {
     }
 
     /// `rewind enroll` with a fresh token for `name`.
-    fn enroll(&self, server: &Server, name: &str) -> Result<()> {
+    pub(crate) fn enroll(&self, server: &Server, name: &str) -> Result<()> {
         let token = server.add_client(name)?;
         self.cmd([
             "enroll",
@@ -316,13 +339,13 @@ impl Client {
         Ok(())
     }
 
-    fn watch_once(&self, tree: &Path) -> Cmd {
+    pub(crate) fn watch_once(&self, tree: &Path) -> Cmd {
         self.cmd(["watch".as_ref(), tree.as_os_str(), "--once".as_ref()])
     }
 }
 
 /// "first pass complete" from a run's stderr.
-fn first_pass(m: &Measured) -> String {
+pub(crate) fn first_pass(m: &Measured) -> String {
     m.stderr_tail
         .lines()
         .find(|l| l.contains("first pass complete"))
