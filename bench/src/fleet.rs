@@ -42,7 +42,7 @@ use rand::{Rng, SeedableRng};
 use crate::Config;
 use crate::agent::parse_first_pass;
 use crate::datagen::{TextGen, derive_seed};
-use crate::report::{Table, bytes, median, secs};
+use crate::report::{Table, bytes, median, secs, spread_secs};
 use crate::run::{
     Cmd, Measured, clock_ticks, du_bytes, fresh_dir, measure, proc_cpu_seconds, proc_status_kib,
     sync,
@@ -447,12 +447,7 @@ pub fn run(cfg: &Config) -> Result<String> {
     ]);
     t.row(&[
         "client walls (min / median / max)".to_string(),
-        format!(
-            "{:.1} / {:.1} / {:.1} s",
-            walls.iter().copied().fold(f64::INFINITY, f64::min),
-            median(&walls),
-            walls.iter().copied().fold(0.0, f64::max)
-        ),
+        spread_secs(&walls),
     ]);
     t.row(&["client failures".to_string(), "0".to_string()]);
     t.row(&["server CPU (during the run)".to_string(), secs(server_cpu)]);

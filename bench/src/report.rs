@@ -233,6 +233,16 @@ pub fn update_doc(doc: &Path, sections: &[Section]) -> Result<()> {
     fs::write(doc, text).with_context(|| doc.display().to_string())
 }
 
+/// "min / median / max" of `v` in seconds, one decimal each.
+pub fn spread_secs(v: &[f64]) -> String {
+    format!(
+        "{:.1} / {:.1} / {:.1} s",
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        median(v),
+        v.iter().copied().fold(0.0, f64::max)
+    )
+}
+
 /// The median of `v` (the mean of the middle two for an even count; NaN
 /// when empty).
 pub fn median(v: &[f64]) -> f64 {

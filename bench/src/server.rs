@@ -36,7 +36,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::agent::{Setup, parse_first_pass};
 use crate::datagen::{self, derive_seed, random_bytes};
-use crate::report::{Table, bytes, median, secs, verdict};
+use crate::report::{Table, bytes, median, secs, spread_secs, verdict};
 use crate::run::{
     Cmd, Measured, clock_ticks, du_bytes, fresh_dir, measure, proc_cpu_seconds, proc_status_kib,
     signal, sync,
@@ -870,12 +870,7 @@ pub fn run(cfg: &Config) -> Result<String> {
     ]);
     t.row(&[
         "client walls (min / median / max)".to_string(),
-        format!(
-            "{:.1} / {:.1} / {:.1} s",
-            walls.iter().copied().fold(f64::INFINITY, f64::min),
-            median(&walls),
-            walls.iter().copied().fold(0.0, f64::max)
-        ),
+        spread_secs(&walls),
     ]);
     t.row(&["server CPU".to_string(), secs(m.server_cpu)]);
     t.row(&["clients' CPU (sum)".to_string(), secs(client_cpu)]);
