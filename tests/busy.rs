@@ -32,7 +32,11 @@ fn wall_ns() -> i64 {
 
 /// The versions of `f`, and those of them whose time falls strictly inside
 /// `(started, ended)` (wall clock, ns): at least `min` of those, or the
-/// test fails with the agent's log.
+/// test fails with the agent's log. Counted once the file's final state
+/// (the writer has stopped) restores from the repository: versions reach
+/// it in the order they were captured, and each busy one here carries tens
+/// of MiB of new chunks, so the last ones made while busy may still be on
+/// their way when the writer stops.
 fn versions_while_busy(
     env: &Env,
     f: &Path,
@@ -41,6 +45,13 @@ fn versions_while_busy(
     what: &str,
     log: &Path,
 ) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let last = fs::read(f).unwrap();
+    let dest = env.tmp.path().join("busy-final");
+    wait_until("the final state restores from the repository", || {
+        let _ = fs::remove_file(&dest);
+        env.restore_to(f, &env.now(), &dest).status.success()
+            && fs::read(&dest).is_ok_and(|d| d == last)
+    });
     let versions = env.versions_json(f);
     let during: Vec<serde_json::Value> = versions
         .iter()
