@@ -93,7 +93,12 @@ pub struct Watch {
 impl Watch {
     /// Start `rewind watch TREE` (default settings, no `--once`).
     pub fn start(setup: &Setup, tree: &Path) -> Result<Watch> {
-        let cmd = setup.cmd(["watch".as_ref(), tree.as_os_str()]);
+        Watch::start_cmd(&setup.cmd(["watch".as_ref(), tree.as_os_str()]))
+    }
+
+    /// [`Watch::start`] with a command made by the caller (extra
+    /// environment, say).
+    pub fn start_cmd(cmd: &Cmd) -> Result<Watch> {
         let mut child = cmd
             .command()
             .stdin(Stdio::null())

@@ -437,6 +437,10 @@ struct Sampler {
     last: Vec<u64>,
     text: TextGen,
     i: usize,
+    /// (latency, longest refresh + query of the repository within it) of
+    /// each sample of the last `sample` call: whether a slow sample waited
+    /// for the agent or for the reader.
+    slow: Vec<(f64, f64)>,
 }
 
 impl Sampler {
@@ -454,6 +458,7 @@ impl Sampler {
         mut until: impl FnMut(usize) -> Result<bool>,
     ) -> Result<(Vec<f64>, usize)> {
         let mut lat = Vec::new();
+        self.slow.clear();
         let mut lost = 0;
         let mut taken = 0;
         while !until(taken)? {
@@ -464,12 +469,17 @@ impl Sampler {
             self.text.fill(&mut content, 3000);
             let t0 = Instant::now();
             fs::write(&self.paths[k], &content)?;
+            let mut reading = 0f64;
             loop {
+                let r = Instant::now();
                 self.repo.refresh()?;
                 let seq = self.newest(k)?;
+                reading = reading.max(r.elapsed().as_secs_f64());
                 if seq > self.last[k] {
                     self.last[k] = seq;
-                    lat.push(t0.elapsed().as_secs_f64());
+                    let l = t0.elapsed().as_secs_f64();
+                    lat.push(l);
+                    self.slow.push((l, reading));
                     break;
                 }
                 if t0.elapsed() > Duration::from_secs(20) {
@@ -498,7 +508,11 @@ fn latency_during_prune(cfg: &Config, s: &Setup, base: &Path) -> Result<String> 
     }
     claim_client(s)?;
     let t = Instant::now();
-    let mut watch = Watch::start(s, &dir)?;
+    // The prune's lock holds are logged at debug: kept with the result.
+    let mut watch = Watch::start_cmd(
+        &s.cmd(["watch".as_ref(), dir.as_os_str()])
+            .env("REWIND_LOG", "info,rewind_repo::prune=debug"),
+    )?;
     watch.wait_for_line("first pass complete", Duration::from_secs(1200))?;
     let started = t.elapsed().as_secs_f64();
     let canon = dir.canonicalize()?;
@@ -521,6 +535,7 @@ fn latency_during_prune(cfg: &Config, s: &Setup, base: &Path) -> Result<String> 
         last: vec![0; 10],
         text,
         i: 0,
+        slow: Vec::new(),
     };
     // Wait for the first pass to be committed.
     let t = Instant::now();
@@ -558,6 +573,9 @@ fn latency_during_prune(cfg: &Config, s: &Setup, base: &Path) -> Result<String> 
         }
         Ok(status.is_some())
     })?;
+    let mut slowest = std::mem::take(&mut sm.slow);
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    slowest.truncate(3);
     let prune_secs = t.elapsed().as_secs_f64();
     let st = match status {
         Some(st) => st,
@@ -575,6 +593,9 @@ fn latency_during_prune(cfg: &Config, s: &Setup, base: &Path) -> Result<String> 
     if !wst.success() {
         eprintln!("rewind-bench: rewind watch exited with {wst}");
     }
+    // Beside the work directory, which is removed at the end.
+    let log = cfg.work.join("retention-agent-during-prune.log");
+    fs::write(&log, watch.stderr.join("\n") + "\n")?;
     let p99_idle = quantile(&idle, 0.99);
     let p99_busy = quantile(&busy, 0.99);
     let mut o = String::new();
@@ -609,6 +630,16 @@ fn latency_during_prune(cfg: &Config, s: &Setup, base: &Path) -> Result<String> 
         ]);
     }
     o.push_str(&t.render());
+    let slow: Vec<String> = slowest
+        .iter()
+        .map(|(l, r)| format!("{} ({} of it the reader's longest refresh)", ms(*l), ms(*r)))
+        .collect();
+    writeln!(
+        o,
+        "\nSlowest samples during the prune: {}. The agent's log: `{}`.",
+        slow.join(", "),
+        log.display()
+    )?;
     writeln!(
         o,
         "\nTarget p99 during a prune ≤ 2× idle: {} ({} against {}; {:.2}×){}.",

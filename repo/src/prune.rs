@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use rewind_core::forget::{PendingChunks, PruneReport, PruneRequest, PruneSummary};
 use rewind_core::{ChunkId, RepoError, Timestamp, Version};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::deletions::remove;
 use crate::durable::{failpoint, io_err};
@@ -167,6 +167,13 @@ fn crash_point(name: &'static str, dir: &Path) -> Result<(), RepoError> {
     failpoint(name).map_err(io_err(dir))
 }
 
+/// Versions walked (or chunks looked up) under one hold of the index's
+/// shared lock while a prune finds the live set; chunks added or removed
+/// under one hold of its exclusive lock while a prune switches. A few
+/// milliseconds of work each on this VM (docs/decisions.md, "Prune holds
+/// the index for moments").
+const WALK_SLICE: usize = 20_000;
+
 impl LocalRepo {
     /// [`Repository::prune`](rewind_core::Repository::prune): the request
     /// made into options, then [`LocalRepo::prune_with`].
@@ -246,7 +253,15 @@ impl LocalRepo {
         }
         if !plan.delete.is_empty() {
             let names: Vec<PackName> = plan.delete.iter().map(|p| p.name).collect();
-            let gone = self.switch(&names, None, true, &mut report)?;
+            // Their chunks, read before the switch takes the locks (a pack
+            // whose index cannot be read is left to the full pass).
+            let mut listed = HashMap::new();
+            for n in &names {
+                if let Ok(Some(idx)) = index::read_header(&self.dir, *n) {
+                    listed.insert(*n, idx.chunks.into_iter().map(|c| c.id).collect());
+                }
+            }
+            let gone = self.switch(&names, None, listed, true, &mut report)?;
             report.packs_deleted += gone.len() as u64;
             report.bytes_freed += plan
                 .delete
@@ -331,22 +346,54 @@ impl LocalRepo {
         report: &mut PruneReport,
     ) -> (Plan, HashSet<ChunkId>) {
         let keep = self.keepfile.lock().expect("retention poisoned").clone();
-        let st = self.read_state();
         let mut live: HashSet<ChunkId> = extra.into_iter().collect();
         live.extend(keep.bases.iter().copied());
-        st.each_version(|_, _, _, e| live.extend(e.chunk_refs().map(|c| c.id)));
-        let bases: Vec<ChunkId> = live
-            .iter()
-            .filter_map(|id| st.delta_bases.get(id).copied())
-            .collect();
-        live.extend(bases);
-        report.live_chunks = live.len() as u64;
-        let mut used: HashMap<u32, u64> = HashMap::new();
-        for id in &live {
-            if let Some(loc) = st.chunks.get(id) {
-                *used.entry(loc.pack).or_default() += loc.frame_len as u64;
+        // The walk over every kept version takes seconds on a long
+        // history: it lets go of the index between slices, so commits go
+        // on. What a commit adds meanwhile names only chunks it touched
+        // (spared by the switch); what retention drops meanwhile only
+        // makes this live set larger than it need be.
+        let walk = Instant::now();
+        let mut longest = Duration::ZERO;
+        let mut cursor = None;
+        loop {
+            let t = Instant::now();
+            let st = self.read_state();
+            cursor = st.each_version_after(cursor.as_ref(), WALK_SLICE, |_, _, _, e| {
+                live.extend(e.chunk_refs().map(|c| c.id))
+            });
+            drop(st);
+            longest = longest.max(t.elapsed());
+            if cursor.is_none() {
+                break;
             }
         }
+        // The delta bases of the live chunks, then the bytes each pack
+        // serves of them, a slice at a time as well.
+        let ids: Vec<ChunkId> = live.iter().copied().collect();
+        for part in ids.chunks(WALK_SLICE) {
+            let st = self.read_state();
+            let bases: Vec<ChunkId> = part
+                .iter()
+                .filter_map(|id| st.delta_bases.get(id).copied())
+                .collect();
+            drop(st);
+            live.extend(bases);
+        }
+        report.live_chunks = live.len() as u64;
+        let ids: Vec<ChunkId> = live.iter().copied().collect();
+        let mut used: HashMap<u32, u64> = HashMap::new();
+        for part in ids.chunks(WALK_SLICE) {
+            let st = self.read_state();
+            for id in part {
+                if let Some(loc) = st.chunks.get(id) {
+                    *used.entry(loc.pack).or_default() += loc.frame_len as u64;
+                }
+            }
+        }
+        drop(ids);
+        let held = Instant::now();
+        let st = self.read_state();
         let young = opts
             .grace
             .map(|g| Timestamp(opts.now.0.saturating_sub(g.as_nanos() as i64)));
@@ -414,6 +461,14 @@ impl LocalRepo {
                 + plan.repack.iter().map(|p| p.unused_bytes()).sum::<u64>();
             report.bytes_rewritten = plan.repack.iter().map(|p| p.live_bytes).sum();
         }
+        drop(st);
+        debug!(
+            live = live.len(),
+            walk_millis = walk.elapsed().as_millis() as u64,
+            longest_slice_millis = longest.as_millis() as u64,
+            held_millis = held.elapsed().as_millis() as u64,
+            "prune planned"
+        );
         (plan, live)
     }
 
@@ -430,13 +485,19 @@ impl LocalRepo {
         let mut versions: Vec<Version> = Vec::new();
         let mut newest = Timestamp(0);
         let mut dropped = 0u64;
+        let mut listed = HashMap::new();
         for src in &sources {
             newest = newest.max(src.sealed_at.unwrap_or(Timestamp(0)));
             let path = src.name.pack_path(&self.dir);
             let idx = pack::load(&path, src.name)?;
             let blob = crate::store::open_blob(&path).map_err(io_err(&path))?;
             let file = &*blob.data;
-            let (chunks, vs) = self.in_use(&idx, live);
+            let InUse {
+                chunks,
+                versions: vs,
+                here,
+            } = self.in_use(&idx, live);
+            listed.insert(src.name, here);
             for c in chunks {
                 let ch = record::read_encoded_at(file, &path, c.0, c.1, &c.2)?;
                 w.add_chunk(ch.view())?;
@@ -462,7 +523,7 @@ impl LocalRepo {
         crash_point("prune.repack", &self.dir)?;
         let names: Vec<PackName> = sources.iter().map(|p| p.name).collect();
         let delete = opts.grace.is_none();
-        let gone = self.switch(&names, idx, delete, report)?;
+        let gone = self.switch(&names, idx, listed, delete, report)?;
         for p in sources.iter().filter(|p| gone.contains(&p.name)) {
             report.packs_repacked += 1;
             if delete {
@@ -476,25 +537,25 @@ impl LocalRepo {
     }
 
     /// The chunks of pack `idx` whose copy in use is there and that are
-    /// live — (offset, frame length, id) in file order — and its versions
-    /// whose copy in use is there.
-    fn in_use(
-        &self,
-        idx: &PackIndex,
-        live: &HashSet<ChunkId>,
-    ) -> (Vec<(u64, u32, ChunkId)>, Vec<Version>) {
+    /// live — (offset, frame length, id) in file order —, its versions
+    /// whose copy in use is there, and every chunk whose copy in use is
+    /// there (what the switch takes out of the index: a copy can move to
+    /// another pack meanwhile, never into this one).
+    fn in_use(&self, idx: &PackIndex, live: &HashSet<ChunkId>) -> InUse {
         let st = self.read_state();
         let Some(slot) = st.pack_slot(&idx.pack) else {
-            return (Vec::new(), Vec::new());
+            return InUse::default();
         };
+        let mut here = Vec::new();
         let chunks = idx
             .chunks
             .iter()
             .filter(|c| {
-                st.chunks
-                    .get(&c.id)
-                    .is_some_and(|l| l.pack == slot && l.offset == c.offset)
-                    && live.contains(&c.id)
+                let Some(l) = st.chunks.get(&c.id).filter(|l| l.pack == slot) else {
+                    return false;
+                };
+                here.push(c.id);
+                l.offset == c.offset && live.contains(&c.id)
             })
             .map(|c| (c.offset, c.frame_len, c.id))
             .collect();
@@ -504,7 +565,11 @@ impl LocalRepo {
             .filter(|v| st.version_pack(&v.client, &v.path, v.seq) == Some(slot))
             .cloned()
             .collect();
-        (chunks, versions)
+        InUse {
+            chunks,
+            versions,
+            here,
+        }
     }
 
     /// Update `DIR/retention` durably.
@@ -522,21 +587,91 @@ impl LocalRepo {
     /// the index, then take `sources` out of it, except those still serving
     /// a chunk that was touched during this prune; then (with `delete`)
     /// record and delete them, pack file first, or (two-phase) condemn
-    /// them. Returns the packs that left the index.
+    /// them. `listed` holds the chunks of the sources it knows (every
+    /// chunk whose copy in use is there), so that taking them out looks
+    /// at those alone. Returns the packs that left the index.
     fn switch(
         &self,
         sources: &[PackName],
         new: Option<PackIndex>,
+        mut listed: HashMap<PackName, Vec<ChunkId>>,
         delete: bool,
         report: &mut PruneReport,
     ) -> Result<Vec<PackName>, RepoError> {
+        let started = Instant::now();
+        let mut longest = Duration::ZERO;
+        let mut timed = |t: Instant| longest = longest.max(t.elapsed());
+        // The new pack first, in slices: its chunks and versions are copies
+        // of ones the index holds, so every state in between is valid, and
+        // from here on the sources serve only what no one kept.
+        if let Some(idx) = new {
+            let t = Instant::now();
+            let slot = self.write_state().begin_pack(&idx, false);
+            timed(t);
+            if let Some(n) = slot {
+                let PackIndex {
+                    chunks,
+                    mut versions,
+                    sealed_at,
+                    ..
+                } = idx;
+                for part in chunks.chunks(WALK_SLICE) {
+                    let t = Instant::now();
+                    self.write_state().add_pack_chunks(n, part);
+                    timed(t);
+                }
+                while !versions.is_empty() {
+                    let rest = versions.split_off(versions.len().min(WALK_SLICE));
+                    let part = std::mem::replace(&mut versions, rest);
+                    let t = Instant::now();
+                    self.write_state().add_pack_versions(n, part, sealed_at);
+                    timed(t);
+                }
+            }
+        }
+        // Then the sources' chunks leave the index, in slices, each under
+        // the exclusive lock against the touched set: a source serving a
+        // chunk someone was told is stored is spared (what it lost from the
+        // index meanwhile was unused, and is sent again if needed). Only
+        // when every source's chunks are known; else one pass below.
+        let mut spared_early: HashSet<PackName> = HashSet::new();
+        let mut removed = Vec::new();
+        let in_parts = delete && sources.iter().all(|s| listed.contains_key(s));
+        if in_parts {
+            let none = HashSet::new();
+            for s in sources {
+                let ids = listed.remove(s).unwrap_or_default();
+                for part in ids.chunks(WALK_SLICE) {
+                    let t = Instant::now();
+                    let mut st = self.write_state();
+                    let Some(slot) = st.pack_slot(s) else {
+                        break;
+                    };
+                    if st.packs[slot as usize].kept_versions > 0 {
+                        spared_early.insert(*s);
+                        break;
+                    }
+                    let touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+                    let r = st.remove_chunks_of(slot, part, touched.as_ref().unwrap_or(&none));
+                    drop(touched);
+                    drop(st);
+                    timed(t);
+                    match r {
+                        Ok(r) => removed.extend(r),
+                        Err((_, r)) => {
+                            removed.extend(r);
+                            spared_early.insert(*s);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         let mut gone = Vec::new();
         {
             let _w = self.lock_writer()?;
+            let t = Instant::now();
             let mut st = self.write_state();
-            if let Some(idx) = new {
-                st.add_pack(idx);
-            }
             let spared: HashSet<u32> = {
                 let t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
                 t.iter()
@@ -548,7 +683,10 @@ impl LocalRepo {
                 let Some(slot) = st.pack_slot(s) else {
                     continue;
                 };
-                if spared.contains(&slot) || st.packs[slot as usize].kept_versions > 0 {
+                if spared_early.contains(s)
+                    || spared.contains(&slot)
+                    || st.packs[slot as usize].kept_versions > 0
+                {
                     report.packs_spared += 1;
                     continue;
                 }
@@ -558,9 +696,23 @@ impl LocalRepo {
                 gone.push(*s);
             }
             if delete {
-                report.removed_chunks.extend(st.remove_packs(&gone));
+                if in_parts {
+                    st.retire_packs(&gone);
+                } else {
+                    removed.extend(st.remove_packs(&gone));
+                }
+                report.removed_chunks.extend(std::mem::take(&mut removed));
             }
+            drop(st);
+            timed(t);
         }
+        debug!(
+            sources = sources.len(),
+            gone = gone.len(),
+            millis = started.elapsed().as_millis() as u64,
+            longest_hold_millis = longest.as_millis() as u64,
+            "prune switched the index"
+        );
         crash_point("prune.switch", &self.dir)?;
         if gone.is_empty() {
             return Ok(gone);
@@ -600,6 +752,19 @@ impl LocalRepo {
         fsync_dir(&self.dir.join("index"))?;
         Ok(gone)
     }
+}
+
+/// What of one source pack a repack copies, and what it serves (see
+/// `LocalRepo::in_use`).
+#[derive(Default)]
+struct InUse {
+    /// Live chunks whose copy in use is there: (offset, frame length, id)
+    /// in file order.
+    chunks: Vec<(u64, u32, ChunkId)>,
+    /// Versions whose copy in use is there.
+    versions: Vec<Version>,
+    /// Every chunk whose copy in use is there.
+    here: Vec<ChunkId>,
 }
 
 /// Marks the retention state changed when dropped (the end of a prune,

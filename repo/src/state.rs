@@ -26,7 +26,7 @@ use rewind_core::retention::{QueryPoint, Scope, live_ends};
 use rewind_core::{ChunkId, Encoding, Entry, RepoStats, Timestamp, Version};
 
 use crate::keep::ClientKeep;
-use crate::pack_index::PackIndex;
+use crate::pack_index::{IdxChunk, PackIndex};
 use crate::pack_name::PackName;
 
 mod held;
@@ -162,6 +162,10 @@ pub(crate) struct State {
     filtering: bool,
 }
 
+/// Where a slice of a walk over every version ended: the last (client,
+/// path) it visited (see [`State::each_version_after`]).
+pub(crate) type WalkCursor = (String, Vec<u8>);
+
 /// A dump series: its path, and its runs (time, succeeded) in seq order.
 pub(crate) type Series = (Vec<u8>, Vec<(Timestamp, bool)>);
 
@@ -202,8 +206,23 @@ impl State {
 
     /// [`State::add_pack`] for a pack that may be condemned.
     pub(crate) fn add_pack_marked(&mut self, idx: PackIndex, condemned: bool) {
-        if self.has_pack(&idx.pack) {
+        let Some(n) = self.begin_pack(&idx, condemned) else {
             return;
+        };
+        self.add_pack_chunks(n, &idx.chunks);
+        self.add_pack_versions(n, idx.versions, idx.sealed_at);
+    }
+
+    /// The first part of [`State::add_pack_marked`]: the pack's slot,
+    /// with none of its chunks and versions yet (`None` when the index
+    /// has the pack). A prune adds its new pack in parts, letting go of
+    /// the index's lock in between ([`State::add_pack_chunks`],
+    /// [`State::add_pack_versions`]): its chunks and versions are copies
+    /// of ones the index holds, so every moment in between is a valid
+    /// index.
+    pub(crate) fn begin_pack(&mut self, idx: &PackIndex, condemned: bool) -> Option<u32> {
+        if self.has_pack(&idx.pack) {
+            return None;
         }
         let n = self.packs.len() as u32;
         self.by_name.insert(idx.pack, n);
@@ -219,7 +238,13 @@ impl State {
             condemned,
             gone: false,
         });
-        for c in idx.chunks {
+        Some(n)
+    }
+
+    /// Chunks of the pack in slot `n` (see [`State::begin_pack`]): each
+    /// takes the place of the copy in use where it ranks higher.
+    pub(crate) fn add_pack_chunks(&mut self, n: u32, chunks: &[IdxChunk]) {
+        for c in chunks {
             let delta = matches!(c.encoding, Encoding::Delta { .. });
             let replace = match self.chunks.get(&c.id) {
                 None => true,
@@ -248,9 +273,19 @@ impl State {
                 }
             }
         }
-        for v in idx.versions {
+    }
+
+    /// Versions of the pack in slot `n`, sealed at `sealed_at` (see
+    /// [`State::begin_pack`]).
+    pub(crate) fn add_pack_versions(
+        &mut self,
+        n: u32,
+        versions: Vec<Version>,
+        sealed_at: Option<Timestamp>,
+    ) {
+        for v in versions {
             let ci = self.clients.entry(v.client.clone()).or_default();
-            ci.last_commit = ci.last_commit.max(idx.sealed_at);
+            ci.last_commit = ci.last_commit.max(sealed_at);
             self.insert_version(v, n);
         }
     }
@@ -438,7 +473,9 @@ impl State {
     /// warning). One pass over the chunk map for all of them: a prune's
     /// switch removes hundreds of packs under the writer lock, and a pass
     /// per pack over millions of chunks held captures back for a minute
-    /// (docs/benchmarks.md, "Retention", part C).
+    /// (docs/benchmarks.md, "Retention", part C). A prune that knows the
+    /// packs' chunks removes them in parts instead
+    /// ([`State::remove_chunks_of`], [`State::retire_packs`]).
     pub(crate) fn remove_packs(&mut self, names: &[PackName]) -> Vec<ChunkId> {
         let slots: HashSet<u32> = names
             .iter()
@@ -458,6 +495,51 @@ impl State {
                 true
             }
         });
+        self.retire(slots);
+        removed
+    }
+
+    /// Take out of the index the chunks among `ids` whose copy in use is
+    /// in pack slot `n` (a prune removes a pack's chunks in parts before
+    /// the pack leaves: [`State::retire_packs`]); returns them. Stops at
+    /// the first of them in `spare` (a chunk a caller was told is stored),
+    /// returning it as `Err` with what was removed before it.
+    pub(crate) fn remove_chunks_of(
+        &mut self,
+        n: u32,
+        ids: &[ChunkId],
+        spare: &HashSet<ChunkId>,
+    ) -> Result<Vec<ChunkId>, (ChunkId, Vec<ChunkId>)> {
+        let mut removed = Vec::new();
+        for id in ids {
+            if self.chunks.get(id).is_none_or(|l| l.pack != n) {
+                continue;
+            }
+            if spare.contains(id) {
+                return Err((*id, removed));
+            }
+            self.chunks.remove(id);
+            self.delta_bases.remove(id);
+            removed.push(*id);
+        }
+        Ok(removed)
+    }
+
+    /// Packs `names` leave the index, once their chunks were removed with
+    /// [`State::remove_chunks_of`] (any chunk still located there stays
+    /// in the map, pointing at a deleted pack: callers must remove them
+    /// all first).
+    pub(crate) fn retire_packs(&mut self, names: &[PackName]) {
+        let slots: HashSet<u32> = names
+            .iter()
+            .filter_map(|n| self.by_name.remove(n))
+            .collect();
+        self.retire(slots);
+    }
+
+    /// Mark pack `slots` deleted; drop (with a warning) versions still held
+    /// only there.
+    fn retire(&mut self, slots: HashSet<u32>) {
         let held: HashSet<u32> = slots
             .iter()
             .copied()
@@ -489,7 +571,6 @@ impl State {
             p.gone = true;
             p.kept_versions = 0;
         }
-        removed
     }
 
     /// Chunks no version in the index names (and no delta's base).
@@ -514,6 +595,41 @@ impl State {
                 }
             }
         }
+    }
+
+    /// [`State::each_version`] a slice at a time, so that a long walk can
+    /// let go of the index's lock between slices: the versions of whole
+    /// paths after `after` in (client, path) order, until at least
+    /// `budget` versions were visited. Returns where the next slice starts
+    /// (the last path visited), or `None` once every path was.
+    pub(crate) fn each_version_after(
+        &self,
+        after: Option<&WalkCursor>,
+        budget: usize,
+        mut f: impl FnMut(&str, &[u8], u64, &Entry),
+    ) -> Option<WalkCursor> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let first: (Bound<&str>, Bound<&str>) = match after {
+            Some((c, _)) => (Included(c.as_str()), Unbounded),
+            None => (Unbounded, Unbounded),
+        };
+        let mut seen = 0;
+        for (c, ci) in self.clients.range::<str, _>(first) {
+            let from: (Bound<&[u8]>, Bound<&[u8]>) = match after {
+                Some((ac, ap)) if ac == c => (Excluded(ap.as_slice()), Unbounded),
+                _ => (Unbounded, Unbounded),
+            };
+            for (p, list) in ci.paths.range::<[u8], _>(from) {
+                for h in list {
+                    f(c, p, h.seq, &h.entry());
+                }
+                seen += list.len().max(1);
+                if seen >= budget {
+                    return Some((c.clone(), p.clone()));
+                }
+            }
+        }
+        None
     }
 
     /// The pack slot whose copy of `(client, seq)` of `path` the index
@@ -832,5 +948,115 @@ mod tests {
         assert_eq!(parent(b"rel"), None);
         assert_eq!(normalize(b"/a//"), b"/a");
         assert_eq!(normalize(b"/"), b"/");
+    }
+
+    #[test]
+    fn a_walk_in_slices_visits_every_version_once_in_order() {
+        use crate::tests::{chunk, file_v};
+        let c = chunk(1);
+        let mut versions = Vec::new();
+        let mut seq = 0;
+        for client in ["b-client", "a-client"] {
+            for (path, n) in [(&b"/x"[..], 3), (b"/a/long", 7), (b"/a", 1), (b"/z/q", 2)] {
+                for _ in 0..n {
+                    seq += 1;
+                    let mut v = file_v(seq, seq as i64, path, &[&c]);
+                    v.client = client.to_string();
+                    versions.push(v);
+                }
+            }
+        }
+        let mut st = State::default();
+        st.add_pack(PackIndex {
+            pack: PackName::random(),
+            pack_len: 1,
+            sealed_at: Some(Timestamp(1)),
+            damage: None,
+            chunks: Vec::new(),
+            version_records: Vec::new(),
+            versions,
+        });
+        let mut all = Vec::new();
+        st.each_version(|c, p, s, _| all.push((c.to_string(), p.to_vec(), s)));
+        assert_eq!(all.len(), 26);
+        for budget in [1, 2, 5, 7, 26, 100] {
+            let mut sliced = Vec::new();
+            let mut cursor = None;
+            let mut slices = 0;
+            loop {
+                slices += 1;
+                cursor = st.each_version_after(cursor.as_ref(), budget, |c, p, s, _| {
+                    sliced.push((c.to_string(), p.to_vec(), s))
+                });
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            assert_eq!(sliced, all, "budget {budget}");
+            assert!(
+                slices <= 26 / budget + 9,
+                "budget {budget}: {slices} slices"
+            );
+        }
+    }
+    #[test]
+    fn removing_a_packs_chunks_in_parts_leaves_what_a_full_pass_leaves() {
+        use crate::tests::chunk;
+        let ids: Vec<ChunkId> = (0..6).map(|i| chunk(i).id).collect();
+        let pack = |n: i64, with: &[usize]| PackIndex {
+            pack: PackName::random(),
+            pack_len: 1,
+            sealed_at: Some(Timestamp(n)),
+            damage: None,
+            chunks: with
+                .iter()
+                .map(|&i| IdxChunk {
+                    id: ids[i],
+                    offset: i as u64 * 10,
+                    frame_len: 10,
+                    raw_len: 10,
+                    encoding: Encoding::Zstd,
+                })
+                .collect(),
+            version_records: Vec::new(),
+            versions: Vec::new(),
+        };
+        // Pack b holds newer copies of 2 and 3: those stay where they are
+        // used when a is removed; 0 and 1 leave; c is untouched.
+        let (a, b, c) = (pack(1, &[0, 1, 2, 3]), pack(2, &[2, 3, 4]), pack(3, &[5]));
+        let listed_ids: Vec<ChunkId> = a.chunks.iter().map(|c| c.id).collect();
+        let mut full = State::default();
+        let mut listed = State::default();
+        for st in [&mut full, &mut listed] {
+            st.add_pack(a.clone());
+            st.add_pack(b.clone());
+            st.add_pack(c.clone());
+        }
+        let mut gone_full = full.remove_packs(&[a.pack]);
+        let none = HashSet::new();
+        let mut gone_listed = Vec::new();
+        for part in listed_ids.chunks(1) {
+            gone_listed.extend(listed.remove_chunks_of(0, part, &none).unwrap());
+        }
+        listed.retire_packs(&[a.pack]);
+        gone_full.sort();
+        gone_listed.sort();
+        let mut expect = vec![ids[0], ids[1]];
+        expect.sort();
+        assert_eq!(gone_full, expect);
+        assert_eq!(gone_listed, expect);
+        let mut left_full: Vec<_> = full.chunks.iter().map(|(k, v)| (*k, v.pack)).collect();
+        let mut left_listed: Vec<_> = listed.chunks.iter().map(|(k, v)| (*k, v.pack)).collect();
+        left_full.sort();
+        left_listed.sort();
+        assert_eq!(left_full, left_listed);
+        // A chunk someone was told is stored stops the removal there.
+        let mut spared = State::default();
+        spared.add_pack(a.clone());
+        let spare: HashSet<ChunkId> = [ids[1]].into();
+        let (at, before) = spared.remove_chunks_of(0, &listed_ids, &spare).unwrap_err();
+        assert_eq!((at, before), (ids[1], vec![ids[0]]));
+        assert!(spared.chunks.contains_key(&ids[1]) && spared.has_pack(&a.pack));
+        assert!(!listed.has_pack(&a.pack) && listed.packs[0].gone);
     }
 }
