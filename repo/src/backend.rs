@@ -31,6 +31,22 @@ pub(crate) struct Blob {
     pub(crate) len: u64,
 }
 
+/// One name found under a directory or prefix, with what the listing
+/// itself told of it (an object store's LIST carries every object's size,
+/// ETag and time of last change; a directory's listing carries nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Listed {
+    /// The name, without the directory.
+    pub name: String,
+    /// The full path.
+    pub path: PathBuf,
+    /// Its length in bytes, when the listing said.
+    pub len: Option<u64>,
+    /// What changes whenever the object is written again (its ETag and
+    /// time of last change), when the listing said.
+    pub version: Option<String>,
+}
+
 /// What the repository needs from the place it lives. Paths are full paths
 /// under a repository root (see the module doc).
 pub(crate) trait Store: Send + Sync {
@@ -45,6 +61,26 @@ pub(crate) trait Store: Send + Sync {
     /// The names directly under `dir` (files and directories) with their
     /// paths, in no order; a missing `dir` is empty.
     fn list(&self, dir: &Path) -> io::Result<Vec<(String, PathBuf)>>;
+    /// [`Store::list`] with what the listing tells of each name (a store
+    /// overrides this: its LIST carries sizes, so no HEAD per object).
+    fn list_meta(&self, dir: &Path) -> io::Result<Vec<Listed>> {
+        Ok(self
+            .list(dir)?
+            .into_iter()
+            .map(|(name, path)| Listed {
+                name,
+                path,
+                len: None,
+                version: None,
+            })
+            .collect())
+    }
+    /// [`Store::open_blob`] of a file whose length the caller knows (from a
+    /// listing or an index): a store then sends no HEAD. Reads past the
+    /// real end fail as they would on a file.
+    fn open_blob_len(&self, path: &Path, _len: u64) -> io::Result<Blob> {
+        self.open_blob(path)
+    }
     /// Make `bytes` the whole content of `dest`, durably (temp file in
     /// `tmp_dir`, fsync, rename, directory fsync; one PUT on a store).
     fn put(

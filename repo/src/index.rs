@@ -87,7 +87,7 @@ pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, Repo
         return Ok(None);
     };
     if idx.versions_pending() {
-        idx.versions = load_versions(dir, idx.pack, &idx.version_records)?;
+        idx.versions = load_versions(dir, idx.pack, idx.pack_len, &idx.version_records)?;
     }
     Ok(Some(idx))
 }
@@ -135,10 +135,12 @@ pub(crate) fn read_header(dir: &Path, name: PackName) -> Result<Option<PackIndex
     Ok(Some(idx))
 }
 
-/// The versions of a pack, from the records an index lists.
+/// The versions of a pack of `pack_len` bytes, from the records an index
+/// lists.
 pub(crate) fn load_versions(
     dir: &Path,
     name: PackName,
+    pack_len: u64,
     records: &[IdxVersions],
 ) -> Result<Vec<Version>, RepoError> {
     let mut versions = Vec::new();
@@ -146,7 +148,7 @@ pub(crate) fn load_versions(
         return Ok(versions);
     }
     let path = name.pack_path(dir);
-    let blob = crate::store::open_blob(&path).map_err(io_err(&path))?;
+    let blob = crate::store::open_blob_len(&path, pack_len).map_err(io_err(&path))?;
     for loc in records {
         match read_record_at(&*blob.data, &path, loc.offset, loc.frame_len)? {
             PackRecord::Versions(vs) if vs.len() == loc.count as usize => versions.extend(vs),

@@ -13,26 +13,37 @@ use crate::index;
 use crate::pack;
 use crate::pack_index::PackIndex;
 use crate::pack_name::PackName;
+use crate::store::Listed;
 
-/// The names in `dir`; a missing directory is empty.
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, RepoError> {
-    crate::store::list(dir).map_err(io_err(dir))
+/// The names in `dir` with what the listing told of them; a missing
+/// directory is empty.
+fn entries(dir: &Path) -> Result<Vec<Listed>, RepoError> {
+    crate::store::list_meta(dir).map_err(io_err(dir))
 }
 
 /// Every `packs/<2 hex>/<32 hex>.pack`, by name.
 pub(crate) fn list_packs(dir: &Path) -> Result<BTreeMap<PackName, PathBuf>, RepoError> {
+    Ok(list_packs_meta(dir)?
+        .into_iter()
+        .map(|(n, l)| (n, l.path))
+        .collect())
+}
+
+/// Every `packs/<2 hex>/<32 hex>.pack`, by name, with its length when the
+/// listing carries it (an object store's does: no HEAD per pack).
+pub(crate) fn list_packs_meta(dir: &Path) -> Result<BTreeMap<PackName, Listed>, RepoError> {
     let mut out = BTreeMap::new();
-    for (sub, subpath) in entries(&dir.join("packs"))? {
-        if sub.len() != 2 || !sub.bytes().all(|b| b.is_ascii_hexdigit()) {
-            debug!(path = %subpath.display(), "ignoring a foreign entry in packs/");
+    for sub in entries(&dir.join("packs"))? {
+        if sub.name.len() != 2 || !sub.name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            debug!(path = %sub.path.display(), "ignoring a foreign entry in packs/");
             continue;
         }
-        for (file, path) in entries(&subpath)? {
-            match file.strip_suffix(".pack").and_then(PackName::parse) {
-                Some(name) if name.to_hex().starts_with(&sub) => {
-                    out.insert(name, path);
+        for file in entries(&sub.path)? {
+            match file.name.strip_suffix(".pack").and_then(PackName::parse) {
+                Some(name) if name.to_hex().starts_with(&sub.name) => {
+                    out.insert(name, file);
                 }
-                _ => debug!(path = %path.display(), "ignoring a foreign file in packs/"),
+                _ => debug!(path = %file.path.display(), "ignoring a foreign file in packs/"),
             }
         }
     }
@@ -41,13 +52,19 @@ pub(crate) fn list_packs(dir: &Path) -> Result<BTreeMap<PackName, PathBuf>, Repo
 
 /// Every `index/<32 hex>.idx`, by pack name.
 pub(crate) fn list_idx(dir: &Path) -> Result<BTreeSet<PackName>, RepoError> {
-    let mut out = BTreeSet::new();
-    for (file, path) in entries(&dir.join("index"))? {
-        match file.strip_suffix(".idx").and_then(PackName::parse) {
+    Ok(list_idx_meta(dir)?.into_keys().collect())
+}
+
+/// Every `index/<32 hex>.idx`, by pack name, with what the listing told
+/// of it.
+pub(crate) fn list_idx_meta(dir: &Path) -> Result<BTreeMap<PackName, Listed>, RepoError> {
+    let mut out = BTreeMap::new();
+    for file in entries(&dir.join("index"))? {
+        match file.name.strip_suffix(".idx").and_then(PackName::parse) {
             Some(name) => {
-                out.insert(name);
+                out.insert(name, file);
             }
-            None => debug!(path = %path.display(), "ignoring a foreign file in index/"),
+            None => debug!(path = %file.path.display(), "ignoring a foreign file in index/"),
         }
     }
     Ok(out)
@@ -77,25 +94,26 @@ pub(crate) fn discover(
 ) -> Result<Vec<PackIndex>, RepoError> {
     // Index files first: a pack renamed into place after this listing is
     // then merely "a pack without an index", which is handled.
-    let idx_names = list_idx(dir)?;
-    let packs = list_packs(dir)?;
+    let idx_names = list_idx_meta(dir)?;
+    let packs = list_packs_meta(dir)?;
     if how.warn_orphans {
-        for n in idx_names.iter().filter(|n| !packs.contains_key(n)) {
+        for n in idx_names.keys().filter(|n| !packs.contains_key(n)) {
             warn!(index = %n.idx_path(dir).display(), "index file without its pack; ignored");
         }
     }
     let mut out = Vec::new();
-    for (name, path) in packs {
+    for (name, listed) in packs {
         if known.contains(&name) {
             continue;
         }
-        let pack_len = match crate::store::len(&path) {
+        let path = listed.path;
+        let pack_len = match listed.len.map_or_else(|| crate::store::len(&path), Ok) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io_err(&path)(e)),
         };
         let mut from_idx = None;
-        if idx_names.contains(&name) {
+        if idx_names.contains_key(&name) {
             let idx_path = name.idx_path(dir);
             match index::read_header(dir, name) {
                 Ok(Some(i)) if i.pack == name && i.pack_len == pack_len => from_idx = Some(i),
@@ -132,7 +150,7 @@ pub(crate) fn fill(
     if !idx.versions_pending() {
         return Ok(Some(idx));
     }
-    match index::load_versions(dir, idx.pack, &idx.version_records) {
+    match index::load_versions(dir, idx.pack, idx.pack_len, &idx.version_records) {
         Ok(vs) => {
             idx.versions = vs;
             Ok(Some(idx))

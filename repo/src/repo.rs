@@ -240,11 +240,12 @@ impl LocalRepo {
             let st = self.read_state();
             st.chunks
                 .get(id)
-                .map(|l| (*l, st.packs[l.pack as usize].name))
+                .map(|l| (*l, &st.packs[l.pack as usize]))
+                .map(|(l, p)| (l, p.name, p.len))
         };
-        if let Some((loc, name)) = found {
+        if let Some((loc, name, len)) = found {
             let path = name.pack_path(&self.dir);
-            let f = self.pack_file(name, &path)?;
+            let f = self.pack_file(name, &path, len)?;
             let c = record::read_encoded_at(&*f, &path, loc.offset, loc.frame_len, id)?;
             return Ok((c, format!("{} at offset {}", path.display(), loc.offset)));
         }
@@ -472,13 +473,14 @@ impl LocalRepo {
             .live_packs()
             .map(|(_, p)| p.name)
             .collect();
-        let mut vanished: Vec<PackName> = Vec::new();
-        for n in &known {
-            let p = n.pack_path(&self.dir);
-            if !crate::store::exists(&p).map_err(io_err(&p))? {
-                vanished.push(*n);
-            }
-        }
+        // One listing rather than a HEAD per known pack (on a store, a
+        // LIST per `packs/<ab>/` holding any).
+        let present = list_packs(&self.dir)?;
+        let vanished: Vec<PackName> = known
+            .iter()
+            .filter(|n| !present.contains_key(n))
+            .copied()
+            .collect();
         let how = Discover {
             repair: false,
             warn_orphans: false,
@@ -914,12 +916,21 @@ impl LocalRepo {
             .map_err(io_err(&self.dir))
     }
 
-    fn pack_file(&self, name: PackName, path: &Path) -> Result<Arc<dyn ReadAt>, RepoError> {
+    /// Pack `name` at `path`, `len` bytes long by the indexes, opened for
+    /// reads (kept open for the next read).
+    fn pack_file(
+        &self,
+        name: PackName,
+        path: &Path,
+        len: u64,
+    ) -> Result<Arc<dyn ReadAt>, RepoError> {
         let mut files = self.files.lock().expect("file cache poisoned");
         if let Some(f) = files.get(&name) {
             return Ok(f.clone());
         }
-        let f = crate::store::open_blob(path).map_err(io_err(path))?.data;
+        let f = crate::store::open_blob_len(path, len)
+            .map_err(io_err(path))?
+            .data;
         if files.len() >= MAX_OPEN_PACKS {
             files.clear();
         }

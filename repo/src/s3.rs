@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -41,7 +42,7 @@ use object_store::{
 };
 use rewind_core::RepoError;
 
-use crate::backend::{Blob, Leasing, PutIf, ReadAt, Store, Written};
+use crate::backend::{Blob, Leasing, Listed, PutIf, ReadAt, Store, Written};
 use crate::durable::{Steps, failpoint, io_err};
 use crate::s3_config::ClientSettings;
 
@@ -53,6 +54,74 @@ pub(crate) struct S3Store {
     rt: &'static tokio::runtime::Runtime,
     /// This process's directory for the pack being filled.
     staging: OnceLock<PathBuf>,
+    /// The requests sent so far, by kind.
+    pub(crate) requests: Arc<Requests>,
+}
+
+/// Requests sent to one bucket, by kind: what tests and measurements count
+/// (docs/decisions.md, "Object storage: index cache and requests").
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    /// HEAD: the length of one object.
+    pub head: AtomicU64,
+    /// GET of a whole object.
+    pub get: AtomicU64,
+    /// GET of a byte range.
+    pub range: AtomicU64,
+    /// LIST of one prefix (one page).
+    pub list: AtomicU64,
+    /// PUT (whole objects, conditional or not).
+    pub put: AtomicU64,
+    /// DELETE.
+    pub delete: AtomicU64,
+}
+
+/// A copy of [`Requests`] at one moment.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub head: u64,
+    pub get: u64,
+    pub range: u64,
+    pub list: u64,
+    pub put: u64,
+    pub delete: u64,
+}
+
+#[cfg(test)]
+impl Requests {
+    /// The counts now.
+    pub(crate) fn now(&self) -> Counts {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            head: n(&self.head),
+            get: n(&self.get),
+            range: n(&self.range),
+            list: n(&self.list),
+            put: n(&self.put),
+            delete: n(&self.delete),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Counts {
+    /// The requests counted since `before`.
+    pub(crate) fn since(self, before: Counts) -> Counts {
+        Counts {
+            head: self.head - before.head,
+            get: self.get - before.get,
+            range: self.range - before.range,
+            list: self.list - before.list,
+            put: self.put - before.put,
+            delete: self.delete - before.delete,
+        }
+    }
+}
+
+/// Count one request of a kind.
+fn count(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The clients made so far, by `s3://BUCKET`: made once per process (the
@@ -177,6 +246,7 @@ impl S3Store {
             client: Arc::new(client),
             rt: runtime()?,
             staging: OnceLock::new(),
+            requests: Arc::default(),
         })
     }
 
@@ -203,6 +273,7 @@ impl S3Store {
             client: Arc::new(client),
             rt: runtime()?,
             staging: OnceLock::new(),
+            requests: Arc::default(),
         })
     }
 
@@ -238,6 +309,7 @@ impl S3Store {
 
     fn get_all(&self, path: &Path) -> io::Result<Vec<u8>> {
         let (c, k) = (self.client.clone(), self.key(path)?);
+        count(&self.requests.get);
         self.run(async move { c.get(&k).await?.bytes().await })
             .map(|b| b.to_vec())
     }
@@ -248,6 +320,7 @@ impl S3Store {
             mode,
             ..PutOptions::default()
         };
+        count(&self.requests.put);
         self.run(async move { c.put_opts(&k, PutPayload::from(bytes), opts).await })
             .map(|_| ())
     }
@@ -258,6 +331,7 @@ struct Object {
     client: Arc<dyn ObjectStore>,
     rt: &'static tokio::runtime::Runtime,
     key: Key,
+    requests: Arc<Requests>,
 }
 
 impl ReadAt for Object {
@@ -269,6 +343,7 @@ impl ReadAt for Object {
             .checked_add(buf.len() as u64)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         let (c, k) = (self.client.clone(), self.key.clone());
+        count(&self.requests.range);
         let got = run(self.rt, async move { c.get_range(&k, offset..end).await })?;
         if got.len() != buf.len() {
             return Err(io::Error::new(
@@ -287,13 +362,17 @@ impl Store for S3Store {
     }
 
     fn open_blob(&self, path: &Path) -> io::Result<Blob> {
-        let key = self.key(path)?;
         let len = self.len(path)?;
+        self.open_blob_len(path, len)
+    }
+
+    fn open_blob_len(&self, path: &Path, len: u64) -> io::Result<Blob> {
         Ok(Blob {
             data: Arc::new(Object {
                 client: self.client.clone(),
                 rt: self.rt,
-                key,
+                key: self.key(path)?,
+                requests: self.requests.clone(),
             }),
             len,
         })
@@ -301,6 +380,7 @@ impl Store for S3Store {
 
     fn len(&self, path: &Path) -> io::Result<u64> {
         let (c, k) = (self.client.clone(), self.key(path)?);
+        count(&self.requests.head);
         self.run(async move { c.head(&k).await }).map(|m| m.size)
     }
 
@@ -313,20 +393,41 @@ impl Store for S3Store {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+        Ok(self
+            .list_meta(dir)?
+            .into_iter()
+            .map(|l| (l.name, l.path))
+            .collect())
+    }
+
+    fn list_meta(&self, dir: &Path) -> io::Result<Vec<Listed>> {
         let (c, k) = (self.client.clone(), self.key(dir)?);
         let prefix = (!k.as_ref().is_empty()).then_some(k);
+        count(&self.requests.list);
         let r = self.run(async move { c.list_with_delimiter(prefix.as_ref()).await })?;
-        let names = r
-            .common_prefixes
-            .iter()
-            .chain(r.objects.iter().map(|o| &o.location))
-            .filter_map(|p| p.filename().map(str::to_string));
-        Ok(names
-            .map(|n| {
-                let p = dir.join(&n);
-                (n, p)
+        let named = |p: &Key| {
+            p.filename().map(|n| Listed {
+                name: n.to_string(),
+                path: dir.join(n),
+                len: None,
+                version: None,
             })
-            .collect())
+        };
+        let prefixes = r.common_prefixes.iter().filter_map(named);
+        let objects = r.objects.iter().filter_map(|o| {
+            named(&o.location).map(|l| Listed {
+                len: Some(o.size),
+                // The ETag alone would do on a store that gives one; the
+                // time of last change keeps a store without ETags honest.
+                version: Some(format!(
+                    "{} {}",
+                    o.e_tag.as_deref().unwrap_or("-"),
+                    o.last_modified.timestamp_nanos_opt().unwrap_or(0)
+                )),
+                ..l
+            })
+        });
+        Ok(prefixes.chain(objects).collect())
     }
 
     fn put(
@@ -363,6 +464,7 @@ impl Store for S3Store {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let (c, k) = (self.client.clone(), self.key(path)?);
+        count(&self.requests.delete);
         self.run(async move { c.delete(&k).await })
     }
 
@@ -402,6 +504,7 @@ impl Store for S3Store {
 impl Leasing for S3Store {
     fn get_tagged(&self, path: &Path) -> io::Result<Option<(Vec<u8>, Option<String>)>> {
         let (c, k) = (self.client.clone(), self.key(path)?);
+        count(&self.requests.get);
         let got = self.run(async move {
             match c.get(&k).await {
                 Ok(r) => {
@@ -429,6 +532,7 @@ impl Leasing for S3Store {
             mode,
             ..PutOptions::default()
         };
+        count(&self.requests.put);
         self.run(async move {
             match c.put_opts(&k, PutPayload::from(bytes), opts).await {
                 Ok(r) => Ok(Written::Yes(r.e_tag)),

@@ -320,3 +320,47 @@ fn repair_rewrites_a_truncated_pack_object() {
         assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
     }
 }
+
+/// A repository under `s3://BUCKET/repo` with `packs` commits of 5 chunks
+/// each (a pack each), closed.
+fn with_packs(s: &Server, packs: u64) -> (PathBuf, Vec<EncodedChunk>) {
+    let root = s.path("repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    let mut all = Vec::new();
+    for p in 0..packs {
+        let chunks: Vec<EncodedChunk> = (p * 5..p * 5 + 5).map(crate::tests::chunk).collect();
+        let v = file_v(
+            p + 1,
+            1_000 + p as i64,
+            b"/a",
+            &chunks.iter().collect::<Vec<_>>(),
+        );
+        repo.commit_durably(&chunks, &[v]).unwrap();
+        all.extend(chunks);
+    }
+    drop(repo);
+    (root, all)
+}
+
+#[test]
+fn opening_takes_pack_sizes_from_the_listing_and_sends_no_head() {
+    let Some(s) = server() else { return };
+    let (root, chunks) = with_packs(&s, 4);
+    let before = s.store.requests.now();
+    let r = LocalRepo::open(&root).unwrap();
+    let open = s.store.requests.now().since(before);
+    eprintln!("open of 4 packs: {open:?}");
+    assert_eq!(r.stats().unwrap().versions, 4);
+    assert_eq!(open.head, 0, "{open:?}");
+    // config, retention, and the 4 index objects; a LIST of index/,
+    // packs/ and each packs/<ab>/.
+    assert_eq!(open.get, 2 + 4, "{open:?}");
+    let before = s.store.requests.now();
+    for c in &chunks {
+        assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+    let reads = s.store.requests.now().since(before);
+    eprintln!("reads of 20 chunks: {reads:?}");
+    assert_eq!(reads.head, 0, "{reads:?}");
+    assert_eq!(reads.range, 20, "{reads:?}");
+}
