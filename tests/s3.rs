@@ -24,6 +24,11 @@ use harness::{
 const ACCESS_KEY: &str = "rewind-test-key";
 const SECRET_KEY: &str = "rewind-test-secret-6b1d0c";
 
+/// The index cache folder of the test's `rewind` commands.
+fn cache_dir(env: &Env) -> PathBuf {
+    env.tmp.path().join("cache")
+}
+
 /// Where `scripts/test` installs the server.
 fn s3s_fs() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("REWIND_S3S_FS") {
@@ -102,6 +107,8 @@ impl S3 {
     fn rewind_with_secret(&self, env: &Env, secret: &str, args: &[&str]) -> Output {
         let mut c = env.command();
         self.reach(&mut c, secret);
+        // The index cache, in the test's own folder (never a real home).
+        c.env("REWIND_CACHE_DIR", cache_dir(env));
         c.args(args).output().unwrap()
     }
 
@@ -222,6 +229,17 @@ fn an_s3_repository_takes_a_first_pass_and_restores_every_point() {
     let v: serde_json::Value =
         serde_json::from_str(&s3.ok(&env, &["verify", "--repo", &url, "--json"])).unwrap();
     assert_eq!(v["ok"], true, "{v}");
+
+    // The readers kept the index objects in the cache folder they were
+    // given, one entry per index object, and nothing in the home.
+    let cached = files_under(&cache_dir(&env), "idx");
+    assert_eq!(
+        cached.len(),
+        files_under(&s3.objects("home/laptop/index"), "idx").len(),
+        "{cached:?}"
+    );
+    assert!(cache_dir(&env).join("CACHEDIR.TAG").is_file());
+    assert!(!base.join("home/.cache/rewind").exists());
 }
 
 #[test]

@@ -105,6 +105,15 @@ pub(crate) fn read_header(dir: &Path, name: PackName) -> Result<Option<PackIndex
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     };
+    header_from(path, file).map(Some)
+}
+
+/// [`read_header`] of the index file `path` whose content `file` reads
+/// (from the store, or from the local index cache).
+pub(crate) fn header_from(
+    path: &Path,
+    file: Box<dyn std::io::Read + Send>,
+) -> Result<PackIndex, RepoError> {
     let mut r = BufReader::new(file);
     let mut offset = 0u64;
     let h =
@@ -132,7 +141,7 @@ pub(crate) fn read_header(dir: &Path, name: PackName) -> Result<Option<PackIndex
     if next_frame(&mut r, path, &mut offset)?.is_some() {
         return Err(corrupt(path, "unexpected data after the index"));
     }
-    Ok(Some(idx))
+    Ok(idx)
 }
 
 /// The versions of a pack of `pack_len` bytes, from the records an index

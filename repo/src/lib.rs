@@ -110,6 +110,7 @@ mod config;
 mod deletions;
 mod durable;
 mod forget;
+mod idx_cache;
 mod index;
 mod keep;
 mod layout;

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, FORMAT, check_chunker};
 use crate::durable::{corrupt, io_err};
+use crate::idx_cache::IndexCache;
 use crate::index;
 use crate::keep::KeepFile;
 use crate::layout::{Discover, discover, fill, list_idx, list_packs};
@@ -96,6 +97,9 @@ pub struct LocalRepo {
     /// The content of the delta bases read last (a small-file dictionary
     /// is the base of thousands of chunks).
     bases: Mutex<Vec<(ChunkId, Arc<Vec<u8>>)>>,
+    /// The local cache of index objects, for a repository on an object
+    /// store (`None` for a directory, or when caching is off).
+    idx_cache: Option<IndexCache>,
     /// A writer's lease on an object store (`PREFIX/lock`): checked
     /// before every write, released last, when everything else is dropped.
     lease: Option<Lease>,
@@ -302,10 +306,12 @@ impl LocalRepo {
         dir: &Path,
         repair: bool,
         keep: &KeepFile,
+        cache: Option<&IndexCache>,
     ) -> Result<State, RepoError> {
         let how = Discover {
             repair,
             warn_orphans: true,
+            cache,
         };
         Self::state_of(dir, discover(dir, &HashSet::new(), how)?, keep, how)
     }
@@ -319,7 +325,7 @@ impl LocalRepo {
         dir: &Path,
         mut packs: Vec<crate::pack_index::PackIndex>,
         keep: &KeepFile,
-        how: Discover,
+        how: Discover<'_>,
     ) -> Result<State, RepoError> {
         let mut state = State::with_keep(
             keep.clients
@@ -342,7 +348,7 @@ impl LocalRepo {
     /// Read the whole repository again (a reader that found a pack gone).
     pub(crate) fn reload(&self) -> Result<(), RepoError> {
         let keep = KeepFile::read(&self.dir)?;
-        let state = Self::load_state(&self.dir, false, &keep)?;
+        let state = Self::load_state(&self.dir, false, &keep, self.idx_cache.as_ref())?;
         *self.write_state() = state;
         *self.keepfile.lock().expect("retention poisoned") = keep;
         self.files.lock().expect("file cache poisoned").clear();
@@ -378,6 +384,7 @@ impl LocalRepo {
             files: Mutex::new(HashMap::new()),
             check_puts: std::sync::atomic::AtomicBool::new(true),
             bases: Mutex::new(Vec::new()),
+            idx_cache: None,
             lease: None,
         }
     }
@@ -395,8 +402,11 @@ impl LocalRepo {
     pub fn open(dir: &Path) -> Result<LocalRepo, RepoError> {
         let config = Config::read(dir)?;
         let keep = KeepFile::read(dir)?;
-        let state = Self::load_state(dir, false, &keep)?;
-        Ok(Self::assemble(dir, config, state, keep, None))
+        let cache = IndexCache::open(dir, &config.id);
+        let state = Self::load_state(dir, false, &keep, cache.as_ref())?;
+        let mut repo = Self::assemble(dir, config, state, keep, None);
+        repo.idx_cache = cache;
+        Ok(repo)
     }
 
     /// Open `dir` for writing: take `dir/lock` ([`RepoError::Locked`] when
@@ -417,7 +427,8 @@ impl LocalRepo {
         // staging directory: nothing of another writer's to clean.
         let mut keep = KeepFile::read(dir)?;
         crate::deletions::finish_deletions(dir, &mut keep)?;
-        let state = Self::load_state(dir, true, &keep)?;
+        let cache = IndexCache::open(dir, &config.id);
+        let state = Self::load_state(dir, true, &keep, cache.as_ref())?;
         if config.format < FORMAT {
             let from = config.format;
             if from < 4 {
@@ -440,6 +451,7 @@ impl LocalRepo {
         }
         let mut repo = Self::assemble(dir, config, state, keep, Some(lock));
         repo.lease = lease;
+        repo.idx_cache = cache;
         Ok(repo)
     }
 
@@ -484,6 +496,7 @@ impl LocalRepo {
         let how = Discover {
             repair: false,
             warn_orphans: false,
+            cache: self.idx_cache.as_ref(),
         };
         let mut new = Vec::new();
         for idx in discover(&self.dir, &known, how)? {
@@ -580,6 +593,7 @@ impl LocalRepo {
         let how = Discover {
             repair: false,
             warn_orphans: false,
+            cache: None,
         };
         let keep = self.keepfile.lock().expect("retention poisoned");
         let state = Self::state_of(&self.dir, loaded, &keep, how)?;
@@ -626,7 +640,8 @@ impl LocalRepo {
         }
         if !rewritten.is_empty() {
             let keep = self.keepfile.lock().expect("retention poisoned").clone();
-            *self.write_state() = Self::load_state(&self.dir, false, &keep)?;
+            *self.write_state() =
+                Self::load_state(&self.dir, false, &keep, self.idx_cache.as_ref())?;
             self.files.lock().expect("file cache poisoned").clear();
         }
         Ok(RepairReport { rebuilt, rewritten })

@@ -364,3 +364,105 @@ fn opening_takes_pack_sizes_from_the_listing_and_sends_no_head() {
     assert_eq!(reads.head, 0, "{reads:?}");
     assert_eq!(reads.range, 20, "{reads:?}");
 }
+
+/// Count the requests `f` sends to `s`.
+fn counted<T>(s: &Server, f: impl FnOnce() -> T) -> (T, crate::s3::Counts) {
+    let before = s.store.requests.now();
+    let t = f();
+    (t, s.store.requests.now().since(before))
+}
+
+#[test]
+fn a_second_open_reads_no_index_object_and_the_cache_never_wins_over_the_store() {
+    let Some(s) = server() else { return };
+    let (root, chunks) = with_packs(&s, 3);
+    let cache = tempfile::tempdir().unwrap();
+    crate::idx_cache::set_test_base(Some(cache.path().to_path_buf()));
+    let open = || {
+        let r = LocalRepo::open(&root).unwrap();
+        assert_eq!(r.stats().unwrap().versions, r.stats().unwrap().packs);
+        r
+    };
+
+    // First open: config, retention and 3 index objects; each kept.
+    let (r, first) = counted(&s, open);
+    eprintln!("first open of 3 packs: {first:?}");
+    assert_eq!(first.get, 2 + 3, "{first:?}");
+    let entries = cache.path().join(r.id()).join("index");
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&entries).len(), 3);
+    assert!(cache.path().join("CACHEDIR.TAG").is_file());
+    drop(r);
+
+    // Second open: no index object is read.
+    let (r, second) = counted(&s, open);
+    eprintln!("second open of 3 packs: {second:?}");
+    assert_eq!(second.get, 2, "{second:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    for c in &chunks {
+        assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+    drop(r);
+
+    // A damaged entry is found, dropped and read again from the store.
+    let victim = entries.join(&names(&entries)[0]);
+    let mut bytes = fs::read(&victim).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    fs::write(&victim, &bytes).unwrap();
+    let (r, third) = counted(&s, open);
+    assert_eq!(third.get, 2 + 1, "{third:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_ne!(
+        fs::read(&victim).unwrap(),
+        bytes,
+        "the entry was written again"
+    );
+    drop(r);
+
+    // An entry sound by its checksum, for the listed object, whose
+    // content does not read as an index (another build's format, say):
+    // the reader drops it and reads the store's.
+    let id = LocalRepo::open(&root).unwrap().id().to_string();
+    let (name, listed) = crate::layout::list_idx_meta(&root)
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let c = crate::idx_cache::IndexCache::open(&root, &id).unwrap();
+    c.put(name, &listed, &vec![7u8; listed.len.unwrap() as usize]);
+    assert!(c.get(name, &listed).is_some());
+    let (r, junk) = counted(&s, open);
+    assert_eq!(junk.get, 2 + 1, "{junk:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_ne!(c.get(name, &listed).unwrap()[0], 7);
+    drop(r);
+
+    // An index object deleted from the store: its entry goes at the next
+    // open (and the pack is read from its footer).
+    let idx_objects = crate::store::list(&root.join("index")).unwrap();
+    let (gone_name, gone_path) = &idx_objects[0];
+    s.store.remove(gone_path).unwrap();
+    let (r, fourth) = counted(&s, open);
+    assert_eq!(fourth.get, 2, "{fourth:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_eq!(names(&entries).len(), 2);
+    assert!(!names(&entries).contains(gone_name));
+
+    // A writer writes the lost index again; readers and the cache follow.
+    drop(r);
+    drop(LocalRepo::open_writer(&root).unwrap());
+    let r = open();
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_eq!(names(&entries).len(), 3);
+    let (_, again) = counted(&s, open);
+    assert_eq!(again.get, 2, "{again:?}");
+    crate::idx_cache::set_test_base(None);
+}
