@@ -17,7 +17,11 @@
 //!   store) and the calling thread waits for its answer, so callers inside
 //!   another runtime (the server) block a thread but never panic.
 //! - A file is written with one PUT of its whole content, so no reader
-//!   sees it half written; `put_new` sends `If-None-Match: *`.
+//!   sees it half written; `put_new` sends `If-None-Match: *`. A pack
+//!   larger than a part (`REWIND_S3_PART_SIZE`, 16 MiB) is uploaded in
+//!   parts, which the store makes into the object, whole, only when the
+//!   upload completes; an upload that fails is aborted, so the store keeps
+//!   none of its parts.
 //! - Transient failures (5xx, timeouts, throttling) are retried with
 //!   backoff by `object_store`'s client (10 retries within 3 minutes by
 //!   default) before an error reaches the repository; one request may take
@@ -56,6 +60,9 @@ pub(crate) struct S3Store {
     staging: OnceLock<PathBuf>,
     /// The requests sent so far, by kind.
     pub(crate) requests: Arc<Requests>,
+    /// Packs larger than this many bytes are uploaded in parts of this
+    /// size (`REWIND_S3_PART_SIZE`; tests change it).
+    pub(crate) part_size: AtomicU64,
 }
 
 /// Requests sent to one bucket, by kind: what tests and measurements count
@@ -72,6 +79,12 @@ pub(crate) struct Requests {
     pub list: AtomicU64,
     /// PUT (whole objects, conditional or not).
     pub put: AtomicU64,
+    /// Multipart uploads begun.
+    pub multipart: AtomicU64,
+    /// Parts uploaded.
+    pub part: AtomicU64,
+    /// Multipart uploads aborted.
+    pub abort: AtomicU64,
     /// DELETE.
     pub delete: AtomicU64,
 }
@@ -85,6 +98,9 @@ pub(crate) struct Counts {
     pub range: u64,
     pub list: u64,
     pub put: u64,
+    pub multipart: u64,
+    pub part: u64,
+    pub abort: u64,
     pub delete: u64,
 }
 
@@ -99,6 +115,9 @@ impl Requests {
             range: n(&self.range),
             list: n(&self.list),
             put: n(&self.put),
+            multipart: n(&self.multipart),
+            part: n(&self.part),
+            abort: n(&self.abort),
             delete: n(&self.delete),
         }
     }
@@ -114,6 +133,9 @@ impl Counts {
             range: self.range - before.range,
             list: self.list - before.list,
             put: self.put - before.put,
+            multipart: self.multipart - before.multipart,
+            part: self.part - before.part,
+            abort: self.abort - before.abort,
             delete: self.delete - before.delete,
         }
     }
@@ -247,6 +269,7 @@ impl S3Store {
             rt: runtime()?,
             staging: OnceLock::new(),
             requests: Arc::default(),
+            part_size: AtomicU64::new(settings.part_size),
         })
     }
 
@@ -274,6 +297,7 @@ impl S3Store {
             rt: runtime()?,
             staging: OnceLock::new(),
             requests: Arc::default(),
+            part_size: AtomicU64::new(ClientSettings::from_vars(|_| None)?.part_size),
         })
     }
 
@@ -323,6 +347,50 @@ impl S3Store {
         count(&self.requests.put);
         self.run(async move { c.put_opts(&k, PutPayload::from(bytes), opts).await })
             .map(|_| ())
+    }
+
+    /// Upload the `len` bytes of local file `tmp` as object `dest` in
+    /// parts of `part` bytes, one after the other (one part in memory at a
+    /// time). Any failure aborts the upload, so the store keeps no parts;
+    /// the object appears only when the upload completes, whole.
+    fn put_parts(&self, tmp: &Path, dest: &Path, len: u64, part: u64) -> io::Result<()> {
+        let (c, k) = (self.client.clone(), self.key(dest)?);
+        let file = std::fs::File::open(tmp)?;
+        count(&self.requests.multipart);
+        let mut upload = self.run(async move { c.put_multipart(&k).await })?;
+        let mut sent = Ok(());
+        let mut at = 0u64;
+        while at < len && sent.is_ok() {
+            let n = part.min(len - at);
+            let mut buf = vec![0u8; n as usize];
+            sent = (if at > 0 { failpoint("s3.part") } else { Ok(()) })
+                .and_then(|()| ReadAt::read_exact_at(&file, &mut buf, at))
+                .and_then(|()| {
+                    count(&self.requests.part);
+                    self.run(upload.put_part(PutPayload::from(buf)))
+                });
+            at += n;
+        }
+        let (mut upload, done) = match sent {
+            Ok(()) => {
+                let (upload, r) = self.run(async move {
+                    let r = upload.complete().await;
+                    Ok((upload, r))
+                })?;
+                (upload, r.map(|_| ()).map_err(to_io))
+            }
+            Err(e) => (upload, Err(e)),
+        };
+        let Err(e) = done else {
+            return Ok(());
+        };
+        // A completion whose answer was lost may have made the object
+        // whole; aborting it then is refused, harmlessly.
+        count(&self.requests.abort);
+        if let Err(a) = self.run(async move { upload.abort().await }) {
+            tracing::warn!(object = %dest.display(), error = %a, "could not abort a failed multipart upload; the store may keep its parts until its lifecycle rules remove them");
+        }
+        Err(e)
     }
 }
 
@@ -452,12 +520,17 @@ impl Store for S3Store {
 
     fn publish(&self, tmp: &Path, dest: &Path, steps: &Steps) -> Result<(), RepoError> {
         // Read back from the fsynced file: what is uploaded is what the
-        // writer checked. A pack is at most about `PACK_TARGET` bytes;
-        // multipart uploads are a later step of issue 20.
-        let bytes = std::fs::read(tmp).map_err(io_err(tmp))?;
-        failpoint(steps.rename)
-            .and_then(|()| self.put_bytes(dest, bytes, PutMode::Overwrite))
-            .map_err(io_err(dest))?;
+        // writer checked. A pack larger than a part goes in parts.
+        let len = std::fs::metadata(tmp).map_err(io_err(tmp))?.len();
+        let part = self.part_size.load(Ordering::Relaxed).max(1);
+        failpoint(steps.rename).map_err(io_err(dest))?;
+        if len > part {
+            self.put_parts(tmp, dest, len, part).map_err(io_err(dest))?;
+        } else {
+            let bytes = std::fs::read(tmp).map_err(io_err(tmp))?;
+            self.put_bytes(dest, bytes, PutMode::Overwrite)
+                .map_err(io_err(dest))?;
+        }
         let _ = std::fs::remove_file(tmp);
         Ok(())
     }

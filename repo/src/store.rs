@@ -12,8 +12,8 @@
 //!   interface: the same system calls in the same order (temp file, fsync,
 //!   rename, directory fsync), with the same named failpoints.
 //! - [`Store::put`] and [`Store::publish`] make a whole file visible at
-//!   once: a rename in a directory, a single PUT on a store (an object is
-//!   never seen half written).
+//!   once: a rename in a directory, a single PUT or a completed multipart
+//!   upload on a store (an object is never seen half written).
 //! - [`Store::put_new`] never replaces an existing file: `create_new` in a
 //!   directory, `If-None-Match: *` on a store (refused with an error when
 //!   the store says it cannot do it).

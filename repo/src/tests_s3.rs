@@ -466,3 +466,74 @@ fn a_second_open_reads_no_index_object_and_the_cache_never_wins_over_the_store()
     assert_eq!(again.get, 2, "{again:?}");
     crate::idx_cache::set_test_base(None);
 }
+
+/// Files `s3s-fs` keeps for multipart uploads under way (parts and upload
+/// records, in its data folder's top).
+fn uploads_under_way(s: &Server) -> Vec<String> {
+    fs::read_dir(s.data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".upload"))
+        .collect()
+}
+
+#[test]
+fn a_pack_larger_than_a_part_goes_in_parts_and_a_failed_upload_leaves_no_parts() {
+    let Some(s) = server() else { return };
+    s.store
+        .part_size
+        .store(5 << 20, std::sync::atomic::Ordering::Relaxed);
+    let root = s.path("repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    // 12 MiB that do not compress: one pack of three parts (5, 5, 2 MiB).
+    let chunks: Vec<EncodedChunk> = (0..12u64)
+        .map(|i| EncodedChunk::encode(&crate::tests::random(1 << 20, 100 + i)))
+        .collect();
+    let batch = vec![file_v(1, 1, b"/big", &chunks.iter().collect::<Vec<_>>())];
+
+    // A part fails: the upload is aborted, the store keeps no part and no
+    // pack, and the commit is an error the client retries.
+    repo.put_chunks(chunks.clone()).unwrap();
+    rewind_core::failpoint::arm("s3.part", true);
+    let (err, failed) = counted(&s, || repo.commit_versions(batch.clone()).unwrap_err());
+    rewind_core::failpoint::arm("s3.part", false);
+    eprintln!("failed upload: {failed:?}");
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(
+        (failed.multipart, failed.part, failed.abort),
+        (1, 1, 1),
+        "{failed:?}"
+    );
+    assert!(
+        uploads_under_way(&s).is_empty(),
+        "{:?}",
+        uploads_under_way(&s)
+    );
+    assert!(crate::tests::packs_of(&root).is_empty());
+
+    // Sent again: three parts, one pack, whole.
+    repo.put_chunks(chunks.clone()).unwrap();
+    let ((), sent) = counted(&s, || repo.commit_versions(batch.clone()).unwrap());
+    eprintln!("upload in parts: {sent:?}");
+    assert_eq!(
+        (sent.multipart, sent.part, sent.abort),
+        (1, 3, 0),
+        "{sent:?}"
+    );
+    assert!(uploads_under_way(&s).is_empty());
+    drop(repo);
+    let r = LocalRepo::open(&root).unwrap();
+    assert!(r.verify(false).unwrap().is_ok());
+    for c in &chunks {
+        assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+    // A small pack is still one PUT.
+    drop(r);
+    let w = LocalRepo::open_writer(&root).unwrap();
+    let c = crate::tests::chunk(1);
+    let ((), small) = counted(&s, || {
+        w.commit_durably(std::slice::from_ref(&c), &[file_v(2, 2, b"/small", &[&c])])
+            .unwrap()
+    });
+    assert_eq!(small.multipart, 0, "{small:?}");
+}
