@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,43 @@ use crate::durable::Steps;
 pub(crate) trait ReadAt: Send + Sync {
     /// Fill `buf` from `offset`; `UnexpectedEof` when the data ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// The bytes of each of `ranges`, in order (an object store fetches
+    /// them with few requests, in parallel; a file reads them one by one).
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        ranges
+            .iter()
+            .map(|r| {
+                let n = usize::try_from(r.end.saturating_sub(r.start))
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                let mut buf = vec![0u8; n];
+                self.read_exact_at(&mut buf, r.start)?;
+                Ok(buf)
+            })
+            .collect()
+    }
+}
+
+/// Bytes read from offset `start` of a file or object, read again at
+/// their offsets there.
+pub(crate) struct Fetched {
+    pub(crate) start: u64,
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl ReadAt for Fetched {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
+        let from = offset
+            .checked_sub(self.start)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(eof)?;
+        let src = from
+            .checked_add(buf.len())
+            .and_then(|end| self.bytes.get(from..end))
+            .ok_or_else(eof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
 }
 
 impl ReadAt for File {

@@ -1,5 +1,7 @@
 //! [`LocalRepo`]: the repository in a local directory.
 
+mod ranged;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, TryLockError};
 use std::io::{self, Write};
@@ -1237,6 +1239,16 @@ impl Repository for LocalRepo {
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let (c, place) = self.locate_encoded(id)?;
         self.decode_stored(c.view(), &place)
+    }
+
+    fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {
+        // On a store: few ranged GETs, in parallel. Anything that goes
+        // wrong there is read again one chunk at a time, which reports it
+        // (or, for a reader that finds a pack gone, reloads first).
+        match self.read_chunks_ranged(ids) {
+            Some(Ok(chunks)) => Ok(chunks),
+            _ => ids.iter().map(|id| self.read_chunk(id)).collect(),
+        }
     }
 
     fn store_base(&self, chunk: EncodedChunk) -> Result<(), RepoError> {

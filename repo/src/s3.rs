@@ -35,6 +35,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -421,6 +422,42 @@ impl ReadAt for Object {
         }
         buf.copy_from_slice(&got);
         Ok(())
+    }
+
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        // object_store's helper: ranges less than 1 MiB apart are fetched
+        // as one (a request costs more than reading that much more), and
+        // up to 10 requests are under way at once.
+        let (c, k, counter) = (self.client.clone(), self.key.clone(), self.requests.clone());
+        let want = ranges.to_vec();
+        let got = run(self.rt, async move {
+            let fetch = |r: Range<u64>| {
+                let (c, k) = (c.clone(), k.clone());
+                count(&counter.range);
+                async move { c.get_range(&k, r).await }
+            };
+            object_store::coalesce_ranges(&want, fetch, object_store::OBJECT_STORE_COALESCE_DEFAULT)
+                .await
+        })?;
+        if got.len() != ranges.len() {
+            return Err(io::Error::other(
+                "the store answered a different number of ranges",
+            ));
+        }
+        ranges
+            .iter()
+            .zip(got)
+            .map(|(r, b)| {
+                if b.len() as u64 == r.end - r.start {
+                    Ok(b.to_vec())
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} bytes where {} were asked for", b.len(), r.end - r.start),
+                    ))
+                }
+            })
+            .collect()
     }
 }
 

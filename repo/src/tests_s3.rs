@@ -537,3 +537,41 @@ fn a_pack_larger_than_a_part_goes_in_parts_and_a_failed_upload_leaves_no_parts()
     });
     assert_eq!(small.multipart, 0, "{small:?}");
 }
+
+#[test]
+fn many_chunks_are_read_with_one_ranged_get_per_pack() {
+    let Some(s) = server() else { return };
+    let (root, chunks) = with_packs(&s, 3);
+    let r = LocalRepo::open(&root).unwrap();
+    let ids: Vec<rewind_core::ChunkId> = chunks.iter().map(|c| c.id).collect();
+    let (got, reads) = counted(&s, || r.read_chunks(&ids).unwrap());
+    eprintln!("read_chunks of 15 chunks in 3 packs: {reads:?}");
+    assert_eq!(got.len(), chunks.len());
+    for (g, c) in got.iter().zip(&chunks) {
+        assert_eq!(*g, c.decode().unwrap());
+    }
+    assert_eq!((reads.range, reads.head), (3, 0), "{reads:?}");
+    // Out of order, repeated, and from one pack: still right.
+    let mixed = [ids[7], ids[0], ids[7], ids[14], ids[3]];
+    let got = r.read_chunks(&mixed).unwrap();
+    for (g, id) in got.iter().zip(&mixed) {
+        assert_eq!(*g, r.read_chunk(id).unwrap());
+    }
+    // A damaged chunk in the store is reported, as a single read does.
+    drop(r);
+    let pack = crate::tests::packs_of(&root).pop().unwrap();
+    let key = pack
+        .to_str()
+        .unwrap()
+        .strip_prefix(&format!("{}/", s.root))
+        .unwrap()
+        .to_string();
+    let mut bytes = fs::read(s.file(&key)).unwrap();
+    bytes[100] ^= 0xff;
+    fs::write(s.file(&key), &bytes).unwrap();
+    let r = LocalRepo::open(&root).unwrap();
+    assert!(matches!(
+        r.read_chunks(&ids),
+        Err(rewind_core::RepoError::Corrupt { .. })
+    ));
+}
