@@ -243,6 +243,32 @@ fn an_s3_repository_takes_a_first_pass_and_restores_every_point() {
 }
 
 #[test]
+fn cache_dir_and_no_cache_choose_where_index_copies_go_or_that_none_are_kept() {
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let Some(s3) = S3::start(&base) else { return };
+    let url = s3.url("opts");
+    s3.ok(&env, &["init", "--repo", &url]);
+    write(&env.root.join("a.txt"), b"some words\n");
+    s3.watch_once(&env, &url);
+    let objects = files_under(&s3.objects("opts/index"), "idx").len();
+    assert!(objects > 0);
+
+    // --cache-dir wins over REWIND_CACHE_DIR.
+    let _ = fs::remove_dir_all(cache_dir(&env));
+    let mine = base.join("mine");
+    let m = mine.to_str().unwrap();
+    s3.ok(&env, &["verify", "--repo", &url, "--cache-dir", m]);
+    assert_eq!(files_under(&mine, "idx").len(), objects);
+    assert!(!cache_dir(&env).exists());
+
+    // --no-cache keeps nothing, anywhere.
+    fs::remove_dir_all(&mine).unwrap();
+    s3.ok(&env, &["verify", "--repo", &url, "--no-cache"]);
+    assert!(!cache_dir(&env).exists() && !mine.exists());
+}
+
+#[test]
 fn a_second_init_on_the_same_prefix_is_refused() {
     let env = Env::new();
     let base = env.tmp.path().canonicalize().unwrap();

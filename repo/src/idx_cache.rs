@@ -87,9 +87,23 @@ fn base() -> Option<PathBuf> {
     TEST_BASE.with(|b| b.borrow().clone())
 }
 
+/// The cache folder a command-line option chose for this process
+/// (`None` inside: no cache), over the environment.
+static CHOSEN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// Keep the index caches of repositories this process opens under `dir`
+/// (`None`: keep none), whatever `REWIND_CACHE_DIR` and `REWIND_NO_CACHE`
+/// say: what `--cache-dir` and `--no-cache` set. The first choice stays.
+pub fn choose_index_cache(dir: Option<PathBuf>) {
+    let _ = CHOSEN.set(dir);
+}
+
 /// The cache folder of every repository, `None` when caching is off.
 #[cfg(not(test))]
 fn base() -> Option<PathBuf> {
+    if let Some(chosen) = CHOSEN.get() {
+        return chosen.clone();
+    }
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     base_from(&var)
 }

@@ -144,6 +144,7 @@ mod tests_retention;
 #[cfg(all(test, feature = "s3"))]
 mod tests_s3;
 
+pub use idx_cache::choose_index_cache;
 pub use prune::{DEFAULT_GRACE, DEFAULT_MAX_UNUSED, PruneOptions};
 pub use repo::LocalRepo;
 pub use rewind_core::forget::PruneReport;
