@@ -6,6 +6,7 @@
 //! ```text
 //! CACHE/CACHEDIR.TAG                      marks the folder for backup tools
 //! CACHE/<repo id>/index/<32 hex>.idx      one entry per index object
+//! CACHE/<repo id>/index/<32 hex>.<n>.rec  a pack's version record at offset n (`pack_cache.rs`)
 //! CACHE/<repo id>/index/.tmp-<random>     an entry being written
 //! ```
 //!
@@ -156,27 +157,16 @@ impl IndexCache {
         self.dir.join(format!("{}.idx", name.to_hex()))
     }
 
+    /// The folder of this repository's entries.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The cached content of the index object of `name`, if the entry is
     /// whole and was made from the object `listed` describes; any other
     /// entry is deleted.
     pub(crate) fn get(&self, name: PackName, listed: &Listed) -> Option<Vec<u8>> {
-        let path = self.entry(name);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                debug!(entry = %path.display(), error = %e, "unreadable cache entry");
-                return None;
-            }
-        };
-        match decode(&bytes, listed) {
-            Ok(content) => Some(content.to_vec()),
-            Err(why) => {
-                debug!(entry = %path.display(), why, "dropping a cache entry");
-                self.forget(name);
-                None
-            }
-        }
+        read_entry(&self.entry(name), listed.len?, listed.version.as_deref()?)
     }
 
     /// Keep `content`, just read from the object `listed` describes, for
@@ -186,28 +176,8 @@ impl IndexCache {
         let (Some(len), Some(version)) = (listed.len, listed.version.as_deref()) else {
             return;
         };
-        if len != content.len() as u64 || version.len() > u32::MAX as usize {
-            return;
-        }
-        let mut e = Vec::with_capacity(content.len() + version.len() + 60);
-        e.extend_from_slice(MAGIC);
-        e.extend_from_slice(&len.to_le_bytes());
-        e.extend_from_slice(&(version.len() as u32).to_le_bytes());
-        e.extend_from_slice(version.as_bytes());
-        e.extend_from_slice(blake3::hash(content).as_bytes());
-        e.extend_from_slice(content);
-        let r: [u8; 8] = rand::random();
-        let tmp = self.dir.join(format!(".tmp-{}", hex::encode(r)));
-        let dest = self.entry(name);
-        let done = rewind_core::private::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(&e))
-            .and_then(|()| fs::rename(&tmp, &dest));
-        if let Err(e) = done {
-            let _ = fs::remove_file(&tmp);
-            debug!(entry = %dest.display(), error = %e, "could not write a cache entry");
+        if len == content.len() as u64 {
+            write_entry(&self.dir, &self.entry(name), version, content);
         }
     }
 
@@ -239,7 +209,11 @@ impl IndexCache {
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > STALE_TMP)
             } else {
-                match file.strip_suffix(".idx").and_then(PackName::parse) {
+                // `<pack>.idx`, and `<pack>.<offset>.rec` (`pack_cache.rs`).
+                let stem = file
+                    .strip_suffix(".idx")
+                    .or_else(|| file.strip_suffix(".rec").and_then(|f| f.split('.').next()));
+                match stem.and_then(PackName::parse) {
                     Some(name) => !listed.contains_key(&name),
                     None => false,
                 }
@@ -252,8 +226,65 @@ impl IndexCache {
     }
 }
 
-/// The content of entry `bytes`, checked against itself and `listed`.
-fn decode<'a>(bytes: &'a [u8], listed: &Listed) -> Result<&'a [u8], &'static str> {
+/// The content of the entry at `path` if it is whole and was made from
+/// `len` bytes of the object whose version was `version`; any other entry
+/// is deleted.
+pub(crate) fn read_entry(path: &Path, len: u64, version: &str) -> Option<Vec<u8>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            debug!(entry = %path.display(), error = %e, "unreadable cache entry");
+            return None;
+        }
+    };
+    match decode(&bytes, len, version) {
+        Ok(content) => Some(content.to_vec()),
+        Err(why) => {
+            debug!(entry = %path.display(), why, "dropping a cache entry");
+            if let Err(e) = fs::remove_file(path) {
+                debug!(entry = %path.display(), error = %e, "could not delete a cache entry");
+            }
+            None
+        }
+    }
+}
+
+/// Make `content` (of an object whose version was `version`) the entry at
+/// `dest` in folder `dir`: a temporary file renamed into place, no fsync.
+/// Failures are logged, never returned: nothing depends on the cache.
+pub(crate) fn write_entry(dir: &Path, dest: &Path, version: &str, content: &[u8]) {
+    if version.len() > u32::MAX as usize {
+        return;
+    }
+    let mut e = Vec::with_capacity(content.len() + version.len() + 60);
+    e.extend_from_slice(MAGIC);
+    e.extend_from_slice(&(content.len() as u64).to_le_bytes());
+    e.extend_from_slice(&(version.len() as u32).to_le_bytes());
+    e.extend_from_slice(version.as_bytes());
+    e.extend_from_slice(blake3::hash(content).as_bytes());
+    e.extend_from_slice(content);
+    let r: [u8; 8] = rand::random();
+    let tmp = dir.join(format!(".tmp-{}", hex::encode(r)));
+    let done = rewind_core::private::options()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&e))
+        .and_then(|()| fs::rename(&tmp, dest));
+    if let Err(e) = done {
+        let _ = fs::remove_file(&tmp);
+        debug!(entry = %dest.display(), error = %e, "could not write a cache entry");
+    }
+}
+
+/// The content of entry `bytes`, checked against itself and against the
+/// object's `len` and `version`.
+fn decode<'a>(
+    bytes: &'a [u8],
+    want_len: u64,
+    want_version: &str,
+) -> Result<&'a [u8], &'static str> {
     let rest = bytes.strip_prefix(MAGIC).ok_or("not an entry")?;
     let (len, rest) = split(rest, 8)?;
     let len = u64::from_le_bytes(len.try_into().map_err(|_| "short")?);
@@ -267,7 +298,7 @@ fn decode<'a>(bytes: &'a [u8], listed: &Listed) -> Result<&'a [u8], &'static str
     if blake3::hash(content).as_bytes() != sum {
         return Err("damaged (checksum)");
     }
-    if listed.len != Some(len) || listed.version.as_deref().map(str::as_bytes) != Some(version) {
+    if want_len != len || want_version.as_bytes() != version {
         return Err("stale (the object changed)");
     }
     Ok(content)
@@ -360,6 +391,10 @@ mod tests {
         c.put(n, &l, b"content");
         let kept = PackName::random();
         c.put(kept, &l, b"content");
+        let rec = |p: PackName| c.dir.join(format!("{}.8.rec", p.to_hex()));
+        write_entry(&c.dir, &rec(n), "v", b"r");
+        write_entry(&c.dir, &rec(kept), "v", b"r");
+        assert_eq!(read_entry(&rec(kept), 1, "v").as_deref(), Some(&b"r"[..]));
         let old_tmp = c.dir.join(".tmp-0");
         fs::write(&old_tmp, b"x").unwrap();
         let f = fs::File::options().write(true).open(&old_tmp).unwrap();
@@ -370,6 +405,7 @@ mod tests {
         c.retain(&BTreeMap::from([(kept, l.clone())]));
         assert!(!c.entry(n).exists());
         assert!(c.entry(kept).exists());
+        assert!(!rec(n).exists() && rec(kept).exists());
         assert!(!old_tmp.exists());
         assert!(new_tmp.exists());
         // No cache for a directory, or for an id that is not plain hex.

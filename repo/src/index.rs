@@ -20,6 +20,7 @@ use rewind_core::{RepoError, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{IDX_STEPS, corrupt, io_err};
+use crate::idx_cache::IndexCache;
 use crate::pack_index::{IdxChunk, IdxVersions, PackIndex};
 use crate::pack_name::PackName;
 use crate::record::{PackRecord, read_record_at};
@@ -87,7 +88,7 @@ pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, Repo
         return Ok(None);
     };
     if idx.versions_pending() {
-        idx.versions = load_versions(dir, idx.pack, idx.pack_len, &idx.version_records)?;
+        idx.versions = load_versions(dir, idx.pack, idx.pack_len, &idx.version_records, None)?;
     }
     Ok(Some(idx))
 }
@@ -145,12 +146,13 @@ pub(crate) fn header_from(
 }
 
 /// The versions of a pack of `pack_len` bytes, from the records an index
-/// lists.
+/// lists (read through `cache` when there is one: `crate::pack_cache`).
 pub(crate) fn load_versions(
     dir: &Path,
     name: PackName,
     pack_len: u64,
     records: &[IdxVersions],
+    cache: Option<&IndexCache>,
 ) -> Result<Vec<Version>, RepoError> {
     let mut versions = Vec::new();
     if records.is_empty() {
@@ -158,8 +160,9 @@ pub(crate) fn load_versions(
     }
     let path = name.pack_path(dir);
     let blob = crate::store::open_blob_len(&path, pack_len).map_err(io_err(&path))?;
+    let blob = crate::pack_cache::reader(cache, name, pack_len, blob.data);
     for loc in records {
-        match read_record_at(&*blob.data, &path, loc.offset, loc.frame_len)? {
+        match read_record_at(&*blob, &path, loc.offset, loc.frame_len)? {
             PackRecord::Versions(vs) if vs.len() == loc.count as usize => versions.extend(vs),
             _ => {
                 return Err(corrupt(

@@ -191,7 +191,7 @@ pub(crate) fn fill(
     if !idx.versions_pending() {
         return Ok(Some(idx));
     }
-    match index::load_versions(dir, idx.pack, idx.pack_len, &idx.version_records) {
+    match index::load_versions(dir, idx.pack, idx.pack_len, &idx.version_records, how.cache) {
         Ok(vs) => {
             idx.versions = vs;
             Ok(Some(idx))

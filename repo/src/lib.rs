@@ -116,6 +116,7 @@ mod keep;
 mod layout;
 mod lease;
 mod pack;
+mod pack_cache;
 mod pack_index;
 mod pack_name;
 mod prune;

@@ -397,14 +397,15 @@ fn a_second_open_reads_no_index_object_and_the_cache_never_wins_over_the_store()
         v.sort();
         v
     };
-    assert_eq!(names(&entries).len(), 3);
+    // An index entry and a version record entry per pack.
+    assert_eq!(names(&entries).len(), 6, "{:?}", names(&entries));
     assert!(cache.path().join("CACHEDIR.TAG").is_file());
     drop(r);
 
-    // Second open: no index object is read.
+    // Second open: no index object and no version record is read.
     let (r, second) = counted(&s, open);
     eprintln!("second open of 3 packs: {second:?}");
-    assert_eq!(second.get, 2, "{second:?}");
+    assert_eq!((second.get, second.range), (2, 0), "{second:?}");
     assert_eq!(r.stats().unwrap().versions, 3);
     for c in &chunks {
         assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
@@ -412,13 +413,35 @@ fn a_second_open_reads_no_index_object_and_the_cache_never_wins_over_the_store()
     drop(r);
 
     // A damaged entry is found, dropped and read again from the store.
-    let victim = entries.join(&names(&entries)[0]);
+    let of_kind = |k: &str| -> Vec<String> {
+        names(&entries)
+            .into_iter()
+            .filter(|n| n.ends_with(k))
+            .collect()
+    };
+    let victim = entries.join(&of_kind(".idx")[0]);
     let mut bytes = fs::read(&victim).unwrap();
     let n = bytes.len();
     bytes[n - 5] ^= 0x40;
     fs::write(&victim, &bytes).unwrap();
     let (r, third) = counted(&s, open);
     assert_eq!(third.get, 2 + 1, "{third:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_ne!(
+        fs::read(&victim).unwrap(),
+        bytes,
+        "the entry was written again"
+    );
+    drop(r);
+
+    // The same for a version record's entry: one ranged GET.
+    let victim = entries.join(&of_kind(".rec")[0]);
+    let mut bytes = fs::read(&victim).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    fs::write(&victim, &bytes).unwrap();
+    let (r, rec) = counted(&s, open);
+    assert_eq!((rec.get, rec.range), (2, 1), "{rec:?}");
     assert_eq!(r.stats().unwrap().versions, 3);
     assert_ne!(
         fs::read(&victim).unwrap(),
@@ -453,15 +476,16 @@ fn a_second_open_reads_no_index_object_and_the_cache_never_wins_over_the_store()
     let (r, fourth) = counted(&s, open);
     assert_eq!(fourth.get, 2, "{fourth:?}");
     assert_eq!(r.stats().unwrap().versions, 3);
-    assert_eq!(names(&entries).len(), 2);
-    assert!(!names(&entries).contains(gone_name));
+    assert_eq!(names(&entries).len(), 4, "{:?}", names(&entries));
+    let stem = gone_name.strip_suffix(".idx").unwrap();
+    assert!(!names(&entries).iter().any(|n| n.starts_with(stem)));
 
     // A writer writes the lost index again; readers and the cache follow.
     drop(r);
     drop(LocalRepo::open_writer(&root).unwrap());
     let r = open();
     assert_eq!(r.stats().unwrap().versions, 3);
-    assert_eq!(names(&entries).len(), 3);
+    assert_eq!(names(&entries).len(), 6);
     let (_, again) = counted(&s, open);
     assert_eq!(again.get, 2, "{again:?}");
     crate::idx_cache::set_test_base(None);
