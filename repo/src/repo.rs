@@ -171,10 +171,21 @@ impl LocalRepo {
     /// hold its base.
     pub fn read_encoded(&self, id: &ChunkId) -> Result<EncodedChunk, RepoError> {
         let (c, place) = self.locate_encoded(id)?;
+        self.sendable(id, c, &place)
+    }
+
+    /// Stored chunk `c` (read at `place`) as [`LocalRepo::read_encoded`]
+    /// sends it.
+    fn sendable(
+        &self,
+        id: &ChunkId,
+        c: EncodedChunk,
+        place: &str,
+    ) -> Result<EncodedChunk, RepoError> {
         if c.base().is_none() {
             return Ok(c);
         }
-        let raw = self.decode_stored(c.view(), &place)?;
+        let raw = self.decode_stored(c.view(), place)?;
         Ok(EncodedChunk::encode_with_id_at(
             *id,
             &raw,

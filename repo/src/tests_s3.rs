@@ -575,6 +575,12 @@ fn many_chunks_are_read_with_one_ranged_get_per_pack() {
         assert_eq!(*g, c.decode().unwrap());
     }
     assert_eq!((reads.range, reads.head), (3, 0), "{reads:?}");
+    // As sent to a client of a server: the same, as stored.
+    let (sent, reads) = counted(&s, || r.read_encoded_many(&ids).unwrap());
+    assert_eq!((reads.range, reads.head), (3, 0), "{reads:?}");
+    for (c, id) in sent.iter().zip(&ids) {
+        assert_eq!(*c, r.read_encoded(id).unwrap());
+    }
     // Out of order, repeated, and from one pack: still right.
     let mixed = [ids[7], ids[0], ids[7], ids[14], ids[3]];
     let got = r.read_chunks(&mixed).unwrap();
