@@ -76,7 +76,8 @@ pub(crate) struct Requests {
     pub get: AtomicU64,
     /// GET of a byte range.
     pub range: AtomicU64,
-    /// LIST of one prefix (one page).
+    /// LIST of one prefix (object_store follows the pages of a long
+    /// listing by itself: counted once).
     pub list: AtomicU64,
     /// PUT (whole objects, conditional or not).
     pub put: AtomicU64,
