@@ -151,9 +151,14 @@ impl S3 {
         );
     }
 
-    /// The environment that reaches this server, for `rewind-server`.
-    fn server_env(&self) -> Vec<(String, String)> {
+    /// The environment that reaches this server, for `rewind-server`
+    /// (its index cache in the test's folder, as for `rewind`).
+    fn server_env(&self, env: &Env) -> Vec<(String, String)> {
         vec![
+            (
+                "REWIND_CACHE_DIR".into(),
+                cache_dir(env).to_str().unwrap().into(),
+            ),
             (
                 "AWS_ENDPOINT_URL".into(),
                 format!("http://127.0.0.1:{}", self.port),
@@ -392,9 +397,10 @@ fn a_server_keeps_its_repository_on_the_store_and_its_own_state_in_its_data_dir(
     let Some(s3) = S3::start(&base) else { return };
     let url = s3.url("server/main");
     let data = base.join("srv");
-    let vars = s3.server_env();
+    let vars = s3.server_env(&env);
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let srv = Server::start_new_in_env(&data, &["--store", &url], &vars);
+    assert!(cache_dir(&env).join("CACHEDIR.TAG").is_file());
     // The repository is on the store; the data directory names it and
     // keeps the certificate and the clients.
     assert!(s3.objects("server/main/config").is_file());
