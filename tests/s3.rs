@@ -24,6 +24,11 @@ use harness::{
 const ACCESS_KEY: &str = "rewind-test-key";
 const SECRET_KEY: &str = "rewind-test-secret-6b1d0c";
 
+/// The index cache folder of the test's `rewind` commands.
+fn cache_dir(env: &Env) -> PathBuf {
+    env.tmp.path().join("cache")
+}
+
 /// Where `scripts/test` installs the server.
 fn s3s_fs() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("REWIND_S3S_FS") {
@@ -102,6 +107,8 @@ impl S3 {
     fn rewind_with_secret(&self, env: &Env, secret: &str, args: &[&str]) -> Output {
         let mut c = env.command();
         self.reach(&mut c, secret);
+        // The index cache, in the test's own folder (never a real home).
+        c.env("REWIND_CACHE_DIR", cache_dir(env));
         c.args(args).output().unwrap()
     }
 
@@ -144,9 +151,14 @@ impl S3 {
         );
     }
 
-    /// The environment that reaches this server, for `rewind-server`.
-    fn server_env(&self) -> Vec<(String, String)> {
+    /// The environment that reaches this server, for `rewind-server`
+    /// (its index cache in the test's folder, as for `rewind`).
+    fn server_env(&self, env: &Env) -> Vec<(String, String)> {
         vec![
+            (
+                "REWIND_CACHE_DIR".into(),
+                cache_dir(env).to_str().unwrap().into(),
+            ),
             (
                 "AWS_ENDPOINT_URL".into(),
                 format!("http://127.0.0.1:{}", self.port),
@@ -222,6 +234,43 @@ fn an_s3_repository_takes_a_first_pass_and_restores_every_point() {
     let v: serde_json::Value =
         serde_json::from_str(&s3.ok(&env, &["verify", "--repo", &url, "--json"])).unwrap();
     assert_eq!(v["ok"], true, "{v}");
+
+    // The readers kept the index objects in the cache folder they were
+    // given, one entry per index object, and nothing in the home.
+    let cached = files_under(&cache_dir(&env), "idx");
+    assert_eq!(
+        cached.len(),
+        files_under(&s3.objects("home/laptop/index"), "idx").len(),
+        "{cached:?}"
+    );
+    assert!(cache_dir(&env).join("CACHEDIR.TAG").is_file());
+    assert!(!base.join("home/.cache/rewind").exists());
+}
+
+#[test]
+fn cache_dir_and_no_cache_choose_where_index_copies_go_or_that_none_are_kept() {
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let Some(s3) = S3::start(&base) else { return };
+    let url = s3.url("opts");
+    s3.ok(&env, &["init", "--repo", &url]);
+    write(&env.root.join("a.txt"), b"some words\n");
+    s3.watch_once(&env, &url);
+    let objects = files_under(&s3.objects("opts/index"), "idx").len();
+    assert!(objects > 0);
+
+    // --cache-dir wins over REWIND_CACHE_DIR.
+    let _ = fs::remove_dir_all(cache_dir(&env));
+    let mine = base.join("mine");
+    let m = mine.to_str().unwrap();
+    s3.ok(&env, &["verify", "--repo", &url, "--cache-dir", m]);
+    assert_eq!(files_under(&mine, "idx").len(), objects);
+    assert!(!cache_dir(&env).exists());
+
+    // --no-cache keeps nothing, anywhere.
+    fs::remove_dir_all(&mine).unwrap();
+    s3.ok(&env, &["verify", "--repo", &url, "--no-cache"]);
+    assert!(!cache_dir(&env).exists() && !mine.exists());
 }
 
 #[test]
@@ -348,9 +397,10 @@ fn a_server_keeps_its_repository_on_the_store_and_its_own_state_in_its_data_dir(
     let Some(s3) = S3::start(&base) else { return };
     let url = s3.url("server/main");
     let data = base.join("srv");
-    let vars = s3.server_env();
+    let vars = s3.server_env(&env);
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let srv = Server::start_new_in_env(&data, &["--store", &url], &vars);
+    assert!(cache_dir(&env).join("CACHEDIR.TAG").is_file());
     // The repository is on the store; the data directory names it and
     // keeps the certificate and the clients.
     assert!(s3.objects("server/main/config").is_file());

@@ -58,6 +58,15 @@ struct Global {
     /// agent starts at info)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Keep copies of an s3:// repository's index objects here, so that
+    /// opening it again reads none [default: $REWIND_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/rewind]
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Keep no copies of an s3:// repository's index objects (as
+    /// REWIND_NO_CACHE=1)
+    #[arg(long, global = true)]
+    no_cache: bool,
 }
 
 #[derive(Subcommand)]
@@ -407,6 +416,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.global.no_cache {
+        rewind_repo::choose_index_cache(None);
+    } else if let Some(dir) = &cli.global.cache_dir {
+        rewind_repo::choose_index_cache(Some(dir.clone()));
+    }
     // What rewind writes for itself is created 0700/0600 explicitly; the
     // umask covers files that libraries create (sled's). A restore writes
     // the user's own files, with their recorded modes, under the user's

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,43 @@ use crate::durable::Steps;
 pub(crate) trait ReadAt: Send + Sync {
     /// Fill `buf` from `offset`; `UnexpectedEof` when the data ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// The bytes of each of `ranges`, in order (an object store fetches
+    /// them with few requests, in parallel; a file reads them one by one).
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        ranges
+            .iter()
+            .map(|r| {
+                let n = usize::try_from(r.end.saturating_sub(r.start))
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                let mut buf = vec![0u8; n];
+                self.read_exact_at(&mut buf, r.start)?;
+                Ok(buf)
+            })
+            .collect()
+    }
+}
+
+/// Bytes read from offset `start` of a file or object, read again at
+/// their offsets there.
+pub(crate) struct Fetched {
+    pub(crate) start: u64,
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl ReadAt for Fetched {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let eof = || io::Error::from(io::ErrorKind::UnexpectedEof);
+        let from = offset
+            .checked_sub(self.start)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(eof)?;
+        let src = from
+            .checked_add(buf.len())
+            .and_then(|end| self.bytes.get(from..end))
+            .ok_or_else(eof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
 }
 
 impl ReadAt for File {
@@ -29,6 +67,22 @@ impl ReadAt for File {
 pub(crate) struct Blob {
     pub(crate) data: Arc<dyn ReadAt>,
     pub(crate) len: u64,
+}
+
+/// One name found under a directory or prefix, with what the listing
+/// itself told of it (an object store's LIST carries every object's size,
+/// ETag and time of last change; a directory's listing carries nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Listed {
+    /// The name, without the directory.
+    pub name: String,
+    /// The full path.
+    pub path: PathBuf,
+    /// Its length in bytes, when the listing said.
+    pub len: Option<u64>,
+    /// What changes whenever the object is written again (its ETag and
+    /// time of last change), when the listing said.
+    pub version: Option<String>,
 }
 
 /// What the repository needs from the place it lives. Paths are full paths
@@ -45,6 +99,26 @@ pub(crate) trait Store: Send + Sync {
     /// The names directly under `dir` (files and directories) with their
     /// paths, in no order; a missing `dir` is empty.
     fn list(&self, dir: &Path) -> io::Result<Vec<(String, PathBuf)>>;
+    /// [`Store::list`] with what the listing tells of each name (a store
+    /// overrides this: its LIST carries sizes, so no HEAD per object).
+    fn list_meta(&self, dir: &Path) -> io::Result<Vec<Listed>> {
+        Ok(self
+            .list(dir)?
+            .into_iter()
+            .map(|(name, path)| Listed {
+                name,
+                path,
+                len: None,
+                version: None,
+            })
+            .collect())
+    }
+    /// [`Store::open_blob`] of a file whose length the caller knows (from a
+    /// listing or an index): a store then sends no HEAD. Reads past the
+    /// real end fail as they would on a file.
+    fn open_blob_len(&self, path: &Path, _len: u64) -> io::Result<Blob> {
+        self.open_blob(path)
+    }
     /// Make `bytes` the whole content of `dest`, durably (temp file in
     /// `tmp_dir`, fsync, rename, directory fsync; one PUT on a store).
     fn put(

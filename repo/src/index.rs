@@ -20,6 +20,7 @@ use rewind_core::{RepoError, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{IDX_STEPS, corrupt, io_err};
+use crate::idx_cache::IndexCache;
 use crate::pack_index::{IdxChunk, IdxVersions, PackIndex};
 use crate::pack_name::PackName;
 use crate::record::{PackRecord, read_record_at};
@@ -87,7 +88,7 @@ pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, Repo
         return Ok(None);
     };
     if idx.versions_pending() {
-        idx.versions = load_versions(dir, idx.pack, &idx.version_records)?;
+        idx.versions = load_versions(dir, idx.pack, idx.pack_len, &idx.version_records, None)?;
     }
     Ok(Some(idx))
 }
@@ -105,6 +106,15 @@ pub(crate) fn read_header(dir: &Path, name: PackName) -> Result<Option<PackIndex
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     };
+    header_from(path, file).map(Some)
+}
+
+/// [`read_header`] of the index file `path` whose content `file` reads
+/// (from the store, or from the local index cache).
+pub(crate) fn header_from(
+    path: &Path,
+    file: Box<dyn std::io::Read + Send>,
+) -> Result<PackIndex, RepoError> {
     let mut r = BufReader::new(file);
     let mut offset = 0u64;
     let h =
@@ -132,23 +142,27 @@ pub(crate) fn read_header(dir: &Path, name: PackName) -> Result<Option<PackIndex
     if next_frame(&mut r, path, &mut offset)?.is_some() {
         return Err(corrupt(path, "unexpected data after the index"));
     }
-    Ok(Some(idx))
+    Ok(idx)
 }
 
-/// The versions of a pack, from the records an index lists.
+/// The versions of a pack of `pack_len` bytes, from the records an index
+/// lists (read through `cache` when there is one: `crate::pack_cache`).
 pub(crate) fn load_versions(
     dir: &Path,
     name: PackName,
+    pack_len: u64,
     records: &[IdxVersions],
+    cache: Option<&IndexCache>,
 ) -> Result<Vec<Version>, RepoError> {
     let mut versions = Vec::new();
     if records.is_empty() {
         return Ok(versions);
     }
     let path = name.pack_path(dir);
-    let blob = crate::store::open_blob(&path).map_err(io_err(&path))?;
+    let blob = crate::store::open_blob_len(&path, pack_len).map_err(io_err(&path))?;
+    let blob = crate::pack_cache::reader(cache, name, pack_len, blob.data);
     for loc in records {
-        match read_record_at(&*blob.data, &path, loc.offset, loc.frame_len)? {
+        match read_record_at(&*blob, &path, loc.offset, loc.frame_len)? {
             PackRecord::Versions(vs) if vs.len() == loc.count as usize => versions.extend(vs),
             _ => {
                 return Err(corrupt(

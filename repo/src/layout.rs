@@ -2,37 +2,49 @@
 //! in-memory indexes do not know yet.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use rewind_core::RepoError;
 use tracing::{debug, info, warn};
 
 use crate::durable::io_err;
+use crate::idx_cache::IndexCache;
 use crate::index;
 use crate::pack;
 use crate::pack_index::PackIndex;
 use crate::pack_name::PackName;
+use crate::store::Listed;
 
-/// The names in `dir`; a missing directory is empty.
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, RepoError> {
-    crate::store::list(dir).map_err(io_err(dir))
+/// The names in `dir` with what the listing told of them; a missing
+/// directory is empty.
+fn entries(dir: &Path) -> Result<Vec<Listed>, RepoError> {
+    crate::store::list_meta(dir).map_err(io_err(dir))
 }
 
 /// Every `packs/<2 hex>/<32 hex>.pack`, by name.
 pub(crate) fn list_packs(dir: &Path) -> Result<BTreeMap<PackName, PathBuf>, RepoError> {
+    Ok(list_packs_meta(dir)?
+        .into_iter()
+        .map(|(n, l)| (n, l.path))
+        .collect())
+}
+
+/// Every `packs/<2 hex>/<32 hex>.pack`, by name, with its length when the
+/// listing carries it (an object store's does: no HEAD per pack).
+pub(crate) fn list_packs_meta(dir: &Path) -> Result<BTreeMap<PackName, Listed>, RepoError> {
     let mut out = BTreeMap::new();
-    for (sub, subpath) in entries(&dir.join("packs"))? {
-        if sub.len() != 2 || !sub.bytes().all(|b| b.is_ascii_hexdigit()) {
-            debug!(path = %subpath.display(), "ignoring a foreign entry in packs/");
+    for sub in entries(&dir.join("packs"))? {
+        if sub.name.len() != 2 || !sub.name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            debug!(path = %sub.path.display(), "ignoring a foreign entry in packs/");
             continue;
         }
-        for (file, path) in entries(&subpath)? {
-            match file.strip_suffix(".pack").and_then(PackName::parse) {
-                Some(name) if name.to_hex().starts_with(&sub) => {
-                    out.insert(name, path);
+        for file in entries(&sub.path)? {
+            match file.name.strip_suffix(".pack").and_then(PackName::parse) {
+                Some(name) if name.to_hex().starts_with(&sub.name) => {
+                    out.insert(name, file);
                 }
-                _ => debug!(path = %path.display(), "ignoring a foreign file in packs/"),
+                _ => debug!(path = %file.path.display(), "ignoring a foreign file in packs/"),
             }
         }
     }
@@ -41,13 +53,19 @@ pub(crate) fn list_packs(dir: &Path) -> Result<BTreeMap<PackName, PathBuf>, Repo
 
 /// Every `index/<32 hex>.idx`, by pack name.
 pub(crate) fn list_idx(dir: &Path) -> Result<BTreeSet<PackName>, RepoError> {
-    let mut out = BTreeSet::new();
-    for (file, path) in entries(&dir.join("index"))? {
-        match file.strip_suffix(".idx").and_then(PackName::parse) {
+    Ok(list_idx_meta(dir)?.into_keys().collect())
+}
+
+/// Every `index/<32 hex>.idx`, by pack name, with what the listing told
+/// of it.
+pub(crate) fn list_idx_meta(dir: &Path) -> Result<BTreeMap<PackName, Listed>, RepoError> {
+    let mut out = BTreeMap::new();
+    for file in entries(&dir.join("index"))? {
+        match file.name.strip_suffix(".idx").and_then(PackName::parse) {
             Some(name) => {
-                out.insert(name);
+                out.insert(name, file);
             }
-            None => debug!(path = %path.display(), "ignoring a foreign file in index/"),
+            None => debug!(path = %file.path.display(), "ignoring a foreign file in index/"),
         }
     }
     Ok(out)
@@ -55,11 +73,13 @@ pub(crate) fn list_idx(dir: &Path) -> Result<BTreeSet<PackName>, RepoError> {
 
 /// How [`discover`] treats what it finds.
 #[derive(Clone, Copy)]
-pub(crate) struct Discover {
+pub(crate) struct Discover<'a> {
     /// Write the index of a pack that has none (or a bad one): writers only.
     pub repair: bool,
     /// Log index files whose pack is missing (at open, not on every refresh).
     pub warn_orphans: bool,
+    /// The local cache of index objects (a repository on an object store).
+    pub cache: Option<&'a IndexCache>,
 }
 
 /// The contents of every pack on disk not in `known`: from its index file
@@ -73,31 +93,35 @@ pub(crate) struct Discover {
 pub(crate) fn discover(
     dir: &Path,
     known: &HashSet<PackName>,
-    how: Discover,
+    how: Discover<'_>,
 ) -> Result<Vec<PackIndex>, RepoError> {
     // Index files first: a pack renamed into place after this listing is
     // then merely "a pack without an index", which is handled.
-    let idx_names = list_idx(dir)?;
-    let packs = list_packs(dir)?;
+    let idx_names = list_idx_meta(dir)?;
+    let packs = list_packs_meta(dir)?;
+    if let Some(c) = how.cache {
+        c.retain(&idx_names);
+    }
     if how.warn_orphans {
-        for n in idx_names.iter().filter(|n| !packs.contains_key(n)) {
+        for n in idx_names.keys().filter(|n| !packs.contains_key(n)) {
             warn!(index = %n.idx_path(dir).display(), "index file without its pack; ignored");
         }
     }
     let mut out = Vec::new();
-    for (name, path) in packs {
+    for (name, listed) in packs {
         if known.contains(&name) {
             continue;
         }
-        let pack_len = match crate::store::len(&path) {
+        let path = listed.path;
+        let pack_len = match listed.len.map_or_else(|| crate::store::len(&path), Ok) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io_err(&path)(e)),
         };
         let mut from_idx = None;
-        if idx_names.contains(&name) {
+        if let Some(listed) = idx_names.get(&name) {
             let idx_path = name.idx_path(dir);
-            match index::read_header(dir, name) {
+            match read_header(dir, name, listed, how.cache) {
                 Ok(Some(i)) if i.pack == name && i.pack_len == pack_len => from_idx = Some(i),
                 Ok(Some(_)) => warn!(
                     index = %idx_path.display(),
@@ -119,6 +143,41 @@ pub(crate) fn discover(
     Ok(out)
 }
 
+/// The index object of pack `name` without its versions
+/// ([`index::read_header`]): from the local cache when it holds the object
+/// `listed` describes and that reads, else from the store (and then kept
+/// in the cache). A cached copy that does not read is dropped: the store's
+/// object is the truth.
+fn read_header(
+    dir: &Path,
+    name: PackName,
+    listed: &Listed,
+    cache: Option<&IndexCache>,
+) -> Result<Option<PackIndex>, RepoError> {
+    let Some(cache) = cache else {
+        return index::read_header(dir, name);
+    };
+    let path = name.idx_path(dir);
+    if let Some(bytes) = cache.get(name, listed) {
+        match index::header_from(&path, Box::new(io::Cursor::new(bytes))) {
+            Ok(i) => return Ok(Some(i)),
+            Err(e) => {
+                warn!(error = %e, "a cached index does not read; reading the store's");
+                cache.forget(name);
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    match crate::store::open_read(&path).and_then(|mut r| r.read_to_end(&mut bytes)) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    }
+    let idx = index::header_from(&path, Box::new(io::Cursor::new(bytes.clone())))?;
+    cache.put(name, listed, &bytes);
+    Ok(Some(idx))
+}
+
 /// `idx` with its versions: loaded from its pack's version records when
 /// [`discover`] left them pending, else as it is. A record that does not
 /// read as its index says makes the index unsound: the pack itself is read
@@ -127,12 +186,12 @@ pub(crate) fn discover(
 pub(crate) fn fill(
     dir: &Path,
     mut idx: PackIndex,
-    how: Discover,
+    how: Discover<'_>,
 ) -> Result<Option<PackIndex>, RepoError> {
     if !idx.versions_pending() {
         return Ok(Some(idx));
     }
-    match index::load_versions(dir, idx.pack, &idx.version_records) {
+    match index::load_versions(dir, idx.pack, idx.pack_len, &idx.version_records, how.cache) {
         Ok(vs) => {
             idx.versions = vs;
             Ok(Some(idx))
@@ -153,7 +212,7 @@ fn from_pack(
     dir: &Path,
     path: &Path,
     name: PackName,
-    how: Discover,
+    how: Discover<'_>,
 ) -> Result<Option<PackIndex>, RepoError> {
     let i = match pack::load(path, name) {
         Ok(i) => i,

@@ -7,8 +7,12 @@
 //!
 //! Where the files live is a `Store` (`store.rs`): the local directory, or
 //! an object store (`s3.rs`) holding the same layout as objects below the
-//! prefix, read with ranged GETs and written one whole object per PUT.
-//! Differences on a store are said where they apply below.
+//! prefix, read with ranged GETs and written one whole object per PUT
+//! (a large pack in parts, visible only once complete). What opening a
+//! repository on a store reads (index objects, version records) is also
+//! kept in a local cache (`idx_cache.rs`, `pack_cache.rs`), checked before
+//! use and never trusted over the store. Differences on a store are said
+//! where they apply below.
 //!
 //! # Layout
 //!
@@ -110,11 +114,13 @@ mod config;
 mod deletions;
 mod durable;
 mod forget;
+mod idx_cache;
 mod index;
 mod keep;
 mod layout;
 mod lease;
 mod pack;
+mod pack_cache;
 mod pack_index;
 mod pack_name;
 mod prune;
@@ -143,6 +149,7 @@ mod tests_retention;
 #[cfg(all(test, feature = "s3"))]
 mod tests_s3;
 
+pub use idx_cache::choose_index_cache;
 pub use prune::{DEFAULT_GRACE, DEFAULT_MAX_UNUSED, PruneOptions};
 pub use repo::LocalRepo;
 pub use rewind_core::forget::PruneReport;

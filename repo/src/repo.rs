@@ -1,5 +1,7 @@
 //! [`LocalRepo`]: the repository in a local directory.
 
+mod ranged;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, TryLockError};
 use std::io::{self, Write};
@@ -17,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, FORMAT, check_chunker};
 use crate::durable::{corrupt, io_err};
+use crate::idx_cache::IndexCache;
 use crate::index;
 use crate::keep::KeepFile;
 use crate::layout::{Discover, discover, fill, list_idx, list_packs};
@@ -96,6 +99,9 @@ pub struct LocalRepo {
     /// The content of the delta bases read last (a small-file dictionary
     /// is the base of thousands of chunks).
     bases: Mutex<Vec<(ChunkId, Arc<Vec<u8>>)>>,
+    /// The local cache of index objects, for a repository on an object
+    /// store (`None` for a directory, or when caching is off).
+    idx_cache: Option<IndexCache>,
     /// A writer's lease on an object store (`PREFIX/lock`): checked
     /// before every write, released last, when everything else is dropped.
     lease: Option<Lease>,
@@ -165,10 +171,21 @@ impl LocalRepo {
     /// hold its base.
     pub fn read_encoded(&self, id: &ChunkId) -> Result<EncodedChunk, RepoError> {
         let (c, place) = self.locate_encoded(id)?;
+        self.sendable(id, c, &place)
+    }
+
+    /// Stored chunk `c` (read at `place`) as [`LocalRepo::read_encoded`]
+    /// sends it.
+    fn sendable(
+        &self,
+        id: &ChunkId,
+        c: EncodedChunk,
+        place: &str,
+    ) -> Result<EncodedChunk, RepoError> {
         if c.base().is_none() {
             return Ok(c);
         }
-        let raw = self.decode_stored(c.view(), &place)?;
+        let raw = self.decode_stored(c.view(), place)?;
         Ok(EncodedChunk::encode_with_id_at(
             *id,
             &raw,
@@ -240,11 +257,12 @@ impl LocalRepo {
             let st = self.read_state();
             st.chunks
                 .get(id)
-                .map(|l| (*l, st.packs[l.pack as usize].name))
+                .map(|l| (*l, &st.packs[l.pack as usize]))
+                .map(|(l, p)| (l, p.name, p.len))
         };
-        if let Some((loc, name)) = found {
+        if let Some((loc, name, len)) = found {
             let path = name.pack_path(&self.dir);
-            let f = self.pack_file(name, &path)?;
+            let f = self.pack_file(name, &path, len)?;
             let c = record::read_encoded_at(&*f, &path, loc.offset, loc.frame_len, id)?;
             return Ok((c, format!("{} at offset {}", path.display(), loc.offset)));
         }
@@ -301,10 +319,12 @@ impl LocalRepo {
         dir: &Path,
         repair: bool,
         keep: &KeepFile,
+        cache: Option<&IndexCache>,
     ) -> Result<State, RepoError> {
         let how = Discover {
             repair,
             warn_orphans: true,
+            cache,
         };
         Self::state_of(dir, discover(dir, &HashSet::new(), how)?, keep, how)
     }
@@ -318,7 +338,7 @@ impl LocalRepo {
         dir: &Path,
         mut packs: Vec<crate::pack_index::PackIndex>,
         keep: &KeepFile,
-        how: Discover,
+        how: Discover<'_>,
     ) -> Result<State, RepoError> {
         let mut state = State::with_keep(
             keep.clients
@@ -341,7 +361,7 @@ impl LocalRepo {
     /// Read the whole repository again (a reader that found a pack gone).
     pub(crate) fn reload(&self) -> Result<(), RepoError> {
         let keep = KeepFile::read(&self.dir)?;
-        let state = Self::load_state(&self.dir, false, &keep)?;
+        let state = Self::load_state(&self.dir, false, &keep, self.idx_cache.as_ref())?;
         *self.write_state() = state;
         *self.keepfile.lock().expect("retention poisoned") = keep;
         self.files.lock().expect("file cache poisoned").clear();
@@ -377,6 +397,7 @@ impl LocalRepo {
             files: Mutex::new(HashMap::new()),
             check_puts: std::sync::atomic::AtomicBool::new(true),
             bases: Mutex::new(Vec::new()),
+            idx_cache: None,
             lease: None,
         }
     }
@@ -394,8 +415,11 @@ impl LocalRepo {
     pub fn open(dir: &Path) -> Result<LocalRepo, RepoError> {
         let config = Config::read(dir)?;
         let keep = KeepFile::read(dir)?;
-        let state = Self::load_state(dir, false, &keep)?;
-        Ok(Self::assemble(dir, config, state, keep, None))
+        let cache = IndexCache::open(dir, &config.id);
+        let state = Self::load_state(dir, false, &keep, cache.as_ref())?;
+        let mut repo = Self::assemble(dir, config, state, keep, None);
+        repo.idx_cache = cache;
+        Ok(repo)
     }
 
     /// Open `dir` for writing: take `dir/lock` ([`RepoError::Locked`] when
@@ -416,7 +440,8 @@ impl LocalRepo {
         // staging directory: nothing of another writer's to clean.
         let mut keep = KeepFile::read(dir)?;
         crate::deletions::finish_deletions(dir, &mut keep)?;
-        let state = Self::load_state(dir, true, &keep)?;
+        let cache = IndexCache::open(dir, &config.id);
+        let state = Self::load_state(dir, true, &keep, cache.as_ref())?;
         if config.format < FORMAT {
             let from = config.format;
             if from < 4 {
@@ -439,6 +464,7 @@ impl LocalRepo {
         }
         let mut repo = Self::assemble(dir, config, state, keep, Some(lock));
         repo.lease = lease;
+        repo.idx_cache = cache;
         Ok(repo)
     }
 
@@ -472,16 +498,18 @@ impl LocalRepo {
             .live_packs()
             .map(|(_, p)| p.name)
             .collect();
-        let mut vanished: Vec<PackName> = Vec::new();
-        for n in &known {
-            let p = n.pack_path(&self.dir);
-            if !crate::store::exists(&p).map_err(io_err(&p))? {
-                vanished.push(*n);
-            }
-        }
+        // One listing rather than a HEAD per known pack (on a store, a
+        // LIST per `packs/<ab>/` holding any).
+        let present = list_packs(&self.dir)?;
+        let vanished: Vec<PackName> = known
+            .iter()
+            .filter(|n| !present.contains_key(n))
+            .copied()
+            .collect();
         let how = Discover {
             repair: false,
             warn_orphans: false,
+            cache: self.idx_cache.as_ref(),
         };
         let mut new = Vec::new();
         for idx in discover(&self.dir, &known, how)? {
@@ -578,6 +606,7 @@ impl LocalRepo {
         let how = Discover {
             repair: false,
             warn_orphans: false,
+            cache: None,
         };
         let keep = self.keepfile.lock().expect("retention poisoned");
         let state = Self::state_of(&self.dir, loaded, &keep, how)?;
@@ -624,7 +653,8 @@ impl LocalRepo {
         }
         if !rewritten.is_empty() {
             let keep = self.keepfile.lock().expect("retention poisoned").clone();
-            *self.write_state() = Self::load_state(&self.dir, false, &keep)?;
+            *self.write_state() =
+                Self::load_state(&self.dir, false, &keep, self.idx_cache.as_ref())?;
             self.files.lock().expect("file cache poisoned").clear();
         }
         Ok(RepairReport { rebuilt, rewritten })
@@ -914,12 +944,21 @@ impl LocalRepo {
             .map_err(io_err(&self.dir))
     }
 
-    fn pack_file(&self, name: PackName, path: &Path) -> Result<Arc<dyn ReadAt>, RepoError> {
+    /// Pack `name` at `path`, `len` bytes long by the indexes, opened for
+    /// reads (kept open for the next read).
+    fn pack_file(
+        &self,
+        name: PackName,
+        path: &Path,
+        len: u64,
+    ) -> Result<Arc<dyn ReadAt>, RepoError> {
         let mut files = self.files.lock().expect("file cache poisoned");
         if let Some(f) = files.get(&name) {
             return Ok(f.clone());
         }
-        let f = crate::store::open_blob(path).map_err(io_err(path))?.data;
+        let f = crate::store::open_blob_len(path, len)
+            .map_err(io_err(path))?
+            .data;
         if files.len() >= MAX_OPEN_PACKS {
             files.clear();
         }
@@ -1211,6 +1250,16 @@ impl Repository for LocalRepo {
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let (c, place) = self.locate_encoded(id)?;
         self.decode_stored(c.view(), &place)
+    }
+
+    fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {
+        // On a store: few ranged GETs, in parallel. Anything that goes
+        // wrong there is read again one chunk at a time, which reports it
+        // (or, for a reader that finds a pack gone, reloads first).
+        match self.read_chunks_ranged(ids) {
+            Some(Ok(chunks)) => Ok(chunks),
+            _ => ids.iter().map(|id| self.read_chunk(id)).collect(),
+        }
     }
 
     fn store_base(&self, chunk: EncodedChunk) -> Result<(), RepoError> {

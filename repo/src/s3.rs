@@ -17,7 +17,11 @@
 //!   store) and the calling thread waits for its answer, so callers inside
 //!   another runtime (the server) block a thread but never panic.
 //! - A file is written with one PUT of its whole content, so no reader
-//!   sees it half written; `put_new` sends `If-None-Match: *`.
+//!   sees it half written; `put_new` sends `If-None-Match: *`. A pack
+//!   larger than a part (`REWIND_S3_PART_SIZE`, 16 MiB) is uploaded in
+//!   parts, which the store makes into the object, whole, only when the
+//!   upload completes; an upload that fails is aborted, so the store keeps
+//!   none of its parts.
 //! - Transient failures (5xx, timeouts, throttling) are retried with
 //!   backoff by `object_store`'s client (10 retries within 3 minutes by
 //!   default) before an error reaches the repository; one request may take
@@ -31,7 +35,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -41,7 +47,7 @@ use object_store::{
 };
 use rewind_core::RepoError;
 
-use crate::backend::{Blob, Leasing, PutIf, ReadAt, Store, Written};
+use crate::backend::{Blob, Leasing, Listed, PutIf, ReadAt, Store, Written};
 use crate::durable::{Steps, failpoint, io_err};
 use crate::s3_config::ClientSettings;
 
@@ -53,6 +59,93 @@ pub(crate) struct S3Store {
     rt: &'static tokio::runtime::Runtime,
     /// This process's directory for the pack being filled.
     staging: OnceLock<PathBuf>,
+    /// The requests sent so far, by kind.
+    pub(crate) requests: Arc<Requests>,
+    /// Packs larger than this many bytes are uploaded in parts of this
+    /// size (`REWIND_S3_PART_SIZE`; tests change it).
+    pub(crate) part_size: AtomicU64,
+}
+
+/// Requests sent to one bucket, by kind: what tests and measurements count
+/// (docs/decisions.md, "Object storage: index cache and requests").
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    /// HEAD: the length of one object.
+    pub head: AtomicU64,
+    /// GET of a whole object.
+    pub get: AtomicU64,
+    /// GET of a byte range.
+    pub range: AtomicU64,
+    /// LIST of one prefix (object_store follows the pages of a long
+    /// listing by itself: counted once).
+    pub list: AtomicU64,
+    /// PUT (whole objects, conditional or not).
+    pub put: AtomicU64,
+    /// Multipart uploads begun.
+    pub multipart: AtomicU64,
+    /// Parts uploaded.
+    pub part: AtomicU64,
+    /// Multipart uploads aborted.
+    pub abort: AtomicU64,
+    /// DELETE.
+    pub delete: AtomicU64,
+}
+
+/// A copy of [`Requests`] at one moment.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub head: u64,
+    pub get: u64,
+    pub range: u64,
+    pub list: u64,
+    pub put: u64,
+    pub multipart: u64,
+    pub part: u64,
+    pub abort: u64,
+    pub delete: u64,
+}
+
+#[cfg(test)]
+impl Requests {
+    /// The counts now.
+    pub(crate) fn now(&self) -> Counts {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            head: n(&self.head),
+            get: n(&self.get),
+            range: n(&self.range),
+            list: n(&self.list),
+            put: n(&self.put),
+            multipart: n(&self.multipart),
+            part: n(&self.part),
+            abort: n(&self.abort),
+            delete: n(&self.delete),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Counts {
+    /// The requests counted since `before`.
+    pub(crate) fn since(self, before: Counts) -> Counts {
+        Counts {
+            head: self.head - before.head,
+            get: self.get - before.get,
+            range: self.range - before.range,
+            list: self.list - before.list,
+            put: self.put - before.put,
+            multipart: self.multipart - before.multipart,
+            part: self.part - before.part,
+            abort: self.abort - before.abort,
+            delete: self.delete - before.delete,
+        }
+    }
+}
+
+/// Count one request of a kind.
+fn count(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The clients made so far, by `s3://BUCKET`: made once per process (the
@@ -177,6 +270,8 @@ impl S3Store {
             client: Arc::new(client),
             rt: runtime()?,
             staging: OnceLock::new(),
+            requests: Arc::default(),
+            part_size: AtomicU64::new(settings.part_size),
         })
     }
 
@@ -203,6 +298,8 @@ impl S3Store {
             client: Arc::new(client),
             rt: runtime()?,
             staging: OnceLock::new(),
+            requests: Arc::default(),
+            part_size: AtomicU64::new(ClientSettings::from_vars(|_| None)?.part_size),
         })
     }
 
@@ -238,6 +335,7 @@ impl S3Store {
 
     fn get_all(&self, path: &Path) -> io::Result<Vec<u8>> {
         let (c, k) = (self.client.clone(), self.key(path)?);
+        count(&self.requests.get);
         self.run(async move { c.get(&k).await?.bytes().await })
             .map(|b| b.to_vec())
     }
@@ -248,8 +346,53 @@ impl S3Store {
             mode,
             ..PutOptions::default()
         };
+        count(&self.requests.put);
         self.run(async move { c.put_opts(&k, PutPayload::from(bytes), opts).await })
             .map(|_| ())
+    }
+
+    /// Upload the `len` bytes of local file `tmp` as object `dest` in
+    /// parts of `part` bytes, one after the other (one part in memory at a
+    /// time). Any failure aborts the upload, so the store keeps no parts;
+    /// the object appears only when the upload completes, whole.
+    fn put_parts(&self, tmp: &Path, dest: &Path, len: u64, part: u64) -> io::Result<()> {
+        let (c, k) = (self.client.clone(), self.key(dest)?);
+        let file = std::fs::File::open(tmp)?;
+        count(&self.requests.multipart);
+        let mut upload = self.run(async move { c.put_multipart(&k).await })?;
+        let mut sent = Ok(());
+        let mut at = 0u64;
+        while at < len && sent.is_ok() {
+            let n = part.min(len - at);
+            let mut buf = vec![0u8; n as usize];
+            sent = (if at > 0 { failpoint("s3.part") } else { Ok(()) })
+                .and_then(|()| ReadAt::read_exact_at(&file, &mut buf, at))
+                .and_then(|()| {
+                    count(&self.requests.part);
+                    self.run(upload.put_part(PutPayload::from(buf)))
+                });
+            at += n;
+        }
+        let (mut upload, done) = match sent {
+            Ok(()) => {
+                let (upload, r) = self.run(async move {
+                    let r = upload.complete().await;
+                    Ok((upload, r))
+                })?;
+                (upload, r.map(|_| ()).map_err(to_io))
+            }
+            Err(e) => (upload, Err(e)),
+        };
+        let Err(e) = done else {
+            return Ok(());
+        };
+        // A completion whose answer was lost may have made the object
+        // whole; aborting it then is refused, harmlessly.
+        count(&self.requests.abort);
+        if let Err(a) = self.run(async move { upload.abort().await }) {
+            tracing::warn!(object = %dest.display(), error = %a, "could not abort a failed multipart upload; the store may keep its parts until its lifecycle rules remove them");
+        }
+        Err(e)
     }
 }
 
@@ -258,6 +401,7 @@ struct Object {
     client: Arc<dyn ObjectStore>,
     rt: &'static tokio::runtime::Runtime,
     key: Key,
+    requests: Arc<Requests>,
 }
 
 impl ReadAt for Object {
@@ -269,6 +413,7 @@ impl ReadAt for Object {
             .checked_add(buf.len() as u64)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         let (c, k) = (self.client.clone(), self.key.clone());
+        count(&self.requests.range);
         let got = run(self.rt, async move { c.get_range(&k, offset..end).await })?;
         if got.len() != buf.len() {
             return Err(io::Error::new(
@@ -279,6 +424,42 @@ impl ReadAt for Object {
         buf.copy_from_slice(&got);
         Ok(())
     }
+
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        // object_store's helper: ranges less than 1 MiB apart are fetched
+        // as one (a request costs more than reading that much more), and
+        // up to 10 requests are under way at once.
+        let (c, k, counter) = (self.client.clone(), self.key.clone(), self.requests.clone());
+        let want = ranges.to_vec();
+        let got = run(self.rt, async move {
+            let fetch = |r: Range<u64>| {
+                let (c, k) = (c.clone(), k.clone());
+                count(&counter.range);
+                async move { c.get_range(&k, r).await }
+            };
+            object_store::coalesce_ranges(&want, fetch, object_store::OBJECT_STORE_COALESCE_DEFAULT)
+                .await
+        })?;
+        if got.len() != ranges.len() {
+            return Err(io::Error::other(
+                "the store answered a different number of ranges",
+            ));
+        }
+        ranges
+            .iter()
+            .zip(got)
+            .map(|(r, b)| {
+                if b.len() as u64 == r.end - r.start {
+                    Ok(b.to_vec())
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} bytes where {} were asked for", b.len(), r.end - r.start),
+                    ))
+                }
+            })
+            .collect()
+    }
 }
 
 impl Store for S3Store {
@@ -287,13 +468,17 @@ impl Store for S3Store {
     }
 
     fn open_blob(&self, path: &Path) -> io::Result<Blob> {
-        let key = self.key(path)?;
         let len = self.len(path)?;
+        self.open_blob_len(path, len)
+    }
+
+    fn open_blob_len(&self, path: &Path, len: u64) -> io::Result<Blob> {
         Ok(Blob {
             data: Arc::new(Object {
                 client: self.client.clone(),
                 rt: self.rt,
-                key,
+                key: self.key(path)?,
+                requests: self.requests.clone(),
             }),
             len,
         })
@@ -301,6 +486,7 @@ impl Store for S3Store {
 
     fn len(&self, path: &Path) -> io::Result<u64> {
         let (c, k) = (self.client.clone(), self.key(path)?);
+        count(&self.requests.head);
         self.run(async move { c.head(&k).await }).map(|m| m.size)
     }
 
@@ -313,20 +499,41 @@ impl Store for S3Store {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+        Ok(self
+            .list_meta(dir)?
+            .into_iter()
+            .map(|l| (l.name, l.path))
+            .collect())
+    }
+
+    fn list_meta(&self, dir: &Path) -> io::Result<Vec<Listed>> {
         let (c, k) = (self.client.clone(), self.key(dir)?);
         let prefix = (!k.as_ref().is_empty()).then_some(k);
+        count(&self.requests.list);
         let r = self.run(async move { c.list_with_delimiter(prefix.as_ref()).await })?;
-        let names = r
-            .common_prefixes
-            .iter()
-            .chain(r.objects.iter().map(|o| &o.location))
-            .filter_map(|p| p.filename().map(str::to_string));
-        Ok(names
-            .map(|n| {
-                let p = dir.join(&n);
-                (n, p)
+        let named = |p: &Key| {
+            p.filename().map(|n| Listed {
+                name: n.to_string(),
+                path: dir.join(n),
+                len: None,
+                version: None,
             })
-            .collect())
+        };
+        let prefixes = r.common_prefixes.iter().filter_map(named);
+        let objects = r.objects.iter().filter_map(|o| {
+            named(&o.location).map(|l| Listed {
+                len: Some(o.size),
+                // The ETag alone would do on a store that gives one; the
+                // time of last change keeps a store without ETags honest.
+                version: Some(format!(
+                    "{} {}",
+                    o.e_tag.as_deref().unwrap_or("-"),
+                    o.last_modified.timestamp_nanos_opt().unwrap_or(0)
+                )),
+                ..l
+            })
+        });
+        Ok(prefixes.chain(objects).collect())
     }
 
     fn put(
@@ -351,18 +558,24 @@ impl Store for S3Store {
 
     fn publish(&self, tmp: &Path, dest: &Path, steps: &Steps) -> Result<(), RepoError> {
         // Read back from the fsynced file: what is uploaded is what the
-        // writer checked. A pack is at most about `PACK_TARGET` bytes;
-        // multipart uploads are a later step of issue 20.
-        let bytes = std::fs::read(tmp).map_err(io_err(tmp))?;
-        failpoint(steps.rename)
-            .and_then(|()| self.put_bytes(dest, bytes, PutMode::Overwrite))
-            .map_err(io_err(dest))?;
+        // writer checked. A pack larger than a part goes in parts.
+        let len = std::fs::metadata(tmp).map_err(io_err(tmp))?.len();
+        let part = self.part_size.load(Ordering::Relaxed).max(1);
+        failpoint(steps.rename).map_err(io_err(dest))?;
+        if len > part {
+            self.put_parts(tmp, dest, len, part).map_err(io_err(dest))?;
+        } else {
+            let bytes = std::fs::read(tmp).map_err(io_err(tmp))?;
+            self.put_bytes(dest, bytes, PutMode::Overwrite)
+                .map_err(io_err(dest))?;
+        }
         let _ = std::fs::remove_file(tmp);
         Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let (c, k) = (self.client.clone(), self.key(path)?);
+        count(&self.requests.delete);
         self.run(async move { c.delete(&k).await })
     }
 
@@ -402,6 +615,7 @@ impl Store for S3Store {
 impl Leasing for S3Store {
     fn get_tagged(&self, path: &Path) -> io::Result<Option<(Vec<u8>, Option<String>)>> {
         let (c, k) = (self.client.clone(), self.key(path)?);
+        count(&self.requests.get);
         let got = self.run(async move {
             match c.get(&k).await {
                 Ok(r) => {
@@ -429,6 +643,7 @@ impl Leasing for S3Store {
             mode,
             ..PutOptions::default()
         };
+        count(&self.requests.put);
         self.run(async move {
             match c.put_opts(&k, PutPayload::from(bytes), opts).await {
                 Ok(r) => Ok(Written::Yes(r.e_tag)),

@@ -37,6 +37,13 @@ const DEFAULT_TIMEOUT_SECS: u64 = 300;
 /// Setting up a connection (TCP and TLS): object_store's default.
 const DEFAULT_CONNECT_SECS: u64 = 5;
 
+/// A pack larger than this many MiB is uploaded in parts of this size
+/// (multipart upload), the last one smaller: a full pack (about 32 MiB,
+/// `PACK_TARGET`) goes in two, so a failed try resends 16 MiB at most,
+/// and each request carries half a pack within the request timeout. S3
+/// refuses parts under 5 MiB (except the last), and 5 GiB is its largest.
+const DEFAULT_PART_MIB: u64 = 16;
+
 /// The retry and timeout settings of one client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ClientSettings {
@@ -50,6 +57,8 @@ pub(crate) struct ClientSettings {
     /// The most a connection may take to set up (`None`: leave
     /// `AWS_CONNECT_TIMEOUT` or object_store's default).
     pub(crate) connect_timeout: Option<Duration>,
+    /// Packs larger than this are uploaded in parts of this many bytes.
+    pub(crate) part_size: u64,
 }
 
 /// `(variable, lowest, highest)` of each setting.
@@ -57,6 +66,7 @@ pub(crate) const RETRIES: (&str, u64, u64) = ("REWIND_S3_RETRIES", 0, 100);
 pub(crate) const RETRY_SECS: (&str, u64, u64) = ("REWIND_S3_RETRY_SECS", 1, 3600);
 pub(crate) const TIMEOUT_SECS: (&str, u64, u64) = ("REWIND_S3_TIMEOUT_SECS", 1, 86_400);
 pub(crate) const CONNECT_SECS: (&str, u64, u64) = ("REWIND_S3_CONNECT_TIMEOUT_SECS", 1, 3600);
+pub(crate) const PART_MIB: (&str, u64, u64) = ("REWIND_S3_PART_SIZE", 5, 5120);
 
 impl ClientSettings {
     /// The settings from variables looked up with `var` (the process
@@ -88,11 +98,13 @@ impl ClientSettings {
             None if set("AWS_CONNECT_TIMEOUT") => None,
             None => Some(secs(DEFAULT_CONNECT_SECS)),
         };
+        let part_size = get(PART_MIB)?.unwrap_or(DEFAULT_PART_MIB) << 20;
         Ok(ClientSettings {
             retries: usize::try_from(retries).unwrap_or(usize::MAX),
             retry_timeout: secs(retry_timeout),
             timeout,
             connect_timeout,
+            part_size,
         })
     }
 
@@ -121,6 +133,7 @@ mod tests {
         assert_eq!(s.retry_timeout, Duration::from_secs(180));
         assert_eq!(s.timeout, Some(Duration::from_secs(300)));
         assert_eq!(s.connect_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(s.part_size, 16 << 20);
         assert_eq!(of(&[("REWIND_S3_RETRIES", " ")]).unwrap(), s);
     }
 
@@ -131,8 +144,10 @@ mod tests {
             ("REWIND_S3_RETRY_SECS", "20"),
             ("REWIND_S3_TIMEOUT_SECS", "45"),
             ("REWIND_S3_CONNECT_TIMEOUT_SECS", "2"),
+            ("REWIND_S3_PART_SIZE", "5"),
         ])
         .unwrap();
+        assert_eq!(s.part_size, 5 << 20);
         assert_eq!(s.retries, 0);
         assert_eq!(s.retry_timeout, Duration::from_secs(20));
         assert_eq!(s.timeout, Some(Duration::from_secs(45)));
@@ -155,6 +170,7 @@ mod tests {
             ("REWIND_S3_RETRY_SECS", "0"),
             ("REWIND_S3_TIMEOUT_SECS", "-3"),
             ("REWIND_S3_CONNECT_TIMEOUT_SECS", "1.5"),
+            ("REWIND_S3_PART_SIZE", "4"),
         ] {
             let e = of(&[(k, v)]).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput);

@@ -12,8 +12,8 @@
 //!   interface: the same system calls in the same order (temp file, fsync,
 //!   rename, directory fsync), with the same named failpoints.
 //! - [`Store::put`] and [`Store::publish`] make a whole file visible at
-//!   once: a rename in a directory, a single PUT on a store (an object is
-//!   never seen half written).
+//!   once: a rename in a directory, a single PUT or a completed multipart
+//!   upload on a store (an object is never seen half written).
 //! - [`Store::put_new`] never replaces an existing file: `create_new` in a
 //!   directory, `If-None-Match: *` on a store (refused with an error when
 //!   the store says it cannot do it).
@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use rewind_core::RepoError;
 
-pub(crate) use crate::backend::{Blob, ReadAt, Store};
+pub(crate) use crate::backend::{Blob, Listed, ReadAt, Store};
 use crate::durable::{Steps, failpoint, io_err};
 
 /// The backend of the repository file `path`.
@@ -69,6 +69,11 @@ pub(crate) fn open_blob(path: &Path) -> io::Result<Blob> {
     at(path)?.open_blob(path)
 }
 
+/// [`Store::open_blob_len`] of the backend of `path`.
+pub(crate) fn open_blob_len(path: &Path, len: u64) -> io::Result<Blob> {
+    at(path)?.open_blob_len(path, len)
+}
+
 /// [`Store::len`] of the backend of `path`.
 pub(crate) fn len(path: &Path) -> io::Result<u64> {
     at(path)?.len(path)
@@ -80,8 +85,14 @@ pub(crate) fn exists(path: &Path) -> io::Result<bool> {
 }
 
 /// [`Store::list`] of the backend of `dir`.
+#[cfg(test)]
 pub(crate) fn list(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     at(dir)?.list(dir)
+}
+
+/// [`Store::list_meta`] of the backend of `dir`.
+pub(crate) fn list_meta(dir: &Path) -> io::Result<Vec<Listed>> {
+    at(dir)?.list_meta(dir)
 }
 
 /// [`Store::remove`] of the backend of `path`.

@@ -320,3 +320,288 @@ fn repair_rewrites_a_truncated_pack_object() {
         assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
     }
 }
+
+/// A repository under `s3://BUCKET/repo` with `packs` commits of 5 chunks
+/// each (a pack each), closed.
+fn with_packs(s: &Server, packs: u64) -> (PathBuf, Vec<EncodedChunk>) {
+    let root = s.path("repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    let mut all = Vec::new();
+    for p in 0..packs {
+        let chunks: Vec<EncodedChunk> = (p * 5..p * 5 + 5).map(crate::tests::chunk).collect();
+        let v = file_v(
+            p + 1,
+            1_000 + p as i64,
+            b"/a",
+            &chunks.iter().collect::<Vec<_>>(),
+        );
+        repo.commit_durably(&chunks, &[v]).unwrap();
+        all.extend(chunks);
+    }
+    drop(repo);
+    (root, all)
+}
+
+#[test]
+fn opening_takes_pack_sizes_from_the_listing_and_sends_no_head() {
+    let Some(s) = server() else { return };
+    let (root, chunks) = with_packs(&s, 4);
+    let before = s.store.requests.now();
+    let r = LocalRepo::open(&root).unwrap();
+    let open = s.store.requests.now().since(before);
+    eprintln!("open of 4 packs: {open:?}");
+    assert_eq!(r.stats().unwrap().versions, 4);
+    assert_eq!(open.head, 0, "{open:?}");
+    // config, retention, and the 4 index objects; a LIST of index/,
+    // packs/ and each packs/<ab>/.
+    assert_eq!(open.get, 2 + 4, "{open:?}");
+    let before = s.store.requests.now();
+    for c in &chunks {
+        assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+    let reads = s.store.requests.now().since(before);
+    eprintln!("reads of 20 chunks: {reads:?}");
+    assert_eq!(reads.head, 0, "{reads:?}");
+    assert_eq!(reads.range, 20, "{reads:?}");
+}
+
+/// Count the requests `f` sends to `s`.
+fn counted<T>(s: &Server, f: impl FnOnce() -> T) -> (T, crate::s3::Counts) {
+    let before = s.store.requests.now();
+    let t = f();
+    (t, s.store.requests.now().since(before))
+}
+
+#[test]
+fn a_second_open_reads_no_index_object_and_the_cache_never_wins_over_the_store() {
+    let Some(s) = server() else { return };
+    let (root, chunks) = with_packs(&s, 3);
+    let cache = tempfile::tempdir().unwrap();
+    crate::idx_cache::set_test_base(Some(cache.path().to_path_buf()));
+    let open = || {
+        let r = LocalRepo::open(&root).unwrap();
+        assert_eq!(r.stats().unwrap().versions, r.stats().unwrap().packs);
+        r
+    };
+
+    // First open: config, retention and 3 index objects; each kept.
+    let (r, first) = counted(&s, open);
+    eprintln!("first open of 3 packs: {first:?}");
+    assert_eq!(first.get, 2 + 3, "{first:?}");
+    let entries = cache.path().join(r.id()).join("index");
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    // An index entry and a version record entry per pack.
+    assert_eq!(names(&entries).len(), 6, "{:?}", names(&entries));
+    assert!(cache.path().join("CACHEDIR.TAG").is_file());
+    drop(r);
+
+    // Second open: no index object and no version record is read.
+    let (r, second) = counted(&s, open);
+    eprintln!("second open of 3 packs: {second:?}");
+    assert_eq!((second.get, second.range), (2, 0), "{second:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    for c in &chunks {
+        assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+    drop(r);
+
+    // A damaged entry is found, dropped and read again from the store.
+    let of_kind = |k: &str| -> Vec<String> {
+        names(&entries)
+            .into_iter()
+            .filter(|n| n.ends_with(k))
+            .collect()
+    };
+    let victim = entries.join(&of_kind(".idx")[0]);
+    let mut bytes = fs::read(&victim).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    fs::write(&victim, &bytes).unwrap();
+    let (r, third) = counted(&s, open);
+    assert_eq!(third.get, 2 + 1, "{third:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_ne!(
+        fs::read(&victim).unwrap(),
+        bytes,
+        "the entry was written again"
+    );
+    drop(r);
+
+    // The same for a version record's entry: one ranged GET.
+    let victim = entries.join(&of_kind(".rec")[0]);
+    let mut bytes = fs::read(&victim).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    fs::write(&victim, &bytes).unwrap();
+    let (r, rec) = counted(&s, open);
+    assert_eq!((rec.get, rec.range), (2, 1), "{rec:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_ne!(
+        fs::read(&victim).unwrap(),
+        bytes,
+        "the entry was written again"
+    );
+    drop(r);
+
+    // An entry sound by its checksum, for the listed object, whose
+    // content does not read as an index (another build's format, say):
+    // the reader drops it and reads the store's.
+    let id = LocalRepo::open(&root).unwrap().id().to_string();
+    let (name, listed) = crate::layout::list_idx_meta(&root)
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let c = crate::idx_cache::IndexCache::open(&root, &id).unwrap();
+    c.put(name, &listed, &vec![7u8; listed.len.unwrap() as usize]);
+    assert!(c.get(name, &listed).is_some());
+    let (r, junk) = counted(&s, open);
+    assert_eq!(junk.get, 2 + 1, "{junk:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_ne!(c.get(name, &listed).unwrap()[0], 7);
+    drop(r);
+
+    // An index object deleted from the store: its entry goes at the next
+    // open (and the pack is read from its footer).
+    let idx_objects = crate::store::list(&root.join("index")).unwrap();
+    let (gone_name, gone_path) = &idx_objects[0];
+    s.store.remove(gone_path).unwrap();
+    let (r, fourth) = counted(&s, open);
+    assert_eq!(fourth.get, 2, "{fourth:?}");
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_eq!(names(&entries).len(), 4, "{:?}", names(&entries));
+    let stem = gone_name.strip_suffix(".idx").unwrap();
+    assert!(!names(&entries).iter().any(|n| n.starts_with(stem)));
+
+    // A writer writes the lost index again; readers and the cache follow.
+    drop(r);
+    drop(LocalRepo::open_writer(&root).unwrap());
+    let r = open();
+    assert_eq!(r.stats().unwrap().versions, 3);
+    assert_eq!(names(&entries).len(), 6);
+    let (_, again) = counted(&s, open);
+    assert_eq!(again.get, 2, "{again:?}");
+    crate::idx_cache::set_test_base(None);
+}
+
+/// Files `s3s-fs` keeps for multipart uploads under way (parts and upload
+/// records, in its data folder's top).
+fn uploads_under_way(s: &Server) -> Vec<String> {
+    fs::read_dir(s.data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".upload"))
+        .collect()
+}
+
+#[test]
+fn a_pack_larger_than_a_part_goes_in_parts_and_a_failed_upload_leaves_no_parts() {
+    let Some(s) = server() else { return };
+    s.store
+        .part_size
+        .store(5 << 20, std::sync::atomic::Ordering::Relaxed);
+    let root = s.path("repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    // 12 MiB that do not compress: one pack of three parts (5, 5, 2 MiB).
+    let chunks: Vec<EncodedChunk> = (0..12u64)
+        .map(|i| EncodedChunk::encode(&crate::tests::random(1 << 20, 100 + i)))
+        .collect();
+    let batch = vec![file_v(1, 1, b"/big", &chunks.iter().collect::<Vec<_>>())];
+
+    // A part fails: the upload is aborted, the store keeps no part and no
+    // pack, and the commit is an error the client retries.
+    repo.put_chunks(chunks.clone()).unwrap();
+    rewind_core::failpoint::arm("s3.part", true);
+    let (err, failed) = counted(&s, || repo.commit_versions(batch.clone()).unwrap_err());
+    rewind_core::failpoint::arm("s3.part", false);
+    eprintln!("failed upload: {failed:?}");
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(
+        (failed.multipart, failed.part, failed.abort),
+        (1, 1, 1),
+        "{failed:?}"
+    );
+    assert!(
+        uploads_under_way(&s).is_empty(),
+        "{:?}",
+        uploads_under_way(&s)
+    );
+    assert!(crate::tests::packs_of(&root).is_empty());
+
+    // Sent again: three parts, one pack, whole.
+    repo.put_chunks(chunks.clone()).unwrap();
+    let ((), sent) = counted(&s, || repo.commit_versions(batch.clone()).unwrap());
+    eprintln!("upload in parts: {sent:?}");
+    assert_eq!(
+        (sent.multipart, sent.part, sent.abort),
+        (1, 3, 0),
+        "{sent:?}"
+    );
+    assert!(uploads_under_way(&s).is_empty());
+    drop(repo);
+    let r = LocalRepo::open(&root).unwrap();
+    assert!(r.verify(false).unwrap().is_ok());
+    for c in &chunks {
+        assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
+    }
+    // A small pack is still one PUT.
+    drop(r);
+    let w = LocalRepo::open_writer(&root).unwrap();
+    let c = crate::tests::chunk(1);
+    let ((), small) = counted(&s, || {
+        w.commit_durably(std::slice::from_ref(&c), &[file_v(2, 2, b"/small", &[&c])])
+            .unwrap()
+    });
+    assert_eq!(small.multipart, 0, "{small:?}");
+}
+
+#[test]
+fn many_chunks_are_read_with_one_ranged_get_per_pack() {
+    let Some(s) = server() else { return };
+    let (root, chunks) = with_packs(&s, 3);
+    let r = LocalRepo::open(&root).unwrap();
+    let ids: Vec<rewind_core::ChunkId> = chunks.iter().map(|c| c.id).collect();
+    let (got, reads) = counted(&s, || r.read_chunks(&ids).unwrap());
+    eprintln!("read_chunks of 15 chunks in 3 packs: {reads:?}");
+    assert_eq!(got.len(), chunks.len());
+    for (g, c) in got.iter().zip(&chunks) {
+        assert_eq!(*g, c.decode().unwrap());
+    }
+    assert_eq!((reads.range, reads.head), (3, 0), "{reads:?}");
+    // As sent to a client of a server: the same, as stored.
+    let (sent, reads) = counted(&s, || r.read_encoded_many(&ids).unwrap());
+    assert_eq!((reads.range, reads.head), (3, 0), "{reads:?}");
+    for (c, id) in sent.iter().zip(&ids) {
+        assert_eq!(*c, r.read_encoded(id).unwrap());
+    }
+    // Out of order, repeated, and from one pack: still right.
+    let mixed = [ids[7], ids[0], ids[7], ids[14], ids[3]];
+    let got = r.read_chunks(&mixed).unwrap();
+    for (g, id) in got.iter().zip(&mixed) {
+        assert_eq!(*g, r.read_chunk(id).unwrap());
+    }
+    // A damaged chunk in the store is reported, as a single read does.
+    drop(r);
+    let pack = crate::tests::packs_of(&root).pop().unwrap();
+    let key = pack
+        .to_str()
+        .unwrap()
+        .strip_prefix(&format!("{}/", s.root))
+        .unwrap()
+        .to_string();
+    let mut bytes = fs::read(s.file(&key)).unwrap();
+    bytes[100] ^= 0xff;
+    fs::write(s.file(&key), &bytes).unwrap();
+    let r = LocalRepo::open(&root).unwrap();
+    assert!(matches!(
+        r.read_chunks(&ids),
+        Err(rewind_core::RepoError::Corrupt { .. })
+    ));
+}

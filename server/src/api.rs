@@ -668,25 +668,34 @@ async fn activity(call: Call) -> ApiResult {
     .await
 }
 
+/// Chunks read together for a `read` request: a restore's window
+/// (`RESTORE_WINDOW` in rewind-restore), at most 32 MiB with the largest
+/// chunks.
+const READ_GROUP: usize = 32;
+
 async fn read(call: Call) -> ApiResult {
     call.run(|s, c, b| {
         let ids = ids(b)?;
         let own = s.owners.of(c)?;
+        // Another client's chunk is as absent as one nobody has.
+        if let Some(id) = ids.iter().find(|id| !own.has(id)) {
+            return Err(RepoError::MissingChunk(*id).into());
+        }
         let mut out = Vec::with_capacity(ids.len());
         let mut size = 0usize;
-        for id in &ids {
-            // Another client's chunk is as absent as one nobody has.
-            if !own.has(id) {
-                return Err(RepoError::MissingChunk(*id).into());
+        // A group at a time, each read with few requests on an object
+        // store; the size is checked between groups, so a request for too
+        // much stops after at most one group more than fits.
+        for group in ids.chunks(READ_GROUP) {
+            for ch in s.repo.read_encoded_many(group)? {
+                size += ch.data.len();
+                if size > MAX_BODY - (1 << 20) {
+                    return Err(bad(
+                        "the chunks asked for exceed the reply size limit; ask for fewer",
+                    ));
+                }
+                out.push(ch);
             }
-            let ch = s.repo.read_encoded(id)?;
-            size += ch.data.len();
-            if size > MAX_BODY - (1 << 20) {
-                return Err(bad(
-                    "the chunks asked for exceed the reply size limit; ask for fewer",
-                ));
-            }
-            out.push(ch);
         }
         s.metrics
             .chunks_sent

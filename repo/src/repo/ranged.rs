@@ -1,0 +1,113 @@
+//! Reading many chunks of a repository on an object store at once: the
+//! frames wanted from each pack are fetched with few ranged GETs, in
+//! parallel (the backend's `ReadAt::read_ranges`), instead of one GET
+//! after the other per chunk (docs/decisions.md, "Object storage: index
+//! cache and requests (issue 20)").
+//!
+//! Every frame is then read and checked exactly as a single read checks
+//! it (`record::read_encoded_at`: the frame's CRC and the chunk's id), and
+//! its content by the caller as for a single read (`decode_stored`).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use rewind_core::{ChunkId, EncodedChunk, RepoError, frame};
+
+use super::LocalRepo;
+use crate::backend::Fetched;
+use crate::durable::io_err;
+use crate::pack_name::PackName;
+use crate::record;
+
+impl LocalRepo {
+    /// [`LocalRepo::read_encoded`] of each of `ids`, in order: on an
+    /// object store the frames of each pack are fetched with few ranged
+    /// GETs, in parallel; anything that goes wrong there is read again one
+    /// chunk at a time, which reports it (or, for a reader that finds a
+    /// pack gone, reloads first).
+    pub fn read_encoded_many(&self, ids: &[ChunkId]) -> Result<Vec<EncodedChunk>, RepoError> {
+        if let Some(Ok(found)) = self.locate_many(ids) {
+            let sent: Result<Vec<EncodedChunk>, RepoError> = found
+                .into_iter()
+                .zip(ids)
+                .map(|((c, place), id)| self.sendable(id, c, &place))
+                .collect();
+            if let Ok(sent) = sent {
+                return Ok(sent);
+            }
+        }
+        ids.iter().map(|id| self.read_encoded(id)).collect()
+    }
+
+    /// The decoded content of each of `ids`, in order, read as
+    /// [`LocalRepo::read_encoded_many`] reads them. `None` where that
+    /// is not worth it (see [`LocalRepo::locate_many`]).
+    pub(super) fn read_chunks_ranged(
+        &self,
+        ids: &[ChunkId],
+    ) -> Option<Result<Vec<Vec<u8>>, RepoError>> {
+        Some(self.locate_many(ids)?.and_then(|found| {
+            found
+                .into_iter()
+                .map(|(c, place)| self.decode_stored(c.view(), &place))
+                .collect()
+        }))
+    }
+
+    /// Each of `ids` as stored, with where it was read, in order, read
+    /// with ranged GETs grouped by pack. `None` when this is not worth it
+    /// or not possible here (a local directory, a single chunk, a chunk
+    /// the indexes do not place in a pack): the caller reads one by one.
+    fn locate_many(
+        &self,
+        ids: &[ChunkId],
+    ) -> Option<Result<Vec<(EncodedChunk, String)>, RepoError>> {
+        if ids.len() < 2 || !crate::store::is_url(&self.dir) {
+            return None;
+        }
+        let found: Vec<(crate::state::Location, PackName, u64)> = {
+            let st = self.read_state();
+            ids.iter()
+                .map(|id| {
+                    let l = st.chunks.get(id)?;
+                    let p = &st.packs[l.pack as usize];
+                    Some((*l, p.name, p.len))
+                })
+                .collect::<Option<_>>()?
+        };
+        // A length no frame can have is the single read's to report.
+        if found
+            .iter()
+            .any(|(l, ..)| l.frame_len as usize > frame::HEADER + frame::MAX_FRAME)
+        {
+            return None;
+        }
+        let mut by_pack: BTreeMap<PackName, (u64, Vec<usize>)> = BTreeMap::new();
+        for (i, (_, name, len)) in found.iter().enumerate() {
+            by_pack.entry(*name).or_insert((*len, Vec::new())).1.push(i);
+        }
+        let mut out: Vec<Option<(EncodedChunk, String)>> = vec![None; ids.len()];
+        let mut read = || -> Result<(), RepoError> {
+            for (name, (len, wanted)) in &by_pack {
+                let path = name.pack_path(&self.dir);
+                let f = self.pack_file(*name, &path, *len)?;
+                let ranges: Vec<Range<u64>> = wanted
+                    .iter()
+                    .map(|&i| found[i].0.offset..found[i].0.offset + found[i].0.frame_len as u64)
+                    .collect();
+                let got = f.read_ranges(&ranges).map_err(io_err(&path))?;
+                for (&i, bytes) in wanted.iter().zip(got) {
+                    let l = found[i].0;
+                    let at = Fetched {
+                        start: l.offset,
+                        bytes,
+                    };
+                    let c = record::read_encoded_at(&at, &path, l.offset, l.frame_len, &ids[i])?;
+                    out[i] = Some((c, format!("{} at offset {}", path.display(), l.offset)));
+                }
+            }
+            Ok(())
+        };
+        Some(read().map(|()| out.into_iter().flatten().collect()))
+    }
+}
