@@ -29,6 +29,14 @@ impl ChunkIdKey {
         *blake3::keyed_hash(&self.0, data).as_bytes()
     }
 
+    /// A second copy of this key, for a second owner (the repository
+    /// keeps one, the capture that names chunks for it another). Still
+    /// wiped on drop; deliberately a method rather than `Clone`, so that
+    /// every copy of key material is visible where it is made.
+    pub fn duplicate(&self) -> ChunkIdKey {
+        ChunkIdKey::new(&self.0)
+    }
+
     /// A streaming hasher that ends in the same id as
     /// [`ChunkIdKey::chunk_id`] of everything fed to it.
     pub fn hasher(&self) -> blake3::Hasher {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use rewind_core::RepoError;
 use tracing::{debug, info, warn};
 
+use crate::crypt::Crypt;
 use crate::durable::io_err;
 use crate::index;
 use crate::pack;
@@ -71,6 +72,7 @@ pub(crate) struct Discover {
 /// look are skipped: a concurrent writer only ever adds files by rename,
 /// and a pack or index that disappears was removed on purpose.
 pub(crate) fn discover(
+    c: &Crypt,
     dir: &Path,
     known: &HashSet<PackName>,
     how: Discover,
@@ -97,7 +99,7 @@ pub(crate) fn discover(
         let mut from_idx = None;
         if idx_names.contains(&name) {
             let idx_path = name.idx_path(dir);
-            match index::read_header(dir, name) {
+            match index::read_header(c, dir, name) {
                 Ok(Some(i)) if i.pack == name && i.pack_len == pack_len => from_idx = Some(i),
                 Ok(Some(_)) => warn!(
                     index = %idx_path.display(),
@@ -109,7 +111,7 @@ pub(crate) fn discover(
         }
         let idx = match from_idx {
             Some(i) => i,
-            None => match from_pack(dir, &path, name, how)? {
+            None => match from_pack(c, dir, &path, name, how)? {
                 Some(i) => i,
                 None => continue,
             },
@@ -125,6 +127,7 @@ pub(crate) fn discover(
 /// instead (and, for a writer, its index written again). `None` when the
 /// pack is gone meanwhile (removed on purpose).
 pub(crate) fn fill(
+    c: &Crypt,
     dir: &Path,
     mut idx: PackIndex,
     how: Discover,
@@ -132,7 +135,7 @@ pub(crate) fn fill(
     if !idx.versions_pending() {
         return Ok(Some(idx));
     }
-    match index::load_versions(dir, idx.pack, &idx.version_records) {
+    match index::load_versions(c, dir, idx.pack, &idx.version_records) {
         Ok(vs) => {
             idx.versions = vs;
             Ok(Some(idx))
@@ -141,7 +144,7 @@ pub(crate) fn fill(
         Err(e) => {
             warn!(error = %e, "index does not match its pack's version records; reading the pack instead");
             let path = idx.pack.pack_path(dir);
-            from_pack(dir, &path, idx.pack, how)
+            from_pack(c, dir, &path, idx.pack, how)
         }
     }
 }
@@ -150,12 +153,13 @@ pub(crate) fn fill(
 /// (salvaging a damaged one); its index file written when `how.repair`.
 /// `None` when the pack is gone.
 fn from_pack(
+    c: &Crypt,
     dir: &Path,
     path: &Path,
     name: PackName,
     how: Discover,
 ) -> Result<Option<PackIndex>, RepoError> {
-    let i = match pack::load(path, name) {
+    let i = match pack::load(c, path, name) {
         Ok(i) => i,
         Err(RepoError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return Ok(None);
@@ -166,7 +170,7 @@ fn from_pack(
         warn!(pack = %path.display(), "damaged pack: {d}");
     }
     if how.repair {
-        index::write(dir, &i)?;
+        index::write(c, dir, &i)?;
         info!(pack = %path.display(), "wrote the missing index of a pack");
     }
     Ok(Some(i))
