@@ -306,7 +306,9 @@ impl Target {
     /// local one does not exist): where a running agent's socket is.
     pub fn id(&self) -> Result<Option<String>> {
         match self {
-            Target::Local(dir) => Ok(LocalRepo::open(dir).ok().map(|r| r.id().to_string())),
+            // From the config alone: an encrypted repository's keys are
+            // not needed to find its agent.
+            Target::Local(dir) => Ok(LocalRepo::read_id(dir).ok()),
             Target::Server(remote) => Ok(Some(remote.info(&remote.connect()?)?.repo_id)),
         }
     }

@@ -633,6 +633,18 @@ impl LocalRepo {
         }
     }
 
+    /// Whether the repository at `dir` is encrypted, from its config
+    /// alone.
+    pub fn is_encrypted_at(dir: &Path) -> Result<bool, RepoError> {
+        Ok(Config::read(dir)?.encryption.is_some())
+    }
+
+    /// The id of the repository at `dir` (32 hex digits), from its config
+    /// alone: no key is needed, nothing else is read.
+    pub fn read_id(dir: &Path) -> Result<String, RepoError> {
+        Ok(Config::read(dir)?.id)
+    }
+
     /// The repository's random id (32 hex digits).
     pub fn id(&self) -> &str {
         &self.config.id
