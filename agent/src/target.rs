@@ -282,8 +282,11 @@ impl Target {
                             .map_err(|e| anyhow::anyhow!("--limit-upload: {e}"))?,
                     );
                 }
-                let r = remote.connect()?;
+                let mut r = remote.connect()?;
                 let info = remote.info(&r)?;
+                // An encrypted repository's clients name chunks with its
+                // chunk-id key, which the server sends with its info.
+                r.set_chunk_ids(info.chunk_ids());
                 let r = Arc::new(r);
                 Ok(Opened {
                     history: Arc::new(RemoteHistory(r.clone())),

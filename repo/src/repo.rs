@@ -587,6 +587,15 @@ impl LocalRepo {
         self.crypt.is_sealed()
     }
 
+    /// An encrypted repository's chunk-id key as 64 hex digits (what a
+    /// server hands its enrolled clients); `None` for a plain one.
+    pub fn chunk_id_key_hex(&self) -> Option<zeroize::Zeroizing<String>> {
+        match self.crypt.ids() {
+            rewind_core::ChunkIds::Keyed(k) => Some(k.to_hex()),
+            rewind_core::ChunkIds::Plain => None,
+        }
+    }
+
     /// The key slots of an encrypted repository, the one this handle was
     /// opened with marked (`rewind key list`).
     pub fn key_slots(&self) -> Result<Vec<SlotInfo>, RepoError> {
