@@ -230,11 +230,20 @@ impl Target {
                     Access::Read => LocalRepo::open(dir)?,
                     Access::Write { .. } if LocalRepo::exists(dir)? => LocalRepo::open_writer(dir)?,
                     Access::Write { .. } => {
-                        if !rewind_repo::is_url(dir) {
-                            rewind_core::private::create_dir_all(dir).with_context(|| {
-                                format!("cannot create repository {}", dir.display())
-                            })?;
+                        // An object store's repository is encrypted by
+                        // default, which needs a new password typed twice
+                        // or a key file: `rewind init` asks for those, a
+                        // backup run does not make one up.
+                        if rewind_repo::is_url(dir) {
+                            anyhow::bail!(
+                                "no repository at {}: create it with `rewind init --repo {}` (encrypted unless --no-encrypt)",
+                                dir.display(),
+                                dir.display()
+                            );
                         }
+                        rewind_core::private::create_dir_all(dir).with_context(|| {
+                            format!("cannot create repository {}", dir.display())
+                        })?;
                         let r = LocalRepo::init(dir, rewind_core::DEFAULT_CHUNKER)?;
                         eprintln!("rewind: created repository {}", dir.display());
                         r
