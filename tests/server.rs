@@ -132,6 +132,64 @@ fn enroll_watch_and_restore_through_the_server() {
 }
 
 #[test]
+fn an_encrypted_server_repository_takes_backups_and_restores_and_stores_only_ciphertext() {
+    let env = Env::new();
+    let data = env.tmp.path().join("srv");
+    let srv = Server::start_new_in_env(&data, &["--encrypt"], &[]);
+    use std::os::unix::fs::PermissionsExt;
+    let key = data.join("repo.key");
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    env.enroll(&srv, "laptop");
+    let word = "Zyxwvut";
+    let doc = env.root.join(format!("{word}-plans.txt"));
+    let text = format!("the plans of {word} Holdings\n").repeat(3000);
+    write(&doc, text.as_bytes());
+    write(&env.root.join("small.txt"), b"a small file of text\n");
+    env.ok(&["watch", env.root.to_str().unwrap(), "--once", "--no-ui"]);
+    let dest = env.tmp.path().join("out");
+    env.restore_to_ok(&env.root, "now", &dest);
+    assert_eq!(describe_tree(&env.root), describe_tree(&dest));
+    // In place, a file whose content matches is reused: the client names
+    // chunks with the repository's key.
+    let out = env.json(&[
+        "restore",
+        env.root.to_str().unwrap(),
+        "--at",
+        "now",
+        "--json",
+    ]);
+    assert_eq!(out["bytes_fetched"].as_u64(), Some(0), "{out:#}");
+    // What the store holds is ciphertext: no content, no name.
+    let repo = data.join("repo");
+    let config = fs::read_to_string(repo.join("config")).unwrap();
+    assert!(config.contains("\"format\": 5"), "{config}");
+    let mut todo = vec![repo.clone()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+                continue;
+            }
+            let b = fs::read(&p).unwrap();
+            for needle in [word.as_bytes(), b"a small file", b"small.txt"] {
+                assert!(
+                    !b.windows(needle.len()).any(|w| w == needle),
+                    "{} holds {:?}",
+                    p.display(),
+                    String::from_utf8_lossy(needle)
+                );
+            }
+        }
+    }
+    let v = srv.cmd(&["verify"]);
+    assert!(v.status.success(), "{}", show(&v));
+}
+
+#[test]
 fn wrong_tokens_and_removed_clients_are_refused() {
     let env = Env::new();
     let mut srv = server(&env);

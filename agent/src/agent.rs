@@ -95,6 +95,8 @@ pub(crate) struct Agent {
     pub(crate) journal: Journal,
     pub(crate) rules: Arc<IgnoreRules>,
     pub(crate) chunker: Chunker,
+    /// How the repository names chunks.
+    pub(crate) ids: rewind_core::ChunkIds,
     pub(crate) sched: Scheduler,
     pub(crate) counters: Counters,
     pub(crate) problems: Mutex<Vec<ProblemRecord>>,
@@ -251,6 +253,7 @@ impl Agent {
             groups: &self.sched.groups,
             snapshot: &self.snapshot,
             again: &again,
+            ids: &self.ids,
         };
         while let Some((path, at, change)) = self.sched.next(first_pass_only) {
             let p = rewind_core::path::from_bytes(&path);

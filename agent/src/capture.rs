@@ -246,6 +246,8 @@ pub struct Capturer<'a> {
     /// against the file's previous version, a dictionary for small files
     /// ([`rewind_core::FileEncoder`]). `None`: each chunk on its own.
     pub encoder: Option<&'a rewind_core::FileEncoder>,
+    /// How the repository names chunks ([`rewind_core::ChunkIds`]).
+    pub ids: &'a rewind_core::ChunkIds,
 }
 
 fn present(
@@ -498,7 +500,7 @@ impl Capturer<'_> {
             refs.push(XattrRef {
                 name: x.name,
                 value: ChunkRef {
-                    id: ChunkId::of(&x.value),
+                    id: self.ids.id_of(&x.value),
                     len: x.value.len() as u32,
                 },
             });
@@ -823,7 +825,7 @@ impl Capturer<'_> {
             Some(d) => d,
             None => &Whole,
         };
-        let mut cut = ChunkLoop::new(guard, prev_ids, walk);
+        let mut cut = ChunkLoop::new(guard, prev_ids, walk, self.ids);
         let mut spooled = 0u64;
         let mut spool_err = None;
         let cut_all = CHUNK_BUF.with(|buf| {
@@ -1272,6 +1274,7 @@ mod tests {
         Capturer {
             journal: &fx.journal,
             chunker: Chunker::default(),
+            ids: &rewind_core::ChunkIds::Plain,
             rules: &fx.rules,
             links: &fx.links,
             warn: &warn,

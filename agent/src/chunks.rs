@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 
 use rewind_core::{
-    Bases, ChunkId, ChunkRef, DeltaWalk, EncodedChunk, FileEncoder, STREAM_ZSTD_LEVEL,
+    Bases, ChunkId, ChunkIds, ChunkRef, DeltaWalk, EncodedChunk, FileEncoder, STREAM_ZSTD_LEVEL,
 };
 use rewind_journal::CaptureGuard;
 
@@ -33,15 +33,19 @@ pub(crate) struct ChunkLoop<'g> {
     walk: Option<DeltaWalk>,
     chunks: Vec<ChunkRef>,
     bytes: u64,
+    /// How the repository names chunks.
+    ids: ChunkIds,
 }
 
 impl<'g> ChunkLoop<'g> {
     /// A loop for one capture under `guard`; `previous` are the chunk ids
-    /// of the version before, `walk` follows its chunk list for hints.
+    /// of the version before, `walk` follows its chunk list for hints;
+    /// chunks are named as `ids` says (the repository's scheme).
     pub(crate) fn new(
         guard: &'g CaptureGuard,
         previous: HashSet<ChunkId>,
         walk: Option<DeltaWalk>,
+        ids: &ChunkIds,
     ) -> ChunkLoop<'g> {
         ChunkLoop {
             guard,
@@ -50,12 +54,13 @@ impl<'g> ChunkLoop<'g> {
             walk,
             chunks: Vec::new(),
             bytes: 0,
+            ids: ids.clone(),
         }
     }
 
     /// Record the next chunk, `data`; `Some` when it must be stored.
     pub(crate) fn cut(&mut self, data: &[u8]) -> Option<NewChunk> {
-        let id = ChunkId::of(data);
+        let id = self.ids.id_of(data);
         let len = data.len() as u32;
         self.bytes += u64::from(len);
         self.chunks.push(ChunkRef { id, len });

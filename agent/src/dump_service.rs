@@ -102,6 +102,7 @@ impl DumpService {
             &self.journal,
             Some(self.bases.as_ref()),
             self.chunker,
+            &self.bases.chunk_ids(),
             &self.cancel,
             progress,
         );
@@ -310,6 +311,7 @@ pub fn run_dump_once(
         &journal,
         Some(bases.as_ref()),
         chunker,
+        &bases.chunk_ids(),
         &cancel,
         progress,
     );

@@ -199,6 +199,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         journal: journal.clone(),
         rules,
         chunker,
+        ids: repo.chunk_ids(),
         sched: Scheduler::with_groups(GroupRules::new(&opts.groups).map_err(anyhow::Error::msg)?),
         counters: Counters::default(),
         problems: Mutex::new(Vec::new()),

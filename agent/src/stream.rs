@@ -113,13 +113,14 @@ pub(crate) fn capture_stream(
     journal: &Journal,
     bases: Option<&dyn Bases>,
     chunker: Chunker,
+    ids: &rewind_core::ChunkIds,
     cancel: &Arc<AtomicBool>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<StreamReport, JournalError> {
     let started = Timestamp::now();
     let guard = journal.begin_capture();
     let walk = bases.and_then(|b| previous_run(b, journal.client(), &spec.path));
-    let mut cut = ChunkLoop::new(&guard, HashSet::new(), walk);
+    let mut cut = ChunkLoop::new(&guard, HashSet::new(), walk, ids);
     let mut new_chunks = 0u64;
     let mut new_bytes = 0u64;
     let status = match rewind_dumps::start(spec, started, cancel) {
@@ -229,6 +230,7 @@ pub(crate) fn capture_job(
     journal: &Journal,
     bases: Option<&dyn Bases>,
     chunker: Chunker,
+    ids: &rewind_core::ChunkIds,
     cancel: &Arc<AtomicBool>,
     progress: &(dyn Fn(&[u8], u64) + Sync),
 ) -> Result<Vec<StreamReport>> {
@@ -248,7 +250,9 @@ pub(crate) fn capture_job(
             spec.program.display()
         );
         let p = |n: u64| progress(&spec.path, n);
-        out.push(capture_stream(&spec, journal, bases, chunker, cancel, &p)?);
+        out.push(capture_stream(
+            &spec, journal, bases, chunker, ids, cancel, &p,
+        )?);
     }
     Ok(out)
 }

@@ -230,11 +230,20 @@ impl Target {
                     Access::Read => LocalRepo::open(dir)?,
                     Access::Write { .. } if LocalRepo::exists(dir)? => LocalRepo::open_writer(dir)?,
                     Access::Write { .. } => {
-                        if !rewind_repo::is_url(dir) {
-                            rewind_core::private::create_dir_all(dir).with_context(|| {
-                                format!("cannot create repository {}", dir.display())
-                            })?;
+                        // An object store's repository is encrypted by
+                        // default, which needs a new password typed twice
+                        // or a key file: `rewind init` asks for those, a
+                        // backup run does not make one up.
+                        if rewind_repo::is_url(dir) {
+                            anyhow::bail!(
+                                "no repository at {}: create it with `rewind init --repo {}` (encrypted unless --no-encrypt)",
+                                dir.display(),
+                                dir.display()
+                            );
                         }
+                        rewind_core::private::create_dir_all(dir).with_context(|| {
+                            format!("cannot create repository {}", dir.display())
+                        })?;
                         let r = LocalRepo::init(dir, rewind_core::DEFAULT_CHUNKER)?;
                         eprintln!("rewind: created repository {}", dir.display());
                         r
@@ -282,8 +291,11 @@ impl Target {
                             .map_err(|e| anyhow::anyhow!("--limit-upload: {e}"))?,
                     );
                 }
-                let r = remote.connect()?;
+                let mut r = remote.connect()?;
                 let info = remote.info(&r)?;
+                // An encrypted repository's clients name chunks with its
+                // chunk-id key, which the server sends with its info.
+                r.set_chunk_ids(info.chunk_ids());
                 let r = Arc::new(r);
                 Ok(Opened {
                     history: Arc::new(RemoteHistory(r.clone())),
@@ -306,7 +318,9 @@ impl Target {
     /// local one does not exist): where a running agent's socket is.
     pub fn id(&self) -> Result<Option<String>> {
         match self {
-            Target::Local(dir) => Ok(LocalRepo::open(dir).ok().map(|r| r.id().to_string())),
+            // From the config alone: an encrypted repository's keys are
+            // not needed to find its agent.
+            Target::Local(dir) => Ok(LocalRepo::read_id(dir).ok()),
             Target::Server(remote) => Ok(Some(remote.info(&remote.connect()?)?.repo_id)),
         }
     }

@@ -46,11 +46,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(rewind_core::docs::run(d, crate::Cli::command())?)
         }
         Command::Service(s) => crate::service::run(s),
-        Command::Init => {
+        Command::Init(a) => {
             let repo_dir = match &cli.global.repo {
                 Some(r) => r.clone(),
                 None => rewind_agent::paths::default_repo()?,
             };
+            let encrypt = a.encrypt || (rewind_repo::is_url(&repo_dir) && !a.no_encrypt);
             if LocalRepo::exists(&repo_dir)? {
                 bail!("a repository already exists at {}", repo_dir.display());
             }
@@ -58,8 +59,17 @@ pub fn run(cli: Cli) -> Result<i32> {
                 rewind_core::private::create_dir_all(&repo_dir)
                     .with_context(|| format!("cannot create {}", repo_dir.display()))?;
             }
-            let r = LocalRepo::init(&repo_dir, rewind_core::DEFAULT_CHUNKER)?;
-            println!("created repository {} (id {})", repo_dir.display(), r.id());
+            let r = if encrypt {
+                crate::keys::init_encrypted(&repo_dir, cli.global.key_file.as_deref())?
+            } else {
+                LocalRepo::init(&repo_dir, rewind_core::DEFAULT_CHUNKER)?
+            };
+            let how = if encrypt { ", encrypted" } else { "" };
+            println!(
+                "created repository {} (id {}{how})",
+                repo_dir.display(),
+                r.id()
+            );
             Ok(0)
         }
         Command::Enroll(a) => crate::enroll::enroll(a),
@@ -104,6 +114,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             Target::Local(dir) => rewind_server::verify(&dir, quick, json.json),
             Target::Server(r) => crate::verify_remote::verify(&r.connect()?, quick, json.json),
         },
+        Command::Key(k) => crate::keys::key(
+            &local_only(target()?, "key")?,
+            cli.global.key_file.as_deref(),
+            k.command,
+        ),
         Command::Repair(j) => rewind_server::repair(&local_only(target()?, "repair")?, j.json),
         Command::Forget(f) => {
             crate::retention::forget(&target()?, f.policy, f.dry_run, f.json.json, f.config)

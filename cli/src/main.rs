@@ -12,6 +12,7 @@ mod diff;
 mod dump_commands;
 mod enroll;
 mod find;
+mod keys;
 mod mount;
 mod retention;
 mod service;
@@ -67,12 +68,21 @@ struct Global {
     /// REWIND_NO_CACHE=1)
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Open an encrypted repository with this key file instead of a
+    /// password (REWIND_PASSWORD, REWIND_PASSWORD_FILE or a prompt); with
+    /// `init --encrypt`, the key file to seal the first key slot for
+    /// (created when it does not exist)
+    #[arg(long, global = true, env = "REWIND_KEY_FILE", value_name = "FILE")]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a repository
-    Init,
+    /// Create a repository; `--encrypt` (the default for s3://
+    /// repositories) seals everything in it under a password or key file
+    Init(InitArgs),
+    /// Manage the passwords and key files of an encrypted repository
+    Key(KeyArgs),
     /// Enroll this machine with a backup server (rewind-server)
     Enroll(EnrollArgs),
     /// Protect folders: capture every change, in the foreground, until Ctrl-C
@@ -180,6 +190,52 @@ enum Command {
     },
     #[command(flatten)]
     Docs(rewind_core::docs::DocsCommand),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Encrypt the repository: every record, index and file sealed with
+    /// XChaCha20-Poly1305, chunk ids keyed. The key is sealed under a
+    /// password (REWIND_PASSWORD, REWIND_PASSWORD_FILE, or typed twice at
+    /// the terminal) or, with --key-file, a key file. The default for
+    /// s3:// repositories
+    #[arg(long, conflicts_with = "no_encrypt")]
+    encrypt: bool,
+    /// Do not encrypt an s3:// repository
+    #[arg(long)]
+    no_encrypt: bool,
+}
+
+#[derive(Args)]
+struct KeyArgs {
+    #[command(subcommand)]
+    command: KeyCommand,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Add a password (REWIND_NEW_PASSWORD, REWIND_NEW_PASSWORD_FILE, or
+    /// typed twice at the terminal) or, with --new-key-file, a key file
+    /// (created when it does not exist); the repository is opened with
+    /// the current password or --key-file
+    Add {
+        /// Add this key file instead of a password
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List the key slots: id, kind, created, host and user; the one this
+    /// command opened the repository with is marked
+    List(JsonArg),
+    /// Remove a key slot (refused for the last one and for the one this
+    /// command opened the repository with)
+    Remove {
+        /// The slot's id (8 hex digits, see `rewind key list`)
+        id: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
 }
 
 #[derive(Args)]
@@ -452,6 +508,9 @@ fn main() -> ExitCode {
     if let Err(e) = init_logging(&logging) {
         eprintln!("rewind: {}", rewind_core::one_line(&e));
         return ExitCode::from(1);
+    }
+    if let Some(k) = &cli.global.key_file {
+        rewind_repo::use_key_file(k.clone());
     }
     let result = commands::run(cli);
     match result {

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::{ChunkId, EncodedChunk, RepoError, Repository, Version};
+use crate::{ChunkId, ChunkIds, EncodedChunk, RepoError, Repository, Version};
 
 /// The reads capture makes of a repository (see the module doc).
 pub trait Bases: Send + Sync {
@@ -23,6 +23,10 @@ pub trait Bases: Send + Sync {
     fn versions_of(&self, client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError>;
     /// See [`Repository::store_base`].
     fn store_base(&self, chunk: EncodedChunk) -> Result<(), RepoError>;
+    /// See [`Repository::chunk_ids`].
+    fn chunk_ids(&self) -> ChunkIds {
+        ChunkIds::Plain
+    }
 }
 
 /// A repository seen through [`Bases`] only.
@@ -43,6 +47,10 @@ impl Bases for Narrow {
 
     fn store_base(&self, chunk: EncodedChunk) -> Result<(), RepoError> {
         self.0.store_base(chunk)
+    }
+
+    fn chunk_ids(&self) -> ChunkIds {
+        self.0.chunk_ids()
     }
 }
 

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::ChunkId;
+use crate::{ChunkId, ChunkIds};
 
 /// zstd level for chunks. Level 2 stores within 1 % of level 3 on text
 /// (real source code, documentation, the benchmark tree's text) at a
@@ -221,14 +221,29 @@ impl EncodedChunk {
         self.view().decode_with_base(base)
     }
 
+    /// [`decode_with_base`](Self::decode_with_base) under `ids`.
+    pub fn decode_with_base_as(&self, ids: &ChunkIds, base: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.view().decode_with_base_as(ids, base)
+    }
+
     /// Check that the stored bytes decode to the id ([`ChunkView::verify`]).
     pub fn verify(&self) -> Result<(), CodecError> {
         self.view().verify()
     }
 
+    /// [`verify`](Self::verify) under `ids`.
+    pub fn verify_as(&self, ids: &ChunkIds) -> Result<(), CodecError> {
+        self.view().verify_as(ids)
+    }
+
     /// Decompress and check the id.
     pub fn decode(&self) -> Result<Vec<u8>, CodecError> {
         self.view().decode()
+    }
+
+    /// [`decode`](Self::decode) under `ids`.
+    pub fn decode_as(&self, ids: &ChunkIds) -> Result<Vec<u8>, CodecError> {
+        self.view().decode_as(ids)
     }
 }
 
@@ -270,8 +285,14 @@ impl ChunkView<'_> {
     /// Decode a delta with `base`, the content of its base chunk (ignored
     /// for a chunk that is not a delta), and check the id.
     pub fn decode_with_base(&self, base: &[u8]) -> Result<Vec<u8>, CodecError> {
+        self.decode_with_base_as(&ChunkIds::Plain, base)
+    }
+
+    /// [`decode_with_base`](Self::decode_with_base), checking the id under
+    /// `ids` (a repository's naming of chunks).
+    pub fn decode_with_base_as(&self, ids: &ChunkIds, base: &[u8]) -> Result<Vec<u8>, CodecError> {
         let Encoding::Delta { .. } = self.encoding else {
-            return self.decode();
+            return self.decode_as(ids);
         };
         if self.raw_len > MAX_CHUNK_LEN || base.len() > MAX_CHUNK_LEN as usize {
             return Err(CodecError::Mismatch { id: self.id });
@@ -288,7 +309,7 @@ impl ChunkView<'_> {
             dx.set_parameter(window).map_err(zerr)?;
             dx.ref_prefix(base).map_err(zerr)?;
             dx.decompress(&mut raw, self.data).map_err(zerr)?;
-            return self.check(raw);
+            return self.check(ids, raw);
         }
         // A raw-content dictionary decodes as the same bytes given as a
         // prefix would.
@@ -310,17 +331,17 @@ impl ChunkView<'_> {
             d.dctx.set_parameter(window).map_err(zerr)?;
             d.dctx.decompress(&mut raw, self.data).map_err(zerr)
         })?;
-        self.check(raw)
+        self.check(ids, raw)
     }
 
-    fn check(&self, raw: Vec<u8>) -> Result<Vec<u8>, CodecError> {
-        self.check_content(&raw)?;
+    fn check(&self, ids: &ChunkIds, raw: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+        self.check_content(ids, &raw)?;
         Ok(raw)
     }
 
-    /// `raw` has this chunk's length and hashes to its id.
-    fn check_content(&self, raw: &[u8]) -> Result<(), CodecError> {
-        if raw.len() != self.raw_len as usize || ChunkId::of(raw) != self.id {
+    /// `raw` has this chunk's length and hashes to its id under `ids`.
+    fn check_content(&self, ids: &ChunkIds, raw: &[u8]) -> Result<(), CodecError> {
+        if raw.len() != self.raw_len as usize || ids.id_of(raw) != self.id {
             return Err(CodecError::Mismatch { id: self.id });
         }
         Ok(())
@@ -350,19 +371,24 @@ impl ChunkView<'_> {
     /// decompressed into a buffer the thread reuses. A delta needs its
     /// base ([`decode_with_base`](Self::decode_with_base)).
     pub fn verify(&self) -> Result<(), CodecError> {
+        self.verify_as(&ChunkIds::Plain)
+    }
+
+    /// [`verify`](Self::verify), checking the id under `ids`.
+    pub fn verify_as(&self, ids: &ChunkIds) -> Result<(), CodecError> {
         if self.raw_len > MAX_CHUNK_LEN {
             return Err(CodecError::Mismatch { id: self.id });
         }
         match self.encoding {
             Encoding::Delta { base } => Err(CodecError::NeedsBase { id: self.id, base }),
-            Encoding::Raw => self.check_content(self.data),
+            Encoding::Raw => self.check_content(ids, self.data),
             Encoding::Zstd => SCRATCH.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 buf.clear();
                 buf.reserve(self.raw_len as usize);
                 let r = self
                     .with_decompressor(|d| d.decompress_to_buffer(self.data, &mut *buf))
-                    .and_then(|_| self.check_content(&buf));
+                    .and_then(|_| self.check_content(ids, &buf));
                 // Keep a buffer for the usual chunk sizes, not the largest.
                 if buf.capacity() > 4 << 20 {
                     *buf = Vec::new();
@@ -374,6 +400,11 @@ impl ChunkView<'_> {
 
     /// Decompress and check the id.
     pub fn decode(&self) -> Result<Vec<u8>, CodecError> {
+        self.decode_as(&ChunkIds::Plain)
+    }
+
+    /// [`decode`](Self::decode), checking the id under `ids`.
+    pub fn decode_as(&self, ids: &ChunkIds) -> Result<Vec<u8>, CodecError> {
         // A damaged length must not make us allocate gigabytes.
         if self.raw_len > MAX_CHUNK_LEN {
             return Err(CodecError::Mismatch { id: self.id });
@@ -385,7 +416,7 @@ impl ChunkView<'_> {
                 self.with_decompressor(|d| d.decompress(self.data, self.raw_len as usize))?
             }
         };
-        self.check(raw)
+        self.check(ids, raw)
     }
 }
 
@@ -398,6 +429,28 @@ fn delta_window_log(base: usize, data: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_keyed_chunk_checks_only_under_its_key() {
+        let master = rewind_crypto::MasterKey::generate().unwrap();
+        let ids = ChunkIds::Keyed(Arc::new(master.chunk_id_key().duplicate()));
+        let data = b"keyed content ".repeat(200);
+        let id = ids.id_of(&data);
+        assert_ne!(id, ChunkId::of(&data));
+        let c = EncodedChunk::encode_with_id(id, &data);
+        assert_eq!(c.decode_as(&ids).unwrap(), data);
+        c.verify_as(&ids).unwrap();
+        // Under the plain scheme (or another key) the id does not match.
+        assert!(c.decode().is_err());
+        assert!(c.verify().is_err());
+        let other = rewind_crypto::MasterKey::generate().unwrap();
+        let others = ChunkIds::Keyed(Arc::new(other.chunk_id_key().duplicate()));
+        assert!(c.decode_as(&others).is_err());
+        assert_eq!(ChunkIds::Plain.id_of(&data), ChunkId::of(&data));
+        assert_eq!(format!("{ids:?}"), "ChunkIds::Keyed(..)");
+    }
+
     use rand::RngCore;
 
     #[test]

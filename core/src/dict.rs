@@ -135,8 +135,8 @@ impl FileEncoder {
 
     /// Store `content` as a whole chunk and prepare it for compression.
     fn make(&self, content: &[u8]) -> Option<&'static Ready> {
-        let chunk = EncodedChunk::encode(content);
-        let id = chunk.id;
+        let id = self.repo.chunk_ids().id_of(content);
+        let chunk = EncodedChunk::encode_with_id(id, content);
         if let Err(e) = self.repo.store_base(chunk) {
             tracing::debug!("no small-file dictionary: {e}");
             return None;

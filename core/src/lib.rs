@@ -9,8 +9,10 @@
 //! about history it answers ([`history`]: find, activity).
 //!
 //! Guarantees:
-//! - A [`ChunkId`] is the blake3 hash of the chunk's uncompressed bytes;
-//!   [`EncodedChunk::decode`] checks it, so damaged data never passes as good.
+//! - A [`ChunkId`] is the blake3 hash of the chunk's uncompressed bytes, or
+//!   in an encrypted repository its keyed blake3 ([`ChunkIds`]);
+//!   [`EncodedChunk::decode`] / [`EncodedChunk::decode_as`] check it, so
+//!   damaged data never passes as good.
 //! - Every framed record carries its length and a CRC-32; decoding checks
 //!   both and bounds the length before allocating.
 //! - Nothing here performs I/O except on readers and writers handed in, so
@@ -27,6 +29,7 @@
 //! error for people and [`parse_size`] reads `200GiB`.
 
 mod bases;
+mod chunk_ids;
 mod chunker;
 mod codec;
 mod delta;
@@ -56,6 +59,7 @@ mod version;
 pub mod wire;
 
 pub use bases::{Bases, bases_of};
+pub use chunk_ids::ChunkIds;
 pub use chunker::{Chunker, ChunkerParams, DEFAULT_CHUNKER};
 pub use codec::{
     ChunkView, CodecError, EncodedChunk, Encoding, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL,

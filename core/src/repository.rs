@@ -7,7 +7,7 @@ use crate::forget::{
 };
 use crate::history::{ActivityBucket, ActivityQuery, FindQuery, FindReply};
 use crate::retention::QueryPoint;
-use crate::{ChunkId, EncodedChunk, Timestamp, Version};
+use crate::{ChunkId, ChunkIds, EncodedChunk, Timestamp, Version};
 
 /// Errors from a repository, local or remote.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,17 @@ pub enum RepoError {
     /// The repository was opened read-only.
     #[error("repository opened read-only")]
     ReadOnly,
+    /// An encrypted repository could not be opened with the secret given
+    /// (none given, a wrong password or key file, no usable key slot), or
+    /// a key slot could not be added or removed.
+    #[error("repository {}: {reason}", path.display())]
+    Keys {
+        /// The repository.
+        path: PathBuf,
+        /// What went wrong, in one line ("is encrypted: set
+        /// REWIND_PASSWORD or REWIND_PASSWORD_FILE", "wrong password: ...").
+        reason: String,
+    },
     /// The repository does not do what was asked (deltas on a server).
     #[error("{0}")]
     Unsupported(&'static str),
@@ -219,6 +230,12 @@ pub trait Repository: Send + Sync {
     }
     /// Counters.
     fn stats(&self) -> Result<RepoStats, RepoError>;
+    /// How this repository names chunks: everything that cuts chunks for
+    /// it names them so ([`ChunkIds`]). Plain unless the repository is
+    /// encrypted (the default).
+    fn chunk_ids(&self) -> ChunkIds {
+        ChunkIds::Plain
+    }
     /// The chunk that a new chunk resembling stored chunk `id` may be
     /// stored as a delta against ([`crate::Encoding::Delta`]): `id` itself
     /// when it is stored whole, its base when it is a delta (so a delta is

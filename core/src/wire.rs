@@ -43,7 +43,7 @@ pub const MAX_IDS: usize = 100_000;
 pub const POSTCARD: &str = "application/x-rewind-postcard";
 
 /// What a server tells an enrolled client about itself.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServerInfo {
     /// The repository's id (names the client's journal directory).
     pub repo_id: String,
@@ -53,6 +53,39 @@ pub struct ServerInfo {
     pub version: String,
     /// The client name the credentials belong to.
     pub client: String,
+    /// An encrypted repository's chunk-id key (64 hex digits): clients
+    /// name chunks with it as the repository does. Absent for a plain
+    /// repository (and from servers before encryption). The record key
+    /// never leaves the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_id_key: Option<String>,
+}
+
+impl std::fmt::Debug for ServerInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerInfo")
+            .field("repo_id", &self.repo_id)
+            .field("chunker", &self.chunker)
+            .field("version", &self.version)
+            .field("client", &self.client)
+            .field("chunk_id_key", &self.chunk_id_key.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+impl ServerInfo {
+    /// How the server's repository names chunks (plain when it sent no
+    /// key, or one that is not 64 hex digits).
+    pub fn chunk_ids(&self) -> crate::ChunkIds {
+        match self
+            .chunk_id_key
+            .as_deref()
+            .and_then(rewind_crypto::ChunkIdKey::from_hex)
+        {
+            Some(k) => crate::ChunkIds::Keyed(std::sync::Arc::new(k)),
+            None => crate::ChunkIds::Plain,
+        }
+    }
 }
 
 /// `POST /v1/enroll`: trade a one-time enrollment token for a client key.
@@ -167,6 +200,28 @@ pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, postcard::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_info_carries_the_chunk_id_key_and_debug_hides_it() {
+        let hexkey = "ab".repeat(32);
+        let info = ServerInfo {
+            repo_id: "r".into(),
+            chunker: crate::DEFAULT_CHUNKER,
+            version: "v".into(),
+            client: "c".into(),
+            chunk_id_key: Some(hexkey.clone()),
+        };
+        assert!(info.chunk_ids().is_keyed());
+        assert!(!format!("{info:?}").contains(&hexkey));
+        let back: ServerInfo =
+            serde_json::from_str(&serde_json::to_string(&info).unwrap()).unwrap();
+        assert_eq!(back, info);
+        // A server before encryption sends no key: plain ids.
+        let old =
+            r#"{"repo_id":"r","chunker":{"min":1,"avg":2,"max":3},"version":"v","client":"c"}"#;
+        let old: ServerInfo = serde_json::from_str(old).unwrap();
+        assert!(!old.chunk_ids().is_keyed());
+    }
 
     #[test]
     fn fingerprints_parse_in_the_forms_people_type() {

@@ -29,6 +29,29 @@ impl ChunkIdKey {
         *blake3::keyed_hash(&self.0, data).as_bytes()
     }
 
+    /// A second copy of this key, for a second owner (the repository
+    /// keeps one, the capture that names chunks for it another). Still
+    /// wiped on drop; deliberately a method rather than `Clone`, so that
+    /// every copy of key material is visible where it is made.
+    pub fn duplicate(&self) -> ChunkIdKey {
+        ChunkIdKey::new(&self.0)
+    }
+
+    /// The key as 64 hex digits, to hand to a party that must name chunks
+    /// like the repository (a server's enrolled clients, over their pinned
+    /// TLS channel); wiped when dropped.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(&self.0[..]))
+    }
+
+    /// A key received as [`ChunkIdKey::to_hex`] gave it; `None` unless
+    /// 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<ChunkIdKey> {
+        let mut k = Zeroizing::new([0u8; KEY_LEN]);
+        hex::decode_to_slice(s, &mut k[..]).ok()?;
+        Some(ChunkIdKey::new(&k))
+    }
+
     /// A streaming hasher that ends in the same id as
     /// [`ChunkIdKey::chunk_id`] of everything fed to it.
     pub fn hasher(&self) -> blake3::Hasher {
@@ -56,6 +79,16 @@ mod tests {
         assert_ne!(a.chunk_id(data), b.chunk_id(data));
         assert_eq!(a.chunk_id(data), a.chunk_id(data));
         assert_ne!(a.chunk_id(data), a.chunk_id(b"other content"));
+    }
+
+    #[test]
+    fn a_key_survives_hex_and_a_duplicate_and_bad_hex_is_refused() {
+        let k = ChunkIdKey::new(&[9; 32]);
+        let back = ChunkIdKey::from_hex(&k.to_hex()).unwrap();
+        assert_eq!(back.chunk_id(b"x"), k.chunk_id(b"x"));
+        assert_eq!(k.duplicate().chunk_id(b"x"), k.chunk_id(b"x"));
+        assert!(ChunkIdKey::from_hex("09").is_none());
+        assert!(ChunkIdKey::from_hex(&"zz".repeat(32)).is_none());
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct RemoteRepo {
     conn: Conn,
     /// What it keeps as a [`ChunkSink`].
     sink: Sink,
+    /// How the server's repository names chunks (from its `info`).
+    ids: rewind_core::ChunkIds,
 }
 
 impl std::fmt::Debug for RemoteRepo {
@@ -54,7 +56,14 @@ impl RemoteRepo {
         Ok(RemoteRepo {
             conn: Conn::new(url, format!("Bearer {}:{}", cfg.client, cfg.key), &fp)?,
             sink: Sink::default(),
+            ids: rewind_core::ChunkIds::Plain,
         })
+    }
+
+    /// Name chunks as `ids` says: the server's repository's scheme, from
+    /// [`ServerInfo::chunk_ids`] (an encrypted repository's keyed ids).
+    pub fn set_chunk_ids(&mut self, ids: rewind_core::ChunkIds) {
+        self.ids = ids;
     }
 
     /// Pace chunk uploads by `schedule`.
@@ -129,6 +138,10 @@ impl RemoteRepo {
 }
 
 impl Repository for RemoteRepo {
+    fn chunk_ids(&self) -> rewind_core::ChunkIds {
+        self.ids.clone()
+    }
+
     fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError> {
         // Chunks on their way count as there: the uploader asks this about
         // chunks the journal spooled after the sink stepped aside, some of
@@ -212,7 +225,7 @@ impl Repository for RemoteRepo {
 
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let c = self.read_encoded(std::slice::from_ref(id))?;
-        c[0].decode().map_err(|e| {
+        c[0].decode_as(&self.ids).map_err(|e| {
             remote(
                 self.conn.url(),
                 format!("damaged chunk from the server: {e}"),
@@ -225,7 +238,7 @@ impl Repository for RemoteRepo {
         let mut out = Vec::with_capacity(ids.len());
         for part in ids.chunks(READ_BATCH) {
             for c in self.read_encoded(part)? {
-                out.push(c.decode().map_err(|e| {
+                out.push(c.decode_as(&self.ids).map_err(|e| {
                     remote(
                         self.conn.url(),
                         format!("damaged chunk from the server: {e}"),

@@ -21,6 +21,17 @@ use crate::store::write_durably;
 /// versions whose chunks may be gone.
 pub(crate) const FORMAT: u32 = 4;
 
+/// The format of an encrypted repository: 4 with its records, index files
+/// and small files sealed, its chunk ids keyed, and its key slots in
+/// `DIR/keys/` (docs/decisions.md, "Encryption at rest (issue 20), step
+/// 2: wiring"). Plain repositories stay at [`FORMAT`]; builds that read
+/// only up to 4 refuse a format 5 repository rather than take sealed
+/// records for damage.
+pub(crate) const FORMAT_ENCRYPTED: u32 = 5;
+
+/// The newest format this crate reads.
+pub(crate) const NEWEST_FORMAT: u32 = FORMAT_ENCRYPTED;
+
 /// The oldest format this crate reads.
 pub(crate) const OLDEST_FORMAT: u32 = 2;
 
@@ -36,6 +47,31 @@ pub(crate) struct Config {
     pub chunker: ChunkerParams,
     /// RFC 3339.
     pub created: String,
+    /// How the repository is encrypted; absent in a plain repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// The `encryption` field of an encrypted repository's config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Encryption {
+    /// The record cipher: `xchacha20poly1305`.
+    pub aead: String,
+    /// The chunk ids: `blake3-keyed`.
+    pub chunk_id: String,
+    /// The sealing scheme's version: 1.
+    pub v: u32,
+}
+
+impl Encryption {
+    /// What this build writes and reads.
+    pub(crate) fn current() -> Encryption {
+        Encryption {
+            aead: "xchacha20poly1305".into(),
+            chunk_id: "blake3-keyed".into(),
+            v: 1,
+        }
+    }
 }
 
 impl Config {
@@ -46,7 +82,22 @@ impl Config {
             id: hex::encode(id),
             chunker,
             created: Timestamp::now().to_string(),
+            encryption: None,
         }
+    }
+
+    /// The config of a new encrypted repository.
+    pub(crate) fn new_encrypted(chunker: ChunkerParams) -> Config {
+        Config {
+            format: FORMAT_ENCRYPTED,
+            encryption: Some(Encryption::current()),
+            ..Config::new(chunker)
+        }
+    }
+
+    /// The id as the 16 bytes records are sealed with.
+    pub(crate) fn repo_id(&self) -> rewind_crypto::RepoId {
+        rewind_crypto::RepoId::from_hex(&self.id).unwrap_or(rewind_crypto::RepoId([0; 16]))
     }
 
     /// Write `DIR/config` durably.
@@ -90,14 +141,34 @@ impl Config {
         }
         let c: Config = serde_json::from_slice(&bytes)
             .map_err(|e| corrupt(&path, format!("not a config: {e}")))?;
-        if !(OLDEST_FORMAT..=FORMAT).contains(&c.format) {
+        if !(OLDEST_FORMAT..=NEWEST_FORMAT).contains(&c.format) {
             return Err(corrupt(
                 &path,
                 format!(
-                    "repository format {} is not supported (this build reads {OLDEST_FORMAT} to {FORMAT})",
+                    "repository format {} is not supported (this build reads {OLDEST_FORMAT} to {NEWEST_FORMAT})",
                     c.format
                 ),
             ));
+        }
+        match (&c.encryption, c.format == FORMAT_ENCRYPTED) {
+            (None, false) => {}
+            (Some(e), true) if *e == Encryption::current() => {}
+            (Some(e), true) => {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "encryption {}/{} v{} is not supported (this build reads xchacha20poly1305/blake3-keyed v1)",
+                        e.aead, e.chunk_id, e.v
+                    ),
+                ));
+            }
+            (None, true) => return Err(corrupt(&path, "format 5 without its encryption field")),
+            (Some(_), false) => {
+                return Err(corrupt(
+                    &path,
+                    format!("format {} with an encryption field", c.format),
+                ));
+            }
         }
         if c.id.len() != 32 || !c.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(corrupt(&path, "id is not 32 hex digits"));

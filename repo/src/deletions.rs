@@ -11,6 +11,7 @@ use std::path::Path;
 use rewind_core::RepoError;
 use tracing::warn;
 
+use crate::crypt::Crypt;
 use crate::durable::io_err;
 use crate::keep::KeepFile;
 use crate::pack_name::PackName;
@@ -33,7 +34,11 @@ pub(crate) fn delete_pack_files(dir: &Path, name: PackName) -> Result<(), RepoEr
 
 /// Finish the deletions an interrupted prune recorded (at a writer's
 /// open): their content is durable elsewhere, or was unused.
-pub(crate) fn finish_deletions(dir: &Path, keep: &mut KeepFile) -> Result<(), RepoError> {
+pub(crate) fn finish_deletions(
+    c: &Crypt,
+    dir: &Path,
+    keep: &mut KeepFile,
+) -> Result<(), RepoError> {
     if keep.deleting.is_empty() {
         return Ok(());
     }
@@ -44,7 +49,7 @@ pub(crate) fn finish_deletions(dir: &Path, keep: &mut KeepFile) -> Result<(), Re
     fsync_dir(&dir.join("index"))?;
     let mut next = keep.clone();
     next.deleting.clear();
-    next.write(dir)?;
+    next.write(c, dir)?;
     *keep = next;
     warn!(packs = n, "finished the deletions of an interrupted prune");
     Ok(())

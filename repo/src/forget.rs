@@ -99,7 +99,7 @@ impl LocalRepo {
         let mut next = kf.clone();
         next.clients.insert(client.to_string(), new);
         self.fence()?;
-        next.write(&self.dir)?;
+        next.write(&self.crypt, &self.dir)?;
         *kf = next;
         self.write_state().set_keep(client, keeping, &gone);
         self.retention_changed();
@@ -151,7 +151,7 @@ impl LocalRepo {
         ck.pins.push(pin.clone());
         let points = ck.pin_points();
         self.fence()?;
-        next.write(&self.dir)?;
+        next.write(&self.crypt, &self.dir)?;
         *kf = next;
         self.write_state().set_pins(client, points);
         info!(client, id = pin.id, at = %pin.at, "pinned a point");
@@ -175,7 +175,7 @@ impl LocalRepo {
         }
         let points = ck.pin_points();
         self.fence()?;
-        next.write(&self.dir)?;
+        next.write(&self.crypt, &self.dir)?;
         *kf = next;
         self.write_state().set_pins(client, points);
         info!(client, id, "removed a pin");
@@ -216,7 +216,7 @@ impl LocalRepo {
         let mut next = kf.clone();
         next.bases.insert(id);
         self.fence()?;
-        next.write(&self.dir)?;
+        next.write(&self.crypt, &self.dir)?;
         *kf = next;
         Ok(())
     }

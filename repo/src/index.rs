@@ -17,8 +17,10 @@ use std::path::Path;
 
 use rewind_core::frame::{self, FrameError};
 use rewind_core::{RepoError, Timestamp, Version};
+use rewind_crypto::RecordKind;
 use serde::{Deserialize, Serialize};
 
+use crate::crypt::Crypt;
 use crate::durable::{IDX_STEPS, corrupt, io_err};
 use crate::idx_cache::IndexCache;
 use crate::pack_index::{IdxChunk, IdxVersions, PackIndex};
@@ -55,7 +57,7 @@ struct IdxHeaderV1 {
 }
 
 /// Encode an index file.
-pub(crate) fn encode(idx: &PackIndex) -> Result<Vec<u8>, String> {
+pub(crate) fn encode(c: &Crypt, idx: &PackIndex) -> Result<Vec<u8>, String> {
     let header = IdxHeader {
         format: IDX_FORMAT,
         pack: idx.pack,
@@ -66,6 +68,7 @@ pub(crate) fn encode(idx: &PackIndex) -> Result<Vec<u8>, String> {
         version_records: idx.version_records.clone(),
     };
     let h = postcard::to_stdvec(&header).map_err(|e| e.to_string())?;
+    let h = c.seal_file(RecordKind::Index, &idx.pack.to_hex(), h)?;
     if h.len() > frame::MAX_FRAME {
         return Err("index header over the frame limit".into());
     }
@@ -73,9 +76,9 @@ pub(crate) fn encode(idx: &PackIndex) -> Result<Vec<u8>, String> {
 }
 
 /// Write the index of a pack durably into `DIR/index/`.
-pub(crate) fn write(dir: &Path, idx: &PackIndex) -> Result<(), RepoError> {
+pub(crate) fn write(c: &Crypt, dir: &Path, idx: &PackIndex) -> Result<(), RepoError> {
     let dest = idx.pack.idx_path(dir);
-    let bytes = encode(idx).map_err(|r| corrupt(&dest, r))?;
+    let bytes = encode(c, idx).map_err(|r| corrupt(&dest, r))?;
     write_durably(&dir.join("tmp"), &dest, &bytes, &IDX_STEPS)
 }
 
@@ -83,12 +86,12 @@ pub(crate) fn write(dir: &Path, idx: &PackIndex) -> Result<(), RepoError> {
 /// versions it locates in the pack. `Ok(None)` when the index file does not
 /// exist (any more): a concurrent rebuild or prune may remove index files
 /// at any moment.
-pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, RepoError> {
-    let Some(mut idx) = read_header(dir, name)? else {
+pub(crate) fn read(c: &Crypt, dir: &Path, name: PackName) -> Result<Option<PackIndex>, RepoError> {
+    let Some(mut idx) = read_header(c, dir, name)? else {
         return Ok(None);
     };
     if idx.versions_pending() {
-        idx.versions = load_versions(dir, idx.pack, idx.pack_len, &idx.version_records, None)?;
+        idx.versions = load_versions(c, dir, idx.pack, idx.pack_len, &idx.version_records, None)?;
     }
     Ok(Some(idx))
 }
@@ -99,19 +102,25 @@ pub(crate) fn read(dir: &Path, name: PackName) -> Result<Option<PackIndex>, Repo
 /// `version_records` lists them ([`PackIndex::versions_pending`]). A
 /// format 1 index, which holds its versions, comes with them. `Ok(None)`
 /// as for [`read`].
-pub(crate) fn read_header(dir: &Path, name: PackName) -> Result<Option<PackIndex>, RepoError> {
+pub(crate) fn read_header(
+    c: &Crypt,
+    dir: &Path,
+    name: PackName,
+) -> Result<Option<PackIndex>, RepoError> {
     let path = &name.idx_path(dir);
     let file = match crate::store::open_read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     };
-    header_from(path, file).map(Some)
+    header_from(c, name, path, file).map(Some)
 }
 
 /// [`read_header`] of the index file `path` whose content `file` reads
 /// (from the store, or from the local index cache).
 pub(crate) fn header_from(
+    c: &Crypt,
+    name: PackName,
     path: &Path,
     file: Box<dyn std::io::Read + Send>,
 ) -> Result<PackIndex, RepoError> {
@@ -119,6 +128,9 @@ pub(crate) fn header_from(
     let mut offset = 0u64;
     let h =
         next_frame(&mut r, path, &mut offset)?.ok_or_else(|| corrupt(path, "empty index file"))?;
+    let h = c
+        .open_file(RecordKind::Index, &name.to_hex(), &h)
+        .map_err(|e| corrupt(path, format!("index header: {e}")))?;
     let format: u32 = postcard::take_from_bytes(&h)
         .map(|(f, _)| f)
         .map_err(|e| corrupt(path, format!("index header: {e}")))?;
@@ -148,6 +160,7 @@ pub(crate) fn header_from(
 /// The versions of a pack of `pack_len` bytes, from the records an index
 /// lists (read through `cache` when there is one: `crate::pack_cache`).
 pub(crate) fn load_versions(
+    c: &Crypt,
     dir: &Path,
     name: PackName,
     pack_len: u64,
@@ -162,7 +175,7 @@ pub(crate) fn load_versions(
     let blob = crate::store::open_blob_len(&path, pack_len).map_err(io_err(&path))?;
     let blob = crate::pack_cache::reader(cache, name, pack_len, blob.data);
     for loc in records {
-        match read_record_at(&*blob, &path, loc.offset, loc.frame_len)? {
+        match read_record_at(c, &*blob, &path, loc.offset, loc.frame_len)? {
             PackRecord::Versions(vs) if vs.len() == loc.count as usize => versions.extend(vs),
             _ => {
                 return Err(corrupt(
@@ -250,7 +263,7 @@ mod tests {
                 entry: Entry::Deleted,
             })
             .collect();
-        let mut w = PackWriter::create(&dir.path().join("tmp")).unwrap();
+        let mut w = PackWriter::create(&dir.path().join("tmp"), &Crypt::plain()).unwrap();
         w.add_chunk(EncodedChunk::encode(b"x").view()).unwrap();
         w.add_versions(&[&versions[..2], &versions[2..]]).unwrap();
         let idx = w.seal(dir.path()).unwrap();
@@ -262,9 +275,18 @@ mod tests {
     #[test]
     fn round_trip_reads_versions_from_the_pack() {
         let (dir, idx) = setup();
-        write(dir.path(), &idx).unwrap();
-        assert_eq!(read(dir.path(), idx.pack).unwrap().unwrap(), idx);
-        assert!(read(dir.path(), PackName::random()).unwrap().is_none());
+        write(&Crypt::plain(), dir.path(), &idx).unwrap();
+        assert_eq!(
+            read(&Crypt::plain(), dir.path(), idx.pack)
+                .unwrap()
+                .unwrap(),
+            idx
+        );
+        assert!(
+            read(&Crypt::plain(), dir.path(), PackName::random())
+                .unwrap()
+                .is_none()
+        );
         // The index holds locations, not a second copy of the versions.
         let len = std::fs::metadata(idx.pack.idx_path(dir.path()))
             .unwrap()
@@ -275,7 +297,7 @@ mod tests {
     #[test]
     fn damage_to_the_index_or_the_located_record_is_reported() {
         let (dir, idx) = setup();
-        write(dir.path(), &idx).unwrap();
+        write(&Crypt::plain(), dir.path(), &idx).unwrap();
         let path = idx.pack.idx_path(dir.path());
         let good = std::fs::read(&path).unwrap();
         let n = good.len();
@@ -283,17 +305,17 @@ mod tests {
         bad[n - 3] ^= 1;
         std::fs::write(&path, &bad).unwrap();
         assert!(matches!(
-            read(dir.path(), idx.pack),
+            read(&Crypt::plain(), dir.path(), idx.pack),
             Err(RepoError::Corrupt { .. })
         ));
         std::fs::write(&path, &good[..n / 2]).unwrap();
         assert!(matches!(
-            read(dir.path(), idx.pack),
+            read(&Crypt::plain(), dir.path(), idx.pack),
             Err(RepoError::Corrupt { .. })
         ));
         std::fs::write(&path, b"").unwrap();
         assert!(matches!(
-            read(dir.path(), idx.pack),
+            read(&Crypt::plain(), dir.path(), idx.pack),
             Err(RepoError::Corrupt { .. })
         ));
         // A located version record that is damaged in the pack.
@@ -304,7 +326,7 @@ mod tests {
         bytes[at] ^= 0xff;
         std::fs::write(&pack, &bytes).unwrap();
         assert!(matches!(
-            read(dir.path(), idx.pack),
+            read(&Crypt::plain(), dir.path(), idx.pack),
             Err(RepoError::Corrupt { .. })
         ));
     }
@@ -337,7 +359,9 @@ mod tests {
         let mut bytes = frame::encode(&h);
         frame::encode_into(&mut bytes, &crate::zrec::encode(&idx.versions).unwrap());
         std::fs::write(idx.pack.idx_path(dir.path()), &bytes).unwrap();
-        let back = read(dir.path(), idx.pack).unwrap().unwrap();
+        let back = read(&Crypt::plain(), dir.path(), idx.pack)
+            .unwrap()
+            .unwrap();
         assert_eq!(back.versions, idx.versions);
         assert_eq!(back.chunks, idx.chunks);
     }

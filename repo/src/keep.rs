@@ -30,8 +30,10 @@ use std::path::Path;
 use rewind_core::forget::{ForgetSummary, Pin, PruneSummary, SpaceRemoval};
 use rewind_core::retention::Scope;
 use rewind_core::{ChunkId, RepoError, Timestamp, frame};
+use rewind_crypto::RecordKind;
 use serde::{Deserialize, Serialize};
 
+use crate::crypt::Crypt;
 use crate::durable::{Steps, corrupt, io_err};
 use crate::pack_name::PackName;
 use crate::store::write_durably;
@@ -98,7 +100,7 @@ const MAX_KEEP_BYTES: u64 = 64 << 20;
 
 impl KeepFile {
     /// Read `DIR/retention`; an empty file when there is none.
-    pub(crate) fn read(dir: &Path) -> Result<KeepFile, RepoError> {
+    pub(crate) fn read(c: &Crypt, dir: &Path) -> Result<KeepFile, RepoError> {
         let path = dir.join("retention");
         let f = match crate::store::open_read(&path) {
             Ok(f) => f,
@@ -117,13 +119,19 @@ impl KeepFile {
         if used != body.len() {
             return Err(corrupt(&path, "unexpected data after the retention record"));
         }
-        postcard::from_bytes(payload).map_err(|e| corrupt(&path, format!("retention record: {e}")))
+        let payload = c
+            .open_file(RecordKind::File, "retention", payload)
+            .map_err(|e| corrupt(&path, format!("retention record: {e}")))?;
+        postcard::from_bytes(&payload).map_err(|e| corrupt(&path, format!("retention record: {e}")))
     }
 
     /// Write `DIR/retention` durably.
-    pub(crate) fn write(&self, dir: &Path) -> Result<(), RepoError> {
+    pub(crate) fn write(&self, c: &Crypt, dir: &Path) -> Result<(), RepoError> {
         let path = dir.join("retention");
         let payload = postcard::to_stdvec(self).map_err(|e| corrupt(&path, e.to_string()))?;
+        let payload = c
+            .seal_file(RecordKind::File, "retention", payload)
+            .map_err(|e| corrupt(&path, e))?;
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&frame::encode(&payload));
         write_durably(&dir.join("tmp"), &path, &bytes, &KEEP_STEPS)
@@ -138,7 +146,10 @@ mod tests {
     fn round_trips_and_refuses_damage() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("tmp")).unwrap();
-        assert_eq!(KeepFile::read(t.path()).unwrap(), KeepFile::default());
+        assert_eq!(
+            KeepFile::read(&Crypt::plain(), t.path()).unwrap(),
+            KeepFile::default()
+        );
         let mut k = KeepFile::default();
         let c = k.clients.entry("laptop".into()).or_default();
         c.files.thinned_before = Some(Timestamp(100));
@@ -146,15 +157,15 @@ mod tests {
         c.series.insert(b"dumps/db".to_vec(), Scope::default());
         k.bases.insert(ChunkId::of(b"dict"));
         k.condemned.insert(PackName([3; 16]), Timestamp(5));
-        k.write(t.path()).unwrap();
-        assert_eq!(KeepFile::read(t.path()).unwrap(), k);
+        k.write(&Crypt::plain(), t.path()).unwrap();
+        assert_eq!(KeepFile::read(&Crypt::plain(), t.path()).unwrap(), k);
         let p = t.path().join("retention");
         let mut b = std::fs::read(&p).unwrap();
         let n = b.len();
         b[n - 1] ^= 1;
         std::fs::write(&p, &b).unwrap();
         assert!(matches!(
-            KeepFile::read(t.path()),
+            KeepFile::read(&Crypt::plain(), t.path()),
             Err(RepoError::Corrupt { .. })
         ));
     }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use rewind_core::RepoError;
 use tracing::{debug, info, warn};
 
+use crate::crypt::Crypt;
 use crate::durable::io_err;
 use crate::idx_cache::IndexCache;
 use crate::index;
@@ -91,6 +92,7 @@ pub(crate) struct Discover<'a> {
 /// look are skipped: a concurrent writer only ever adds files by rename,
 /// and a pack or index that disappears was removed on purpose.
 pub(crate) fn discover(
+    c: &Crypt,
     dir: &Path,
     known: &HashSet<PackName>,
     how: Discover<'_>,
@@ -121,7 +123,7 @@ pub(crate) fn discover(
         let mut from_idx = None;
         if let Some(listed) = idx_names.get(&name) {
             let idx_path = name.idx_path(dir);
-            match read_header(dir, name, listed, how.cache) {
+            match read_header(c, dir, name, listed, how.cache) {
                 Ok(Some(i)) if i.pack == name && i.pack_len == pack_len => from_idx = Some(i),
                 Ok(Some(_)) => warn!(
                     index = %idx_path.display(),
@@ -133,7 +135,7 @@ pub(crate) fn discover(
         }
         let idx = match from_idx {
             Some(i) => i,
-            None => match from_pack(dir, &path, name, how)? {
+            None => match from_pack(c, dir, &path, name, how)? {
                 Some(i) => i,
                 None => continue,
             },
@@ -149,17 +151,18 @@ pub(crate) fn discover(
 /// in the cache). A cached copy that does not read is dropped: the store's
 /// object is the truth.
 fn read_header(
+    c: &Crypt,
     dir: &Path,
     name: PackName,
     listed: &Listed,
     cache: Option<&IndexCache>,
 ) -> Result<Option<PackIndex>, RepoError> {
     let Some(cache) = cache else {
-        return index::read_header(dir, name);
+        return index::read_header(c, dir, name);
     };
     let path = name.idx_path(dir);
     if let Some(bytes) = cache.get(name, listed) {
-        match index::header_from(&path, Box::new(io::Cursor::new(bytes))) {
+        match index::header_from(c, name, &path, Box::new(io::Cursor::new(bytes))) {
             Ok(i) => return Ok(Some(i)),
             Err(e) => {
                 warn!(error = %e, "a cached index does not read; reading the store's");
@@ -173,7 +176,7 @@ fn read_header(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(&path)(e)),
     }
-    let idx = index::header_from(&path, Box::new(io::Cursor::new(bytes.clone())))?;
+    let idx = index::header_from(c, name, &path, Box::new(io::Cursor::new(bytes.clone())))?;
     cache.put(name, listed, &bytes);
     Ok(Some(idx))
 }
@@ -184,6 +187,7 @@ fn read_header(
 /// instead (and, for a writer, its index written again). `None` when the
 /// pack is gone meanwhile (removed on purpose).
 pub(crate) fn fill(
+    c: &Crypt,
     dir: &Path,
     mut idx: PackIndex,
     how: Discover<'_>,
@@ -191,7 +195,14 @@ pub(crate) fn fill(
     if !idx.versions_pending() {
         return Ok(Some(idx));
     }
-    match index::load_versions(dir, idx.pack, idx.pack_len, &idx.version_records, how.cache) {
+    match index::load_versions(
+        c,
+        dir,
+        idx.pack,
+        idx.pack_len,
+        &idx.version_records,
+        how.cache,
+    ) {
         Ok(vs) => {
             idx.versions = vs;
             Ok(Some(idx))
@@ -200,7 +211,7 @@ pub(crate) fn fill(
         Err(e) => {
             warn!(error = %e, "index does not match its pack's version records; reading the pack instead");
             let path = idx.pack.pack_path(dir);
-            from_pack(dir, &path, idx.pack, how)
+            from_pack(c, dir, &path, idx.pack, how)
         }
     }
 }
@@ -209,12 +220,13 @@ pub(crate) fn fill(
 /// (salvaging a damaged one); its index file written when `how.repair`.
 /// `None` when the pack is gone.
 fn from_pack(
+    c: &Crypt,
     dir: &Path,
     path: &Path,
     name: PackName,
     how: Discover<'_>,
 ) -> Result<Option<PackIndex>, RepoError> {
-    let i = match pack::load(path, name) {
+    let i = match pack::load(c, path, name) {
         Ok(i) => i,
         Err(RepoError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return Ok(None);
@@ -225,7 +237,7 @@ fn from_pack(
         warn!(pack = %path.display(), "damaged pack: {d}");
     }
     if how.repair {
-        index::write(dir, &i)?;
+        index::write(c, dir, &i)?;
         info!(pack = %path.display(), "wrote the missing index of a pack");
     }
     Ok(Some(i))

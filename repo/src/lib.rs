@@ -22,7 +22,15 @@
 //! DIR/index/<32 hex>.idx            one per pack, same name; a cache of the pack, rebuildable from it
 //! DIR/tmp/                          the pack being filled and files being written; garbage at open
 //! DIR/lock                          the writer lock (flock), holding the writer's pid
+//! DIR/keys/<8 hex>                  encrypted repositories (format 5): one key slot each
 //! ```
+//!
+//! An encrypted repository (format 5, `"encryption"` in its config) seals
+//! every pack record, pack footer, index file and the retention file with
+//! XChaCha20-Poly1305 under its master key, and names chunks by blake3
+//! keyed with its chunk-id key (`crypt.rs`, `keys.rs`, and
+//! docs/decisions.md, "Encryption at rest (issue 20), step 2: wiring").
+//! Its config, its lease and the sizes of its files stay readable.
 //!
 //! On an object store `PREFIX/lock` is instead the writer's lease: a JSON
 //! object naming its holder (random id, host, pid) and when it expires,
@@ -70,6 +78,13 @@
 //!   and the chunks sent since the last commit are forgotten, so after any
 //!   error from `put_chunks` or `commit_versions` a client starts again
 //!   from `missing_chunks`.
+//! - In an encrypted repository no record, index file or retention file
+//!   is read unless it opens under the repository's key with the kind and
+//!   name it was sealed with: a changed bit is damage
+//!   ([`rewind_core::RepoError::Corrupt`], with pack and offset, from
+//!   `verify`), never plaintext; opening one needs a password or key file
+//!   that opens a key slot ([`rewind_core::RepoError::Keys`] otherwise),
+//!   and a plain repository never asks for one.
 //! - Nothing read from disk can make this crate panic or allocate without
 //!   bound: frames are length-checked against `MAX_FRAME` and the file.
 //! - Only the owner can reach what it writes: directories are created
@@ -111,12 +126,14 @@
 
 mod backend;
 mod config;
+mod crypt;
 mod deletions;
 mod durable;
 mod forget;
 mod idx_cache;
 mod index;
 mod keep;
+mod keys;
 mod layout;
 mod lease;
 mod pack;
@@ -140,6 +157,8 @@ mod zrec;
 mod history_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_crypt;
 #[cfg(all(test, feature = "s3"))]
 mod tests_lease;
 #[cfg(test)]
@@ -150,9 +169,11 @@ mod tests_retention;
 mod tests_s3;
 
 pub use idx_cache::choose_index_cache;
+pub use keys::{FromEnvironment, Secret, Secrets, SlotInfo, use_key_file};
 pub use prune::{DEFAULT_GRACE, DEFAULT_MAX_UNUSED, PruneOptions};
 pub use repo::LocalRepo;
 pub use rewind_core::forget::PruneReport;
+pub use rewind_crypto::{Argon2Params, KeyFileKey, Password};
 pub use store::is_url;
 pub use verify::{
     DamagedVersion, Issue, RebuildReport, RepairReport, RewrittenPack, VerifyProgress, VerifyReport,

@@ -23,12 +23,13 @@ use std::path::{Path, PathBuf};
 use rewind_core::frame::{self, HEADER, MAX_FRAME};
 use rewind_core::{ChunkId, ChunkView, EncodedChunk, Encoding, RepoError, Timestamp, Version};
 
+use crate::crypt::Crypt;
 use crate::durable::{PACK_STEPS, corrupt, failpoint, io_err};
 use crate::pack_index::PackIndex;
 use crate::pack_name::PackName;
 use crate::record::{
-    PackRecord, PackRecordRef, decode_record, read_encoded_at, read_exact_at, read_frame_at,
-    read_record_at,
+    PackRecord, PackRecordRef, decode_record, encode_record, read_encoded_at, read_exact_at,
+    read_frame_at, read_record_at,
 };
 use crate::store::ReadAt;
 use crate::toc::{Footer, TocEntry, TocKind};
@@ -53,7 +54,12 @@ pub(crate) const MAX_VERSION_BYTES: usize = MAX_FRAME - 64;
 /// Read and check the footer of a pack of `len` bytes: magic at both ends,
 /// footer frame, and a table of contents whose records tile the space
 /// between the start magic and the footer exactly.
-pub(crate) fn read_footer(file: &dyn ReadAt, path: &Path, len: u64) -> Result<Footer, RepoError> {
+pub(crate) fn read_footer(
+    c: &Crypt,
+    file: &dyn ReadAt,
+    path: &Path,
+    len: u64,
+) -> Result<Footer, RepoError> {
     let min = PACK_MAGIC.len() as u64 + HEADER as u64 + TRAILER;
     if len < min {
         return Err(corrupt(
@@ -82,7 +88,7 @@ pub(crate) fn read_footer(file: &dyn ReadAt, path: &Path, len: u64) -> Result<Fo
     if footer_off + buf.len() as u64 != len - TRAILER {
         return Err(corrupt(path, "footer does not end at the trailer"));
     }
-    let footer = match decode_record(&buf[HEADER..]) {
+    let footer = match decode_record(c, path, &buf[HEADER..]) {
         Ok(PackRecord::Footer(f)) => f,
         Ok(_) => {
             return Err(corrupt(
@@ -153,7 +159,13 @@ fn step_over(file: &dyn ReadAt, path: &Path, off: u64, len: u64) -> Option<u64> 
 /// Walk the records of a pack of `len` bytes from the start, stopping at the
 /// footer or at the first record that does not decode. With `check_chunks`
 /// every chunk is decompressed and hashed.
-pub(crate) fn scan(file: &dyn ReadAt, path: &Path, len: u64, check_chunks: bool) -> Scan {
+pub(crate) fn scan(
+    c: &Crypt,
+    file: &dyn ReadAt,
+    path: &Path,
+    len: u64,
+    check_chunks: bool,
+) -> Scan {
     let mut s = Scan {
         entries: Vec::new(),
         versions: Vec::new(),
@@ -175,7 +187,7 @@ pub(crate) fn scan(file: &dyn ReadAt, path: &Path, len: u64, check_chunks: bool)
         }
         let rec = read_frame_at(file, path, off, len).and_then(|buf| {
             let frame_len = buf.len() as u32;
-            decode_record(&buf[HEADER..])
+            decode_record(c, path, &buf[HEADER..])
                 .map(|r| (r, frame_len))
                 .map_err(|r| corrupt(path, format!("record at offset {off}: {r}")))
         });
@@ -203,13 +215,13 @@ pub(crate) fn scan(file: &dyn ReadAt, path: &Path, len: u64, check_chunks: bool)
                 // A delta's content is checked by `verify`, which can
                 // reach its base in another pack.
                 if check_chunks && !matches!(encoding, Encoding::Delta { .. }) {
-                    let c = EncodedChunk {
+                    let ch = EncodedChunk {
                         id,
                         raw_len,
                         encoding,
                         data,
                     };
-                    if let Err(e) = c.verify() {
+                    if let Err(e) = ch.verify_as(c.ids()) {
                         s.bad_chunks.push((off, e.to_string()));
                     }
                 }
@@ -241,17 +253,17 @@ pub(crate) fn scan(file: &dyn ReadAt, path: &Path, len: u64, check_chunks: bool)
 /// Everything an index needs from the pack at `path`: from its footer and
 /// version records when they are sound, else salvaged by a scan (the good
 /// records before the damage; `damage` says what was lost).
-pub(crate) fn load(path: &Path, name: PackName) -> Result<PackIndex, RepoError> {
+pub(crate) fn load(c: &Crypt, path: &Path, name: PackName) -> Result<PackIndex, RepoError> {
     let blob = crate::store::open_blob(path).map_err(io_err(path))?;
     let (file, len) = (&*blob.data, blob.len);
-    match read_footer(file, path, len) {
+    match read_footer(c, file, path, len) {
         Ok(footer) => {
             let mut versions = Vec::new();
             let mut version_records = Vec::new();
             let mut damage = None;
             for e in &footer.entries {
                 if let TocKind::Versions { count } = e.kind {
-                    match read_record_at(file, path, e.offset, e.frame_len) {
+                    match read_record_at(c, file, path, e.offset, e.frame_len) {
                         Ok(PackRecord::Versions(vs)) if vs.len() == count as usize => {
                             versions.extend(vs);
                             version_records.extend(e.idx_versions());
@@ -284,7 +296,7 @@ pub(crate) fn load(path: &Path, name: PackName) -> Result<PackIndex, RepoError> 
         }
         Err(RepoError::Io { path, source }) => Err(RepoError::Io { path, source }),
         Err(footer_err) => {
-            let s = scan(file, path, len, false);
+            let s = scan(c, file, path, len, false);
             let mut lost = match &s.damage {
                 Some((off, why)) => format!("; records from offset {off} on are lost: {why}"),
                 None => String::new(),
@@ -356,11 +368,13 @@ pub(crate) struct PackWriter {
     /// Reused encoding buffer: a record is serialized straight after its
     /// frame header and written from here.
     scratch: Vec<u8>,
+    /// How records are sealed (not at all in a plain repository).
+    crypt: Crypt,
 }
 
 impl PackWriter {
     /// Start a pack in `tmp_dir`.
-    pub(crate) fn create(tmp_dir: &Path) -> Result<PackWriter, RepoError> {
+    pub(crate) fn create(tmp_dir: &Path, crypt: &Crypt) -> Result<PackWriter, RepoError> {
         let name = PackName::random();
         let tmp = tmp_dir.join(format!("{name}.pack.tmp"));
         let file = rewind_core::private::options()
@@ -380,6 +394,7 @@ impl PackWriter {
             failed: false,
             sealed: false,
             scratch: Vec::new(),
+            crypt: crypt.clone(),
         };
         w.write(PACK_MAGIC)?;
         Ok(w)
@@ -454,15 +469,29 @@ impl PackWriter {
                 ),
             ));
         }
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        let start = frame::begin(&mut buf);
         let rec = PackRecordRef::Chunk {
             id: c.id,
             raw_len: c.raw_len,
             encoding: c.encoding,
             data: c.data,
         };
+        if self.crypt.is_sealed() {
+            let payload = encode_record(&self.crypt, &self.name.to_hex(), &rec)
+                .map_err(|e| corrupt(&self.tmp, format!("encoding chunk {}: {e}", c.id)))?;
+            self.append(
+                &payload,
+                TocKind::Chunk {
+                    id: c.id,
+                    raw_len: c.raw_len,
+                    encoding: c.encoding,
+                },
+            )?;
+            self.pending.insert(c.id, self.entries.len() - 1);
+            return Ok(());
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let start = frame::begin(&mut buf);
         let encoded = postcard::to_io(&rec, &mut buf)
             .map(|_| ())
             .map_err(|e| corrupt(&self.tmp, format!("encoding chunk {}: {e}", c.id)));
@@ -488,8 +517,12 @@ impl PackWriter {
     pub(crate) fn add_versions(&mut self, runs: &[&[Version]]) -> Result<(), RepoError> {
         for run in runs {
             self.check()?;
-            let payload = postcard::to_stdvec(&PackRecordRef::Versions(run))
-                .map_err(|e| corrupt(&self.tmp, format!("encoding versions: {e}")))?;
+            let payload = encode_record(
+                &self.crypt,
+                &self.name.to_hex(),
+                &PackRecordRef::Versions(run),
+            )
+            .map_err(|e| corrupt(&self.tmp, format!("encoding versions: {e}")))?;
             self.append(
                 &payload,
                 TocKind::Versions {
@@ -505,6 +538,7 @@ impl PackWriter {
     pub(crate) fn read_pending(&self, id: &ChunkId) -> Option<Result<EncodedChunk, RepoError>> {
         let e = self.entries[*self.pending.get(id)?];
         Some(read_encoded_at(
+            &self.crypt,
             &self.file,
             &self.tmp,
             e.offset,
@@ -540,8 +574,12 @@ impl PackWriter {
             sealed_at,
             entries: self.entries.clone(),
         };
-        let payload = postcard::to_stdvec(&PackRecordRef::Footer(&footer))
-            .map_err(|e| corrupt(&self.tmp, format!("encoding footer: {e}")))?;
+        let payload = encode_record(
+            &self.crypt,
+            &self.name.to_hex(),
+            &PackRecordRef::Footer(&footer),
+        )
+        .map_err(|e| corrupt(&self.tmp, format!("encoding footer: {e}")))?;
         if payload.len() > MAX_FRAME {
             return Err(corrupt(&self.tmp, "footer over the frame limit"));
         }
@@ -554,7 +592,7 @@ impl PackWriter {
             .and_then(|()| self.file.sync_all())
             .map_err(io_err(&self.tmp))?;
         // Cheap check of what reached the file: the footer reads back equal.
-        let back = read_footer(&self.file, &self.tmp, self.len)?;
+        let back = read_footer(&self.crypt, &self.file, &self.tmp, self.len)?;
         if back != footer {
             return Err(corrupt(
                 &self.tmp,
@@ -602,7 +640,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("tmp")).unwrap();
         fs::create_dir_all(dir.path().join("packs")).unwrap();
-        let mut w = PackWriter::create(&dir.path().join("tmp")).unwrap();
+        let mut w = PackWriter::create(&dir.path().join("tmp"), &Crypt::plain()).unwrap();
         let chunks: Vec<EncodedChunk> = (0..5)
             .map(|i| EncodedChunk::encode(format!("chunk {i} ").repeat(100).as_bytes()))
             .collect();
@@ -624,15 +662,16 @@ mod tests {
         );
         let path = idx.pack.pack_path(dir.path());
         assert_eq!(fs::metadata(&path).unwrap().len(), idx.pack_len);
-        let loaded = load(&path, idx.pack).unwrap();
+        let loaded = load(&Crypt::plain(), &path, idx.pack).unwrap();
         assert_eq!(loaded.chunks, idx.chunks);
         assert!(loaded.damage.is_none());
         let f = File::open(&path).unwrap();
-        let s = scan(&f, &path, idx.pack_len, true);
+        let s = scan(&Crypt::plain(), &f, &path, idx.pack_len, true);
         assert!(s.damage.is_none() && s.footer.is_some() && s.bad_chunks.is_empty());
         assert_eq!(s.entries.len(), 5);
         for c in &idx.chunks {
-            let got = read_chunk_at(&f, &path, c.offset, c.frame_len, &c.id).unwrap();
+            let got =
+                read_chunk_at(&Crypt::plain(), &f, &path, c.offset, c.frame_len, &c.id).unwrap();
             assert_eq!(ChunkId::of(&got), c.id);
         }
     }
@@ -640,7 +679,7 @@ mod tests {
     #[test]
     fn dropped_writer_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let w = PackWriter::create(dir.path()).unwrap();
+        let w = PackWriter::create(dir.path(), &Crypt::plain()).unwrap();
         drop(w);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -667,9 +706,9 @@ mod tests {
                     bytes[n - 8..].copy_from_slice(PACK_END);
                 }
                 fs::write(&path, &bytes).unwrap();
-                let _ = load(&path, PackName([0; 16]));
+                let _ = load(&Crypt::plain(), &path, PackName([0; 16]));
                 let f = File::open(&path).unwrap();
-                let _ = scan(&f, &path, n as u64, true);
+                let _ = scan(&Crypt::plain(), &f, &path, n as u64, true);
             }
         }
     }

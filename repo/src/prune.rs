@@ -257,7 +257,7 @@ impl LocalRepo {
             // whose index cannot be read is left to the full pass).
             let mut listed = HashMap::new();
             for n in &names {
-                if let Ok(Some(idx)) = index::read_header(&self.dir, *n) {
+                if let Ok(Some(idx)) = index::read_header(&self.crypt, &self.dir, *n) {
                     listed.insert(*n, idx.chunks.into_iter().map(|c| c.id).collect());
                 }
             }
@@ -481,7 +481,7 @@ impl LocalRepo {
         opts: &PruneOptions,
         report: &mut PruneReport,
     ) -> Result<(), RepoError> {
-        let mut w = PackWriter::create(&self.staging()?)?;
+        let mut w = PackWriter::create(&self.staging()?, &self.crypt)?;
         let mut versions: Vec<Version> = Vec::new();
         let mut newest = Timestamp(0);
         let mut dropped = 0u64;
@@ -489,7 +489,7 @@ impl LocalRepo {
         for src in &sources {
             newest = newest.max(src.sealed_at.unwrap_or(Timestamp(0)));
             let path = src.name.pack_path(&self.dir);
-            let idx = pack::load(&path, src.name)?;
+            let idx = pack::load(&self.crypt, &path, src.name)?;
             let blob = crate::store::open_blob(&path).map_err(io_err(&path))?;
             let file = &*blob.data;
             let InUse {
@@ -499,7 +499,7 @@ impl LocalRepo {
             } = self.in_use(&idx, live);
             listed.insert(src.name, here);
             for c in chunks {
-                let ch = record::read_encoded_at(file, &path, c.0, c.1, &c.2)?;
+                let ch = record::read_encoded_at(&self.crypt, file, &path, c.0, c.1, &c.2)?;
                 w.add_chunk(ch.view())?;
             }
             dropped += (idx.versions.len() - vs.len()) as u64;
@@ -512,7 +512,7 @@ impl LocalRepo {
         let sealed = Timestamp(newest.0.saturating_add(1));
         let idx = if w.records() > 0 {
             let idx = w.seal_as(&self.dir, sealed)?;
-            index::write(&self.dir, &idx)?;
+            index::write(&self.crypt, &self.dir, &idx)?;
             report.packs_written += 1;
             report.bytes_rewritten += idx.pack_len;
             Some(idx)
@@ -578,7 +578,7 @@ impl LocalRepo {
         let mut next = kf.clone();
         f(&mut next);
         self.fence()?;
-        next.write(&self.dir)?;
+        next.write(&self.crypt, &self.dir)?;
         *kf = next;
         Ok(())
     }

@@ -16,6 +16,7 @@ use rewind_core::frame::{self, HEADER, MAX_FRAME};
 use rewind_core::{ChunkId, EncodedChunk, Encoding, RepoError, Version};
 use serde::{Deserialize, Serialize};
 
+use crate::crypt::{Crypt, KIND_CHUNK, KIND_FOOTER, KIND_VERSIONS, pack_label};
 use crate::durable::corrupt;
 use crate::store::ReadAt;
 use crate::toc::Footer;
@@ -99,12 +100,42 @@ mod bytes {
 }
 
 /// Decode a record payload; the whole payload must be consumed.
-pub(crate) fn decode_record(payload: &[u8]) -> Result<PackRecord, String> {
-    match postcard::take_from_bytes::<PackRecord>(payload) {
-        Ok((rec, [])) => Ok(rec),
-        Ok((_, rest)) => Err(format!("{} unexpected bytes after the record", rest.len())),
-        Err(e) => Err(format!("record does not decode: {e}")),
+pub(crate) fn decode_record(c: &Crypt, path: &Path, payload: &[u8]) -> Result<PackRecord, String> {
+    let (sealed, plain) = c.open_record(pack_label(path), payload)?;
+    let rec = match postcard::take_from_bytes::<PackRecord>(&plain) {
+        Ok((rec, [])) => rec,
+        Ok((_, rest)) => return Err(format!("{} unexpected bytes after the record", rest.len())),
+        Err(e) => return Err(format!("record does not decode: {e}")),
+    };
+    // What the clear kind byte and id said is what the sealed record holds
+    // (they are authenticated, so only a bug could make them differ).
+    if let Some((kind, id)) = sealed {
+        let agrees = match &rec {
+            PackRecord::Chunk { id: got, .. } => kind == KIND_CHUNK && id == Some(*got),
+            PackRecord::Versions(_) => kind == KIND_VERSIONS,
+            PackRecord::Footer(_) => kind == KIND_FOOTER,
+        };
+        if !agrees {
+            return Err("sealed record disagrees with its kind or id".into());
+        }
     }
+    Ok(rec)
+}
+
+/// The frame payload of `rec` in pack `pack` (sealed in an encrypted
+/// repository).
+pub(crate) fn encode_record(
+    c: &Crypt,
+    pack: &str,
+    rec: &PackRecordRef<'_>,
+) -> Result<Vec<u8>, String> {
+    let plain = postcard::to_stdvec(rec).map_err(|e| e.to_string())?;
+    let (kind, id) = match rec {
+        PackRecordRef::Chunk { id, .. } => (KIND_CHUNK, Some(id)),
+        PackRecordRef::Versions(_) => (KIND_VERSIONS, None),
+        PackRecordRef::Footer(_) => (KIND_FOOTER, None),
+    };
+    c.seal_record(kind, id, pack, &plain)
 }
 
 /// Read the frame at `offset`, which must end at or before `end`. Returns the
@@ -146,6 +177,7 @@ pub(crate) fn read_frame_at(
 /// Read the frame of `frame_len` bytes at `offset` (a location from an
 /// index) and decode its record.
 pub(crate) fn read_record_at(
+    c: &Crypt,
     file: &dyn ReadAt,
     path: &Path,
     offset: u64,
@@ -167,32 +199,34 @@ pub(crate) fn read_record_at(
             format!("record at offset {offset} is {used} bytes, the index says {frame_len}"),
         ));
     }
-    decode_record(payload).map_err(|r| corrupt(path, format!("at offset {offset}: {r}")))
+    decode_record(c, path, payload).map_err(|r| corrupt(path, format!("at offset {offset}: {r}")))
 }
 
 /// Read the chunk stored at `offset` and check it against `id`.
 pub(crate) fn read_chunk_at(
+    c: &Crypt,
     file: &dyn ReadAt,
     path: &Path,
     offset: u64,
     frame_len: u32,
     id: &ChunkId,
 ) -> Result<Vec<u8>, RepoError> {
-    read_encoded_at(file, path, offset, frame_len, id)?
-        .decode()
+    read_encoded_at(c, file, path, offset, frame_len, id)?
+        .decode_as(c.ids())
         .map_err(|e| corrupt(path, format!("at offset {offset}: {e}")))
 }
 
 /// Read the chunk record stored at `offset`, as stored (compressed or
 /// raw), checking only that it is the record of `id`.
 pub(crate) fn read_encoded_at(
+    c: &Crypt,
     file: &dyn ReadAt,
     path: &Path,
     offset: u64,
     frame_len: u32,
     id: &ChunkId,
 ) -> Result<EncodedChunk, RepoError> {
-    match read_record_at(file, path, offset, frame_len)? {
+    match read_record_at(c, file, path, offset, frame_len)? {
         PackRecord::Chunk {
             id: got,
             raw_len,
@@ -253,7 +287,7 @@ mod tests {
             data: &data,
         })
         .unwrap();
-        match decode_record(&bytes).unwrap() {
+        match decode_record(&Crypt::plain(), Path::new("p"), &bytes).unwrap() {
             PackRecord::Chunk {
                 id: got, data: d, ..
             } => {
@@ -267,11 +301,13 @@ mod tests {
             entries: vec![],
         };
         let bytes = postcard::to_stdvec(&PackRecordRef::Footer(&f)).unwrap();
-        assert!(matches!(decode_record(&bytes).unwrap(), PackRecord::Footer(g) if g == f));
+        assert!(
+            matches!(decode_record(&Crypt::plain(), Path::new("p"), &bytes).unwrap(), PackRecord::Footer(g) if g == f)
+        );
         // Trailing garbage is refused, and so is nonsense.
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(decode_record(&longer).is_err());
-        assert!(decode_record(&[9, 9, 9]).is_err());
+        assert!(decode_record(&Crypt::plain(), Path::new("p"), &longer).is_err());
+        assert!(decode_record(&Crypt::plain(), Path::new("p"), &[9, 9, 9]).is_err());
     }
 }

@@ -15,13 +15,16 @@ use rewind_core::{
     FindQuery, FindReply, PathPattern, RepoError, RepoStats, Repository, STREAM_ZSTD_LEVEL,
     Timestamp, Version,
 };
+use rewind_crypto::{Argon2Params, MasterKey, SlotId, SlotLabel};
 use tracing::{info, warn};
 
 use crate::config::{Config, FORMAT, check_chunker};
+use crate::crypt::Crypt;
 use crate::durable::{corrupt, io_err};
 use crate::idx_cache::IndexCache;
 use crate::index;
 use crate::keep::KeepFile;
+use crate::keys::{Secret, Secrets, SlotInfo};
 use crate::layout::{Discover, discover, fill, list_idx, list_packs};
 use crate::lease::{Lease, LeaseSettings};
 use crate::pack::{self, PackWriter, VERSIONS_RECORD_TARGET, split_versions};
@@ -105,6 +108,10 @@ pub struct LocalRepo {
     /// A writer's lease on an object store (`PREFIX/lock`): checked
     /// before every write, released last, when everything else is dropped.
     lease: Option<Lease>,
+    /// The keys of an encrypted repository (plain: none).
+    pub(crate) crypt: Crypt,
+    /// The key slot this handle was opened with (encrypted only).
+    slot: Option<SlotId>,
 }
 
 /// What only the writer has. Lock order: this mutex before `state`.
@@ -197,12 +204,12 @@ impl LocalRepo {
     /// checked against its id. `place` names where it was read.
     fn decode_stored(&self, c: ChunkView<'_>, place: &str) -> Result<Vec<u8>, RepoError> {
         let raw = match c.base() {
-            None => c.decode(),
+            None => c.decode_as(self.crypt.ids()),
             Some(b) => {
                 let base = self
                     .read_base(&b)
                     .map_err(|e| corrupt(&self.dir, format!("{place}: delta of chunk {b}: {e}")))?;
-                c.decode_with_base(&base)
+                c.decode_with_base_as(self.crypt.ids(), &base)
             }
         };
         raw.map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))
@@ -226,7 +233,7 @@ impl LocalRepo {
             ));
         }
         let raw = Arc::new(
-            c.decode()
+            c.decode_as(self.crypt.ids())
                 .map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))?,
         );
         let mut cache = self.bases.lock().unwrap_or_else(|p| p.into_inner());
@@ -263,7 +270,8 @@ impl LocalRepo {
         if let Some((loc, name, len)) = found {
             let path = name.pack_path(&self.dir);
             let f = self.pack_file(name, &path, len)?;
-            let c = record::read_encoded_at(&*f, &path, loc.offset, loc.frame_len, id)?;
+            let c =
+                record::read_encoded_at(&self.crypt, &*f, &path, loc.offset, loc.frame_len, id)?;
             return Ok((c, format!("{} at offset {}", path.display(), loc.offset)));
         }
         if self.writer.is_some() {
@@ -278,6 +286,27 @@ impl LocalRepo {
     /// Create a repository in `dir` (created if needed) and return it opened
     /// for writing. Fails if `dir/config` exists.
     pub fn init(dir: &Path, chunker: ChunkerParams) -> Result<LocalRepo, RepoError> {
+        Self::init_as(dir, chunker, None)
+    }
+
+    /// [`LocalRepo::init`] of an encrypted repository (format 5): a new
+    /// master key, sealed into a first key slot for `secret` (argon2id
+    /// with `params` for a password), stored under `DIR/keys/` before the
+    /// config, whose creation is what makes the repository exist.
+    pub fn init_encrypted(
+        dir: &Path,
+        chunker: ChunkerParams,
+        secret: &Secret,
+        params: Argon2Params,
+    ) -> Result<LocalRepo, RepoError> {
+        Self::init_as(dir, chunker, Some((secret, params)))
+    }
+
+    fn init_as(
+        dir: &Path,
+        chunker: ChunkerParams,
+        encrypt: Option<(&Secret, Argon2Params)>,
+    ) -> Result<LocalRepo, RepoError> {
         check_chunker(chunker).map_err(|m| invalid_input(dir, m))?;
         let remote = crate::store::of(dir)?.is_remote();
         let (lock, lease) = take_writer(dir)?;
@@ -295,7 +324,23 @@ impl LocalRepo {
         for sub in ["packs", "index", "tmp"] {
             ensure_dir(&dir.join(sub))?;
         }
-        let config = Config::new(chunker);
+        let (config, crypt, slot) = match encrypt {
+            None => (Config::new(chunker), Crypt::plain(), None),
+            Some((secret, params)) => {
+                let config = Config::new_encrypted(chunker);
+                let master =
+                    MasterKey::generate().map_err(|e| invalid_input(dir, e.to_string()))?;
+                // A stray slot of an init that crashed before its config
+                // is harmless: it seals another master key, opens nothing
+                // of this repository, and `key remove` deletes it.
+                let slot = crate::keys::add_slot(dir, &master, secret, params, slot_label())?;
+                (
+                    config.clone(),
+                    Crypt::new(&master, config.repo_id()),
+                    Some(slot),
+                )
+            }
+        };
         if remote {
             // Besides the lease: where the store honours `If-None-Match`,
             // it lets only one of two racing inits create the config.
@@ -310,12 +355,48 @@ impl LocalRepo {
         state.set_filtering(true);
         let mut repo = Self::assemble(dir, config, state, KeepFile::default(), Some(lock));
         repo.lease = lease;
+        repo.crypt = crypt;
+        repo.slot = slot;
         Ok(repo)
+    }
+
+    /// The keys of the repository whose config is `config`: none for a
+    /// plain one; for an encrypted one, opened with a secret from
+    /// `secrets` (asked only then).
+    fn unlock(
+        dir: &Path,
+        config: &Config,
+        secrets: &dyn Secrets,
+    ) -> Result<(Crypt, Option<SlotId>), RepoError> {
+        if config.encryption.is_none() {
+            return Ok((Crypt::plain(), None));
+        }
+        let secret = secrets.secret().map_err(|e| RepoError::Keys {
+            path: dir.to_path_buf(),
+            reason: format!("is encrypted: {e}"),
+        })?;
+        Self::unlock_with(dir, config, &secret)
+    }
+
+    fn unlock_with(
+        dir: &Path,
+        config: &Config,
+        secret: &Secret,
+    ) -> Result<(Crypt, Option<SlotId>), RepoError> {
+        if config.encryption.is_none() {
+            return Ok((Crypt::plain(), None));
+        }
+        let opened = crate::keys::open_keys(dir, secret)?;
+        Ok((
+            Crypt::new(&opened.master, config.repo_id()),
+            Some(opened.slot),
+        ))
     }
 
     /// Read every pack's index (`repair`: write missing ones) into a state,
     /// with what `keep` keeps.
     pub(crate) fn load_state(
+        c: &Crypt,
         dir: &Path,
         repair: bool,
         keep: &KeepFile,
@@ -326,7 +407,7 @@ impl LocalRepo {
             warn_orphans: true,
             cache,
         };
-        Self::state_of(dir, discover(dir, &HashSet::new(), how)?, keep, how)
+        Self::state_of(c, dir, discover(c, dir, &HashSet::new(), how)?, keep, how)
     }
 
     /// The indexes of `packs` with what `keep` keeps applied. Packs are
@@ -335,6 +416,7 @@ impl LocalRepo {
     /// versions are held besides the state), and every path is filtered
     /// once all are in.
     pub(crate) fn state_of(
+        c: &Crypt,
         dir: &Path,
         mut packs: Vec<crate::pack_index::PackIndex>,
         keep: &KeepFile,
@@ -348,7 +430,7 @@ impl LocalRepo {
         );
         packs.sort_by_key(|p| (p.sealed_at, p.pack));
         for idx in packs {
-            let Some(idx) = fill(dir, idx, how)? else {
+            let Some(idx) = fill(c, dir, idx, how)? else {
                 continue;
             };
             let condemned = keep.condemned.contains_key(&idx.pack);
@@ -360,8 +442,14 @@ impl LocalRepo {
 
     /// Read the whole repository again (a reader that found a pack gone).
     pub(crate) fn reload(&self) -> Result<(), RepoError> {
-        let keep = KeepFile::read(&self.dir)?;
-        let state = Self::load_state(&self.dir, false, &keep, self.idx_cache.as_ref())?;
+        let keep = KeepFile::read(&self.crypt, &self.dir)?;
+        let state = Self::load_state(
+            &self.crypt,
+            &self.dir,
+            false,
+            &keep,
+            self.idx_cache.as_ref(),
+        )?;
         *self.write_state() = state;
         *self.keepfile.lock().expect("retention poisoned") = keep;
         self.files.lock().expect("file cache poisoned").clear();
@@ -399,6 +487,8 @@ impl LocalRepo {
             bases: Mutex::new(Vec::new()),
             idx_cache: None,
             lease: None,
+            crypt: Crypt::plain(),
+            slot: None,
         }
     }
 
@@ -412,21 +502,74 @@ impl LocalRepo {
     /// Open `dir` read-only. Any number of readers may coexist with one
     /// writer (in this or another process); packs without an index are
     /// read directly and nothing is written.
+    ///
+    /// An encrypted repository is opened with the process's secret: a key
+    /// file named with [`crate::use_key_file`], else `REWIND_PASSWORD`,
+    /// `REWIND_PASSWORD_FILE` or the terminal.
     pub fn open(dir: &Path) -> Result<LocalRepo, RepoError> {
+        Self::open_with(dir, crate::keys::default_secrets())
+    }
+
+    /// [`LocalRepo::open`] with the secret from `secrets`.
+    pub fn open_with(dir: &Path, secrets: &dyn Secrets) -> Result<LocalRepo, RepoError> {
         let config = Config::read(dir)?;
-        let keep = KeepFile::read(dir)?;
+        let (crypt, slot) = Self::unlock(dir, &config, secrets)?;
+        Self::open_unlocked(dir, config, crypt, slot)
+    }
+
+    /// [`LocalRepo::open`] with `secret`.
+    pub fn open_with_secret(dir: &Path, secret: &Secret) -> Result<LocalRepo, RepoError> {
+        let config = Config::read(dir)?;
+        let (crypt, slot) = Self::unlock_with(dir, &config, secret)?;
+        Self::open_unlocked(dir, config, crypt, slot)
+    }
+
+    fn open_unlocked(
+        dir: &Path,
+        config: Config,
+        crypt: Crypt,
+        slot: Option<SlotId>,
+    ) -> Result<LocalRepo, RepoError> {
+        let keep = KeepFile::read(&crypt, dir)?;
         let cache = IndexCache::open(dir, &config.id);
-        let state = Self::load_state(dir, false, &keep, cache.as_ref())?;
+        let state = Self::load_state(&crypt, dir, false, &keep, cache.as_ref())?;
         let mut repo = Self::assemble(dir, config, state, keep, None);
         repo.idx_cache = cache;
+        repo.crypt = crypt;
+        repo.slot = slot;
         Ok(repo)
     }
 
     /// Open `dir` for writing: take `dir/lock` ([`RepoError::Locked`] when
     /// another writer holds it), delete leftovers in `dir/tmp`, and write
     /// the index of every pack that lacks one (salvaging damaged packs).
+    ///
+    /// An encrypted repository is opened with the process's secret, as
+    /// [`LocalRepo::open`] does.
     pub fn open_writer(dir: &Path) -> Result<LocalRepo, RepoError> {
-        let mut config = Config::read(dir)?;
+        Self::open_writer_with(dir, crate::keys::default_secrets())
+    }
+
+    /// [`LocalRepo::open_writer`] with the secret from `secrets`.
+    pub fn open_writer_with(dir: &Path, secrets: &dyn Secrets) -> Result<LocalRepo, RepoError> {
+        let config = Config::read(dir)?;
+        let (crypt, slot) = Self::unlock(dir, &config, secrets)?;
+        Self::open_writer_unlocked(dir, config, crypt, slot)
+    }
+
+    /// [`LocalRepo::open_writer`] with `secret`.
+    pub fn open_writer_with_secret(dir: &Path, secret: &Secret) -> Result<LocalRepo, RepoError> {
+        let config = Config::read(dir)?;
+        let (crypt, slot) = Self::unlock_with(dir, &config, secret)?;
+        Self::open_writer_unlocked(dir, config, crypt, slot)
+    }
+
+    fn open_writer_unlocked(
+        dir: &Path,
+        mut config: Config,
+        crypt: Crypt,
+        slot: Option<SlotId>,
+    ) -> Result<LocalRepo, RepoError> {
         for sub in ["packs", "index", "tmp"] {
             ensure_dir(&dir.join(sub))?;
         }
@@ -438,10 +581,10 @@ impl LocalRepo {
         }
         // On a store the pack being filled lives in this process's own
         // staging directory: nothing of another writer's to clean.
-        let mut keep = KeepFile::read(dir)?;
-        crate::deletions::finish_deletions(dir, &mut keep)?;
+        let mut keep = KeepFile::read(&crypt, dir)?;
+        crate::deletions::finish_deletions(&crypt, dir, &mut keep)?;
         let cache = IndexCache::open(dir, &config.id);
-        let state = Self::load_state(dir, true, &keep, cache.as_ref())?;
+        let state = Self::load_state(&crypt, dir, true, &keep, cache.as_ref())?;
         if config.format < FORMAT {
             let from = config.format;
             if from < 4 {
@@ -451,7 +594,7 @@ impl LocalRepo {
                 // Recorded before the new number, so a crash in between
                 // upgrades again.
                 keep.bases.extend(state.unreferenced());
-                keep.write(dir)?;
+                keep.write(&crypt, dir)?;
             }
             // Said once: the new number is written durably after what the
             // new format needs, so the next open finds nothing to do.
@@ -465,7 +608,81 @@ impl LocalRepo {
         let mut repo = Self::assemble(dir, config, state, keep, Some(lock));
         repo.lease = lease;
         repo.idx_cache = cache;
+        repo.crypt = crypt;
+        repo.slot = slot;
         Ok(repo)
+    }
+
+    /// Whether the repository is encrypted (format 5).
+    pub fn is_encrypted(&self) -> bool {
+        self.crypt.is_sealed()
+    }
+
+    /// An encrypted repository's chunk-id key as 64 hex digits (what a
+    /// server hands its enrolled clients); `None` for a plain one.
+    pub fn chunk_id_key_hex(&self) -> Option<zeroize::Zeroizing<String>> {
+        match self.crypt.ids() {
+            rewind_core::ChunkIds::Keyed(k) => Some(k.to_hex()),
+            rewind_core::ChunkIds::Plain => None,
+        }
+    }
+
+    /// The key slots of an encrypted repository, the one this handle was
+    /// opened with marked (`rewind key list`).
+    pub fn key_slots(&self) -> Result<Vec<SlotInfo>, RepoError> {
+        self.need_keys()?;
+        crate::keys::list_slots(&self.dir, self.slot)
+    }
+
+    /// Add a key slot for `new` (`rewind key add`), opening the master key
+    /// with `current` (a secret that opens the repository); the new slot's
+    /// id.
+    pub fn add_key_with(
+        &self,
+        current: &Secret,
+        new: &Secret,
+        params: Argon2Params,
+    ) -> Result<String, RepoError> {
+        self.need_keys()?;
+        let opened = crate::keys::open_keys(&self.dir, current)?;
+        let id = crate::keys::add_slot(&self.dir, &opened.master, new, params, slot_label())?;
+        Ok(id.to_string())
+    }
+
+    /// Remove key slot `id` (`rewind key remove`): refused for the last
+    /// slot and for the one this handle was opened with.
+    pub fn remove_key(&self, id: &str) -> Result<(), RepoError> {
+        self.need_keys()?;
+        let id: SlotId = id
+            .parse()
+            .map_err(|e: rewind_crypto::CryptoError| RepoError::Keys {
+                path: self.dir.clone(),
+                reason: e.to_string(),
+            })?;
+        crate::keys::remove_slot(&self.dir, id, self.slot)
+    }
+
+    fn need_keys(&self) -> Result<(), RepoError> {
+        if self.crypt.is_sealed() {
+            Ok(())
+        } else {
+            Err(RepoError::Keys {
+                path: self.dir.clone(),
+                reason: "is not encrypted: it has no keys".into(),
+            })
+        }
+    }
+
+    /// Whether the repository at `dir` is encrypted, from its config
+    /// alone.
+    pub fn is_encrypted_at(dir: &Path) -> Result<bool, RepoError> {
+        Ok(Config::read(dir)?.encryption.is_some())
+    }
+
+    /// The id of the repository at `dir` (32 hex digits), from its config
+    /// alone: no key is needed, nothing else is read.
+    pub fn read_id(dir: &Path) -> Result<String, RepoError> {
+        Ok(Config::read(dir)?.id)
     }
 
     /// The repository's random id (32 hex digits).
@@ -486,7 +703,7 @@ impl LocalRepo {
     /// Load packs that appeared since open (a writer in another process
     /// keeps committing). Never writes.
     pub fn refresh(&self) -> Result<(), RepoError> {
-        let keep = KeepFile::read(&self.dir)?;
+        let keep = KeepFile::read(&self.crypt, &self.dir)?;
         let old = self.keepfile.lock().expect("retention poisoned").clone();
         // A client's retention gone from the file is not something a
         // forget does (keeping only shrinks): read everything again.
@@ -512,8 +729,8 @@ impl LocalRepo {
             cache: self.idx_cache.as_ref(),
         };
         let mut new = Vec::new();
-        for idx in discover(&self.dir, &known, how)? {
-            if let Some(idx) = fill(&self.dir, idx, how)? {
+        for idx in discover(&self.crypt, &self.dir, &known, how)? {
+            if let Some(idx) = fill(&self.crypt, &self.dir, idx, how)? {
                 new.push(idx);
             }
         }
@@ -582,7 +799,7 @@ impl LocalRepo {
         let mut loaded = Vec::new();
         let packs = list_packs(&self.dir)?;
         for (name, path) in &packs {
-            let idx = match pack::load(path, *name) {
+            let idx = match pack::load(&self.crypt, path, *name) {
                 Ok(i) => i,
                 Err(RepoError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     continue;
@@ -597,7 +814,7 @@ impl LocalRepo {
                     problem: d.clone(),
                 });
             }
-            index::write(&self.dir, &idx)?;
+            index::write(&self.crypt, &self.dir, &idx)?;
             report.packs += 1;
             report.chunks += idx.chunks.len() as u64;
             report.versions += idx.versions.len() as u64;
@@ -609,7 +826,7 @@ impl LocalRepo {
             cache: None,
         };
         let keep = self.keepfile.lock().expect("retention poisoned");
-        let state = Self::state_of(&self.dir, loaded, &keep, how)?;
+        let state = Self::state_of(&self.crypt, &self.dir, loaded, &keep, how)?;
         drop(keep);
         for name in list_idx(&self.dir)? {
             if !packs.contains_key(&name) {
@@ -653,8 +870,13 @@ impl LocalRepo {
         }
         if !rewritten.is_empty() {
             let keep = self.keepfile.lock().expect("retention poisoned").clone();
-            *self.write_state() =
-                Self::load_state(&self.dir, false, &keep, self.idx_cache.as_ref())?;
+            *self.write_state() = Self::load_state(
+                &self.crypt,
+                &self.dir,
+                false,
+                &keep,
+                self.idx_cache.as_ref(),
+            )?;
             self.files.lock().expect("file cache poisoned").clear();
         }
         Ok(RepairReport { rebuilt, rewritten })
@@ -665,15 +887,15 @@ impl LocalRepo {
     fn rewrite_pack(&self, _held: &mut Writer, path: &Path) -> Result<RewrittenPack, RepoError> {
         let blob = crate::store::open_blob(path).map_err(io_err(path))?;
         let (file, len) = (&*blob.data, blob.len);
-        let entries: Vec<TocEntry> = match pack::read_footer(file, path, len) {
+        let entries: Vec<TocEntry> = match pack::read_footer(&self.crypt, file, path, len) {
             Ok(f) => f.entries,
-            Err(_) => pack::scan(file, path, len, false).entries,
+            Err(_) => pack::scan(&self.crypt, file, path, len, false).entries,
         };
         let mut chunks = Vec::new();
         let mut versions = Vec::new();
         let mut dropped = 0u64;
         for e in &entries {
-            match record::read_record_at(file, path, e.offset, e.frame_len) {
+            match record::read_record_at(&self.crypt, file, path, e.offset, e.frame_len) {
                 Ok(PackRecord::Chunk {
                     id,
                     raw_len,
@@ -704,7 +926,7 @@ impl LocalRepo {
             records_dropped: dropped,
         };
         if !chunks.is_empty() || !versions.is_empty() {
-            let mut p = PackWriter::create(&self.staging()?)?;
+            let mut p = PackWriter::create(&self.staging()?, &self.crypt)?;
             for c in &chunks {
                 p.add_chunk(c.view())?;
             }
@@ -713,7 +935,7 @@ impl LocalRepo {
             p.add_versions(&runs)?;
             let idx = p.seal(&self.dir)?;
             drop(p);
-            index::write(&self.dir, &idx)?;
+            index::write(&self.crypt, &self.dir, &idx)?;
             out.new = Some(idx.pack.pack_path(&self.dir));
         }
         // The new pack is durable: only now does the damaged one go. A crash
@@ -743,7 +965,7 @@ impl LocalRepo {
     /// Problems are collected in the report; `Err` only when the repository
     /// cannot be listed at all.
     pub fn verify(&self, quick: bool) -> Result<VerifyReport, RepoError> {
-        verify::verify(&self.dir, quick, &mut |_| {})
+        verify::verify(&self.crypt, &self.dir, quick, &mut |_| {})
     }
 
     /// [`LocalRepo::verify`], calling `progress` before the first pack and
@@ -753,7 +975,7 @@ impl LocalRepo {
         quick: bool,
         progress: &mut dyn FnMut(VerifyProgress),
     ) -> Result<VerifyReport, RepoError> {
-        verify::verify(&self.dir, quick, progress)
+        verify::verify(&self.crypt, &self.dir, quick, progress)
     }
 
     pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
@@ -795,7 +1017,7 @@ impl LocalRepo {
     /// The open pack, started if there is none.
     fn open_pack<'w>(&self, w: &'w mut Writer) -> Result<&'w mut PackWriter, RepoError> {
         if w.open.is_none() {
-            w.open = Some(PackWriter::create(&self.staging()?)?);
+            w.open = Some(PackWriter::create(&self.staging()?, &self.crypt)?);
         }
         Ok(w.open.as_mut().expect("just set"))
     }
@@ -814,7 +1036,7 @@ impl LocalRepo {
         // the next open_writer indexes it, and a re-sent batch is filtered
         // by seq, or stored again harmlessly.
         self.fence()?;
-        index::write(&self.dir, &idx)?;
+        index::write(&self.crypt, &self.dir, &idx)?;
         // A lease that lapsed during the uploads: not acknowledged.
         self.fence()?;
         self.write_state().add_pack(idx);
@@ -988,7 +1210,7 @@ impl LocalRepo {
         }
         if c.base().is_none() {
             return c
-                .verify()
+                .verify_as(self.crypt.ids())
                 .map_err(|e| corrupt(&self.dir, format!("refused: chunk sent for storage: {e}")));
         }
         self.decode_stored(c, "chunk sent for storage")
@@ -1020,6 +1242,25 @@ impl LocalRepo {
             &self.dir,
             format!("refused: chunk sent for storage: delta {}: {refused}", c.id),
         ))
+    }
+}
+
+/// Who a new key slot is for, as `rewind key list` shows it: this host
+/// and user (labels only; empty when unknown).
+fn slot_label() -> SlotLabel {
+    let host = fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let user = std::env::var("USER").unwrap_or_default();
+    let cut = |mut s: String| {
+        while s.len() > 255 {
+            s.pop();
+        }
+        s
+    };
+    SlotLabel {
+        host: cut(host),
+        user: cut(user),
     }
 }
 
@@ -1090,6 +1331,10 @@ fn clean_tmp(tmp: &Path) -> Result<(), RepoError> {
 }
 
 impl Repository for LocalRepo {
+    fn chunk_ids(&self) -> rewind_core::ChunkIds {
+        self.crypt.ids().clone()
+    }
+
     fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError> {
         let w = match &self.writer {
             Some(_) => Some(self.lock_writer()?),

@@ -85,7 +85,6 @@ pub(crate) fn exists(path: &Path) -> io::Result<bool> {
 }
 
 /// [`Store::list`] of the backend of `dir`.
-#[cfg(test)]
 pub(crate) fn list(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     at(dir)?.list(dir)
 }

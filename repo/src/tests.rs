@@ -98,7 +98,11 @@ pub(crate) fn packs_of(dir: &Path) -> Vec<PathBuf> {
 fn read_idx(dir: &Path) -> Result<Option<crate::pack_index::PackIndex>, RepoError> {
     let path = &idx_files(dir)[0];
     let stem = path.file_stem().unwrap().to_str().unwrap();
-    crate::index::read(dir, crate::pack_name::PackName::parse(stem).unwrap())
+    crate::index::read(
+        &crate::crypt::Crypt::plain(),
+        dir,
+        crate::pack_name::PackName::parse(stem).unwrap(),
+    )
 }
 
 pub(crate) fn idx_files(dir: &Path) -> Vec<PathBuf> {
@@ -680,7 +684,7 @@ fn an_index_that_misplaces_its_version_records_is_replaced_by_the_pack() {
     assert_eq!(idx.versions.len(), 2);
     idx.version_records[0].offset = idx.chunks[0].offset;
     idx.version_records[0].frame_len = idx.chunks[0].frame_len;
-    let bad = crate::index::encode(&idx).unwrap();
+    let bad = crate::index::encode(&crate::crypt::Crypt::plain(), &idx).unwrap();
     let path = idx_files(tmp.path())[0].clone();
     fs::write(&path, &bad).unwrap();
 

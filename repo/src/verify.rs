@@ -7,6 +7,7 @@ use rewind_core::path::display;
 use rewind_core::{ChunkId, Encoding, RepoError, Version};
 use serde::Serialize;
 
+use crate::crypt::Crypt;
 use crate::index;
 use crate::layout::{list_idx, list_packs};
 use crate::pack;
@@ -140,6 +141,7 @@ impl Checker {
 
 /// Check the repository in `dir`; see `LocalRepo::verify`.
 pub(crate) fn verify(
+    c: &Crypt,
     dir: &Path,
     quick: bool,
     progress: &mut dyn FnMut(VerifyProgress),
@@ -159,7 +161,7 @@ pub(crate) fn verify(
         ..VerifyProgress::default()
     };
     progress(prog);
-    let keep = match crate::keep::KeepFile::read(dir) {
+    let keep = match crate::keep::KeepFile::read(c, dir) {
         Ok(k) => k,
         Err(e) => {
             ck.issue(&dir.join("retention"), None, e.to_string());
@@ -197,7 +199,7 @@ pub(crate) fn verify(
         };
         let len = blob.len;
         let (entries, pack_versions, bad_offsets) =
-            check_pack(&mut ck, &*blob.data, path, len, quick);
+            check_pack(c, &mut ck, &*blob.data, path, len, quick);
         for e in &entries {
             if let TocKind::Chunk {
                 id,
@@ -225,7 +227,7 @@ pub(crate) fn verify(
         ck.report.versions += pack_versions.len() as u64;
 
         let idx_path = name.idx_path(dir);
-        match index::read(dir, *name) {
+        match index::read(c, dir, *name) {
             Ok(None) if keep.deleting.contains(name) => {}
             Ok(None) => ck.issue(&idx_path, None, "pack has no index file"),
             Err(e) => ck.issue(&idx_path, None, e.to_string()),
@@ -275,7 +277,7 @@ pub(crate) fn verify(
         if !whole.contains_key(&base) && !needed.contains(&id) {
             continue;
         }
-        match check_delta(path, e, id, base, whole.get(&base), &mut bases) {
+        match check_delta(c, path, e, id, base, whole.get(&base), &mut bases) {
             Ok(n) if n == raw_len as usize => {
                 ck.report.chunks_read += 1;
                 ck.good.insert(id);
@@ -351,6 +353,7 @@ pub(crate) fn verify(
 /// Decode the delta `id` at `e` in the pack at `path` with its base, found
 /// sound at `base_at`; its length, or why it cannot be read.
 fn check_delta(
+    cr: &Crypt,
     path: &Path,
     e: &TocEntry,
     id: ChunkId,
@@ -368,7 +371,7 @@ fn check_delta(
     if !bases.contains_key(&base) {
         let bfile =
             crate::store::open_blob(bpath).map_err(|e| format!("{}: {e}", bpath.display()))?;
-        let raw = record::read_chunk_at(&*bfile.data, bpath, be.offset, be.frame_len, &base)
+        let raw = record::read_chunk_at(cr, &*bfile.data, bpath, be.offset, be.frame_len, &base)
             .map_err(|e| format!("base of chunk {id}: {e}"))?;
         if bases.len() >= 4 {
             bases.clear();
@@ -377,14 +380,15 @@ fn check_delta(
     }
     let base_raw = &bases[&base];
     let file = crate::store::open_blob(path).map_err(|e| format!("cannot open: {e}"))?;
-    let c = record::read_encoded_at(&*file.data, path, e.offset, e.frame_len, &id)
+    let c = record::read_encoded_at(cr, &*file.data, path, e.offset, e.frame_len, &id)
         .map_err(|e| e.to_string())?;
-    c.decode_with_base(base_raw)
+    c.decode_with_base_as(cr.ids(), base_raw)
         .map(|d| d.len())
         .map_err(|e| e.to_string())
 }
 
 fn check_pack(
+    c: &Crypt,
     ck: &mut Checker,
     file: &dyn crate::store::ReadAt,
     path: &Path,
@@ -392,7 +396,7 @@ fn check_pack(
     quick: bool,
 ) -> (Vec<TocEntry>, Vec<Version>, HashSet<u64>) {
     let mut bad = HashSet::new();
-    match pack::read_footer(file, path, len) {
+    match pack::read_footer(c, file, path, len) {
         Ok(footer) => {
             // With a sound table of contents each record is read on its own,
             // so one damaged record does not hide the ones after it.
@@ -408,7 +412,7 @@ fn check_pack(
                         if quick || matches!(encoding, Encoding::Delta { .. }) {
                             continue;
                         }
-                        match record::read_chunk_at(file, path, e.offset, e.frame_len, &id) {
+                        match record::read_chunk_at(c, file, path, e.offset, e.frame_len, &id) {
                             Ok(data) if data.len() == raw_len as usize => {
                                 ck.report.chunks_read += 1
                             }
@@ -427,7 +431,7 @@ fn check_pack(
                         }
                     }
                     TocKind::Versions { count } => {
-                        match record::read_record_at(file, path, e.offset, e.frame_len) {
+                        match record::read_record_at(c, file, path, e.offset, e.frame_len) {
                             Ok(PackRecord::Versions(vs)) if vs.len() == count as usize => {
                                 versions.extend(vs)
                             }
@@ -445,7 +449,7 @@ fn check_pack(
         }
         Err(err) => {
             ck.issue(path, None, err.to_string());
-            let s = pack::scan(file, path, len, !quick);
+            let s = pack::scan(c, file, path, len, !quick);
             if !quick {
                 let chunks = s
                     .entries

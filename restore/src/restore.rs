@@ -591,6 +591,8 @@ struct Written {
 struct Writer<'r> {
     repo: &'r dyn Repository,
     chunker: Chunker,
+    /// How the repository names chunks: local copies are found by it.
+    ids: rewind_core::ChunkIds,
     in_place: bool,
     apply: ApplyOptions,
 }
@@ -626,7 +628,7 @@ impl Writer<'_> {
         if let Some(extents) = rewind_fsmeta::data_extents(&file).ok()? {
             self.chunker
                 .for_each(ExtentReader::new(&file, &extents), &mut buf, |chunk| {
-                    order.push(ChunkId::of(chunk));
+                    order.push(self.ids.id_of(chunk));
                     Ok(())
                 })
                 .ok()?;
@@ -634,7 +636,7 @@ impl Writer<'_> {
         }
         self.chunker
             .for_each(&file, &mut buf, |chunk| {
-                let id = ChunkId::of(chunk);
+                let id = self.ids.id_of(chunk);
                 map.entry(id).or_insert((off, chunk.len() as u32));
                 order.push(id);
                 off += chunk.len() as u64;
@@ -706,7 +708,7 @@ impl Writer<'_> {
                         let &(off, len) = map.get(&c.id)?;
                         let mut buf = vec![0; len as usize];
                         f.read_exact_at(&mut buf, off).ok()?;
-                        (ChunkId::of(&buf) == c.id).then_some(buf)
+                        (self.ids.id_of(&buf) == c.id).then_some(buf)
                     })
                     .collect();
                 let wanted: Vec<ChunkId> = window
@@ -873,6 +875,7 @@ pub fn restore(
     let writer = Writer {
         repo,
         chunker: Chunker::new(opts.chunker.unwrap_or(rewind_core::DEFAULT_CHUNKER)),
+        ids: repo.chunk_ids(),
         in_place: d.in_place,
         apply: d.apply,
     };

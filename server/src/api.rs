@@ -491,6 +491,7 @@ fn server_info(s: &Server, client: &str) -> ServerInfo {
         chunker: s.repo.chunker(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         client: client.to_string(),
+        chunk_id_key: s.repo.chunk_id_key_hex().map(|k| k.to_string()),
     }
 }
 
@@ -543,7 +544,8 @@ async fn chunks(call: Call) -> ApiResult {
                     ch.id
                 )));
             }
-            ch.verify().map_err(|e| bad(format!("refused: {e}")))?;
+            ch.verify_as(&s.repo.chunk_ids())
+                .map_err(|e| bad(format!("refused: {e}")))?;
         }
         let n = chunks.len() as u64;
         let bytes: u64 = chunks.iter().map(|c| c.data.len() as u64).sum();
@@ -756,7 +758,11 @@ async fn verify(call: Call) -> ApiResult {
             }
         } else {
             for id in owned {
-                match s.repo.read_encoded(&id).map(|ch| ch.verify()) {
+                match s
+                    .repo
+                    .read_encoded(&id)
+                    .map(|ch| ch.verify_as(&s.repo.chunk_ids()))
+                {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => out.push(problem(id, "damaged", e.to_string())),
                     Err(RepoError::MissingChunk(_)) => {

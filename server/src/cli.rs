@@ -49,6 +49,13 @@ enum Command {
         /// AWS_SECRET_ACCESS_KEY); every later command reads it from DATA/store
         #[arg(long, value_name = "URL")]
         store: Option<String>,
+        /// Encrypt the repository (every record sealed, chunk ids keyed);
+        /// its key is sealed for a new key file, DATA/repo.key (0600), with
+        /// which the server opens it. Keep a copy of that file apart from
+        /// the server. Enrolled clients receive the chunk-id key, never the
+        /// record key
+        #[arg(long)]
+        encrypt: bool,
     },
     /// Serve clients over HTTPS until SIGTERM or Ctrl-C
     Serve {
@@ -227,8 +234,17 @@ fn run(cli: Cli) -> Result<i32> {
         anyhow::bail!("say where the data lives: --data DIR (or REWIND_SERVER_DATA)");
     };
     let dir = DataDir::new(&root);
+    // An encrypted repository is opened with the key file in the data
+    // directory, by every command.
+    if dir.repo_key().exists() {
+        rewind_repo::use_key_file(dir.repo_key());
+    }
     match cli.command {
-        Command::Init { mut names, store } => {
+        Command::Init {
+            mut names,
+            store,
+            encrypt,
+        } => {
             if names.is_empty() {
                 let host = rustix::system::uname()
                     .nodename()
@@ -236,7 +252,7 @@ fn run(cli: Cli) -> Result<i32> {
                     .into_owned();
                 names = vec![host, "localhost".into(), "127.0.0.1".into(), "::1".into()];
             }
-            let c = crate::init(&dir, &names, store.as_deref())?;
+            let c = crate::init_with(&dir, &names, store.as_deref(), encrypt)?;
             println!("created rewind-server data in {}", root.display());
             if store.is_some() {
                 let repo = DataDir::new(&root).repo();

@@ -67,6 +67,12 @@ impl DataDir {
         self.root.join("store")
     }
 
+    /// The key file of an encrypted repository (`init --encrypt`): 0600,
+    /// beside the TLS key; the server opens its repository with it.
+    pub fn repo_key(&self) -> PathBuf {
+        self.root.join("repo.key")
+    }
+
     /// The certificate.
     pub fn cert(&self) -> PathBuf {
         self.root.join("tls/cert.pem")
@@ -142,6 +148,19 @@ pub struct Created {
 /// `s3://BUCKET/PREFIX` URL), certificate for `names`, admin secret, empty
 /// registry.
 pub fn init(dir: &DataDir, names: &[String], store: Option<&str>) -> Result<Created> {
+    init_with(dir, names, store, false)
+}
+
+/// [`init`], with an encrypted repository when `encrypt`: its key is
+/// sealed for a new key file, `DATA/repo.key` (0600; reused when an
+/// earlier init stopped after writing it), with which the server opens the
+/// repository (docs/decisions.md, "Encryption at rest (issue 20), step 2").
+pub fn init_with(
+    dir: &DataDir,
+    names: &[String],
+    store: Option<&str>,
+    encrypt: bool,
+) -> Result<Created> {
     if dir.clients().exists() || dir.store_file().exists() || dir.root.join("repo/config").exists()
     {
         bail!("{} already holds a rewind-server", dir.root.display());
@@ -152,7 +171,24 @@ pub fn init(dir: &DataDir, names: &[String], store: Option<&str>) -> Result<Crea
     private::create_dir_all(&dir.owners())
         .with_context(|| format!("cannot create {}", dir.owners().display()))?;
     let repo_dir = store.clone().unwrap_or_else(|| dir.root.join("repo"));
-    let repo = rewind_repo::LocalRepo::init(&repo_dir, rewind_core::DEFAULT_CHUNKER)?;
+    let repo = if encrypt {
+        let kf = dir.repo_key();
+        let key = if kf.exists() {
+            rewind_repo::KeyFileKey::read(&kf)?
+        } else {
+            let k = rewind_repo::KeyFileKey::generate()?;
+            k.write_new(&kf)?;
+            k
+        };
+        rewind_repo::LocalRepo::init_encrypted(
+            &repo_dir,
+            rewind_core::DEFAULT_CHUNKER,
+            &rewind_repo::Secret::KeyFile(key),
+            rewind_repo::Argon2Params::DEFAULT,
+        )?
+    } else {
+        rewind_repo::LocalRepo::init(&repo_dir, rewind_core::DEFAULT_CHUNKER)?
+    };
     if let Some(url) = &store {
         // Written after the repository exists, before the registry: a
         // data directory without `clients.json` is not one yet, so an

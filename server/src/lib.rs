@@ -132,7 +132,7 @@ mod serve;
 pub use api::MAX_PINS;
 pub use bodies::DEFAULT_BODY_MEMORY;
 pub use data::{
-    ClientRecord, Clients, Created, DEFAULT_EXPIRY, DataDir, add_client, init, is_past,
+    ClientRecord, Clients, Created, DEFAULT_EXPIRY, DataDir, add_client, init, init_with, is_past,
     load_clients, remove_client,
 };
 pub use report::{DAMAGE, print_damaged, repair, verify};

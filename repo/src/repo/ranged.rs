@@ -102,7 +102,14 @@ impl LocalRepo {
                         start: l.offset,
                         bytes,
                     };
-                    let c = record::read_encoded_at(&at, &path, l.offset, l.frame_len, &ids[i])?;
+                    let c = record::read_encoded_at(
+                        &self.crypt,
+                        &at,
+                        &path,
+                        l.offset,
+                        l.frame_len,
+                        &ids[i],
+                    )?;
                     out[i] = Some((c, format!("{} at offset {}", path.display(), l.offset)));
                 }
             }
