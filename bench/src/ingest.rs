@@ -1,7 +1,8 @@
 //! Part 1: first-pass ingest of the generated tree by rewind, restic and
-//! borg, next to the read (`tar`) and hash (`b3sum`) limits.
+//! borg, next to the read (`tar`) and hash (`b3sum`) limits, and by rewind
+//! into an encrypted repository (what encryption costs, issue 20).
 //!
-//! The five commands run in turn, and the whole round is repeated
+//! The six commands run in turn, and the whole round is repeated
 //! ([`Config::ingest_runs`] times, each tool in a fresh repository), so
 //! that a disturbance on the machine hits one run of one tool, not a whole
 //! column; the tables report medians.
@@ -54,6 +55,9 @@ impl Runs {
         self.median(Measured::cpu)
     }
 }
+
+/// The password of the encrypted rewind runs.
+const ENCRYPTED_PASSWORD: &str = "rewind-bench ingest password";
 
 fn q(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
@@ -136,6 +140,7 @@ pub fn run(cfg: &Config, session: &mut Session) -> Result<String> {
     let mut tar = Runs::new("tar (read limit)");
     let mut b3 = Runs::new("b3sum (hash limit)");
     let mut rw = Runs::new("rewind watch --once");
+    let mut re = Runs::new("rewind watch --once (encrypted)");
     let mut rs = Runs::new("restic backup");
     let mut bg = Runs::new("borg create");
     let mut setup = None;
@@ -176,6 +181,22 @@ pub fn run(cfg: &Config, session: &mut Session) -> Result<String> {
             .unwrap_or("")
             .to_string();
         setup = Some(s);
+
+        // The same into an encrypted repository (issue 20): what sealing
+        // records and keyed chunk ids cost. One password derivation
+        // (argon2id, default parameters) is part of the command's time.
+        let e = Setup::fresh(&cfg.rewind, &base.join("rewind-encrypted"))?;
+        e.cmd(["init", "--encrypt"])
+            .env("REWIND_PASSWORD", ENCRYPTED_PASSWORD)
+            .run_quiet()?;
+        timed(
+            &mut re,
+            e.cmd(["watch".as_ref(), tree.as_os_str(), "--once".as_ref()])
+                .env("REWIND_PASSWORD", ENCRYPTED_PASSWORD),
+            Some(&e.repo),
+            &logs,
+            tb,
+        )?;
 
         let rdir = fresh_dir(&base.join("restic"))?;
         let restic = |args: &[&str]| crate::run::restic(&rdir, args);
@@ -228,7 +249,7 @@ pub fn run(cfg: &Config, session: &mut Session) -> Result<String> {
         .sum();
 
     // Report.
-    let all = [&tar, &b3, &rw, &rs, &bg];
+    let all = [&tar, &b3, &rw, &re, &rs, &bg];
     let mb = sum.bytes as f64 / (1024.0 * 1024.0);
     let mut t = Table::new(&[
         "run",
@@ -274,6 +295,17 @@ pub fn run(cfg: &Config, session: &mut Session) -> Result<String> {
         format!("{borg_x:.2}×"),
         "> 1×".into(),
         verdict(borg_x > 1.0).into(),
+    ]);
+    let enc_x = re.wall() / rw.wall() - 1.0;
+    r.row(&[
+        "encrypted rewind wall / plain rewind wall − 1".to_string(),
+        format!(
+            "{:+.1} % (CPU {:+.1} %)",
+            enc_x * 100.0,
+            (re.cpu() / rw.cpu() - 1.0) * 100.0
+        ),
+        "< 10 %".into(),
+        verdict(enc_x < 0.10).into(),
     ]);
     r.row(&[
         "rewind repository / borg repository".to_string(),
