@@ -493,10 +493,14 @@ fn on_btrfs_a_large_file_under_constant_writes_gets_consistent_versions() {
         &log,
     );
     env.wait_versions(&f, 1);
-    // Generation g writes block after block (1 MiB each) of byte g, without
-    // a pause: every state is "the first k blocks are g, the rest g - 1".
+    // Generation g writes block after block (1 MiB each) of byte g, 2 ms
+    // apart, far below the 100 ms of quiet a capture waits for, so the file
+    // is never quiet: every state is "the first k blocks are g, the rest
+    // g - 1". (Without the gaps the writer took a whole core, and with the
+    // suite's other tests beside it on CI's two the agent made 2 versions
+    // in 12 s instead of one every 2 s.)
     let started = wall_ns();
-    let run = Duration::from_secs(12);
+    let run = Duration::from_secs(16);
     {
         let w = OpenOptions::new().write(true).open(&f).unwrap();
         let t = Instant::now();
@@ -506,6 +510,7 @@ fn on_btrfs_a_large_file_under_constant_writes_gets_consistent_versions() {
             let block = vec![g; MIB];
             for k in 0..BLOCKS {
                 w.write_all_at(&block, (k * MIB) as u64).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
     }
