@@ -372,6 +372,19 @@ pub(crate) struct PackWriter {
     crypt: Crypt,
 }
 
+/// The frame payload of chunk `c`'s record in an encrypted repository. A
+/// chunk's record is sealed under the chunk's id, not under its pack's
+/// name, so it can be sealed before the pack it goes into is known.
+pub(crate) fn seal_chunk(crypt: &Crypt, c: ChunkView<'_>) -> Result<Vec<u8>, String> {
+    let rec = PackRecordRef::Chunk {
+        id: c.id,
+        raw_len: c.raw_len,
+        encoding: c.encoding,
+        data: c.data,
+    };
+    encode_record(crypt, "", &rec)
+}
+
 impl PackWriter {
     /// Start a pack in `tmp_dir`.
     pub(crate) fn create(tmp_dir: &Path, crypt: &Crypt) -> Result<PackWriter, RepoError> {
@@ -469,26 +482,17 @@ impl PackWriter {
                 ),
             ));
         }
+        if self.crypt.is_sealed() {
+            let payload = seal_chunk(&self.crypt, c)
+                .map_err(|e| corrupt(&self.tmp, format!("encoding chunk {}: {e}", c.id)))?;
+            return self.add_sealed_chunk(c, &payload);
+        }
         let rec = PackRecordRef::Chunk {
             id: c.id,
             raw_len: c.raw_len,
             encoding: c.encoding,
             data: c.data,
         };
-        if self.crypt.is_sealed() {
-            let payload = encode_record(&self.crypt, &self.name.to_hex(), &rec)
-                .map_err(|e| corrupt(&self.tmp, format!("encoding chunk {}: {e}", c.id)))?;
-            self.append(
-                &payload,
-                TocKind::Chunk {
-                    id: c.id,
-                    raw_len: c.raw_len,
-                    encoding: c.encoding,
-                },
-            )?;
-            self.pending.insert(c.id, self.entries.len() - 1);
-            return Ok(());
-        }
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let start = frame::begin(&mut buf);
@@ -508,6 +512,37 @@ impl PackWriter {
         });
         self.scratch = buf;
         r?;
+        self.pending.insert(c.id, self.entries.len() - 1);
+        Ok(())
+    }
+
+    /// Append chunk `c` of an encrypted repository whose record was sealed
+    /// beforehand ([`seal_chunk`]: `payload`), so that the sealing need not
+    /// happen under the repository's writer lock.
+    pub(crate) fn add_sealed_chunk(
+        &mut self,
+        c: ChunkView<'_>,
+        payload: &[u8],
+    ) -> Result<(), RepoError> {
+        self.check()?;
+        if payload.len() > MAX_FRAME {
+            return Err(corrupt(
+                &self.tmp,
+                format!(
+                    "chunk {} is too large to store ({} bytes)",
+                    c.id,
+                    payload.len()
+                ),
+            ));
+        }
+        self.append(
+            payload,
+            TocKind::Chunk {
+                id: c.id,
+                raw_len: c.raw_len,
+                encoding: c.encoding,
+            },
+        )?;
         self.pending.insert(c.id, self.entries.len() - 1);
         Ok(())
     }

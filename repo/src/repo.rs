@@ -49,6 +49,10 @@ type Unkept = Vec<(Vec<u8>, u64)>;
 /// seal earlier, so most packs of a desktop are smaller.
 pub(crate) const PACK_TARGET: u64 = 32 << 20;
 
+/// Below this many bytes of chunks in one call, sealing stays on the
+/// calling thread (starting threads would cost more than it saves).
+const PARALLEL_SEAL_BYTES: usize = 1 << 20;
+
 /// A pack is also sealed at this many records, so that its footer (about
 /// 60 bytes a record) and its index header stay far below `MAX_FRAME` even
 /// when chunks are tiny.
@@ -1099,9 +1103,12 @@ impl LocalRepo {
         for c in &todo {
             self.check_chunk(*c)?;
         }
+        // Sealing too (an encrypted repository): a chunk's record is sealed
+        // under its id, not its pack, so this needs no writer.
+        let sealed = self.seal_chunks(&todo)?;
         let mut w = self.lock_writer()?;
         let mut written = 0;
-        for c in todo {
+        for (i, c) in todo.into_iter().enumerate() {
             let pending = w.open.as_ref().is_some_and(|p| p.contains(&c.id));
             if pending {
                 continue;
@@ -1115,7 +1122,12 @@ impl LocalRepo {
             }
             written += 1;
             let target = w.pack_target;
-            if let Err(e) = self.open_pack(&mut w)?.add_chunk(c) {
+            let p = self.open_pack(&mut w)?;
+            let added = match &sealed {
+                Some(s) => p.add_sealed_chunk(c, &s[i]),
+                None => p.add_chunk(c),
+            };
+            if let Err(e) = added {
                 w.open = None;
                 return Err(e);
             }
@@ -1128,6 +1140,45 @@ impl LocalRepo {
             }
         }
         Ok(written)
+    }
+
+    /// The sealed records of `chunks` in an encrypted repository (`None` in
+    /// a plain one), on as many threads as there are cores once there is
+    /// enough to share: sealing a first pass's chunks is about a tenth of
+    /// its CPU (docs/decisions.md, "Encryption at rest (issue 20), step 2").
+    fn seal_chunks(&self, chunks: &[ChunkView<'_>]) -> Result<Option<Vec<Vec<u8>>>, RepoError> {
+        if !self.crypt.is_sealed() {
+            return Ok(None);
+        }
+        let seal = |part: &[ChunkView<'_>]| -> Result<Vec<Vec<u8>>, RepoError> {
+            part.iter()
+                .map(|c| {
+                    pack::seal_chunk(&self.crypt, *c)
+                        .map_err(|e| corrupt(&self.dir, format!("encoding chunk {}: {e}", c.id)))
+                })
+                .collect()
+        };
+        let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads < 2 || bytes < PARALLEL_SEAL_BYTES {
+            return seal(chunks).map(Some);
+        }
+        let per = chunks.len().div_ceil(threads);
+        let parts: Vec<Result<Vec<Vec<u8>>, RepoError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .chunks(per.max(1))
+                .map(|part| s.spawn(move || seal(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut out = Vec::with_capacity(chunks.len());
+        for p in parts {
+            out.extend(p?);
+        }
+        Ok(Some(out))
     }
 
     /// Close pack `name` if it is open (a prune deleted it).

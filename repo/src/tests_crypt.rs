@@ -260,3 +260,31 @@ fn key_slots_are_added_listed_and_removed_but_never_the_one_in_use() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_large_batch_is_sealed_on_several_threads_and_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo =
+        LocalRepo::init_encrypted(tmp.path(), DEFAULT_CHUNKER, &pw("right"), fast()).unwrap();
+    let ids = repo.chunk_ids();
+    // 40 chunks of 64 KiB: above the size at which sealing is shared out.
+    let chunks: Vec<EncodedChunk> = (0..40u8)
+        .map(|i| {
+            let data: Vec<u8> = (0..65536u32)
+                .map(|j| (j.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i)
+                .collect();
+            EncodedChunk::encode_with_id(ids.id_of(&data), &data)
+        })
+        .collect();
+    repo.put_chunks(chunks.clone()).unwrap();
+    let refs: Vec<&EncodedChunk> = chunks.iter().collect();
+    repo.commit_versions(vec![dir_v(1, 1, b"/d"), file_v(2, 2, b"/d/big", &refs)])
+        .unwrap();
+    drop(repo);
+    let repo = LocalRepo::open_with_secret(tmp.path(), &pw("right")).unwrap();
+    for c in &chunks {
+        assert_eq!(repo.read_encoded(&c.id).unwrap().data, c.data);
+    }
+    let v = repo.verify(false).unwrap();
+    assert!(v.issues.is_empty(), "{:?}", v.issues);
+}
