@@ -109,6 +109,34 @@ impl Sealer {
         Ok(out)
     }
 
+    /// [`Sealer::seal`] in place: `buf[at..at + NONCE_LEN]` is room for
+    /// the nonce and `buf[at + NONCE_LEN..]` the plaintext, which becomes
+    /// the ciphertext; the tag is appended. `buf[at..]` then holds exactly
+    /// what `seal` returns, with no copy of the plaintext (a caller builds
+    /// a whole frame around it).
+    pub fn seal_in_place(
+        &self,
+        kind: RecordKind,
+        name: &[u8],
+        buf: &mut Vec<u8>,
+        at: usize,
+    ) -> Result<(), CryptoError> {
+        let body = at + NONCE_LEN;
+        if buf.len() < body {
+            return Err(CryptoError::SealFailed { len: 0 });
+        }
+        let aad = associated_data(self.repo, kind, name);
+        let nonce = random::bytes::<NONCE_LEN>()?;
+        buf[at..body].copy_from_slice(&nonce);
+        let len = buf.len() - body;
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut buf[body..])
+            .map_err(|_| CryptoError::SealFailed { len })?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+
     /// Open a record sealed by [`Sealer::seal`] with the same kind and
     /// name. Any damage, another key, repository, kind or name gives
     /// [`CryptoError::Tag`]; nothing unauthenticated is returned.
@@ -159,6 +187,29 @@ fn associated_data(repo: RepoId, kind: RecordKind, name: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealing_in_place_opens_as_a_sealed_record() {
+        let master = crate::MasterKey::generate().unwrap();
+        let s = master.sealer(RepoId([3; 16]));
+        let mut buf = b"head".to_vec();
+        buf.extend_from_slice(&[0; NONCE_LEN]);
+        buf.extend_from_slice(b"some plaintext");
+        s.seal_in_place(RecordKind::Chunk, b"id", &mut buf, 4)
+            .unwrap();
+        assert_eq!(&buf[..4], b"head");
+        assert_eq!(buf.len(), 4 + OVERHEAD + 14);
+        assert_eq!(
+            s.open(RecordKind::Chunk, b"id", &buf[4..]).unwrap(),
+            b"some plaintext"
+        );
+        assert!(s.open(RecordKind::Chunk, b"other", &buf[4..]).is_err());
+        let mut short = vec![0; 10];
+        assert!(
+            s.seal_in_place(RecordKind::Chunk, b"id", &mut short, 0)
+                .is_err()
+        );
+    }
 
     const REPO: RepoId = RepoId([9; 16]);
 

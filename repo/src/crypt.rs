@@ -23,8 +23,9 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
+use rewind_core::frame;
 use rewind_core::{ChunkId, ChunkIds};
-use rewind_crypto::{MasterKey, RecordKind, RepoId, Sealer};
+use rewind_crypto::{MasterKey, NONCE_LEN, OVERHEAD, RecordKind, RepoId, Sealer};
 
 /// The keys of an encrypted repository, or none (plain). Cheap to clone.
 #[derive(Clone, Default)]
@@ -94,6 +95,38 @@ impl Crypt {
         }
         out.extend_from_slice(&sealed);
         Ok(out)
+    }
+
+    /// The whole frame of a chunk's record sealed, built in one buffer:
+    /// frame header, kind, `id`, nonce, then the postcard bytes `encode`
+    /// appends (about `size` of them), sealed in place, and the tag. The
+    /// same bytes as [`Crypt::seal_record`] in a frame, without copying the
+    /// chunk's data four times (the hot path of an encrypted first pass).
+    pub(crate) fn seal_chunk_frame(
+        &self,
+        id: &ChunkId,
+        size: usize,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<Vec<u8>, String> {
+        let Some(k) = &self.0 else {
+            return Err("a plain repository seals nothing".into());
+        };
+        let mut buf = Vec::with_capacity(frame::HEADER + 1 + 32 + OVERHEAD + size + 16);
+        let start = frame::begin(&mut buf);
+        buf.push(KIND_CHUNK);
+        buf.extend_from_slice(&id.0);
+        let at = buf.len();
+        buf.extend_from_slice(&[0; NONCE_LEN]);
+        encode(&mut buf)?;
+        k.sealer
+            .seal_in_place(RecordKind::Chunk, &id.0, &mut buf, at)
+            .map_err(|e| e.to_string())?;
+        let payload = buf.len() - start - frame::HEADER;
+        if payload > frame::MAX_FRAME {
+            return Err(format!("sealed record of {payload} bytes is too large"));
+        }
+        frame::finish(&mut buf, start);
+        Ok(buf)
     }
 
     /// The postcard bytes of the pack record whose frame payload is

@@ -372,7 +372,7 @@ pub(crate) struct PackWriter {
     crypt: Crypt,
 }
 
-/// The frame payload of chunk `c`'s record in an encrypted repository. A
+/// The whole frame of chunk `c`'s record in an encrypted repository. A
 /// chunk's record is sealed under the chunk's id, not under its pack's
 /// name, so it can be sealed before the pack it goes into is known.
 pub(crate) fn seal_chunk(crypt: &Crypt, c: ChunkView<'_>) -> Result<Vec<u8>, String> {
@@ -382,7 +382,11 @@ pub(crate) fn seal_chunk(crypt: &Crypt, c: ChunkView<'_>) -> Result<Vec<u8>, Str
         encoding: c.encoding,
         data: c.data,
     };
-    encode_record(crypt, "", &rec)
+    crypt.seal_chunk_frame(&c.id, c.data.len() + 64, |buf| {
+        postcard::to_io(&rec, buf)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }
 
 impl PackWriter {
@@ -483,9 +487,9 @@ impl PackWriter {
             ));
         }
         if self.crypt.is_sealed() {
-            let payload = seal_chunk(&self.crypt, c)
+            let framed = seal_chunk(&self.crypt, c)
                 .map_err(|e| corrupt(&self.tmp, format!("encoding chunk {}: {e}", c.id)))?;
-            return self.add_sealed_chunk(c, &payload);
+            return self.add_sealed_chunk(c, &framed);
         }
         let rec = PackRecordRef::Chunk {
             id: c.id,
@@ -517,26 +521,26 @@ impl PackWriter {
     }
 
     /// Append chunk `c` of an encrypted repository whose record was sealed
-    /// beforehand ([`seal_chunk`]: `payload`), so that the sealing need not
-    /// happen under the repository's writer lock.
+    /// beforehand ([`seal_chunk`]: `framed`, its whole frame), so that the
+    /// sealing need not happen under the repository's writer lock.
     pub(crate) fn add_sealed_chunk(
         &mut self,
         c: ChunkView<'_>,
-        payload: &[u8],
+        framed: &[u8],
     ) -> Result<(), RepoError> {
         self.check()?;
-        if payload.len() > MAX_FRAME {
+        if framed.len() > HEADER + MAX_FRAME {
             return Err(corrupt(
                 &self.tmp,
                 format!(
                     "chunk {} is too large to store ({} bytes)",
                     c.id,
-                    payload.len()
+                    framed.len()
                 ),
             ));
         }
-        self.append(
-            payload,
+        self.append_frame(
+            framed,
             TocKind::Chunk {
                 id: c.id,
                 raw_len: c.raw_len,
