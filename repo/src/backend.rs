@@ -154,8 +154,11 @@ pub(crate) trait Store: Send + Sync {
     }
 }
 
-/// When a conditional write may replace what is there.
+/// When a conditional write may replace what is there. (Built without the
+/// `s3` feature, as the fuzz targets are, only the local store's refusal
+/// is used.)
 #[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
 pub(crate) enum PutIf {
     /// Always (a plain PUT).
     Always,
@@ -167,6 +170,7 @@ pub(crate) enum PutIf {
 
 /// What a conditional write did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
 pub(crate) enum Written {
     /// Written; the new object's ETag when the store gave one.
     Yes(Option<String>),
