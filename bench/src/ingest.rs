@@ -379,7 +379,9 @@ pub fn run(cfg: &Config, session: &mut Session) -> Result<String> {
          {} exact copies of other files ({}), and one {} file (first half text-like, second half random). \
          Before each timed run: `sync`, then the tree is read once with `tar` (untimed) so that the \
          page cache is warm (the share of the tree cached is checked with `fincore`); `sync` after each \
-         run. {} rounds of the five commands in turn; medians.\n",
+         run. {} rounds of the six commands in turn; medians. The encrypted repository is made by \
+         `rewind init --encrypt` (untimed) with `REWIND_PASSWORD` set; its run includes opening the \
+         key (one argon2id, 64 MiB).\n",
         sum.files,
         sum.dirs,
         bytes(sum.bytes),
