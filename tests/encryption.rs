@@ -119,6 +119,7 @@ fn an_encrypted_repository_backs_up_and_restores_and_shows_no_plaintext() {
     assert_eq!(files_holding(&repo, b"merger-plans"), Vec::<String>::new());
     let config = fs::read_to_string(repo.join("config")).unwrap();
     assert!(config.contains("\"format\": 5"), "{config}");
+    assert!(config.contains("aes256gcm-subkey"), "{config}");
 
     let verified = ok(&env, &pw, &["--repo", r, "verify"]);
     assert!(verified.contains("no damage"), "{verified}");
@@ -144,6 +145,91 @@ fn an_encrypted_repository_backs_up_and_restores_and_shows_no_plaintext() {
         &["--repo", r, "ls"],
     );
     assert!(listed.contains(&name), "{listed}");
+}
+
+/// The first encrypted repositories were sealed with XChaCha20-Poly1305;
+/// `tests/fixtures/encrypted-xchacha-6d93d0b` is one, made by the build of
+/// 6d93d0b (`init --encrypt`, then `watch --once` of `/tmp/xfix/src`
+/// holding the two files below). This build restores it, verifies it,
+/// and appends to it in the same cipher.
+#[test]
+fn a_repository_sealed_with_xchacha20_poly1305_still_restores_and_takes_new_versions() {
+    let env = Env::new();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/encrypted-xchacha-6d93d0b");
+    let repo = env.tmp.path().join("repo");
+    copy_tree(&fixture, &repo);
+    let r = repo.to_str().unwrap();
+    let pw = [("REWIND_PASSWORD", "fixture password")];
+    let dest = env.tmp.path().join("old");
+    let d = dest.to_str().unwrap();
+    ok(
+        &env,
+        &pw,
+        &[
+            "--repo",
+            r,
+            "restore",
+            "/tmp/xfix/src",
+            "--at",
+            "now",
+            "--to",
+            d,
+        ],
+    );
+    assert_eq!(
+        fs::read_to_string(dest.join("a.txt")).unwrap(),
+        "first file, sealed with XChaCha20-Poly1305\n"
+    );
+    let c: Vec<u8> = (0..20000u32)
+        .map(|i| ((i * 7 + i / 13) % 256) as u8)
+        .collect();
+    assert!(
+        fs::read(dest.join("b/c.bin")).unwrap() == c,
+        "b/c.bin differs"
+    );
+
+    fs::write(env.root.join("new.txt"), format!("{WORD} appended\n")).unwrap();
+    let root = env.root.to_str().unwrap();
+    ok(
+        &env,
+        &pw,
+        &["--repo", r, "watch", root, "--once", "--no-ui"],
+    );
+    let dest = env.tmp.path().join("new");
+    let d = dest.to_str().unwrap();
+    ok(
+        &env,
+        &pw,
+        &["--repo", r, "restore", root, "--at", "now", "--to", d],
+    );
+    assert_eq!(
+        fs::read_to_string(dest.join("new.txt")).unwrap(),
+        format!("{WORD} appended\n")
+    );
+    assert_eq!(files_holding(&repo, WORD.as_bytes()), Vec::<String>::new());
+    let config = fs::read_to_string(repo.join("config")).unwrap();
+    assert!(config.contains("xchacha20poly1305"), "{config}");
+    let verified = ok(&env, &pw, &["--repo", r, "verify"]);
+    assert!(verified.contains("no damage"), "{verified}");
+}
+
+/// Copy the files and folders under `from` to `to`, owner-only (a
+/// repository's own modes).
+fn copy_tree(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(to).unwrap();
+    fs::set_permissions(to, fs::Permissions::from_mode(0o700)).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+            fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
 }
 
 #[test]

@@ -9,9 +9,11 @@
 //!   under a key derived from a password (argon2id, parameters in the slot)
 //!   or from a key file ([`KeyFileKey`]); any slot opens the repository;
 //!   each slot is one small file whose bytes are documented in `slot.rs`.
-//! - **Sealed records** ([`Sealer`]): XChaCha20-Poly1305 with a random
-//!   24-byte nonce per record, and associated data naming the repository,
-//!   the record's kind and its name.
+//! - **Sealed records** ([`Sealer`]): the repository's cipher ([`Aead`]:
+//!   AES-256-GCM under a key per record for new repositories,
+//!   XChaCha20-Poly1305 for the first ones) with a random 24-byte nonce
+//!   per record, and associated data naming the repository, the record's
+//!   kind and its name.
 //! - **Keyed chunk ids** ([`ChunkIdKey::chunk_id`]): blake3's keyed hash,
 //!   the same 32 bytes as today's ids.
 //! - **Passwords** ([`read_password`]): `REWIND_PASSWORD`,
@@ -23,7 +25,9 @@
 //!   name it was sealed with; any other, and any changed bit, gives
 //!   [`CryptoError::Tag`] and no plaintext.
 //! - No two records share a nonce: each is 24 bytes from the operating
-//!   system's generator, and no state is kept between records.
+//!   system's generator, and no state is kept between records. Under
+//!   AES-256-GCM every record also has a key of its own, derived from all
+//!   24 bytes, so GCM's 96-bit nonce never repeats under one key.
 //! - A key slot opens only with its password or key file; a wrong one gives
 //!   [`CryptoError::WrongPassword`] or [`CryptoError::WrongKeyFile`].
 //! - Every field of a key slot file is authenticated: one changed without
@@ -49,6 +53,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod aead;
 mod chunk_id;
 mod error;
 mod kdf;
@@ -61,6 +66,7 @@ mod random;
 mod seal;
 mod slot;
 
+pub use aead::{Aead, NONCE_LEN, TAG_LEN};
 pub use chunk_id::ChunkIdKey;
 pub use error::CryptoError;
 pub use kdf::{Argon2Params, SALT_LEN};
@@ -72,5 +78,5 @@ pub use password::{
     Env, PASSWORD_FILE_VAR, PASSWORD_VAR, Password, ProcessEnv, Prompt, Terminal,
     read_new_password, read_password,
 };
-pub use seal::{NONCE_LEN, OVERHEAD, RecordKind, RepoId, Sealer, TAG_LEN};
+pub use seal::{OVERHEAD, RecordKind, RepoId, Sealer};
 pub use slot::{KeySlot, MAX_SLOT_FILE, SLOT_MAGIC, SLOT_VERSION, SlotId, SlotKind, SlotLabel};

@@ -6,6 +6,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+use crate::aead::Aead;
 use crate::chunk_id::ChunkIdKey;
 use crate::key::KEY_LEN;
 use crate::seal::{RepoId, Sealer};
@@ -38,9 +39,10 @@ impl MasterKey {
         }
     }
 
-    /// The sealer of records of the repository `repo`.
-    pub fn sealer(&self, repo: RepoId) -> Sealer {
-        Sealer::new(&self.record, repo)
+    /// The sealer of records of the repository `repo`, whose config names
+    /// `aead`.
+    pub fn sealer(&self, repo: RepoId, aead: Aead) -> Sealer {
+        Sealer::new(&self.record, aead, repo)
     }
 
     /// The key that names chunks.

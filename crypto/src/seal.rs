@@ -1,10 +1,11 @@
-//! Sealing records with XChaCha20-Poly1305.
+//! Sealing records with the repository's cipher ([`Aead`]).
 //!
 //! A sealed record is `nonce (24 bytes) ‖ ciphertext ‖ tag (16 bytes)`:
-//! 40 bytes more than the plaintext. The nonce is random for every record,
-//! so no counter has to survive a crash or be shared between writers (a
-//! server and a `repair` may seal at the same time); at 192 bits, random
-//! nonces do not repeat in any number of records a repository will see.
+//! 40 bytes more than the plaintext, with either cipher. The nonce is
+//! random for every record, so no counter has to survive a crash or be
+//! shared between writers (a server and a `repair` may seal at the same
+//! time); at 192 bits, random nonces do not repeat in any number of
+//! records a repository will see.
 //!
 //! The associated data binds a record to where it belongs: the
 //! repository's id, the record's kind, and a name (a chunk's id, a pack's
@@ -17,16 +18,10 @@
 
 use std::fmt;
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
-
+use crate::aead::{Aead, Cipher, NONCE_LEN, TAG_LEN};
 use crate::key::KEY_LEN;
 use crate::{CryptoError, random};
 
-/// Bytes of the random nonce at the start of a sealed record.
-pub const NONCE_LEN: usize = 24;
-/// Bytes of the authentication tag at the end of a sealed record.
-pub const TAG_LEN: usize = 16;
 /// How much longer a sealed record is than its plaintext.
 pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
@@ -70,16 +65,23 @@ pub enum RecordKind {
 /// Seals and opens the records of one repository. Holds the record key
 /// (the AEAD wipes it on drop); `Debug` shows only the repository id.
 pub struct Sealer {
-    cipher: XChaCha20Poly1305,
+    cipher: Cipher,
+    aead: Aead,
     repo: RepoId,
 }
 
 impl Sealer {
-    pub(crate) fn new(key: &[u8; KEY_LEN], repo: RepoId) -> Sealer {
+    pub(crate) fn new(key: &[u8; KEY_LEN], aead: Aead, repo: RepoId) -> Sealer {
         Sealer {
-            cipher: XChaCha20Poly1305::new(key.into()),
+            cipher: Cipher::new(aead, key),
+            aead,
             repo,
         }
+    }
+
+    /// The cipher this sealer seals and opens with.
+    pub fn aead(&self) -> Aead {
+        self.aead
     }
 
     /// The repository this sealer's records belong to.
@@ -101,7 +103,7 @@ impl Sealer {
         out.extend_from_slice(plaintext);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut out[NONCE_LEN..])
+            .seal(&nonce, &aad, &mut out[NONCE_LEN..])
             .map_err(|_| CryptoError::SealFailed {
                 len: plaintext.len(),
             })?;
@@ -131,7 +133,7 @@ impl Sealer {
         let len = buf.len() - body;
         let tag = self
             .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut buf[body..])
+            .seal(&nonce, &aad, &mut buf[body..])
             .map_err(|_| CryptoError::SealFailed { len })?;
         buf.extend_from_slice(&tag);
         Ok(())
@@ -152,14 +154,12 @@ impl Sealer {
         let aad = associated_data(self.repo, kind, name);
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let (Ok(nonce), Ok(tag)) = (nonce.try_into(), tag.try_into()) else {
+            return Err(CryptoError::SealedTooShort { len: sealed.len() });
+        };
         let mut out = body.to_vec();
         self.cipher
-            .decrypt_in_place_detached(
-                XNonce::from_slice(nonce),
-                &aad,
-                &mut out,
-                Tag::from_slice(tag),
-            )
+            .open(nonce, &aad, &mut out, tag)
             .map_err(|_| CryptoError::Tag)?;
         Ok(out)
     }
@@ -167,7 +167,12 @@ impl Sealer {
 
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sealer({})", hex::encode(self.repo.0))
+        write!(
+            f,
+            "Sealer({}, {})",
+            hex::encode(self.repo.0),
+            self.aead.name()
+        )
     }
 }
 
@@ -191,7 +196,7 @@ mod tests {
     #[test]
     fn sealing_in_place_opens_as_a_sealed_record() {
         let master = crate::MasterKey::generate().unwrap();
-        let s = master.sealer(RepoId([3; 16]));
+        let s = master.sealer(RepoId([3; 16]), Aead::NEWEST);
         let mut buf = b"head".to_vec();
         buf.extend_from_slice(&[0; NONCE_LEN]);
         buf.extend_from_slice(b"some plaintext");
@@ -213,13 +218,27 @@ mod tests {
 
     const REPO: RepoId = RepoId([9; 16]);
 
+    /// Both ciphers: every property below holds for each.
+    const AEADS: [Aead; 2] = [Aead::XChaCha20Poly1305, Aead::Aes256GcmSubkey];
+
     fn sealer(key: u8, repo: RepoId) -> Sealer {
-        Sealer::new(&[key; KEY_LEN], repo)
+        Sealer::new(&[key; KEY_LEN], Aead::NEWEST, repo)
+    }
+
+    fn sealers(key: u8, repo: RepoId) -> impl Iterator<Item = Sealer> {
+        AEADS
+            .into_iter()
+            .map(move |a| Sealer::new(&[key; KEY_LEN], a, repo))
     }
 
     #[test]
     fn a_sealed_record_opens_to_its_plaintext() {
-        let s = sealer(1, REPO);
+        for s in sealers(1, REPO) {
+            a_sealed_record_opens_with(&s);
+        }
+    }
+
+    fn a_sealed_record_opens_with(s: &Sealer) {
         for len in [0usize, 1, 63, 64, 65, 4096, 1 << 20] {
             let plain: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             let sealed = s.seal(RecordKind::Chunk, b"id", &plain).unwrap();
@@ -242,7 +261,12 @@ mod tests {
 
     #[test]
     fn every_flipped_bit_fails_the_tag() {
-        let s = sealer(1, REPO);
+        for s in sealers(1, REPO) {
+            every_flipped_bit_fails_with(&s);
+        }
+    }
+
+    fn every_flipped_bit_fails_with(s: &Sealer) {
         let sealed = s
             .seal(RecordKind::Versions, b"pack", b"some versions")
             .unwrap();
@@ -259,28 +283,40 @@ mod tests {
     }
 
     #[test]
-    fn another_repository_kind_name_or_key_fails_the_tag() {
-        let s = sealer(1, REPO);
-        let sealed = s.seal(RecordKind::Chunk, b"abc", b"content").unwrap();
+    fn another_repository_kind_name_key_or_cipher_fails_the_tag() {
         let tag_err = |r: Result<Vec<u8>, CryptoError>| matches!(r, Err(CryptoError::Tag));
-        assert!(tag_err(sealer(1, RepoId([8; 16])).open(
-            RecordKind::Chunk,
-            b"abc",
-            &sealed
-        )));
-        assert!(tag_err(s.open(RecordKind::PackFooter, b"abc", &sealed)));
-        assert!(tag_err(s.open(RecordKind::Chunk, b"abd", &sealed)));
-        assert!(tag_err(s.open(RecordKind::Chunk, b"ab", &sealed)));
-        assert!(tag_err(sealer(2, REPO).open(
-            RecordKind::Chunk,
-            b"abc",
-            &sealed
-        )));
+        for aead in AEADS {
+            let with = |key: u8, repo| Sealer::new(&[key; KEY_LEN], aead, repo);
+            let s = with(1, REPO);
+            let sealed = s.seal(RecordKind::Chunk, b"abc", b"content").unwrap();
+            assert!(tag_err(with(1, RepoId([8; 16])).open(
+                RecordKind::Chunk,
+                b"abc",
+                &sealed
+            )));
+            assert!(tag_err(s.open(RecordKind::PackFooter, b"abc", &sealed)));
+            assert!(tag_err(s.open(RecordKind::Chunk, b"abd", &sealed)));
+            assert!(tag_err(s.open(RecordKind::Chunk, b"ab", &sealed)));
+            assert!(tag_err(with(2, REPO).open(
+                RecordKind::Chunk,
+                b"abc",
+                &sealed
+            )));
+            for other in AEADS.into_iter().filter(|o| *o != aead) {
+                let o = Sealer::new(&[1; KEY_LEN], other, REPO);
+                assert!(tag_err(o.open(RecordKind::Chunk, b"abc", &sealed)));
+            }
+        }
     }
 
     #[test]
     fn truncated_records_are_errors() {
-        let s = sealer(1, REPO);
+        for s in sealers(1, REPO) {
+            truncated_records_are_errors_with(&s);
+        }
+    }
+
+    fn truncated_records_are_errors_with(s: &Sealer) {
         let sealed = s.seal(RecordKind::Chunk, b"", b"content").unwrap();
         for len in 0..sealed.len() {
             let r = s.open(RecordKind::Chunk, b"", &sealed[..len]);
@@ -305,7 +341,7 @@ mod tests {
     fn debug_shows_the_repository_not_the_key() {
         assert_eq!(
             format!("{:?}", sealer(0xab, REPO)),
-            "Sealer(09090909090909090909090909090909)"
+            "Sealer(09090909090909090909090909090909, aes256gcm-subkey)"
         );
     }
 }

@@ -41,10 +41,10 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
+use crate::aead::{NONCE_LEN, TAG_LEN};
 use crate::kdf::{Argon2Params, SALT_LEN};
 use crate::key::KEY_LEN;
 use crate::master::{MASTER_LEN, MasterKey};
-use crate::seal::{NONCE_LEN, TAG_LEN};
 use crate::{CryptoError, random};
 
 /// The first bytes of every key slot file.

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use rewind_core::frame::MAX_FRAME;
 use rewind_core::{ChunkerParams, RepoError, Timestamp};
+use rewind_crypto::Aead;
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{CONFIG_STEPS, corrupt, io_err};
@@ -55,7 +56,8 @@ pub(crate) struct Config {
 /// The `encryption` field of an encrypted repository's config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Encryption {
-    /// The record cipher: `xchacha20poly1305`.
+    /// The record cipher ([`Aead::name`]): `aes256gcm-subkey` for a new
+    /// repository, `xchacha20poly1305` for the first encrypted ones.
     pub aead: String,
     /// The chunk ids: `blake3-keyed`.
     pub chunk_id: String,
@@ -64,13 +66,24 @@ pub(crate) struct Encryption {
 }
 
 impl Encryption {
-    /// What this build writes and reads.
+    /// What this build writes.
     pub(crate) fn current() -> Encryption {
         Encryption {
-            aead: "xchacha20poly1305".into(),
+            aead: Aead::NEWEST.name().into(),
             chunk_id: "blake3-keyed".into(),
             v: 1,
         }
+    }
+
+    /// The record cipher, if this build knows it (every config that
+    /// [`Config::read`] accepts names one it knows).
+    pub(crate) fn aead(&self) -> Option<Aead> {
+        Aead::from_name(&self.aead)
+    }
+
+    /// Whether this build reads records sealed so.
+    fn is_supported(&self) -> bool {
+        self.aead().is_some() && self.chunk_id == "blake3-keyed" && self.v == 1
     }
 }
 
@@ -152,12 +165,12 @@ impl Config {
         }
         match (&c.encryption, c.format == FORMAT_ENCRYPTED) {
             (None, false) => {}
-            (Some(e), true) if *e == Encryption::current() => {}
+            (Some(e), true) if e.is_supported() => {}
             (Some(e), true) => {
                 return Err(corrupt(
                     &path,
                     format!(
-                        "encryption {}/{} v{} is not supported (this build reads xchacha20poly1305/blake3-keyed v1)",
+                        "encryption {}/{} v{} is not supported (this build reads aes256gcm-subkey or xchacha20poly1305, with blake3-keyed v1)",
                         e.aead, e.chunk_id, e.v
                     ),
                 ));

@@ -25,7 +25,9 @@ use std::sync::Arc;
 
 use rewind_core::frame;
 use rewind_core::{ChunkId, ChunkIds};
-use rewind_crypto::{MasterKey, NONCE_LEN, OVERHEAD, RecordKind, RepoId, Sealer};
+use rewind_crypto::{Aead, MasterKey, NONCE_LEN, OVERHEAD, RecordKind, RepoId, Sealer};
+
+use crate::config::Config;
 
 /// The keys of an encrypted repository, or none (plain). Cheap to clone.
 #[derive(Clone, Default)]
@@ -54,10 +56,21 @@ impl Crypt {
         Crypt(None)
     }
 
-    /// An encrypted repository's, from its master key and id.
-    pub(crate) fn new(master: &MasterKey, repo: RepoId) -> Crypt {
+    /// An encrypted repository's, from its master key and the config's
+    /// id and cipher (a plain config gives a plain one).
+    pub(crate) fn new(master: &MasterKey, config: &Config) -> Crypt {
+        match &config.encryption {
+            // `Config::read` refuses a cipher this build does not know, so
+            // the fallback is never taken; it seals rather than go plain.
+            Some(e) => Crypt::with(master, config.repo_id(), e.aead().unwrap_or(Aead::NEWEST)),
+            None => Crypt::plain(),
+        }
+    }
+
+    /// An encrypted repository's, from its master key, id and cipher.
+    pub(crate) fn with(master: &MasterKey, repo: RepoId, aead: Aead) -> Crypt {
         Crypt(Some(Arc::new(Keys {
-            sealer: master.sealer(repo),
+            sealer: master.sealer(repo, aead),
             ids: ChunkIds::Keyed(Arc::new(master.chunk_id_key().duplicate())),
         })))
     }
@@ -227,7 +240,7 @@ mod tests {
     #[test]
     fn records_open_only_in_their_pack_and_as_their_kind() {
         let master = MasterKey::generate().unwrap();
-        let c = Crypt::new(&master, RepoId([1; 16]));
+        let c = Crypt::with(&master, RepoId([1; 16]), Aead::NEWEST);
         let id = ChunkId([7; 32]);
         let sealed = c
             .seal_record(KIND_CHUNK, Some(&id), "p1", b"chunk")

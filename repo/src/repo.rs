@@ -338,11 +338,7 @@ impl LocalRepo {
                 // is harmless: it seals another master key, opens nothing
                 // of this repository, and `key remove` deletes it.
                 let slot = crate::keys::add_slot(dir, &master, secret, params, slot_label())?;
-                (
-                    config.clone(),
-                    Crypt::new(&master, config.repo_id()),
-                    Some(slot),
-                )
+                (config.clone(), Crypt::new(&master, &config), Some(slot))
             }
         };
         if remote {
@@ -391,10 +387,7 @@ impl LocalRepo {
             return Ok((Crypt::plain(), None));
         }
         let opened = crate::keys::open_keys(dir, secret)?;
-        Ok((
-            Crypt::new(&opened.master, config.repo_id()),
-            Some(opened.slot),
-        ))
+        Ok((Crypt::new(&opened.master, config), Some(opened.slot)))
     }
 
     /// Read every pack's index (`repair`: write missing ones) into a state,

@@ -66,7 +66,7 @@ fn an_encrypted_repository_round_trips_and_its_files_show_no_plaintext() {
     drop(repo);
     let config = fs::read_to_string(tmp.path().join("config")).unwrap();
     assert!(config.contains("\"format\": 5"), "{config}");
-    assert!(config.contains("xchacha20poly1305"), "{config}");
+    assert!(config.contains("aes256gcm-subkey"), "{config}");
     assert_eq!(fs::read_dir(tmp.path().join("keys")).unwrap().count(), 1);
     for (p, bytes) in every_file(tmp.path()) {
         for needle in [&SECRET_TEXT[..20], &SECRET_NAME[8..], b"Zyxwvut"] {
