@@ -329,6 +329,67 @@ fn service_install_without_a_config_needs_the_default_one_and_uses_the_packaged_
     assert_eq!(fake.take(), ENABLE);
 }
 
+/// An agent started by a service has no terminal and no `REWIND_PASSWORD`:
+/// `install` refuses an encrypted repository whose config names no
+/// secret, and with `password_file` in the config the agent, started with
+/// no password in its environment, opens the repository and captures.
+#[test]
+fn service_install_needs_a_password_file_for_an_encrypted_repository_and_the_agent_uses_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let fake = FakeManager::new(&env);
+    let repo = base(&env).join("repo");
+    let r = repo.to_str().unwrap();
+    let init = env
+        .command()
+        .env("REWIND_PASSWORD", "service secret")
+        .args(["--repo", r, "init", "--encrypt"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", show(&init));
+    let cfg = plain_config(&env);
+    let watch = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, format!("repo = {r:?}\n{watch}")).unwrap();
+
+    let out = fake.service(&env, &["install", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("the repository {r} is encrypted")),
+        "{err}"
+    );
+    assert!(err.contains("password_file"), "{err}");
+    assert!(fake.take().is_empty(), "nothing enabled");
+
+    // The password beside the config, named relative to it.
+    let pw = cfg.with_file_name("repo-password");
+    fs::write(&pw, "service secret\n").unwrap();
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(
+        &cfg,
+        format!("repo = {r:?}\npassword_file = \"repo-password\"\n{watch}"),
+    )
+    .unwrap();
+    fake.ok(&env, &["install", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(fake.take(), ENABLE);
+
+    // The agent as the unit starts it: no password in its environment.
+    let stderr = env.tmp.path().join("agent.log");
+    let agent = agent_after_first_pass(&env, &cfg, &[], &stderr);
+    fs::write(env.root.join("sealed.txt"), "captured by the service\n").unwrap();
+    wait_until("sealed.txt captured", || {
+        let out = env
+            .command()
+            .env("REWIND_PASSWORD", "service secret")
+            .args(["--repo", r, "ls", env.root.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("sealed.txt")
+    });
+    drop(agent);
+}
+
 #[test]
 fn service_install_with_linger_asks_loginctl_to_keep_the_user_manager() {
     let env = Env::new();

@@ -44,6 +44,14 @@ use crate::target::Target;
 pub struct Config {
     /// Repository directory.
     pub repo: Option<PathBuf>,
+    /// A file whose first line is the password of an encrypted `repo`
+    /// (relative: to the config file's folder), for an agent that has no
+    /// terminal to ask at; `REWIND_PASSWORD[_FILE]` win over it.
+    pub password_file: Option<PathBuf>,
+    /// A key file that opens an encrypted `repo` (relative: to the config
+    /// file's folder); `--key-file`/`REWIND_KEY_FILE` win over it, and it
+    /// over `password_file`.
+    pub repo_key_file: Option<PathBuf>,
     /// Folders to protect.
     pub watch: Option<WatchConfig>,
     /// Database dump jobs.
@@ -141,6 +149,52 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Make the config's secret for an encrypted repository
+    /// (`repo_key_file`, else `password_file`) the process's default,
+    /// unless the command line or the environment named one already.
+    pub fn use_repo_secret(&self) {
+        if let Some(k) = &self.config.repo_key_file {
+            rewind_repo::use_key_file(self.beside(k));
+        }
+        if let Some(p) = &self.config.password_file {
+            rewind_repo::use_password_file(self.beside(p));
+        }
+    }
+
+    /// Whether the config names a secret for an encrypted repository.
+    pub fn names_repo_secret(&self) -> bool {
+        self.config.repo_key_file.is_some() || self.config.password_file.is_some()
+    }
+
+    /// The repository the agent would open, when it is encrypted and the
+    /// config names no secret for it: an agent started by a service has
+    /// no terminal to ask at and no `REWIND_PASSWORD`, so it would fail at
+    /// every start. `None` also when that cannot be told (no repository
+    /// yet, a store that does not answer): the agent says so itself.
+    pub fn encrypted_repo_without_secret(&self) -> Option<PathBuf> {
+        if self.names_repo_secret() {
+            return None;
+        }
+        let repo = match &self.config.repo {
+            Some(r) => r.clone(),
+            // Uploading to a server: the server holds the keys.
+            None if self.config.server.is_some() => return None,
+            None => crate::paths::default_repo().ok()?,
+        };
+        rewind_repo::LocalRepo::is_encrypted_at(&repo)
+            .ok()
+            .filter(|e| *e)
+            .map(|_| repo)
+    }
+
+    /// `p` taken relative to the config file's folder.
+    fn beside(&self, p: &Path) -> PathBuf {
+        match self.path.as_deref().and_then(Path::parent) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
     /// The job called `name`, or a line listing the jobs there are.
     pub fn job(&self, name: &str) -> Result<&Job> {
         if let Some(j) = self.jobs.iter().find(|j| j.name() == name) {

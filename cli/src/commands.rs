@@ -27,6 +27,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Some(p) => Some(rewind_agent::load(p.as_deref())?),
         None => None,
     };
+    if let Some(l) = &loaded {
+        l.use_repo_secret();
+    }
     let repo_arg = cli
         .global
         .repo

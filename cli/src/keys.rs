@@ -64,6 +64,7 @@ pub(crate) fn key(dir: &Path, key_file: Option<&Path>, cmd: KeyCommand) -> Resul
     }
     let current = FromEnvironment {
         key_file: key_file.map(Path::to_path_buf),
+        password_file: None,
     }
     .secret()
     .map_err(|e| anyhow::anyhow!("repository {}: {e}", dir.display()))?;

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use rewind_core::RepoError;
 use rewind_crypto::{
-    Argon2Params, CryptoError, KeyFileKey, KeySlot, Keyring, MasterKey, Opened, Password,
-    ProcessEnv, SlotId, SlotLabel, Terminal, read_password,
+    Argon2Params, CryptoError, Env, KeyFileKey, KeySlot, Keyring, MasterKey, Opened,
+    PASSWORD_FILE_VAR, PASSWORD_VAR, Password, ProcessEnv, SlotId, SlotLabel, Terminal,
+    read_password,
 };
 use tracing::warn;
 
@@ -46,20 +47,40 @@ pub trait Secrets: Sync {
 }
 
 /// The process's secret: a key file when one was named (`--key-file`),
-/// else a password from `REWIND_PASSWORD`, `REWIND_PASSWORD_FILE` or the
-/// terminal ([`rewind_crypto::read_password`]).
+/// else a password from `REWIND_PASSWORD`, `REWIND_PASSWORD_FILE`, the
+/// password file a config names (`password_file`), or the terminal
+/// ([`rewind_crypto::read_password`]).
 #[derive(Clone, Debug, Default)]
 pub struct FromEnvironment {
     /// A key file to use instead of a password.
     pub key_file: Option<PathBuf>,
+    /// A file whose first line is the password, used when neither
+    /// `REWIND_PASSWORD` nor `REWIND_PASSWORD_FILE` is set.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Secrets for FromEnvironment {
     fn secret(&self) -> Result<Secret, CryptoError> {
-        match &self.key_file {
-            Some(p) => KeyFileKey::read(p).map(Secret::KeyFile),
-            None => read_password(&ProcessEnv, &Terminal).map(Secret::Password),
+        if let Some(p) = &self.key_file {
+            return KeyFileKey::read(p).map(Secret::KeyFile);
         }
+        let set = |var| ProcessEnv.var_os(var).is_some_and(|v| !v.is_empty());
+        match &self.password_file {
+            Some(file) if !set(PASSWORD_VAR) && !set(PASSWORD_FILE_VAR) => {
+                read_password(&NamedFile(file), &Terminal).map(Secret::Password)
+            }
+            _ => read_password(&ProcessEnv, &Terminal).map(Secret::Password),
+        }
+    }
+}
+
+/// An environment in which `REWIND_PASSWORD_FILE` names `.0` and nothing
+/// else is set: the password file of a config, read as the variable's.
+struct NamedFile<'a>(&'a Path);
+
+impl Env for NamedFile<'_> {
+    fn var_os(&self, name: &str) -> Option<std::ffi::OsString> {
+        (name == PASSWORD_FILE_VAR).then(|| self.0.as_os_str().to_owned())
     }
 }
 
@@ -71,6 +92,18 @@ static DEFAULT: std::sync::OnceLock<FromEnvironment> = std::sync::OnceLock::new(
 pub fn use_key_file(key_file: PathBuf) {
     let _ = DEFAULT.set(FromEnvironment {
         key_file: Some(key_file),
+        password_file: None,
+    });
+}
+
+/// Make the file `password_file` the password of every repository this
+/// process opens without naming a secret, unless `REWIND_PASSWORD` or
+/// `REWIND_PASSWORD_FILE` is set; the agent calls it for its config's
+/// `password_file`. Ignored after [`use_key_file`] or a first call.
+pub fn use_password_file(password_file: PathBuf) {
+    let _ = DEFAULT.set(FromEnvironment {
+        key_file: None,
+        password_file: Some(password_file),
     });
 }
 

@@ -169,7 +169,7 @@ mod tests_retention;
 mod tests_s3;
 
 pub use idx_cache::choose_index_cache;
-pub use keys::{FromEnvironment, Secret, Secrets, SlotInfo, use_key_file};
+pub use keys::{FromEnvironment, Secret, Secrets, SlotInfo, use_key_file, use_password_file};
 pub use prune::{DEFAULT_GRACE, DEFAULT_MAX_UNUSED, PruneOptions};
 pub use repo::LocalRepo;
 pub use rewind_core::forget::PruneReport;

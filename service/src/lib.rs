@@ -90,6 +90,19 @@ fn something_to_do(config: Option<&Path>) -> Result<()> {
             file.display()
         );
     }
+    if let Some(repo) = loaded.encrypted_repo_without_secret() {
+        let file = match &loaded.path {
+            Some(p) => p.clone(),
+            None => rewind_agent::default_path()?,
+        };
+        bail!(
+            "{}: the repository {} is encrypted, and a service has no terminal to ask for \
+             its password; add password_file = \"FILE\" (a 0600 file whose first line is \
+             the password) or repo_key_file = \"FILE\" to the config",
+            file.display(),
+            repo.display()
+        );
+    }
     Ok(())
 }
 
