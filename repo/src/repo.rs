@@ -118,6 +118,13 @@ pub struct LocalRepo {
     slot: Option<SlotId>,
 }
 
+/// Where an opening takes an encrypted repository's secret from: asked
+/// of a [`Secrets`] only when the config says it is encrypted, or given.
+enum Unlock<'a> {
+    Ask(&'a dyn Secrets),
+    Given(&'a Secret),
+}
+
 /// What only the writer has. Lock order: this mutex before `state`.
 pub(crate) struct Writer {
     /// `DIR/lock`, locked for as long as this lives (none on an object
@@ -509,16 +516,27 @@ impl LocalRepo {
 
     /// [`LocalRepo::open`] with the secret from `secrets`.
     pub fn open_with(dir: &Path, secrets: &dyn Secrets) -> Result<LocalRepo, RepoError> {
-        let config = Config::read(dir)?;
-        let (crypt, slot) = Self::unlock(dir, &config, secrets)?;
-        Self::open_unlocked(dir, config, crypt, slot)
+        Self::open_as(dir, Unlock::Ask(secrets), false)
     }
 
     /// [`LocalRepo::open`] with `secret`.
     pub fn open_with_secret(dir: &Path, secret: &Secret) -> Result<LocalRepo, RepoError> {
+        Self::open_as(dir, Unlock::Given(secret), false)
+    }
+
+    /// Read the config, open the keys as `unlock` says, and open `dir` as
+    /// a reader or a `writer`.
+    fn open_as(dir: &Path, unlock: Unlock<'_>, writer: bool) -> Result<LocalRepo, RepoError> {
         let config = Config::read(dir)?;
-        let (crypt, slot) = Self::unlock_with(dir, &config, secret)?;
-        Self::open_unlocked(dir, config, crypt, slot)
+        let (crypt, slot) = match unlock {
+            Unlock::Ask(secrets) => Self::unlock(dir, &config, secrets)?,
+            Unlock::Given(secret) => Self::unlock_with(dir, &config, secret)?,
+        };
+        if writer {
+            Self::open_writer_unlocked(dir, config, crypt, slot)
+        } else {
+            Self::open_unlocked(dir, config, crypt, slot)
+        }
     }
 
     fn open_unlocked(
@@ -549,16 +567,12 @@ impl LocalRepo {
 
     /// [`LocalRepo::open_writer`] with the secret from `secrets`.
     pub fn open_writer_with(dir: &Path, secrets: &dyn Secrets) -> Result<LocalRepo, RepoError> {
-        let config = Config::read(dir)?;
-        let (crypt, slot) = Self::unlock(dir, &config, secrets)?;
-        Self::open_writer_unlocked(dir, config, crypt, slot)
+        Self::open_as(dir, Unlock::Ask(secrets), true)
     }
 
     /// [`LocalRepo::open_writer`] with `secret`.
     pub fn open_writer_with_secret(dir: &Path, secret: &Secret) -> Result<LocalRepo, RepoError> {
-        let config = Config::read(dir)?;
-        let (crypt, slot) = Self::unlock_with(dir, &config, secret)?;
-        Self::open_writer_unlocked(dir, config, crypt, slot)
+        Self::open_as(dir, Unlock::Given(secret), true)
     }
 
     fn open_writer_unlocked(
