@@ -113,6 +113,26 @@ pub(crate) trait Store: Send + Sync {
             })
             .collect())
     }
+    /// The files in the subdirectories of `dir` whose names `keep_sub`
+    /// accepts (`dir/<sub>/<name>`), each with its subdirectory's name, in
+    /// no order; a missing `dir` is empty. A directory lists each
+    /// subdirectory; a store lists the whole prefix at once (a page per
+    /// thousand objects) instead of once per subdirectory.
+    fn list_nested(
+        &self,
+        dir: &Path,
+        keep_sub: &dyn Fn(&str) -> bool,
+    ) -> io::Result<Vec<(String, Listed)>> {
+        let mut out = Vec::new();
+        for sub in self.list_meta(dir)? {
+            if keep_sub(&sub.name) {
+                for file in self.list_meta(&sub.path)? {
+                    out.push((sub.name.clone(), file));
+                }
+            }
+        }
+        Ok(out)
+    }
     /// [`Store::open_blob`] of a file whose length the caller knows (from a
     /// listing or an index): a store then sends no HEAD. Reads past the
     /// real end fail as they would on a file.

@@ -34,19 +34,21 @@ pub(crate) fn list_packs(dir: &Path) -> Result<BTreeMap<PackName, PathBuf>, Repo
 /// Every `packs/<2 hex>/<32 hex>.pack`, by name, with its length when the
 /// listing carries it (an object store's does: no HEAD per pack).
 pub(crate) fn list_packs_meta(dir: &Path) -> Result<BTreeMap<PackName, Listed>, RepoError> {
-    let mut out = BTreeMap::new();
-    for sub in entries(&dir.join("packs"))? {
-        if sub.name.len() != 2 || !sub.name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            debug!(path = %sub.path.display(), "ignoring a foreign entry in packs/");
-            continue;
+    let packs = dir.join("packs");
+    let two_hex = |sub: &str| {
+        let ours = sub.len() == 2 && sub.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ours {
+            debug!(path = %packs.join(sub).display(), "ignoring a foreign entry in packs/");
         }
-        for file in entries(&sub.path)? {
-            match file.name.strip_suffix(".pack").and_then(PackName::parse) {
-                Some(name) if name.to_hex().starts_with(&sub.name) => {
-                    out.insert(name, file);
-                }
-                _ => debug!(path = %file.path.display(), "ignoring a foreign file in packs/"),
+        ours
+    };
+    let mut out = BTreeMap::new();
+    for (sub, file) in crate::store::list_nested(&packs, &two_hex).map_err(io_err(&packs))? {
+        match file.name.strip_suffix(".pack").and_then(PackName::parse) {
+            Some(name) if name.to_hex().starts_with(&sub) => {
+                out.insert(name, file);
             }
+            _ => debug!(path = %file.path.display(), "ignoring a foreign file in packs/"),
         }
     }
     Ok(out)

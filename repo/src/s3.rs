@@ -198,6 +198,22 @@ fn runtime() -> io::Result<&'static tokio::runtime::Runtime> {
     Ok(RT.get_or_init(|| rt))
 }
 
+/// What a listing tells of the object `o`, found as `name` at `path`.
+fn listed(path: PathBuf, name: &str, o: &object_store::ObjectMeta) -> Listed {
+    Listed {
+        name: name.to_string(),
+        path,
+        len: Some(o.size),
+        // The ETag alone would do on a store that gives one; the time of
+        // last change keeps a store without ETags honest.
+        version: Some(format!(
+            "{} {}",
+            o.e_tag.as_deref().unwrap_or("-"),
+            o.last_modified.timestamp_nanos_opt().unwrap_or(0)
+        )),
+    }
+}
+
 /// Run `f` on `rt` and wait for its answer.
 fn run<T: Send + 'static>(
     rt: &tokio::runtime::Runtime,
@@ -520,20 +536,38 @@ impl Store for S3Store {
             })
         };
         let prefixes = r.common_prefixes.iter().filter_map(named);
-        let objects = r.objects.iter().filter_map(|o| {
-            named(&o.location).map(|l| Listed {
-                len: Some(o.size),
-                // The ETag alone would do on a store that gives one; the
-                // time of last change keeps a store without ETags honest.
-                version: Some(format!(
-                    "{} {}",
-                    o.e_tag.as_deref().unwrap_or("-"),
-                    o.last_modified.timestamp_nanos_opt().unwrap_or(0)
-                )),
-                ..l
-            })
-        });
+        let objects = r
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(|n| listed(dir.join(n), n, o)));
         Ok(prefixes.chain(objects).collect())
+    }
+
+    fn list_nested(
+        &self,
+        dir: &Path,
+        keep_sub: &dyn Fn(&str) -> bool,
+    ) -> io::Result<Vec<(String, Listed)>> {
+        use futures::TryStreamExt;
+        let (c, k) = (self.client.clone(), self.key(dir)?);
+        let prefix = (!k.as_ref().is_empty()).then(|| k.clone());
+        count(&self.requests.list);
+        let all: Vec<object_store::ObjectMeta> =
+            self.run(async move { c.list(prefix.as_ref()).try_collect().await })?;
+        let mut out = Vec::new();
+        for o in &all {
+            let Some(parts) = o.location.prefix_match(&k) else {
+                continue;
+            };
+            let parts: Vec<_> = parts.collect();
+            if let [sub, name] = &parts[..] {
+                let (sub, name) = (sub.as_ref(), name.as_ref());
+                if keep_sub(sub) {
+                    out.push((sub.to_string(), listed(dir.join(sub).join(name), name, o)));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn put(

@@ -94,6 +94,14 @@ pub(crate) fn list_meta(dir: &Path) -> io::Result<Vec<Listed>> {
     at(dir)?.list_meta(dir)
 }
 
+/// [`Store::list_nested`] of the backend of `dir`.
+pub(crate) fn list_nested(
+    dir: &Path,
+    keep_sub: &dyn Fn(&str) -> bool,
+) -> io::Result<Vec<(String, Listed)>> {
+    at(dir)?.list_nested(dir, keep_sub)
+}
+
 /// [`Store::remove`] of the backend of `path`.
 pub(crate) fn remove(path: &Path) -> io::Result<()> {
     at(path)?.remove(path)

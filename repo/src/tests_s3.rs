@@ -352,9 +352,10 @@ fn opening_takes_pack_sizes_from_the_listing_and_sends_no_head() {
     eprintln!("open of 4 packs: {open:?}");
     assert_eq!(r.stats().unwrap().versions, 4);
     assert_eq!(open.head, 0, "{open:?}");
-    // config, retention, and the 4 index objects; a LIST of index/,
-    // packs/ and each packs/<ab>/.
+    // config, retention, and the 4 index objects; a LIST of index/, and
+    // one of all of packs/ (not one per packs/<ab>/).
     assert_eq!(open.get, 2 + 4, "{open:?}");
+    assert_eq!(open.list, 2, "{open:?}");
     let before = s.store.requests.now();
     for c in &chunks {
         assert_eq!(r.read_chunk(&c.id).unwrap(), c.decode().unwrap());
