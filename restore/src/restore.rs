@@ -650,6 +650,46 @@ impl Writer<'_> {
     /// then renamed over the entry (in place, chunks the file already
     /// holds are copied instead of fetched).
     fn write_file(&self, job: &FileJob, v: &Version) -> io::Result<Written> {
+        self.write_file_from(job, v, &HashMap::new())
+    }
+
+    /// Write the small files of `batch` (entry, source, components, job),
+    /// their chunks fetched together first: one request for the batch
+    /// instead of one per file, which a store answers with a few ranged
+    /// GETs where the files lie together in packs. If that fetch fails,
+    /// each file fetches its own, so a damaged chunk is reported for its
+    /// file only. The outcome of each entry, in order.
+    fn write_batch(
+        &self,
+        batch: &[(usize, usize, DirKey, FileJob)],
+        tree: &[Version],
+    ) -> Vec<io::Result<Written>> {
+        let mut ids: Vec<ChunkId> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (_, source, _, _) in batch {
+            for c in tree[*source].chunks() {
+                if seen.insert(c.id) {
+                    ids.push(c.id);
+                }
+            }
+        }
+        let ahead: HashMap<ChunkId, Vec<u8>> = match self.repo.read_chunks(&ids) {
+            Ok(data) if data.len() == ids.len() => ids.into_iter().zip(data).collect(),
+            _ => HashMap::new(),
+        };
+        batch
+            .iter()
+            .map(|(_, source, _, job)| self.write_file_from(job, &tree[*source], &ahead))
+            .collect()
+    }
+
+    /// [`Writer::write_file`], taking chunks found in `ahead` from there.
+    fn write_file_from(
+        &self,
+        job: &FileJob,
+        v: &Version,
+        ahead: &HashMap<ChunkId, Vec<u8>>,
+    ) -> io::Result<Written> {
         let FileJob {
             dirfd,
             name,
@@ -697,23 +737,27 @@ impl Writer<'_> {
                     })
                 }
             }
-            // A window of chunks at a time: local copies first, then the
-            // rest from the repository in one request (a server answers a
-            // window in one round trip instead of one per chunk).
+            // A window of chunks at a time: chunks fetched ahead and local
+            // copies first, then the rest from the repository in one
+            // request (a server answers a window in one round trip instead
+            // of one per chunk).
             for window in v.chunks().chunks(RESTORE_WINDOW) {
-                let local_data: Vec<Option<Vec<u8>>> = window
+                let ready: Vec<Option<(Vec<u8>, bool)>> = window
                     .iter()
                     .map(|c| {
+                        if let Some(d) = ahead.get(&c.id) {
+                            return Some((d.clone(), true));
+                        }
                         let (f, map, _, _) = local.as_ref()?;
                         let &(off, len) = map.get(&c.id)?;
                         let mut buf = vec![0; len as usize];
                         f.read_exact_at(&mut buf, off).ok()?;
-                        (self.ids.id_of(&buf) == c.id).then_some(buf)
+                        (self.ids.id_of(&buf) == c.id).then_some((buf, false))
                     })
                     .collect();
                 let wanted: Vec<ChunkId> = window
                     .iter()
-                    .zip(&local_data)
+                    .zip(&ready)
                     .filter(|(_, d)| d.is_none())
                     .map(|(c, _)| c.id)
                     .collect();
@@ -723,9 +767,13 @@ impl Writer<'_> {
                     self.repo.read_chunks(&wanted).map_err(io::Error::other)?
                 }
                 .into_iter();
-                for (c, d) in window.iter().zip(local_data) {
+                for (c, d) in window.iter().zip(ready) {
                     let data = match d {
-                        Some(d) => {
+                        Some((d, true)) => {
+                            done.bytes_fetched += d.len() as u64;
+                            d
+                        }
+                        Some((d, false)) => {
                             done.bytes_reused += c.len as u64;
                             d
                         }
@@ -788,6 +836,18 @@ const MAX_WRITERS: usize = 8;
 /// Chunks fetched per request while restoring a file (at most 32 MiB with
 /// the largest chunks).
 const RESTORE_WINDOW: usize = 32;
+
+/// Files written by one writer with their chunks fetched together
+/// (entry, source entry, components, job): small files, at most
+/// [`BATCH_FILES`] of them and about [`BATCH_BYTES`].
+type Batch = Vec<(usize, usize, DirKey, FileJob)>;
+
+/// A file up to this size may share a batch: a few chunks at most.
+const BATCH_FILE_MAX: u64 = 1 << 20;
+/// Files in one batch (one fetch of their chunks).
+const BATCH_FILES: usize = 64;
+/// Bytes of content in one batch, about: what a writer holds at once.
+const BATCH_BYTES: u64 = 8 << 20;
 
 /// Restore `path` (a stored absolute path) as it was at `at`.
 pub fn restore(
@@ -925,23 +985,46 @@ pub fn restore(
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, MAX_WRITERS);
+    // Small files go to them in batches whose chunks are fetched together
+    // (`Writer::write_batch`); in place, a file's own chunks may be on
+    // disk already, so files go one by one.
+    let batching = !d.in_place;
     std::thread::scope(|scope| {
-        let (job_tx, job_rx) =
-            crossbeam_channel::bounded::<(usize, usize, DirKey, FileJob)>(threads * 32);
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<Batch>(threads * 4);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         for _ in 0..threads {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
             let (writer, tree) = (&writer, &tree);
             scope.spawn(move || {
-                for (i, source, comps, job) in job_rx {
-                    let r = writer.write_file(&job, &tree[source]).map(Some);
-                    if done_tx.send((i, comps, r)).is_err() {
-                        break;
+                for batch in job_rx {
+                    let results = match &batch[..] {
+                        [(_, source, _, job)] => vec![writer.write_file(job, &tree[*source])],
+                        _ => writer.write_batch(&batch, tree),
+                    };
+                    for ((i, _, comps, _), r) in batch.into_iter().zip(results) {
+                        if done_tx.send((i, comps, r.map(Some))).is_err() {
+                            return;
+                        }
                     }
                 }
             });
         }
         drop((job_rx, done_tx));
+        let mut pending: Batch = Vec::new();
+        let mut pending_bytes = 0u64;
+        // Hand `batch` to the writers; if they are all gone (they stop
+        // only when this side stops sending), write it here.
+        let send = |batch: Batch, d: &mut Dest<'_>, t: &mut Tally| {
+            if batch.is_empty() {
+                return;
+            }
+            if let Err(e) = job_tx.send(batch) {
+                for (i, source, comps, job) in e.into_inner() {
+                    let r = writer.write_file(&job, &tree[source]).map(Some);
+                    settle(d, t, i, comps, r);
+                }
+            }
+        };
         for (i, v) in tree.iter().enumerate() {
             for (i, comps, r) in done_rx.try_iter() {
                 settle(&mut d, &mut t, i, comps, r);
@@ -978,14 +1061,18 @@ pub fn restore(
             };
             let r = match d.restore_entry(&comps, &v.path, &tree[source]) {
                 Ok(Some(job)) if queue => {
-                    if let Err(e) = job_tx.send((i, source, comps.clone(), job)) {
-                        // Every writer is gone (they only stop when this
-                        // side stops sending): write it here.
-                        let (_, source, _, job) = e.into_inner();
-                        writer.write_file(&job, &tree[source]).map(Some)
+                    let size = tree[source].size();
+                    if batching && size <= BATCH_FILE_MAX {
+                        pending.push((i, source, comps, job));
+                        pending_bytes += size;
+                        if pending.len() >= BATCH_FILES || pending_bytes >= BATCH_BYTES {
+                            send(std::mem::take(&mut pending), &mut d, &mut t);
+                            pending_bytes = 0;
+                        }
                     } else {
-                        continue;
+                        send(vec![(i, source, comps, job)], &mut d, &mut t);
                     }
+                    continue;
                 }
                 Ok(Some(job)) => writer.write_file(&job, &tree[source]).map(Some),
                 Ok(None) => Ok(None),
@@ -1004,6 +1091,7 @@ pub fn restore(
             }
             settle(&mut d, &mut t, i, comps, r);
         }
+        send(pending, &mut d, &mut t);
         drop(job_tx);
         for (i, comps, r) in done_rx {
             settle(&mut d, &mut t, i, comps, r);

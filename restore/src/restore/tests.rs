@@ -530,3 +530,98 @@ fn files_written_by_the_writer_threads_are_all_counted_and_right() {
         );
     }
 }
+
+/// The repository of a fixture, counting the requests for chunks a
+/// restore sends (each `read_chunk` or `read_chunks` call is one round
+/// trip to a server, and one or a few ranged GETs on a store).
+struct Counting<'a> {
+    repo: &'a LocalRepo,
+    requests: std::sync::atomic::AtomicUsize,
+}
+
+impl Repository for Counting<'_> {
+    fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError> {
+        self.repo.missing_chunks(ids)
+    }
+    fn put_chunks(&self, chunks: Vec<EncodedChunk>) -> Result<(), RepoError> {
+        self.repo.put_chunks(chunks)
+    }
+    fn commit_versions(&self, versions: Vec<Version>) -> Result<(), RepoError> {
+        self.repo.commit_versions(versions)
+    }
+    fn versions_of(&self, client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError> {
+        self.repo.versions_of(client, path)
+    }
+    fn tree_at(&self, client: &str, path: &[u8], at: Timestamp) -> Result<Vec<Version>, RepoError> {
+        self.repo.tree_at(client, path, at)
+    }
+    fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
+        self.repo.covers(client, path)
+    }
+    fn find(
+        &self,
+        client: &str,
+        q: &rewind_core::FindQuery,
+    ) -> Result<rewind_core::FindReply, RepoError> {
+        self.repo.find(client, q)
+    }
+    fn activity(
+        &self,
+        client: &str,
+        q: &rewind_core::ActivityQuery,
+    ) -> Result<Vec<rewind_core::ActivityBucket>, RepoError> {
+        self.repo.activity(client, q)
+    }
+    fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.repo.read_chunk(id)
+    }
+    fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.repo.read_chunks(ids)
+    }
+    fn stats(&self) -> Result<rewind_core::RepoStats, RepoError> {
+        self.repo.stats()
+    }
+}
+
+/// Small files restored to a new place have their chunks fetched in
+/// batches (one request for up to 64 files), not one request per file;
+/// the content is the same.
+#[test]
+fn small_files_are_fetched_in_batches_not_one_request_each() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    for i in 0..200 {
+        f.file(&format!("f{i}"), 20, format!("small file {i}\n").as_bytes());
+    }
+    // And one large file of several chunks, fetched on its own.
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    f.file("big", 20, &big);
+    let counting = Counting {
+        repo: &f.repo,
+        requests: Default::default(),
+    };
+    let dest = f.base.join("out");
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        ..Default::default()
+    };
+    let r = restore(&counting, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.files, 201);
+    for i in 0..200 {
+        assert_eq!(
+            std::fs::read(dest.join(format!("f{i}"))).unwrap(),
+            format!("small file {i}\n").as_bytes()
+        );
+    }
+    assert!(std::fs::read(dest.join("big")).unwrap() == big);
+    let requests = counting.requests.into_inner();
+    // 200 small files in batches of at most 64, and the large one.
+    assert!(requests <= 8, "{requests} requests for 201 files");
+}
