@@ -203,14 +203,37 @@ fn run<T: Send + 'static>(
     rt: &tokio::runtime::Runtime,
     f: impl Future<Output = object_store::Result<T>> + Send + 'static,
 ) -> io::Result<T> {
+    run_raw(rt, f)?.map_err(to_io)
+}
+
+/// The same, the store's answer as object_store gives it.
+fn run_raw<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    f: impl Future<Output = object_store::Result<T>> + Send + 'static,
+) -> io::Result<object_store::Result<T>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     rt.spawn(async move {
         let _ = tx.send(f.await);
     });
-    match rx.recv() {
-        Ok(r) => r.map_err(to_io),
-        Err(_) => Err(io::Error::other("the object store request was abandoned")),
-    }
+    rx.recv()
+        .map_err(|_| io::Error::other("the object store request was abandoned"))
+}
+
+/// Tries of a listing whose answer broke off while its body was read.
+/// object_store retries a request that fails or is answered 5xx, and the
+/// body of a GET from where it stopped, but not the body of a LIST answer
+/// (0.12: `Error::ListResponseBody`): one connection dropped there failed
+/// the whole command (found by tests/s3_faults.rs, whose proxy cuts
+/// answers in the middle). A listing is a read, so trying it again is
+/// harmless; three tries, 200 then 400 ms apart, outlast a dropped
+/// connection without hiding a store that keeps failing.
+const LIST_TRIES: u32 = 3;
+
+/// Whether `e` is an answer whose body broke off (the request itself
+/// succeeded). object_store names these errors "Error getting … response
+/// body" and gives them no variant of their own.
+fn body_broke_off(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. }) && e.to_string().contains("response body")
 }
 
 /// An `object_store` error as an `io::Error` whose kind callers match on.
@@ -507,10 +530,23 @@ impl Store for S3Store {
     }
 
     fn list_meta(&self, dir: &Path) -> io::Result<Vec<Listed>> {
-        let (c, k) = (self.client.clone(), self.key(dir)?);
+        let k = self.key(dir)?;
         let prefix = (!k.as_ref().is_empty()).then_some(k);
-        count(&self.requests.list);
-        let r = self.run(async move { c.list_with_delimiter(prefix.as_ref()).await })?;
+        let mut tries = 0;
+        let r = loop {
+            tries += 1;
+            let (c, prefix) = (self.client.clone(), prefix.clone());
+            count(&self.requests.list);
+            match run_raw(self.rt, async move {
+                c.list_with_delimiter(prefix.as_ref()).await
+            })? {
+                Err(e) if tries < LIST_TRIES && body_broke_off(&e) => {
+                    tracing::info!(dir = %dir.display(), error = %e, "listing again");
+                    std::thread::sleep(std::time::Duration::from_millis(100 << tries));
+                }
+                r => break r.map_err(to_io)?,
+            }
+        };
         let named = |p: &Key| {
             p.filename().map(|n| Listed {
                 name: n.to_string(),
@@ -663,5 +699,31 @@ impl Leasing for S3Store {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(msg: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: msg.into(),
+        }
+    }
+
+    #[test]
+    fn only_an_answer_whose_body_broke_off_is_listed_again() {
+        assert!(body_broke_off(&generic(
+            "Error getting list response body: HTTP error: request or response body error"
+        )));
+        assert!(!body_broke_off(&generic(
+            "Error performing list request: Server returned non-2xx status code: 403 Forbidden"
+        )));
+        assert!(!body_broke_off(&object_store::Error::NotFound {
+            path: "x".into(),
+            source: "response body".into(),
+        }));
     }
 }
