@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
