@@ -20,7 +20,9 @@
 //!   late, as from a store that is slow, not down). Only for requests a
 //!   client may repeat blindly (no `If-None-Match`, `If-Match`, no POST):
 //!   object_store does not retry a conditional write that timed out, since
-//!   it cannot know whether it happened.
+//!   it cannot know whether it happened. Nor DELETE: a late DELETE of the
+//!   lease object would remove the next writer's lease (the lease has no
+//!   fencing; docs/decisions.md, "Fault tests against object storage").
 //! - `DropRequest`: the connection is closed once the request is read,
 //!   nothing forwarded.
 //! - `CutResponse`: forwarded; the store's answer is cut in the middle
@@ -402,6 +404,7 @@ fn choose(s: &Shared, head: &Head) -> Option<Fault> {
     }
     if kind == Fault::Stall {
         let repeatable = !head.first.starts_with("POST ")
+            && !head.first.starts_with("DELETE ")
             && head.header("If-None-Match").is_none()
             && head.header("If-Match").is_none();
         if !repeatable {
