@@ -219,14 +219,64 @@ fn run<T: Send + 'static>(
     rt: &tokio::runtime::Runtime,
     f: impl Future<Output = object_store::Result<T>> + Send + 'static,
 ) -> io::Result<T> {
+    run_raw(rt, f)?.map_err(to_io)
+}
+
+/// The same, the store's answer as object_store gives it.
+fn run_raw<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    f: impl Future<Output = object_store::Result<T>> + Send + 'static,
+) -> io::Result<object_store::Result<T>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     rt.spawn(async move {
         let _ = tx.send(f.await);
     });
-    match rx.recv() {
-        Ok(r) => r.map_err(to_io),
-        Err(_) => Err(io::Error::other("the object store request was abandoned")),
+    rx.recv()
+        .map_err(|_| io::Error::other("the object store request was abandoned"))
+}
+
+/// Tries of a listing whose answer broke off while its body was read.
+/// object_store retries a request that fails or is answered 5xx, and the
+/// body of a GET from where it stopped, but not the body of a LIST answer
+/// (0.12: `Error::ListResponseBody`): one connection dropped there failed
+/// the whole command (found by tests/s3_faults.rs, whose proxy cuts
+/// answers in the middle). A listing is a read, so trying it again is
+/// harmless; three tries, 200 then 400 ms apart, outlast a dropped
+/// connection without hiding a store that keeps failing.
+const LIST_TRIES: u32 = 3;
+
+impl S3Store {
+    /// The answer of `list(client, prefix of dir)`, a listing request,
+    /// sent again (up to [`LIST_TRIES`] times) when its answer broke off
+    /// while its body was read.
+    fn listing<T, F, Fut>(&self, dir: &Path, list: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<dyn ObjectStore>, Option<Key>) -> Fut,
+        Fut: Future<Output = object_store::Result<T>> + Send + 'static,
+    {
+        let k = self.key(dir)?;
+        let prefix = (!k.as_ref().is_empty()).then_some(k);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            count(&self.requests.list);
+            match run_raw(self.rt, list(self.client.clone(), prefix.clone()))? {
+                Err(e) if tries < LIST_TRIES && body_broke_off(&e) => {
+                    tracing::info!(dir = %dir.display(), error = %e, "listing again");
+                    std::thread::sleep(std::time::Duration::from_millis(100 << tries));
+                }
+                r => return r.map_err(to_io),
+            }
+        }
     }
+}
+
+/// Whether `e` is an answer whose body broke off (the request itself
+/// succeeded). object_store names these errors "Error getting … response
+/// body" and gives them no variant of their own.
+fn body_broke_off(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. }) && e.to_string().contains("response body")
 }
 
 /// An `object_store` error as an `io::Error` whose kind callers match on.
@@ -389,21 +439,34 @@ impl S3Store {
                 });
             at += n;
         }
+        let completing = sent.is_ok();
         let (mut upload, done) = match sent {
             Ok(()) => {
                 let (upload, r) = self.run(async move {
                     let r = upload.complete().await;
                     Ok((upload, r))
                 })?;
-                (upload, r.map(|_| ()).map_err(to_io))
+                // Tests: the store completed the upload, its answer was
+                // lost on the way back.
+                let r = r.map(|_| ()).map_err(to_io);
+                (upload, r.and_then(|()| failpoint("s3.complete")))
             }
             Err(e) => (upload, Err(e)),
         };
         let Err(e) = done else {
             return Ok(());
         };
-        // A completion whose answer was lost may have made the object
-        // whole; aborting it then is refused, harmlessly.
+        // A completion whose answer was lost (the connection dropped, or
+        // object_store's retry of it found the upload already completed)
+        // may have made the object whole. Then the upload succeeded: an
+        // error here would make the writer send the same records again in
+        // another pack, stored twice (found by tests/s3_faults.rs). Pack
+        // names are unique, so an object of this name and length is ours.
+        if completing && matches!(Store::len(self, dest), Ok(n) if n == len) {
+            tracing::info!(object = %dest.display(), error = %e, "the multipart upload completed although its answer was lost");
+            return Ok(());
+        }
+        // Aborting an upload that did complete is refused, harmlessly.
         count(&self.requests.abort);
         if let Err(a) = self.run(async move { upload.abort().await }) {
             tracing::warn!(object = %dest.display(), error = %a, "could not abort a failed multipart upload; the store may keep its parts until its lifecycle rules remove them");
@@ -523,10 +586,9 @@ impl Store for S3Store {
     }
 
     fn list_meta(&self, dir: &Path) -> io::Result<Vec<Listed>> {
-        let (c, k) = (self.client.clone(), self.key(dir)?);
-        let prefix = (!k.as_ref().is_empty()).then_some(k);
-        count(&self.requests.list);
-        let r = self.run(async move { c.list_with_delimiter(prefix.as_ref()).await })?;
+        let r = self.listing(dir, |c, prefix| async move {
+            c.list_with_delimiter(prefix.as_ref()).await
+        })?;
         let named = |p: &Key| {
             p.filename().map(|n| Listed {
                 name: n.to_string(),
@@ -549,11 +611,10 @@ impl Store for S3Store {
         keep_sub: &dyn Fn(&str) -> bool,
     ) -> io::Result<Vec<(String, Listed)>> {
         use futures::TryStreamExt;
-        let (c, k) = (self.client.clone(), self.key(dir)?);
-        let prefix = (!k.as_ref().is_empty()).then(|| k.clone());
-        count(&self.requests.list);
-        let all: Vec<object_store::ObjectMeta> =
-            self.run(async move { c.list(prefix.as_ref()).try_collect().await })?;
+        let k = self.key(dir)?;
+        let all: Vec<object_store::ObjectMeta> = self.listing(dir, |c, prefix| async move {
+            c.list(prefix.as_ref()).try_collect().await
+        })?;
         let mut out = Vec::new();
         for o in &all {
             let Some(parts) = o.location.prefix_match(&k) else {
@@ -697,5 +758,31 @@ impl Leasing for S3Store {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(msg: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: msg.into(),
+        }
+    }
+
+    #[test]
+    fn only_an_answer_whose_body_broke_off_is_listed_again() {
+        assert!(body_broke_off(&generic(
+            "Error getting list response body: HTTP error: request or response body error"
+        )));
+        assert!(!body_broke_off(&generic(
+            "Error performing list request: Server returned non-2xx status code: 403 Forbidden"
+        )));
+        assert!(!body_broke_off(&object_store::Error::NotFound {
+            path: "x".into(),
+            source: "response body".into(),
+        }));
     }
 }

@@ -36,6 +36,26 @@ fn ignoring(store: &'static S3Store) -> &'static dyn Leasing {
     Box::leak(Box::new(Ignoring(store)))
 }
 
+/// A store whose answer to the first write is lost: the client sends it
+/// again (as object_store does when the connection drops before the
+/// answer) and hears the answer to the second try.
+struct FirstAnswerLost(&'static S3Store, std::sync::atomic::AtomicBool);
+
+impl Leasing for FirstAnswerLost {
+    fn get_tagged(&self, path: &Path) -> std::io::Result<Option<(Vec<u8>, Option<String>)>> {
+        self.0.get_tagged(path)
+    }
+    fn put_if(&self, path: &Path, bytes: Vec<u8>, cond: PutIf) -> std::io::Result<Written> {
+        if !self.1.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.0.put_if(path, bytes.clone(), cond.clone())?;
+        }
+        self.0.put_if(path, bytes, cond)
+    }
+    fn delete(&self, path: &Path) -> std::io::Result<()> {
+        self.0.delete(path)
+    }
+}
+
 /// A short lease: long enough that a loaded machine's requests (a probe
 /// and two or three more) finish well inside it.
 fn quick(expiry_ms: u64) -> LeaseSettings {
@@ -85,6 +105,24 @@ fn the_probe_finds_which_conditions_a_store_honours() {
     // The probe objects are gone.
     assert!(!s.file("p/lock.probe-a").exists());
     assert!(!s.file("p/lock.probe-b").exists());
+}
+
+#[test]
+fn a_probe_whose_first_answer_is_lost_still_finds_what_the_store_honours() {
+    let Some(s) = server() else { return };
+    let dir = s.path("l");
+    let lost: &'static dyn Leasing = Box::leak(Box::new(FirstAnswerLost(
+        s.store,
+        std::sync::atomic::AtomicBool::new(false),
+    )));
+    assert_eq!(
+        probe(lost, &dir, "c").unwrap(),
+        Honours {
+            create: true,
+            update: true
+        }
+    );
+    assert!(!s.file("l/lock.probe-c").exists());
 }
 
 #[test]

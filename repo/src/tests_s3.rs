@@ -503,6 +503,36 @@ fn uploads_under_way(s: &Server) -> Vec<String> {
 }
 
 #[test]
+fn a_multipart_upload_whose_completion_answer_is_lost_is_not_sent_again() {
+    let Some(s) = server() else { return };
+    s.store
+        .part_size
+        .store(5 << 20, std::sync::atomic::Ordering::Relaxed);
+    let root = s.path("repo");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    let chunks: Vec<EncodedChunk> = (0..7u64)
+        .map(|i| EncodedChunk::encode(&crate::tests::random(1 << 20, 300 + i)))
+        .collect();
+    let batch = vec![file_v(1, 1, b"/big", &chunks.iter().collect::<Vec<_>>())];
+    repo.put_chunks(chunks.clone()).unwrap();
+    // The store completes the upload; its answer never arrives.
+    rewind_core::failpoint::arm("s3.complete", true);
+    let (r, sent) = counted(&s, || repo.commit_versions(batch.clone()));
+    rewind_core::failpoint::arm("s3.complete", false);
+    r.unwrap();
+    assert_eq!(
+        (sent.multipart, sent.part, sent.abort),
+        (1, 2, 0),
+        "{sent:?}"
+    );
+    assert_eq!(crate::tests::packs_of(&root).len(), 1);
+    drop(repo);
+    let r = LocalRepo::open(&root).unwrap();
+    assert!(r.verify(false).unwrap().is_ok());
+    assert_eq!(r.stats().unwrap().versions, 1);
+}
+
+#[test]
 fn a_pack_larger_than_a_part_goes_in_parts_and_a_failed_upload_leaves_no_parts() {
     let Some(s) = server() else { return };
     s.store

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+pub mod s3;
+
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -472,6 +475,28 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Start `c` (a `rewind watch` or `agent` command made by the caller),
+    /// its stderr to `log`.
+    pub fn spawn(c: &mut Command, log: PathBuf) -> Agent {
+        let child = c
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Its exit status, once it has exited by itself (it is then
+    /// forgotten: nothing is left to stop).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let st = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(st)
+    }
+
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("agent is running").id()
