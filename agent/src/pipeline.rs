@@ -468,6 +468,14 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     }
     let errors = agent.counters.errors.load(Ordering::Relaxed);
     let warnings = agent.counters.warnings.load(Ordering::Relaxed);
+    // A backup run (`--once`) whose versions did not all reach the
+    // repository is not complete, though nothing is lost: a scheduled run
+    // must not look like a finished backup (found by tests/s3_faults.rs,
+    // an upload the store's errors stopped).
+    if opts.once && st.versions_waiting > 0 {
+        eprintln!("rewind: the run is incomplete: not everything reached the repository");
+        return Ok(3);
+    }
     if opts.once && errors > 0 {
         eprintln!("rewind: {errors} paths could not be captured (see above)");
         return Ok(3);
