@@ -284,6 +284,40 @@ fn status_json(env: &Env) -> serde_json::Value {
     env.json(&["status", "--json"])
 }
 
+/// A backup run (`watch --once`) whose repository's disk is full exits 3:
+/// what it captured waits in the journal, and the next run, with space
+/// again, stores it and exits 0.
+#[test]
+fn a_backup_run_that_could_not_store_everything_exits_3_and_the_next_one_finishes() {
+    if !harness::is_root() {
+        eprintln!("skipped: mounting a small filesystem needs root (CI runs as root)");
+        return;
+    }
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let small = SmallFs::mount(&base.join("data"), "3m");
+    let big = noise(8 << 20, 12);
+    fs::write(env.root.join("big.bin"), &big).unwrap();
+    let root = env.root.to_str().unwrap();
+    let out = env.run(&["watch", root, "--once"]);
+    assert_eq!(out.status.code(), Some(3), "{}", harness::show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wait in the journal"), "{err}");
+    assert!(err.contains("the run is incomplete"), "{err}");
+    assert!(
+        status_json(&env)["journal"]["versions_waiting"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+    small.resize("64m");
+    let out = env.run(&["watch", root, "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", harness::show(&out));
+    let dest = base.join("restored");
+    env.restore_to_ok(&env.root, &env.now(), &dest);
+    assert!(fs::read(dest.join("big.bin")).unwrap() == big);
+}
+
 /// The repository's disk fills up: capture goes on into the journal (the
 /// agent says so once), nothing acknowledged is lost, and everything
 /// reaches the repository by itself once there is space again.
