@@ -383,6 +383,17 @@ fn write_file(root: &Path, vocab: &TextGen, files: &[PlannedFile], f: &PlannedFi
     Ok(())
 }
 
+/// Write one file of `kind` `Text`, `Random` or `Mixed` (not a copy) at
+/// `root/f.rel`, its text drawn from the vocabulary of the tree of `seed`:
+/// a file added to the generated tree by a part (the S3 part's 1 GiB file).
+pub fn write_extra(root: &Path, seed: u64, f: &PlannedFile) -> Result<()> {
+    anyhow::ensure!(
+        !matches!(f.kind, Kind::Copy(_)),
+        "an extra file cannot be a copy"
+    );
+    write_file(root, &TextGen::new(seed, 0), &[], f)
+}
+
 /// Generate the tree of [`plan_tree`] under `root` (which must not exist),
 /// on `threads` threads. Deterministic: the output depends only on `seed`
 /// and `scale`.

@@ -32,6 +32,10 @@
 //! - [`fleet`]: 100 clients of 10,000 files each against one
 //!   `rewind-server` (issue 19): aggregate throughput, the server's peak
 //!   memory and CPU, and a verify of its repository after.
+//! - [`s3`]: rewind and restic against the same S3 server (`s3s-fs` on
+//!   loopback, issue 20): first pass, incremental after a 1 MiB change in
+//!   a 1 GiB file, full and single-file restore, and the HTTP requests of
+//!   each, counted by [`proxy`].
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -49,9 +53,11 @@ pub mod ingest;
 pub mod latency;
 pub mod metadata;
 pub mod mount;
+pub mod proxy;
 pub mod report;
 pub mod retention;
 pub mod run;
+pub mod s3;
 pub mod server;
 pub mod ui;
 
@@ -91,11 +97,13 @@ pub enum Part {
     History,
     /// Many clients of many files against one server.
     Fleet,
+    /// rewind and restic on an S3 server.
+    S3,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 13] = [
+    pub const ALL: [Part; 14] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -109,6 +117,7 @@ impl Part {
         Part::Retention,
         Part::History,
         Part::Fleet,
+        Part::S3,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -127,6 +136,7 @@ impl Part {
             Part::Retention => "retention",
             Part::History => "history",
             Part::Fleet => "fleet",
+            Part::S3 => "s3",
         }
     }
 }
@@ -173,7 +183,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history,fleet` | parts to run |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history,fleet` | parts to run (`s3` when named, or with `all`) |
     /// | `REWIND_BENCH_RETENTION_VERSIONS` | 5,000,000 × scale | versions of the retention part's year |
     /// | `REWIND_BENCH_RETENTION_SNAPSHOTS` | 35 | days of the retention part's comparison with restic and borg |
     /// | `REWIND_BENCH_RETENTION_SWEEP` | 1 | `0`: the retention part skips `--max-unused 0` and `30` |
@@ -182,6 +192,8 @@ impl Config {
     /// | `REWIND_BENCH_FLEET_CLIENTS` | 100 | clients of the fleet part |
     /// | `REWIND_BENCH_FLEET_FILES` | 10,000 × scale (at least 100) | files of each fleet client |
     /// | `REWIND_BENCH_FLEET_WAVE` | all clients | fleet clients running at once |
+    /// | `REWIND_BENCH_S3S_FS` | none (the s3 part fails without it) | a release build of `s3s-fs`, the S3 server of the s3 part |
+    /// | `REWIND_BENCH_S3_BIG_MIB` | 1024 | size of the file the s3 part adds to the tree and changes 1 MiB of |
     /// | `REWIND_BENCH_SCALE` | `1.0` | size factor (files, bytes, writes, seconds) |
     /// | `REWIND_BENCH_SEED` | `42` | seed of the generated data |
     /// | `REWIND_BENCH_DIR` | `/tmp/rewind-bench` | work directory |
@@ -190,10 +202,16 @@ impl Config {
     /// | `REWIND_BENCH_DOCS` | `1` at scale 1.0, else `0` | refresh `docs/benchmarks.md` |
     /// | `REWIND_BENCH_LATENCY_N` | 200 (× scale, at least 20) | latency samples |
     /// | `REWIND_BENCH_IDLE_SECS` | 60 (× scale, at least 5) | idle window |
-    /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest, metadata, server and mount commands |
+    /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest, metadata, server, mount and s3 commands |
     pub fn from_env() -> Result<Config> {
         let parts = match env("REWIND_BENCH") {
-            None => Part::ALL.to_vec(),
+            // s3 needs a server built by hand (REWIND_BENCH_S3S_FS): it
+            // runs when named, or with `all`.
+            None => Part::ALL
+                .iter()
+                .copied()
+                .filter(|p| *p != Part::S3)
+                .collect(),
             Some(s) if s == "all" => Part::ALL.to_vec(),
             Some(s) => {
                 let mut v = Vec::new();
@@ -201,7 +219,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, fleet, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, fleet, s3, all)"
                         ),
                     }
                 }
@@ -353,6 +371,10 @@ pub struct Session {
 /// when configured to.
 pub fn run_all(cfg: &Config) -> Result<()> {
     std::fs::create_dir_all(&cfg.work)?;
+    if cfg.parts.contains(&Part::S3) {
+        // Before hours of other parts, not after.
+        s3::s3s_fs_bin()?;
+    }
     let started = Instant::now();
     let mut session = Session::default();
     let mut sections = Vec::new();
@@ -388,6 +410,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Retention => retention::run(cfg)?,
             Part::History => history::run(cfg)?,
             Part::Fleet => fleet::run(cfg)?,
+            Part::S3 => s3::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

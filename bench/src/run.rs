@@ -259,10 +259,17 @@ pub fn signal(pid: u32, signal: rustix::process::Signal) -> Result<()> {
 /// `restic -r DIR/repo ARGS…` with the bench password and its cache in
 /// `DIR/cache`.
 pub fn restic(dir: &std::path::Path, args: &[&str]) -> Cmd {
+    restic_at(&dir.join("cache"), dir.join("repo"), args)
+}
+
+/// `restic -r REPO ARGS…` (a directory or a URL such as
+/// `s3:http://HOST:PORT/BUCKET/PREFIX`) with the bench password and its
+/// cache in `cache`.
+pub fn restic_at(cache: &std::path::Path, repo: impl Into<OsString>, args: &[&str]) -> Cmd {
     Cmd::new("restic")
         .env("RESTIC_PASSWORD", "bench")
-        .env("RESTIC_CACHE_DIR", dir.join("cache"))
+        .env("RESTIC_CACHE_DIR", cache)
         .arg("-r")
-        .arg(dir.join("repo"))
+        .arg(repo)
         .args(args.iter().copied())
 }
