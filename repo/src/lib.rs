@@ -147,6 +147,8 @@ mod repo;
 mod s3;
 #[cfg(feature = "s3")]
 mod s3_config;
+#[cfg(feature = "s3")]
+mod staging;
 mod state;
 mod store;
 mod toc;

@@ -50,6 +50,7 @@ use rewind_core::RepoError;
 use crate::backend::{Blob, Leasing, Listed, PutIf, ReadAt, Store, Written};
 use crate::durable::{Steps, failpoint, io_err};
 use crate::s3_config::ClientSettings;
+use crate::staging::Staging;
 
 /// One bucket's client.
 pub(crate) struct S3Store {
@@ -58,7 +59,7 @@ pub(crate) struct S3Store {
     client: Arc<dyn ObjectStore>,
     rt: &'static tokio::runtime::Runtime,
     /// This process's directory for the pack being filled.
-    staging: OnceLock<PathBuf>,
+    staging: OnceLock<Staging>,
     /// The requests sent so far, by kind.
     pub(crate) requests: Arc<Requests>,
     /// Packs larger than this many bytes are uploaded in parts of this
@@ -685,17 +686,11 @@ impl Store for S3Store {
     }
 
     fn staging(&self, _root: &Path) -> io::Result<PathBuf> {
-        if let Some(d) = self.staging.get() {
-            return Ok(d.clone());
+        if let Some(s) = self.staging.get() {
+            return Ok(s.dir.clone());
         }
-        let r: [u8; 8] = rand::random();
-        let d = std::env::temp_dir().join(format!(
-            "rewind-s3-{}-{}",
-            std::process::id(),
-            hex::encode(r)
-        ));
-        rewind_core::private::create_dir_all(&d)?;
-        Ok(self.staging.get_or_init(|| d).clone())
+        let s = Staging::create(&std::env::temp_dir())?;
+        Ok(self.staging.get_or_init(|| s).dir.clone())
     }
 
     fn is_remote(&self) -> bool {
