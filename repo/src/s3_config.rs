@@ -38,11 +38,14 @@ const DEFAULT_TIMEOUT_SECS: u64 = 300;
 const DEFAULT_CONNECT_SECS: u64 = 5;
 
 /// A pack larger than this many MiB is uploaded in parts of this size
-/// (multipart upload), the last one smaller: a full pack (about 32 MiB,
-/// `PACK_TARGET`) goes in two, so a failed try resends 16 MiB at most,
-/// and each request carries half a pack within the request timeout. S3
-/// refuses parts under 5 MiB (except the last), and 5 GiB is its largest.
-const DEFAULT_PART_MIB: u64 = 16;
+/// (multipart upload), the last one smaller. A full pack (about 32 MiB,
+/// `PACK_TARGET`, and at most a largest chunk more) goes in one PUT: in
+/// parts, one after the other, the first pass to `s3s-fs` took 23 % longer
+/// and the server twice the CPU, for 2 to 3 more requests a pack
+/// (docs/benchmarks.md, "Object storage"); a failed try resends the
+/// pack. S3 refuses parts under 5 MiB (except the last), and 5 GiB is its
+/// largest.
+const DEFAULT_PART_MIB: u64 = 64;
 
 /// The retry and timeout settings of one client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +136,7 @@ mod tests {
         assert_eq!(s.retry_timeout, Duration::from_secs(180));
         assert_eq!(s.timeout, Some(Duration::from_secs(300)));
         assert_eq!(s.connect_timeout, Some(Duration::from_secs(5)));
-        assert_eq!(s.part_size, 16 << 20);
+        assert_eq!(s.part_size, 64 << 20);
         assert_eq!(of(&[("REWIND_S3_RETRIES", " ")]).unwrap(), s);
     }
 
