@@ -636,3 +636,20 @@ fn many_chunks_are_read_with_one_ranged_get_per_pack() {
         Err(rewind_core::RepoError::Corrupt { .. })
     ));
 }
+
+/// A full verify of a store reads each pack whole with one request, not
+/// each chunk record with a ranged GET of its own.
+#[test]
+fn a_full_verify_reads_each_pack_whole() {
+    let Some(s) = server() else { return };
+    let (root, chunks) = with_packs(&s, 3);
+    let r = LocalRepo::open(&root).unwrap();
+    let (report, sent) = counted(&s, || r.verify(false).unwrap());
+    eprintln!("full verify of 3 packs, {} chunks: {sent:?}", chunks.len());
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.chunks_read as usize, chunks.len());
+    // Per pack: the whole pack, and its version records read for the
+    // index check.
+    assert!(sent.range <= 2 * 3, "{sent:?}");
+    assert_eq!(sent.head, 0, "lengths come from the listing: {sent:?}");
+}

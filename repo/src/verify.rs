@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::crypt::Crypt;
 use crate::index;
-use crate::layout::{list_idx, list_packs};
+use crate::layout::{list_idx, list_packs_meta};
 use crate::pack;
 use crate::record::{self, PackRecord};
 use crate::toc::{TocEntry, TocKind};
@@ -151,12 +151,16 @@ pub(crate) fn verify(
         bad: HashSet::new(),
         good: HashSet::new(),
     };
-    let packs = list_packs(dir)?;
+    // A store's listing carries each pack's length: no HEAD per pack.
+    let listed = list_packs_meta(dir)?;
+    let packs: std::collections::BTreeMap<_, PathBuf> =
+        listed.iter().map(|(n, l)| (*n, l.path.clone())).collect();
+    let listed_len = |name| listed.get(name).and_then(|l: &crate::store::Listed| l.len);
     let mut prog = VerifyProgress {
         packs_total: packs.len() as u64,
         bytes_total: packs
-            .values()
-            .filter_map(|p| crate::store::len(p).ok())
+            .iter()
+            .filter_map(|(n, p)| listed_len(n).or_else(|| crate::store::len(p).ok()))
             .sum(),
         ..VerifyProgress::default()
     };
@@ -187,7 +191,10 @@ pub(crate) fn verify(
     for (name, path) in &packs {
         ck.report.packs += 1;
         prog.packs_done += 1;
-        let opened = crate::store::open_blob(path);
+        let opened = match listed_len(name) {
+            Some(n) => crate::store::open_blob_len(path, n),
+            None => crate::store::open_blob(path),
+        };
         prog.bytes_done += opened.as_ref().map(|b| b.len).unwrap_or(0);
         progress(prog);
         let blob = match opened {
@@ -198,8 +205,9 @@ pub(crate) fn verify(
             }
         };
         let len = blob.len;
+        let data = whole_if_remote(&blob, path, quick);
         let (entries, pack_versions, bad_offsets) =
-            check_pack(c, &mut ck, &*blob.data, path, len, quick);
+            check_pack(c, &mut ck, &*data, path, len, quick);
         for e in &entries {
             if let TocKind::Chunk {
                 id,
@@ -385,6 +393,30 @@ fn check_delta(
     c.decode_with_base_as(cr.ids(), base_raw)
         .map(|d| d.len())
         .map_err(|e| e.to_string())
+}
+
+/// Packs up to this size are read whole by a full verify of a store.
+const WHOLE_PACK_MAX: u64 = 128 << 20;
+
+/// What a full verify reads `blob`'s records from: on a store, the whole
+/// pack fetched with one request (a record read on its own is a ranged GET
+/// of its own: one per chunk, one after the other); a local file as it is.
+/// If the whole read fails, the records are read one by one, and each
+/// failure is reported where it is.
+fn whole_if_remote(
+    blob: &crate::store::Blob,
+    path: &Path,
+    quick: bool,
+) -> std::sync::Arc<dyn crate::store::ReadAt> {
+    let remote = crate::store::of(path).is_ok_and(|s| s.is_remote());
+    if quick || !remote || blob.len > WHOLE_PACK_MAX {
+        return blob.data.clone();
+    }
+    let mut bytes = vec![0u8; blob.len as usize];
+    match blob.data.read_exact_at(&mut bytes, 0) {
+        Ok(()) => std::sync::Arc::new(crate::backend::Fetched { start: 0, bytes }),
+        Err(_) => blob.data.clone(),
+    }
 }
 
 fn check_pack(
