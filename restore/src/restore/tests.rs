@@ -625,3 +625,27 @@ fn small_files_are_fetched_in_batches_not_one_request_each() {
     // 200 small files in batches of at most 64, and the large one.
     assert!(requests <= 8, "{requests} requests for 201 files");
 }
+
+#[test]
+fn a_file_is_fetched_in_windows_of_at_most_32_mib_or_256_chunks() {
+    let refs = |lens: &[u32]| -> Vec<ChunkRef> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &len)| ChunkRef {
+                id: ChunkId::of(&i.to_le_bytes()),
+                len,
+            })
+            .collect()
+    };
+    let sizes = |chunks: &[ChunkRef]| -> Vec<usize> { windows(chunks).map(<[_]>::len).collect() };
+    assert_eq!(sizes(&refs(&[1 << 20; 100])), [32, 32, 32, 4]);
+    assert_eq!(sizes(&refs(&[16 << 20; 5])), [2, 2, 1]);
+    assert_eq!(sizes(&refs(&[100; 300])), [256, 44]);
+    // A chunk larger than a window goes alone.
+    assert_eq!(sizes(&refs(&[1, 40 << 20, 1])), [1, 1, 1]);
+    assert!(sizes(&[]).is_empty());
+    // Every chunk once, in order.
+    let all = refs(&[300_000; 500]);
+    let back: Vec<ChunkRef> = windows(&all).flatten().cloned().collect();
+    assert_eq!(back, all);
+}
