@@ -361,13 +361,7 @@ fn sigkill_at_random_moments_of_forget_and_prune_loses_nothing_kept() {
 
     let seed = jiff::Timestamp::now().as_nanosecond() as u64 | 1;
     eprintln!("seed {seed}");
-    let mut rng = seed;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = harness::xorshift(seed);
     // Kill within a window sized by how long each command takes here: its
     // dry run (the same start, open and planning, without the writes),
     // three times over, so that kills fall across the whole of the real

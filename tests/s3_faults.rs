@@ -464,13 +464,7 @@ fn kill_loop(env: &Env, s3: &S3, port: u16, url: &str, kills: u32) {
             }
         })
     };
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = harness::xorshift(0x9E37_79B9_7F4A_7C15);
     let mut acked = 0u64;
     let mut points = Vec::new();
     for n in 0..kills {

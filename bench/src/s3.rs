@@ -416,15 +416,17 @@ pub fn run(cfg: &Config) -> Result<String> {
             .run_quiet()?;
         b.restic(&rs_prefix, &rs_cache, &["init"]).run_quiet()?;
 
+        // The backup command of each tool, the same for both passes.
+        let backup = |b: &Bench<'_>, tool: Tool| match tool {
+            Tool::Rewind => b.rewind(
+                &setup,
+                &rw_cache,
+                &["watch".as_ref(), tree_os, "--once".as_ref()],
+            ),
+            Tool::Restic => b.restic(&rs_prefix, &rs_cache, &["backup"]).arg(&tree),
+        };
         for tool in order {
-            let cmd = match tool {
-                Tool::Rewind => b.rewind(
-                    &setup,
-                    &rw_cache,
-                    &["watch".as_ref(), tree_os, "--once".as_ref()],
-                ),
-                Tool::Restic => b.restic(&rs_prefix, &rs_cache, &["backup"]).arg(&tree),
-            };
+            let cmd = backup(&b, tool);
             b.timed(tool, Op::First, cmd, true)?;
         }
         let size = |prefix: &str| du_bytes(&store.join(BUCKET).join(prefix));
@@ -444,14 +446,7 @@ pub fn run(cfg: &Config) -> Result<String> {
             datagen::derive_seed(cfg.seed, 0x5334 + round as u64),
         )?;
         for tool in order {
-            let cmd = match tool {
-                Tool::Rewind => b.rewind(
-                    &setup,
-                    &rw_cache,
-                    &["watch".as_ref(), tree_os, "--once".as_ref()],
-                ),
-                Tool::Restic => b.restic(&rs_prefix, &rs_cache, &["backup"]).arg(&tree),
-            };
+            let cmd = backup(&b, tool);
             b.timed(tool, Op::Incremental, cmd, true)?;
         }
         stored

@@ -80,15 +80,20 @@ pub fn flip_stored_byte(repo: &Path, needle: &[u8]) {
 
 /// Bytes that do not compress, so they are stored as they are.
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut next = xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (0..n).map(|_| next() as u8).collect()
+}
+
+/// A xorshift64 generator from `seed` (0 is taken as 1): the tests' random
+/// moments and bytes, repeatable from a seed they print.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
 }
 
 /// One isolated user: HOME, XDG dirs, a protected folder `root`.
@@ -1101,13 +1106,7 @@ pub fn crash_loop(env: &Env, iterations: u64) -> (u64, u64) {
             }
         })
     };
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
     let mut acked = 0u64;
     let mut kills = 0u64;
     for _ in 0..iterations {
