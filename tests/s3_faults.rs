@@ -327,15 +327,7 @@ fn a_multipart_upload_whose_completion_answer_is_cut_is_stored_once() {
 /// The highest sequence number the running agent has acknowledged (its
 /// journal made it durable), as `status` reads it.
 fn acknowledged(s3: &S3, env: &Env, url: &str) -> Option<u64> {
-    let out = s3.rewind(env, &["status", "--repo", url, "--json"]);
-    if !out.status.success() {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    if v["agent"]["running"] != true {
-        return None;
-    }
-    v["journal"]["durable_seq"].as_u64()
+    harness::acknowledged_in(&s3.rewind(env, &["status", "--repo", url, "--json"]))
 }
 
 /// `rewind watch` on the test's folder into `url` through `port`, once it

@@ -1063,7 +1063,12 @@ impl Drop for LoopFs {
 
 /// The highest sequence number the running agent has acknowledged.
 pub fn acknowledged(env: &Env) -> Option<u64> {
-    let out = env.run(&["status", "--json"]);
+    acknowledged_in(&env.run(&["status", "--json"]))
+}
+
+/// The highest sequence number acknowledged by a running agent, from the
+/// output of `rewind status --json` (`None` when no agent runs).
+pub fn acknowledged_in(out: &Output) -> Option<u64> {
     if !out.status.success() {
         return None;
     }
