@@ -228,6 +228,20 @@ pub trait Repository: Send + Sync {
     fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {
         ids.iter().map(|id| self.read_chunk(id)).collect()
     }
+    /// How many reads a caller should keep under way at once to hide this
+    /// repository's latency: 1 for a local disk (reads cost CPU and disk,
+    /// not waiting), more for one across a network, whose every request
+    /// waits a round trip (a restore runs this many writers at least).
+    fn parallel_reads(&self) -> usize {
+        1
+    }
+    /// For each of `ids`, a key that sorts chunks in the order they lie
+    /// in storage (pack, then offset), or `None` where that is unknown or
+    /// means nothing (the default): reading in that order reads each pack
+    /// front to back, with few requests and no gaps read twice.
+    fn storage_order(&self, ids: &[ChunkId]) -> Vec<Option<(u64, u64)>> {
+        vec![None; ids.len()]
+    }
     /// Counters.
     fn stats(&self) -> Result<RepoStats, RepoError>;
     /// How this repository names chunks: everything that cuts chunks for

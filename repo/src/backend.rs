@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use rewind_core::RepoError;
 
 use crate::durable::Steps;
@@ -18,8 +19,9 @@ pub(crate) trait ReadAt: Send + Sync {
     /// Fill `buf` from `offset`; `UnexpectedEof` when the data ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// The bytes of each of `ranges`, in order (an object store fetches
-    /// them with few requests, in parallel; a file reads them one by one).
-    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+    /// them with few requests, in parallel, and hands out slices of what
+    /// it fetched, not copies; a file reads them one by one).
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Bytes>> {
         ranges
             .iter()
             .map(|r| {
@@ -27,7 +29,7 @@ pub(crate) trait ReadAt: Send + Sync {
                     .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
                 let mut buf = vec![0u8; n];
                 self.read_exact_at(&mut buf, r.start)?;
-                Ok(buf)
+                Ok(Bytes::from(buf))
             })
             .collect()
     }
@@ -37,7 +39,7 @@ pub(crate) trait ReadAt: Send + Sync {
 /// their offsets there.
 pub(crate) struct Fetched {
     pub(crate) start: u64,
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: Bytes,
 }
 
 impl ReadAt for Fetched {

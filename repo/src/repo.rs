@@ -62,6 +62,11 @@ pub(crate) const MAX_PACK_RECORDS: usize = 200_000;
 /// files per process, Linux's 1024; 64 leaves the rest of the process room.
 const MAX_OPEN_PACKS: usize = 64;
 
+/// [`Repository::parallel_reads`] of a repository on an object store: as
+/// many readers as a restore runs writers at most (each of whose reads
+/// fetches a few packs at once).
+const STORE_PARALLEL_READS: usize = 8;
+
 /// Delta bases kept decoded in memory (at most 16 MiB each).
 const BASE_CACHE: usize = 4;
 
@@ -1595,6 +1600,22 @@ impl Repository for LocalRepo {
 
     fn stats(&self) -> Result<RepoStats, RepoError> {
         Ok(self.read_state().stats())
+    }
+
+    fn storage_order(&self, ids: &[ChunkId]) -> Vec<Option<(u64, u64)>> {
+        let st = self.read_state();
+        ids.iter()
+            .map(|id| st.chunks.get(id).map(|l| (u64::from(l.pack), l.offset)))
+            .collect()
+    }
+
+    fn parallel_reads(&self) -> usize {
+        // On an object store every read waits a round trip.
+        if crate::store::is_url(&self.dir) {
+            STORE_PARALLEL_READS
+        } else {
+            1
+        }
     }
 }
 

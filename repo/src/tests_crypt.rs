@@ -38,6 +38,23 @@ fn encrypted_with_a_file(dir: &Path) -> (LocalRepo, EncodedChunk) {
     (repo, c)
 }
 
+/// Open `dir` for writing again, right after this process dropped its
+/// writer. The lock is `flock` on `DIR/lock`: a child another test thread
+/// is starting at that moment (s3s-fs for the S3 tests) holds a copy of the
+/// descriptor until its `exec` closes it, so the lock can outlive the drop
+/// by a moment on a loaded machine (seen twice as "Locked … pid file").
+fn reopen_writer(dir: &Path) -> LocalRepo {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match LocalRepo::open_writer_with_secret(dir, &pw("right")) {
+            Err(RepoError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 fn every_file(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
@@ -87,7 +104,7 @@ fn an_encrypted_repository_round_trips_and_its_files_show_no_plaintext() {
     assert!(r.verify(false).unwrap().is_ok());
     // A writer reopens it, and appends.
     drop(r);
-    let w = LocalRepo::open_writer_with_secret(tmp.path(), &pw("right")).unwrap();
+    let w = reopen_writer(tmp.path());
     let data = b"more".repeat(400);
     let d = EncodedChunk::encode_with_id(w.chunk_ids().id_of(&data), &data);
     w.put_chunks(vec![d.clone()]).unwrap();
@@ -191,7 +208,7 @@ fn repair_works_with_the_key_after_a_lost_index_and_a_truncated_pack() {
     for f in fs::read_dir(tmp.path().join("index")).unwrap() {
         fs::remove_file(f.unwrap().path()).unwrap();
     }
-    let w = LocalRepo::open_writer_with_secret(tmp.path(), &pw("right")).unwrap();
+    let w = reopen_writer(tmp.path());
     assert_eq!(w.read_chunk(&c.id).unwrap(), SECRET_TEXT.repeat(50));
     let report = w.repair().unwrap();
     assert_eq!(report.rebuilt.packs, 2);
@@ -210,7 +227,7 @@ fn repair_works_with_the_key_after_a_lost_index_and_a_truncated_pack() {
     let f = fs::OpenOptions::new().write(true).open(&pack).unwrap();
     f.set_len(len - 30).unwrap();
     drop(f);
-    let w = LocalRepo::open_writer_with_secret(tmp.path(), &pw("right")).unwrap();
+    let w = reopen_writer(tmp.path());
     assert!(!w.verify(false).unwrap().is_ok());
     let report = w.repair().unwrap();
     assert_eq!(report.rewritten.len(), 1, "{report:?}");

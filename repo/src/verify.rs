@@ -414,7 +414,10 @@ fn whole_if_remote(
     }
     let mut bytes = vec![0u8; blob.len as usize];
     match blob.data.read_exact_at(&mut bytes, 0) {
-        Ok(()) => std::sync::Arc::new(crate::backend::Fetched { start: 0, bytes }),
+        Ok(()) => std::sync::Arc::new(crate::backend::Fetched {
+            start: 0,
+            bytes: bytes.into(),
+        }),
         Err(_) => blob.data.clone(),
     }
 }

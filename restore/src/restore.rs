@@ -212,6 +212,57 @@ fn plan_links(tree: &[Version]) -> Vec<Role> {
     roles
 }
 
+/// The order the restore's main thread takes `tree`'s entries in: the
+/// tree's order (a directory before what it holds), except where small
+/// files go in batches (`batching`). There the directories and the files
+/// too large for a batch come first: a large file is the longest job a
+/// writer has, and begun in the middle of the tree it was the restore's
+/// tail. Then the entries that are not small files of their own (links,
+/// names of one inode, which must follow the first name they link to),
+/// in the tree's order; then the small files, in the order their first
+/// chunks lie in storage, so that a batch reads one stretch of one pack
+/// instead of pieces of several with other files' chunks in between.
+fn write_order(
+    repo: &dyn Repository,
+    tree: &[Version],
+    roles: &[Role],
+    batching: bool,
+) -> Vec<usize> {
+    if !batching {
+        return (0..tree.len()).collect();
+    }
+    let alone_file = |i: usize| {
+        matches!(roles[i], Role::Alone) && tree[i].meta().is_some_and(|m| m.kind == FileKind::File)
+    };
+    let early = |i: usize| {
+        tree[i].meta().is_some_and(|m| m.kind == FileKind::Dir)
+            || (alone_file(i) && tree[i].size() > BATCH_FILE_MAX)
+    };
+    let (mut order, rest): (Vec<usize>, Vec<usize>) = (0..tree.len()).partition(|&i| early(i));
+    let (mut small, others): (Vec<usize>, Vec<usize>) =
+        rest.into_iter().partition(|&i| alone_file(i));
+    order.extend(others);
+    let firsts: Vec<ChunkId> = small
+        .iter()
+        .filter_map(|&i| tree[i].chunks().first().map(|c| c.id))
+        .collect();
+    let mut keys = repo.storage_order(&firsts).into_iter();
+    let mut keyed: Vec<(Option<(u64, u64)>, usize)> = small
+        .drain(..)
+        .map(|i| {
+            let key = match tree[i].chunks().first() {
+                Some(_) => keys.next().flatten(),
+                None => None,
+            };
+            (key, i)
+        })
+        .collect();
+    // Stable: files with no key (empty ones) keep the tree's order.
+    keyed.sort_by_key(|&(key, _)| key);
+    order.extend(keyed.into_iter().map(|(_, i)| i));
+    order
+}
+
 /// Writes a stream of data-extent bytes into a sparse file at the extents'
 /// offsets, leaving the holes unwritten.
 struct ExtentWriter<'f> {
@@ -595,6 +646,8 @@ struct Writer<'r> {
     ids: rewind_core::ChunkIds,
     in_place: bool,
     apply: ApplyOptions,
+    /// Windows of large files fetched at once, over all writers.
+    windows: WindowPermits,
 }
 
 /// Rename `tmp` to `name` in `dirfd`; on failure remove `tmp`.
@@ -722,6 +775,14 @@ impl Writer<'_> {
         )?;
         let file = File::from(fd);
         let result = (|| -> io::Result<()> {
+            if local.is_none() && ahead.is_empty() && meta.sparse.is_none() {
+                let parallel = self.repo.parallel_reads().min(MAX_WINDOWS_AT_ONCE);
+                let wins: Vec<_> = windows_of(v.chunks(), PARALLEL_WINDOW_BYTES).collect();
+                if parallel > 1 && wins.len() > 1 {
+                    done.bytes_fetched = self.write_windows_at(&file, &wins, parallel)?;
+                    return self.finish_file(&file, meta, &mut done);
+                }
+            }
             // Dense files through a buffer; sparse ones extent by extent at
             // their offsets, the holes left unwritten.
             let mut dense = None;
@@ -802,13 +863,7 @@ impl Writer<'_> {
                 // The holes: up to the recorded size, nothing written.
                 file.set_len(meta.size)?;
             }
-            if self.in_place {
-                // The user's file is about to be replaced: the new content
-                // must be on disk before the rename makes it visible.
-                file.sync_all()?;
-            }
-            done.issues = apply_meta_fd(file.as_fd(), meta, self.apply);
-            Ok(())
+            self.finish_file(&file, meta, &mut done)
         })();
         if let Err(e) = result {
             let _ = rustix::fs::unlinkat(dirfd, tmp.as_slice(), AtFlags::empty());
@@ -816,6 +871,18 @@ impl Writer<'_> {
         }
         commit_tmp(dirfd, &tmp, name)?;
         Ok(done)
+    }
+
+    /// The written content of a new file made final: on disk first where
+    /// it replaces the user's file, then its metadata.
+    fn finish_file(&self, file: &File, meta: &FileMeta, done: &mut Written) -> io::Result<()> {
+        if self.in_place {
+            // The user's file is about to be replaced: the new content
+            // must be on disk before the rename makes it visible.
+            file.sync_all()?;
+        }
+        done.issues = apply_meta_fd(file.as_fd(), meta, self.apply);
+        Ok(())
     }
 }
 
@@ -832,39 +899,6 @@ struct Tally {
 
 /// Threads writing regular files at most (fewer on fewer cores).
 const MAX_WRITERS: usize = 8;
-
-/// Content fetched per request while restoring a file: a window holds
-/// chunks up to this many bytes (at least one chunk) ...
-const WINDOW_BYTES: u64 = 32 << 20;
-/// ... and at most this many chunks.
-const WINDOW_CHUNKS: usize = 256;
-
-/// `chunks` cut into the windows a file is fetched in: each ends before
-/// [`WINDOW_BYTES`] of content or [`WINDOW_CHUNKS`] chunks would be
-/// passed. A store answers a window with a few ranged GETs of the packs it
-/// lies in, so large windows mean few round trips (a 1 GiB file in 8 MiB
-/// windows took four times the requests, one after the other).
-fn windows(chunks: &[rewind_core::ChunkRef]) -> impl Iterator<Item = &[rewind_core::ChunkRef]> {
-    let mut rest = chunks;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = 0u64;
-        let mut n = 0;
-        while n < rest.len() && n < WINDOW_CHUNKS {
-            let len = u64::from(rest[n].len);
-            if n > 0 && bytes + len > WINDOW_BYTES {
-                break;
-            }
-            bytes += len;
-            n += 1;
-        }
-        let (window, after) = rest.split_at(n);
-        rest = after;
-        Some(window)
-    })
-}
 
 /// Files written by one writer with their chunks fetched together
 /// (entry, source entry, components, job): small files, at most
@@ -967,6 +1001,7 @@ pub fn restore(
         ids: repo.chunk_ids(),
         in_place: d.in_place,
         apply: d.apply,
+        windows: WindowPermits::new(MAX_WINDOWS_AT_ONCE),
     };
     let roles = plan_links(&tree);
     // Where each hard-link primary was written.
@@ -1011,8 +1046,10 @@ pub fn restore(
     // Regular files are written by a few threads while this one walks the
     // tree in order (directories, links, metadata lookups): file content
     // and metadata are per-inode work the kernel does in parallel.
+    // From an object store, more: each writer mostly waits for answers.
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
+        .max(repo.parallel_reads())
         .clamp(1, MAX_WRITERS);
     // Small files go to them in batches whose chunks are fetched together
     // (`Writer::write_batch`); in place, a file's own chunks may be on
@@ -1054,7 +1091,8 @@ pub fn restore(
                 }
             }
         };
-        for (i, v) in tree.iter().enumerate() {
+        for i in write_order(repo, &tree, &roles, batching) {
+            let v = &tree[i];
             for (i, comps, r) in done_rx.try_iter() {
                 settle(&mut d, &mut t, i, comps, r);
             }
@@ -1163,6 +1201,8 @@ fn borrow(fd: &Arc<OwnedFd>) -> BorrowedFd<'_> {
 }
 
 mod groups;
+mod windows;
+use windows::{MAX_WINDOWS_AT_ONCE, PARALLEL_WINDOW_BYTES, WindowPermits, windows, windows_of};
 
 #[cfg(test)]
 mod tests;

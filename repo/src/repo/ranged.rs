@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rewind_core::{ChunkId, EncodedChunk, RepoError, frame};
 
@@ -18,6 +19,11 @@ use crate::backend::Fetched;
 use crate::durable::io_err;
 use crate::pack_name::PackName;
 use crate::record;
+
+/// Packs read at once by one call of [`LocalRepo::read_encoded_many`] or
+/// `read_chunks`, each with its own ranged GETs (object_store runs up to 10
+/// of those per pack).
+const PACKS_AT_ONCE: usize = 4;
 
 impl LocalRepo {
     /// [`LocalRepo::read_encoded`] of each of `ids`, in order: on an
@@ -86,17 +92,20 @@ impl LocalRepo {
         for (i, (_, name, len)) in found.iter().enumerate() {
             by_pack.entry(*name).or_insert((*len, Vec::new())).1.push(i);
         }
-        let mut out: Vec<Option<(EncodedChunk, String)>> = vec![None; ids.len()];
-        let mut read = || -> Result<(), RepoError> {
-            for (name, (len, wanted)) in &by_pack {
-                let path = name.pack_path(&self.dir);
-                let f = self.pack_file(*name, &path, *len)?;
-                let ranges: Vec<Range<u64>> = wanted
-                    .iter()
-                    .map(|&i| found[i].0.offset..found[i].0.offset + found[i].0.frame_len as u64)
-                    .collect();
-                let got = f.read_ranges(&ranges).map_err(io_err(&path))?;
-                for (&i, bytes) in wanted.iter().zip(got) {
+        let by_pack: Vec<(PackName, (u64, Vec<usize>))> = by_pack.into_iter().collect();
+        // One pack's frames: fetched with its ranged GETs, each checked.
+        let read_pack = |(name, (len, wanted)): &(PackName, (u64, Vec<usize>))| {
+            let path = name.pack_path(&self.dir);
+            let f = self.pack_file(*name, &path, *len)?;
+            let ranges: Vec<Range<u64>> = wanted
+                .iter()
+                .map(|&i| found[i].0.offset..found[i].0.offset + found[i].0.frame_len as u64)
+                .collect();
+            let got = f.read_ranges(&ranges).map_err(io_err(&path))?;
+            wanted
+                .iter()
+                .zip(got)
+                .map(|(&i, bytes)| {
                     let l = found[i].0;
                     let at = Fetched {
                         start: l.offset,
@@ -110,7 +119,43 @@ impl LocalRepo {
                         l.frame_len,
                         &ids[i],
                     )?;
-                    out[i] = Some((c, format!("{} at offset {}", path.display(), l.offset)));
+                    Ok((i, c, format!("{} at offset {}", path.display(), l.offset)))
+                })
+                .collect::<Result<Vec<_>, RepoError>>()
+        };
+        // Packs are fetched a few at once: a window of a large file spans
+        // several packs, and one pack after the other cost a round trip
+        // each (docs/decisions.md, "Restoring from object storage").
+        let next = AtomicUsize::new(0);
+        let results: Vec<Result<Vec<_>, RepoError>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..PACKS_AT_ONCE.min(by_pack.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(p) = by_pack.get(k) else { break };
+                            let r = read_pack(p);
+                            let failed = r.is_err();
+                            mine.push(r);
+                            if failed {
+                                break;
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut out: Vec<Option<(EncodedChunk, String)>> = vec![None; ids.len()];
+        let read = || -> Result<(), RepoError> {
+            for r in results {
+                for (i, c, place) in r? {
+                    out[i] = Some((c, place));
                 }
             }
             Ok(())

@@ -89,6 +89,29 @@ impl Fixture {
         );
     }
 
+    /// A file stored as pieces of `piece` bytes, a chunk each.
+    fn file_in_pieces(&mut self, rel: &str, at: i64, data: &[u8], piece: usize) {
+        let encoded: Vec<EncodedChunk> = data.chunks(piece).map(EncodedChunk::encode).collect();
+        let chunks = encoded
+            .iter()
+            .map(|c| ChunkRef {
+                id: c.id,
+                len: c.raw_len,
+            })
+            .collect();
+        self.repo.put_chunks(encoded).unwrap();
+        let meta = self.meta(FileKind::File, 0o640, data.len() as u64);
+        self.put(
+            rel,
+            at,
+            Entry::Present {
+                meta,
+                chunks,
+                xattrs: vec![],
+            },
+        );
+    }
+
     fn src(&self) -> Vec<u8> {
         rewind_core::path::to_bytes(&self.base.join("src")).to_vec()
     }
@@ -537,6 +560,35 @@ fn files_written_by_the_writer_threads_are_all_counted_and_right() {
 struct Counting<'a> {
     repo: &'a LocalRepo,
     requests: std::sync::atomic::AtomicUsize,
+    /// What it answers for `parallel_reads` (a network repository: > 1).
+    parallel: usize,
+    /// Requests from this one on fail, as a store that went away.
+    fail_from: Option<usize>,
+}
+
+impl<'a> Counting<'a> {
+    fn new(repo: &'a LocalRepo) -> Self {
+        Counting {
+            repo,
+            requests: Default::default(),
+            parallel: 1,
+            fail_from: None,
+        }
+    }
+
+    /// Count a request; an error once it is one that must fail.
+    fn request(&self) -> Result<(), RepoError> {
+        let n = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.fail_from {
+            Some(k) if n >= k => Err(RepoError::Io {
+                path: "store".into(),
+                source: std::io::Error::other("the store went away"),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Repository for Counting<'_> {
@@ -573,14 +625,15 @@ impl Repository for Counting<'_> {
         self.repo.activity(client, q)
     }
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
-        self.requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.request()?;
         self.repo.read_chunk(id)
     }
     fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {
-        self.requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.request()?;
         self.repo.read_chunks(ids)
+    }
+    fn parallel_reads(&self) -> usize {
+        self.parallel
     }
     fn stats(&self) -> Result<rewind_core::RepoStats, RepoError> {
         self.repo.stats()
@@ -602,10 +655,7 @@ fn small_files_are_fetched_in_batches_not_one_request_each() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     f.file("big", 20, &big);
-    let counting = Counting {
-        repo: &f.repo,
-        requests: Default::default(),
-    };
+    let counting = Counting::new(&f.repo);
     let dest = f.base.join("out");
     let opts = RestoreOptions {
         to: Some(dest.clone()),
@@ -624,6 +674,109 @@ fn small_files_are_fetched_in_batches_not_one_request_each() {
     let requests = counting.requests.into_inner();
     // 200 small files in batches of at most 64, and the large one.
     assert!(requests <= 8, "{requests} requests for 201 files");
+}
+
+/// From a repository whose reads wait on a network, a large file's
+/// windows are fetched several at once and written at their offsets: the
+/// file comes back byte for byte, the other files too. A window that
+/// cannot be fetched leaves neither the file nor a temporary name.
+#[test]
+fn a_large_file_from_a_network_repository_is_fetched_several_windows_at_once() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let big: Vec<u8> = (0..30_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    f.file_in_pieces("big", 20, &big, 1 << 20);
+    f.file("small", 20, b"a small file\n");
+    let mut counting = Counting::new(&f.repo);
+    counting.parallel = 8;
+    let dest = f.base.join("out");
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        ..Default::default()
+    };
+    let r = restore(&counting, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.files, 2);
+    assert!(std::fs::read(dest.join("big")).unwrap() == big);
+    assert_eq!(
+        std::fs::read(dest.join("small")).unwrap(),
+        b"a small file\n"
+    );
+    // 30 MB in windows of at most 8 MiB: at least 4 requests, one each.
+    let requests = counting.requests.into_inner();
+    assert!((4..=8).contains(&requests), "{requests} requests");
+
+    // The store goes away after the first two requests (the small file
+    // may have been one of them).
+    let mut failing = Counting::new(&f.repo);
+    failing.parallel = 8;
+    failing.fail_from = Some(2);
+    let dest = f.base.join("out2");
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        ..Default::default()
+    };
+    let r = restore(&failing, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(
+        r.problems[0].message.contains("went away"),
+        "{:?}",
+        r.problems
+    );
+    let left: Vec<_> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "small")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Restoring to a new place, directories and large files are handed out
+/// first, then small files in the order their chunks lie in the packs
+/// (here the reverse of their names: stored last to first).
+#[test]
+fn small_files_are_written_in_storage_order_after_directories_and_large_files() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    f.dir("d", 10);
+    for i in (0..5).rev() {
+        f.file(
+            &format!("d/f{i}"),
+            20,
+            format!("small file {i}\n").as_bytes(),
+        );
+    }
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    f.file_in_pieces("z-big", 20, &big, 1 << 20);
+    let tree = f.repo.tree_at("c", &f.src(), Timestamp(30)).unwrap();
+    let roles = plan_links(&tree);
+    let name = |i: usize| {
+        let p = &tree[i].path;
+        String::from_utf8_lossy(&p[f.src().len()..]).into_owned()
+    };
+    let order: Vec<String> = write_order(&f.repo, &tree, &roles, true)
+        .into_iter()
+        .map(name)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "", "/d", "/z-big", "/d/f4", "/d/f3", "/d/f2", "/d/f1", "/d/f0"
+        ]
+    );
+    // In place, the tree's order.
+    let order: Vec<String> = write_order(&f.repo, &tree, &roles, false)
+        .into_iter()
+        .map(name)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "", "/d", "/d/f0", "/d/f1", "/d/f2", "/d/f3", "/d/f4", "/z-big"
+        ]
+    );
 }
 
 #[test]
