@@ -375,8 +375,7 @@ impl Journal {
     /// back); after a crash the numbers up to the reservation stay unused,
     /// a gap that `status` does not count as waiting.
     pub fn skip_reserved(&self) -> Result<()> {
-        let reserved = seqs::reserved(&self.inner)?;
-        seqs::skip(&self.inner, reserved)
+        seqs::skip_reserved(&self.inner)
     }
 
     /// Highest seq the repository holds.
@@ -471,8 +470,8 @@ impl Journal {
     }
 
     /// Flush what is queued and stop the flusher thread; with everything
-    /// committed, give back the sequence numbers reserved beyond the last
-    /// one given out, so the next start skips none.
+    /// committed, give back the sequence numbers this process reserved
+    /// beyond the last one given out, so the next start skips none.
     pub fn close(&self) -> Result<()> {
         let r = self.flush();
         self.inner.stop.store(true, Ordering::Relaxed);

@@ -2,19 +2,23 @@
 //! hook may commit versions, skipping past the repository's numbers or
 //! past the reservation at a start, giving the reservation back at a
 //! clean close, and the numbers skipped, which `status` must not count as
-//! waiting (docs/decisions.md, "Fault tests against object storage (issue
-//! 20)", "Late requests").
+//! waiting (docs/decisions.md, "Late requests (issue 20)").
 //!
 //! Invariants kept here:
 //! - every number the hook may be handed is at or below `reserved_seq`,
 //!   durably, before it is handed over;
 //! - `reserved_seq` is lowered only at a clean close, under the flush
-//!   lock, with nothing queued: every number handed over by then belongs
-//!   to a version the journal records (in the log or behind the cursor),
-//!   so no number above `next_seq - 1` can reach a repository later;
+//!   lock, with nothing queued, and only by a process that reserved (or
+//!   skipped) the numbers it gives back: every number it handed over
+//!   belongs to a version the journal records (in the log or behind the
+//!   cursor), so no number above `next_seq - 1` can reach a repository
+//!   later. A process that only read the journal (`status` after a crash)
+//!   gives back nothing: those numbers may be the crashed one's;
 //! - a skip never moves the cursor past a version in the log: with the
 //!   log drained the cursor jumps over the skipped numbers, otherwise they
 //!   are remembered (`skipped`) until the cursor passes them.
+
+use std::sync::atomic::Ordering;
 
 use crate::error::{JournalError, Result};
 use crate::keys::{decode, get_u64, meta_key};
@@ -52,7 +56,11 @@ pub(crate) fn reserve(inner: &Inner, last: u64) -> Result<()> {
             &(last + SEQ_RESERVE).to_be_bytes(),
         )
         .and_then(|_| inner.db.flush().map(|_| ()))
-        .map_err(db_err(inner))
+        .map_err(db_err(inner))?;
+    // What an earlier process reserved lies below `last`, numbers this
+    // one has given out.
+    inner.reservation_ours.store(true, Ordering::SeqCst);
+    Ok(())
 }
 
 /// Give back the numbers reserved beyond the last one given out, when
@@ -61,6 +69,9 @@ pub(crate) fn reserve(inner: &Inner, last: u64) -> Result<()> {
 /// numbers to the hook has ended (the flush lock is held) and each of its
 /// versions is recorded with its number, committed or in the log.
 pub(crate) fn release(inner: &Inner) -> Result<()> {
+    if !inner.reservation_ours.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     let _serial = lock(&inner.flush_lock);
     let w = lock(&inner.writer);
     if !w.versions.is_empty() || !w.direct.is_empty() {
@@ -143,7 +154,10 @@ pub(crate) fn skip(inner: &Inner, to: u64) -> Result<()> {
     Ok(())
 }
 
-/// The reservation: the highest number the hook may have been handed.
-pub(crate) fn reserved(inner: &Inner) -> Result<u64> {
-    get_u64(&inner.db, "reserved_seq", &inner.dir)
+/// Skip every number reserved so far (see `Journal::skip_reserved`):
+/// after it, what is reserved above `next_seq - 1` is this process's.
+pub(crate) fn skip_reserved(inner: &Inner) -> Result<()> {
+    skip(inner, get_u64(&inner.db, "reserved_seq", &inner.dir)?)?;
+    inner.reservation_ours.store(true, Ordering::SeqCst);
+    Ok(())
 }

@@ -312,6 +312,35 @@ fn numbers_committed_straight_to_the_sink_are_never_reused_after_a_crash() {
 }
 
 #[test]
+fn a_journal_opened_after_a_crash_and_closed_without_capturing_gives_nothing_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "host").unwrap();
+    let (_, s2, _) = one_logged_one_committed(&j);
+    crash_image(dir.path(), crashed.path());
+    j.close().unwrap();
+    // `status` reads the crashed agent's journal: the numbers reserved
+    // are the crashed process's, and stay reserved.
+    Journal::open(crashed.path(), "host")
+        .unwrap()
+        .close()
+        .unwrap();
+    let s3 = {
+        let j = Journal::open(crashed.path(), "host").unwrap();
+        j.skip_reserved().unwrap();
+        let (s3, _) = capture(&j, "/r/c", b"after the restart");
+        assert_eq!(s3, s2 + SEQ_RESERVE + 1);
+        j.close().unwrap();
+        s3
+    };
+    // Skipped, then given back: the next start goes on without a gap.
+    let j = Journal::open(crashed.path(), "host").unwrap();
+    j.skip_reserved().unwrap();
+    let (s4, _) = capture(&j, "/r/d", b"after a clean stop");
+    assert_eq!(s4, s3 + 1);
+}
+
+#[test]
 fn a_clean_close_gives_the_reserved_numbers_back() {
     let dir = tempfile::tempdir().unwrap();
     let s2 = {
