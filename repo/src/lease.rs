@@ -418,6 +418,12 @@ impl Lease {
             if honours.update
                 && let Some(tag) = tag
             {
+                // Validity counts from the write that takes it, not from
+                // the first try: the read before it may have been slow (a
+                // store that held it past the client's timeout), and
+                // `expires` must stay a quarter beyond the validity.
+                let sent = Instant::now();
+                let mine = me.renewed(Timestamp::now(), settings.expiry);
                 match objects
                     .put_if(&lock, mine.bytes(), PutIf::Matches(tag))
                     .map_err(&err)?
