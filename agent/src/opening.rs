@@ -68,10 +68,6 @@ pub(crate) fn open_for_capture(
         .with_context(|| format!("cannot create {}", jdir.display()))?;
     let journal = open_journal(&jdir, &opened.client)?;
     let fresh = journal.durable_seq() == 0 && journal.stats()?.known_paths == 0;
-    // A fresh journal beside a repository that already has versions of
-    // this client (state dir lost or moved, journal rebuilt) must not reuse
-    // their numbers, and starts from the repository's newest states so the
-    // first pass captures only what differs.
     // Where requests of a killed process may still land (a store or a
     // proxy holding them, a server still working on them), the numbers the
     // repository holds now are not all it will hold: skip the ones this
@@ -79,6 +75,10 @@ pub(crate) fn open_for_capture(
     if target.late_requests() {
         journal.skip_reserved()?;
     }
+    // A fresh journal beside a repository that already has versions of
+    // this client (state dir lost or moved, journal rebuilt) must not reuse
+    // their numbers, and starts from the repository's newest states so the
+    // first pass captures only what differs.
     let held = match repo.stats() {
         Ok(st) => st
             .max_seq
