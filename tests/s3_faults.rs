@@ -10,7 +10,11 @@
 //! twice: each sequence number from 1 to the highest appears in exactly one
 //! version record of all the packs, and each chunk id in exactly one chunk
 //! record (docs/decisions.md, "Fault tests against object storage: what
-//! duplicated means"). Nothing asserts on timing.
+//! duplicated means"). Where agents are killed the rules are those of
+//! [`Expect`]: no number is ever listed for two versions, but a restart
+//! after a kill skips numbers, and a killed agent's request that lands
+//! late may store a second copy of a version (docs/decisions.md, "Late
+//! requests (issue 20)"). Nothing asserts on timing.
 
 mod harness;
 
@@ -122,15 +126,30 @@ fn holdings(s3: &S3, env: &Env, url: &str, paths: &BTreeSet<PathBuf>, verify: &[
     }
 }
 
+/// What a run may leave in the repository besides exactly one record of
+/// each version and chunk, numbered 1, 2, 3 and on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Nothing else: no agent was killed.
+    Exact,
+    /// Agents were killed. Chunk records no version uses (an agent killed
+    /// between uploading chunks and committing their versions leaves them,
+    /// see the uploader's crate doc, and `verify` does not tell them from
+    /// chunks stored twice), and gaps in the numbers (a restart after a
+    /// kill skips the numbers the dead agent may have sent).
+    Killed,
+    /// Agents were killed while the store held their requests: also
+    /// second copies of versions (a dead agent's pack that lands after
+    /// its successor sent the same versions again; readers list each once,
+    /// so the listing below still catches a number given to two versions).
+    KilledLate,
+}
+
 impl Holdings {
-    /// Nothing duplicated, no number skipped: each of 1..=max in exactly
-    /// one version record; with `strays` false, each chunk in exactly one
-    /// chunk record too (with it true, chunk records no version uses are
-    /// allowed: an agent killed between uploading chunks and committing
-    /// their versions leaves them, see the uploader's crate doc, and
-    /// `verify` does not tell them from chunks stored twice). The highest
-    /// sequence number.
-    fn check_once_each(&self, strays: bool) -> u64 {
+    /// No number given to two versions (each listed once), nothing
+    /// duplicated and no number skipped beyond what `expect` allows. The
+    /// highest sequence number.
+    fn check_once_each(&self, expect: Expect) -> u64 {
         let distinct: BTreeSet<u64> = self.seqs.iter().map(|(s, _)| *s).collect();
         let twice: Vec<&(u64, String)> = self
             .seqs
@@ -139,18 +158,29 @@ impl Holdings {
             .collect();
         assert!(twice.is_empty(), "sequence numbers listed twice: {twice:?}");
         let max = distinct.last().copied().unwrap_or(0);
-        assert_eq!(
-            distinct,
-            (1..=max).collect::<BTreeSet<u64>>(),
-            "every number from 1 to {max}"
-        );
-        assert_eq!(
-            self.version_records, max,
-            "the packs hold {} version records for {max} versions: some stored twice",
-            self.version_records
-        );
+        let n = distinct.len() as u64;
+        if expect == Expect::Exact {
+            assert_eq!(
+                distinct,
+                (1..=max).collect::<BTreeSet<u64>>(),
+                "every number from 1 to {max}"
+            );
+        }
+        if expect == Expect::KilledLate {
+            assert!(
+                self.version_records >= n,
+                "the packs hold {} version records for {n} versions: some lost",
+                self.version_records
+            );
+        } else {
+            assert_eq!(
+                self.version_records, n,
+                "the packs hold {} version records for {n} versions: some stored twice",
+                self.version_records
+            );
+        }
         let used = self.chunk_ids.len() as u64;
-        if strays {
+        if expect != Expect::Exact {
             assert!(self.chunk_records >= used, "verify is clean: none missing");
         } else {
             assert_eq!(
@@ -256,7 +286,7 @@ fn backups_through_a_faulty_store_complete_and_nothing_is_lost_or_stored_twice()
         assert_eq!(&describe_tree(&dest), tree, "the point of run {i}");
     }
     let held = holdings(&s3, &env, &url, &paths, &[]);
-    let max = held.check_once_each(false);
+    let max = held.check_once_each(Expect::Exact);
     let status = s3.json(&env, &["status", "--repo", &url]);
     assert_eq!(
         status["journal"]["durable_seq"].as_u64(),
@@ -316,7 +346,7 @@ fn every_answer_cut(only: fn(&str) -> bool) {
     assert_eq!(describe_tree(&dest), describe_tree(&env.root));
     let mut paths = BTreeSet::new();
     paths_under(&env.root, &mut paths);
-    holdings(&s3, &env, &url, &paths, &[]).check_once_each(false);
+    holdings(&s3, &env, &url, &paths, &[]).check_once_each(Expect::Exact);
 }
 
 #[test]
@@ -423,11 +453,20 @@ fn check_whole(dest: &Path) {
 /// The agent is killed with SIGKILL at random moments (in its first pass,
 /// mid-capture, mid-upload, multipart uploads included) while files keep
 /// changing, and started again each time once the dead writer's lease has
-/// expired; `port` is the store's own or a faulty proxy's. At the end it
+/// expired; straight to the store, or through `proxy`. At the end it
 /// drains; then every version acknowledged before a kill is in the
-/// repository, each sequence number once, verify is clean, the tree at
-/// each kill restores with every file whole, and the final tree exactly.
-fn kill_loop(env: &Env, s3: &S3, port: u16, url: &str, kills: u32) {
+/// repository, each sequence number given to one version (as `expect`
+/// says), verify is clean, the tree at each kill restores with every file
+/// whole, and the final tree exactly.
+fn kill_loop(
+    env: &Env,
+    s3: &S3,
+    proxy: Option<&FaultProxy>,
+    url: &str,
+    kills: u32,
+    expect: Expect,
+) {
+    let port = proxy.map_or(s3.port, |p| p.port);
     let t0 = Instant::now();
     s3.ok(env, &["init", "--repo", url]);
     let root = env.root.clone();
@@ -473,6 +512,16 @@ fn kill_loop(env: &Env, s3: &S3, port: u16, url: &str, kills: u32) {
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
+    // The killed agents' requests the proxy still holds land before the
+    // last run opens the repository, which indexes a pack that landed
+    // without its index (as after any crash between the two); one landing
+    // later would be indexed only by the next writer, and verify would
+    // report it.
+    if let Some(p) = proxy {
+        wait_until("the proxy to hold no request", || {
+            p.counts.held.load(Ordering::SeqCst) == 0
+        });
+    }
 
     // A last, clean run catches up with the final tree and drains.
     let agent = start_agent(s3, env, port, url, kills);
@@ -496,7 +545,7 @@ fn kill_loop(env: &Env, s3: &S3, port: u16, url: &str, kills: u32) {
     // checks every pack's table and index; the restores below read back
     // and check (by its hash) every chunk of the points they restore.
     let held = holdings(s3, env, url, &paths, &["--quick"]);
-    let max = held.check_once_each(true);
+    let max = held.check_once_each(expect);
     assert!(
         max >= acked,
         "acknowledged up to {acked}, the repository ends at {max}"
@@ -532,7 +581,7 @@ fn an_agent_killed_again_and_again_while_it_uploads_loses_nothing_it_acknowledge
     let base = env.tmp.path().canonicalize().unwrap();
     let Some(s3) = S3::start(&base) else { return };
     let url = s3.url("killed");
-    kill_loop(&env, &s3, s3.port, &url, 5);
+    kill_loop(&env, &s3, None, &url, 5, Expect::Killed);
 }
 
 #[test]
@@ -540,20 +589,140 @@ fn an_agent_killed_again_and_again_behind_a_faulty_store_loses_nothing_it_acknow
     let env = Env::new();
     let base = env.tmp.path().canonicalize().unwrap();
     let Some(s3) = S3::start(&base) else { return };
-    // Every kind but the stall: a request the proxy holds past a killed
-    // writer's death lands after the next writer opened the repository,
-    // and that writer reuses the sequence numbers in it (an open problem,
-    // docs/decisions.md, "Fault tests against object storage").
+    // Every kind, the stall too: a request the proxy holds past a killed
+    // writer's death lands after the next writer opened the repository
+    // (longer than the lease, as from a store or proxy that holds it);
+    // stalls are allowed more often than elsewhere so that some overlap
+    // a kill.
     let proxy = FaultProxy::start(
         s3.port,
         Schedule {
             every: 8,
-            kinds: ALL.into_iter().filter(|k| *k != Fault::Stall).collect(),
+            max_stalls: 8,
             ..Schedule::default()
         },
     );
     let url = s3.url("killed-faulty");
-    kill_loop(&env, &s3, proxy.port, &url, 4);
+    kill_loop(&env, &s3, Some(&proxy), &url, 4, Expect::KilledLate);
     eprintln!("through the proxy: {}", proxy.counts.summary());
     assert!(proxy.counts.faults() > 0, "{}", proxy.counts.summary());
+    assert!(
+        proxy.counts.injected(Fault::Stall) > 0,
+        "{}",
+        proxy.counts.summary()
+    );
+}
+
+/// The case the kill loop meets only by chance, made certain: an agent is
+/// killed while the proxy holds the PUT of the pack that commits its
+/// first pass (longer than its lease), the folder changes, and the next
+/// agent starts before that pack lands. The next agent must give none of
+/// the dead one's numbers to its own versions: before the fix it started
+/// where the repository's numbers ended (the pack was not there yet), and
+/// the numbers of the late pack were listed for two paths each
+/// (docs/decisions.md, "Late requests (issue 20)").
+#[test]
+fn a_killed_agents_commit_that_lands_after_the_next_agent_started_reuses_no_number() {
+    let env = Env::new();
+    let base = env.tmp.path().canonicalize().unwrap();
+    let Some(s3) = S3::start(&base) else { return };
+    let proxy = FaultProxy::start(
+        s3.port,
+        Schedule {
+            every: 1,
+            kinds: vec![Fault::Stall],
+            only: Some(|line| {
+                line.starts_with("PUT ")
+                    && line.contains("/packs/")
+                    && !line.contains("partNumber=")
+            }),
+            limit: Some(1),
+            // Far longer than the lease (2 s) and a start of the next
+            // agent, so the pack lands after that start.
+            stall: Duration::from_secs(10),
+            max_stalls: 1,
+            ..Schedule::default()
+        },
+    );
+    let url = s3.url("late");
+    s3.ok(&env, &["init", "--repo", &url]);
+    let root = env.root.clone();
+    let mut paths = BTreeSet::new();
+    for j in 0..6 {
+        let p = root.join(format!("f{j}.txt"));
+        write(&p, small_body(1, j).as_bytes());
+        paths.insert(p);
+    }
+    let agent = start_agent(&s3, &env, proxy.port, &url, 0);
+    wait_until("the proxy to hold the first pack", || {
+        proxy.counts.held.load(Ordering::SeqCst) > 0
+    });
+    agent.kill();
+    // Other paths for the next agent to number.
+    for p in &paths {
+        fs::remove_file(p).unwrap();
+    }
+    for j in 0..6 {
+        let p = root.join(format!("g{j}.txt"));
+        write(&p, small_body(2, j).as_bytes());
+        paths.insert(p);
+    }
+    let agent = start_agent(&s3, &env, proxy.port, &url, 1);
+    assert!(
+        proxy.counts.held.load(Ordering::SeqCst) > 0,
+        "the held pack landed before the next agent started (a stall of 10 s was too short here): {}",
+        proxy.counts.summary()
+    );
+    agent.wait_first_pass();
+    wait_until("the held pack to land", || {
+        proxy.counts.held.load(Ordering::SeqCst) == 0
+    });
+    agent.stop();
+    // A writer opened after it indexes the pack that landed without its
+    // index, as after any crash between the two.
+    let agent = start_agent(&s3, &env, proxy.port, &url, 2);
+    agent.wait_first_pass();
+    agent.stop();
+    assert_eq!(
+        proxy.counts.injected(Fault::Stall),
+        1,
+        "{}",
+        proxy.counts.summary()
+    );
+
+    let held = holdings(&s3, &env, &url, &paths, &[]);
+    let late: Vec<&(u64, String)> = held
+        .seqs
+        .iter()
+        .filter(|(_, n)| n.starts_with('f'))
+        .collect();
+    assert!(!late.is_empty(), "the held pack landed: {:?}", held.seqs);
+    held.check_once_each(Expect::KilledLate);
+    // The dead agent's versions of f* are the newest the repository has
+    // of them, and no agent ever saw f* deleted (the next one's journal
+    // never recorded them; the repository did not have them when it
+    // started): a restore of now brings them back, whole. An open
+    // problem (docs/decisions.md, "Late requests (issue 20)"), pinned
+    // here so a fix shows.
+    let dest = base.join("final");
+    s3.restore_all(&env, &url, &env.now(), &dest);
+    let mut names: Vec<String> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let want: Vec<String> = (0..6)
+        .map(|j| format!("f{j}.txt"))
+        .chain((0..6).map(|j| format!("g{j}.txt")))
+        .collect();
+    assert_eq!(names, want);
+    for j in 0..6 {
+        let f = fs::read_to_string(dest.join(format!("f{j}.txt"))).unwrap();
+        assert_eq!(f, small_body(1, j));
+        let g = dest.join(format!("g{j}.txt"));
+        assert_eq!(
+            fs::read(&g).unwrap(),
+            fs::read(root.join(format!("g{j}.txt"))).unwrap()
+        );
+    }
 }

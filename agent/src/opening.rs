@@ -6,6 +6,11 @@
 //!   newest states, so the first pass captures only what differs.
 //! - A fresh journal continues the sequence numbers the repository holds
 //!   for this client, so no number is ever used twice.
+//! - Against a repository a request may reach after its sender died (an
+//!   object store, a server), the journal also starts above every number
+//!   it may have handed to a commit before a crash: the repository's
+//!   highest number says nothing of a commit still on its way
+//!   (docs/decisions.md, "Late requests (issue 20)").
 
 use std::path::PathBuf;
 
@@ -63,6 +68,13 @@ pub(crate) fn open_for_capture(
         .with_context(|| format!("cannot create {}", jdir.display()))?;
     let journal = open_journal(&jdir, &opened.client)?;
     let fresh = journal.durable_seq() == 0 && journal.stats()?.known_paths == 0;
+    // Where requests of a killed process may still land (a store or a
+    // proxy holding them, a server still working on them), the numbers the
+    // repository holds now are not all it will hold: skip the ones this
+    // journal may have handed to a commit (none after a clean stop).
+    if target.late_requests() {
+        journal.skip_reserved()?;
+    }
     // A fresh journal beside a repository that already has versions of
     // this client (state dir lost or moved, journal rebuilt) must not reuse
     // their numbers, and starts from the repository's newest states so the

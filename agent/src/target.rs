@@ -222,6 +222,19 @@ impl rewind_ui::History for RemoteHistory {
 }
 
 impl Target {
+    /// Whether a request this process sends may reach the repository after
+    /// the process died: an object store's (a store or a proxy may hold a
+    /// request; the client's timeout does not stop it), a server's (it
+    /// finishes a request whose client went away). A local directory is
+    /// written by this process alone, and a killed process writes nothing
+    /// more.
+    pub fn late_requests(&self) -> bool {
+        match self {
+            Target::Local(dir) => rewind_repo::is_url(dir),
+            Target::Server(_) => true,
+        }
+    }
+
     /// Open the repository (see [`Access`]).
     pub fn open(&self, access: Access<'_>) -> Result<Opened> {
         match self {

@@ -14,8 +14,9 @@
 //!   front of the queue and is retried; nothing is acknowledged by it;
 //! - the hook may commit versions (no log record, cursor moved past them)
 //!   only when no logged version waits before them, and only after their
-//!   sequence numbers are durably reserved, so a restart that cannot ask
-//!   the repository never reuses one;
+//!   sequence numbers are durably reserved (`seqs.rs`), so a restart
+//!   never reuses one, even where the commit reaches the repository after
+//!   the restart;
 //! - no commit starts while the journal's filesystem is nearly full: sled
 //!   cannot recover from a write that fails for lack of space.
 
@@ -30,6 +31,7 @@ use crate::error::{JournalError, Result};
 use crate::hook::HookOutcome;
 use crate::keys::{ChunkLoc, get_u64, meta_key, seq_key};
 use crate::queue::Inner;
+use crate::seqs;
 use crate::spool::put_front;
 use crate::states;
 use crate::sync::lock;
@@ -56,10 +58,6 @@ const BULK_VERSIONS: usize = 200;
 /// waits meanwhile and goes on when space is freed.
 const JOURNAL_RESERVE: u64 = 32 << 20;
 
-/// Sequence numbers reserved at a time before versions are committed
-/// through the hook (see `Journal::skip_reserved`).
-pub(crate) const SEQ_RESERVE: u64 = 100_000;
-
 /// Refuse to start a commit when the journal's filesystem is (nearly) full
 /// (see [`JOURNAL_RESERVE`]).
 fn check_space(dir: &std::path::Path) -> Result<()> {
@@ -77,22 +75,6 @@ fn check_space(dir: &std::path::Path) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// Make sure the journal has durably reserved sequence numbers up to
-/// `last` before versions up to it are committed through the hook.
-fn reserve_seqs(inner: &Inner, last: u64) -> Result<()> {
-    if get_u64(&inner.db, "reserved_seq", &inner.dir)? >= last {
-        return Ok(());
-    }
-    inner
-        .db
-        .insert(
-            meta_key("reserved_seq"),
-            &(last + SEQ_RESERVE).to_be_bytes(),
-        )
-        .and_then(|_| inner.db.flush().map(|_| ()))
-        .map_err(|source| JournalError::db(&inner.dir, source))
 }
 
 /// One group commit: spool bytes to disk, then versions, states and chunk
@@ -134,7 +116,7 @@ pub(crate) fn flush_once(inner: &Inner) -> Result<u64> {
     if let Some(hook) = inner.hook.get().filter(|h| h.accepting()) {
         let log_drained = !versions.is_empty()
             && get_u64(&inner.db, "cursor", &inner.dir).ok() == Some(*lock(&inner.durable))
-            && reserve_seqs(inner, next_seq - 1).is_ok();
+            && seqs::reserve(inner, next_seq - 1).is_ok();
         match hook.group_commit(&direct, &versions, log_drained) {
             HookOutcome::Refused => {}
             HookOutcome::Stored => spool_direct = false,

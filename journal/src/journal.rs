@@ -8,7 +8,8 @@
 //!   the log in the same sled batch;
 //! - the uploader is given only durable versions, in seq order;
 //! - a new journal never gives out a seq the repository may already hold
-//!   for this client ([`Journal::skip_to`], [`Journal::skip_reserved`]);
+//!   for this client, or may receive later from a request sent before a
+//!   crash ([`Journal::skip_to`], [`Journal::skip_reserved`]);
 //! - [`Journal::close`] commits what is queued before the flusher stops.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use crate::flush::{flush_once, flusher};
 use crate::hook::CommitHook;
 use crate::keys::{VERSION, decode, get_u64, meta_key, seq_key, seq_of, state_key};
 use crate::queue::Inner;
+use crate::seqs;
 use crate::spool::Spool;
 use crate::states::{self, PathState};
 use crate::sync::lock;
@@ -362,23 +364,18 @@ impl Journal {
         Ok(())
     }
 
-    /// After a start that could not ask the repository for its highest
-    /// seq: make new versions get numbers above every number this journal
-    /// may have committed through the hook before a crash (one that
-    /// came before the journal recorded them), so none is reused and taken
-    /// by the repository for a duplicate. Leaves a gap in the numbers.
+    /// Make new versions get numbers above every number this journal may
+    /// have handed to the commit hook (the reservation), so none is reused
+    /// whatever reaches the repository later. Call before capturing, when
+    /// the repository could not be asked for its highest seq, and at every
+    /// start against a repository a request may reach after its sender
+    /// died (an object store, a server): there the numbers the repository
+    /// holds now say nothing of a commit still on its way. After a clean
+    /// close nothing is skipped ([`Journal::close`] gives the reservation
+    /// back); after a crash the numbers up to the reservation stay unused,
+    /// a gap that `status` does not count as waiting.
     pub fn skip_reserved(&self) -> Result<()> {
-        let reserved = get_u64(&self.inner.db, "reserved_seq", &self.inner.dir)?;
-        let mut w = lock(&self.inner.writer);
-        if w.next_seq > reserved {
-            return Ok(());
-        }
-        w.next_seq = reserved + 1;
-        self.inner
-            .db
-            .insert(meta_key("next_seq"), &(reserved + 1).to_be_bytes())
-            .and_then(|_| self.inner.db.flush().map(|_| ()))
-            .map_err(|source| self.db_err(source))
+        seqs::skip_reserved(&self.inner)
     }
 
     /// Highest seq the repository holds.
@@ -444,7 +441,9 @@ impl Journal {
                 .collect(),
             durable_seq: durable,
             cursor,
-            versions_waiting: durable.saturating_sub(cursor),
+            versions_waiting: durable
+                .saturating_sub(cursor)
+                .saturating_sub(seqs::skipped_between(&self.inner, cursor, durable)?),
             spool_bytes,
             last_capture: ts("last_capture")?,
             last_upload: ts("last_upload")?,
@@ -470,7 +469,9 @@ impl Journal {
         self.inner.durable_cv.notify_all();
     }
 
-    /// Flush what is queued and stop the flusher thread.
+    /// Flush what is queued and stop the flusher thread; with everything
+    /// committed, give back the sequence numbers this process reserved
+    /// beyond the last one given out, so the next start skips none.
     pub fn close(&self) -> Result<()> {
         let r = self.flush();
         self.inner.stop.store(true, Ordering::Relaxed);
@@ -479,7 +480,8 @@ impl Journal {
         if let Some(h) = lock(&self.flusher).take() {
             let _ = h.join();
         }
-        r.map(|_| ())
+        r?;
+        seqs::release(&self.inner)
     }
 
     fn db_get(&self, k: &[u8]) -> Result<Option<sled::IVec>> {

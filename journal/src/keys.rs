@@ -8,7 +8,7 @@
 //! - `c` + chunk id: where a spooled chunk lives ([`ChunkLoc`]);
 //! - `m` + name: counters and settings (`client`, `next_seq`,
 //!   `reserved_seq`, `cursor`, `last_capture`, `last_upload`, `roots`,
-//!   `dictionary`); numbers are 8 bytes big-endian.
+//!   `dictionary`, `skipped`); numbers are 8 bytes big-endian.
 //!
 //! Invariants kept here:
 //! - keys of one kind share their prefix and no other key has it, so a

@@ -34,7 +34,10 @@
 //!   commit whose versions the hook committed with the log drained (they
 //!   get no log record).
 //! - A version's seq is durably reserved before the hook may commit it,
-//!   and [`Journal::skip_reserved`] starts above every reserved number.
+//!   and [`Journal::skip_reserved`] starts above every reserved number;
+//!   [`Journal::close`] gives back what was reserved beyond the last
+//!   number given out, so only a start after a crash skips numbers.
+//! - Numbers skipped are never counted as versions waiting.
 //! - A spool segment is deleted only when every version that may refer to
 //!   its chunks is behind the cursor and no capture that started while it
 //!   was being written is still running.
@@ -52,7 +55,8 @@
 //! the sled batch leaves versions the repository holds and the journal
 //! does not know it sent: the next start continues above the repository's
 //! numbers ([`Journal::skip_to`]), or above the reserved ones when the
-//! repository cannot be asked, and the first pass captures those paths
+//! repository cannot be asked or a request may reach it after the crash
+//! (an object store, a server), and the first pass captures those paths
 //! again (harmless duplicates, never a loss).
 //!
 //! The modules, each stating the invariants it keeps, from the bottom up:
@@ -60,7 +64,8 @@
 //! (last-known path states and the overlay of queued ones); `spool`
 //! (segment files: writing, rotation, reclamation, reading); `hook` (the
 //! [`CommitHook`] trait); `queue` (what capture and the flusher share);
-//! `capture` ([`CaptureGuard`]); `flush` (the group commit and the flusher
+//! `seqs` (sequence numbers across restarts: reserved, skipped, given
+//! back); `capture` ([`CaptureGuard`]); `flush` (the group commit and the flusher
 //! thread); `journal` (the [`Journal`] handle). None imports one above it.
 
 mod capture;
@@ -70,6 +75,7 @@ mod hook;
 mod journal;
 mod keys;
 mod queue;
+mod seqs;
 mod spool;
 mod states;
 mod sync;

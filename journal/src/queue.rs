@@ -80,6 +80,10 @@ pub(crate) struct Inner {
     pub(crate) room: Condvar,
     /// The last commit was part of a stream (see `flush::BULK_FLUSH_INTERVAL`).
     pub(crate) bulk: AtomicBool,
+    /// Every number reserved above `next_seq - 1` was reserved by this
+    /// process (or skipped by it), so a clean close may give them back;
+    /// false while they may be a crashed process's (see `seqs.rs`).
+    pub(crate) reservation_ours: AtomicBool,
 }
 
 impl Writer {
@@ -127,6 +131,7 @@ impl Inner {
             hook: OnceLock::new(),
             room: Condvar::new(),
             bulk: AtomicBool::new(false),
+            reservation_ours: AtomicBool::new(false),
         }
     }
 

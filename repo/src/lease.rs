@@ -6,7 +6,9 @@
 //!
 //! The object is JSON: `{"holder":"<32 hex, random per writer>","host":…,
 //! "pid":…,"taken":<ns>,"expires":<ns>}` (times in nanoseconds since the
-//! Unix epoch, wall clock of the holder).
+//! Unix epoch, wall clock of the holder), and `"released":true` once its
+//! holder let it go (its `expires` is then the moment of release, so a
+//! writer that does not know the field sees it expired too).
 //!
 //! # Guarantees
 //!
@@ -31,8 +33,14 @@
 //!   says so) until a renewal succeeds, so it stops a quarter of the
 //!   expiry before anyone else may take the lease over; clocks of the hosts
 //!   involved must agree within that quarter (15 s of the default 60 s).
-//! - Dropping the lease stops its renewals and deletes the object, if it
-//!   is still ours.
+//! - Dropping the lease stops its renewals and releases it, without ever
+//!   touching a successor's lease, even when the request reaches the store
+//!   late: where `If-Match` is honoured the object is overwritten, on the
+//!   ETag of our last write, with a record marked released (which the next
+//!   writer takes at once); elsewhere it is read and, still ours and still
+//!   valid, deleted (a DELETE held past our expiry could remove a
+//!   successor's lease there; docs/decisions.md, "Late requests (issue
+//!   20)").
 //!
 //! # After a crash
 //!
@@ -169,6 +177,9 @@ struct Record {
     pid: u32,
     taken: Timestamp,
     expires: Timestamp,
+    /// Let go by its holder: free to take at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    released: bool,
 }
 
 impl Record {
@@ -194,12 +205,30 @@ impl Record {
         }
     }
 
+    /// This record let go of at `now`.
+    fn released(&self, now: Timestamp) -> Record {
+        Record {
+            expires: now,
+            released: true,
+            ..self.clone()
+        }
+    }
+
     fn expired(&self, now: Timestamp) -> bool {
-        now > self.expires
+        self.released || now > self.expires
     }
 
     /// For people: who holds it, since when, until when.
     fn describe(&self, lock: &Path) -> String {
+        if self.released {
+            return format!(
+                "lease {} released by host {}, pid {} at {}",
+                lock.display(),
+                self.host,
+                self.pid,
+                self.expires
+            );
+        }
         format!(
             "lease {} held by host {}, pid {} since {}; it expires at {} unless renewed",
             lock.display(),
@@ -342,6 +371,7 @@ impl Lease {
             pid: std::process::id(),
             taken,
             expires: taken,
+            released: false,
         };
         let mut seen = None;
         for _ in 0..ATTEMPTS {
@@ -372,11 +402,15 @@ impl Lease {
                     if !theirs.expired(Timestamp::now()) {
                         return Err(locked(repo, &lock, theirs.describe(&lock)));
                     }
-                    info!(
-                        repo = %repo.display(),
-                        "taking over an expired writer lease ({})",
-                        theirs.describe(&lock)
-                    );
+                    if theirs.released {
+                        info!(repo = %repo.display(), "taking the writer lease ({})", theirs.describe(&lock));
+                    } else {
+                        info!(
+                            repo = %repo.display(),
+                            "taking over an expired writer lease ({})",
+                            theirs.describe(&lock)
+                        );
+                    }
                     seen = Some(theirs);
                     tag
                 }
@@ -384,6 +418,12 @@ impl Lease {
             if honours.update
                 && let Some(tag) = tag
             {
+                // Validity counts from the write that takes it, not from
+                // the first try: the read before it may have been slow (a
+                // store that held it past the client's timeout), and
+                // `expires` must stay a quarter beyond the validity.
+                let sent = Instant::now();
+                let mine = me.renewed(Timestamp::now(), settings.expiry);
                 match objects
                     .put_if(&lock, mine.bytes(), PutIf::Matches(tag))
                     .map_err(&err)?
@@ -647,24 +687,60 @@ impl Shared {
         )
     }
 
-    /// Delete the lease object if it is still ours.
+    /// Let the lease go, never touching a successor's (see the module
+    /// doc): overwritten with a released record on the ETag of our last
+    /// write where `If-Match` is honoured, else read and deleted if still
+    /// ours and valid.
     fn release(&self) {
-        if self.held().lost.is_some() {
+        let (lost, etag, valid) = {
+            let h = self.held();
+            (
+                h.lost.is_some(),
+                h.etag.clone(),
+                Instant::now() < h.valid_until,
+            )
+        };
+        if lost {
             return;
         }
-        let r = (|| -> Result<(), RepoError> {
-            if let Some((bytes, _)) = self
-                .objects
-                .get_tagged(&self.lock)
-                .map_err(io_at(&self.lock))?
-                && Record::parse(&self.lock, &bytes)?.holder == self.me.holder
+        let err = io_at(&self.lock);
+        let r = (|| -> Result<&str, RepoError> {
+            if self.honours.update
+                && let Some(tag) = etag
             {
-                self.objects.delete(&self.lock).map_err(io_at(&self.lock))?;
+                // Conditional, so a copy of this request that reaches the
+                // store after a successor took the lease is refused.
+                let gone = self.me.released(Timestamp::now());
+                return Ok(
+                    match self
+                        .objects
+                        .put_if(&self.lock, gone.bytes(), PutIf::Matches(tag))
+                        .map_err(&err)?
+                    {
+                        Written::Yes(_) => "released the writer lease",
+                        Written::Refused => {
+                            "left the writer lease alone: it changed since this writer's last renewal"
+                        }
+                    },
+                );
             }
-            Ok(())
+            // No condition to send it on: a DELETE only while the lease is
+            // valid, so it can land late only if held longer than the
+            // rest of our validity plus the quarter of the expiry before a
+            // successor may take over.
+            if !valid {
+                return Ok("left the writer lease to expire: it lapsed before release");
+            }
+            match self.objects.get_tagged(&self.lock).map_err(&err)? {
+                Some((bytes, _)) if Record::parse(&self.lock, &bytes)?.holder == self.me.holder => {
+                    self.objects.delete(&self.lock).map_err(&err)?;
+                    Ok("released the writer lease")
+                }
+                _ => Ok("left the writer lease alone: it is not ours any more"),
+            }
         })();
         match r {
-            Ok(()) => info!(lock = %self.lock.display(), "released the writer lease"),
+            Ok(what) => info!(lock = %self.lock.display(), "{what}"),
             Err(e) => {
                 warn!("could not release the writer lease (it expires by itself): {e}")
             }

@@ -34,7 +34,9 @@
 //!
 //! On an object store `PREFIX/lock` is instead the writer's lease: a JSON
 //! object naming its holder (random id, host, pid) and when it expires,
-//! renewed while the writer lives and deleted when it closes (`lease.rs`).
+//! renewed while the writer lives and released when it closes (marked
+//! released by a write conditional on its ETag where the store honours
+//! that, else deleted), never touching a successor's lease (`lease.rs`).
 //!
 //! A pack is `RWPACK01`, then records, each a [`rewind_core::frame`]
 //! (length, CRC-32, payload) whose payload is a postcard `Chunk { id,

@@ -155,7 +155,9 @@ fn a_second_writer_is_refused_naming_the_holder_until_the_first_closes() {
     // Readers take no lease.
     LocalRepo::open(&root).unwrap();
     drop(first);
-    assert!(!s.file("home/r/lock").exists(), "released on drop");
+    let left: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.file("home/r/lock")).unwrap()).unwrap();
+    assert_eq!(left["released"], true, "released on drop: {left}");
     let second = LocalRepo::open_writer(&root).unwrap();
     assert!(second.lease().is_some());
 }
@@ -276,4 +278,85 @@ fn a_writer_whose_lease_was_taken_over_fails_every_write_naming_the_new_holder()
     // Closing leaves the other writer's lease alone.
     drop(repo);
     assert_eq!(std::fs::read(s.file("t/lock")).unwrap(), theirs);
+}
+
+/// A store in front of which writes wait, once `held` is set, until
+/// `open` is: requests sent before something happens that reach the store
+/// after it (a proxy or a slow store holding them).
+struct Gate {
+    inner: &'static dyn Leasing,
+    held: std::sync::atomic::AtomicBool,
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl Gate {
+    fn wait(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        while self.held.load(SeqCst) && !self.open.load(SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Leasing for Gate {
+    fn get_tagged(&self, path: &Path) -> std::io::Result<Option<(Vec<u8>, Option<String>)>> {
+        self.inner.get_tagged(path)
+    }
+    fn put_if(&self, path: &Path, bytes: Vec<u8>, cond: PutIf) -> std::io::Result<Written> {
+        self.wait();
+        self.inner.put_if(path, bytes, cond)
+    }
+    fn delete(&self, path: &Path) -> std::io::Result<()> {
+        self.wait();
+        self.inner.delete(path)
+    }
+}
+
+#[test]
+fn a_release_that_reaches_the_store_after_a_takeover_leaves_the_successors_lease_alone() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some(s) = server() else { return };
+    let dir = s.path("late");
+    let gate: &'static Gate = Box::leak(Box::new(Gate {
+        inner: s.store,
+        held: false.into(),
+        open: false.into(),
+    }));
+    let gone = Lease::take(gate, &dir, quick(2000)).unwrap();
+    // Its release is sent while the lease is still its own, and held.
+    gone.pause(true);
+    gate.held.store(true, SeqCst);
+    let releasing = std::thread::spawn(move || drop(gone));
+    std::thread::sleep(Duration::from_millis(2300));
+    let next = Lease::take(s.store, &dir, quick(4000)).unwrap();
+    // It lands after the takeover.
+    gate.open.store(true, SeqCst);
+    releasing.join().unwrap();
+    let there: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.file("late/lock")).unwrap()).unwrap();
+    assert!(there.get("released").is_none(), "{there}");
+    // Its renewals (conditional on its own ETag) still go through.
+    std::thread::sleep(Duration::from_millis(3000));
+    next.check().unwrap();
+    refusal(Lease::take(s.store, &dir, quick(4000)));
+    drop(next);
+    // Released by its holder: taken at once.
+    Lease::take(s.store, &dir, quick(4000)).unwrap();
+}
+
+#[test]
+fn on_a_store_that_ignores_conditions_a_lapsed_lease_is_not_deleted() {
+    let Some(s) = server() else { return };
+    let dir = s.path("late-g");
+    let objects = ignoring(s.store);
+    let gone = Lease::take(objects, &dir, quick(2000)).unwrap();
+    gone.pause(true);
+    std::thread::sleep(Duration::from_millis(2300));
+    let next = Lease::take(objects, &dir, quick(4000)).unwrap();
+    drop(gone);
+    assert!(
+        s.file("late-g/lock").exists(),
+        "the successor's lease stays"
+    );
+    next.check().unwrap();
 }

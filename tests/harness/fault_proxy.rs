@@ -20,9 +20,10 @@
 //!   late, as from a store that is slow, not down). Only for requests a
 //!   client may repeat blindly (no `If-None-Match`, `If-Match`, no POST):
 //!   object_store does not retry a conditional write that timed out, since
-//!   it cannot know whether it happened. Nor DELETE: a late DELETE of the
-//!   lease object would remove the next writer's lease (the lease has no
-//!   fencing; docs/decisions.md, "Fault tests against object storage").
+//!   it cannot know whether it happened. DELETEs are stalled too: the
+//!   writer lease is released by a conditional write where the store
+//!   honours it, so no DELETE of a killed writer can remove its
+//!   successor's lease (docs/decisions.md, "Late requests (issue 20)").
 //! - `DropRequest`: the connection is closed once the request is read,
 //!   nothing forwarded.
 //! - `CutResponse`: forwarded; the store's answer is cut in the middle
@@ -111,6 +112,10 @@ pub struct Counts {
     /// (`PUT ?partNumber=`), as the clients sent them.
     pub multipart: AtomicU64,
     pub parts: AtomicU64,
+    /// Requests held by a stall now, or forwarded late and not yet
+    /// answered by the store: a test waits for none before it reads what
+    /// the store holds.
+    pub held: AtomicU64,
     /// Faults injected, by kind (in the order of [`ALL`]).
     injected: [AtomicU64; 6],
 }
@@ -404,7 +409,6 @@ fn choose(s: &Shared, head: &Head) -> Option<Fault> {
     }
     if kind == Fault::Stall {
         let repeatable = !head.first.starts_with("POST ")
-            && !head.first.starts_with("DELETE ")
             && head.header("If-None-Match").is_none()
             && head.header("If-Match").is_none();
         if !repeatable {
@@ -419,6 +423,23 @@ fn choose(s: &Shared, head: &Head) -> Option<Fault> {
     s.next.fetch_add(1, Ordering::Relaxed);
     s.counts.injected[index(kind)].fetch_add(1, Ordering::Relaxed);
     Some(kind)
+}
+
+/// Counts a stalled request in [`Counts::held`] until dropped (after the
+/// store answered it, or the connection failed).
+struct Held<'a>(&'a AtomicU64);
+
+impl<'a> Held<'a> {
+    fn new(n: &'a AtomicU64) -> Held<'a> {
+        n.fetch_add(1, Ordering::SeqCst);
+        Held(n)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Serve one client connection until it closes or a fault closes it.
@@ -439,6 +460,7 @@ fn serve(s: &Shared, client: TcpStream) -> io::Result<()> {
             s.counts.parts.fetch_add(1, Ordering::Relaxed);
         }
         let fault = choose(s, &req);
+        let _held = (fault == Some(Fault::Stall)).then(|| Held::new(&s.counts.held));
         match fault {
             Some(Fault::SlowDown) => {
                 to_client.write_all(&error_response(

@@ -1,6 +1,6 @@
 use super::*;
 use crate::HookOutcome;
-use crate::flush::SEQ_RESERVE;
+use crate::seqs::SEQ_RESERVE;
 use rewind_core::{ChunkRef, Entry, FileKind, FileMeta};
 use std::collections::HashMap;
 use std::fs;
@@ -253,35 +253,147 @@ fn a_refused_group_commit_keeps_the_chunks_in_the_spool_and_the_versions_in_the_
     assert_eq!(j.versions_after(0, 10).unwrap().len(), 2);
 }
 
-#[test]
-fn numbers_committed_straight_to_the_sink_are_never_reused_after_an_offline_start() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let j = Journal::open(dir.path(), "host").unwrap();
-        j.skip_reserved().unwrap();
-        let (s1, _) = capture(&j, "/r/a", b"no sink");
-        assert_eq!(s1, 1, "nothing reserved without a sink");
-        j.flush().unwrap();
-        // Uploaded, so the next version may be committed by the sink.
-        j.advance_cursor(s1).unwrap();
-        let sink = Arc::new(MemSink::default());
-        j.set_commit_hook(sink.clone());
-        let (s2, _) = capture(&j, "/r/b", b"committed by the sink");
-        assert_eq!(j.wait_durable_beyond(s1, Duration::from_secs(10)), s2);
-        assert_eq!(*sink.committed.lock().unwrap(), vec![s2]);
-        j.close().unwrap();
+/// A copy of the journal in `from` as a crash would leave it now (every
+/// write so far was flushed, nothing after it happens).
+fn crash_image(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            crash_image(&e.path(), &to.join(e.file_name()));
+        } else {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
     }
-    // A crash may have let the sink commit numbers the journal never
-    // recorded: after a start without the repository, new numbers jump
-    // past everything reserved.
-    let j = Journal::open(dir.path(), "host").unwrap();
+}
+
+/// A journal whose first version went through the log and whose second
+/// the sink committed straight; `(s1, s2)`.
+fn one_logged_one_committed(j: &Journal) -> (u64, u64, Arc<MemSink>) {
     j.skip_reserved().unwrap();
-    let (s3, _) = capture(&j, "/r/c", b"after the restart");
-    assert_eq!(s3, 2 + SEQ_RESERVE + 1);
+    let (s1, _) = capture(j, "/r/a", b"no sink");
+    assert_eq!(s1, 1, "nothing reserved without a sink");
     j.flush().unwrap();
+    // Uploaded, so the next version may be committed by the sink.
+    j.advance_cursor(s1).unwrap();
+    let sink = Arc::new(MemSink::default());
+    j.set_commit_hook(sink.clone());
+    let (s2, _) = capture(j, "/r/b", b"committed by the sink");
+    assert_eq!(j.wait_durable_beyond(s1, Duration::from_secs(10)), s2);
+    assert_eq!(*sink.committed.lock().unwrap(), vec![s2]);
+    (s1, s2, sink)
+}
+
+#[test]
+fn numbers_committed_straight_to_the_sink_are_never_reused_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "host").unwrap();
+    let (_, s2, _) = one_logged_one_committed(&j);
+    crash_image(dir.path(), crashed.path());
+    j.close().unwrap();
+    // A crash may have let the sink commit numbers the journal never
+    // recorded, and their request may reach the repository after the
+    // restart: new numbers jump past everything reserved.
+    let j = Journal::open(crashed.path(), "host").unwrap();
+    j.skip_reserved().unwrap();
+    assert_eq!(
+        j.stats().unwrap().versions_waiting,
+        0,
+        "a gap waits for nothing"
+    );
+    let (s3, _) = capture(&j, "/r/c", b"after the restart");
+    assert_eq!(s3, s2 + SEQ_RESERVE + 1);
+    j.flush().unwrap();
+    assert_eq!(j.stats().unwrap().versions_waiting, 1);
     j.skip_reserved().unwrap();
     let (s4, _) = capture(&j, "/r/d", b"next");
+    assert_eq!(s4, s3 + 1, "skipped once, not at every call");
+}
+
+#[test]
+fn a_journal_opened_after_a_crash_and_closed_without_capturing_gives_nothing_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "host").unwrap();
+    let (_, s2, _) = one_logged_one_committed(&j);
+    crash_image(dir.path(), crashed.path());
+    j.close().unwrap();
+    // `status` reads the crashed agent's journal: the numbers reserved
+    // are the crashed process's, and stay reserved.
+    Journal::open(crashed.path(), "host")
+        .unwrap()
+        .close()
+        .unwrap();
+    let s3 = {
+        let j = Journal::open(crashed.path(), "host").unwrap();
+        j.skip_reserved().unwrap();
+        let (s3, _) = capture(&j, "/r/c", b"after the restart");
+        assert_eq!(s3, s2 + SEQ_RESERVE + 1);
+        j.close().unwrap();
+        s3
+    };
+    // Skipped, then given back: the next start goes on without a gap.
+    let j = Journal::open(crashed.path(), "host").unwrap();
+    j.skip_reserved().unwrap();
+    let (s4, _) = capture(&j, "/r/d", b"after a clean stop");
     assert_eq!(s4, s3 + 1);
+}
+
+#[test]
+fn a_clean_close_gives_the_reserved_numbers_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s2 = {
+        let j = Journal::open(dir.path(), "host").unwrap();
+        let (_, s2, _) = one_logged_one_committed(&j);
+        j.close().unwrap();
+        s2
+    };
+    let j = Journal::open(dir.path(), "host").unwrap();
+    j.skip_reserved().unwrap();
+    let (s3, _) = capture(&j, "/r/c", b"after a clean stop");
+    assert_eq!(s3, s2 + 1, "no gap");
+}
+
+#[test]
+fn numbers_skipped_behind_waiting_versions_are_not_counted_as_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "host").unwrap();
+    let (_, s2, sink) = one_logged_one_committed(&j);
+    // The sink fails: the next versions wait in the log.
+    sink.fail.store(true, Ordering::Relaxed);
+    let (s3, _) = capture(&j, "/r/c", b"waits");
+    let (s4, _) = capture(&j, "/r/d", b"waits too");
+    assert_eq!(j.wait_durable_beyond(s3, Duration::from_secs(10)), s4);
+    crash_image(dir.path(), crashed.path());
+    j.close().unwrap();
+
+    let j = Journal::open(crashed.path(), "host").unwrap();
+    j.skip_reserved().unwrap();
+    assert_eq!(
+        j.cursor().unwrap(),
+        s2,
+        "the cursor never passes a waiting version"
+    );
+    let (s5, _) = capture(&j, "/r/e", b"after the restart");
+    assert_eq!(s5, s2 + SEQ_RESERVE + 1);
+    j.flush().unwrap();
+    assert_eq!(
+        j.stats().unwrap().versions_waiting,
+        3,
+        "{s3}, {s4} and {s5}"
+    );
+    let seqs: Vec<u64> = j
+        .versions_after(s2, 10)
+        .unwrap()
+        .iter()
+        .map(|v| v.seq)
+        .collect();
+    assert_eq!(seqs, vec![s3, s4, s5]);
+    // Uploaded: the gap is behind the cursor.
+    j.advance_cursor(s5).unwrap();
+    assert_eq!(j.stats().unwrap().versions_waiting, 0);
 }
 
 #[test]
