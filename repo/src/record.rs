@@ -192,11 +192,20 @@ pub(crate) fn read_record_at(
     }
     let mut buf = vec![0u8; frame_len];
     read_exact_at(file, path, &mut buf, offset)?;
-    let (payload, used) = frame::decode(&buf, offset).map_err(|e| corrupt(path, e.to_string()))?;
-    if used != frame_len {
+    record_in(c, &buf, path, offset)
+}
+
+/// Decode the record of `frame`, the whole frame read from `offset` of
+/// `path` (which an index gave as the frame's place and length).
+fn record_in(c: &Crypt, frame: &[u8], path: &Path, offset: u64) -> Result<PackRecord, RepoError> {
+    let (payload, used) = frame::decode(frame, offset).map_err(|e| corrupt(path, e.to_string()))?;
+    if used != frame.len() {
         return Err(corrupt(
             path,
-            format!("record at offset {offset} is {used} bytes, the index says {frame_len}"),
+            format!(
+                "record at offset {offset} is {used} bytes, the index says {}",
+                frame.len()
+            ),
         ));
     }
     decode_record(c, path, payload).map_err(|r| corrupt(path, format!("at offset {offset}: {r}")))
@@ -226,7 +235,43 @@ pub(crate) fn read_encoded_at(
     frame_len: u32,
     id: &ChunkId,
 ) -> Result<EncodedChunk, RepoError> {
-    match read_record_at(c, file, path, offset, frame_len)? {
+    chunk_record(
+        read_record_at(c, file, path, offset, frame_len)?,
+        path,
+        offset,
+        id,
+    )
+}
+
+/// [`read_encoded_at`] of a frame already fetched whole (`frame`, read
+/// from `offset` of `path`): decoded where it lies, not copied first.
+pub(crate) fn read_encoded_in(
+    c: &Crypt,
+    frame: &[u8],
+    path: &Path,
+    offset: u64,
+    id: &ChunkId,
+) -> Result<EncodedChunk, RepoError> {
+    if !(HEADER..=HEADER + MAX_FRAME).contains(&frame.len()) {
+        return Err(corrupt(
+            path,
+            format!(
+                "index gives record at offset {offset} an impossible length {}",
+                frame.len()
+            ),
+        ));
+    }
+    chunk_record(record_in(c, frame, path, offset)?, path, offset, id)
+}
+
+/// The chunk `id` that `rec`, read at `offset` of `path`, must be.
+fn chunk_record(
+    rec: PackRecord,
+    path: &Path,
+    offset: u64,
+    id: &ChunkId,
+) -> Result<EncodedChunk, RepoError> {
+    match rec {
         PackRecord::Chunk {
             id: got,
             raw_len,

@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
@@ -788,7 +789,13 @@ impl Writer<'_> {
             let mut dense = None;
             let mut sparse = None;
             match &meta.sparse {
-                None => dense = Some(io::BufWriter::with_capacity(1 << 20, &file)),
+                // A buffer no larger than the file: a small file's 1 MiB
+                // buffer was an allocation (and page faults) per file.
+                None => {
+                    let cap =
+                        usize::try_from(meta.size).map_or(1 << 20, |n| n.clamp(4096, 1 << 20));
+                    dense = Some(io::BufWriter::with_capacity(cap, &file))
+                }
                 Some(extents) => {
                     sparse = Some(ExtentWriter {
                         file: &file,
@@ -803,17 +810,18 @@ impl Writer<'_> {
             // request (a server answers a window in one round trip instead
             // of one per chunk).
             for window in windows(v.chunks()) {
-                let ready: Vec<Option<(Vec<u8>, bool)>> = window
+                // Chunks fetched ahead are written from where they are.
+                let ready: Vec<Option<(Cow<'_, [u8]>, bool)>> = window
                     .iter()
                     .map(|c| {
                         if let Some(d) = ahead.get(&c.id) {
-                            return Some((d.clone(), true));
+                            return Some((Cow::Borrowed(d.as_slice()), true));
                         }
                         let (f, map, _, _) = local.as_ref()?;
                         let &(off, len) = map.get(&c.id)?;
                         let mut buf = vec![0; len as usize];
                         f.read_exact_at(&mut buf, off).ok()?;
-                        (self.ids.id_of(&buf) == c.id).then_some((buf, false))
+                        (self.ids.id_of(&buf) == c.id).then_some((Cow::Owned(buf), false))
                     })
                     .collect();
                 let wanted: Vec<ChunkId> = window
@@ -845,7 +853,7 @@ impl Writer<'_> {
                                 )
                             })?;
                             done.bytes_fetched += b.len() as u64;
-                            b
+                            Cow::Owned(b)
                         }
                     };
                     rewind_core::failpoint::hit("restore.write")?;

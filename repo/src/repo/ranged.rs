@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rewind_core::{ChunkId, EncodedChunk, RepoError, frame};
 
 use super::LocalRepo;
-use crate::backend::Fetched;
 use crate::durable::io_err;
 use crate::pack_name::PackName;
 use crate::record;
@@ -107,18 +106,7 @@ impl LocalRepo {
                 .zip(got)
                 .map(|(&i, bytes)| {
                     let l = found[i].0;
-                    let at = Fetched {
-                        start: l.offset,
-                        bytes,
-                    };
-                    let c = record::read_encoded_at(
-                        &self.crypt,
-                        &at,
-                        &path,
-                        l.offset,
-                        l.frame_len,
-                        &ids[i],
-                    )?;
+                    let c = record::read_encoded_in(&self.crypt, &bytes, &path, l.offset, &ids[i])?;
                     Ok((i, c, format!("{} at offset {}", path.display(), l.offset)))
                 })
                 .collect::<Result<Vec<_>, RepoError>>()
