@@ -67,26 +67,7 @@ impl Fixture {
     }
 
     fn file(&mut self, rel: &str, at: i64, data: &[u8]) {
-        let c = EncodedChunk::encode(data);
-        let chunks = if data.is_empty() {
-            vec![]
-        } else {
-            vec![ChunkRef {
-                id: c.id,
-                len: c.raw_len,
-            }]
-        };
-        self.repo.put_chunks(vec![c]).unwrap();
-        let meta = self.meta(FileKind::File, 0o640, data.len() as u64);
-        self.put(
-            rel,
-            at,
-            Entry::Present {
-                meta,
-                chunks,
-                xattrs: vec![],
-            },
-        );
+        self.file_in_pieces(rel, at, data, data.len().max(1));
     }
 
     /// A file stored as pieces of `piece` bytes, a chunk each.
