@@ -407,10 +407,9 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                     let _ = rescan_tx.send((path, Timestamp::from_system(observed_at)));
                 }
                 Ok(WatchEvent::Warning(w)) => agent.problem(w),
-                Ok(WatchEvent::LimitReached(w)) => {
-                    agent.health.watch_limit_reached(&w);
-                    agent.problem(w);
-                }
+                // Health tells it (log, desktop, `status`) on its next
+                // check; logging it here too printed it twice (issue 19).
+                Ok(WatchEvent::LimitReached(w)) => agent.health.watch_limit_reached(&w),
                 Err(_) => {
                     agent.problem("the file watcher stopped".into());
                     break;
