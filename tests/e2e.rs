@@ -845,3 +845,69 @@ fn small_edits_of_a_large_file_are_stored_as_deltas() {
         "the edited version differs"
     );
 }
+
+/// Issue 19: past the kernel's inotify limit the agent says so once and
+/// protects the folders it could not watch by rescans. The limit is the
+/// kernel's own, lowered for the agent alone in a user namespace of its own
+/// (skipped where user namespaces are not allowed).
+#[cfg(target_os = "linux")]
+#[test]
+fn past_the_inotify_limit_the_agent_warns_once_and_rescans() {
+    let env = Env::new();
+    let leaves = ["a/a1", "b/b1", "c/c1", "d/d1"];
+    for l in leaves {
+        write(&env.root.join(l).join("old.txt"), b"old\n");
+    }
+    // 9 directories, 3 watches: the rest are protected by rescans.
+    let set_limit = "echo 3 > /proc/sys/user/max_inotify_watches && exec \"$@\"";
+    let usable = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            set_limit,
+            "sh",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !usable {
+        eprintln!("skipped: no user namespace with its own inotify limit here");
+        return;
+    }
+    let inner = env.command();
+    let mut c = std::process::Command::new("unshare");
+    c.env_clear();
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.args(["--user", "--map-root-user", "sh", "-c", set_limit, "sh"])
+        .arg(harness::bin())
+        .arg("watch")
+        .arg(&env.root)
+        .args([
+            "--quiescence",
+            "100ms",
+            "--unwatched-rescan",
+            "1s",
+            "--no-ui",
+        ])
+        .stdin(std::process::Stdio::null());
+    let log = env.tmp.path().join("agent.log");
+    let agent = harness::Agent::spawn(&mut c, log);
+    agent.wait_first_pass();
+    for l in leaves {
+        let p = env.root.join(l).join("new.txt");
+        write(&p, l.as_bytes());
+        env.wait_versions(&p, 1);
+    }
+    let told = || agent.log().matches("inotify watch limit reached").count();
+    wait_until("the limit told", || told() > 0);
+    // The health check runs every 5 s: long enough for a second telling.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(told(), 1, "log:\n{}", agent.log());
+    agent.stop();
+}

@@ -48,6 +48,11 @@ pub struct Counters {
     /// Items captured without some of their metadata (an xattr or ACL that
     /// could not be read).
     pub warnings: AtomicU64,
+    /// Subtree rescans done after the first pass (lost events, directories
+    /// past the inotify limit).
+    pub rescans: AtomicU64,
+    /// Wall time spent in those rescans, microseconds.
+    pub rescan_micros: AtomicU64,
 }
 
 /// A per-path problem, kept for `status`.

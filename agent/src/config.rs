@@ -9,6 +9,7 @@
 //! follow_symlinks = "never"       # or "outside-roots"
 //! quiescence = "300ms"
 //! busy_interval = "2s"
+//! unwatched_rescan = "120s"       # past the inotify limit
 //!
 //! [retention]
 //! policy = "all 24h, hourly 7d, daily 30d, weekly"
@@ -136,6 +137,8 @@ pub struct WatchConfig {
     /// earlier name `max_interval` is read too.
     #[serde(alias = "max_interval")]
     pub busy_interval: Option<String>,
+    /// Rescan period of directories past the inotify limit (`120s`).
+    pub unwatched_rescan: Option<String>,
 }
 
 /// A config file read and checked.
@@ -219,8 +222,9 @@ impl Loaded {
         }
     }
 
-    /// `[watch] quiescence` / `busy_interval`, or the defaults.
-    pub fn watch_timing(&self) -> Result<(Duration, Duration)> {
+    /// `[watch] quiescence` / `busy_interval` / `unwatched_rescan`, or the
+    /// defaults.
+    pub fn watch_timing(&self) -> Result<(Duration, Duration, Duration)> {
         let w = self.config.watch.as_ref();
         let parse = |v: Option<&String>, key: &str, default: Duration| -> Result<Duration> {
             match v {
@@ -240,6 +244,11 @@ impl Loaded {
                 "busy_interval",
                 rewind_watcher::DEFAULT_BUSY_INTERVAL,
             )?,
+            parse(
+                w.and_then(|w| w.unwatched_rescan.as_ref()),
+                "unwatched_rescan",
+                rewind_watcher::DEFAULT_UNWATCHED_RESCAN,
+            )?,
         ))
     }
 
@@ -248,7 +257,7 @@ impl Loaded {
     /// target `target` resolves (asked only once the config is known to
     /// have something to do).
     pub fn agent_options(&self, target: impl FnOnce() -> Result<Target>) -> Result<AgentOptions> {
-        let (quiescence, busy_interval) = self.watch_timing()?;
+        let (quiescence, busy_interval, unwatched_rescan) = self.watch_timing()?;
         let w = self.config.watch.as_ref();
         let roots = w.map(|w| w.paths.clone()).unwrap_or_default();
         if roots.is_empty() && self.jobs.is_empty() {
@@ -266,6 +275,7 @@ impl Loaded {
             follow_symlinks: w.map(|w| w.follow_symlinks).unwrap_or_default(),
             quiescence,
             busy_interval,
+            unwatched_rescan,
             dumps: self.jobs.clone(),
             health: self.health()?,
             groups: w.map(|w| w.groups.clone()).unwrap_or_default(),
@@ -487,6 +497,24 @@ command = ["tar", "-C", "/etc", "-cf", "-", "."]
         assert_eq!(loaded("[ui]\nenabled = false\n").ui().unwrap(), None);
         let e = loaded("[ui]\nlisten = \"localhost\"\n").ui().unwrap_err();
         assert!(e.to_string().starts_with("c.toml: [ui] listen:"), "{e}");
+    }
+
+    #[test]
+    fn the_rescan_period_of_unwatched_folders_is_a_watch_key() {
+        let (_, _, d) = loaded("").watch_timing().unwrap();
+        assert_eq!(d, rewind_watcher::DEFAULT_UNWATCHED_RESCAN);
+        let (_, _, d) = loaded("[watch]\nunwatched_rescan = \"10s\"\n")
+            .watch_timing()
+            .unwrap();
+        assert_eq!(d, Duration::from_secs(10));
+        let e = loaded("[watch]\nunwatched_rescan = \"often\"\n")
+            .watch_timing()
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("c.toml: [watch] unwatched_rescan:"),
+            "{e}"
+        );
     }
 
     #[test]

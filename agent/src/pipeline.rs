@@ -63,6 +63,9 @@ pub struct AgentOptions {
     /// A file that keeps changing gets a version at least this often,
     /// whenever it can be read consistently.
     pub busy_interval: Duration,
+    /// Period of the rescans of directories the OS would not let us watch
+    /// (past the inotify limit; default 120 s).
+    pub unwatched_rescan: Duration,
     /// Show a progress bar for the first pass.
     pub progress: bool,
     /// Exit after the first pass has been captured and uploaded.
@@ -97,6 +100,7 @@ impl AgentOptions {
             follow_symlinks: Default::default(),
             quiescence: Duration::from_millis(300),
             busy_interval: rewind_watcher::DEFAULT_BUSY_INTERVAL,
+            unwatched_rescan: rewind_watcher::DEFAULT_UNWATCHED_RESCAN,
             once: false,
             progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             limit_upload: None,
@@ -185,6 +189,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         let mut wopts = WatchOptions::new(roots.clone(), rules.clone());
         wopts.quiescence = opts.quiescence;
         wopts.busy_interval = opts.busy_interval;
+        wopts.unwatched_rescan = opts.unwatched_rescan;
         let (w, e) = Watcher::start(wopts)?;
         (Some(w), e)
     };
@@ -351,7 +356,12 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                 let _ = pass_tx.send(());
                 drop(pass_tx);
                 for (p, at) in rescan_rx {
+                    let t = Instant::now();
                     a.rescan(&p, at);
+                    let c = &a.counters;
+                    c.rescans.fetch_add(1, Ordering::Relaxed);
+                    let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    c.rescan_micros.fetch_add(us, Ordering::Relaxed);
                 }
             })?
     };
@@ -397,10 +407,9 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                     let _ = rescan_tx.send((path, Timestamp::from_system(observed_at)));
                 }
                 Ok(WatchEvent::Warning(w)) => agent.problem(w),
-                Ok(WatchEvent::LimitReached(w)) => {
-                    agent.health.watch_limit_reached(&w);
-                    agent.problem(w);
-                }
+                // Health tells it (log, desktop, `status`) on its next
+                // check; logging it here too printed it twice (issue 19).
+                Ok(WatchEvent::LimitReached(w)) => agent.health.watch_limit_reached(&w),
                 Err(_) => {
                     agent.problem("the file watcher stopped".into());
                     break;

@@ -36,6 +36,11 @@
 //!   loopback, issue 20): first pass, incremental after a 1 MiB change in
 //!   a 1 GiB file, full and single-file restore, and the HTTP requests of
 //!   each, counted by [`proxy`].
+//! - [`watchlimit`]: `rewind watch` with the inotify limit lowered to half
+//!   the ingest tree's directories (issue 19): the limit warning, watched
+//!   and unwatched directories, the idle CPU of the periodic rescans
+//!   against the same agent with every directory watched, and the latency
+//!   of a change in an unwatched directory.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -60,6 +65,7 @@ pub mod run;
 pub mod s3;
 pub mod server;
 pub mod ui;
+pub mod watchlimit;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -99,11 +105,13 @@ pub enum Part {
     Fleet,
     /// rewind and restic on an S3 server.
     S3,
+    /// Rescans of directories past the inotify watch limit.
+    Watchlimit,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 14] = [
+    pub const ALL: [Part; 15] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -118,6 +126,7 @@ impl Part {
         Part::History,
         Part::Fleet,
         Part::S3,
+        Part::Watchlimit,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -137,6 +146,7 @@ impl Part {
             Part::History => "history",
             Part::Fleet => "fleet",
             Part::S3 => "s3",
+            Part::Watchlimit => "watchlimit",
         }
     }
 }
@@ -183,7 +193,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history,fleet` | parts to run (`s3` when named, or with `all`) |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history,fleet` | parts to run (`s3` and `watchlimit` when named, or with `all`) |
     /// | `REWIND_BENCH_RETENTION_VERSIONS` | 5,000,000 × scale | versions of the retention part's year |
     /// | `REWIND_BENCH_RETENTION_SNAPSHOTS` | 35 | days of the retention part's comparison with restic and borg |
     /// | `REWIND_BENCH_RETENTION_SWEEP` | 1 | `0`: the retention part skips `--max-unused 0` and `30` |
@@ -205,12 +215,13 @@ impl Config {
     /// | `REWIND_BENCH_RUNS` | 3 (1 below scale 0.5) | rounds of the ingest, metadata, server, mount and s3 commands |
     pub fn from_env() -> Result<Config> {
         let parts = match env("REWIND_BENCH") {
-            // s3 needs a server built by hand (REWIND_BENCH_S3S_FS): it
-            // runs when named, or with `all`.
+            // s3 needs a server built by hand (REWIND_BENCH_S3S_FS), and
+            // watchlimit user namespaces (`unshare --user`), which not
+            // every machine allows: they run when named, or with `all`.
             None => Part::ALL
                 .iter()
                 .copied()
-                .filter(|p| *p != Part::S3)
+                .filter(|p| !matches!(p, Part::S3 | Part::Watchlimit))
                 .collect(),
             Some(s) if s == "all" => Part::ALL.to_vec(),
             Some(s) => {
@@ -219,7 +230,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, fleet, s3, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, fleet, s3, watchlimit, all)"
                         ),
                     }
                 }
@@ -411,6 +422,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::History => history::run(cfg)?,
             Part::Fleet => fleet::run(cfg)?,
             Part::S3 => s3::run(cfg)?,
+            Part::Watchlimit => watchlimit::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \

@@ -81,6 +81,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             follow_symlinks: w.follow_symlinks,
             quiescence: w.quiescence,
             busy_interval: w.busy_interval,
+            unwatched_rescan: w.unwatched_rescan,
             once: w.once,
             limit_upload: w.limit_upload,
             ui: (!w.no_ui).then_some(w.ui_listen),

@@ -382,6 +382,9 @@ struct WatchArgs {
     /// often, whenever it can be read consistently
     #[arg(long, default_value = "2s", value_parser = parse_duration, alias = "max-interval")]
     busy_interval: Duration,
+    /// Rescan folders past the kernel's inotify watch limit this often
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    unwatched_rescan: Duration,
     /// Capture everything once, upload it and exit (a backup run instead of
     /// continuous protection); exit code 3 if some paths were skipped
     #[arg(long)]

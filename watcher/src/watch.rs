@@ -909,18 +909,42 @@ fn take_subtree(set: &mut BTreeSet<PathBuf>, top: &Path) -> Vec<PathBuf> {
 
 fn limit_message(dir: &Path, hook: Option<usize>, period: Duration) -> String {
     let limit = match hook {
-        Some(n) => format!("{n} (test limit)"),
-        None => fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "?".to_string()),
+        Some(n) => format!("fs.inotify.max_user_watches={n} (test limit)"),
+        None => {
+            let read = |p: &str| {
+                fs::read_to_string(p)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+            };
+            os_limit(
+                read("/proc/sys/fs/inotify/max_user_watches"),
+                read("/proc/sys/user/max_inotify_watches"),
+            )
+        }
     };
     format!(
-        "inotify watch limit reached (fs.inotify.max_user_watches={limit}): {} and others are \
+        "inotify watch limit reached ({limit}): {} and others are \
          protected by rescans every {}; raise it with \
          `sudo sysctl fs.inotify.max_user_watches={SUGGESTED_MAX_USER_WATCHES}`",
         dir.display(),
         human(period),
     )
+}
+
+/// The limit the kernel applied, from `fs.inotify.max_user_watches` and
+/// `user.max_inotify_watches`. They are the same number, except inside a
+/// user namespace (a container) with a limit of its own: the sysctl then
+/// shows the host's, and naming only it would send the user to raise a
+/// limit that was not the one reached.
+fn os_limit(fs_value: Option<u64>, user_value: Option<u64>) -> String {
+    match (fs_value, user_value) {
+        (Some(f), Some(u)) if u < f => format!(
+            "user.max_inotify_watches={u} in this user namespace, fs.inotify.max_user_watches={f}"
+        ),
+        (Some(f), _) => format!("fs.inotify.max_user_watches={f}"),
+        (None, Some(u)) => format!("user.max_inotify_watches={u}"),
+        (None, None) => "fs.inotify.max_user_watches=?".to_string(),
+    }
 }
 
 /// `120 s`, `1.5 s`, `200 ms`.

@@ -358,6 +358,19 @@ fn changing_a_rewindignore_rescans_and_applies_the_new_rules() {
 }
 
 #[test]
+fn the_limit_message_names_a_user_namespace_limit_lower_than_the_sysctl() {
+    assert_eq!(
+        os_limit(Some(8192), Some(8192)),
+        "fs.inotify.max_user_watches=8192"
+    );
+    assert_eq!(
+        os_limit(Some(192_540), Some(125)),
+        "user.max_inotify_watches=125 in this user namespace, fs.inotify.max_user_watches=192540"
+    );
+    assert_eq!(os_limit(None, None), "fs.inotify.max_user_watches=?");
+}
+
+#[test]
 #[cfg(target_os = "linux")]
 fn watch_limit_warns_once_and_rescans_unwatched_dirs() {
     let fx = fixture();
