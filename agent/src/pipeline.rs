@@ -409,6 +409,8 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                 Ok(WatchEvent::Warning(w)) => agent.problem(w),
                 // Health tells it (log, desktop, `status`) on its next
                 // check; logging it here too printed it twice (issue 19).
+                // A backup run may end before that check: it says so now.
+                Ok(WatchEvent::LimitReached(w)) if opts.once => eprintln!("rewind: {w}"),
                 Ok(WatchEvent::LimitReached(w)) => agent.health.watch_limit_reached(&w),
                 Err(_) => {
                     agent.problem("the file watcher stopped".into());
