@@ -80,6 +80,24 @@ impl Setup {
         let out = self.cmd(["status", "--json"]).run_quiet()?;
         Ok(serde_json::from_str(&out)?)
     }
+
+    /// Wait until the running agent's uploader has drained its journal
+    /// (15 minutes at most), then 3 s more for the agent to settle.
+    pub fn wait_drained(&self) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            let st = self.status()?;
+            match st["journal"]["versions_waiting"].as_u64() {
+                Some(0) | None => break,
+                Some(_) if t.elapsed() > Duration::from_secs(900) => {
+                    bail!("the journal never drained")
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        Ok(())
+    }
 }
 
 /// A running `rewind watch`.

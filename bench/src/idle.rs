@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::agent::{Setup, Watch, parse_first_pass};
 use crate::report::{Table, bytes, secs, verdict};
@@ -37,16 +37,7 @@ pub fn run(cfg: &Config, session: &mut Session) -> Result<String> {
     let (_, captured, _) = parse_first_pass(&line);
 
     // Let the uploader drain whatever the pass captured.
-    let t = Instant::now();
-    loop {
-        let st = setup.status()?;
-        match st["journal"]["versions_waiting"].as_u64() {
-            Some(0) | None => break,
-            Some(_) if t.elapsed() > Duration::from_secs(900) => bail!("the journal never drained"),
-            Some(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    setup.wait_drained()?;
     watch.drain_stderr();
 
     eprintln!("rewind-bench: idle window of {} s", cfg.idle_secs);

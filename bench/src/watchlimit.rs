@@ -200,16 +200,7 @@ fn idle_run(
     let mut watch = start(setup, tree, limit)?;
     let pid = watch.pid();
     watch.wait_for_line("first pass complete", Duration::from_secs(1800))?;
-    let t = Instant::now();
-    loop {
-        let st = setup.status()?;
-        match st["journal"]["versions_waiting"].as_u64() {
-            Some(0) | None => break,
-            Some(_) if t.elapsed() > Duration::from_secs(900) => bail!("the journal never drained"),
-            Some(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    setup.wait_drained()?;
     let watched = inotify_watches(pid)?;
     let watched_inodes: HashSet<u64> = watched.iter().copied().collect();
 
