@@ -155,6 +155,7 @@ mod state;
 mod store;
 mod toc;
 mod verify;
+mod vindex;
 mod zrec;
 
 #[cfg(test)]

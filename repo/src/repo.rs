@@ -1,5 +1,6 @@
 //! [`LocalRepo`]: the repository in a local directory.
 
+mod deferred;
 mod ranged;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -84,6 +85,14 @@ pub struct LocalRepo {
     pub(crate) dir: PathBuf,
     config: Config,
     state: RwLock<State>,
+    /// A reader opened over the version index on disk: `state` is empty
+    /// until something needs it whole (`deferred.rs`).
+    pub(crate) deferred: std::sync::atomic::AtomicBool,
+    /// What answers version queries while `deferred` is set.
+    view: RwLock<Option<crate::vindex::VersionView>>,
+    /// A writer's upkeep of the version index on disk (a plain local
+    /// repository). Before `writer`, so it stops before the lock goes.
+    vindex: Option<crate::vindex::Maintainer>,
     writer: Option<Mutex<Writer>>,
     files: Mutex<HashMap<PackName, Arc<dyn ReadAt>>>,
     /// `DIR/retention` as last read or written; every change to it is
@@ -369,6 +378,7 @@ impl LocalRepo {
         repo.lease = lease;
         repo.crypt = crypt;
         repo.slot = slot;
+        repo.start_upkeep();
         Ok(repo)
     }
 
@@ -451,6 +461,9 @@ impl LocalRepo {
 
     /// Read the whole repository again (a reader that found a pack gone).
     pub(crate) fn reload(&self) -> Result<(), RepoError> {
+        if self.refresh_view()? {
+            return Ok(());
+        }
         let keep = KeepFile::read(&self.crypt, &self.dir)?;
         let state = Self::load_state(
             &self.crypt,
@@ -478,6 +491,9 @@ impl LocalRepo {
             dir: dir.to_path_buf(),
             config,
             state: RwLock::new(state),
+            deferred: Default::default(),
+            view: RwLock::new(None),
+            vindex: None,
             keepfile: Mutex::new(keep),
             maintenance: Mutex::new(()),
             touched: Mutex::new(None),
@@ -552,8 +568,14 @@ impl LocalRepo {
     ) -> Result<LocalRepo, RepoError> {
         let keep = KeepFile::read(&crypt, dir)?;
         let cache = IndexCache::open(dir, &config.id);
-        let state = Self::load_state(&crypt, dir, false, &keep, cache.as_ref())?;
+        let view = Self::open_view(dir, &crypt, &keep);
+        let state = match view {
+            Some(_) => State::default(),
+            None => Self::load_state(&crypt, dir, false, &keep, cache.as_ref())?,
+        };
         let mut repo = Self::assemble(dir, config, state, keep, None);
+        repo.deferred = view.is_some().into();
+        repo.view = RwLock::new(view);
         repo.idx_cache = cache;
         repo.crypt = crypt;
         repo.slot = slot;
@@ -626,6 +648,7 @@ impl LocalRepo {
         repo.idx_cache = cache;
         repo.crypt = crypt;
         repo.slot = slot;
+        repo.start_upkeep();
         Ok(repo)
     }
 
@@ -719,6 +742,9 @@ impl LocalRepo {
     /// Load packs that appeared since open (a writer in another process
     /// keeps committing). Never writes.
     pub fn refresh(&self) -> Result<(), RepoError> {
+        if self.refresh_view()? {
+            return Ok(());
+        }
         let keep = KeepFile::read(&self.crypt, &self.dir)?;
         let old = self.keepfile.lock().expect("retention poisoned").clone();
         // A client's retention gone from the file is not something a
@@ -995,12 +1021,14 @@ impl LocalRepo {
     }
 
     pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.undefer();
         self.state
             .read()
             .expect("repository state poisoned by an earlier panic")
     }
 
     pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.undefer();
         self.state
             .write()
             .expect("repository state poisoned by an earlier panic")
@@ -1470,14 +1498,24 @@ impl Repository for LocalRepo {
             w.open = None;
             return Err(e);
         }
-        self.seal_open(&mut w)
+        self.seal_open(&mut w)?;
+        if let Some(m) = &self.vindex {
+            m.committed(&self.dir, batch.len() as u64);
+        }
+        Ok(())
     }
 
     fn versions_of(&self, client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError> {
+        if let Some(r) = self.with_view(|v| v.versions_of(client, path)) {
+            return Ok(r);
+        }
         Ok(self.read_state().versions_of(client, path))
     }
 
     fn tree_at(&self, client: &str, path: &[u8], at: Timestamp) -> Result<Vec<Version>, RepoError> {
+        if let Some(r) = self.with_view(|v| v.tree_at(client, path, at)) {
+            return Ok(r);
+        }
         Ok(self.read_state().tree_at(client, path, at))
     }
 
@@ -1486,6 +1524,9 @@ impl Repository for LocalRepo {
         client: &str,
         at: Timestamp,
     ) -> Result<rewind_core::retention::QueryPoint, RepoError> {
+        if let Some(r) = self.with_view(|v| Ok(v.query_point(client, at))) {
+            return Ok(r);
+        }
         Ok(self.read_state().query_point(client, at))
     }
 
@@ -1536,6 +1577,9 @@ impl Repository for LocalRepo {
     }
 
     fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
+        if let Some(r) = self.with_view(|v| v.covers(client, path)) {
+            return Ok(r);
+        }
         Ok(self.read_state().covers(client, path))
     }
 

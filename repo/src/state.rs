@@ -32,7 +32,7 @@ use crate::pack_name::PackName;
 mod held;
 mod history;
 
-use held::{Held, Shape};
+pub(crate) use held::{Held, Shape, encode_entry, shape_of};
 
 /// Where a stored chunk is.
 #[derive(Clone, Copy, Debug)]
@@ -288,6 +288,62 @@ impl State {
             ci.last_commit = ci.last_commit.max(sealed_at);
             self.insert_version(v, n);
         }
+    }
+
+    /// An index holding only what a query over the version index on disk
+    /// puts in ([`State::insert_held`]): one pack slot standing for the
+    /// runs, no chunks, no retention (the caller applied it).
+    pub(crate) fn for_answer() -> State {
+        let mut st = State::default();
+        st.packs.push(PackInfo {
+            name: PackName([0; 16]),
+            len: 0,
+            sealed_at: None,
+            has_versions: true,
+            versions: 0,
+            kept_versions: 0,
+            version_bytes: 0,
+            chunk_bytes: 0,
+            condemned: false,
+            gone: false,
+        });
+        st
+    }
+
+    /// Add `h` to `client`'s `path` (an index made by
+    /// [`State::for_answer`]; versions of a path come in seq order).
+    pub(crate) fn insert_held(&mut self, client: &str, path: &[u8], h: Held) {
+        let ci = self.clients.entry(client.to_string()).or_default();
+        ci.max_seq = ci.max_seq.max(h.seq);
+        if path.first() == Some(&b'/') {
+            *ci.times.entry(h.observed_at).or_default() += 1;
+        }
+        let list = ci.paths.entry(path.to_vec()).or_default();
+        debug_assert!(list.last().is_none_or(|l| l.seq < h.seq));
+        list.push(h);
+        self.versions += 1;
+    }
+
+    /// The versions of `client`'s paths that start with `prefix` (bytes),
+    /// in path order.
+    pub(crate) fn held_with_prefix<'a>(
+        &'a self,
+        client: &str,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<Held>)> + 'a {
+        self.clients.get(client).into_iter().flat_map(move |ci| {
+            ci.paths
+                .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(move |(p, _)| p.starts_with(prefix))
+        })
+    }
+
+    /// The versions of `client`'s `path`.
+    pub(crate) fn held_of(&self, client: &str, path: &[u8]) -> &[Held] {
+        self.clients
+            .get(client)
+            .and_then(|c| c.paths.get(path))
+            .map_or(&[], |l| l.as_slice())
     }
 
     /// Insert `v` (from pack slot `pack`) into its path's list, or move an
@@ -854,7 +910,7 @@ pub(crate) fn kept_only(mut versions: Vec<Version>, keep: &crate::keep::KeepFile
 }
 
 /// Strip trailing slashes (but keep `/`).
-fn normalize(p: &[u8]) -> &[u8] {
+pub(crate) fn normalize(p: &[u8]) -> &[u8] {
     let mut p = p;
     while p.len() > 1 && p.ends_with(b"/") {
         p = &p[..p.len() - 1];
@@ -863,7 +919,7 @@ fn normalize(p: &[u8]) -> &[u8] {
 }
 
 /// The parent of an absolute path; `None` for `/` and for relative names.
-fn parent(p: &[u8]) -> Option<&[u8]> {
+pub(crate) fn parent(p: &[u8]) -> Option<&[u8]> {
     if p == b"/" {
         return None;
     }

@@ -40,20 +40,45 @@ pub(crate) struct Held {
     entry: Box<[u8]>,
 }
 
+/// The shape of `entry`.
+pub(crate) fn shape_of(entry: &Entry) -> Shape {
+    match entry {
+        Entry::Deleted => Shape::Gone,
+        Entry::Present { meta, .. } if meta.kind == FileKind::Dir => Shape::Dir,
+        Entry::Present { .. } => Shape::Other,
+        Entry::Stream { status, .. } if status.ok() => Shape::StreamOk,
+        Entry::Stream { .. } => Shape::StreamFailed,
+    }
+}
+
+/// The postcard encoding of `entry`, as the index and the runs on disk
+/// keep it.
+pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
+    // Encoding an in-memory value into a Vec has no failure mode of its
+    // own (postcard fails only for writers that run out of room).
+    postcard::to_allocvec(entry).expect("an entry encodes into a growable buffer")
+}
+
 impl Held {
     pub(crate) fn new(seq: u64, observed_at: Timestamp, pack: u32, entry: &Entry) -> Held {
-        let shape = match entry {
-            Entry::Deleted => Shape::Gone,
-            Entry::Present { meta, .. } if meta.kind == FileKind::Dir => Shape::Dir,
-            Entry::Present { .. } => Shape::Other,
-            Entry::Stream { status, .. } if status.ok() => Shape::StreamOk,
-            Entry::Stream { .. } => Shape::StreamFailed,
-        };
-        // Encoding an in-memory value into a Vec has no failure mode of
-        // its own (postcard fails only for writers that run out of room).
-        let entry = postcard::to_allocvec(entry)
-            .expect("an entry encodes into a growable buffer")
-            .into_boxed_slice();
+        Held {
+            seq,
+            observed_at,
+            pack,
+            shape: shape_of(entry),
+            entry: encode_entry(entry).into_boxed_slice(),
+        }
+    }
+
+    /// A version whose entry is already encoded; `entry` must decode as an
+    /// [`Entry`] of shape `shape` (the caller checked it).
+    pub(crate) fn from_encoded(
+        seq: u64,
+        observed_at: Timestamp,
+        pack: u32,
+        shape: Shape,
+        entry: Box<[u8]>,
+    ) -> Held {
         Held {
             seq,
             observed_at,
@@ -61,6 +86,11 @@ impl Held {
             shape,
             entry,
         }
+    }
+
+    /// The encoded entry.
+    pub(crate) fn encoded(&self) -> &[u8] {
+        &self.entry
     }
 
     /// The entry, decoded.

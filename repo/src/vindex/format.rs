@@ -1,0 +1,136 @@
+//! The bytes of a run.
+//!
+//! ```text
+//! records   32 bytes each, sorted by (client, path, seq):
+//!           seq u64 | observed_at i64 | entry offset u64 | entry length u32 | shape u8 | 3 zero bytes
+//! entries   the postcard encoding of each record's `Entry`, back to back
+//! paths     every path's bytes, back to back
+//! table     32 bytes per path, sorted by (client, path):
+//!           client u32 | path length u32 | path offset u64 | first record u64 | records u64
+//! footer    postcard `Footer`
+//! tail      footer length u32 LE | `RWVIX001`
+//! ```
+//!
+//! All integers are little-endian; offsets are from the start of the
+//! section they point into. The footer carries the blake3 of the table and
+//! of the paths, checked when the run is opened; records and entries are
+//! checked as they are read (bounds, postcard), not hashed, so a query
+//! reads only what it needs.
+
+use serde::{Deserialize, Serialize};
+
+use rewind_core::Timestamp;
+
+use crate::pack_name::PackName;
+use crate::state::Shape;
+
+pub(crate) const MAGIC: &[u8; 8] = b"RWVIX001";
+pub(crate) const RECORD: usize = 32;
+pub(crate) const PATH_ENTRY: usize = 32;
+/// The footer length and the magic.
+pub(crate) const TAIL: usize = 12;
+
+/// One version in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub seq: u64,
+    pub observed_at: Timestamp,
+    pub entry_off: u64,
+    pub entry_len: u32,
+    pub shape: Shape,
+}
+
+impl Record {
+    pub(crate) fn encode(&self) -> [u8; RECORD] {
+        let mut b = [0u8; RECORD];
+        b[0..8].copy_from_slice(&self.seq.to_le_bytes());
+        b[8..16].copy_from_slice(&self.observed_at.0.to_le_bytes());
+        b[16..24].copy_from_slice(&self.entry_off.to_le_bytes());
+        b[24..28].copy_from_slice(&self.entry_len.to_le_bytes());
+        b[28] = shape_byte(self.shape);
+        b
+    }
+
+    /// `None` for an unknown shape byte.
+    pub(crate) fn decode(b: &[u8]) -> Option<Record> {
+        let b: &[u8; RECORD] = b.try_into().ok()?;
+        Some(Record {
+            seq: u64::from_le_bytes(b[0..8].try_into().ok()?),
+            observed_at: Timestamp(i64::from_le_bytes(b[8..16].try_into().ok()?)),
+            entry_off: u64::from_le_bytes(b[16..24].try_into().ok()?),
+            entry_len: u32::from_le_bytes(b[24..28].try_into().ok()?),
+            shape: shape_of(b[28])?,
+        })
+    }
+}
+
+/// One path of a run and where its records are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PathEntry {
+    pub client: u32,
+    pub path_len: u32,
+    pub path_off: u64,
+    pub first: u64,
+    pub count: u64,
+}
+
+impl PathEntry {
+    pub(crate) fn encode(&self) -> [u8; PATH_ENTRY] {
+        let mut b = [0u8; PATH_ENTRY];
+        b[0..4].copy_from_slice(&self.client.to_le_bytes());
+        b[4..8].copy_from_slice(&self.path_len.to_le_bytes());
+        b[8..16].copy_from_slice(&self.path_off.to_le_bytes());
+        b[16..24].copy_from_slice(&self.first.to_le_bytes());
+        b[24..32].copy_from_slice(&self.count.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Option<PathEntry> {
+        let b: &[u8; PATH_ENTRY] = b.try_into().ok()?;
+        Some(PathEntry {
+            client: u32::from_le_bytes(b[0..4].try_into().ok()?),
+            path_len: u32::from_le_bytes(b[4..8].try_into().ok()?),
+            path_off: u64::from_le_bytes(b[8..16].try_into().ok()?),
+            first: u64::from_le_bytes(b[16..24].try_into().ok()?),
+            count: u64::from_le_bytes(b[24..32].try_into().ok()?),
+        })
+    }
+}
+
+/// What a run says about itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Footer {
+    /// Clients by the number the table uses, in name order.
+    pub clients: Vec<String>,
+    /// The packs whose versions it holds, all of them.
+    pub packs: Vec<PackName>,
+    pub records: u64,
+    pub paths: u64,
+    pub entries_off: u64,
+    pub paths_off: u64,
+    pub table_off: u64,
+    pub footer_off: u64,
+    /// blake3 of the paths and the table sections.
+    pub hash: [u8; 32],
+}
+
+fn shape_byte(s: Shape) -> u8 {
+    match s {
+        Shape::Gone => 0,
+        Shape::Dir => 1,
+        Shape::Other => 2,
+        Shape::StreamOk => 3,
+        Shape::StreamFailed => 4,
+    }
+}
+
+fn shape_of(b: u8) -> Option<Shape> {
+    Some(match b {
+        0 => Shape::Gone,
+        1 => Shape::Dir,
+        2 => Shape::Other,
+        3 => Shape::StreamOk,
+        4 => Shape::StreamFailed,
+        _ => return None,
+    })
+}

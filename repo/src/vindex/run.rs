@@ -1,0 +1,266 @@
+//! Reading a run: its footer and table are checked at open; a path is
+//! found by a binary search of the table, read a few bytes at a time, and
+//! its records and entries are read only when a query asks for them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rewind_core::{Entry, RepoError};
+use tracing::{debug, warn};
+
+use super::format::{Footer, MAGIC, PATH_ENTRY, PathEntry, RECORD, Record, TAIL};
+use crate::durable::{corrupt, io_err};
+use crate::pack_name::PackName;
+
+/// An open run.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub path: PathBuf,
+    file: File,
+    pub footer: Footer,
+}
+
+impl Run {
+    /// Open and check the run at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Run, RepoError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let len = file.metadata().map_err(io_err(path))?.len();
+        let bad = |why: &str| corrupt(path, format!("version index run: {why}"));
+        if len < TAIL as u64 {
+            return Err(bad("shorter than its tail"));
+        }
+        let mut tail = [0u8; TAIL];
+        file.read_exact_at(&mut tail, len - TAIL as u64)
+            .map_err(io_err(path))?;
+        if &tail[4..] != MAGIC {
+            return Err(bad("no magic at its end"));
+        }
+        let flen = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+        let foff = (len - TAIL as u64)
+            .checked_sub(flen)
+            .ok_or_else(|| bad("footer longer than the file"))?;
+        let mut fb = vec![0u8; flen as usize];
+        file.read_exact_at(&mut fb, foff).map_err(io_err(path))?;
+        let footer: Footer =
+            postcard::from_bytes(&fb).map_err(|_| bad("footer does not decode"))?;
+        let sections_ok = footer.entries_off == footer.records * RECORD as u64
+            && footer.entries_off <= footer.paths_off
+            && footer.paths_off <= footer.table_off
+            && footer.table_off + footer.paths * PATH_ENTRY as u64 == foff
+            && footer.footer_off == foff;
+        if !sections_ok {
+            return Err(bad("sections do not add up"));
+        }
+        let mut checked = vec![0u8; (foff - footer.paths_off) as usize];
+        file.read_exact_at(&mut checked, footer.paths_off)
+            .map_err(io_err(path))?;
+        if *blake3::hash(&checked).as_bytes() != footer.hash {
+            return Err(bad("paths or table do not match their checksum"));
+        }
+        Ok(Run {
+            path: path.to_path_buf(),
+            file,
+            footer,
+        })
+    }
+
+    fn bad(&self, why: impl std::fmt::Display) -> RepoError {
+        corrupt(&self.path, format!("version index run: {why}"))
+    }
+
+    fn read(&self, off: u64, len: usize) -> Result<Vec<u8>, RepoError> {
+        let mut b = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut b, off)
+            .map_err(io_err(&self.path))?;
+        Ok(b)
+    }
+
+    fn client_no(&self, client: &str) -> Option<u32> {
+        self.footer
+            .clients
+            .binary_search_by(|c| c.as_str().cmp(client))
+            .ok()
+            .map(|i| i as u32)
+    }
+
+    /// Table entry `i`.
+    fn entry(&self, i: u64) -> Result<PathEntry, RepoError> {
+        let b = self.read(self.footer.table_off + i * PATH_ENTRY as u64, PATH_ENTRY)?;
+        self.checked(i, &b)
+    }
+
+    /// Table entry `i` decoded from `b`, its bounds checked.
+    fn checked(&self, i: u64, b: &[u8]) -> Result<PathEntry, RepoError> {
+        let e = PathEntry::decode(b).ok_or_else(|| self.bad("short table entry"))?;
+        let in_bounds = e.path_off + e.path_len as u64
+            <= self.footer.table_off - self.footer.paths_off
+            && e.first + e.count <= self.footer.records;
+        if !in_bounds {
+            return Err(self.bad(format!("table entry {i} points outside the run")));
+        }
+        Ok(e)
+    }
+
+    fn path_of(&self, e: &PathEntry) -> Result<Vec<u8>, RepoError> {
+        self.read(self.footer.paths_off + e.path_off, e.path_len as usize)
+    }
+
+    /// The first table position whose (client, path) is not below
+    /// `(client, path)`.
+    fn lower_bound(&self, client: u32, path: &[u8]) -> Result<u64, RepoError> {
+        let (mut lo, mut hi) = (0u64, self.footer.paths);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let e = self.entry(mid)?;
+            let key = (e.client, self.path_of(&e)?);
+            if key.0 < client || (key.0 == client && key.1.as_slice() < path) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Where the records of `client`'s `path` are, if the run has any.
+    pub(crate) fn find(&self, client: &str, path: &[u8]) -> Result<Option<PathEntry>, RepoError> {
+        let Some(c) = self.client_no(client) else {
+            return Ok(None);
+        };
+        let i = self.lower_bound(c, path)?;
+        if i == self.footer.paths {
+            return Ok(None);
+        }
+        let e = self.entry(i)?;
+        Ok((e.client == c && self.path_of(&e)? == path).then_some(e))
+    }
+
+    /// Every path of `client` that starts with `prefix` (bytes), in order,
+    /// with where its records are.
+    pub(crate) fn with_prefix(
+        &self,
+        client: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, PathEntry)>, RepoError> {
+        let Some(c) = self.client_no(client) else {
+            return Ok(Vec::new());
+        };
+        let mut i = self.lower_bound(c, prefix)?;
+        let mut out = Vec::new();
+        // The table is read in slices, not an entry at a time.
+        const SLICE: u64 = 4096;
+        while i < self.footer.paths {
+            let n = SLICE.min(self.footer.paths - i);
+            let b = self.read(
+                self.footer.table_off + i * PATH_ENTRY as u64,
+                (n as usize) * PATH_ENTRY,
+            )?;
+            for (k, eb) in b.chunks_exact(PATH_ENTRY).enumerate() {
+                let e = self.checked(i + k as u64, eb)?;
+                if e.client != c {
+                    return Ok(out);
+                }
+                let p = self.path_of(&e)?;
+                if !p.starts_with(prefix) {
+                    return Ok(out);
+                }
+                out.push((p, e));
+            }
+            i += n;
+        }
+        Ok(out)
+    }
+
+    /// The records of a table entry, in seq order.
+    pub(crate) fn records(&self, e: &PathEntry) -> Result<Vec<Record>, RepoError> {
+        let b = self.read(e.first * RECORD as u64, e.count as usize * RECORD)?;
+        let entries_len = self.footer.paths_off - self.footer.entries_off;
+        b.chunks_exact(RECORD)
+            .map(|r| {
+                let r = Record::decode(r).ok_or_else(|| self.bad("a record of unknown shape"))?;
+                if r.entry_off + r.entry_len as u64 > entries_len {
+                    return Err(self.bad("a record's entry lies outside the run"));
+                }
+                Ok(r)
+            })
+            .collect()
+    }
+
+    /// The encoded entry of a record.
+    pub(crate) fn entry_bytes(&self, r: &Record) -> Result<Vec<u8>, RepoError> {
+        self.read(self.footer.entries_off + r.entry_off, r.entry_len as usize)
+    }
+
+    /// The entry of a record, decoded.
+    pub(crate) fn decode_entry(&self, r: &Record) -> Result<Entry, RepoError> {
+        let b = self.entry_bytes(r)?;
+        postcard::from_bytes(&b)
+            .map_err(|_| self.bad(format!("entry of seq {} does not decode", r.seq)))
+    }
+
+    pub(crate) fn packs(&self) -> &[PackName] {
+        &self.footer.packs
+    }
+
+    pub(crate) fn versions(&self) -> u64 {
+        self.footer.records
+    }
+}
+
+/// Every run in `DIR/vindex` that opens and checks (others are logged and
+/// left for the writer), newest name order irrelevant.
+pub(crate) fn open_all(dir: &Path) -> Result<Vec<Run>, RepoError> {
+    let rd = super::runs_dir(dir);
+    let entries = match std::fs::read_dir(&rd) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&rd)(e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(io_err(&rd))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name
+            .strip_suffix(".vix")
+            .and_then(PackName::parse)
+            .is_none()
+        {
+            continue;
+        }
+        match Run::open(&e.path()) {
+            Ok(r) => out.push(r),
+            Err(RepoError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => warn!(error = %err, "version index run not used"),
+        }
+    }
+    Ok(out)
+}
+
+/// Of `runs`, the ones a reader uses: each names only packs in `present`,
+/// and no two name the same pack (the larger run wins: a merge's inputs
+/// left beside it by a crash are passed over). Returns them and the packs
+/// they cover; the rest of `runs` are returned as unused.
+pub(crate) fn usable_runs(
+    mut runs: Vec<Run>,
+    present: &BTreeMap<PackName, crate::store::Listed>,
+) -> (Vec<Run>, HashSet<PackName>, Vec<Run>) {
+    runs.sort_by(|a, b| b.versions().cmp(&a.versions()).then(a.path.cmp(&b.path)));
+    let mut covered = HashSet::new();
+    let (mut used, mut unused) = (Vec::new(), Vec::new());
+    for r in runs {
+        let whole = r.packs().iter().all(|p| present.contains_key(p));
+        let disjoint = r.packs().iter().all(|p| !covered.contains(p));
+        if whole && disjoint {
+            covered.extend(r.packs().iter().copied());
+            used.push(r);
+        } else {
+            debug!(run = %r.path.display(), whole, disjoint, "version index run not used");
+            unused.push(r);
+        }
+    }
+    (used, covered, unused)
+}

@@ -1,0 +1,293 @@
+//! Queries over the runs and the overlay (the versions of packs no run
+//! names), with retention applied as a full load applies it: a path's
+//! versions from every source are merged by seq (copies once), each
+//! version's span ends at the earliest later observation (`live_ends`),
+//! and what the client's kept points do not keep is left out.
+//!
+//! `tree_at` puts the one version of each path in force at the moment
+//! (and of the base's ancestors) into a small index and asks it, so the
+//! rules of which paths exist under which directories are the in-memory
+//! index's own, and memory follows the answer.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rewind_core::path::is_under;
+use rewind_core::retention::{QueryPoint, live_ends};
+use rewind_core::{RepoError, Timestamp, Version};
+
+use super::format::{PathEntry, Record};
+use super::run::{Run, open_all, usable_runs};
+use crate::crypt::Crypt;
+use crate::keep::KeepFile;
+use crate::layout::{Discover, discover, fill, list_packs_meta};
+use crate::state::{Held, Shape, State, normalize, parent};
+
+/// The runs a reader uses, and the versions of the packs they do not
+/// name.
+pub(crate) struct VersionView {
+    dir: PathBuf,
+    runs: Vec<Run>,
+    overlay: State,
+    keep: HashMap<String, crate::state::Keeping>,
+}
+
+impl std::fmt::Debug for VersionView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionView")
+            .field("dir", &self.dir)
+            .field("runs", &self.runs.len())
+            .finish()
+    }
+}
+
+/// One version of a path, from a run or from the overlay.
+struct Item<'a> {
+    seq: u64,
+    observed_at: Timestamp,
+    shape: Shape,
+    from: From<'a>,
+}
+
+enum From<'a> {
+    Run(usize, Record),
+    Overlay(&'a Held),
+}
+
+impl VersionView {
+    /// The view of `dir` with `keep` applied; `None` when the repository
+    /// has no usable run (then the whole index is loaded, as before).
+    pub(crate) fn open(
+        dir: &Path,
+        crypt: &Crypt,
+        keep: &KeepFile,
+    ) -> Result<Option<VersionView>, RepoError> {
+        if !super::applies(dir, crypt) {
+            return Ok(None);
+        }
+        let runs = open_all(dir)?;
+        if runs.is_empty() {
+            return Ok(None);
+        }
+        let present = list_packs_meta(dir)?;
+        let (runs, covered, _) = usable_runs(runs, &present);
+        if runs.is_empty() {
+            return Ok(None);
+        }
+        let how = Discover {
+            repair: false,
+            warn_orphans: false,
+            cache: None,
+        };
+        let mut packs = discover(crypt, dir, &covered, how)?;
+        packs.sort_by_key(|p| (p.sealed_at, p.pack));
+        let mut overlay = State::default();
+        for idx in packs {
+            if let Some(idx) = fill(crypt, dir, idx, how)? {
+                let condemned = keep.condemned.contains_key(&idx.pack);
+                overlay.add_pack_marked(idx, condemned);
+            }
+        }
+        Ok(Some(VersionView {
+            dir: dir.to_path_buf(),
+            runs,
+            overlay,
+            keep: keep
+                .clients
+                .iter()
+                .map(|(c, k)| (c.clone(), crate::state::Keeping::of(k)))
+                .collect(),
+        }))
+    }
+
+    /// The versions of `path` from the runs at `places` and the overlay,
+    /// in seq order, each once.
+    fn merged(
+        &self,
+        client: &str,
+        path: &[u8],
+        places: &[(usize, PathEntry)],
+    ) -> Result<Vec<Item<'_>>, RepoError> {
+        let mut items = Vec::new();
+        for (ri, e) in places {
+            for r in self.runs[*ri].records(e)? {
+                items.push(Item {
+                    seq: r.seq,
+                    observed_at: r.observed_at,
+                    shape: r.shape,
+                    from: From::Run(*ri, r),
+                });
+            }
+        }
+        for h in self.overlay.held_of(client, path) {
+            items.push(Item {
+                seq: h.seq,
+                observed_at: h.observed_at,
+                shape: h.shape,
+                from: From::Overlay(h),
+            });
+        }
+        if places.len() + usize::from(!self.overlay.held_of(client, path).is_empty()) > 1 {
+            items.sort_by_key(|i| i.seq);
+            items.dedup_by_key(|i| i.seq);
+        }
+        Ok(items)
+    }
+
+    /// Which of `items` (one path's, in seq order) retention keeps.
+    fn kept(&self, client: &str, path: &[u8], items: &[Item<'_>]) -> Vec<bool> {
+        let Some(keep) = self.keep.get(client) else {
+            return vec![true; items.len()];
+        };
+        let times: Vec<Timestamp> = items.iter().map(|i| i.observed_at).collect();
+        live_ends(&times)
+            .into_iter()
+            .enumerate()
+            .map(|(k, end)| keep.keeps(path, times[k], end))
+            .collect()
+    }
+
+    fn encoded(&self, item: &Item<'_>) -> Result<Box<[u8]>, RepoError> {
+        match &item.from {
+            From::Run(ri, r) => {
+                let run = &self.runs[*ri];
+                let b = run.entry_bytes(r)?;
+                // Checked here, so that what the answer index holds decodes.
+                run.decode_entry(r)?;
+                Ok(b.into_boxed_slice())
+            }
+            From::Overlay(h) => Ok(h.encoded().into()),
+        }
+    }
+
+    /// Where `client`'s `path` is in each run.
+    fn places(&self, client: &str, path: &[u8]) -> Result<Vec<(usize, PathEntry)>, RepoError> {
+        let mut out = Vec::new();
+        for (ri, run) in self.runs.iter().enumerate() {
+            if let Some(e) = run.find(client, path)? {
+                out.push((ri, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// See `Repository::versions_of`.
+    pub(crate) fn versions_of(&self, client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError> {
+        let places = self.places(client, path)?;
+        let items = self.merged(client, path, &places)?;
+        let kept = self.kept(client, path, &items);
+        let mut out = Vec::new();
+        for (item, k) in items.iter().zip(kept) {
+            if !k {
+                continue;
+            }
+            let h = Held::from_encoded(
+                item.seq,
+                item.observed_at,
+                0,
+                item.shape,
+                self.encoded(item)?,
+            );
+            out.push(h.version(client, path));
+        }
+        Ok(out)
+    }
+
+    /// The version of `path` in force at `at` (tombstones included) among
+    /// those retention keeps.
+    fn in_force(
+        &self,
+        client: &str,
+        path: &[u8],
+        places: &[(usize, PathEntry)],
+        at: Timestamp,
+    ) -> Result<Option<Held>, RepoError> {
+        let items = self.merged(client, path, places)?;
+        let kept = self.kept(client, path, &items);
+        let Some(i) = (0..items.len())
+            .rev()
+            .find(|&i| kept[i] && items[i].observed_at <= at)
+        else {
+            return Ok(None);
+        };
+        let item = &items[i];
+        Ok(Some(Held::from_encoded(
+            item.seq,
+            item.observed_at,
+            0,
+            item.shape,
+            self.encoded(item)?,
+        )))
+    }
+
+    /// See `Repository::query_point`.
+    pub(crate) fn query_point(&self, client: &str, at: Timestamp) -> QueryPoint {
+        match self.keep.get(client) {
+            Some(k) => k.files.snap(at, &k.pins),
+            None => QueryPoint::exact(at),
+        }
+    }
+
+    /// See `Repository::tree_at`.
+    pub(crate) fn tree_at(
+        &self,
+        client: &str,
+        base: &[u8],
+        at: Timestamp,
+    ) -> Result<Vec<Version>, RepoError> {
+        let at = if base.starts_with(b"/") {
+            match self.query_point(client, at).used {
+                Some(t) => t,
+                None => return Ok(Vec::new()),
+            }
+        } else {
+            at
+        };
+        let base = normalize(base);
+        // Every path below the base, with where each run holds it.
+        let mut paths: BTreeMap<Vec<u8>, Vec<(usize, PathEntry)>> = BTreeMap::new();
+        for (ri, run) in self.runs.iter().enumerate() {
+            for (p, e) in run.with_prefix(client, base)? {
+                if is_under(&p, base) {
+                    paths.entry(p).or_default().push((ri, e));
+                }
+            }
+        }
+        for (p, _) in self.overlay.held_with_prefix(client, base) {
+            if is_under(p, base) {
+                paths.entry(p.clone()).or_default();
+            }
+        }
+        let mut answer = State::for_answer();
+        let mut ancestors = HashSet::new();
+        let mut a = parent(base);
+        while let Some(p) = a {
+            ancestors.insert(p.to_vec());
+            a = parent(p);
+        }
+        for p in ancestors {
+            let places = self.places(client, &p)?;
+            if let Some(h) = self.in_force(client, &p, &places, at)? {
+                answer.insert_held(client, &p, h);
+            }
+        }
+        for (p, places) in paths {
+            if let Some(h) = self.in_force(client, &p, &places, at)? {
+                answer.insert_held(client, &p, h);
+            }
+        }
+        Ok(answer.tree_at(client, base, at))
+    }
+
+    /// See `Repository::covers`.
+    pub(crate) fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
+        let mut p = Some(normalize(path));
+        while let Some(q) = p {
+            if !self.overlay.held_of(client, q).is_empty() || !self.places(client, q)?.is_empty() {
+                return Ok(true);
+            }
+            p = parent(q);
+        }
+        Ok(false)
+    }
+}
