@@ -23,6 +23,7 @@
 //! DIR/tmp/                          the pack being filled and files being written; garbage at open
 //! DIR/lock                          the writer lock (flock), holding the writer's pid
 //! DIR/keys/<8 hex>                  encrypted repositories (format 5): one key slot each
+//! DIR/vindex/<32 hex>.vix          plain local repositories: the version index on disk, derived from the packs (`vindex.rs`)
 //! ```
 //!
 //! An encrypted repository (format 5, `"encryption"` in its config) seals
@@ -72,6 +73,12 @@
 //!   `PREFIX/lock`); any number of readers, in any process, alongside it.
 //!   Readers never write and take no lease; they see new commits after
 //!   [`LocalRepo::refresh`].
+//! - A reader of a plain local repository answers version queries
+//!   (`versions_of`, `tree_at`, `covers`, `query_point`) from the version
+//!   index on disk, which the writer keeps in the background, plus the
+//!   index files of packs it does not cover yet; it loads the whole
+//!   in-memory index only when another call needs it, or when a run of
+//!   the version index is damaged. The answers are the whole index's.
 //! - A writer on an object store whose lease was taken over, or has not
 //!   been renewed for three quarters of its expiry, writes nothing more:
 //!   every write and every commit fails (a commit whose pack went out

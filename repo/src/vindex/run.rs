@@ -158,16 +158,32 @@ impl Run {
                 self.footer.table_off + i * PATH_ENTRY as u64,
                 (n as usize) * PATH_ENTRY,
             )?;
-            for (k, eb) in b.chunks_exact(PATH_ENTRY).enumerate() {
-                let e = self.checked(i + k as u64, eb)?;
+            let slice = b
+                .chunks_exact(PATH_ENTRY)
+                .enumerate()
+                .map(|(k, eb)| self.checked(i + k as u64, eb))
+                .collect::<Result<Vec<PathEntry>, RepoError>>()?;
+            // The paths of a slice lie back to back: one read for them all.
+            let (first, last) = (slice[0], slice[slice.len() - 1]);
+            let start = first.path_off;
+            let end = last.path_off + last.path_len as u64;
+            let contiguous = slice
+                .windows(2)
+                .all(|w| w[0].path_off + w[0].path_len as u64 == w[1].path_off);
+            if !contiguous || end < start {
+                return Err(self.bad("paths of the table are not in order"));
+            }
+            let bytes = self.read(self.footer.paths_off + start, (end - start) as usize)?;
+            for e in slice {
                 if e.client != c {
                     return Ok(out);
                 }
-                let p = self.path_of(&e)?;
+                let at = (e.path_off - start) as usize;
+                let p = &bytes[at..at + e.path_len as usize];
                 if !p.starts_with(prefix) {
                     return Ok(out);
                 }
-                out.push((p, e));
+                out.push((p.to_vec(), e));
             }
             i += n;
         }
@@ -194,11 +210,12 @@ impl Run {
         self.read(self.footer.entries_off + r.entry_off, r.entry_len as usize)
     }
 
-    /// The entry of a record, decoded.
-    pub(crate) fn decode_entry(&self, r: &Record) -> Result<Entry, RepoError> {
+    /// The encoded entry of a record, checked to decode.
+    pub(crate) fn checked_entry(&self, r: &Record) -> Result<Vec<u8>, RepoError> {
         let b = self.entry_bytes(r)?;
-        postcard::from_bytes(&b)
-            .map_err(|_| self.bad(format!("entry of seq {} does not decode", r.seq)))
+        postcard::from_bytes::<Entry>(&b)
+            .map_err(|_| self.bad(format!("entry of seq {} does not decode", r.seq)))?;
+        Ok(b)
     }
 
     pub(crate) fn packs(&self) -> &[PackName] {

@@ -149,13 +149,8 @@ impl VersionView {
 
     fn encoded(&self, item: &Item<'_>) -> Result<Box<[u8]>, RepoError> {
         match &item.from {
-            From::Run(ri, r) => {
-                let run = &self.runs[*ri];
-                let b = run.entry_bytes(r)?;
-                // Checked here, so that what the answer index holds decodes.
-                run.decode_entry(r)?;
-                Ok(b.into_boxed_slice())
-            }
+            // Checked here, so that what the answer index holds decodes.
+            From::Run(ri, r) => Ok(self.runs[*ri].checked_entry(r)?.into_boxed_slice()),
             From::Overlay(h) => Ok(h.encoded().into()),
         }
     }
