@@ -98,12 +98,22 @@ impl LocalRepo {
             return Ok(false);
         }
         let keep = KeepFile::read(&self.crypt, &self.dir)?;
-        let fresh = Self::open_view(&self.dir, &self.crypt, &keep);
         let mut view = self.view.write().expect("version view poisoned");
         if !self.deferred.load(Ordering::Acquire) {
             return Ok(false);
         }
-        *self.keepfile.lock().expect("retention poisoned") = keep;
+        *self.keepfile.lock().expect("retention poisoned") = keep.clone();
+        // Most refreshes only find new packs: they join the overlay.
+        if let Some(v) = view.as_mut() {
+            match v.refresh(&self.crypt, &keep) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "version index on disk: refresh failed; opening it again")
+                }
+            }
+        }
+        let fresh = Self::open_view(&self.dir, &self.crypt, &keep);
         match fresh {
             Some(v) => {
                 *view = Some(v);

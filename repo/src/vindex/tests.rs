@@ -225,4 +225,18 @@ fn a_reader_refreshes_over_new_runs_and_packs() {
         view.versions_of(C, b"/r/f1").unwrap(),
         repo.versions_of(C, b"/r/f1").unwrap()
     );
+    // New runs (the overlay's packs now in one): the view opens again.
+    let seq = history(&repo, seq + 40, 90..120);
+    repo.index_versions().unwrap();
+    view.refresh().unwrap();
+    same_answers(&view, &LocalRepo::open(tmp.path()).unwrap(), 130);
+    // A forget: retention as the file says now.
+    let req = ForgetRequest::new(
+        Policy::parse("all 30s, every 20s").unwrap(),
+        Timestamp(130 * S),
+    );
+    repo.forget(C, &req).unwrap();
+    history(&repo, seq, 130..140);
+    view.refresh().unwrap();
+    same_answers(&view, &LocalRepo::open(tmp.path()).unwrap(), 150);
 }

@@ -9,7 +9,7 @@
 //! rules of which paths exist under which directories are the in-memory
 //! index's own, and memory follows the answer.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rewind_core::path::is_under;
@@ -21,6 +21,7 @@ use super::run::{Run, open_all, usable_runs};
 use crate::crypt::Crypt;
 use crate::keep::KeepFile;
 use crate::layout::{Discover, discover, fill, list_packs_meta};
+use crate::pack_name::PackName;
 use crate::state::{Held, Shape, State, normalize, parent};
 
 /// The runs a reader uses, and the versions of the packs they do not
@@ -28,6 +29,11 @@ use crate::state::{Held, Shape, State, normalize, parent};
 pub(crate) struct VersionView {
     dir: PathBuf,
     runs: Vec<Run>,
+    /// The files of every run in `DIR/vindex` when the view was opened,
+    /// used or not: when they change, the view is opened again.
+    run_files: BTreeSet<PathBuf>,
+    /// The packs the runs in use name.
+    covered: HashSet<PackName>,
     overlay: State,
     keep: HashMap<String, crate::state::Keeping>,
 }
@@ -69,35 +75,86 @@ impl VersionView {
         if runs.is_empty() {
             return Ok(None);
         }
+        let run_files = runs.iter().map(|r| r.path.clone()).collect();
         let present = list_packs_meta(dir)?;
         let (runs, covered, _) = usable_runs(runs, &present);
         if runs.is_empty() {
             return Ok(None);
         }
+        let mut view = VersionView {
+            dir: dir.to_path_buf(),
+            runs,
+            run_files,
+            covered,
+            overlay: State::default(),
+            keep: HashMap::new(),
+        };
+        view.set_keep(keep);
+        view.add_new_packs(crypt, keep)?;
+        Ok(Some(view))
+    }
+
+    fn set_keep(&mut self, keep: &KeepFile) {
+        self.keep = keep
+            .clients
+            .iter()
+            .map(|(c, k)| (c.clone(), crate::state::Keeping::of(k)))
+            .collect();
+    }
+
+    /// Read into the overlay the packs neither the runs nor the overlay
+    /// hold yet.
+    fn add_new_packs(&mut self, crypt: &Crypt, keep: &KeepFile) -> Result<(), RepoError> {
         let how = Discover {
             repair: false,
             warn_orphans: false,
             cache: None,
         };
-        let mut packs = discover(crypt, dir, &covered, how)?;
+        let mut known = self.covered.clone();
+        known.extend(self.overlay.live_packs().map(|(_, p)| p.name));
+        let mut packs = discover(crypt, &self.dir, &known, how)?;
         packs.sort_by_key(|p| (p.sealed_at, p.pack));
-        let mut overlay = State::default();
         for idx in packs {
-            if let Some(idx) = fill(crypt, dir, idx, how)? {
+            if let Some(idx) = fill(crypt, &self.dir, idx, how)? {
                 let condemned = keep.condemned.contains_key(&idx.pack);
-                overlay.add_pack_marked(idx, condemned);
+                self.overlay.add_pack_marked(idx, condemned);
             }
         }
-        Ok(Some(VersionView {
-            dir: dir.to_path_buf(),
-            runs,
-            overlay,
-            keep: keep
-                .clients
-                .iter()
-                .map(|(c, k)| (c.clone(), crate::state::Keeping::of(k)))
+        Ok(())
+    }
+
+    /// Follow what the repository holds now, as `LocalRepo::refresh` does:
+    /// new packs join the overlay, pruned ones leave it, and retention is
+    /// the file's now. `false` when the runs changed (new ones, merged,
+    /// or one names a pack that is gone): then the caller opens a new view.
+    pub(crate) fn refresh(&mut self, crypt: &Crypt, keep: &KeepFile) -> Result<bool, RepoError> {
+        let files: BTreeSet<PathBuf> = match std::fs::read_dir(super::runs_dir(&self.dir)) {
+            Ok(d) => d
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".vix"))
+                .map(|e| e.path())
                 .collect(),
-        }))
+            Err(_) => BTreeSet::new(),
+        };
+        if files != self.run_files {
+            return Ok(false);
+        }
+        let present = list_packs_meta(&self.dir)?;
+        if self.covered.iter().any(|p| !present.contains_key(p)) {
+            return Ok(false);
+        }
+        let vanished: Vec<PackName> = self
+            .overlay
+            .live_packs()
+            .map(|(_, p)| p.name)
+            .filter(|n| !present.contains_key(n))
+            .collect();
+        self.add_new_packs(crypt, keep)?;
+        if !vanished.is_empty() {
+            self.overlay.remove_packs(&vanished);
+        }
+        self.set_keep(keep);
+        Ok(true)
     }
 
     /// The versions of `path` from the runs at `places` and the overlay,
