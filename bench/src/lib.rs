@@ -32,6 +32,9 @@
 //! - [`fleet`]: 100 clients of 10,000 files each against one
 //!   `rewind-server` (issue 19): aggregate throughput, the server's peak
 //!   memory and CPU, and a verify of its repository after.
+//! - [`saves`]: 100 saves a second over 1,000 files for ten minutes
+//!   (issue 19): change-to-durable latency of one save a second and the
+//!   agent's RSS over the run.
 //! - [`s3`]: rewind and restic against the same S3 server (`s3s-fs` on
 //!   loopback, issue 20): first pass, incremental after a 1 MiB change in
 //!   a 1 GiB file, full and single-file restore, and the HTTP requests of
@@ -63,6 +66,7 @@ pub mod report;
 pub mod retention;
 pub mod run;
 pub mod s3;
+pub mod saves;
 pub mod server;
 pub mod ui;
 pub mod watchlimit;
@@ -103,6 +107,8 @@ pub enum Part {
     History,
     /// Many clients of many files against one server.
     Fleet,
+    /// A sustained stream of saves: latency and memory over ten minutes.
+    Saves,
     /// rewind and restic on an S3 server.
     S3,
     /// Rescans of directories past the inotify watch limit.
@@ -111,7 +117,7 @@ pub enum Part {
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 15] = [
+    pub const ALL: [Part; 16] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -125,6 +131,7 @@ impl Part {
         Part::Retention,
         Part::History,
         Part::Fleet,
+        Part::Saves,
         Part::S3,
         Part::Watchlimit,
     ];
@@ -145,6 +152,7 @@ impl Part {
             Part::Retention => "retention",
             Part::History => "history",
             Part::Fleet => "fleet",
+            Part::Saves => "saves",
             Part::S3 => "s3",
             Part::Watchlimit => "watchlimit",
         }
@@ -193,7 +201,7 @@ impl Config {
     ///
     /// | variable | default | meaning |
     /// | --- | --- | --- |
-    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history,fleet` | parts to run (`s3` and `watchlimit` when named, or with `all`) |
+    /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history,fleet,saves` | parts to run (`s3` and `watchlimit` when named, or with `all`) |
     /// | `REWIND_BENCH_RETENTION_VERSIONS` | 5,000,000 × scale | versions of the retention part's year |
     /// | `REWIND_BENCH_RETENTION_SNAPSHOTS` | 35 | days of the retention part's comparison with restic and borg |
     /// | `REWIND_BENCH_RETENTION_SWEEP` | 1 | `0`: the retention part skips `--max-unused 0` and `30` |
@@ -230,7 +238,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, fleet, s3, watchlimit, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, fleet, saves, s3, watchlimit, all)"
                         ),
                     }
                 }
@@ -421,6 +429,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Retention => retention::run(cfg)?,
             Part::History => history::run(cfg)?,
             Part::Fleet => fleet::run(cfg)?,
+            Part::Saves => saves::run(cfg)?,
             Part::S3 => s3::run(cfg)?,
             Part::Watchlimit => watchlimit::run(cfg)?,
         };

@@ -53,6 +53,7 @@ mod write;
 mod tests;
 
 pub(crate) use maintain::{Maintainer, maintain};
+#[cfg(test)]
 pub(crate) use run::Run;
 pub(crate) use view::VersionView;
 
