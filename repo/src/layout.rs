@@ -116,35 +116,69 @@ pub(crate) fn discover(
         if known.contains(&name) {
             continue;
         }
-        let path = listed.path;
-        let pack_len = match listed.len.map_or_else(|| crate::store::len(&path), Ok) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(&path)(e)),
+        let header = || match idx_names.get(&name) {
+            Some(l) => read_header(c, dir, name, l, how.cache),
+            None => Ok(None),
         };
-        let mut from_idx = None;
-        if let Some(listed) = idx_names.get(&name) {
-            let idx_path = name.idx_path(dir);
-            match read_header(c, dir, name, listed, how.cache) {
-                Ok(Some(i)) if i.pack == name && i.pack_len == pack_len => from_idx = Some(i),
-                Ok(Some(_)) => warn!(
-                    index = %idx_path.display(),
-                    "index does not describe its pack (name or length differ); reading the pack"
-                ),
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, "unreadable index; reading the pack instead"),
-            }
+        if let Some(i) = one_pack(c, dir, name, listed, header, how)? {
+            out.push(i);
         }
-        let idx = match from_idx {
-            Some(i) => i,
-            None => match from_pack(c, dir, &path, name, how)? {
-                Some(i) => i,
-                None => continue,
-            },
-        };
-        out.push(idx);
     }
     Ok(out)
+}
+
+/// [`discover`] of the packs `packs` already listed, in a local directory
+/// without a cache: each index file is read if it is there (no listing of
+/// `index/`, which a reader over the version index on disk does not need
+/// for the few packs it reads).
+pub(crate) fn discover_listed(
+    c: &Crypt,
+    dir: &Path,
+    packs: impl IntoIterator<Item = (PackName, Listed)>,
+    how: Discover<'_>,
+) -> Result<Vec<PackIndex>, RepoError> {
+    let mut out = Vec::new();
+    for (name, listed) in packs {
+        let header = || index::read_header(c, dir, name);
+        if let Some(i) = one_pack(c, dir, name, listed, header, how)? {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+/// The contents of pack `name` (listed as `listed`): from its index
+/// header (`header`) when that is sound and matches the pack's length,
+/// else from the pack itself. `None` when the pack vanished meanwhile.
+fn one_pack(
+    c: &Crypt,
+    dir: &Path,
+    name: PackName,
+    listed: Listed,
+    header: impl FnOnce() -> Result<Option<PackIndex>, RepoError>,
+    how: Discover<'_>,
+) -> Result<Option<PackIndex>, RepoError> {
+    let path = listed.path;
+    let pack_len = match listed.len.map_or_else(|| crate::store::len(&path), Ok) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let mut from_idx = None;
+    let idx_path = name.idx_path(dir);
+    match header() {
+        Ok(Some(i)) if i.pack == name && i.pack_len == pack_len => from_idx = Some(i),
+        Ok(Some(_)) => warn!(
+            index = %idx_path.display(),
+            "index does not describe its pack (name or length differ); reading the pack"
+        ),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "unreadable index; reading the pack instead"),
+    }
+    match from_idx {
+        Some(i) => Ok(Some(i)),
+        None => from_pack(c, dir, &path, name, how),
+    }
 }
 
 /// The index object of pack `name` without its versions

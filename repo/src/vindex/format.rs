@@ -1,8 +1,8 @@
 //! The bytes of a run.
 //!
 //! ```text
-//! records   32 bytes each, sorted by (client, path, seq):
-//!           seq u64 | observed_at i64 | entry offset u64 | entry length u32 | shape u8 | 3 zero bytes
+//! records   40 bytes each, sorted by (client, path, seq):
+//!           seq u64 | observed_at i64 | tail min i64 | entry offset u64 | entry length u32 | shape u8 | 3 zero bytes
 //! entries   the postcard encoding of each record's `Entry`, back to back
 //! paths     every path's bytes, back to back
 //! table     32 bytes per path, sorted by (client, path):
@@ -10,6 +10,12 @@
 //! footer    postcard `Footer`
 //! tail      footer length u32 LE | `RWVIX001`
 //! ```
+//!
+//! The *tail min* of a record is the earliest `observed_at` of it and the
+//! records after it of the same path in the run: it never decreases along
+//! a path, so the last record observed at or before a moment is found by a
+//! binary search, and the end of a version's span (the earliest later
+//! observation, `live_ends`) is read, not computed from the whole path.
 //!
 //! All integers are little-endian; offsets are from the start of the
 //! section they point into. The footer carries the blake3 of the table and
@@ -24,8 +30,8 @@ use rewind_core::Timestamp;
 use crate::pack_name::PackName;
 use crate::state::Shape;
 
-pub(crate) const MAGIC: &[u8; 8] = b"RWVIX001";
-pub(crate) const RECORD: usize = 32;
+pub(crate) const MAGIC: &[u8; 8] = b"RWVIX002";
+pub(crate) const RECORD: usize = 40;
 pub(crate) const PATH_ENTRY: usize = 32;
 /// The footer length and the magic.
 pub(crate) const TAIL: usize = 12;
@@ -35,6 +41,8 @@ pub(crate) const TAIL: usize = 12;
 pub(crate) struct Record {
     pub seq: u64,
     pub observed_at: Timestamp,
+    /// See the module doc.
+    pub tail_min: Timestamp,
     pub entry_off: u64,
     pub entry_len: u32,
     pub shape: Shape,
@@ -45,9 +53,10 @@ impl Record {
         let mut b = [0u8; RECORD];
         b[0..8].copy_from_slice(&self.seq.to_le_bytes());
         b[8..16].copy_from_slice(&self.observed_at.0.to_le_bytes());
-        b[16..24].copy_from_slice(&self.entry_off.to_le_bytes());
-        b[24..28].copy_from_slice(&self.entry_len.to_le_bytes());
-        b[28] = shape_byte(self.shape);
+        b[16..24].copy_from_slice(&self.tail_min.0.to_le_bytes());
+        b[24..32].copy_from_slice(&self.entry_off.to_le_bytes());
+        b[32..36].copy_from_slice(&self.entry_len.to_le_bytes());
+        b[36] = shape_byte(self.shape);
         b
     }
 
@@ -57,9 +66,10 @@ impl Record {
         Some(Record {
             seq: u64::from_le_bytes(b[0..8].try_into().ok()?),
             observed_at: Timestamp(i64::from_le_bytes(b[8..16].try_into().ok()?)),
-            entry_off: u64::from_le_bytes(b[16..24].try_into().ok()?),
-            entry_len: u32::from_le_bytes(b[24..28].try_into().ok()?),
-            shape: shape_of(b[28])?,
+            tail_min: Timestamp(i64::from_le_bytes(b[16..24].try_into().ok()?)),
+            entry_off: u64::from_le_bytes(b[24..32].try_into().ok()?),
+            entry_len: u32::from_le_bytes(b[32..36].try_into().ok()?),
+            shape: shape_of(b[36])?,
         })
     }
 }

@@ -120,8 +120,21 @@ pub(crate) fn maintain(dir: &Path, cancel: &AtomicBool, all: bool) -> Result<(),
             }
         }
     }
+    let runs = open_all(dir)?;
+    // Runs that do not open (damaged, or of another format) are derived
+    // data: written again from the packs below.
+    if let Ok(entries) = std::fs::read_dir(&rd) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let vix = p.extension().is_some_and(|x| x == "vix");
+            if vix && !runs.iter().any(|r| r.path == p) {
+                warn!(run = %p.display(), "deleting a version index run that does not open");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
     let present = list_packs_meta(dir)?;
-    let (_, covered, unused) = usable_runs(open_all(dir)?, &present);
+    let (_, covered, unused) = usable_runs(runs, &present);
     for r in unused {
         debug!(run = %r.path.display(), "deleting a version index run no reader uses");
         let _ = std::fs::remove_file(&r.path);

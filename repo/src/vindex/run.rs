@@ -7,12 +7,16 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use rewind_core::{Entry, RepoError};
+use rewind_core::{Entry, RepoError, Timestamp};
 use tracing::{debug, warn};
 
 use super::format::{Footer, MAGIC, PATH_ENTRY, PathEntry, RECORD, Record, TAIL};
 use crate::durable::{corrupt, io_err};
 use crate::pack_name::PackName;
+
+/// A path with at most this many records in a run is read whole rather
+/// than searched.
+const SMALL: u64 = 64;
 
 /// An open run.
 #[derive(Debug)]
@@ -203,6 +207,68 @@ impl Run {
                 Ok(r)
             })
             .collect()
+    }
+
+    /// Record `i` of a table entry.
+    pub(crate) fn record(&self, e: &PathEntry, i: u64) -> Result<Record, RepoError> {
+        let one = PathEntry {
+            first: e.first + i,
+            count: 1,
+            ..*e
+        };
+        Ok(self.records(&one)?[0])
+    }
+
+    /// The position of the last record of a table entry observed at or
+    /// before `at` (the largest whose tail min is at or before it).
+    pub(crate) fn last_by(&self, e: &PathEntry, at: Timestamp) -> Result<Option<u64>, RepoError> {
+        if e.count <= SMALL {
+            let recs = self.records(e)?;
+            return Ok(recs
+                .iter()
+                .rposition(|r| r.observed_at <= at)
+                .map(|i| i as u64));
+        }
+        let (mut lo, mut hi) = (0u64, e.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.record(e, mid)?.tail_min <= at {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo.checked_sub(1))
+    }
+
+    /// The earliest observation among the records of a table entry whose
+    /// seq is above `seq`.
+    pub(crate) fn end_after(
+        &self,
+        e: &PathEntry,
+        seq: u64,
+    ) -> Result<Option<Timestamp>, RepoError> {
+        if e.count <= SMALL {
+            let recs = self.records(e)?;
+            return Ok(recs
+                .iter()
+                .filter(|r| r.seq > seq)
+                .map(|r| r.observed_at)
+                .min());
+        }
+        let (mut lo, mut hi) = (0u64, e.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.record(e, mid)?.seq <= seq {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == e.count {
+            return Ok(None);
+        }
+        Ok(Some(self.record(e, lo)?.tail_min))
     }
 
     /// The encoded entry of a record.

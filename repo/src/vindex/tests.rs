@@ -240,3 +240,56 @@ fn a_reader_refreshes_over_new_runs_and_packs() {
     view.refresh().unwrap();
     same_answers(&view, &LocalRepo::open(tmp.path()).unwrap(), 150);
 }
+
+#[test]
+fn a_long_path_is_searched_and_answers_as_the_whole_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+    repo.commit_versions(vec![dir_v(1, 0, b"/r")]).unwrap();
+    // 400 versions of one path, a few observed earlier than the one
+    // before them (a clock stepped back), a tombstone now and then; the
+    // first half in one run, the rest in another and in the overlay.
+    let mut seq = 2;
+    for s in 1..400i64 {
+        let t = if s % 37 == 0 { (s - 20) * S } else { s * S };
+        let v = if s % 29 == 0 {
+            gone(seq, t, b"/r/hot")
+        } else {
+            let c = chunk(s as u64 % 20);
+            repo.put_chunks(vec![c.clone()]).unwrap();
+            file_v(seq, t, b"/r/hot", &[&c])
+        };
+        repo.commit_versions(vec![v]).unwrap();
+        seq += 1;
+        if s == 200 || s == 350 {
+            repo.index_versions().unwrap();
+        }
+    }
+    let check = |until: i64| {
+        let view = LocalRepo::open(tmp.path()).unwrap();
+        let whole = LocalRepo::open(tmp.path()).unwrap();
+        whole.undefer();
+        assert!(deferred(&view));
+        assert_eq!(
+            view.versions_of(C, b"/r/hot").unwrap(),
+            whole.versions_of(C, b"/r/hot").unwrap()
+        );
+        for t in 0..until * 2 {
+            let at = Timestamp(t * S / 2);
+            assert_eq!(
+                view.tree_at(C, b"/r", at).unwrap(),
+                whole.tree_at(C, b"/r", at).unwrap(),
+                "at {} s",
+                t as f64 / 2.0
+            );
+        }
+        assert!(deferred(&view));
+    };
+    check(410);
+    let req = ForgetRequest::new(
+        Policy::parse("all 40s, every 5s for 2m, every 30s").unwrap(),
+        Timestamp(400 * S),
+    );
+    assert!(repo.forget(C, &req).unwrap().versions_forgotten > 0);
+    check(410);
+}

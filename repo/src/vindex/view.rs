@@ -20,9 +20,10 @@ use super::format::{PathEntry, Record};
 use super::run::{Run, open_all, usable_runs};
 use crate::crypt::Crypt;
 use crate::keep::KeepFile;
-use crate::layout::{Discover, discover, fill, list_packs_meta};
+use crate::layout::{Discover, discover_listed, fill, list_packs_meta};
 use crate::pack_name::PackName;
 use crate::state::{Held, Shape, State, normalize, parent};
+use crate::store::Listed;
 
 /// The runs a reader uses, and the versions of the packs they do not
 /// name.
@@ -45,6 +46,20 @@ impl std::fmt::Debug for VersionView {
             .field("runs", &self.runs.len())
             .finish()
     }
+}
+
+/// Where a path's versions are: a run's table entry, or the overlay.
+#[derive(Clone, Copy)]
+enum Source {
+    Run(usize, PathEntry),
+    Overlay,
+}
+
+/// A position in one source's versions of a path, and the record there.
+struct Cursor {
+    source: Source,
+    pos: Option<u64>,
+    rec: Option<Record>,
 }
 
 /// One version of a path, from a run or from the overlay.
@@ -90,7 +105,7 @@ impl VersionView {
             keep: HashMap::new(),
         };
         view.set_keep(keep);
-        view.add_new_packs(crypt, keep)?;
+        view.add_new_packs(crypt, keep, present)?;
         Ok(Some(view))
     }
 
@@ -104,7 +119,12 @@ impl VersionView {
 
     /// Read into the overlay the packs neither the runs nor the overlay
     /// hold yet.
-    fn add_new_packs(&mut self, crypt: &Crypt, keep: &KeepFile) -> Result<(), RepoError> {
+    fn add_new_packs(
+        &mut self,
+        crypt: &Crypt,
+        keep: &KeepFile,
+        present: BTreeMap<PackName, Listed>,
+    ) -> Result<(), RepoError> {
         let how = Discover {
             repair: false,
             warn_orphans: false,
@@ -112,7 +132,8 @@ impl VersionView {
         };
         let mut known = self.covered.clone();
         known.extend(self.overlay.live_packs().map(|(_, p)| p.name));
-        let mut packs = discover(crypt, &self.dir, &known, how)?;
+        let new = present.into_iter().filter(|(n, _)| !known.contains(n));
+        let mut packs = discover_listed(crypt, &self.dir, new, how)?;
         packs.sort_by_key(|p| (p.sealed_at, p.pack));
         for idx in packs {
             if let Some(idx) = fill(crypt, &self.dir, idx, how)? {
@@ -149,7 +170,7 @@ impl VersionView {
             .map(|(_, p)| p.name)
             .filter(|n| !present.contains_key(n))
             .collect();
-        self.add_new_packs(crypt, keep)?;
+        self.add_new_packs(crypt, keep, present)?;
         if !vanished.is_empty() {
             self.overlay.remove_packs(&vanished);
         }
@@ -246,7 +267,10 @@ impl VersionView {
     }
 
     /// The version of `path` in force at `at` (tombstones included) among
-    /// those retention keeps.
+    /// those retention keeps: the one of highest seq observed at or before
+    /// `at` whose span retention keeps, found from each source's last
+    /// record at or before `at` (a binary search in a run) and stepping
+    /// back only past what retention dropped.
     fn in_force(
         &self,
         client: &str,
@@ -254,22 +278,125 @@ impl VersionView {
         places: &[(usize, PathEntry)],
         at: Timestamp,
     ) -> Result<Option<Held>, RepoError> {
-        let items = self.merged(client, path, places)?;
-        let kept = self.kept(client, path, &items);
-        let Some(i) = (0..items.len())
-            .rev()
-            .find(|&i| kept[i] && items[i].observed_at <= at)
-        else {
-            return Ok(None);
-        };
-        let item = &items[i];
-        Ok(Some(Held::from_encoded(
-            item.seq,
-            item.observed_at,
-            0,
-            item.shape,
-            self.encoded(item)?,
-        )))
+        let mem = self.overlay.held_of(client, path);
+        let mut cursors: Vec<Cursor> = Vec::with_capacity(places.len() + 1);
+        for (ri, e) in places {
+            let run = &self.runs[*ri];
+            let pos = run.last_by(e, at)?;
+            let rec = pos.map(|p| run.record(e, p)).transpose()?;
+            cursors.push(Cursor {
+                source: Source::Run(*ri, *e),
+                pos,
+                rec,
+            });
+        }
+        let mpos = mem.iter().rposition(|h| h.observed_at <= at);
+        cursors.push(Cursor {
+            source: Source::Overlay,
+            pos: mpos.map(|p| p as u64),
+            rec: None,
+        });
+        let keep = self.keep.get(client);
+        loop {
+            // The candidate: the highest seq under any cursor.
+            let seq_of = |c: &Cursor| -> Option<u64> {
+                match c.source {
+                    Source::Run(..) => c.rec.map(|r| r.seq),
+                    Source::Overlay => c.pos.map(|p| mem[p as usize].seq),
+                }
+            };
+            let Some(best) = cursors.iter().filter_map(seq_of).max() else {
+                return Ok(None);
+            };
+            let at_best = cursors
+                .iter()
+                .position(|c| seq_of(c) == Some(best))
+                .expect("one cursor has it");
+            let (observed, shape) = match cursors[at_best].source {
+                Source::Run(..) => {
+                    let r = cursors[at_best].rec.expect("a record under it");
+                    (r.observed_at, r.shape)
+                }
+                Source::Overlay => {
+                    let h = &mem[cursors[at_best].pos.expect("a version under it") as usize];
+                    (h.observed_at, h.shape)
+                }
+            };
+            let kept = match keep {
+                None => true,
+                Some(k) => {
+                    let mut end: Option<Timestamp> = None;
+                    for c in &cursors {
+                        let e = match c.source {
+                            Source::Run(ri, e) => self.runs[ri].end_after(&e, best)?,
+                            Source::Overlay => mem
+                                .iter()
+                                .filter(|h| h.seq > best)
+                                .map(|h| h.observed_at)
+                                .min(),
+                        };
+                        end = match (end, e) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    k.keeps(path, observed, end)
+                }
+            };
+            if kept {
+                let entry = match cursors[at_best].source {
+                    Source::Run(ri, _) => {
+                        let r = cursors[at_best].rec.expect("a record under it");
+                        self.runs[ri].checked_entry(&r)?.into_boxed_slice()
+                    }
+                    Source::Overlay => mem[cursors[at_best].pos.expect("under it") as usize]
+                        .encoded()
+                        .into(),
+                };
+                return Ok(Some(Held::from_encoded(best, observed, 0, shape, entry)));
+            }
+            // Dropped by retention: every copy of it steps back to the
+            // previous version observed at or before `at`.
+            for c in cursors.iter_mut() {
+                if seq_of(c) != Some(best) {
+                    continue;
+                }
+                self.step_back(c, mem, at)?;
+            }
+        }
+    }
+
+    /// Move `c` to the previous record of its source observed at or
+    /// before `at`.
+    fn step_back(&self, c: &mut Cursor, mem: &[Held], at: Timestamp) -> Result<(), RepoError> {
+        let mut pos = c.pos;
+        loop {
+            pos = match pos {
+                Some(p) if p > 0 => Some(p - 1),
+                _ => None,
+            };
+            let Some(p) = pos else {
+                c.pos = None;
+                c.rec = None;
+                return Ok(());
+            };
+            match c.source {
+                Source::Run(ri, e) => {
+                    let r = self.runs[ri].record(&e, p)?;
+                    if r.observed_at <= at {
+                        c.pos = Some(p);
+                        c.rec = Some(r);
+                        return Ok(());
+                    }
+                }
+                Source::Overlay => {
+                    if mem[p as usize].observed_at <= at {
+                        c.pos = Some(p);
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     /// See `Repository::query_point`.

@@ -25,6 +25,8 @@ pub(crate) struct RunWriter {
     clients: Vec<String>,
     /// The path being written: its client number, bytes and table entry.
     current: Option<(u32, Vec<u8>, PathEntry)>,
+    /// Its records, written when it ends (their tail mins need the last).
+    pending: Vec<Record>,
     last_seq: Option<u64>,
     n_records: u64,
     entries_len: u64,
@@ -58,6 +60,7 @@ impl RunWriter {
             base,
             clients: Vec::new(),
             current: None,
+            pending: Vec::new(),
             last_seq: None,
             n_records: 0,
             entries_len: 0,
@@ -121,16 +124,14 @@ impl RunWriter {
             self.paths_len += path.len() as u64;
             self.current = Some((c, path.to_vec(), e));
         }
-        let r = Record {
+        self.pending.push(Record {
             seq,
             observed_at,
+            tail_min: observed_at,
             entry_off: self.entries_len,
             entry_len: entry.len() as u32,
             shape,
-        };
-        self.records
-            .write_all(&r.encode())
-            .map_err(self.err("rec"))?;
+        });
         self.entries.write_all(entry).map_err(self.err("ent"))?;
         self.entries_len += entry.len() as u64;
         self.n_records += 1;
@@ -142,6 +143,16 @@ impl RunWriter {
     }
 
     fn end_path(&mut self) -> Result<(), RepoError> {
+        let mut min = Timestamp(i64::MAX);
+        for r in self.pending.iter_mut().rev() {
+            min = min.min(r.observed_at);
+            r.tail_min = min;
+        }
+        for r in std::mem::take(&mut self.pending) {
+            self.records
+                .write_all(&r.encode())
+                .map_err(self.err("rec"))?;
+        }
         if let Some((_, _, e)) = self.current.take() {
             self.table.write_all(&e.encode()).map_err(self.err("tab"))?;
             self.n_paths += 1;
