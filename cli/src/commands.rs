@@ -156,45 +156,45 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
     if vs.is_empty() {
         bail!("no versions of {}", display(&b));
     }
-    let mut prev: Option<&Version> = None;
-    let mut rows = Vec::new();
-    for v in &vs {
-        rows.push((v, change_of(prev, v), content_changed(prev, v)));
-        prev = Some(v);
-    }
-    let mut out = std::io::stdout().lock();
+    let out = std::io::stdout().lock();
+    // Written version by version: a hot file's hundreds of thousands of
+    // versions never exist as one JSON document in memory.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     if json {
-        let list: Vec<_> = rows
-            .iter()
-            .map(|(v, change, cc)| {
-                json!({
-                    "seq": v.seq,
-                    "time": v.observed_at.to_string(),
-                    "time_ns": v.observed_at.0,
-                    "kind": v.kind_name(),
-                    "size": v.size(),
-                    "change": change,
-                    "content_changed": cc,
-                    "deleted": v.is_tombstone(),
-                    "mode": v.meta().map(|m| m.mode),
-                    "mtime_ns": v.meta().map(|m| m.mtime.sec as i128 * 1_000_000_000 + m.mtime.nsec as i128),
-                    "uid": v.meta().map(|m| m.uid),
-                    "gid": v.meta().map(|m| m.gid),
-                    "xattrs": v.xattrs().iter().map(|x| JsonPath(&x.name)).collect::<Vec<_>>(),
-                    "chunks": v.chunks().iter().map(|c| c.id.to_string()).collect::<Vec<_>>(),
-                    "dump_status": v.stream_status().map(|s| s.describe()),
-                })
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut out, &json!({"path": JsonPath(&b), "versions": list}))?;
-        writeln!(out)?;
+        write!(out, "{{\n  \"path\": ")?;
+        serde_json::to_writer(&mut out, &JsonPath(&b))?;
+        write!(out, ",\n  \"versions\": [")?;
     } else {
         writeln!(
             out,
             "{:>8}  {:<23}  {:<7}  {:>10}  CHANGE",
             "SEQ", "TIME", "KIND", "SIZE"
         )?;
-        for (v, change, _) in rows {
+    }
+    let mut prev: Option<&Version> = None;
+    for (i, v) in vs.iter().enumerate() {
+        let change = change_of(prev, v);
+        if json {
+            let row = json!({
+                "seq": v.seq,
+                "time": v.observed_at.to_string(),
+                "time_ns": v.observed_at.0,
+                "kind": v.kind_name(),
+                "size": v.size(),
+                "change": change,
+                "content_changed": content_changed(prev, v),
+                "deleted": v.is_tombstone(),
+                "mode": v.meta().map(|m| m.mode),
+                "mtime_ns": v.meta().map(|m| m.mtime.sec as i128 * 1_000_000_000 + m.mtime.nsec as i128),
+                "uid": v.meta().map(|m| m.uid),
+                "gid": v.meta().map(|m| m.gid),
+                "xattrs": v.xattrs().iter().map(|x| JsonPath(&x.name)).collect::<Vec<_>>(),
+                "chunks": v.chunks().iter().map(|c| c.id.to_string()).collect::<Vec<_>>(),
+                "dump_status": v.stream_status().map(|s| s.describe()),
+            });
+            write!(out, "{}\n    ", if i == 0 { "" } else { "," })?;
+            serde_json::to_writer(&mut out, &row)?;
+        } else {
             writeln!(
                 out,
                 "{:>8}  {:<23}  {:<7}  {:>10}  {}",
@@ -209,7 +209,12 @@ fn versions(t: &Target, path: &Path, json: bool) -> Result<i32> {
                 change
             )?;
         }
+        prev = Some(v);
     }
+    if json {
+        writeln!(out, "\n  ]\n}}")?;
+    }
+    out.flush()?;
     Ok(0)
 }
 
