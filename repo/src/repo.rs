@@ -837,6 +837,9 @@ impl LocalRepo {
     /// whose pack is gone, and reload the in-memory indexes. Writers only.
     pub fn rebuild_index(&self) -> Result<RebuildReport, RepoError> {
         let _w = self.lock_writer()?;
+        // The version index on disk was made from the index files: it is
+        // made again from the new ones.
+        self.forget_version_index();
         let mut report = RebuildReport::default();
         let mut loaded = Vec::new();
         let packs = list_packs(&self.dir)?;

@@ -64,6 +64,16 @@ pub(crate) fn runs_dir(dir: &Path) -> PathBuf {
     dir.join("vindex")
 }
 
+/// Delete every run of `dir` (best effort: a run left behind names
+/// packs a reader checks, and the next upkeep deletes what it cannot use).
+pub(crate) fn forget_runs(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(runs_dir(dir)) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Whether a repository keeps runs: plain, in a local directory.
 pub(crate) fn applies(dir: &Path, crypt: &crate::crypt::Crypt) -> bool {
     !crate::store::is_url(dir) && !crypt.is_sealed()

@@ -138,6 +138,16 @@ impl LocalRepo {
         }
     }
 
+    /// Delete the version index on disk (a writer about to rewrite the
+    /// index files), after stopping its upkeep; the next upkeep writes it
+    /// again from the packs.
+    pub(super) fn forget_version_index(&self) {
+        if let Some(m) = &self.vindex {
+            m.wait();
+            crate::vindex::forget_runs(&self.dir);
+        }
+    }
+
     /// Bring the version index on disk up to date with every pack, and
     /// wait for it (a writer of a plain local repository; others: no-op).
     /// The writer keeps it up to date in the background anyway; this is

@@ -293,3 +293,18 @@ fn a_long_path_is_searched_and_answers_as_the_whole_index() {
     assert!(repo.forget(C, &req).unwrap().versions_forgotten > 0);
     check(410);
 }
+
+#[test]
+fn rebuilding_the_index_files_writes_the_runs_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = LocalRepo::init(tmp.path(), DEFAULT_CHUNKER).unwrap();
+    history(&repo, 1, 1..60);
+    repo.index_versions().unwrap();
+    assert_eq!(runs_in(tmp.path()), 1);
+    repo.rebuild_index().unwrap();
+    assert_eq!(runs_in(tmp.path()), 0, "made from the old index files");
+    assert!(!deferred(&LocalRepo::open(tmp.path()).unwrap()));
+    repo.index_versions().unwrap();
+    let view = LocalRepo::open(tmp.path()).unwrap();
+    same_answers(&view, &LocalRepo::open(tmp.path()).unwrap(), 70);
+}
