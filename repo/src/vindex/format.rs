@@ -1,14 +1,16 @@
 //! The bytes of a run.
 //!
 //! ```text
-//! records   40 bytes each, sorted by (client, path, seq):
-//!           seq u64 | observed_at i64 | tail min i64 | entry offset u64 | entry length u32 | shape u8 | 3 zero bytes
+//! records   48 bytes each, sorted by (client, path, seq):
+//!           seq u64 | observed_at i64 | tail min i64 | entry offset u64 | entry length u32 |
+//!           entry CRC u32 | shape u8 | 3 zero bytes | CRC u32 of the 44 bytes before it
 //! entries   the postcard encoding of each record's `Entry`, back to back
 //! paths     every path's bytes, back to back
-//! table     32 bytes per path, sorted by (client, path):
-//!           client u32 | path length u32 | path offset u64 | first record u64 | records u64
+//! table     40 bytes per path, sorted by (client, path):
+//!           client u32 | path length u32 | path offset u64 | first record u64 | records u64 |
+//!           CRC u32 of the 32 bytes before it and the path's bytes | 4 zero bytes
 //! footer    postcard `Footer`
-//! tail      footer length u32 LE | `RWVIX001`
+//! tail      footer length u32 | CRC u32 of the footer | `RWVIX003`
 //! ```
 //!
 //! The *tail min* of a record is the earliest `observed_at` of it and the
@@ -18,10 +20,10 @@
 //! observation, `live_ends`) is read, not computed from the whole path.
 //!
 //! All integers are little-endian; offsets are from the start of the
-//! section they point into. The footer carries the blake3 of the table and
-//! of the paths, checked when the run is opened; records and entries are
-//! checked as they are read (bounds, postcard), not hashed, so a query
-//! reads only what it needs.
+//! section they point into. Every piece carries its own CRC-32, checked
+//! when it is read: a query reads a few table entries, a path's records
+//! and one entry, so opening a run and answering a query costs what the
+//! query reads, not the size of the run.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,11 +32,11 @@ use rewind_core::Timestamp;
 use crate::pack_name::PackName;
 use crate::state::Shape;
 
-pub(crate) const MAGIC: &[u8; 8] = b"RWVIX002";
-pub(crate) const RECORD: usize = 40;
-pub(crate) const PATH_ENTRY: usize = 32;
-/// The footer length and the magic.
-pub(crate) const TAIL: usize = 12;
+pub(crate) const MAGIC: &[u8; 8] = b"RWVIX003";
+pub(crate) const RECORD: usize = 48;
+pub(crate) const PATH_ENTRY: usize = 40;
+/// The footer's length and CRC, and the magic.
+pub(crate) const TAIL: usize = 16;
 
 /// One version in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub(crate) struct Record {
     pub tail_min: Timestamp,
     pub entry_off: u64,
     pub entry_len: u32,
+    /// CRC-32 of the encoded entry.
+    pub entry_crc: u32,
     pub shape: Shape,
 }
 
@@ -56,20 +60,27 @@ impl Record {
         b[16..24].copy_from_slice(&self.tail_min.0.to_le_bytes());
         b[24..32].copy_from_slice(&self.entry_off.to_le_bytes());
         b[32..36].copy_from_slice(&self.entry_len.to_le_bytes());
-        b[36] = shape_byte(self.shape);
+        b[36..40].copy_from_slice(&self.entry_crc.to_le_bytes());
+        b[40] = shape_byte(self.shape);
+        let crc = crc32fast::hash(&b[..44]);
+        b[44..48].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// `None` for an unknown shape byte.
+    /// `None` for a record whose CRC or shape byte is wrong.
     pub(crate) fn decode(b: &[u8]) -> Option<Record> {
         let b: &[u8; RECORD] = b.try_into().ok()?;
+        if crc32fast::hash(&b[..44]).to_le_bytes() != b[44..48] {
+            return None;
+        }
         Some(Record {
             seq: u64::from_le_bytes(b[0..8].try_into().ok()?),
             observed_at: Timestamp(i64::from_le_bytes(b[8..16].try_into().ok()?)),
             tail_min: Timestamp(i64::from_le_bytes(b[16..24].try_into().ok()?)),
             entry_off: u64::from_le_bytes(b[24..32].try_into().ok()?),
             entry_len: u32::from_le_bytes(b[32..36].try_into().ok()?),
-            shape: shape_of(b[36])?,
+            entry_crc: u32::from_le_bytes(b[36..40].try_into().ok()?),
+            shape: shape_of(b[40])?,
         })
     }
 }
@@ -85,16 +96,33 @@ pub(crate) struct PathEntry {
 }
 
 impl PathEntry {
-    pub(crate) fn encode(&self) -> [u8; PATH_ENTRY] {
+    /// The entry's bytes, with a CRC over them and `path`.
+    pub(crate) fn encode(&self, path: &[u8]) -> [u8; PATH_ENTRY] {
         let mut b = [0u8; PATH_ENTRY];
         b[0..4].copy_from_slice(&self.client.to_le_bytes());
         b[4..8].copy_from_slice(&self.path_len.to_le_bytes());
         b[8..16].copy_from_slice(&self.path_off.to_le_bytes());
         b[16..24].copy_from_slice(&self.first.to_le_bytes());
         b[24..32].copy_from_slice(&self.count.to_le_bytes());
+        let crc = Self::crc(&b[..32], path);
+        b[32..36].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
+    fn crc(fields: &[u8], path: &[u8]) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(fields);
+        h.update(path);
+        h.finalize()
+    }
+
+    /// Whether entry bytes `b` carry the CRC of their fields and `path`.
+    pub(crate) fn matches(b: &[u8], path: &[u8]) -> bool {
+        b.len() == PATH_ENTRY && Self::crc(&b[..32], path).to_le_bytes() == b[32..36]
+    }
+
+    /// The fields (their CRC is checked against the path by
+    /// [`PathEntry::matches`], once the path is read).
     pub(crate) fn decode(b: &[u8]) -> Option<PathEntry> {
         let b: &[u8; PATH_ENTRY] = b.try_into().ok()?;
         Some(PathEntry {
@@ -120,8 +148,6 @@ pub(crate) struct Footer {
     pub paths_off: u64,
     pub table_off: u64,
     pub footer_off: u64,
-    /// blake3 of the paths and the table sections.
-    pub hash: [u8; 32],
 }
 
 fn shape_byte(s: Shape) -> u8 {

@@ -38,8 +38,8 @@ impl Run {
         let mut tail = [0u8; TAIL];
         file.read_exact_at(&mut tail, len - TAIL as u64)
             .map_err(io_err(path))?;
-        if &tail[4..] != MAGIC {
-            return Err(bad("no magic at its end"));
+        if &tail[8..] != MAGIC {
+            return Err(bad("no magic at its end (another format, or not a run)"));
         }
         let flen = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
         let foff = (len - TAIL as u64)
@@ -47,6 +47,9 @@ impl Run {
             .ok_or_else(|| bad("footer longer than the file"))?;
         let mut fb = vec![0u8; flen as usize];
         file.read_exact_at(&mut fb, foff).map_err(io_err(path))?;
+        if crc32fast::hash(&fb).to_le_bytes() != tail[4..8] {
+            return Err(bad("footer does not match its CRC"));
+        }
         let footer: Footer =
             postcard::from_bytes(&fb).map_err(|_| bad("footer does not decode"))?;
         let sections_ok = footer.entries_off == footer.records * RECORD as u64
@@ -56,12 +59,6 @@ impl Run {
             && footer.footer_off == foff;
         if !sections_ok {
             return Err(bad("sections do not add up"));
-        }
-        let mut checked = vec![0u8; (foff - footer.paths_off) as usize];
-        file.read_exact_at(&mut checked, footer.paths_off)
-            .map_err(io_err(path))?;
-        if *blake3::hash(&checked).as_bytes() != footer.hash {
-            return Err(bad("paths or table do not match their checksum"));
         }
         Ok(Run {
             path: path.to_path_buf(),
@@ -90,14 +87,20 @@ impl Run {
             .map(|i| i as u32)
     }
 
-    /// Table entry `i`.
-    fn entry(&self, i: u64) -> Result<PathEntry, RepoError> {
+    /// Table entry `i` and its path, checked.
+    fn entry(&self, i: u64) -> Result<(PathEntry, Vec<u8>), RepoError> {
         let b = self.read(self.footer.table_off + i * PATH_ENTRY as u64, PATH_ENTRY)?;
-        self.checked(i, &b)
+        let e = self.bounded(i, &b)?;
+        let path = self.read(self.footer.paths_off + e.path_off, e.path_len as usize)?;
+        if !PathEntry::matches(&b, &path) {
+            return Err(self.bad(format!("table entry {i} does not match its CRC")));
+        }
+        Ok((e, path))
     }
 
-    /// Table entry `i` decoded from `b`, its bounds checked.
-    fn checked(&self, i: u64, b: &[u8]) -> Result<PathEntry, RepoError> {
+    /// Table entry `i` decoded from `b`, its bounds checked (its CRC is
+    /// checked once its path is read).
+    fn bounded(&self, i: u64, b: &[u8]) -> Result<PathEntry, RepoError> {
         let e = PathEntry::decode(b).ok_or_else(|| self.bad("short table entry"))?;
         let in_bounds = e.path_off + e.path_len as u64
             <= self.footer.table_off - self.footer.paths_off
@@ -108,19 +111,14 @@ impl Run {
         Ok(e)
     }
 
-    fn path_of(&self, e: &PathEntry) -> Result<Vec<u8>, RepoError> {
-        self.read(self.footer.paths_off + e.path_off, e.path_len as usize)
-    }
-
     /// The first table position whose (client, path) is not below
     /// `(client, path)`.
     fn lower_bound(&self, client: u32, path: &[u8]) -> Result<u64, RepoError> {
         let (mut lo, mut hi) = (0u64, self.footer.paths);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let e = self.entry(mid)?;
-            let key = (e.client, self.path_of(&e)?);
-            if key.0 < client || (key.0 == client && key.1.as_slice() < path) {
+            let (e, p) = self.entry(mid)?;
+            if e.client < client || (e.client == client && p.as_slice() < path) {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -138,8 +136,8 @@ impl Run {
         if i == self.footer.paths {
             return Ok(None);
         }
-        let e = self.entry(i)?;
-        Ok((e.client == c && self.path_of(&e)? == path).then_some(e))
+        let (e, p) = self.entry(i)?;
+        Ok((e.client == c && p == path).then_some(e))
     }
 
     /// Every path of `client` that starts with `prefix` (bytes), in order,
@@ -165,26 +163,29 @@ impl Run {
             let slice = b
                 .chunks_exact(PATH_ENTRY)
                 .enumerate()
-                .map(|(k, eb)| self.checked(i + k as u64, eb))
-                .collect::<Result<Vec<PathEntry>, RepoError>>()?;
+                .map(|(k, eb)| Ok((self.bounded(i + k as u64, eb)?, eb)))
+                .collect::<Result<Vec<(PathEntry, &[u8])>, RepoError>>()?;
             // The paths of a slice lie back to back: one read for them all.
-            let (first, last) = (slice[0], slice[slice.len() - 1]);
+            let (first, last) = (slice[0].0, slice[slice.len() - 1].0);
             let start = first.path_off;
             let end = last.path_off + last.path_len as u64;
             let contiguous = slice
                 .windows(2)
-                .all(|w| w[0].path_off + w[0].path_len as u64 == w[1].path_off);
+                .all(|w| w[0].0.path_off + w[0].0.path_len as u64 == w[1].0.path_off);
             if !contiguous || end < start {
                 return Err(self.bad("paths of the table are not in order"));
             }
             let bytes = self.read(self.footer.paths_off + start, (end - start) as usize)?;
-            for e in slice {
-                if e.client != c {
-                    return Ok(out);
-                }
+            for (k, (e, eb)) in slice.into_iter().enumerate() {
                 let at = (e.path_off - start) as usize;
                 let p = &bytes[at..at + e.path_len as usize];
-                if !p.starts_with(prefix) {
+                if !PathEntry::matches(eb, p) {
+                    return Err(self.bad(format!(
+                        "table entry {} does not match its CRC",
+                        i + k as u64
+                    )));
+                }
+                if e.client != c || !p.starts_with(prefix) {
                     return Ok(out);
                 }
                 out.push((p.to_vec(), e));
@@ -200,7 +201,8 @@ impl Run {
         let entries_len = self.footer.paths_off - self.footer.entries_off;
         b.chunks_exact(RECORD)
             .map(|r| {
-                let r = Record::decode(r).ok_or_else(|| self.bad("a record of unknown shape"))?;
+                let r =
+                    Record::decode(r).ok_or_else(|| self.bad("a record does not match its CRC"))?;
                 if r.entry_off + r.entry_len as u64 > entries_len {
                     return Err(self.bad("a record's entry lies outside the run"));
                 }
@@ -271,9 +273,13 @@ impl Run {
         Ok(Some(self.record(e, lo)?.tail_min))
     }
 
-    /// The encoded entry of a record.
+    /// The encoded entry of a record, checked against its CRC.
     pub(crate) fn entry_bytes(&self, r: &Record) -> Result<Vec<u8>, RepoError> {
-        self.read(self.footer.entries_off + r.entry_off, r.entry_len as usize)
+        let b = self.read(self.footer.entries_off + r.entry_off, r.entry_len as usize)?;
+        if crc32fast::hash(&b) != r.entry_crc {
+            return Err(self.bad(format!("entry of seq {} does not match its CRC", r.seq)));
+        }
+        Ok(b)
     }
 
     /// The encoded entry of a record, checked to decode.

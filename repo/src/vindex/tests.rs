@@ -182,28 +182,44 @@ fn a_damaged_run_is_passed_over() {
         .unwrap()
         .path();
     let mut bytes = std::fs::read(&run).unwrap();
+    // The first record, path and entry are `/r`'s, which every tree reads.
     let want = LocalRepo::open(tmp.path())
         .unwrap()
         .versions_of(C, b"/r/f1")
         .unwrap();
-    // A flipped byte in the table or the paths: refused at open.
     let footer = super::Run::open(&run).unwrap().footer;
-    bytes[footer.table_off as usize + 3] ^= 0x40;
-    std::fs::write(&run, &bytes).unwrap();
+    let whole = LocalRepo::open(tmp.path()).unwrap();
+    whole.undefer();
+    let tree = whole.tree_at(C, b"/", Timestamp(40 * S)).unwrap();
+    let damaged = |at: usize| {
+        let mut b = bytes.clone();
+        b[at] ^= 0x40;
+        std::fs::write(&run, &b).unwrap();
+    };
+    // A flipped byte in the footer: refused at open.
+    damaged(footer.footer_off as usize + 2);
     let r = LocalRepo::open(tmp.path()).unwrap();
     assert!(!deferred(&r));
     assert_eq!(r.versions_of(C, b"/r/f1").unwrap(), want);
-    // A record whose entry does not decode: found by the query, which
-    // then reads every index file.
-    bytes[footer.table_off as usize + 3] ^= 0x40;
-    for b in &mut bytes[footer.entries_off as usize..footer.paths_off as usize] {
-        *b = 0xff;
+    // In a table entry, a path, a record or an entry: found by the query
+    // that reads it, which then reads every index file.
+    for at in [
+        footer.table_off as usize + 3,
+        footer.paths_off as usize + 1,
+        2,
+        footer.entries_off as usize + 1,
+    ] {
+        damaged(at);
+        let r = LocalRepo::open(tmp.path()).unwrap();
+        assert!(deferred(&r));
+        assert_eq!(
+            r.tree_at(C, b"/", Timestamp(40 * S)).unwrap(),
+            tree,
+            "byte {at}"
+        );
+        assert!(!deferred(&r), "byte {at}");
     }
-    std::fs::write(&run, &bytes).unwrap();
-    let r = LocalRepo::open(tmp.path()).unwrap();
-    assert!(deferred(&r));
-    assert_eq!(r.versions_of(C, b"/r/f1").unwrap(), want);
-    assert!(!deferred(&r));
+    bytes.clear();
     // The writer's next upkeep replaces it.
     drop(r);
     repo.index_versions().unwrap();
@@ -249,8 +265,7 @@ fn a_long_path_is_searched_and_answers_as_the_whole_index() {
     // 400 versions of one path, a few observed earlier than the one
     // before them (a clock stepped back), a tombstone now and then; the
     // first half in one run, the rest in another and in the overlay.
-    let mut seq = 2;
-    for s in 1..400i64 {
+    for (seq, s) in (2..).zip(1..400i64) {
         let t = if s % 37 == 0 { (s - 20) * S } else { s * S };
         let v = if s % 29 == 0 {
             gone(seq, t, b"/r/hot")
@@ -260,7 +275,6 @@ fn a_long_path_is_searched_and_answers_as_the_whole_index() {
             file_v(seq, t, b"/r/hot", &[&c])
         };
         repo.commit_versions(vec![v]).unwrap();
-        seq += 1;
         if s == 200 || s == 350 {
             repo.index_versions().unwrap();
         }

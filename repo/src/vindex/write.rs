@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rewind_core::{RepoError, Timestamp};
@@ -130,6 +129,7 @@ impl RunWriter {
             tail_min: observed_at,
             entry_off: self.entries_len,
             entry_len: entry.len() as u32,
+            entry_crc: crc32fast::hash(entry),
             shape,
         });
         self.entries.write_all(entry).map_err(self.err("ent"))?;
@@ -153,8 +153,10 @@ impl RunWriter {
                 .write_all(&r.encode())
                 .map_err(self.err("rec"))?;
         }
-        if let Some((_, _, e)) = self.current.take() {
-            self.table.write_all(&e.encode()).map_err(self.err("tab"))?;
+        if let Some((_, path, e)) = self.current.take() {
+            self.table
+                .write_all(&e.encode(&path))
+                .map_err(self.err("tab"))?;
             self.n_paths += 1;
         }
         self.last_seq = None;
@@ -193,9 +195,6 @@ impl RunWriter {
         }
         let paths_off = entries_off + self.entries_len;
         let table_off = paths_off + self.paths_len;
-        let mut hashed = vec![0u8; (at - paths_off) as usize];
-        main.read_exact_at(&mut hashed, paths_off)
-            .map_err(io_err(&main_path))?;
         let footer = Footer {
             clients: std::mem::take(&mut self.clients),
             packs,
@@ -205,13 +204,12 @@ impl RunWriter {
             paths_off,
             table_off,
             footer_off: at,
-            hash: *blake3::hash(&hashed).as_bytes(),
         };
-        drop(hashed);
         let fb = postcard::to_allocvec(&footer).expect("a footer encodes into a growable buffer");
-        let mut tail = Vec::with_capacity(fb.len() + 12);
+        let mut tail = Vec::with_capacity(fb.len() + super::format::TAIL);
         tail.extend_from_slice(&fb);
         tail.extend_from_slice(&(fb.len() as u32).to_le_bytes());
+        tail.extend_from_slice(&crc32fast::hash(&fb).to_le_bytes());
         tail.extend_from_slice(MAGIC);
         main.seek(SeekFrom::Start(at)).map_err(io_err(&main_path))?;
         main.write_all(&tail).map_err(io_err(&main_path))?;
