@@ -1063,6 +1063,12 @@ pub fn restore(
     // (`Writer::write_batch`); in place, a file's own chunks may be on
     // disk already, so files go one by one.
     let batching = !d.in_place;
+    // From a repository whose reads wait on a network, the dense files of
+    // a restore to a new place are written in pack order instead
+    // (`packs.rs`): each stored chunk fetched once, a span of a pack at a
+    // time, and written wherever it goes.
+    let pack_order = batching && repo.parallel_reads() > 1;
+    let mut planned: Vec<packs::Planned> = Vec::new();
     std::thread::scope(|scope| {
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Batch>(threads * 4);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -1083,6 +1089,7 @@ pub fn restore(
                 }
             });
         }
+        let pack_done = done_tx.clone();
         drop((job_rx, done_tx));
         let mut pending: Batch = Vec::new();
         let mut pending_bytes = 0u64;
@@ -1137,7 +1144,10 @@ pub fn restore(
             let r = match d.restore_entry(&comps, &v.path, &tree[source]) {
                 Ok(Some(job)) if queue => {
                     let size = tree[source].size();
-                    if batching && size <= BATCH_FILE_MAX {
+                    if pack_order && job.meta.sparse.is_none() && !tree[source].chunks().is_empty()
+                    {
+                        planned.push((i, source, comps, job));
+                    } else if batching && size <= BATCH_FILE_MAX {
                         pending.push((i, source, comps, job));
                         pending_bytes += size;
                         if pending.len() >= BATCH_FILES || pending_bytes >= BATCH_BYTES {
@@ -1167,6 +1177,16 @@ pub fn restore(
             settle(&mut d, &mut t, i, comps, r);
         }
         send(pending, &mut d, &mut t);
+        let (plan, rest) = packs::PackPlan::new(repo, &tree, std::mem::take(&mut planned));
+        for job in rest {
+            send(vec![job], &mut d, &mut t);
+        }
+        if !plan.is_empty() {
+            let writer = &writer;
+            scope.spawn(move || plan.run(writer, &pack_done));
+        } else {
+            drop(pack_done);
+        }
         drop(job_tx);
         for (i, comps, r) in done_rx {
             settle(&mut d, &mut t, i, comps, r);
@@ -1209,6 +1229,7 @@ fn borrow(fd: &Arc<OwnedFd>) -> BorrowedFd<'_> {
 }
 
 mod groups;
+mod packs;
 mod windows;
 use windows::{MAX_WINDOWS_AT_ONCE, PARALLEL_WINDOW_BYTES, WindowPermits, windows, windows_of};
 
