@@ -1005,3 +1005,48 @@ fn a_damaged_chunk_in_pack_order_fails_only_the_files_that_hold_it() {
     }
     assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
 }
+
+/// Files in more directories than one plan may hold open are written in
+/// several plans, one after the other: all of them, whole, and a chunk
+/// two plans need is fetched by each (never more than once by one).
+#[test]
+fn files_in_many_directories_are_written_in_several_plans() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let n = PLAN_DIRS + 44;
+    for k in 0..n {
+        f.dir(&format!("d{k:03}"), 10);
+        f.file(&format!("d{k:03}/a"), 20, format!("file {k}\n").as_bytes());
+        f.file(&format!("d{k:03}/same"), 20, b"in every directory\n");
+    }
+    let mut counting = Counting::new(&f.repo);
+    counting.parallel = 8;
+    counting.pack_order = true;
+    let dest = f.base.join("out");
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        ..Default::default()
+    };
+    let r = restore(&counting, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.files, 2 * n as u64);
+    for k in 0..n {
+        let d = dest.join(format!("d{k:03}"));
+        assert_eq!(
+            std::fs::read(d.join("a")).unwrap(),
+            format!("file {k}\n").as_bytes()
+        );
+        assert_eq!(
+            std::fs::read(d.join("same")).unwrap(),
+            b"in every directory\n"
+        );
+    }
+    assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
+    let asked = counting.asked.into_inner().unwrap();
+    let same = ChunkId::of(b"in every directory\n");
+    let times = asked.iter().filter(|&&c| c == same).count();
+    assert!(
+        (1..=3).contains(&times),
+        "the shared chunk asked for {times} times"
+    );
+}
