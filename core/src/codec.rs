@@ -245,6 +245,22 @@ impl EncodedChunk {
     pub fn decode_as(&self, ids: &ChunkIds) -> Result<Vec<u8>, CodecError> {
         self.view().decode_as(ids)
     }
+
+    /// [`decode_as`](Self::decode_as), consuming the chunk: stored raw,
+    /// its bytes are the content, checked and handed back without a copy
+    /// (a restore of incompressible data copied each chunk once more).
+    pub fn into_decoded_as(self, ids: &ChunkIds) -> Result<Vec<u8>, CodecError> {
+        match self.encoding {
+            Encoding::Raw if self.raw_len <= MAX_CHUNK_LEN => {
+                let view = ChunkView {
+                    data: &[],
+                    ..self.view()
+                };
+                view.check(ids, self.data)
+            }
+            _ => self.decode_as(ids),
+        }
+    }
 }
 
 /// An [`EncodedChunk`] whose stored bytes are borrowed: the same wire
@@ -490,6 +506,28 @@ mod tests {
         assert_eq!(c.encoding, Encoding::Raw);
         assert_eq!(c.decode().unwrap(), data);
         c.verify().unwrap();
+    }
+
+    #[test]
+    fn a_raw_chunk_decoded_by_value_keeps_its_buffer_and_is_checked() {
+        let mut data = vec![0u8; 100_000];
+        rand::rng().fill_bytes(&mut data);
+        let c = EncodedChunk::encode(&data);
+        assert_eq!(c.encoding, Encoding::Raw);
+        let owned = c.clone();
+        let at = owned.data.as_ptr();
+        let raw = owned.into_decoded_as(&ChunkIds::Plain).unwrap();
+        assert_eq!(raw, data);
+        assert_eq!(raw.as_ptr(), at, "the stored bytes, not a copy");
+        let mut bad = c;
+        bad.data[7] ^= 1;
+        assert!(bad.into_decoded_as(&ChunkIds::Plain).is_err());
+        // Compressed: as decode_as.
+        let z = EncodedChunk::encode(&b"zz ".repeat(1000));
+        assert_eq!(
+            z.clone().into_decoded_as(&ChunkIds::Plain).unwrap(),
+            z.decode().unwrap()
+        );
     }
 
     #[test]

@@ -240,6 +240,16 @@ impl LocalRepo {
         raw.map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))
     }
 
+    /// [`LocalRepo::decode_stored`] of a chunk read into memory of its
+    /// own: stored raw, its bytes become the content without a copy.
+    fn decode_owned(&self, c: EncodedChunk, place: &str) -> Result<Vec<u8>, RepoError> {
+        if c.base().is_some() {
+            return self.decode_stored(c.view(), place);
+        }
+        c.into_decoded_as(self.crypt.ids())
+            .map_err(|e| corrupt(&self.dir, format!("{place}: {e}")))
+    }
+
     /// The content of `id` as the base of a delta. A base is stored whole:
     /// a delta against a delta is refused, so every delta decodes in one
     /// step.

@@ -27,6 +27,10 @@
 //!   holes.
 //! - Fifos and devices are recreated (devices need root); sockets are noted,
 //!   never created.
+//! - From an object store, a restore to a new place fetches each stored
+//!   chunk once (per plan of up to 20,000 files), in the order chunks lie
+//!   in the packs, and writes it at every place it goes; a file is renamed
+//!   into place only after its last piece is written.
 //! - Per-item failures are collected in [`RestoreReport::problems`]; the
 //!   restore goes on with the other items.
 //!

@@ -920,6 +920,17 @@ const BATCH_FILES: usize = 64;
 /// Bytes of content in one batch, about: what a writer holds at once.
 const BATCH_BYTES: u64 = 8 << 20;
 
+/// Files planned in pack order at most, before they are written and the
+/// walk goes on: a plan holds each file's metadata and the places of its
+/// chunks, so a tree of millions of files is written in plans of this
+/// many (files next to each other in the walk lie together in storage,
+/// see `write_order`). The benchmark's tree, 5,004 files, is one plan.
+const PLAN_FILES: usize = 20_000;
+/// Directories the files of one plan may be in: a planned file holds its
+/// directory open until it is written (the restore keeps 512 open
+/// otherwise), and a process may have 1,024.
+const PLAN_DIRS: usize = 256;
+
 /// Restore `path` (a stored absolute path) as it was at `at`.
 pub fn restore(
     repo: &dyn Repository,
@@ -1063,6 +1074,12 @@ pub fn restore(
     // (`Writer::write_batch`); in place, a file's own chunks may be on
     // disk already, so files go one by one.
     let batching = !d.in_place;
+    // From a repository whose reads wait on a network, the dense files of
+    // a restore to a new place are written in pack order instead
+    // (`packs.rs`): each stored chunk fetched once, a span of a pack at a
+    // time, and written wherever it goes.
+    let pack_order = batching && repo.parallel_reads() > 1;
+    let mut planned: Vec<packs::Planned> = Vec::new();
     std::thread::scope(|scope| {
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Batch>(threads * 4);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -1083,6 +1100,7 @@ pub fn restore(
                 }
             });
         }
+        let pack_done = done_tx.clone();
         drop((job_rx, done_tx));
         let mut pending: Batch = Vec::new();
         let mut pending_bytes = 0u64;
@@ -1099,6 +1117,19 @@ pub fn restore(
                 }
             }
         };
+        // Write the files planned so far in pack order (here, with the
+        // plan's own threads); those it cannot place go to the writers.
+        let write_planned = |planned: Vec<packs::Planned>, d: &mut Dest<'_>, t: &mut Tally| {
+            let (plan, rest) = packs::PackPlan::new(repo, &tree, planned);
+            for job in rest {
+                send(vec![job], d, t);
+            }
+            if !plan.is_empty() {
+                plan.run(&writer, &pack_done);
+            }
+        };
+        // The directories the planned files are in (each held open).
+        let mut planned_dirs: HashSet<usize> = HashSet::new();
         for i in write_order(repo, &tree, &roles, batching) {
             let v = &tree[i];
             for (i, comps, r) in done_rx.try_iter() {
@@ -1137,7 +1168,15 @@ pub fn restore(
             let r = match d.restore_entry(&comps, &v.path, &tree[source]) {
                 Ok(Some(job)) if queue => {
                     let size = tree[source].size();
-                    if batching && size <= BATCH_FILE_MAX {
+                    if pack_order && job.meta.sparse.is_none() && !tree[source].chunks().is_empty()
+                    {
+                        planned_dirs.insert(Arc::as_ptr(&job.dirfd) as usize);
+                        planned.push((i, source, comps, job));
+                        if planned.len() >= PLAN_FILES || planned_dirs.len() >= PLAN_DIRS {
+                            planned_dirs.clear();
+                            write_planned(std::mem::take(&mut planned), &mut d, &mut t);
+                        }
+                    } else if batching && size <= BATCH_FILE_MAX {
                         pending.push((i, source, comps, job));
                         pending_bytes += size;
                         if pending.len() >= BATCH_FILES || pending_bytes >= BATCH_BYTES {
@@ -1167,6 +1206,8 @@ pub fn restore(
             settle(&mut d, &mut t, i, comps, r);
         }
         send(pending, &mut d, &mut t);
+        write_planned(std::mem::take(&mut planned), &mut d, &mut t);
+        drop(pack_done);
         drop(job_tx);
         for (i, comps, r) in done_rx {
             settle(&mut d, &mut t, i, comps, r);
@@ -1209,6 +1250,7 @@ fn borrow(fd: &Arc<OwnedFd>) -> BorrowedFd<'_> {
 }
 
 mod groups;
+mod packs;
 mod windows;
 use windows::{MAX_WINDOWS_AT_ONCE, PARALLEL_WINDOW_BYTES, WindowPermits, windows, windows_of};
 

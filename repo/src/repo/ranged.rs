@@ -31,7 +31,8 @@ impl LocalRepo {
     /// chunk at a time, which reports it (or, for a reader that finds a
     /// pack gone, reloads first).
     pub fn read_encoded_many(&self, ids: &[ChunkId]) -> Result<Vec<EncodedChunk>, RepoError> {
-        if let Some(Ok(found)) = self.locate_many(ids) {
+        let read = |c: EncodedChunk, place: String| Ok((c, place));
+        if let Some(Ok(found)) = self.locate_many(ids, read) {
             let sent: Result<Vec<EncodedChunk>, RepoError> = found
                 .into_iter()
                 .zip(ids)
@@ -46,27 +47,26 @@ impl LocalRepo {
 
     /// The decoded content of each of `ids`, in order, read as
     /// [`LocalRepo::read_encoded_many`] reads them. `None` where that
-    /// is not worth it (see [`LocalRepo::locate_many`]).
+    /// is not worth it (see [`LocalRepo::locate_many`]). Each chunk is
+    /// decoded as soon as its frame is read, so what was fetched and
+    /// decrypted for it is not held until the last one is read.
     pub(super) fn read_chunks_ranged(
         &self,
         ids: &[ChunkId],
     ) -> Option<Result<Vec<Vec<u8>>, RepoError>> {
-        Some(self.locate_many(ids)?.and_then(|found| {
-            found
-                .into_iter()
-                .map(|(c, place)| self.decode_stored(c.view(), &place))
-                .collect()
-        }))
+        self.locate_many(ids, |c, place| self.decode_owned(c, &place))
     }
 
-    /// Each of `ids` as stored, with where it was read, in order, read
-    /// with ranged GETs grouped by pack. `None` when this is not worth it
-    /// or not possible here (a local directory, a single chunk, a chunk
-    /// the indexes do not place in a pack): the caller reads one by one.
-    fn locate_many(
+    /// `read(chunk, place)` of each of `ids` as stored, with where it was
+    /// read, in order, read with ranged GETs grouped by pack. `None` when
+    /// this is not worth it or not possible here (a local directory, a
+    /// single chunk, a chunk the indexes do not place in a pack): the
+    /// caller reads one by one.
+    fn locate_many<T: Send>(
         &self,
         ids: &[ChunkId],
-    ) -> Option<Result<Vec<(EncodedChunk, String)>, RepoError>> {
+        read: impl Fn(EncodedChunk, String) -> Result<T, RepoError> + Sync,
+    ) -> Option<Result<Vec<T>, RepoError>> {
         if ids.len() < 2 || !crate::store::is_url(&self.dir) {
             return None;
         }
@@ -107,7 +107,8 @@ impl LocalRepo {
                 .map(|(&i, bytes)| {
                     let l = found[i].0;
                     let c = record::read_encoded_in(&self.crypt, &bytes, &path, l.offset, &ids[i])?;
-                    Ok((i, c, format!("{} at offset {}", path.display(), l.offset)))
+                    let place = format!("{} at offset {}", path.display(), l.offset);
+                    Ok((i, read(c, place)?))
                 })
                 .collect::<Result<Vec<_>, RepoError>>()
         };
@@ -139,15 +140,15 @@ impl LocalRepo {
                 .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
-        let mut out: Vec<Option<(EncodedChunk, String)>> = vec![None; ids.len()];
-        let read = || -> Result<(), RepoError> {
+        let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(ids.len()).collect();
+        let gather = || -> Result<(), RepoError> {
             for r in results {
-                for (i, c, place) in r? {
-                    out[i] = Some((c, place));
+                for (i, t) in r? {
+                    out[i] = Some(t);
                 }
             }
             Ok(())
         };
-        Some(read().map(|()| out.into_iter().flatten().collect()))
+        Some(gather().map(|()| out.into_iter().flatten().collect()))
     }
 }

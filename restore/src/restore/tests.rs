@@ -545,6 +545,13 @@ struct Counting<'a> {
     parallel: usize,
     /// Requests from this one on fail, as a store that went away.
     fail_from: Option<usize>,
+    /// Answer `storage_order` as the repository does (a store's
+    /// repository does; the default answers none).
+    pack_order: bool,
+    /// A chunk that does not decode: a request that asks for it fails.
+    damaged: Option<ChunkId>,
+    /// Every chunk asked for, in every request.
+    asked: std::sync::Mutex<Vec<ChunkId>>,
 }
 
 impl<'a> Counting<'a> {
@@ -554,14 +561,25 @@ impl<'a> Counting<'a> {
             requests: Default::default(),
             parallel: 1,
             fail_from: None,
+            pack_order: false,
+            damaged: None,
+            asked: Default::default(),
         }
     }
 
-    /// Count a request; an error once it is one that must fail.
-    fn request(&self) -> Result<(), RepoError> {
+    /// Count a request for `ids`; an error once it is one that must fail
+    /// or it asks for the damaged chunk.
+    fn request(&self, ids: &[ChunkId]) -> Result<(), RepoError> {
+        self.asked.lock().unwrap().extend_from_slice(ids);
         let n = self
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(bad) = self.damaged.filter(|d| ids.contains(d)) {
+            return Err(RepoError::Corrupt {
+                path: "store".into(),
+                reason: format!("chunk {bad} does not decode"),
+            });
+        }
         match self.fail_from {
             Some(k) if n >= k => Err(RepoError::Io {
                 path: "store".into(),
@@ -606,15 +624,22 @@ impl Repository for Counting<'_> {
         self.repo.activity(client, q)
     }
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
-        self.request()?;
+        self.request(&[*id])?;
         self.repo.read_chunk(id)
     }
     fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {
-        self.request()?;
+        self.request(ids)?;
         self.repo.read_chunks(ids)
     }
     fn parallel_reads(&self) -> usize {
         self.parallel
+    }
+    fn storage_order(&self, ids: &[ChunkId]) -> Vec<Option<(u64, u64)>> {
+        if self.pack_order {
+            self.repo.storage_order(ids)
+        } else {
+            vec![None; ids.len()]
+        }
     }
     fn stats(&self) -> Result<rewind_core::RepoStats, RepoError> {
         self.repo.stats()
@@ -784,4 +809,244 @@ fn a_file_is_fetched_in_windows_of_at_most_32_mib_or_256_chunks() {
     let all = refs(&[300_000; 500]);
     let back: Vec<ChunkRef> = windows(&all).flatten().cloned().collect();
     assert_eq!(back, all);
+}
+
+/// Content that compresses poorly, different for each `seed`.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| {
+            (i.wrapping_add(seed.wrapping_mul(7919))
+                .wrapping_mul(2654435761)
+                >> 13) as u8
+        })
+        .collect()
+}
+
+/// Temporary names a restore left anywhere below `dir`.
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(leftovers(&p));
+        } else if is_restore_tmp(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The fixture of the pack-order tests: small files (some with the same
+/// content, one chunk shared by several files), a large file of 40 pieces
+/// of 1 MiB stored in 4 packs, one of its pieces twice, a file made of
+/// other files' chunks (from several packs), an empty file and two names
+/// of one inode. Each `put_chunks` is a pack of its own. The content of
+/// each file by name.
+fn pack_order_fixture(f: &mut Fixture) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    f.dir("", 10);
+    f.dir("d", 10);
+    for i in 0..150 {
+        // Every tenth file holds what file 0 holds: one chunk, 15 places.
+        let data = if i % 10 == 0 {
+            b"shared content\n".to_vec()
+        } else {
+            format!("small file {i}\n").into_bytes()
+        };
+        let name = format!("d/f{i:03}");
+        f.file(&name, 20, &data);
+        files.push((name, data));
+    }
+    let piece = 1 << 20;
+    let mut big = Vec::new();
+    for p in 0..4 {
+        // A pack of 10 pieces each.
+        let part = noise(10 * piece, p);
+        f.file_in_pieces(&format!("part{p}"), 15, &part, piece);
+        big.extend_from_slice(&part);
+    }
+    // Piece 3 again at the end: one chunk, two places in one file.
+    let again = big[3 * piece..4 * piece].to_vec();
+    big.extend_from_slice(&again);
+    f.file_in_pieces("big", 20, &big, piece);
+    files.push(("big".into(), big));
+    // Three small files' chunks, from three packs, as one file.
+    let joined = [
+        b"small file 1\n".as_slice(),
+        b"small file 2\n",
+        b"small file 3\n",
+    ]
+    .concat();
+    f.file_in_pieces("joined", 20, &joined, 13);
+    files.push(("joined".into(), joined));
+    f.file("empty", 20, b"");
+    let mut m = f.meta(FileKind::File, 0o640, 5);
+    m.nlink = 2;
+    m.hardlink_group = Some((1, 77));
+    f.file_with("l1", 20, m.clone(), b"link\n", &[]);
+    f.file_with("l2", 20, m, b"link\n", &[]);
+    files.push(("l1".into(), b"link\n".to_vec()));
+    files.push(("l2".into(), b"link\n".to_vec()));
+    files
+}
+
+/// From a repository on an object store, a restore to a new place goes in
+/// pack order: every chunk is asked for once, however many files and
+/// places hold it, in few requests, and every file comes back whole with
+/// its metadata and no temporary name left. (File by file, the shared
+/// chunk was fetched by each batch that held one of its files.)
+#[test]
+fn a_restore_from_a_store_fetches_each_chunk_once_in_pack_order() {
+    let mut f = Fixture::new();
+    let files = pack_order_fixture(&mut f);
+    let mut counting = Counting::new(&f.repo);
+    counting.parallel = 8;
+    counting.pack_order = true;
+    let dest = f.base.join("out");
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        ..Default::default()
+    };
+    let r = restore(&counting, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    // 150 small files, big, joined, empty, the 4 parts, and l1 (l2 is a link).
+    assert_eq!((r.files, r.links), (158, 1));
+    for (name, data) in &files {
+        assert!(
+            std::fs::read(dest.join(name)).unwrap() == *data,
+            "{name} differs"
+        );
+    }
+    assert_eq!(std::fs::read(dest.join("empty")).unwrap(), b"");
+    let m = rewind_fsmeta::read_meta(&dest.join("big")).unwrap();
+    assert_eq!((m.mode, m.mtime.sec), (0o640, 1_700_000_000));
+    use std::os::unix::fs::MetadataExt;
+    let ino = |n: &str| std::fs::metadata(dest.join(n)).unwrap().ino();
+    assert_eq!(ino("l1"), ino("l2"));
+    assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
+    let asked = counting.asked.into_inner().unwrap();
+    let distinct: HashSet<ChunkId> = asked.iter().copied().collect();
+    assert_eq!(asked.len(), distinct.len(), "a chunk was asked for twice");
+    // One request a pack, but three for each 10 MiB part (spans of at
+    // most 4 MiB), and the hard-linked file's own.
+    let ids: Vec<ChunkId> = distinct.into_iter().collect();
+    let packs: HashSet<u64> = f
+        .repo
+        .storage_order(&ids)
+        .into_iter()
+        .map(|k| k.unwrap().0)
+        .collect();
+    let requests = counting.requests.into_inner();
+    assert!(
+        requests <= packs.len() + 4 * 2 + 1,
+        "{requests} requests for {} packs",
+        packs.len()
+    );
+}
+
+/// In pack order, a chunk that cannot be read fails the files that hold
+/// it (reported, neither under their name nor as a temporary file), and
+/// every other file is restored, those of the same span included.
+#[test]
+fn a_damaged_chunk_in_pack_order_fails_only_the_files_that_hold_it() {
+    let mut f = Fixture::new();
+    let files = pack_order_fixture(&mut f);
+    let mut counting = Counting::new(&f.repo);
+    counting.parallel = 8;
+    counting.pack_order = true;
+    // The shared chunk: 15 small files hold it.
+    counting.damaged = Some(ChunkId::of(b"shared content\n"));
+    let dest = f.base.join("out");
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        ..Default::default()
+    };
+    let r = restore(&counting, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    let failed: HashSet<Vec<u8>> = r.problems.iter().map(|p| p.path.clone()).collect();
+    let expect: HashSet<Vec<u8>> = (0..150)
+        .step_by(10)
+        .map(|i| [f.src(), format!("/d/f{i:03}").into_bytes()].concat())
+        .collect();
+    assert_eq!(failed, expect, "{:?}", r.problems);
+    assert!(
+        r.problems
+            .iter()
+            .all(|p| p.message.contains("does not decode")),
+        "{:?}",
+        r.problems
+    );
+    for (name, data) in &files {
+        let got = std::fs::read(dest.join(name));
+        if failed.contains(&[f.src(), b"/".to_vec(), name.as_bytes().to_vec()].concat()) {
+            assert!(got.is_err(), "{name} exists");
+        } else {
+            assert!(got.unwrap() == *data, "{name} differs");
+        }
+    }
+    assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
+
+    // The store goes away after a few requests: what could not be
+    // fetched is reported, nothing is left half-written.
+    let mut failing = Counting::new(&f.repo);
+    failing.parallel = 8;
+    failing.pack_order = true;
+    failing.fail_from = Some(3);
+    let dest = f.base.join("out2");
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        ..Default::default()
+    };
+    let r = restore(&failing, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    assert!(!r.problems.is_empty());
+    for (name, data) in &files {
+        if let Ok(got) = std::fs::read(dest.join(name)) {
+            assert!(got == *data, "{name} is not whole");
+        }
+    }
+    assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
+}
+
+/// Files in more directories than one plan may hold open are written in
+/// several plans, one after the other: all of them, whole, and a chunk
+/// two plans need is fetched by each (never more than once by one).
+#[test]
+fn files_in_many_directories_are_written_in_several_plans() {
+    let mut f = Fixture::new();
+    f.dir("", 10);
+    let n = PLAN_DIRS + 44;
+    for k in 0..n {
+        f.dir(&format!("d{k:03}"), 10);
+        f.file(&format!("d{k:03}/a"), 20, format!("file {k}\n").as_bytes());
+        f.file(&format!("d{k:03}/same"), 20, b"in every directory\n");
+    }
+    let mut counting = Counting::new(&f.repo);
+    counting.parallel = 8;
+    counting.pack_order = true;
+    let dest = f.base.join("out");
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        ..Default::default()
+    };
+    let r = restore(&counting, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.files, 2 * n as u64);
+    for k in 0..n {
+        let d = dest.join(format!("d{k:03}"));
+        assert_eq!(
+            std::fs::read(d.join("a")).unwrap(),
+            format!("file {k}\n").as_bytes()
+        );
+        assert_eq!(
+            std::fs::read(d.join("same")).unwrap(),
+            b"in every directory\n"
+        );
+    }
+    assert!(leftovers(&dest).is_empty(), "{:?}", leftovers(&dest));
+    let asked = counting.asked.into_inner().unwrap();
+    let same = ChunkId::of(b"in every directory\n");
+    let times = asked.iter().filter(|&&c| c == same).count();
+    assert!(
+        (1..=3).contains(&times),
+        "the shared chunk asked for {times} times"
+    );
 }
