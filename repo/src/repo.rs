@@ -1512,7 +1512,9 @@ impl Repository for LocalRepo {
             return Err(e);
         }
         self.seal_open(&mut w)?;
-        if let Some(m) = &self.vindex {
+        if let Some(m) = &self.vindex
+            && self.read_state().stats_versions() >= crate::vindex::WORTH_FROM
+        {
             m.committed(&self.dir, batch.len() as u64);
         }
         Ok(())

@@ -815,6 +815,11 @@ impl State {
         out
     }
 
+    /// How many versions the index holds, all clients.
+    pub(crate) fn stats_versions(&self) -> u64 {
+        self.versions
+    }
+
     /// How many versions `client` has stored.
     pub(crate) fn client_versions(&self, client: &str) -> u64 {
         self.clients

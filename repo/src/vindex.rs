@@ -17,7 +17,8 @@
 //! files as before (the *overlay*), and retention is applied when a query
 //! reads, exactly as when the whole index is loaded (`view.rs`).
 //!
-//! The writer keeps the runs: after commits, packs no run names are
+//! The writer keeps the runs, once the repository holds
+//! [`WORTH_FROM`] versions: after commits, packs no run names are
 //! written into new runs in the background, and runs of about the same
 //! size are merged four at a time, so a history of N versions has about
 //! three runs per factor of four (`maintain.rs`).
@@ -58,6 +59,11 @@ pub(crate) use run::Run;
 pub(crate) use view::VersionView;
 
 use std::path::{Path, PathBuf};
+
+/// The writer keeps runs once the repository holds this many versions:
+/// below it, reading every index file takes well under a second (51,000
+/// versions: 0.2 s), and runs would only add to the repository's size.
+pub(crate) const WORTH_FROM: u64 = 100_000;
 
 /// `DIR/vindex`.
 pub(crate) fn runs_dir(dir: &Path) -> PathBuf {

@@ -130,10 +130,17 @@ impl LocalRepo {
     /// A writer of a plain local repository keeps the version index on
     /// disk: start its upkeep (it catches up with what came since the
     /// last writer).
+    /// Below [`crate::vindex::WORTH_FROM`] versions (and with no runs yet)
+    /// it waits for the repository to grow: loading such an index whole
+    /// takes a fraction of a second.
     pub(super) fn start_upkeep(&mut self) {
         if crate::vindex::applies(&self.dir, &self.crypt) {
             let m = crate::vindex::Maintainer::default();
-            m.start(&self.dir);
+            let has_runs = std::fs::read_dir(crate::vindex::runs_dir(&self.dir))
+                .is_ok_and(|mut d| d.next().is_some());
+            if has_runs || self.read_state().stats_versions() >= crate::vindex::WORTH_FROM {
+                m.start(&self.dir);
+            }
             self.vindex = Some(m);
         }
     }
