@@ -7,6 +7,10 @@
 //! (RSS 210 MiB for 107 MiB live; `malloc_trim` would need `unsafe`, which
 //! the workspace forbids). jemalloc hands freed pages back to the system on
 //! its own; mimalloc, tried too, kept growing while idle.
+//!
+//! Its build-time settings (`.cargo/config.toml`, for every command): no
+//! oversize arena, and no per-thread caches, which idle threads kept for
+//! good (docs/decisions.md "Agent memory (issue 19), next step").
 
 use tikv_jemalloc_ctl::{Access, AsName};
 

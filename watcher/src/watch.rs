@@ -22,7 +22,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,6 +66,57 @@ const TICK: Duration = Duration::from_millis(50);
 /// new tree. When it is full, events are dropped and become one rescan of
 /// every root instead.
 const RAW_QUEUE: usize = 65_536;
+
+/// The sending end of the raw queue: at most [`RAW_QUEUE`] events wait, but
+/// only those that wait take memory. A bounded crossbeam channel allocates
+/// and writes all its slots when made: 65,536 slots of 104 bytes (a [`Raw`]
+/// is 96), 6.5 MiB resident for the agent's whole life (docs/decisions.md
+/// "Agent memory (issue 19), next step"). This is an unbounded channel,
+/// which allocates blocks of slots as events come and frees them as they
+/// are read, and a count of the events waiting.
+#[derive(Clone)]
+struct RawSender {
+    tx: Sender<Raw>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The receiving end of the raw queue; [`RawReceiver::took_one`] after
+/// each event read.
+struct RawReceiver {
+    rx: Receiver<Raw>,
+    queued: Arc<AtomicUsize>,
+}
+
+fn raw_queue() -> (RawSender, RawReceiver) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let receiver = RawReceiver {
+        rx,
+        queued: Arc::clone(&queued),
+    };
+    (RawSender { tx, queued }, receiver)
+}
+
+impl RawSender {
+    /// Queue `raw` unless [`RAW_QUEUE`] events wait already.
+    fn try_send(&self, raw: Raw) -> Result<(), TrySendError<Raw>> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= RAW_QUEUE {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(TrySendError::Full(raw));
+        }
+        self.tx.send(raw).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            TrySendError::Disconnected(e.into_inner())
+        })
+    }
+}
+
+impl RawReceiver {
+    /// One event was read off the queue: room for another.
+    fn took_one(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Entries in the content-event memo before it is emptied: enough for the
 /// files a busy program writes at once, small enough (~1 MB) not to matter.
@@ -121,7 +172,7 @@ pub struct Watcher {
     /// A way into the event thread for tests that need notify errors and
     /// overflows the kernel will not produce on demand.
     #[cfg(test)]
-    inject: Sender<Raw>,
+    inject: RawSender,
 }
 
 impl fmt::Debug for Watcher {
@@ -165,7 +216,7 @@ impl Watcher {
         for root in &opts.roots {
             check_root(root)?;
         }
-        let (raw_tx, raw_rx) = crossbeam_channel::bounded::<Raw>(RAW_QUEUE);
+        let (raw_tx, raw_rx) = raw_queue();
         let overflow = Arc::new(AtomicBool::new(false));
         let handler = {
             let raw_tx = raw_tx.clone();
@@ -244,8 +295,8 @@ impl Watcher {
     #[cfg(test)]
     pub(crate) fn inject(&self, res: notify::Result<Event>) {
         self.inject
-            .send((res, Instant::now(), SystemTime::now()))
-            .expect("event thread is running");
+            .try_send((res, Instant::now(), SystemTime::now()))
+            .expect("event thread is running and keeping up");
     }
 }
 
@@ -379,12 +430,15 @@ enum AddError {
 }
 
 impl EventLoop {
-    fn run(mut self, raw: Receiver<Raw>, stop: Receiver<()>) {
+    fn run(mut self, raw: RawReceiver, stop: Receiver<()>) {
         while !self.closed {
             let timeout = self.next_periodic.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
-                recv(raw) -> msg => match msg {
-                    Ok((res, at, wall)) => self.handle(res, at, wall),
+                recv(raw.rx) -> msg => match msg {
+                    Ok((res, at, wall)) => {
+                        raw.took_one();
+                        self.handle(res, at, wall);
+                    }
                     Err(_) => break,
                 },
                 recv(stop) -> _ => break,

@@ -535,3 +535,30 @@ fn attribute_changes_are_reported_without_content() {
     fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
     assert!(content_of(&wait_for(&rx, "write", changed(&file))));
 }
+
+#[test]
+fn the_raw_queue_holds_at_most_its_bound_and_makes_room_as_events_are_read() {
+    let (tx, rx) = raw_queue();
+    let raw = || (Ok(Event::default()), Instant::now(), SystemTime::now());
+    for _ in 0..RAW_QUEUE {
+        tx.try_send(raw()).expect("room below the bound");
+    }
+    assert!(matches!(tx.try_send(raw()), Err(TrySendError::Full(_))));
+    let (res, _, _) = rx.rx.try_recv().expect("an event waits");
+    assert!(res.is_ok());
+    rx.took_one();
+    tx.try_send(raw()).expect("room for one after one was read");
+    assert!(matches!(tx.try_send(raw()), Err(TrySendError::Full(_))));
+
+    // With the event thread gone, an event is refused as such and takes no
+    // room.
+    let (tx, rx) = raw_queue();
+    drop(rx);
+    for _ in 0..2 {
+        assert!(matches!(
+            tx.try_send(raw()),
+            Err(TrySendError::Disconnected(_))
+        ));
+    }
+    assert_eq!(tx.queued.load(Ordering::Acquire), 0);
+}
