@@ -227,6 +227,23 @@ pub fn parse_first_pass(line: &str) -> (Option<u64>, Option<u64>, Option<f64>) {
     )
 }
 
+/// How the repository names `paths` (files below `dir`): their paths below
+/// `dir` resolved, as the agent stores them.
+pub fn stored_paths(dir: &Path, paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
+    use std::os::unix::ffi::OsStrExt;
+    let canon = dir.canonicalize()?;
+    Ok(paths
+        .iter()
+        .map(|p| {
+            canon
+                .join(p.strip_prefix(dir).expect("below dir"))
+                .as_os_str()
+                .as_bytes()
+                .to_vec()
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

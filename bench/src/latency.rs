@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -68,17 +67,7 @@ pub fn run(cfg: &Config) -> Result<String> {
     watch.wait_for_line("first pass complete", Duration::from_secs(120))?;
     let repo = LocalRepo::open(&setup.repo)?;
     let client = setup.client()?;
-    let canon = dir.canonicalize()?;
-    let keys: Vec<Vec<u8>> = paths
-        .iter()
-        .map(|p| {
-            canon
-                .join(p.strip_prefix(&dir).expect("below dir"))
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        })
-        .collect();
+    let keys = crate::agent::stored_paths(&dir, &paths)?;
 
     // Wait for the first pass to reach the repository.
     let mut last = [0u64; FILES];

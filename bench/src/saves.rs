@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -93,17 +92,7 @@ pub fn run(cfg: &Config) -> Result<String> {
     watch.wait_for_line("first pass complete", Duration::from_secs(120))?;
     setup.wait_drained()?;
     let client = setup.client()?;
-    let canon = dir.canonicalize()?;
-    let keys: Vec<Vec<u8>> = paths
-        .iter()
-        .map(|p| {
-            canon
-                .join(p.strip_prefix(&dir).expect("below dir"))
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        })
-        .collect();
+    let keys = crate::agent::stored_paths(&dir, &paths)?;
     let pid = watch.pid();
     let ticks = clock_ticks();
 

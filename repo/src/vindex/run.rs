@@ -221,6 +221,26 @@ impl Run {
         Ok(self.records(&one)?[0])
     }
 
+    /// The first position among a table entry's records where `before`
+    /// stops holding (it must hold for a prefix of them), reading only the
+    /// records a binary search visits.
+    fn partition_point(
+        &self,
+        e: &PathEntry,
+        before: impl Fn(&Record) -> bool,
+    ) -> Result<u64, RepoError> {
+        let (mut lo, mut hi) = (0u64, e.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if before(&self.record(e, mid)?) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
     /// The position of the last record of a table entry observed at or
     /// before `at` (the largest whose tail min is at or before it).
     pub(crate) fn last_by(&self, e: &PathEntry, at: Timestamp) -> Result<Option<u64>, RepoError> {
@@ -231,16 +251,9 @@ impl Run {
                 .rposition(|r| r.observed_at <= at)
                 .map(|i| i as u64));
         }
-        let (mut lo, mut hi) = (0u64, e.count);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.record(e, mid)?.tail_min <= at {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo.checked_sub(1))
+        Ok(self
+            .partition_point(e, |r| r.tail_min <= at)?
+            .checked_sub(1))
     }
 
     /// The earliest observation among the records of a table entry whose
@@ -258,15 +271,7 @@ impl Run {
                 .map(|r| r.observed_at)
                 .min());
         }
-        let (mut lo, mut hi) = (0u64, e.count);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.record(e, mid)?.seq <= seq {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
+        let lo = self.partition_point(e, |r| r.seq <= seq)?;
         if lo == e.count {
             return Ok(None);
         }
