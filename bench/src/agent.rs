@@ -182,6 +182,19 @@ impl Watch {
         }
     }
 
+    /// [`Watch::stop`], saying on stderr (with the agent's own) when the
+    /// agent did not exit cleanly: a part's figures still stand.
+    pub fn stop_and_report(&mut self, timeout: Duration) -> Result<()> {
+        let st = self.stop(timeout)?;
+        if !st.success() {
+            eprintln!(
+                "rewind-bench: rewind watch exited with {st}: {:?}",
+                self.stderr
+            );
+        }
+        Ok(())
+    }
+
     /// SIGTERM, then wait (up to `timeout`, SIGKILL after that).
     pub fn stop(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         crate::run::signal(self.pid(), rustix::process::Signal::TERM)?;

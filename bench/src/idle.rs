@@ -87,13 +87,7 @@ pub fn run(cfg: &Config, session: &mut Session) -> Result<String> {
     let st1 = setup.status()?;
     let rescanned = counter(&st1, "scanned") - counter(&st0, "scanned");
     let recaptured = counter(&st1, "captured") - counter(&st0, "captured");
-    let st = watch.stop(Duration::from_secs(120))?;
-    if !st.success() {
-        eprintln!(
-            "rewind-bench: rewind watch exited with {st}: {:?}",
-            watch.stderr
-        );
-    }
+    watch.stop_and_report(Duration::from_secs(120))?;
 
     let cpu = c1 - c0;
     let pct = 100.0 * cpu / window;

@@ -143,13 +143,7 @@ pub fn run(cfg: &Config) -> Result<String> {
         .map(|k| repo.versions_of(&client, k).map(|v| v.len()))
         .sum::<Result<usize, _>>()?;
     let packs = repo.stats()?.packs;
-    let st = watch.stop(Duration::from_secs(60))?;
-    if !st.success() {
-        eprintln!(
-            "rewind-bench: rewind watch exited with {st}: {:?}",
-            watch.stderr
-        );
-    }
+    watch.stop_and_report(Duration::from_secs(60))?;
 
     lat.sort_by(f64::total_cmp);
     seen_delay.sort_by(f64::total_cmp);

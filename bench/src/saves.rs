@@ -217,13 +217,7 @@ pub fn run(cfg: &Config) -> Result<String> {
     setup.wait_drained()?;
     let hwm = proc_status_kib(pid, "VmHWM")? as f64 / 1024.0;
     let versions = probe_repo.stats().map(|s| s.versions).unwrap_or(0);
-    let st = watch.stop(Duration::from_secs(60))?;
-    if !st.success() {
-        eprintln!(
-            "rewind-bench: rewind watch exited with {st}: {:?}",
-            watch.stderr
-        );
-    }
+    watch.stop_and_report(Duration::from_secs(60))?;
 
     lat.sort_by(f64::total_cmp);
     let p99 = quantile(&lat, 0.99);

@@ -223,13 +223,7 @@ fn idle_run(
 
     let latency = latencies(cfg, setup, dirs, &watched_inodes)?;
 
-    let st = watch.stop(Duration::from_secs(120))?;
-    if !st.success() {
-        eprintln!(
-            "rewind-bench: rewind watch exited with {st}: {:?}",
-            watch.stderr
-        );
-    }
+    watch.stop_and_report(Duration::from_secs(120))?;
     let warned: Vec<&String> = watch
         .stderr
         .iter()
