@@ -4,7 +4,9 @@
 //! rescans) and queues what differs, deletions included.
 //!
 //! - A path that changed while it was read is retried after 10 ms,
-//!   doubling up to `busy_interval`; it is captured as soon as one read
+//!   doubling up to an eighth of `busy_interval` while it has raced for
+//!   less than `busy_interval`, then up to `busy_interval`
+//!   ([`retry_delay`]); it is captured as soon as one read
 //!   sees no change (a version never mixes two states), and shown in
 //!   `status` while it goes without a version longer than `busy_interval`.
 //! - A journal failure never drops a capture: the path is queued again.
@@ -66,6 +68,24 @@ pub struct ProblemRecord {
 
 /// The first retry of a torn read: soon, doubling from here.
 const RETRY_FIRST: Duration = Duration::from_millis(10);
+
+/// How long to wait before the `n`th consecutive read of a path that
+/// raced its writer, `racing` after the first race: 10 ms, doubling with
+/// each race, but at most an eighth of `busy_interval` until the path has
+/// raced for `busy_interval`, so a few torn reads in a row (a database
+/// written every 10 ms, on a loaded machine) still leave many tries within
+/// the staleness bound (`busy_interval` + 1 s); after that, up to
+/// `busy_interval`, so a file that is written without pause (a VM image)
+/// is not re-read in a tight loop.
+fn retry_delay(n: u32, racing: Duration, busy_interval: Duration) -> Duration {
+    let doubled = RETRY_FIRST.saturating_mul(1u32 << n.saturating_sub(1).min(16));
+    let cap = if racing < busy_interval {
+        busy_interval / 8
+    } else {
+        busy_interval
+    };
+    doubled.min(cap.max(RETRY_FIRST))
+}
 
 /// A file that could not be read consistently for this long is reported
 /// once in the log (it shows in `status` from `busy_interval` on).
@@ -143,10 +163,8 @@ pub(crate) struct Agent {
 
 impl Agent {
     /// A path changed while it was read: try again soon (a busy file's
-    /// next quiet moment may be milliseconds away), doubling with each
-    /// consecutive race up to `busy_interval`, so a file that is written
-    /// without pause (a VM image) is not re-read in a tight loop. It is
-    /// captured as soon as one read sees no change.
+    /// next quiet moment may be milliseconds away), as [`retry_delay`]
+    /// says. It is captured as soon as one read sees no change.
     fn retry_raced(&self, path: Vec<u8>, at: Timestamp, change: Change) {
         let (n, since, warn) = {
             let mut r = self.races.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,9 +179,7 @@ impl Agent {
             e.warned |= warn;
             (e.attempts, e.since, warn)
         };
-        let delay = RETRY_FIRST
-            .saturating_mul(1u32 << (n - 1).min(16))
-            .min(self.busy_interval.max(RETRY_FIRST));
+        let delay = retry_delay(n, since.elapsed(), self.busy_interval);
         if warn {
             tracing::warn!(
                 "{} changed during every read for {} s ({n} tries): it has no version since; \
@@ -376,5 +392,35 @@ impl Agent {
                 self.sched.submit(p.clone(), at, Change::Scan);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_reads_are_retried_often_within_the_staleness_bound_then_rarely() {
+        let busy = Duration::from_secs(2);
+        let ms = Duration::from_millis;
+        // Soon at first, doubling.
+        assert_eq!(retry_delay(1, ms(0), busy), ms(10));
+        assert_eq!(retry_delay(2, ms(10), busy), ms(20));
+        assert_eq!(retry_delay(5, ms(150), busy), ms(160));
+        // Seven races in a row used to mean a wait of 640 ms, then 1.28 s
+        // and 2 s: past the bound of busy_interval + 1 s. While racing for
+        // less than busy_interval the wait stays at an eighth of it.
+        let mut waited = Duration::ZERO;
+        for n in 1..=20 {
+            let d = retry_delay(n, waited, busy);
+            if waited < busy {
+                assert!(d <= ms(250), "race {n} after {waited:?}: {d:?}");
+            }
+            waited += d;
+        }
+        // A file written without pause backs off to busy_interval.
+        assert_eq!(retry_delay(30, Duration::from_secs(5), busy), busy);
+        // A tiny busy_interval never makes a retry sooner than 10 ms.
+        assert_eq!(retry_delay(9, ms(1), ms(16)), ms(10));
     }
 }
