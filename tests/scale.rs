@@ -27,8 +27,8 @@ const PER_DIR: usize = 40;
 /// KiB of resident memory one watched file may cost. Measured in a debug
 /// build (docs/decisions.md "Agent memory (issue 19)" and its next step):
 /// 7.1 KiB a file on this tree before the changes of issue 19, 2.9 to 3.9
-/// KiB after its first step, 2.18 to 2.46 KiB since jemalloc runs without
-/// thread caches (2.92 to 3.15 KiB with them, in the same runs). The bound
+/// KiB after its first step, 2.18 to 2.46 KiB since the agent runs without
+/// jemalloc's thread caches (2.92 to 3.15 KiB with them, in the same runs). The bound
 /// leaves 30 % over the highest for noise and slower machines; a return to
 /// glibc's malloc (7.1 KiB) fails it.
 const BOUND_KIB_PER_FILE: f64 = 3.2;
@@ -90,7 +90,20 @@ fn agent_rss_after_first_pass(n: usize) -> u64 {
         let st = env.json(&["status", "--json"]);
         st["journal"]["versions_waiting"].as_u64() == Some(0)
     });
+    assert!(
+        runs_without_thread_caches(agent.pid()),
+        "a resident agent runs without jemalloc's thread caches (cli/src/allocator.rs)"
+    );
     settled_rss_kib(agent.pid())
+}
+
+/// Whether `pid` was started again with jemalloc's thread caches off, as
+/// the agent does at start: the setting is in its environment.
+fn runs_without_thread_caches(pid: u32) -> bool {
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|b| *b == 0)
+        .any(|v| v == b"_RJEM_MALLOC_CONF=tcache:false")
 }
 
 #[test]

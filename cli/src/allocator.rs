@@ -8,11 +8,21 @@
 //! the workspace forbids). jemalloc hands freed pages back to the system on
 //! its own; mimalloc, tried too, kept growing while idle.
 //!
-//! Its build-time settings (`.cargo/config.toml`, for every command): no
-//! oversize arena, and no per-thread caches, which idle threads kept for
-//! good (docs/decisions.md "Agent memory (issue 19), next step").
+//! Its build-time setting (`.cargo/config.toml`, for every command): no
+//! oversize arena. A resident process also runs without per-thread caches,
+//! which idle threads kept for good ([`without_thread_caches`];
+//! docs/decisions.md "Agent memory (issue 19), next step").
+
+use std::ffi::OsString;
 
 use tikv_jemalloc_ctl::{Access, AsName};
+
+/// The environment variable jemalloc reads its run-time settings from (the
+/// `_rjem_` prefix of tikv-jemalloc-sys's symbols, upper-cased).
+const CONF_VAR: &str = "_RJEM_MALLOC_CONF";
+
+/// What a resident process runs with: no per-thread caches.
+const RESIDENT_CONF: &str = "tcache:false";
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -43,4 +53,73 @@ pub(crate) fn for_resident_process() {
     let _ = b"arena.0.muzzy_decay_ms\0".name().write(0isize);
     let _ = b"arenas.muzzy_decay_ms\0".name().write(0isize);
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
+}
+
+/// Make a resident process (`agent`, `watch` without `--once`) run without
+/// jemalloc's per-thread caches: each thread keeps freed small objects in a
+/// cache that only its own next allocations trim, so the agent's threads
+/// that go idle (capture workers, the uploader, the flusher, sled's) keep
+/// theirs, and the pages under them, for good. jemalloc reads that setting
+/// once, before `main`, from [`CONF_VAR`]; so this executes the same binary
+/// again with the same arguments and that variable set (same pid: a
+/// service manager sees no change), before any thread starts. Every other
+/// command keeps the caches: without them a first pass to an S3 store took
+/// about a fifth more CPU, a restore from one about a tenth more
+/// (docs/decisions.md "Thread caches only where they pay").
+///
+/// Does nothing when the variable is already set (by this or by the user),
+/// and carries on with the caches if the executable cannot be run again.
+#[cfg(unix)]
+pub(crate) fn without_thread_caches() {
+    use std::os::unix::process::CommandExt;
+    let Some(conf) = resident_conf(std::env::var_os(CONF_VAR)) else {
+        return;
+    };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    // Returns only if it failed: then this process goes on as it is.
+    let _ = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(CONF_VAR, conf)
+        .exec();
+}
+
+#[cfg(not(unix))]
+pub(crate) fn without_thread_caches() {}
+
+/// The settings to start again with, given what [`CONF_VAR`] holds now:
+/// none when it is set (whoever set it decided).
+fn resident_conf(now: Option<OsString>) -> Option<OsString> {
+    match now {
+        Some(_) => None,
+        None => Some(RESIDENT_CONF.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether this process's threads keep caches (jemalloc's `opt.tcache`).
+    fn thread_caches() -> Option<bool> {
+        b"opt.tcache\0".name().read().ok()
+    }
+
+    #[test]
+    fn a_resident_process_starts_again_without_caches_once() {
+        assert_eq!(resident_conf(None), Some(OsString::from("tcache:false")));
+        // Set by the first start, or by the user: left alone, no loop.
+        assert_eq!(resident_conf(Some("tcache:false".into())), None);
+        assert_eq!(resident_conf(Some("narenas:1".into())), None);
+    }
+
+    #[test]
+    fn this_test_process_keeps_thread_caches() {
+        // The build-time settings leave them on (only the agent turns
+        // them off, at start).
+        if std::env::var_os(CONF_VAR).is_none() {
+            assert_eq!(thread_caches(), Some(true));
+        }
+    }
 }

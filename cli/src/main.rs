@@ -495,6 +495,7 @@ fn main() -> ExitCode {
         _ => false,
     };
     if resident {
+        allocator::without_thread_caches();
         allocator::for_resident_process();
     }
     // The agent is the service form: its info lines (one per problem or
