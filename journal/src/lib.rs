@@ -23,7 +23,7 @@
 //!   (in the repository through the hook, or in the spool).
 //! - Group-commit hook: with a [`CommitHook`] set (the uploader's direct
 //!   path), capture queues chunks in memory for it while it accepts (at
-//!   most 64 MiB, then captures wait for the flusher), and each commit
+//!   most 16 MiB, then captures wait for the flusher), and each commit
 //!   offers them to it first, with the versions when the log is drained
 //!   (the cursor equals the durable seq). What the hook refuses goes to
 //!   the spool in the same commit, so a refusal loses nothing and never
