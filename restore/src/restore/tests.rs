@@ -567,6 +567,16 @@ impl<'a> Counting<'a> {
         }
     }
 
+    /// A repository on an object store: 8 reads at once, and its chunks
+    /// placed in pack order.
+    fn store(repo: &'a LocalRepo) -> Self {
+        Counting {
+            parallel: 8,
+            pack_order: true,
+            ..Counting::new(repo)
+        }
+    }
+
     /// Count a request for `ids`; an error once it is one that must fail
     /// or it asks for the damaged chunk.
     fn request(&self, ids: &[ChunkId]) -> Result<(), RepoError> {
@@ -890,6 +900,18 @@ fn pack_order_fixture(f: &mut Fixture) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// Restore the fixture's folder as it was at 30 through `repo` to a new
+/// place, `name` in the fixture's base; that place and the report.
+fn restore_to_new_place(repo: &Counting<'_>, f: &Fixture, name: &str) -> (PathBuf, RestoreReport) {
+    let dest = f.base.join(name);
+    let opts = RestoreOptions {
+        to: Some(dest.clone()),
+        ..Default::default()
+    };
+    let r = restore(repo, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    (dest, r)
+}
+
 /// From a repository on an object store, a restore to a new place goes in
 /// pack order: every chunk is asked for once, however many files and
 /// places hold it, in few requests, and every file comes back whole with
@@ -899,15 +921,8 @@ fn pack_order_fixture(f: &mut Fixture) -> Vec<(String, Vec<u8>)> {
 fn a_restore_from_a_store_fetches_each_chunk_once_in_pack_order() {
     let mut f = Fixture::new();
     let files = pack_order_fixture(&mut f);
-    let mut counting = Counting::new(&f.repo);
-    counting.parallel = 8;
-    counting.pack_order = true;
-    let dest = f.base.join("out");
-    let opts = RestoreOptions {
-        to: Some(dest.clone()),
-        ..Default::default()
-    };
-    let r = restore(&counting, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    let counting = Counting::store(&f.repo);
+    let (dest, r) = restore_to_new_place(&counting, &f, "out");
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     // 150 small files, big, joined, empty, the 4 parts, and l1 (l2 is a link).
     assert_eq!((r.files, r.links), (158, 1));
@@ -951,17 +966,10 @@ fn a_restore_from_a_store_fetches_each_chunk_once_in_pack_order() {
 fn a_damaged_chunk_in_pack_order_fails_only_the_files_that_hold_it() {
     let mut f = Fixture::new();
     let files = pack_order_fixture(&mut f);
-    let mut counting = Counting::new(&f.repo);
-    counting.parallel = 8;
-    counting.pack_order = true;
+    let mut counting = Counting::store(&f.repo);
     // The shared chunk: 15 small files hold it.
     counting.damaged = Some(ChunkId::of(b"shared content\n"));
-    let dest = f.base.join("out");
-    let opts = RestoreOptions {
-        to: Some(dest.clone()),
-        ..Default::default()
-    };
-    let r = restore(&counting, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    let (dest, r) = restore_to_new_place(&counting, &f, "out");
     let failed: HashSet<Vec<u8>> = r.problems.iter().map(|p| p.path.clone()).collect();
     let expect: HashSet<Vec<u8>> = (0..150)
         .step_by(10)
@@ -987,16 +995,9 @@ fn a_damaged_chunk_in_pack_order_fails_only_the_files_that_hold_it() {
 
     // The store goes away after a few requests: what could not be
     // fetched is reported, nothing is left half-written.
-    let mut failing = Counting::new(&f.repo);
-    failing.parallel = 8;
-    failing.pack_order = true;
+    let mut failing = Counting::store(&f.repo);
     failing.fail_from = Some(3);
-    let dest = f.base.join("out2");
-    let opts = RestoreOptions {
-        to: Some(dest.clone()),
-        ..Default::default()
-    };
-    let r = restore(&failing, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    let (dest, r) = restore_to_new_place(&failing, &f, "out2");
     assert!(!r.problems.is_empty());
     for (name, data) in &files {
         if let Ok(got) = std::fs::read(dest.join(name)) {
@@ -1019,15 +1020,8 @@ fn files_in_many_directories_are_written_in_several_plans() {
         f.file(&format!("d{k:03}/a"), 20, format!("file {k}\n").as_bytes());
         f.file(&format!("d{k:03}/same"), 20, b"in every directory\n");
     }
-    let mut counting = Counting::new(&f.repo);
-    counting.parallel = 8;
-    counting.pack_order = true;
-    let dest = f.base.join("out");
-    let opts = RestoreOptions {
-        to: Some(dest.clone()),
-        ..Default::default()
-    };
-    let r = restore(&counting, "c", &f.src(), Timestamp(30), &opts).unwrap();
+    let counting = Counting::store(&f.repo);
+    let (dest, r) = restore_to_new_place(&counting, &f, "out");
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!(r.files, 2 * n as u64);
     for k in 0..n {
