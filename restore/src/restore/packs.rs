@@ -188,16 +188,8 @@ impl PackPlan {
         let mut rest = &self.chunks[..];
         while !rest.is_empty() {
             let pack = rest[0].key.0;
-            let mut bytes = 0u64;
-            let mut n = 0;
-            while n < rest.len() && rest[n].key.0 == pack {
-                let len = u64::from(rest[n].len);
-                if n > 0 && bytes + len > SPAN_BYTES {
-                    break;
-                }
-                bytes += len;
-                n += 1;
-            }
+            let same_pack = rest.iter().take_while(|c| c.key.0 == pack);
+            let n = super::windows::fitting(same_pack.map(|c| c.len), SPAN_BYTES);
             let (span, after) = rest.split_at(n);
             spans.push(span);
             rest = after;

@@ -46,20 +46,28 @@ pub(super) fn windows_of(chunks: &[ChunkRef], max_bytes: u64) -> impl Iterator<I
         if rest.is_empty() {
             return None;
         }
-        let mut bytes = 0u64;
-        let mut n = 0;
-        while n < rest.len() && n < WINDOW_CHUNKS {
-            let len = u64::from(rest[n].len);
-            if n > 0 && bytes + len > max_bytes {
-                break;
-            }
-            bytes += len;
-            n += 1;
-        }
+        let n = fitting(rest.iter().take(WINDOW_CHUNKS).map(|c| c.len), max_bytes);
         let (window, after) = rest.split_at(n);
         rest = after;
         Some(window)
     })
+}
+
+/// How many of the leading pieces of `lens` (decoded lengths) fit in
+/// `max_bytes` together: at least one, if there is one, whatever its
+/// length.
+pub(super) fn fitting(lens: impl Iterator<Item = u32>, max_bytes: u64) -> usize {
+    let mut bytes = 0u64;
+    let mut n = 0;
+    for len in lens {
+        let len = u64::from(len);
+        if n > 0 && bytes + len > max_bytes {
+            break;
+        }
+        bytes += len;
+        n += 1;
+    }
+    n
 }
 
 impl Writer<'_> {
