@@ -171,9 +171,7 @@ pub(crate) fn load_versions(
     if records.is_empty() {
         return Ok(versions);
     }
-    let path = name.pack_path(dir);
-    let blob = crate::store::open_blob_len(&path, pack_len).map_err(io_err(&path))?;
-    let blob = crate::pack_cache::reader(cache, name, pack_len, blob.data);
+    let (path, blob) = versions_reader(dir, name, pack_len, cache)?;
     for loc in records {
         match read_record_at(c, &*blob, &path, loc.offset, loc.frame_len)? {
             PackRecord::Versions(vs) if vs.len() == loc.count as usize => versions.extend(vs),
@@ -189,6 +187,56 @@ pub(crate) fn load_versions(
         }
     }
     Ok(versions)
+}
+
+/// Pack `name` of `pack_len` bytes, for reading its version records
+/// (through `cache` when there is one), and its path.
+fn versions_reader(
+    dir: &Path,
+    name: PackName,
+    pack_len: u64,
+    cache: Option<&IndexCache>,
+) -> Result<
+    (
+        std::path::PathBuf,
+        std::sync::Arc<dyn crate::backend::ReadAt>,
+    ),
+    RepoError,
+> {
+    let path = name.pack_path(dir);
+    let blob = crate::store::open_blob_len(&path, pack_len).map_err(io_err(&path))?;
+    let blob = crate::pack_cache::reader(cache, name, pack_len, blob.data);
+    Ok((path, blob))
+}
+
+/// Bring the version records of `packs` whose versions are still to be
+/// loaded into `cache`, several packs at once (`at_once`), so that
+/// [`load_versions`] then reads them from the cache instead of one ranged
+/// GET after the other. Only a warming: what fails here is left for
+/// [`load_versions`] to meet and report.
+pub(crate) fn prefetch_versions(
+    dir: &Path,
+    packs: &[PackIndex],
+    cache: &IndexCache,
+    at_once: usize,
+) {
+    let pending: Vec<&PackIndex> = packs.iter().filter(|p| p.versions_pending()).collect();
+    let warmed = crate::par::try_map(&pending, at_once, |p| {
+        let (path, blob) = versions_reader(dir, p.pack, p.pack_len, Some(cache))?;
+        // A length no frame can have is for `load_versions` to report.
+        for loc in p
+            .version_records
+            .iter()
+            .filter(|l| (l.frame_len as usize) <= frame::HEADER + frame::MAX_FRAME)
+        {
+            let mut buf = vec![0u8; loc.frame_len as usize];
+            crate::record::read_exact_at(&*blob, &path, &mut buf, loc.offset)?;
+        }
+        Ok::<(), RepoError>(())
+    });
+    if let Err(e) = warmed {
+        tracing::debug!(error = %e, "fetching version records ahead");
+    }
 }
 
 /// A format 1 index: the versions follow the header in frames of their own

@@ -149,6 +149,7 @@ mod pack;
 mod pack_cache;
 mod pack_index;
 mod pack_name;
+mod par;
 mod prune;
 mod record;
 mod repo;

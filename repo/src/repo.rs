@@ -458,6 +458,9 @@ impl LocalRepo {
                 .collect(),
         );
         packs.sort_by_key(|p| (p.sealed_at, p.pack));
+        if let Some(cache) = how.cache {
+            crate::index::prefetch_versions(dir, &packs, cache, how.fetches_at_once());
+        }
         for idx in packs {
             let Some(idx) = fill(c, dir, idx, how)? else {
                 continue;

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rewind_core::{ChunkId, EncodedChunk, RepoError, frame};
 
@@ -115,40 +114,14 @@ impl LocalRepo {
         // Packs are fetched a few at once: a window of a large file spans
         // several packs, and one pack after the other cost a round trip
         // each (docs/decisions.md, "Restoring from object storage").
-        let next = AtomicUsize::new(0);
-        let results: Vec<Result<Vec<_>, RepoError>> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..PACKS_AT_ONCE.min(by_pack.len()))
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let k = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(p) = by_pack.get(k) else { break };
-                            let r = read_pack(p);
-                            let failed = r.is_err();
-                            mine.push(r);
-                            if failed {
-                                break;
-                            }
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(ids.len()).collect();
-        let gather = || -> Result<(), RepoError> {
-            for r in results {
-                for (i, t) in r? {
-                    out[i] = Some(t);
-                }
-            }
-            Ok(())
+        let results = match crate::par::try_map(&by_pack, PACKS_AT_ONCE, read_pack) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
         };
-        Some(gather().map(|()| out.into_iter().flatten().collect()))
+        let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(ids.len()).collect();
+        for (i, t) in results.into_iter().flatten() {
+            out[i] = Some(t);
+        }
+        Some(Ok(out.into_iter().flatten().collect()))
     }
 }
