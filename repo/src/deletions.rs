@@ -38,6 +38,7 @@ pub(crate) fn finish_deletions(
     c: &Crypt,
     dir: &Path,
     keep: &mut KeepFile,
+    fenced: bool,
 ) -> Result<(), RepoError> {
     if keep.deleting.is_empty() {
         return Ok(());
@@ -49,7 +50,7 @@ pub(crate) fn finish_deletions(
     fsync_dir(&dir.join("index"))?;
     let mut next = keep.clone();
     next.deleting.clear();
-    next.write(c, dir)?;
+    next.write(c, dir, fenced)?;
     *keep = next;
     warn!(packs = n, "finished the deletions of an interrupted prune");
     Ok(())

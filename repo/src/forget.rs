@@ -33,6 +33,7 @@ impl LocalRepo {
             return Err(RepoError::ReadOnly);
         }
         let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        self.catch_up_keep()?;
         let mut kf = self.keepfile.lock().expect("retention poisoned");
         let old = kf.clients.get(client).cloned().unwrap_or_default();
         let now = req.now;
@@ -98,9 +99,7 @@ impl LocalRepo {
         }
         let mut next = kf.clone();
         next.clients.insert(client.to_string(), new);
-        self.fence()?;
-        next.write(&self.crypt, &self.dir)?;
-        *kf = next;
+        self.write_keep(&mut kf, next)?;
         self.write_state().set_keep(client, keeping, &gone);
         self.retention_changed();
         info!(
@@ -128,6 +127,7 @@ impl LocalRepo {
                 reason: format!("cannot pin {at}: it has not happened yet"),
             });
         }
+        self.catch_up_keep()?;
         let mut kf = self.keepfile.lock().expect("retention poisoned");
         let qp = self.read_state().query_point(client, at);
         let Some(used) = qp.used else {
@@ -150,9 +150,7 @@ impl LocalRepo {
         };
         ck.pins.push(pin.clone());
         let points = ck.pin_points();
-        self.fence()?;
-        next.write(&self.crypt, &self.dir)?;
-        *kf = next;
+        self.write_keep(&mut kf, next)?;
         self.write_state().set_pins(client, points);
         info!(client, id = pin.id, at = %pin.at, "pinned a point");
         Ok(pin)
@@ -163,6 +161,7 @@ impl LocalRepo {
         if !self.is_writer() {
             return Err(RepoError::ReadOnly);
         }
+        self.catch_up_keep()?;
         let mut kf = self.keepfile.lock().expect("retention poisoned");
         let mut next = kf.clone();
         let ck = next.clients.entry(client.to_string()).or_default();
@@ -174,9 +173,7 @@ impl LocalRepo {
             });
         }
         let points = ck.pin_points();
-        self.fence()?;
-        next.write(&self.crypt, &self.dir)?;
-        *kf = next;
+        self.write_keep(&mut kf, next)?;
         self.write_state().set_pins(client, points);
         info!(client, id, "removed a pin");
         Ok(())
@@ -209,15 +206,14 @@ impl LocalRepo {
 
     /// Record `id` as a delta base that prune keeps (`store_base`).
     pub(crate) fn record_base(&self, id: ChunkId) -> Result<(), RepoError> {
+        self.catch_up_keep()?;
         let mut kf = self.keepfile.lock().expect("retention poisoned");
         if kf.bases.contains(&id) {
             return Ok(());
         }
         let mut next = kf.clone();
         next.bases.insert(id);
-        self.fence()?;
-        next.write(&self.crypt, &self.dir)?;
-        *kf = next;
+        self.write_keep(&mut kf, next)?;
         Ok(())
     }
 }

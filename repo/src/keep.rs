@@ -33,6 +33,7 @@ use rewind_core::{ChunkId, RepoError, Timestamp, frame};
 use rewind_crypto::RecordKind;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{PutIf, Written};
 use crate::crypt::Crypt;
 use crate::durable::{Steps, corrupt, io_err};
 use crate::pack_name::PackName;
@@ -93,6 +94,45 @@ pub(crate) struct KeepFile {
     /// index, is the expected leftover of a crash, and the next writer
     /// finishes the deletion.
     pub deleting: BTreeSet<PackName>,
+    /// Which object of an object store this content came from or went
+    /// to: not part of the content (never stored, equal to any other).
+    #[serde(skip)]
+    pub seen: Seen,
+}
+
+/// The retention object a writer on an object store last read or wrote,
+/// so that its next write replaces only that one (`If-Match`): a write
+/// that an earlier writer of the repository sent, and that reached the
+/// store after this writer wrote, is refused instead of replacing newer
+/// points, pins or prune records (docs/decisions.md, "Retention writes
+/// that arrive late").
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Seen {
+    /// Not known (a directory, whose writers cannot be late, or a store
+    /// that gave no ETag): written unconditionally.
+    #[default]
+    Unknown,
+    /// There was no object: written only if there still is none.
+    Absent,
+    /// The object with this ETag.
+    Tag(String),
+}
+
+impl PartialEq for Seen {
+    fn eq(&self, _: &Seen) -> bool {
+        true
+    }
+}
+
+impl Eq for Seen {}
+
+/// The error of a retention write the store refused because the object
+/// changed since this writer read it.
+fn changed(path: &Path) -> RepoError {
+    io_err(path)(io::Error::other(
+        "changed since this writer read it (a write an earlier writer sent arrived late); \
+         it is read again: try once more",
+    ))
 }
 
 /// A retention file is small (points, pins); anything over this is not one.
@@ -100,8 +140,25 @@ const MAX_KEEP_BYTES: u64 = 64 << 20;
 
 impl KeepFile {
     /// Read `DIR/retention`; an empty file when there is none.
+    /// On an object store the object's ETag comes with it ([`Seen`]).
     pub(crate) fn read(c: &Crypt, dir: &Path) -> Result<KeepFile, RepoError> {
         let path = dir.join("retention");
+        if let Some(objects) = crate::store::of(&path)?.leasing() {
+            return match objects.get_tagged(&path).map_err(io_err(&path))? {
+                None => Ok(KeepFile {
+                    seen: Seen::Absent,
+                    ..KeepFile::default()
+                }),
+                Some((bytes, tag)) => {
+                    if bytes.len() as u64 > MAX_KEEP_BYTES {
+                        return Err(corrupt(&path, "retention file over its size limit"));
+                    }
+                    let mut k = Self::decode(c, &path, &bytes)?;
+                    k.seen = tag.map_or(Seen::Unknown, Seen::Tag);
+                    Ok(k)
+                }
+            };
+        }
         let f = match crate::store::open_read(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(KeepFile::default()),
@@ -111,30 +168,54 @@ impl KeepFile {
         f.take(MAX_KEEP_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(io_err(&path))?;
+        Self::decode(c, &path, &bytes)
+    }
+
+    /// The content of the retention file `path` whose bytes are `bytes`.
+    fn decode(c: &Crypt, path: &Path, bytes: &[u8]) -> Result<KeepFile, RepoError> {
         let body = bytes
             .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| corrupt(&path, "not a retention file (bad magic)"))?;
+            .ok_or_else(|| corrupt(path, "not a retention file (bad magic)"))?;
         let (payload, used) =
-            frame::decode(body, 8).map_err(|e| corrupt(&path, format!("retention file: {e}")))?;
+            frame::decode(body, 8).map_err(|e| corrupt(path, format!("retention file: {e}")))?;
         if used != body.len() {
-            return Err(corrupt(&path, "unexpected data after the retention record"));
+            return Err(corrupt(path, "unexpected data after the retention record"));
         }
         let payload = c
             .open_file(RecordKind::File, "retention", payload)
-            .map_err(|e| corrupt(&path, format!("retention record: {e}")))?;
-        postcard::from_bytes(&payload).map_err(|e| corrupt(&path, format!("retention record: {e}")))
+            .map_err(|e| corrupt(path, format!("retention record: {e}")))?;
+        postcard::from_bytes(&payload).map_err(|e| corrupt(path, format!("retention record: {e}")))
     }
 
-    /// Write `DIR/retention` durably.
-    pub(crate) fn write(&self, c: &Crypt, dir: &Path) -> Result<(), RepoError> {
+    /// Write `DIR/retention` durably. With `fenced` (a writer on a store
+    /// that honours conditional writes), only over the object this content
+    /// was read from or last written to ([`Seen`]); a refusal is an I/O
+    /// error (transient: the caller reads the object again and retries).
+    pub(crate) fn write(&mut self, c: &Crypt, dir: &Path, fenced: bool) -> Result<(), RepoError> {
         let path = dir.join("retention");
-        let payload = postcard::to_stdvec(self).map_err(|e| corrupt(&path, e.to_string()))?;
+        let payload = postcard::to_stdvec(&*self).map_err(|e| corrupt(&path, e.to_string()))?;
         let payload = c
             .seal_file(RecordKind::File, "retention", payload)
             .map_err(|e| corrupt(&path, e))?;
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&frame::encode(&payload));
-        write_durably(&dir.join("tmp"), &path, &bytes, &KEEP_STEPS)
+        let objects = crate::store::of(&path)?.leasing();
+        let (Some(objects), true) = (objects, fenced) else {
+            return write_durably(&dir.join("tmp"), &path, &bytes, &KEEP_STEPS);
+        };
+        rewind_core::failpoint::hit(KEEP_STEPS.write).map_err(io_err(&path))?;
+        let cond = match &self.seen {
+            Seen::Unknown => PutIf::Always,
+            Seen::Absent => PutIf::Absent,
+            Seen::Tag(t) => PutIf::Matches(t.clone()),
+        };
+        match objects.put_if(&path, bytes, cond).map_err(io_err(&path))? {
+            Written::Yes(tag) => {
+                self.seen = tag.map_or(Seen::Unknown, Seen::Tag);
+                Ok(())
+            }
+            Written::Refused => Err(changed(&path)),
+        }
     }
 }
 
@@ -157,7 +238,7 @@ mod tests {
         c.series.insert(b"dumps/db".to_vec(), Scope::default());
         k.bases.insert(ChunkId::of(b"dict"));
         k.condemned.insert(PackName([3; 16]), Timestamp(5));
-        k.write(&Crypt::plain(), t.path()).unwrap();
+        k.write(&Crypt::plain(), t.path(), false).unwrap();
         assert_eq!(KeepFile::read(&Crypt::plain(), t.path()).unwrap(), k);
         let p = t.path().join("retention");
         let mut b = std::fs::read(&p).unwrap();

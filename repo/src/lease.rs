@@ -575,8 +575,7 @@ impl Lease {
         self.shared.abandoned.store(true, Ordering::SeqCst);
     }
 
-    /// Tests: which conditions the store was found to honour.
-    #[cfg(test)]
+    /// Which conditions the store was found to honour.
     pub(crate) fn honours(&self) -> Honours {
         self.shared.honours
     }

@@ -574,13 +574,11 @@ impl LocalRepo {
 
     /// Update `DIR/retention` durably.
     pub(crate) fn update_keep(&self, f: impl FnOnce(&mut KeepFile)) -> Result<(), RepoError> {
+        self.catch_up_keep()?;
         let mut kf = self.keepfile.lock().expect("retention poisoned");
         let mut next = kf.clone();
         f(&mut next);
-        self.fence()?;
-        next.write(&self.crypt, &self.dir)?;
-        *kf = next;
-        Ok(())
+        self.write_keep(&mut kf, next)
     }
 
     /// Under the writer lock and the index's exclusive lock: add `new` to

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rewind_core::frame::MAX_FRAME;
@@ -99,6 +100,9 @@ pub struct LocalRepo {
     /// made under this lock (lock order: `maintenance`, this, the writer,
     /// `state`).
     pub(crate) keepfile: Mutex<KeepFile>,
+    /// The last retention write failed on a store: read the file again
+    /// before the next change (`catch_up_keep`).
+    keep_stale: AtomicBool,
     /// One forget or prune at a time.
     pub(crate) maintenance: Mutex<()>,
     /// While a prune runs: every chunk a caller was told is stored, or
@@ -508,6 +512,7 @@ impl LocalRepo {
             view: RwLock::new(None),
             vindex: None,
             keepfile: Mutex::new(keep),
+            keep_stale: AtomicBool::new(false),
             maintenance: Mutex::new(()),
             touched: Mutex::new(None),
             pruning: std::sync::atomic::AtomicBool::new(false),
@@ -633,7 +638,7 @@ impl LocalRepo {
         // On a store the pack being filled lives in this process's own
         // staging directory: nothing of another writer's to clean.
         let mut keep = KeepFile::read(&crypt, dir)?;
-        crate::deletions::finish_deletions(&crypt, dir, &mut keep)?;
+        crate::deletions::finish_deletions(&crypt, dir, &mut keep, fenced(lease.as_ref()))?;
         let cache = IndexCache::open(dir, &config.id);
         let state = Self::load_state(&crypt, dir, true, &keep, cache.as_ref())?;
         if config.format < FORMAT {
@@ -645,7 +650,7 @@ impl LocalRepo {
                 // Recorded before the new number, so a crash in between
                 // upgrades again.
                 keep.bases.extend(state.unreferenced());
-                keep.write(&crypt, dir)?;
+                keep.write(&crypt, dir, fenced(lease.as_ref()))?;
             }
             // Said once: the new number is written durably after what the
             // new format needs, so the next open finds nothing to do.
@@ -1068,6 +1073,48 @@ impl LocalRepo {
         }
     }
 
+    /// Whether this writer's retention writes replace only the object it
+    /// last read or wrote: a store that honours conditional writes
+    /// (`keep::Seen`).
+    fn keep_fenced(&self) -> bool {
+        fenced(self.lease.as_ref())
+    }
+
+    /// Make `next` the retention file (`kf`, its lock held), fenced by
+    /// the lease and, on a store that honours it, by the object last seen.
+    /// After a failed write the object is read again before the next
+    /// retention change ([`LocalRepo::catch_up_keep`]): a refusal means a
+    /// write an earlier writer sent arrived late, and a lost answer leaves
+    /// the object's ETag unknown.
+    pub(crate) fn write_keep(
+        &self,
+        kf: &mut KeepFile,
+        mut next: KeepFile,
+    ) -> Result<(), RepoError> {
+        self.fence()?;
+        if let Err(e) = next.write(&self.crypt, &self.dir, self.keep_fenced()) {
+            if self.keep_fenced() {
+                self.keep_stale.store(true, Ordering::SeqCst);
+            }
+            return Err(e);
+        }
+        *kf = next;
+        Ok(())
+    }
+
+    /// Read the retention file again (and apply it, as a reader's
+    /// `refresh` does) when the last write of it failed on a store:
+    /// called before each retention change, without its lock held.
+    pub(crate) fn catch_up_keep(&self) -> Result<(), RepoError> {
+        if self.keep_stale.swap(false, Ordering::SeqCst)
+            && let Err(e) = self.refresh()
+        {
+            self.keep_stale.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// The writer's lease (tests).
     #[cfg(test)]
     pub(crate) fn lease(&self) -> Option<&Lease> {
@@ -1369,6 +1416,15 @@ fn slot_label() -> SlotLabel {
         host: cut(host),
         user: cut(user),
     }
+}
+
+/// Whether retention writes under `lease` are conditional on the object
+/// last seen: a lease on a store that honours both conditions.
+fn fenced(lease: Option<&Lease>) -> bool {
+    lease.is_some_and(|l| {
+        let h = l.honours();
+        h.create && h.update
+    })
 }
 
 /// What keeps other writers out: `DIR/lock` in a directory, the lease

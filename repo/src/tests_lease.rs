@@ -360,3 +360,45 @@ fn on_a_store_that_ignores_conditions_a_lapsed_lease_is_not_deleted() {
     );
     next.check().unwrap();
 }
+
+#[test]
+fn a_retention_write_that_arrives_late_replaces_nothing_newer() {
+    use crate::keep::KeepFile;
+    use rewind_core::{ChunkId, Timestamp};
+    let Some(s) = server() else { return };
+    let root = s.path("keep");
+    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
+    let chunks: Vec<EncodedChunk> = (0..2u64).map(crate::tests::chunk).collect();
+    let v = file_v(1, 1_000, b"/a", &chunks.iter().collect::<Vec<_>>());
+    repo.commit_durably(&chunks, &[v]).unwrap();
+    let c = crate::tests::C;
+
+    // An earlier writer's write of the retention file, made from what it
+    // read then, that reaches the store only after this writer wrote.
+    let mut late = KeepFile::read(&repo.crypt, &root).unwrap();
+    late.bases.insert(ChunkId::of(b"late"));
+    let pin = repo
+        .pin_point(c, Timestamp(1_000), Some("mine".into()))
+        .unwrap();
+    let e = late.write(&repo.crypt, &root, true).unwrap_err();
+    assert!(e.to_string().contains("changed since"), "{e}");
+    let there = KeepFile::read(&repo.crypt, &root).unwrap();
+    assert_eq!(there.clients[c].pins.len(), 1);
+    assert!(!there.bases.contains(&ChunkId::of(b"late")));
+
+    // One that reaches it before this writer's next change (made from the
+    // object as it is then): that change is refused rather than written
+    // over it, and the next try is made on top of it.
+    let mut early = KeepFile::read(&repo.crypt, &root).unwrap();
+    early.bases.insert(ChunkId::of(b"early"));
+    early.write(&repo.crypt, &root, true).unwrap();
+    let e = repo.unpin_point(c, pin.id).unwrap_err();
+    assert!(
+        e.is_transient() && e.to_string().contains("changed since"),
+        "{e}"
+    );
+    repo.unpin_point(c, pin.id).unwrap();
+    let there = KeepFile::read(&repo.crypt, &root).unwrap();
+    assert!(there.bases.contains(&ChunkId::of(b"early")));
+    assert!(there.clients[c].pins.is_empty());
+}
