@@ -99,30 +99,63 @@ pub(crate) fn open_for_capture(
     };
     journal.skip_to(held)?;
     if fresh && held > 0 {
-        let mut states = Vec::new();
-        for root in roots {
-            let at = rewind_core::Timestamp::MAX;
-            for v in repo.tree_at(journal.client(), rewind_core::path::to_bytes(root), at)? {
-                if let rewind_core::Entry::Present {
-                    meta,
-                    chunks,
-                    xattrs,
-                } = v.entry
-                {
-                    let st = rewind_journal::PathState {
-                        meta,
-                        chunks,
-                        xattrs,
-                        seq: v.seq,
-                    };
-                    states.push((v.path, st));
-                }
-            }
-        }
-        let n = states.len();
-        journal.import_states(states)?;
+        let n = import_from_repository(&*repo, &journal, roots, false)?;
         eprintln!("rewind: journal rebuilt from the repository ({n} paths); checking for changes");
+    } else if held > 0 && target.late_requests() {
+        // Versions of this client that reached the repository without this
+        // journal recording them: a commit a killed process sent that
+        // landed late, or one whose answer a crash cut off. Known with the
+        // repository's state, the first pass records what became of their
+        // paths (a deletion, most often) instead of leaving them present
+        // for good (docs/decisions.md, "Late commits bring nothing back").
+        let n = import_from_repository(&*repo, &journal, roots, true)?;
+        if n > 0 {
+            eprintln!(
+                "rewind: {n} paths the repository holds and this journal never recorded \
+                 (a commit that landed after its sender stopped); checking them"
+            );
+        }
     }
     crate::enrollment::write_private(&jdir.join("client"), journal.client().as_bytes())?;
     Ok((opened, journal))
+}
+
+/// Make the repository's newest state of each present path under `roots`
+/// the journal's last-known state (with `only_unknown`, only of paths the
+/// journal has no state of), so the first pass compares the disk with it.
+/// How many paths were imported.
+fn import_from_repository(
+    repo: &dyn rewind_core::Repository,
+    journal: &Journal,
+    roots: &[PathBuf],
+    only_unknown: bool,
+) -> Result<usize> {
+    let mut states = Vec::new();
+    for root in roots {
+        let at = rewind_core::Timestamp::MAX;
+        for v in repo.tree_at(journal.client(), rewind_core::path::to_bytes(root), at)? {
+            if let rewind_core::Entry::Present {
+                meta,
+                chunks,
+                xattrs,
+            } = v.entry
+            {
+                if only_unknown && journal.last_known(&v.path)?.is_some() {
+                    continue;
+                }
+                let st = rewind_journal::PathState {
+                    meta,
+                    chunks,
+                    xattrs,
+                    seq: v.seq,
+                };
+                states.push((v.path, st));
+            }
+        }
+    }
+    let n = states.len();
+    if n > 0 {
+        journal.import_states(states)?;
+    }
+    Ok(n)
 }
