@@ -794,6 +794,19 @@ impl LocalRepo {
                 new.push(idx);
             }
         }
+        self.apply_refreshed(new, vanished, keep);
+        Ok(())
+    }
+
+    /// Apply what a refresh found: `new` packs, `vanished` ones, and the
+    /// retention file as it is now (`keep`).
+    fn apply_refreshed(
+        &self,
+        new: Vec<crate::pack_index::PackIndex>,
+        vanished: Vec<PackName>,
+        keep: KeepFile,
+    ) {
+        let old = self.keepfile.lock().expect("retention poisoned").clone();
         // What a forget or prune changed, applied the way the writer
         // applied it, instead of reading every index file again (tens of
         // seconds on a history of millions of versions, during which this
@@ -819,7 +832,7 @@ impl LocalRepo {
         let marks_changed = old.condemned != keep.condemned;
         if new.is_empty() && vanished.is_empty() && gone.is_empty() && !marks_changed {
             *self.keepfile.lock().expect("retention poisoned") = keep;
-            return Ok(());
+            return;
         }
         {
             let mut st = self.write_state();
@@ -847,7 +860,6 @@ impl LocalRepo {
         }
         *self.keepfile.lock().expect("retention poisoned") = keep;
         self.retention_changed();
-        Ok(())
     }
 
     /// Regenerate the index file of every pack from the pack itself (its
@@ -1102,17 +1114,26 @@ impl LocalRepo {
         Ok(())
     }
 
-    /// Read the retention file again (and apply it, as a reader's
-    /// `refresh` does) when the last write of it failed on a store:
-    /// called before each retention change, without its lock held.
+    /// Read the retention file again and apply it, as a reader's
+    /// `refresh` applies a forget or prune, when the last write of it
+    /// failed on a store: called before each retention change, without its
+    /// lock held. Only the retention file: a prune calls this between its
+    /// index switch and its deletions, when looking for packs would find
+    /// its sources again.
     pub(crate) fn catch_up_keep(&self) -> Result<(), RepoError> {
-        if self.keep_stale.swap(false, Ordering::SeqCst)
-            && let Err(e) = self.refresh()
-        {
-            self.keep_stale.store(true, Ordering::SeqCst);
-            return Err(e);
+        if !self.keep_stale.swap(false, Ordering::SeqCst) {
+            return Ok(());
         }
-        Ok(())
+        match KeepFile::read(&self.crypt, &self.dir) {
+            Ok(keep) => {
+                self.apply_refreshed(Vec::new(), Vec::new(), keep);
+                Ok(())
+            }
+            Err(e) => {
+                self.keep_stale.store(true, Ordering::SeqCst);
+                Err(e)
+            }
+        }
     }
 
     /// The writer's lease (tests).
