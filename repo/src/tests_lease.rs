@@ -244,14 +244,24 @@ fn a_writer_that_cannot_renew_stops_and_goes_on_after_a_renewal() {
     eventually("a renewal", || lease.check().is_ok());
 }
 
-#[test]
-fn a_writer_whose_lease_was_taken_over_fails_every_write_naming_the_new_holder() {
-    let Some(s) = server() else { return };
-    let root = s.path("t");
+/// A new repository under `name` on the server, its writer, and one
+/// version (`/a` at 1000, four chunks) committed.
+fn writer_with_a_version(
+    s: &crate::tests_s3::Server,
+    name: &str,
+) -> (std::path::PathBuf, LocalRepo) {
+    let root = s.path(name);
     let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
     let chunks: Vec<EncodedChunk> = (0..4u64).map(crate::tests::chunk).collect();
     let v = file_v(1, 1_000, b"/a", &chunks.iter().collect::<Vec<_>>());
     repo.commit_durably(&chunks, &[v]).unwrap();
+    (root, repo)
+}
+
+#[test]
+fn a_writer_whose_lease_was_taken_over_fails_every_write_naming_the_new_holder() {
+    let Some(s) = server() else { return };
+    let (root, repo) = writer_with_a_version(&s, "t");
     // Someone else's lease replaces ours (a writer that ignored ours).
     let theirs = br#"{"holder":"ffffffffffffffffffffffffffffffff","host":"elsewhere","pid":4242,"taken":0,"expires":9000000000000000000}"#;
     let lock = root.join("lock");
@@ -366,11 +376,7 @@ fn a_retention_write_that_arrives_late_replaces_nothing_newer() {
     use crate::keep::KeepFile;
     use rewind_core::{ChunkId, Timestamp};
     let Some(s) = server() else { return };
-    let root = s.path("keep");
-    let repo = LocalRepo::init(&root, DEFAULT_CHUNKER).unwrap();
-    let chunks: Vec<EncodedChunk> = (0..2u64).map(crate::tests::chunk).collect();
-    let v = file_v(1, 1_000, b"/a", &chunks.iter().collect::<Vec<_>>());
-    repo.commit_durably(&chunks, &[v]).unwrap();
+    let (root, repo) = writer_with_a_version(&s, "keep");
     let c = crate::tests::C;
 
     // An earlier writer's write of the retention file, made from what it
