@@ -220,7 +220,17 @@ pub(crate) fn prefetch_versions(
     cache: &IndexCache,
     at_once: usize,
 ) {
-    let pending: Vec<&PackIndex> = packs.iter().filter(|p| p.versions_pending()).collect();
+    // Records already in the cache are not read twice (here and by the
+    // load), which a warm open would otherwise do for every pack.
+    let pending: Vec<&PackIndex> = packs
+        .iter()
+        .filter(|p| p.versions_pending())
+        .filter(|p| {
+            p.version_records
+                .iter()
+                .any(|l| !crate::pack_cache::has_entry(cache, p.pack, l.offset))
+        })
+        .collect();
     let warmed = crate::par::try_map(&pending, at_once, |p| {
         let (path, blob) = versions_reader(dir, p.pack, p.pack_len, Some(cache))?;
         // A length no frame can have is for `load_versions` to report.

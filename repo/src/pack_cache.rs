@@ -58,9 +58,7 @@ pub(crate) fn reader(
 
 impl ReadAt for CachedPack {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let entry = self
-            .dir
-            .join(format!("{}.{offset}.rec", self.name.to_hex()));
+        let entry = entry_path(&self.dir, self.name, offset);
         // The range and the pack's length: what makes these bytes these.
         let version = format!("pack of {} bytes, {} at {offset}", self.len, buf.len());
         if let Some(b) = read_entry(&entry, buf.len() as u64, &version) {
@@ -71,4 +69,15 @@ impl ReadAt for CachedPack {
         write_entry(&self.dir, &entry, &version, buf);
         Ok(())
     }
+}
+
+/// The entry of the bytes at `offset` of pack `name`, in folder `dir`.
+fn entry_path(dir: &std::path::Path, name: PackName, offset: u64) -> std::path::PathBuf {
+    dir.join(format!("{}.{offset}.rec", name.to_hex()))
+}
+
+/// Whether `cache` has an entry for the bytes at `offset` of pack `name`
+/// (whether it is sound is for the read to find).
+pub(crate) fn has_entry(cache: &IndexCache, name: PackName, offset: u64) -> bool {
+    entry_path(cache.dir(), name, offset).exists()
 }
