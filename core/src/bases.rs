@@ -11,14 +11,15 @@
 
 use std::sync::Arc;
 
-use crate::{ChunkId, ChunkIds, EncodedChunk, RepoError, Repository, Version};
+use crate::{ChunkId, ChunkIds, EncodedChunk, RepoError, Repository, StoredBase, Version};
 
 /// The reads capture makes of a repository (see the module doc).
 pub trait Bases: Send + Sync {
     /// See [`Repository::delta_base`].
     fn delta_base(&self, id: &ChunkId) -> Result<Option<ChunkId>, RepoError>;
-    /// The content of a stored chunk (a delta base).
-    fn read_base(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError>;
+    /// The content of a stored chunk (a delta base), with whether it is
+    /// stored uncompressed ([`Repository::read_delta_base`]).
+    fn read_base(&self, id: &ChunkId) -> Result<StoredBase, RepoError>;
     /// The stored versions of `path` for `client`, oldest first.
     fn versions_of(&self, client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError>;
     /// See [`Repository::store_base`].
@@ -37,8 +38,8 @@ impl Bases for Narrow {
         self.0.delta_base(id)
     }
 
-    fn read_base(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
-        self.0.read_chunk(id)
+    fn read_base(&self, id: &ChunkId) -> Result<StoredBase, RepoError> {
+        self.0.read_delta_base(id)
     }
 
     fn versions_of(&self, client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError> {

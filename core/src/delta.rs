@@ -84,6 +84,14 @@ impl DeltaWalk {
 /// whole chunk `hint` is itself a delta of) when that pays against
 /// `alone`, the chunk's encoding on its own (computed only when needed).
 /// A base that cannot be read only costs the delta.
+///
+/// `alone` is not computed either when the base is stored uncompressed
+/// (zstd could not shrink it): a delta is made only of a chunk sharing at
+/// least half its bytes with its base, so the chunk would not shrink alone
+/// either, and any delta (under half its length) beats it. On a busy file
+/// of incompressible data compressing every changed chunk alone to compare
+/// was a seventh of the agent's time (docs/decisions.md "Busy-file CPU
+/// (issue 16)").
 pub fn encode_with_hint(
     repo: &dyn Bases,
     id: ChunkId,
@@ -94,18 +102,20 @@ pub fn encode_with_hint(
 ) -> EncodedChunk {
     let delta = (|| {
         let base = repo.delta_base(&hint).ok()??;
-        let raw = match repo.read_base(&base) {
-            Ok(raw) => raw,
+        let stored = match repo.read_base(&base) {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::debug!("no delta against chunk {base}: {e}");
                 return None;
             }
         };
-        EncodedChunk::encode_delta(id, data, base, &raw, level)
+        let d = EncodedChunk::encode_delta(id, data, base, &stored.raw, level)?;
+        Some((d, stored.incompressible))
     })();
     match delta {
-        Some(d) if d.data.len() < data.len() / CLEARLY_SMALL => d,
-        Some(d) => {
+        Some((d, true)) => d,
+        Some((d, false)) if d.data.len() < data.len() / CLEARLY_SMALL => d,
+        Some((d, false)) => {
             let whole = alone();
             // A delta costs a second read when restored: it must save a
             // quarter to be kept.
@@ -171,5 +181,102 @@ mod tests {
             p.next(&new_id(i), 100_000);
         }
         assert_eq!(p.next(&new_id(9), 100_000), Some(id(9)));
+    }
+
+    /// One stored whole chunk, as [`Bases`] shows it.
+    struct OneBase {
+        id: ChunkId,
+        stored: crate::StoredBase,
+    }
+
+    impl Bases for OneBase {
+        fn delta_base(&self, id: &ChunkId) -> Result<Option<ChunkId>, crate::RepoError> {
+            Ok((*id == self.id).then_some(self.id))
+        }
+        fn read_base(&self, _: &ChunkId) -> Result<crate::StoredBase, crate::RepoError> {
+            Ok(crate::StoredBase {
+                raw: self.stored.raw.clone(),
+                incompressible: self.stored.incompressible,
+            })
+        }
+        fn versions_of(&self, _: &str, _: &[u8]) -> Result<Vec<crate::Version>, crate::RepoError> {
+            Ok(Vec::new())
+        }
+        fn store_base(&self, _: EncodedChunk) -> Result<(), crate::RepoError> {
+            Ok(())
+        }
+    }
+
+    /// `base` (1 MiB) with 24 of its 4 KiB blocks overwritten by noise:
+    /// a delta above a sixteenth of the chunk.
+    fn edited(base: &[u8]) -> Vec<u8> {
+        let mut data = base.to_vec();
+        for k in 0..24 {
+            let at = k * 10 * 4096;
+            data[at..at + 4096].copy_from_slice(&noise(k as u64 + 7, 4096));
+        }
+        data
+    }
+
+    fn noise(seed: u64, n: usize) -> Vec<u8> {
+        // xorshift64*, the high byte.
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_delta_against_an_incompressible_base_is_kept_without_compressing_the_chunk_alone() {
+        let base = noise(1, 1 << 20);
+        let data = edited(&base);
+        let repo = OneBase {
+            id: ChunkId::of(&base),
+            stored: crate::StoredBase {
+                raw: base.clone(),
+                incompressible: true,
+            },
+        };
+        let id = ChunkId::of(&data);
+        let c = encode_with_hint(&repo, id, &data, repo.id, 1, || {
+            panic!("compressed alone to compare")
+        });
+        assert_eq!(c.base(), Some(repo.id));
+        assert!(
+            c.data.len() > data.len() / CLEARLY_SMALL,
+            "{}",
+            c.data.len()
+        );
+        assert_eq!(c.decode_with_base(&base).unwrap(), data);
+    }
+
+    #[test]
+    fn a_delta_against_a_compressible_base_is_weighed_against_the_chunk_alone() {
+        // Text-like: compresses well alone; the blocks of noise make the
+        // delta too large to keep without comparing.
+        let base: Vec<u8> = (0..1usize << 20)
+            .map(|i| b"abcdefgh\n"[(i * 7 + i / 9) % 9])
+            .collect();
+        let data = edited(&base);
+        let repo = OneBase {
+            id: ChunkId::of(&base),
+            stored: crate::StoredBase {
+                raw: base.clone(),
+                incompressible: false,
+            },
+        };
+        let id = ChunkId::of(&data);
+        let asked = std::cell::Cell::new(false);
+        let c = encode_with_hint(&repo, id, &data, repo.id, 1, || {
+            asked.set(true);
+            EncodedChunk::encode_with_id(id, &data)
+        });
+        assert!(asked.get(), "the chunk alone was compared");
+        assert_eq!(c.decode_with_base(&base).unwrap(), data);
     }
 }

@@ -68,7 +68,7 @@ impl FileEncoder {
         };
         let again = known.and_then(|k| {
             (d.repo.delta_base(&k).ok()? == Some(k)).then_some(())?;
-            Ready::prepare(k, &d.repo.read_base(&k).ok()?)
+            Ready::prepare(k, &d.repo.read_base(&k).ok()?.raw)
         });
         if let Some(r) = again {
             *d.collect.lock().unwrap_or_else(|p| p.into_inner()) = Collect::Done;

@@ -74,7 +74,7 @@ pub use id::{ChunkId, ParseChunkIdError};
 pub use one_line::one_line;
 pub use overview::Overview;
 pub use repository::{
-    ChunkSink, DamagedVersion, RepoError, RepoStats, Repository, machine_tree_at,
+    ChunkSink, DamagedVersion, RepoError, RepoStats, Repository, StoredBase, machine_tree_at,
 };
 pub use rewind_fsmeta::{Extent, FileKind, FileMeta, FileTime, Xattr};
 pub use size::parse_size;

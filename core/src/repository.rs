@@ -9,6 +9,15 @@ use crate::history::{ActivityBucket, ActivityQuery, FindQuery, FindReply};
 use crate::retention::QueryPoint;
 use crate::{ChunkId, ChunkIds, EncodedChunk, Timestamp, Version};
 
+/// A delta base as [`Repository::read_delta_base`] reads it.
+#[derive(Debug)]
+pub struct StoredBase {
+    /// Its decoded, verified bytes.
+    pub raw: Vec<u8>,
+    /// Stored uncompressed: zstd could not shrink it.
+    pub incompressible: bool,
+}
+
 /// Errors from a repository, local or remote.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -223,6 +232,16 @@ pub trait Repository: Send + Sync {
     }
     /// The decoded, verified bytes of a chunk.
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError>;
+    /// [`Repository::read_chunk`] of a delta base, with what its storage
+    /// says about its content: whether it is stored uncompressed because
+    /// zstd could not shrink it (`false` where that is unknown, the
+    /// default).
+    fn read_delta_base(&self, id: &ChunkId) -> Result<StoredBase, RepoError> {
+        Ok(StoredBase {
+            raw: self.read_chunk(id)?,
+            incompressible: false,
+        })
+    }
     /// The decoded, verified bytes of several chunks, in order (a remote
     /// repository fetches them in one round trip).
     fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {

@@ -14,8 +14,8 @@ use rewind_core::frame::MAX_FRAME;
 use rewind_core::path::display;
 use rewind_core::{
     ActivityBucket, ActivityQuery, ChunkId, ChunkSink, ChunkView, ChunkerParams, EncodedChunk,
-    FindQuery, FindReply, PathPattern, RepoError, RepoStats, Repository, STREAM_ZSTD_LEVEL,
-    Timestamp, Version,
+    Encoding, FindQuery, FindReply, PathPattern, RepoError, RepoStats, Repository,
+    STREAM_ZSTD_LEVEL, StoredBase, Timestamp, Version,
 };
 use rewind_crypto::{Argon2Params, MasterKey, SlotId, SlotLabel};
 use tracing::{info, warn};
@@ -1696,7 +1696,16 @@ impl Repository for LocalRepo {
 
     fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let (c, place) = self.locate_encoded(id)?;
-        self.decode_stored(c.view(), &place)
+        self.decode_owned(c, &place)
+    }
+
+    fn read_delta_base(&self, id: &ChunkId) -> Result<StoredBase, RepoError> {
+        let (c, place) = self.locate_encoded(id)?;
+        let incompressible = c.encoding == Encoding::Raw;
+        Ok(StoredBase {
+            raw: self.decode_owned(c, &place)?,
+            incompressible,
+        })
     }
 
     fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>, RepoError> {
