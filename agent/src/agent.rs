@@ -12,7 +12,7 @@
 //! - A journal failure never drops a capture: the path is queued again.
 //! - Per-path problems are counted and the last 100 kept for `status`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ use rewind_journal::Journal;
 use rewind_watcher::{IgnoreRules, ScanItem};
 use serde::Serialize;
 
-use crate::capture::{self, Capturer, Change, Outcome};
+use crate::capture::{self, Capturer, Change, Outcome, ScanStamp};
 use crate::dump_service::DumpService;
 use crate::follow::FollowSymlinks;
 use crate::health::Health;
@@ -348,15 +348,19 @@ impl Agent {
     /// what differs, including deletions.
     pub(crate) fn rescan(&self, root: &Path, at: Timestamp) {
         let base = to_bytes(root).to_vec();
-        let known: HashMap<Vec<u8>, rewind_journal::PathState> =
-            match self.journal.known_under(&base) {
-                Ok(k) => k.into_iter().collect(),
-                Err(e) => {
-                    self.problem(format!("rescan of {}: {e}", root.display()));
-                    return;
-                }
-            };
-        let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(known.len());
+        // What the journal knows under the root, by a digest of the path:
+        // enough to tell a change and, after the walk, which known paths
+        // it did not meet (read again from the journal one at a time).
+        // Holding the paths and their whole states took about 2 KiB a
+        // path: 2.3 GiB for a million (docs/decisions.md "A million files
+        // (issue 19)").
+        let mut known: HashMap<PathDigest, (ScanStamp, bool)> = HashMap::new();
+        if let Err(e) = self.journal.for_each_known_under(&base, |p, st| {
+            known.insert(PathDigest::of(p), (ScanStamp::of(&st.meta), false));
+        }) {
+            self.problem(format!("rescan of {}: {e}", root.display()));
+            return;
+        }
         let mut unreadable: Vec<Vec<u8>> = Vec::new();
         if std::fs::symlink_metadata(root).is_err() {
             self.sched.submit(base.clone(), at, Change::Scan);
@@ -366,11 +370,14 @@ impl Agent {
             _ if self.stopping.load(Ordering::Relaxed) => {}
             ScanItem::Entry { path, metadata } => {
                 self.counters.scanned.fetch_add(1, Ordering::Relaxed);
-                let b = to_bytes(&path).to_vec();
-                if capture::differs(known.get(&b), &metadata) {
-                    self.sched.submit(b.clone(), at, Change::Scan);
+                let b = to_bytes(&path);
+                let prev = known.get_mut(&PathDigest::of(b)).map(|(stamp, seen)| {
+                    *seen = true;
+                    &*stamp
+                });
+                if capture::differs(prev, &metadata) {
+                    self.sched.submit(b.to_vec(), at, Change::Scan);
                 }
-                seen.insert(b);
             }
             ScanItem::Error { path, error } => {
                 let b = to_bytes(&path).to_vec();
@@ -379,7 +386,9 @@ impl Agent {
                 } else {
                     self.problem(format!("cannot read {}: {error}", path.display()));
                     // What is below an unreadable directory is not deleted.
-                    seen.insert(b.clone());
+                    if let Some((_, seen)) = known.get_mut(&PathDigest::of(&b)) {
+                        *seen = true;
+                    }
                     unreadable.push(b);
                 }
             }
@@ -387,11 +396,32 @@ impl Agent {
         if self.stopping.load(Ordering::Relaxed) {
             return;
         }
-        for p in known.keys() {
-            if !seen.contains(p) && !unreadable.iter().any(|u| rewind_core::path::is_under(p, u)) {
-                self.sched.submit(p.clone(), at, Change::Scan);
+        // Known when the walk began and not met by it: gone (or moved).
+        // Paths the journal learnt during the walk are not in `known`.
+        let gone = self.journal.for_each_known_under(&base, |p, _| {
+            let unmet = known.get(&PathDigest::of(p)).is_some_and(|(_, seen)| !seen);
+            if unmet && !unreadable.iter().any(|u| rewind_core::path::is_under(p, u)) {
+                self.sched.submit(p.to_vec(), at, Change::Scan);
             }
+        });
+        if let Err(e) = gone {
+            self.problem(format!("rescan of {}: {e}", root.display()));
         }
+    }
+}
+
+/// A path as a rescan remembers it: 128 bits of its BLAKE3 hash (the
+/// plain chunk id of its bytes; two paths of one tree sharing it is beyond
+/// any real chance).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PathDigest(u128);
+
+impl PathDigest {
+    fn of(path: &[u8]) -> PathDigest {
+        let h = rewind_core::ChunkId::of(path);
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&h.0[..16]);
+        PathDigest(u128::from_le_bytes(b))
     }
 }
 

@@ -1181,11 +1181,36 @@ impl Torn {
     }
 }
 
+/// What a rescan compares of a path's last-known state with what the walk
+/// finds ([`differs`]): kind, inode, size, mtime, ctime and mode, 48 bytes
+/// instead of the whole state (its chunk list and extended attributes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ScanStamp {
+    kind: FileKind,
+    ino: u64,
+    size: u64,
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+    mode: u32,
+}
+
+impl ScanStamp {
+    pub(crate) fn of(m: &FileMeta) -> ScanStamp {
+        ScanStamp {
+            kind: m.kind,
+            ino: m.ino,
+            size: m.size,
+            mtime: (m.mtime.sec, m.mtime.nsec),
+            ctime: (m.ctime.sec, m.ctime.nsec),
+            mode: m.mode,
+        }
+    }
+}
+
 /// Whether a scanned entry differs from its last-known state.
-pub fn differs(prev: Option<&PathState>, md: &std::fs::Metadata) -> bool {
+pub(crate) fn differs(prev: Option<&ScanStamp>, md: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Some(p) = prev else { return true };
-    let m = &p.meta;
+    let Some(m) = prev else { return true };
     let kind_same = match m.kind {
         FileKind::File => md.is_file(),
         FileKind::Dir => md.is_dir(),
@@ -1195,10 +1220,10 @@ pub fn differs(prev: Option<&PathState>, md: &std::fs::Metadata) -> bool {
     !kind_same
         || m.ino != md.ino()
         || m.size != md.size()
-        || m.mtime.sec != md.mtime()
-        || m.mtime.nsec as i64 != md.mtime_nsec()
-        || m.ctime.sec != md.ctime()
-        || m.ctime.nsec as i64 != md.ctime_nsec()
+        || m.mtime.0 != md.mtime()
+        || m.mtime.1 as i64 != md.mtime_nsec()
+        || m.ctime.0 != md.ctime()
+        || m.ctime.1 as i64 != md.ctime_nsec()
         || m.mode != md.mode() & 0o7777
 }
 

@@ -67,7 +67,7 @@ pub(crate) fn open_for_capture(
     rewind_core::private::create_dir_all(&jdir)
         .with_context(|| format!("cannot create {}", jdir.display()))?;
     let journal = open_journal(&jdir, &opened.client)?;
-    let fresh = journal.durable_seq() == 0 && journal.stats()?.known_paths == 0;
+    let fresh = journal.durable_seq() == 0 && !journal.knows_any_path();
     // Where requests of a killed process may still land (a store or a
     // proxy holding them, a server still working on them), the numbers the
     // repository holds now are not all it will hold: skip the ones this

@@ -51,8 +51,6 @@ pub struct JournalStats {
     pub last_capture: Option<Timestamp>,
     /// Time the repository last confirmed a batch.
     pub last_upload: Option<Timestamp>,
-    /// Paths with a last-known state.
-    pub known_paths: u64,
     /// The last flush error, if the last flush failed.
     pub last_error: Option<String>,
     /// When the oldest version not yet in the repository was observed
@@ -168,6 +166,11 @@ impl Journal {
         lock(&self.inner.writer).next_seq
     }
 
+    /// Whether the journal holds the last-known state of any path.
+    pub fn knows_any_path(&self) -> bool {
+        states::any(&self.inner.db)
+    }
+
     /// Highest sequence number that is durable.
     pub fn durable_seq(&self) -> u64 {
         *lock(&self.inner.durable)
@@ -210,6 +213,19 @@ impl Journal {
         states::under(&self.inner.db, &self.inner.dir, base, |out| {
             lock(&self.inner.writer).overlay.lay_over(base, out)
         })
+    }
+
+    /// [`Journal::known_under`] one path at a time, in path order, without
+    /// holding them all: `f` sees each path at or below `base` with its
+    /// last-known state. States queued while this runs may or may not be
+    /// seen.
+    pub fn for_each_known_under(
+        &self,
+        base: &[u8],
+        f: impl FnMut(&[u8], &PathState),
+    ) -> Result<()> {
+        let queued = lock(&self.inner.writer).overlay.under(base);
+        states::for_each_under(&self.inner.db, &self.inner.dir, base, queued, f)
     }
 
     /// Record last-known states taken from the repository (the newest
@@ -447,7 +463,6 @@ impl Journal {
             spool_bytes,
             last_capture: ts("last_capture")?,
             last_upload: ts("last_upload")?,
-            known_paths: states::count(&self.inner.db),
             last_error: lock(&self.inner.last_error).clone(),
             oldest_waiting: if durable > cursor {
                 self.versions_after(cursor, 1)?

@@ -85,6 +85,46 @@ fn deletions_clear_state_and_overlay_is_visible_before_flush() {
 }
 
 #[test]
+fn states_visited_one_at_a_time_are_those_known_under_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), "h").unwrap();
+    for p in ["/r/a", "/r/b", "/r/c", "/rx", "/s/d"] {
+        capture(&j, p, p.as_bytes());
+    }
+    j.flush().unwrap();
+    // Queued over sled: a deletion, a new path between two stored ones, a
+    // change, and one past the last stored.
+    let g = j.begin_capture();
+    let mut gone = version("/r/b", &[]);
+    gone.entry = Entry::Deleted;
+    g.append(gone);
+    capture(&j, "/r/bb", b"new");
+    capture(&j, "/r/a", b"changed");
+    capture(&j, "/r/z", b"last");
+    let visit = |base: &[u8]| {
+        let mut seen = Vec::new();
+        j.for_each_known_under(base, |p, st| seen.push((p.to_vec(), st.seq)))
+            .unwrap();
+        seen
+    };
+    let listed = |base: &[u8]| -> Vec<(Vec<u8>, u64)> {
+        j.known_under(base)
+            .unwrap()
+            .into_iter()
+            .map(|(p, st)| (p, st.seq))
+            .collect()
+    };
+    let under_r = visit(b"/r");
+    let paths: Vec<&[u8]> = under_r.iter().map(|(p, _)| p.as_slice()).collect();
+    assert_eq!(paths, [&b"/r/a"[..], b"/r/bb", b"/r/c", b"/r/z"]);
+    assert_eq!(under_r, listed(b"/r"));
+    j.flush().unwrap();
+    assert_eq!(visit(b"/r"), under_r);
+    assert_eq!(visit(b"/s"), listed(b"/s"));
+    assert!(visit(b"/t").is_empty());
+}
+
+#[test]
 fn cursor_advance_drops_versions_and_reclaims_spool() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), "h").unwrap();
