@@ -44,6 +44,9 @@
 //!   and unwatched directories, the idle CPU of the periodic rescans
 //!   against the same agent with every directory watched, and the latency
 //!   of a change in an unwatched directory.
+//! - [`million`]: a million small files in a hundred thousand folders
+//!   against restic (issue 19): first pass, a run with nothing changed,
+//!   the resident agent idle.
 //!
 //! Each part prints a Markdown section; at scale 1.0 the sections also
 //! replace the generated parts of `docs/benchmarks.md`.
@@ -60,6 +63,7 @@ pub mod idle;
 pub mod ingest;
 pub mod latency;
 pub mod metadata;
+pub mod million;
 pub mod mount;
 pub mod proxy;
 pub mod report;
@@ -113,11 +117,13 @@ pub enum Part {
     S3,
     /// Rescans of directories past the inotify watch limit.
     Watchlimit,
+    /// A million files against restic: first pass, restart, idle agent.
+    Million,
 }
 
 impl Part {
     /// All parts, in the order they run.
-    pub const ALL: [Part; 16] = [
+    pub const ALL: [Part; 17] = [
         Part::Ingest,
         Part::Latency,
         Part::Idle,
@@ -134,6 +140,7 @@ impl Part {
         Part::Saves,
         Part::S3,
         Part::Watchlimit,
+        Part::Million,
     ];
 
     /// Its name in `REWIND_BENCH`.
@@ -155,6 +162,7 @@ impl Part {
             Part::Saves => "saves",
             Part::S3 => "s3",
             Part::Watchlimit => "watchlimit",
+            Part::Million => "million",
         }
     }
 }
@@ -225,11 +233,12 @@ impl Config {
         let parts = match env("REWIND_BENCH") {
             // s3 needs a server built by hand (REWIND_BENCH_S3S_FS), and
             // watchlimit user namespaces (`unshare --user`), which not
-            // every machine allows: they run when named, or with `all`.
+            // every machine allows, and million a tree of a million files
+            // and about an hour: they run when named, or with `all`.
             None => Part::ALL
                 .iter()
                 .copied()
-                .filter(|p| !matches!(p, Part::S3 | Part::Watchlimit))
+                .filter(|p| !matches!(p, Part::S3 | Part::Watchlimit | Part::Million))
                 .collect(),
             Some(s) if s == "all" => Part::ALL.to_vec(),
             Some(s) => {
@@ -238,7 +247,7 @@ impl Config {
                     match Part::ALL.iter().find(|p| p.name() == name) {
                         Some(p) => v.push(*p),
                         None => bail!(
-                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, fleet, saves, s3, watchlimit, all)"
+                            "REWIND_BENCH: unknown part {name:?} (ingest, latency, idle, chunks, metadata, server, dumps, busy, mount, ui, retention, history, fleet, saves, s3, watchlimit, million, all)"
                         ),
                     }
                 }
@@ -432,6 +441,7 @@ pub fn run_all(cfg: &Config) -> Result<()> {
             Part::Saves => saves::run(cfg)?,
             Part::S3 => s3::run(cfg)?,
             Part::Watchlimit => watchlimit::run(cfg)?,
+            Part::Million => million::run(cfg)?,
         };
         let body = format!(
             "Measured {} at scale {} (seed {}); this part took {:.0} s; 1-minute load average \
