@@ -500,18 +500,18 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
 
 /// One look at the agent's health (see `health`).
 fn check_health(agent: &Agent, uploader: &Mutex<Option<Uploader>>, stalled_after: Duration) {
-    let stats = agent.journal.stats();
+    let lag = agent.journal.upload_lag();
     let upload = uploader
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
         .map(|u| u.status());
-    let journal_error = match &stats {
-        Ok(s) => s.last_error.clone(),
+    let journal_error = match &lag {
+        Ok(l) => l.last_error.clone(),
         Err(e) => Some(e.to_string()),
     };
     let now = Timestamp::now();
-    let oldest_waiting_age = stats
+    let oldest_waiting_age = lag
         .as_ref()
         .ok()
         .and_then(|s| s.oldest_waiting)

@@ -32,6 +32,15 @@ use crate::spool::Spool;
 use crate::states::{self, PathState};
 use crate::sync::lock;
 
+/// The journal's side of the agent's health ([`Journal::upload_lag`]).
+#[derive(Clone, Debug, Default)]
+pub struct UploadLag {
+    /// The last flush error, if the last flush failed.
+    pub last_error: Option<String>,
+    /// When the oldest version not yet in the repository was observed.
+    pub oldest_waiting: Option<Timestamp>,
+}
+
 /// Counters for `status`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct JournalStats {
@@ -434,6 +443,32 @@ impl Journal {
             .map(ChunkId))
     }
 
+    /// What the agent's health check reads every few seconds: the last
+    /// flush error, and when the oldest version not yet in the repository
+    /// was observed. One key read (the cursor), and one more while
+    /// versions wait: [`Journal::stats`] reads five, which at a million
+    /// paths miss sled's cache (docs/decisions.md "A million files").
+    pub fn upload_lag(&self) -> Result<UploadLag> {
+        let durable = self.durable_seq();
+        let cursor = self.cursor()?;
+        Ok(UploadLag {
+            last_error: lock(&self.inner.last_error).clone(),
+            oldest_waiting: self.oldest_after(cursor, durable)?,
+        })
+    }
+
+    /// When the first version after `cursor` was observed, if any is
+    /// durable.
+    fn oldest_after(&self, cursor: u64, durable: u64) -> Result<Option<Timestamp>> {
+        Ok(if durable > cursor {
+            self.versions_after(cursor, 1)?
+                .first()
+                .map(|v| v.observed_at)
+        } else {
+            None
+        })
+    }
+
     /// Counters for `status`.
     pub fn stats(&self) -> Result<JournalStats> {
         let ts = |name: &str| -> Result<Option<Timestamp>> {
@@ -464,13 +499,7 @@ impl Journal {
             last_capture: ts("last_capture")?,
             last_upload: ts("last_upload")?,
             last_error: lock(&self.inner.last_error).clone(),
-            oldest_waiting: if durable > cursor {
-                self.versions_after(cursor, 1)?
-                    .first()
-                    .map(|v| v.observed_at)
-            } else {
-                None
-            },
+            oldest_waiting: self.oldest_after(cursor, durable)?,
         })
     }
 

@@ -83,5 +83,5 @@ mod sync;
 pub use capture::CaptureGuard;
 pub use error::JournalError;
 pub use hook::{CommitHook, HookOutcome};
-pub use journal::{Journal, JournalStats};
+pub use journal::{Journal, JournalStats, UploadLag};
 pub use states::PathState;
