@@ -361,6 +361,7 @@ impl Agent {
             self.problem(format!("rescan of {}: {e}", root.display()));
             return;
         }
+        let mut met = 0usize;
         let mut unreadable: Vec<Vec<u8>> = Vec::new();
         if std::fs::symlink_metadata(root).is_err() {
             self.sched.submit(base.clone(), at, Change::Scan);
@@ -372,6 +373,7 @@ impl Agent {
                 self.counters.scanned.fetch_add(1, Ordering::Relaxed);
                 let b = to_bytes(&path);
                 let prev = known.get_mut(&PathDigest::of(b)).map(|(stamp, seen)| {
+                    met += usize::from(!*seen);
                     *seen = true;
                     &*stamp
                 });
@@ -387,6 +389,7 @@ impl Agent {
                     self.problem(format!("cannot read {}: {error}", path.display()));
                     // What is below an unreadable directory is not deleted.
                     if let Some((_, seen)) = known.get_mut(&PathDigest::of(&b)) {
+                        met += usize::from(!*seen);
                         *seen = true;
                     }
                     unreadable.push(b);
@@ -398,6 +401,12 @@ impl Agent {
         }
         // Known when the walk began and not met by it: gone (or moved).
         // Paths the journal learnt during the walk are not in `known`.
+        // Read only when there are some: reading every state again would
+        // fill sled's cache for nothing (after a first pass of 20,000 new
+        // files the agent held 3 KiB a file more, `tests/scale.rs`).
+        if met == known.len() {
+            return;
+        }
         let gone = self.journal.for_each_known_under(&base, |p, _| {
             let unmet = known.get(&PathDigest::of(p)).is_some_and(|(_, seen)| !seen);
             if unmet && !unreadable.iter().any(|u| rewind_core::path::is_under(p, u)) {

@@ -346,6 +346,7 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
         let roots = roots.clone();
         let progress = opts.progress;
         let snap = opts.snapshot.clone();
+        let once = opts.once;
         std::thread::Builder::new()
             .name("scanner".into())
             .spawn(move || {
@@ -355,6 +356,11 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
                 first_pass(&a, &roots, progress, &snap);
                 let _ = pass_tx.send(());
                 drop(pass_tx);
+                // A resident agent whose first pass wrote states: see
+                // `Journal::settle_states` (a `--once` run exits instead).
+                if !once && a.counters.captured.load(Ordering::Relaxed) > 0 {
+                    a.journal.settle_states();
+                }
                 for (p, at) in rescan_rx {
                     let t = Instant::now();
                     a.rescan(&p, at);

@@ -207,6 +207,19 @@ mod tests {
         }
     }
 
+    impl OneBase {
+        /// `base`, stored compressed or not.
+        fn new(base: &[u8], incompressible: bool) -> OneBase {
+            OneBase {
+                id: ChunkId::of(base),
+                stored: crate::StoredBase {
+                    raw: base.to_vec(),
+                    incompressible,
+                },
+            }
+        }
+    }
+
     /// `base` (1 MiB) with 24 of its 4 KiB blocks overwritten by noise:
     /// a delta above a sixteenth of the chunk.
     fn edited(base: &[u8]) -> Vec<u8> {
@@ -235,13 +248,7 @@ mod tests {
     fn a_delta_against_an_incompressible_base_is_kept_without_compressing_the_chunk_alone() {
         let base = noise(1, 1 << 20);
         let data = edited(&base);
-        let repo = OneBase {
-            id: ChunkId::of(&base),
-            stored: crate::StoredBase {
-                raw: base.clone(),
-                incompressible: true,
-            },
-        };
+        let repo = OneBase::new(&base, true);
         let id = ChunkId::of(&data);
         let c = encode_with_hint(&repo, id, &data, repo.id, 1, || {
             panic!("compressed alone to compare")
@@ -263,13 +270,7 @@ mod tests {
             .map(|i| b"abcdefgh\n"[(i * 7 + i / 9) % 9])
             .collect();
         let data = edited(&base);
-        let repo = OneBase {
-            id: ChunkId::of(&base),
-            stored: crate::StoredBase {
-                raw: base.clone(),
-                incompressible: false,
-            },
-        };
+        let repo = OneBase::new(&base, false);
         let id = ChunkId::of(&data);
         let asked = std::cell::Cell::new(false);
         let c = encode_with_hint(&repo, id, &data, repo.id, 1, || {

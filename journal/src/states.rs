@@ -239,6 +239,15 @@ pub(crate) fn import(db: &sled::Db, dir: &Path, states: Vec<(Vec<u8>, PathState)
     Ok(())
 }
 
+/// Read every state once, decoding none (see [`crate::Journal::settle_states`]).
+pub(crate) fn read_all(db: &sled::Db) {
+    for item in db.scan_prefix([STATE]) {
+        if item.is_err() {
+            return;
+        }
+    }
+}
+
 /// Whether any path has a state in sled (one key read: counting them all
 /// took 1.6 s on a million paths).
 pub(crate) fn any(db: &sled::Db) -> bool {
