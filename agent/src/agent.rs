@@ -401,9 +401,8 @@ impl Agent {
         }
         // Known when the walk began and not met by it: gone (or moved).
         // Paths the journal learnt during the walk are not in `known`.
-        // Read only when there are some: reading every state again would
-        // fill sled's cache for nothing (after a first pass of 20,000 new
-        // files the agent held 3 KiB a file more, `tests/scale.rs`).
+        // Read only when there are some (a first pass of new files, or a
+        // restart with nothing deleted, has none).
         if met == known.len() {
             return;
         }
