@@ -179,7 +179,7 @@ impl Journal {
     /// states were written (a first pass), this lets the process give back
     /// most of the memory their writing left in sled: an agent after a
     /// first pass of 20,000 new files settled at 5.3 KiB a file without it,
-    /// 1.7–2.0 KiB with it (`tests/scale.rs`; how sled holds that memory
+    /// 1.7–2.3 KiB with it (`tests/scale.rs`; how sled holds that memory
     /// was not traced). One walk of the states: about 1.6 s at a million
     /// paths.
     pub fn settle_states(&self) {
@@ -230,9 +230,9 @@ impl Journal {
 
     /// Every path at or below `base` with a last-known state.
     pub fn known_under(&self, base: &[u8]) -> Result<Vec<(Vec<u8>, PathState)>> {
-        states::under(&self.inner.db, &self.inner.dir, base, |out| {
-            lock(&self.inner.writer).overlay.lay_over(base, out)
-        })
+        let mut out = Vec::new();
+        self.for_each_known_under(base, |p, st| out.push((p.to_vec(), st.clone())))?;
+        Ok(out)
     }
 
     /// [`Journal::known_under`] one path at a time, in path order, without

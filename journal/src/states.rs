@@ -111,22 +111,6 @@ impl Overlay {
             .map(|(p, (_, s))| (p.clone(), s.clone()))
             .collect()
     }
-
-    /// Lay the queued states at or below `base` over `out`.
-    pub(crate) fn lay_over(&self, base: &[u8], out: &mut BTreeMap<Vec<u8>, PathState>) {
-        for (p, (_, s)) in &self.0 {
-            if rewind_core::path::is_under(p, base) {
-                match s {
-                    Some(s) => {
-                        out.insert(p.clone(), s.clone());
-                    }
-                    None => {
-                        out.remove(p);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Record in `batch` the state version `v` sets (or its absence).
@@ -158,26 +142,6 @@ pub(crate) fn read(db: &sled::Db, dir: &Path, path: &[u8]) -> Result<Option<Path
         None => Ok(None),
         Some(v) => decode(&k, &v).map(Some),
     }
-}
-
-/// Every path at or below `base` with a state in sled, with the queued
-/// states laid over them by `lay_overlay` once sled has been read.
-pub(crate) fn under(
-    db: &sled::Db,
-    dir: &Path,
-    base: &[u8],
-    lay_overlay: impl FnOnce(&mut BTreeMap<Vec<u8>, PathState>),
-) -> Result<Vec<(Vec<u8>, PathState)>> {
-    let mut out: BTreeMap<Vec<u8>, PathState> = BTreeMap::new();
-    for item in db.scan_prefix(state_key(base)) {
-        let (k, v) = item.map_err(|e| JournalError::db(dir, e))?;
-        let path = &k[1..];
-        if rewind_core::path::is_under(path, base) {
-            out.insert(path.to_vec(), decode(&k, &v)?);
-        }
-    }
-    lay_overlay(&mut out);
-    Ok(out.into_iter().collect())
 }
 
 /// Visit the state of every path at or below `base`, in path order: sled's
