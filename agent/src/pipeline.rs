@@ -39,6 +39,13 @@ use crate::snapshot::{self, SnapshotSettings};
 use crate::target::Target;
 use crate::{control, dump_service, follow, paths};
 
+/// How long a backup run (`watch --once`) goes on retrying, at its end, a
+/// repository that may be back soon (`UploadOptions::stop_patience`). A
+/// minute covers a server's restart and an object store's lease renewal
+/// (a third of its 60 s expiry); a longer outage leaves the run
+/// incomplete (exit 3) with its versions in the journal.
+const ONCE_STOP_PATIENCE: Duration = Duration::from_secs(60);
+
 /// What the agent records beside its journal for other commands (`status`).
 #[derive(Serialize, Deserialize, Default)]
 pub struct AgentConfig {
@@ -175,12 +182,15 @@ pub fn run(opts: AgentOptions) -> Result<i32> {
     let chunker = Chunker::new(opened.chunker);
     // With the sink the uploader takes chunks straight from capture, so each
     // byte is written once (docs/decisions.md, "One owner of repository writes").
-    let uploader = Uploader::start(
-        journal.clone(),
-        repo.clone(),
-        opened.sink.clone(),
-        opened.upload.clone(),
-    );
+    let mut upload = opened.upload.clone();
+    if opts.once {
+        // A backup run rides out a repository that is away for moments at
+        // its end (found by tests/s3_faults.rs: an object store's writer
+        // lease lapsed while its renewal was stalled, and the run's last
+        // commit gave up at once).
+        upload.stop_patience = ONCE_STOP_PATIENCE;
+    }
+    let uploader = Uploader::start(journal.clone(), repo.clone(), opened.sink.clone(), upload);
 
     // An agent may run dump jobs only, with no folder to watch.
     let (watcher, events) = if roots.is_empty() {

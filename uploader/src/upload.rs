@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rewind_core::{ChunkId, ChunkSink, EncodedChunk, RepoError, Repository, Timestamp, Version};
 use rewind_journal::{Journal, JournalError};
@@ -30,6 +30,29 @@ impl UploadError {
             UploadError::Journal(e) => e.is_transient(),
         }
     }
+
+    /// True for a repository that is likely back within seconds: a server
+    /// that is busy, restarting or unreachable, a request that timed out
+    /// (an object store's writer lease waiting for its renewal says
+    /// `TimedOut` too). Not a full disk, a refusal or a lost lease: those
+    /// wait for someone to act.
+    pub fn may_pass_soon(&self) -> bool {
+        use std::io::ErrorKind as K;
+        match self {
+            UploadError::Repo(RepoError::Remote { transient, .. }) => *transient,
+            UploadError::Repo(RepoError::Io { source, .. }) => matches!(
+                source.kind(),
+                K::TimedOut
+                    | K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::Interrupted
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Batch limits.
@@ -48,6 +71,15 @@ pub struct UploadOptions {
     /// After the journal makes something durable, wait this long for more
     /// before sending a batch (fewer, fuller requests to a server).
     pub gather: Duration,
+    /// When stopping with versions still waiting: how long to go on
+    /// retrying a repository that is briefly away (a server restarting, an
+    /// object store that did not answer in time, a writer lease waiting for
+    /// its renewal; see [`UploadError::may_pass_soon`]). Zero gives up at
+    /// the first failure, as a resident agent's stop does: what is left
+    /// waits in the journal for the next start. A backup run
+    /// (`watch --once`) waits, so a hiccup at its end does not leave it
+    /// incomplete.
+    pub stop_patience: Duration,
 }
 
 impl Default for UploadOptions {
@@ -58,6 +90,7 @@ impl Default for UploadOptions {
             max_backoff: Duration::from_secs(60),
             in_flight: 1,
             gather: Duration::ZERO,
+            stop_patience: Duration::ZERO,
         }
     }
 }
@@ -335,26 +368,39 @@ fn run(
     stop: Arc<Stop>,
     status: Arc<Mutex<UploadStatus>>,
 ) {
+    // Set when a stop is first seen: until then a stopping uploader
+    // retries a repository that may be back soon.
+    let mut patience: Option<Instant> = None;
+    let mut told_patience = false;
     loop {
         let stopping = stop.requested();
+        if stopping && patience.is_none() {
+            patience = Some(Instant::now() + opts.stop_patience);
+        }
         // After a failed write, here or on the direct path, wait until the
         // backoff says try again (a stop cuts the wait short).
         if !stopping && let Some(left) = retry.paused_for() {
             stop.pause(left);
             continue;
         }
+        // Read before the round: whatever becomes durable after this
+        // point wakes the wait below, even when the round saw nothing to do
+        // (versions the direct path made durable and then failed to commit
+        // are the uploader's; a wait that started from the durable seq read
+        // after the round missed them, and an idle agent kept them in its
+        // journal for good: tests/s3_faults.rs, a lapsed writer lease).
+        let durable_before = journal.durable_seq();
         match drain_once(&journal, repo.as_ref(), &opts, &status) {
             Ok(0) => {
                 if stopping {
                     return;
                 }
-                let cursor = journal.cursor().unwrap_or(0);
                 // Wakes as soon as the journal makes something durable, or
                 // a stop is asked for. Nothing is read from the journal
                 // meanwhile: at a million paths each look at the cursor
                 // and the log cost sled's cache misses, 0.3 % of a core
                 // at four a second (docs/decisions.md "A million files").
-                let before = cursor.max(journal.durable_seq());
+                let before = durable_before;
                 loop {
                     if journal.wait_durable_beyond(before, Duration::from_millis(250)) > before {
                         if !opts.gather.is_zero() {
@@ -377,13 +423,31 @@ fn run(
                     }
                     st.last_error = Some(msg);
                 }
-                if stopping {
-                    return;
-                }
                 let pause = match e {
                     UploadError::Repo(_) => retry.repository_failed(),
                     UploadError::Journal(_) => retry.journal_failed(),
                 };
+                if stopping {
+                    // A stop ends the pauses; only a repository that may
+                    // be back soon is waited for, within the patience.
+                    let patient =
+                        e.may_pass_soon() && patience.is_some_and(|until| Instant::now() < until);
+                    if !patient {
+                        return;
+                    }
+                    if !told_patience {
+                        told_patience = true;
+                        tracing::info!(
+                            "stopping: the repository is not taking writes yet; trying again for up to {} s",
+                            opts.stop_patience.as_secs()
+                        );
+                    }
+                    let left = patience
+                        .map(|until| until.saturating_duration_since(Instant::now()))
+                        .unwrap_or_default();
+                    std::thread::sleep(pause.min(left));
+                    continue;
+                }
                 stop.pause(pause);
             }
         }
@@ -463,6 +527,118 @@ mod tests {
         u.stop();
         assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
         assert_eq!(r.versions_of("me", b"/r/a").unwrap().len(), 1);
+    }
+
+    /// A repository whose commits time out `failures` times first, as an
+    /// object store's writer lease does while its renewal is held up.
+    struct Away {
+        repo: LocalRepo,
+        failures: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Repository for Away {
+        fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError> {
+            self.repo.missing_chunks(ids)
+        }
+        fn put_chunks(&self, chunks: Vec<EncodedChunk>) -> Result<(), RepoError> {
+            self.repo.put_chunks(chunks)
+        }
+        fn commit_versions(&self, versions: Vec<Version>) -> Result<(), RepoError> {
+            use std::sync::atomic::Ordering;
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                return Err(RepoError::Io {
+                    path: "lock".into(),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "lease lapsed"),
+                });
+            }
+            self.repo.commit_versions(versions)
+        }
+        fn versions_of(&self, client: &str, path: &[u8]) -> Result<Vec<Version>, RepoError> {
+            self.repo.versions_of(client, path)
+        }
+        fn tree_at(&self, c: &str, p: &[u8], at: Timestamp) -> Result<Vec<Version>, RepoError> {
+            self.repo.tree_at(c, p, at)
+        }
+        fn covers(&self, client: &str, path: &[u8]) -> Result<bool, RepoError> {
+            self.repo.covers(client, path)
+        }
+        fn find(
+            &self,
+            c: &str,
+            q: &rewind_core::FindQuery,
+        ) -> Result<rewind_core::FindReply, RepoError> {
+            self.repo.find(c, q)
+        }
+        fn activity(
+            &self,
+            c: &str,
+            q: &rewind_core::ActivityQuery,
+        ) -> Result<Vec<rewind_core::ActivityBucket>, RepoError> {
+            self.repo.activity(c, q)
+        }
+        fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
+            self.repo.read_chunk(id)
+        }
+        fn stats(&self) -> Result<rewind_core::RepoStats, RepoError> {
+            self.repo.stats()
+        }
+    }
+
+    /// Captures one version, stops an uploader with `patience` at once and
+    /// says whether the version reached a repository that times out
+    /// `failures` times first.
+    fn stopped_with(patience: Duration, failures: usize) -> bool {
+        let (_t, j, r) = setup();
+        let r = Arc::new(Away {
+            repo: r,
+            failures: failures.into(),
+        });
+        let opts = UploadOptions {
+            stop_patience: patience,
+            ..Default::default()
+        };
+        capture(&j, "/r/a", b"at the end of a run");
+        j.flush().unwrap();
+        Uploader::start(j.clone(), r.clone(), None, opts).stop();
+        !r.versions_of("me", b"/r/a").unwrap().is_empty()
+    }
+
+    #[test]
+    fn a_stopping_uploader_waits_within_its_patience_for_a_repository_that_comes_back() {
+        // Three timeouts cost pauses of about 0.2 + 0.4 + 0.8 s.
+        assert!(stopped_with(Duration::from_secs(60), 3));
+        // Without patience (a resident agent's stop) it leaves the version
+        // in the journal for the next start.
+        assert!(!stopped_with(Duration::ZERO, 3));
+        // A repository that stays away is given up on when patience ends.
+        let t = Instant::now();
+        assert!(!stopped_with(Duration::from_secs(1), usize::MAX));
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn only_a_repository_that_may_be_back_soon_is_waited_for() {
+        let io = |kind| {
+            UploadError::Repo(RepoError::Io {
+                path: "p".into(),
+                source: std::io::Error::new(kind, "x"),
+            })
+        };
+        assert!(io(std::io::ErrorKind::TimedOut).may_pass_soon());
+        assert!(io(std::io::ErrorKind::ConnectionRefused).may_pass_soon());
+        assert!(!io(std::io::ErrorKind::StorageFull).may_pass_soon());
+        assert!(!io(std::io::ErrorKind::PermissionDenied).may_pass_soon());
+        let remote = |transient| {
+            UploadError::Repo(RepoError::Remote {
+                url: "https://s".into(),
+                reason: "r".into(),
+                transient,
+            })
+        };
+        assert!(remote(true).may_pass_soon());
+        assert!(!remote(false).may_pass_soon());
     }
 
     #[test]
