@@ -803,17 +803,10 @@ impl EventLoop {
             .watch(reach.path(), RecursiveMode::NonRecursive)
         {
             Ok(()) => {
-                if reach.path() != dir {
-                    self.long.insert(dir.to_path_buf(), reach);
-                }
+                self.watched_now(dir.to_path_buf(), reach);
                 Ok(())
             }
-            Err(e) => Err(match &e.kind {
-                notify::ErrorKind::MaxFilesWatch => AddError::Limit,
-                notify::ErrorKind::PathNotFound => AddError::Gone,
-                notify::ErrorKind::Io(io) if io.kind() == io::ErrorKind::NotFound => AddError::Gone,
-                _ => AddError::Other(e),
-            }),
+            Err(e) => Err(add_error(e)),
         }
     }
 
@@ -834,7 +827,9 @@ impl EventLoop {
     /// Make the watches at and below `top` match the filesystem: watch every
     /// non-ignored directory that is not watched yet (watch first, then list
     /// it, so a subdirectory created meanwhile is either listed or reported),
-    /// and forget the ones that are gone or now ignored.
+    /// and forget the ones that are gone or now ignored. The walk goes a
+    /// level at a time, and the watches of a level are added in one request
+    /// to notify's thread ([`EventLoop::watch_level`]).
     fn sync_tree(&mut self, top: &Path) {
         let before: Vec<PathBuf> = subtree(&self.watched, top)
             .chain(subtree(&self.unwatched, top))
@@ -845,45 +840,34 @@ impl EventLoop {
             .and_then(|r| fs::symlink_metadata(r.path()))
             .is_ok_and(|m| m.file_type().is_dir())
             && !self.rules.is_ignored(top, true);
-        let mut queue = std::collections::VecDeque::new();
-        if top_ok {
-            queue.push_back(top.to_path_buf());
-        }
-        while let Some(dir) = queue.pop_front() {
-            if !self.watched.contains(&dir) {
-                match self.add_watch(&dir) {
-                    Ok(()) => {
-                        self.watched.insert(dir.clone());
-                        self.unwatched.remove(&dir);
-                    }
-                    Err(AddError::Gone) => continue,
-                    Err(error) => {
-                        // Its subtree is covered by its rescans; watching
-                        // below it would leave holes we cannot see.
-                        seen.insert(dir.clone());
-                        self.mark_unwatched(dir, error);
-                        continue;
-                    }
-                }
-            }
-            seen.insert(dir.clone());
-            let entries = match rewind_fsmeta::reach_dir(&dir).and_then(|r| fs::read_dir(r.path()))
-            {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    self.mark_unwatched(dir, AddError::Other(notify::Error::io(e)));
-                    continue;
-                }
-            };
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    let path = dir.join(entry.file_name());
-                    if !self.rules.is_ignored(&path, true) {
-                        queue.push_back(path);
+        let mut level = if top_ok {
+            vec![top.to_path_buf()]
+        } else {
+            Vec::new()
+        };
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for dir in self.watch_level(level, &mut seen) {
+                seen.insert(dir.clone());
+                let entries =
+                    match rewind_fsmeta::reach_dir(&dir).and_then(|r| fs::read_dir(r.path())) {
+                        Ok(entries) => entries,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            self.mark_unwatched(dir, AddError::Other(notify::Error::io(e)));
+                            continue;
+                        }
+                    };
+                for entry in entries.flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        let path = dir.join(entry.file_name());
+                        if !self.rules.is_ignored(&path, true) {
+                            next.push(path);
+                        }
                     }
                 }
             }
+            level = next;
         }
         for dir in before {
             if !seen.contains(&dir) {
@@ -893,6 +877,111 @@ impl EventLoop {
                 self.unwatched.remove(&dir);
             }
         }
+    }
+
+    /// Watch each of `dirs` not watched yet; the ones now watched (or
+    /// watched before), to be listed. Gone ones are left out; the ones that
+    /// cannot be watched are marked unwatched and `seen` (their rescans
+    /// cover their subtrees).
+    ///
+    /// The watches go to notify's thread in one batch (`update_paths`): a
+    /// request each cost a round trip between threads, about 5 s for the
+    /// 100,000 folders of a million-file tree (docs/decisions.md, "A
+    /// million files"). A batch stops at its first failure; what follows
+    /// it is sent again, except after the watch limit, which the rest would
+    /// meet too.
+    fn watch_level(&mut self, dirs: Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Vec<PathBuf> {
+        let mut ready = Vec::with_capacity(dirs.len());
+        // Each directory with what reaches it (a descriptor for a path too
+        // long to name, held until its watch is added).
+        let mut wanted: Vec<(PathBuf, rewind_fsmeta::Reach)> = Vec::new();
+        for dir in dirs {
+            if self.watched.contains(&dir) {
+                ready.push(dir);
+                continue;
+            }
+            let room = self
+                .max_watches
+                .is_none_or(|max| self.watched.len() + wanted.len() < max);
+            if !room {
+                seen.insert(dir.clone());
+                self.mark_unwatched(dir, AddError::Limit);
+                continue;
+            }
+            match rewind_fsmeta::reach(&dir) {
+                Ok(r) => wanted.push((dir, r)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    seen.insert(dir.clone());
+                    self.mark_unwatched(dir, AddError::Other(notify::Error::io(e)));
+                }
+            }
+        }
+        while !wanted.is_empty() {
+            let ops = wanted
+                .iter()
+                .map(|(_, r)| notify::PathOp::watch_non_recursive(r.path()))
+                .collect();
+            let result = self.watcher.update_paths(ops);
+            let mut batch = std::mem::take(&mut wanted).into_iter();
+            let error = match result {
+                Ok(()) => {
+                    for (dir, reach) in batch {
+                        self.watched_now(dir.clone(), reach);
+                        ready.push(dir);
+                    }
+                    break;
+                }
+                Err(e) => e,
+            };
+            if error.origin.is_none() {
+                // Not known how far it went: the rest one at a time
+                // (watching a directory twice is harmless).
+                for (dir, _) in batch {
+                    match self.add_watch(&dir) {
+                        Ok(()) => ready.push(dir),
+                        Err(AddError::Gone) => {}
+                        Err(e) => {
+                            seen.insert(dir.clone());
+                            self.mark_unwatched(dir, e);
+                        }
+                    }
+                }
+                break;
+            }
+            let applied = batch.len().saturating_sub(1 + error.remaining.len());
+            for (dir, reach) in batch.by_ref().take(applied) {
+                self.watched_now(dir.clone(), reach);
+                ready.push(dir);
+            }
+            let Some((dir, _)) = batch.next() else { break };
+            match add_error(error.source) {
+                AddError::Gone => {}
+                AddError::Limit => {
+                    // The rest would meet the limit too.
+                    for dir in std::iter::once(dir).chain(batch.map(|(d, _)| d)) {
+                        seen.insert(dir.clone());
+                        self.mark_unwatched(dir, AddError::Limit);
+                    }
+                    break;
+                }
+                other => {
+                    seen.insert(dir.clone());
+                    self.mark_unwatched(dir, other);
+                }
+            }
+            wanted = batch.collect();
+        }
+        ready
+    }
+
+    /// Record a watch just added for `dir` through `reach`.
+    fn watched_now(&mut self, dir: PathBuf, reach: rewind_fsmeta::Reach) {
+        if reach.path() != dir {
+            self.long.insert(dir.clone(), reach);
+        }
+        self.unwatched.remove(&dir);
+        self.watched.insert(dir);
     }
 
     fn retry(&mut self, dir: &Path) {
@@ -941,6 +1030,17 @@ impl EventLoop {
             }
             Err(e) => self.mark_unwatched(dir.to_path_buf(), AddError::Other(e)),
         }
+    }
+}
+
+/// What a failure to add a watch means here.
+#[cfg(target_os = "linux")]
+fn add_error(e: notify::Error) -> AddError {
+    match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => AddError::Limit,
+        notify::ErrorKind::PathNotFound => AddError::Gone,
+        notify::ErrorKind::Io(io) if io.kind() == io::ErrorKind::NotFound => AddError::Gone,
+        _ => AddError::Other(e),
     }
 }
 

@@ -283,6 +283,46 @@ fn a_flood_of_files_is_fully_covered() {
     }
 }
 
+/// The folders of a tree are watched a level at a time, each level in one
+/// batch: every folder at every depth, an ignored one's subtree left out,
+/// reports a file written into it.
+#[test]
+fn every_folder_of_an_existing_tree_is_watched() {
+    let fx = fixture();
+    let mut dirs = Vec::new();
+    for a in 0..4 {
+        for b in 0..3 {
+            for c in 0..2 {
+                let d = fx.root.join(format!("a{a}/b{b}/c{c}"));
+                fs::create_dir_all(&d).unwrap();
+                dirs.push(d);
+            }
+            dirs.push(fx.root.join(format!("a{a}/b{b}")));
+        }
+        dirs.push(fx.root.join(format!("a{a}")));
+    }
+    fs::create_dir_all(fx.root.join("skip/below")).unwrap();
+    let (_watcher, rx) = start(options(&fx.root, &["skip"], &[]));
+    let mut uncovered: BTreeSet<PathBuf> = BTreeSet::new();
+    for d in &dirs {
+        let f = d.join("new.txt");
+        fs::write(&f, "x").unwrap();
+        uncovered.insert(f);
+    }
+    fs::write(fx.root.join("skip/below/new.txt"), "x").unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !uncovered.is_empty() {
+        match rx.recv_deadline(deadline) {
+            Ok(WatchEvent::Changed { path, .. }) => {
+                assert!(!path.starts_with(fx.root.join("skip")), "{path:?}");
+                uncovered.remove(&path);
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => panic!("{e}: never reported: {uncovered:?}"),
+        }
+    }
+}
+
 #[test]
 fn ignored_paths_are_not_reported() {
     let fx = fixture();
