@@ -386,7 +386,9 @@ struct WatchArgs {
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     unwatched_rescan: Duration,
     /// Capture everything once, upload it and exit (a backup run instead of
-    /// continuous protection); exit code 3 if some paths were skipped
+    /// continuous protection); exit code 3 if some paths were skipped or
+    /// some versions could not be stored (a repository that does not answer
+    /// at the end is retried for up to a minute first)
     #[arg(long)]
     once: bool,
     /// Upload bandwidth limit when protecting to a server, e.g. 5MiB/s or
