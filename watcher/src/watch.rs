@@ -885,11 +885,11 @@ impl EventLoop {
     /// cover their subtrees).
     ///
     /// The watches go to notify's thread in one batch (`update_paths`): a
-    /// request each cost a round trip between threads, about 5 s for the
-    /// 100,000 folders of a million-file tree (docs/decisions.md, "A
-    /// million files"). A batch stops at its first failure; what follows
-    /// it is sent again, except after the watch limit, which the rest would
-    /// meet too.
+    /// request each cost a round trip between threads, about 8 s of a 22 s
+    /// restart over the 100,000 folders of a million-file tree
+    /// (docs/decisions.md, "A million files"). A batch stops at its first
+    /// failure; the rest are then watched one at a time, except after the
+    /// watch limit, which the rest would meet too.
     fn watch_level(&mut self, dirs: Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Vec<PathBuf> {
         let mut ready = Vec::with_capacity(dirs.len());
         // Each directory with what reaches it (a descriptor for a path too
@@ -917,60 +917,64 @@ impl EventLoop {
                 }
             }
         }
-        while !wanted.is_empty() {
-            let ops = wanted
-                .iter()
-                .map(|(_, r)| notify::PathOp::watch_non_recursive(r.path()))
-                .collect();
-            let result = self.watcher.update_paths(ops);
-            let mut batch = std::mem::take(&mut wanted).into_iter();
-            let error = match result {
-                Ok(()) => {
-                    for (dir, reach) in batch {
-                        self.watched_now(dir.clone(), reach);
-                        ready.push(dir);
-                    }
-                    break;
+        if wanted.is_empty() {
+            return ready;
+        }
+        let ops = wanted
+            .iter()
+            .map(|(_, r)| notify::PathOp::watch_non_recursive(r.path()))
+            .collect();
+        let result = self.watcher.update_paths(ops);
+        let mut batch = wanted.into_iter();
+        let error = match result {
+            Ok(()) => {
+                for (dir, reach) in batch {
+                    self.watched_now(dir.clone(), reach);
+                    ready.push(dir);
                 }
-                Err(e) => e,
-            };
-            if error.origin.is_none() {
-                // Not known how far it went: the rest one at a time
-                // (watching a directory twice is harmless).
-                for (dir, _) in batch {
-                    match self.add_watch(&dir) {
-                        Ok(()) => ready.push(dir),
-                        Err(AddError::Gone) => {}
-                        Err(e) => {
-                            seen.insert(dir.clone());
-                            self.mark_unwatched(dir, e);
-                        }
-                    }
-                }
-                break;
+                return ready;
             }
+            Err(e) => e,
+        };
+        // Where it stopped, when known: those before it are watched, it
+        // failed, and the rest were not tried.
+        if error.origin.is_some() {
             let applied = batch.len().saturating_sub(1 + error.remaining.len());
             for (dir, reach) in batch.by_ref().take(applied) {
                 self.watched_now(dir.clone(), reach);
                 ready.push(dir);
             }
-            let Some((dir, _)) = batch.next() else { break };
-            match add_error(error.source) {
-                AddError::Gone => {}
-                AddError::Limit => {
-                    // The rest would meet the limit too.
-                    for dir in std::iter::once(dir).chain(batch.map(|(d, _)| d)) {
-                        seen.insert(dir.clone());
-                        self.mark_unwatched(dir, AddError::Limit);
+            if let Some((dir, _)) = batch.next() {
+                match add_error(error.source) {
+                    AddError::Gone => {}
+                    AddError::Limit => {
+                        // The rest would meet the limit too.
+                        for dir in std::iter::once(dir).chain(batch.map(|(d, _)| d)) {
+                            seen.insert(dir.clone());
+                            self.mark_unwatched(dir, AddError::Limit);
+                        }
+                        return ready;
                     }
-                    break;
-                }
-                other => {
-                    seen.insert(dir.clone());
-                    self.mark_unwatched(dir, other);
+                    other => {
+                        seen.insert(dir.clone());
+                        self.mark_unwatched(dir, other);
+                    }
                 }
             }
-            wanted = batch.collect();
+        }
+        // The rest one at a time (a failure is rare, and a batch sent again
+        // after each of many, say a tree deleted while it is walked, would
+        // cost the square of their number; watching a folder twice, when
+        // it is not known how far the batch went, is harmless).
+        for (dir, _) in batch {
+            match self.add_watch(&dir) {
+                Ok(()) => ready.push(dir),
+                Err(AddError::Gone) => {}
+                Err(e) => {
+                    seen.insert(dir.clone());
+                    self.mark_unwatched(dir, e);
+                }
+            }
         }
         ready
     }
