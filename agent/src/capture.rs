@@ -194,6 +194,48 @@ pub(crate) enum Prepared {
     },
 }
 
+/// How a capture reads a file's content.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ReadMode {
+    /// Cut and hashed as it is read, unless it is being written (see
+    /// [`being_written`]): then as `Snapshot`.
+    Live,
+    /// Copied out first, then cut (see [`SNAPSHOT_MAX`]): the file raced a
+    /// read lately, or is a member of a group.
+    Snapshot,
+    /// A log that its writer only appends to and whose records carry
+    /// checksums, so any prefix of it is a state its reader recovers from
+    /// as from a power cut (a SQLite write-ahead log while its header stays
+    /// the same, which the group capture checks: see
+    /// [`crate::group::wal_header`]). Its bytes up to the size stat'ed are
+    /// copied out, and appends meanwhile do not make the read torn; any
+    /// other change (shorter, another inode) still does. A sparse log, or
+    /// one above [`SNAPSHOT_MAX`], is read as `Snapshot`.
+    Appending,
+}
+
+impl ReadMode {
+    /// `Snapshot` for a file that raced a read lately, else `Live`.
+    pub(crate) fn hot(hot: bool) -> ReadMode {
+        if hot {
+            ReadMode::Snapshot
+        } else {
+            ReadMode::Live
+        }
+    }
+}
+
+/// Whether the file stat'ed as `before` and then as `after` is still the
+/// same file, no shorter: what a log read in [`ReadMode::Appending`] must
+/// be after the read (its header, checked by the group capture, says
+/// whether it was started over).
+pub(crate) fn only_appended(before: &FileMeta, after: &FileMeta) -> bool {
+    after.kind == FileKind::File
+        && after.ino == before.ino
+        && after.dev == before.dev
+        && after.size >= before.size
+}
+
 /// Whether something (anything, a dangling link too) is at `path`.
 fn exists(path: &[u8]) -> bool {
     std::fs::symlink_metadata(rewind_core::path::from_bytes(path)).is_ok()
@@ -310,12 +352,12 @@ impl Capturer<'_> {
         if let Some((dir, glob)) = self.groups.configured(bytes) {
             let known = self.journal.known_under(dir)?.into_iter().map(|(p, _)| p);
             let members = group::configured_members(dir, glob, known);
-            return self.capture_group(&members, change);
+            return self.capture_group(&members, change, false);
         }
         if let Some(members) = group::sqlite_group(bytes, |p| -> Result<bool, CaptureError> {
             Ok(exists(p) || self.journal.last_known(p)?.is_some())
         })? {
-            return self.capture_group(&members, change);
+            return self.capture_group(&members, change, true);
         }
         if group::is_rebuilt_side_file(bytes) {
             // SQLite's shared-memory index: rebuilt from the WAL when the
@@ -369,7 +411,7 @@ impl Capturer<'_> {
         if let Some(p) = self.prepare_from_snapshot(guard, path, change, hot)? {
             return Ok(p);
         }
-        self.prepare_at(guard, path, path, change, hot, None)
+        self.prepare_at(guard, path, path, change, ReadMode::hot(hot), None)
             .map(|p| p.expect("a live read is never missing from a snapshot"))
     }
 
@@ -401,7 +443,14 @@ impl Capturer<'_> {
         {
             return Ok(None);
         }
-        let Some(prepared) = self.prepare_at(guard, &read, path, change, hot, Some(s.taken_at))?
+        let Some(prepared) = self.prepare_at(
+            guard,
+            &read,
+            path,
+            change,
+            ReadMode::hot(hot),
+            Some(s.taken_at),
+        )?
         else {
             return Ok(None);
         };
@@ -453,7 +502,7 @@ impl Capturer<'_> {
         io: &Path,
         record: &Path,
         change: Change,
-        hot: bool,
+        mode: ReadMode,
         at: Option<Timestamp>,
     ) -> Result<Option<Prepared>, CaptureError> {
         let path = io;
@@ -509,7 +558,7 @@ impl Capturer<'_> {
         let prepared = match meta.kind {
             FileKind::File => self.capture_file(
                 guard,
-                hot,
+                mode,
                 path,
                 bytes,
                 at,
@@ -584,7 +633,7 @@ impl Capturer<'_> {
     fn capture_file(
         &self,
         guard: &CaptureGuard,
-        hot: bool,
+        mode: ReadMode,
         path: &Path,
         bytes: &[u8],
         at: Timestamp,
@@ -647,8 +696,15 @@ impl Capturer<'_> {
         // and the stat after the read would not see it. Writes that started
         // within the last WRITE_GUARD get that long to finish; then the
         // state must still be the same.
+        //
+        // Not for a log that is only appended to (`ReadMode::Appending`):
+        // what a write in progress leaves is a torn tail, which the log's
+        // own checksums tell from a whole record.
+        let appending =
+            mode == ReadMode::Appending && meta.sparse.is_none() && meta.size <= SNAPSHOT_MAX;
+        let hot = mode != ReadMode::Live;
         let mut at = at;
-        if let Some(wait) = write_guard_wait(&meta) {
+        if let Some(wait) = write_guard_wait(&meta).filter(|_| !appending) {
             std::thread::sleep(wait);
             // From here on the state is proven: the write had its time.
             at = Timestamp::now();
@@ -695,7 +751,23 @@ impl Capturer<'_> {
         // MEMORY_FIRST_MAX, wherever the file is; a reflink, where the
         // filesystem has them, for a larger file or one whose last read
         // tore (`hot`); else memory up to SNAPSHOT_MAX.
-        let copy = if hot || being_written(&meta) {
+        let copy = if appending {
+            // The bytes the log had when stat'ed, whatever is appended
+            // while they are copied.
+            let mut data = copy_buf::take(expected as usize);
+            match (&file).take(expected).read_to_end(&mut data) {
+                Ok(_) if data.len() as u64 == expected => Some(Source::Memory(data)),
+                Ok(_) => {
+                    // Shorter than stat'ed: cut back, not appended to.
+                    copy_buf::give_back(data);
+                    return Ok(Prepared::Done(Outcome::Raced));
+                }
+                Err(e) => {
+                    copy_buf::give_back(data);
+                    return Err(read_err(e));
+                }
+            }
+        } else if hot || being_written(&meta) {
             let dir = path.parent().unwrap_or(Path::new("/"));
             let memory_first = !hot && expected <= MEMORY_FIRST_MAX;
             let clone = if memory_first {
@@ -743,7 +815,12 @@ impl Capturer<'_> {
                 Err(e) if e.is_not_found() => return Ok(Prepared::Done(Outcome::Raced)),
                 Err(e) => return Err(read_err(io::Error::new(e.io().kind(), e.io().to_string()))),
             };
-            if !after.same_state(&meta) {
+            let kept = if appending {
+                only_appended(&meta, &after)
+            } else {
+                after.same_state(&meta)
+            };
+            if !kept {
                 return Ok(Prepared::Done(Outcome::Raced));
             }
             return Ok(Prepared::Content(Box::new(Pending {
@@ -1561,5 +1638,78 @@ mod tests {
         assert_eq!(Change::Metadata.merge(Change::Content), Change::Content);
         assert_eq!(Change::Scan.merge(Change::Metadata), Change::Scan);
         assert_eq!(Change::Metadata.merge(Change::Metadata), Change::Metadata);
+    }
+
+    /// A SQLite write-ahead log's first 32 bytes: magic, format 3007000,
+    /// then page size, checkpoint sequence, salts and checksum (any here).
+    fn wal_header_bytes() -> Vec<u8> {
+        let mut h = vec![0x37, 0x7f, 0x06, 0x82];
+        h.extend_from_slice(&3_007_000u32.to_be_bytes());
+        h.extend((8u8..32).map(|b| b.wrapping_mul(37)));
+        h
+    }
+
+    /// The byte at offset `i` of the log the test's writer grows.
+    fn log_byte(i: usize) -> u8 {
+        (i as u64).wrapping_mul(2_654_435_761).to_le_bytes()[3]
+    }
+
+    #[test]
+    fn a_write_ahead_log_appended_to_while_read_is_captured_as_the_prefix_it_had() {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let fx = fx();
+        let db = fx.root.join("bank.sqlite");
+        let wal = fx.root.join("bank.sqlite-wal");
+        std::fs::write(&db, vec![1u8; 8192]).unwrap();
+        let mut start = wal_header_bytes();
+        start.extend((32..300_000).map(log_byte));
+        std::fs::write(&wal, &start).unwrap();
+        // A writer that appends without pause: a read that waited for a
+        // moment without a write would race it every time.
+        let stop = AtomicBool::new(false);
+        let writing = AtomicBool::new(false);
+        let captured = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&wal).unwrap();
+                let mut at = start.len();
+                while !stop.load(Ordering::Relaxed) && at < 64 << 20 {
+                    let piece: Vec<u8> = (at..at + 100).map(log_byte).collect();
+                    f.write_all(&piece).unwrap();
+                    at += piece.len();
+                    writing.store(true, Ordering::Relaxed);
+                }
+            });
+            while !writing.load(Ordering::Relaxed) {
+                std::thread::yield_now();
+            }
+            let mut tries = 0;
+            let got = loop {
+                tries += 1;
+                match capture(&fx, &db, Change::Content) {
+                    Outcome::Raced if tries < 20 => continue,
+                    other => break other,
+                }
+            };
+            stop.store(true, Ordering::Relaxed);
+            got
+        });
+        assert!(
+            matches!(captured, Outcome::Captured { .. }),
+            "a log only appended to is captured while it grows: {captured:?}"
+        );
+        // The version is the log's first `size` bytes, as they were written.
+        let v = state(&fx, &wal);
+        let whole = std::fs::read(&wal).unwrap();
+        assert!(v.meta.size >= start.len() as u64 && v.meta.size <= whole.len() as u64);
+        let mut ids = Vec::new();
+        Chunker::default()
+            .for_each(&whole[..v.meta.size as usize], &mut Vec::new(), |c| {
+                ids.push(rewind_core::ChunkIds::Plain.id_of(c));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(v.chunks.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
+        assert_eq!(state(&fx, &db).meta.size, 8192);
     }
 }

@@ -133,6 +133,42 @@ pub(crate) fn sqlite_group<E>(
     Ok(any.then_some(members))
 }
 
+/// The first 32 bytes of a SQLite write-ahead log: magic number, format,
+/// page size, checkpoint sequence, two salts and their checksum.
+pub(crate) type WalHeader = [u8; 32];
+
+/// The header of the write-ahead log at `path`, when it is one (SQLite's
+/// magic number and format version); `None` for anything else, an empty
+/// log included.
+///
+/// Why the header is enough to tell that a log was only appended to while
+/// it was read (SQLite's "WAL file format"): every frame carries the
+/// header's salts and a checksum chained from the header through every
+/// frame before it, and recovery keeps the frames up to the last commit
+/// frame of that valid chain. SQLite writes frames after the last commit
+/// in order; it rewrites one in place only within the transaction not yet
+/// committed (whose frames are then checksummed again at commit), and it
+/// starts the log over from its first frame only after writing a new
+/// header with new salts (salt-1 counts up, so a header never comes back).
+/// So while the header stays the same, a copy of the log's first N bytes,
+/// however its end was being written, holds a valid chain up to some
+/// commit the log really had during the copy, and what follows fails the
+/// chain: SQLite opens it as the database was at that commit.
+pub(crate) fn wal_header(path: &std::path::Path) -> Option<WalHeader> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut h = [0u8; 32];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::from(fd), &mut h, 0).ok()?;
+    let word = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    // Magic (the low bit says the checksums' byte order), format 3007000.
+    (matches!(word(0), 0x377f_0682 | 0x377f_0683) && word(4) == 3_007_000).then_some(h)
+}
+
 /// `X-shm` beside an existing `X-wal`: SQLite's index, not captured.
 pub(crate) fn is_rebuilt_side_file(path: &[u8]) -> bool {
     path.strip_suffix(SQLITE_SHM).is_some_and(|base| {
@@ -179,5 +215,36 @@ mod tests {
         assert_eq!(&*g.key_of(b"/h/db-wal"), b"/h/db");
         assert!(g.configured(b"/h/mail/notes.txt").is_none());
         assert!(GroupRules::new(&["[".to_string()]).is_err());
+    }
+
+    #[test]
+    fn only_a_sqlite_write_ahead_log_has_a_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db-wal");
+        let mut h = vec![0x37, 0x7f, 0x06, 0x83];
+        h.extend_from_slice(&3_007_000u32.to_be_bytes());
+        h.extend([5u8; 24]);
+        std::fs::write(&p, [h.as_slice(), &[1u8; 100]].concat()).unwrap();
+        assert_eq!(wal_header(&p).map(|x| x.to_vec()), Some(h.clone()));
+        // Another format version, another magic, too short, empty, absent.
+        let mut other = h.clone();
+        other[7] ^= 1;
+        std::fs::write(&p, &other).unwrap();
+        assert_eq!(wal_header(&p), None);
+        other = h.clone();
+        other[3] = 0x84;
+        std::fs::write(&p, &other).unwrap();
+        assert_eq!(wal_header(&p), None);
+        std::fs::write(&p, &h[..31]).unwrap();
+        assert_eq!(wal_header(&p), None);
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(wal_header(&p), None);
+        assert_eq!(wal_header(&dir.path().join("none")), None);
+        // A link is not followed.
+        let real = dir.path().join("real");
+        std::fs::write(&real, &h).unwrap();
+        let link = dir.path().join("link-wal");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(wal_header(&link), None);
     }
 }
