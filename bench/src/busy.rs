@@ -27,8 +27,9 @@ use crate::Config;
 use crate::agent::{Setup, Watch};
 use crate::datagen::{derive_seed, random_bytes};
 use crate::latency::quantile;
+use crate::loopfs::LoopFs;
 use crate::report::{Table, bytes, ms, verdict};
-use crate::run::{Cmd, clock_ticks, fresh_dir, proc_cpu_seconds};
+use crate::run::{clock_ticks, fresh_dir, proc_cpu_seconds};
 
 /// File sizes, four files each.
 const SIZES: [u64; 5] = [4 << 10, 64 << 10, 1 << 20, 8 << 20, 50 << 20];
@@ -56,27 +57,16 @@ pub fn run(cfg: &Config) -> Result<String> {
     let secs = (60.0 * cfg.scale).max(20.0);
     let base = fresh_dir(&cfg.work.join("busy"))?;
     let mut runs = vec![one(cfg, &base.join("ext4"), "work directory (ext4)", secs)?];
-    let img = base.join("btrfs.img");
-    let mnt = base.join("btrfs");
-    let is_root = rustix::process::geteuid().is_root();
-    let have = Cmd::shell("command -v mkfs.btrfs").run_quiet().is_ok();
-    if is_root && have {
-        fs::create_dir_all(&mnt)?;
-        Cmd::new("truncate")
-            .args(["-s", "2G"])
-            .arg(&img)
-            .run_quiet()?;
-        Cmd::new("mkfs.btrfs").arg("-q").arg(&img).run_quiet()?;
-        Cmd::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&mnt)
-            .run_quiet()?;
-        let r = one(cfg, &mnt.join("run"), "btrfs loop device (reflinks)", secs);
-        let _ = Cmd::new("umount").arg(&mnt).run_quiet();
+    if let Some(btrfs) = LoopFs::make("btrfs", "2G", &base.join("btrfs.img"), &base.join("btrfs"))?
+    {
+        let r = one(
+            cfg,
+            &btrfs.path().join("run"),
+            "btrfs loop device (reflinks)",
+            secs,
+        );
+        drop(btrfs);
         runs.push(r?);
-    } else {
-        eprintln!("rewind-bench: busy: no btrfs run (needs root and btrfs-progs)");
     }
     Ok(render(&runs, secs))
 }

@@ -62,6 +62,7 @@ pub mod history;
 pub mod idle;
 pub mod ingest;
 pub mod latency;
+pub mod loopfs;
 pub mod metadata;
 pub mod million;
 pub mod mount;
@@ -210,6 +211,7 @@ impl Config {
     /// | variable | default | meaning |
     /// | --- | --- | --- |
     /// | `REWIND_BENCH` | `ingest,latency,idle,chunks,metadata,server,dumps,busy,mount,ui,retention,history,fleet,saves` | parts to run (`s3` and `watchlimit` when named, or with `all`) |
+    /// | `REWIND_BENCH_S3_RESTORE_TO` | `ext4` | where the s3 part restores to: `ext4`, a loop device it makes (root only; else the work directory), or `work`, the work directory |
     /// | `REWIND_BENCH_RETENTION_VERSIONS` | 5,000,000 × scale | versions of the retention part's year |
     /// | `REWIND_BENCH_RETENTION_SNAPSHOTS` | 35 | days of the retention part's comparison with restic and borg |
     /// | `REWIND_BENCH_RETENTION_SWEEP` | 1 | `0`: the retention part skips `--max-unused 0` and `30` |

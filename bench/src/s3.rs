@@ -31,6 +31,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::agent::Setup;
 use crate::datagen::{self, Kind, PlannedFile};
+use crate::loopfs::LoopFs;
 use crate::proxy::{Counts, Proxy};
 use crate::report::{Table, bytes, median, secs, verdict};
 use crate::run::{
@@ -393,6 +394,26 @@ pub fn run(cfg: &Config) -> Result<String> {
     let mut stored: BTreeMap<Tool, Stored> = BTreeMap::new();
     let tree_os = tree.as_os_str();
     let one_path = tree.join(&one.rel);
+    // Restores go to an ext4 made here with its defaults, a journal
+    // included, as on a desktop: the work directory's filesystem may be
+    // an ext4 without a journal (this VM's is), where every file created
+    // scans past the inodes deleted in the last minute or more
+    // (`recently_deleted`), and the benchmark deletes each restore's five
+    // thousand files seconds before the next: a quarter of rewind's
+    // restore CPU was that scan (docs/benchmarks.md).
+    let restore_fs = match env("REWIND_BENCH_S3_RESTORE_TO").as_deref() {
+        None | Some("ext4") => LoopFs::make(
+            "ext4",
+            "4G",
+            &base.join("restore-ext4.img"),
+            &base.join("restore-ext4"),
+        )?,
+        Some("work") => None,
+        Some(other) => bail!("REWIND_BENCH_S3_RESTORE_TO={other:?}: `ext4` or `work`"),
+    };
+    let restore_base = restore_fs
+        .as_ref()
+        .map_or(base.clone(), |f| f.path().to_path_buf());
 
     for round in 0..cfg.ingest_runs {
         // The tools take turns going first.
@@ -464,7 +485,7 @@ pub fn run(cfg: &Config) -> Result<String> {
         // file byte for byte) and removed before the next.
         let want = files_and_bytes(&tree)?;
         for tool in order {
-            let dest = base.join("restored");
+            let dest = restore_base.join("restored");
             if dest.exists() {
                 fs::remove_dir_all(&dest)?;
             }
@@ -507,7 +528,7 @@ pub fn run(cfg: &Config) -> Result<String> {
         }
 
         for tool in order {
-            let dest = base.join("restored-one");
+            let dest = restore_base.join("restored-one");
             if dest.exists() {
                 fs::remove_dir_all(&dest)?;
             }
@@ -558,10 +579,17 @@ pub fn run(cfg: &Config) -> Result<String> {
             cfg.ingest_runs
         );
     }
-    let out = report(&b, &stored, &sum, tree_bytes, one, big_mib);
+    let restore_to = match &restore_fs {
+        Some(_) => {
+            "an ext4 on a loop device made by the benchmark (`mkfs.ext4` defaults: with a journal)"
+        }
+        None => "the work directory",
+    };
+    let out = report(&b, &stored, &sum, tree_bytes, one, big_mib, restore_to);
     drop(b);
     drop(proxy);
     drop(server);
+    drop(restore_fs);
     fs::remove_dir_all(&base)?;
     out
 }
@@ -573,6 +601,7 @@ fn report(
     tree_bytes: u64,
     one: &PlannedFile,
     big_mib: u64,
+    restore_to: &str,
 ) -> Result<String> {
     const GIB: f64 = (1u64 << 30) as f64;
     let med = |v: &[u64]| median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>());
@@ -742,7 +771,7 @@ fn report(
          is read once (untimed) to warm the page cache; `sync` after every run. {} rounds, each in \
          fresh repositories with every operation of both tools, which take turns going first; \
          medians. Full restores are checked (file count, bytes, `{BIG}` byte for byte), the single \
-         file byte for byte.\n",
+         file byte for byte. Restores go to {}.\n",
         sum.files,
         bytes(sum.bytes),
         bytes(big_mib << 20),
@@ -750,6 +779,7 @@ fn report(
         one.rel.display(),
         bytes(one.size),
         b.cfg.ingest_runs,
+        restore_to,
     );
     s.push_str(&w.render());
     s.push('\n');
