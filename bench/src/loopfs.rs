@@ -18,8 +18,8 @@ pub struct LoopFs {
 impl LoopFs {
     /// `kind` (`ext4`, `btrfs`) of `size` (as `truncate -s` takes it) in
     /// `img`, mounted at `mnt`. `Ok(None)`, with the reason on stderr, when
-    /// this process is not root or `mkfs.KIND` is missing: the caller runs
-    /// on the work directory instead.
+    /// this process is not root, `mkfs.KIND` is missing, or making or
+    /// mounting it fails: the caller runs on the work directory instead.
     pub fn make(kind: &str, size: &str, img: &Path, mnt: &Path) -> Result<Option<LoopFs>> {
         let mkfs = format!("mkfs.{kind}");
         if !rustix::process::geteuid().is_root() {
@@ -41,12 +41,23 @@ impl LoopFs {
             .run_quiet()?;
         // -F: mkfs.ext4 asks before it formats a regular file.
         let force = if kind == "ext4" { "-F" } else { "-f" };
-        Cmd::new(&mkfs).args(["-q", force]).arg(img).run_quiet()?;
-        Cmd::new("mount")
-            .args(["-o", "loop"])
+        let made = Cmd::new(&mkfs)
+            .args(["-q", force])
             .arg(img)
-            .arg(mnt)
-            .run_quiet()?;
+            .run_quiet()
+            .and_then(|_| {
+                Cmd::new("mount")
+                    .args(["-o", "loop"])
+                    .arg(img)
+                    .arg(mnt)
+                    .run_quiet()
+            });
+        if let Err(e) = made {
+            // A container without loop devices, for one.
+            eprintln!("rewind-bench: no {kind} loop device: {e:#}");
+            let _ = fs::remove_file(img);
+            return Ok(None);
+        }
         Ok(Some(LoopFs {
             mnt: mnt.to_path_buf(),
         }))
