@@ -276,7 +276,13 @@ impl Agent {
             again: &again,
             ids: &self.ids,
         };
-        while let Some((path, at, change)) = self.sched.next(first_pass_only) {
+        // An idle worker gives back its buffers and zstd contexts
+        // (docs/decisions.md, "Idle capture workers keep nothing").
+        let mut rest = capture::release_thread_buffers;
+        while let Some((path, at, change)) =
+            self.sched
+                .next_or_rest(first_pass_only, crate::scheduler::REST_AFTER, &mut rest)
+        {
             let p = rewind_core::path::from_bytes(&path);
             tracing::debug!("capturing {} ({change:?})", show(&path));
             let hot = self

@@ -48,6 +48,16 @@ thread_local! {
     static CHUNK_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Give back what this capture worker keeps from one capture to the next
+/// (the chunker's buffer, the copy buffer, zstd's contexts): called when
+/// it has had nothing to do for [`crate::scheduler::REST_AFTER`], so an
+/// idle agent does not hold them; the next capture makes them again.
+pub(crate) fn release_thread_buffers() {
+    let _ = CHUNK_BUF.with(|b| b.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)));
+    copy_buf::release();
+    rewind_core::release_thread_caches();
+}
+
 /// What the watcher knows about a change, from the weakest claim on the
 /// content to the strongest. Two claims about one path merge to the
 /// stronger ([`Change::merge`]).
@@ -1221,6 +1231,11 @@ mod copy_buf {
         v.clear();
         v.reserve_exact(len);
         v
+    }
+
+    /// Drop this thread's spare buffer.
+    pub(super) fn release() {
+        let _ = SPARE.with(|s| s.try_borrow_mut().map(|mut s| s.take()));
     }
 
     /// Keep `v` as this thread's spare buffer (the larger of two).

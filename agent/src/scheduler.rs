@@ -24,6 +24,12 @@ fn merge(a: Claim, b: Claim) -> Claim {
 /// of saves without growing again.
 const SMALL_QUEUE: usize = 256;
 
+/// How long a worker waits with nothing to do before [`Scheduler::next_or_rest`]
+/// lets it give back what it keeps between captures: longer than a few
+/// busy intervals (2 s by default), so a busy file's captures keep their
+/// buffers, and short enough that an idle agent holds none of them.
+pub(crate) const REST_AFTER: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Vec<u8>>,
@@ -105,11 +111,25 @@ impl Scheduler {
         s.delayed.push((Instant::now() + delay, path, at));
     }
 
+    /// [`Scheduler::next_or_rest`], doing nothing at rest.
+    #[cfg(test)]
+    pub fn next(&self, first_pass_only: bool) -> Option<(Vec<u8>, Timestamp, Change)> {
+        self.next_or_rest(first_pass_only, REST_AFTER, &mut || {})
+    }
+
     /// The next path to capture; `None` once stopped, or for a worker of
     /// the first pass (`first_pass_only`) once [`Scheduler::end_first_pass`]
-    /// was called.
-    pub fn next(&self, first_pass_only: bool) -> Option<(Vec<u8>, Timestamp, Change)> {
+    /// was called. After waiting `rest_after` with nothing to do, it calls
+    /// `rest` once (with the lock released) and waits on.
+    pub fn next_or_rest(
+        &self,
+        first_pass_only: bool,
+        rest_after: Duration,
+        rest: &mut dyn FnMut(),
+    ) -> Option<(Vec<u8>, Timestamp, Change)> {
         let mut s = self.lock();
+        let mut empty_since: Option<Instant> = None;
+        let mut rested = false;
         loop {
             if s.stop || (first_pass_only && s.first_pass_over) {
                 return None;
@@ -149,13 +169,25 @@ impl Scheduler {
             // a large map is rare, so giving it back costs little.
             s.queue.shrink_to(SMALL_QUEUE);
             s.queued.shrink_to(SMALL_QUEUE);
-            // Sleep until work arrives or the next delayed entry is due.
-            let wait = s
+            let idle = now.saturating_duration_since(*empty_since.get_or_insert(now));
+            if !rested && idle >= rest_after {
+                rested = true;
+                drop(s);
+                rest();
+                s = self.lock();
+                continue;
+            }
+            // Sleep until work arrives, the next delayed entry is due, or
+            // it is time to rest.
+            let mut wait = s
                 .delayed
                 .iter()
                 .map(|d| d.0.saturating_duration_since(now))
                 .min()
                 .unwrap_or(Duration::from_millis(500));
+            if !rested {
+                wait = wait.min(rest_after - idle);
+            }
             s = self
                 .cv
                 .wait_timeout(s, wait)
@@ -256,6 +288,44 @@ mod tests {
         );
         s.done(b"/a");
         assert!(s.is_idle());
+    }
+
+    #[test]
+    fn a_worker_rests_once_after_waiting_and_then_takes_work() {
+        let s = std::sync::Arc::new(Scheduler::default());
+        let rested = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let started = Instant::now();
+        let worker = {
+            let (s, rested) = (s.clone(), rested.clone());
+            std::thread::spawn(move || {
+                let mut at = None;
+                let got = s.next_or_rest(false, Duration::from_millis(100), &mut || {
+                    at = Some(started.elapsed());
+                    rested.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+                (got, at)
+            })
+        };
+        // Work that is only due later does not count as work yet.
+        s.retry_later(
+            b"/later".to_vec(),
+            Timestamp(1),
+            Change::Content,
+            Duration::from_millis(400),
+        );
+        let (got, at) = worker.join().unwrap();
+        assert_eq!(got.unwrap().0, b"/later");
+        let at = at.expect("rested");
+        assert!(at >= Duration::from_millis(100), "{at:?}");
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(rested.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Work waiting already: no rest.
+        s.done(b"/later");
+        s.submit(b"/now".to_vec(), Timestamp(2), Change::Content);
+        let mut called = false;
+        let got = s.next_or_rest(false, Duration::ZERO, &mut || called = true);
+        assert_eq!(got.unwrap().0, b"/now");
+        assert!(!called);
     }
 
     #[test]

@@ -31,6 +31,16 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Give back the memory of this thread's zstd contexts and scratch buffer
+/// (the thread-locals above; see [`crate::release_thread_caches`]). A
+/// context in use (never, from where this is called) is left alone.
+pub(crate) fn release_thread_caches() {
+    let _ = COMPRESSOR.with(|c| c.try_borrow_mut().map(|mut c| c.take()));
+    let _ = DECOMPRESSOR.with(|c| c.try_borrow_mut().map(|mut c| c.take()));
+    let _ = SCRATCH.with(|c| c.try_borrow_mut().map(|mut c| std::mem::take(&mut *c)));
+    let _ = DELTA_CONTEXT.with(|c| c.try_borrow_mut().map(|mut c| c.take()));
+}
+
 struct DeltaContext {
     base: Vec<u8>,
     dctx: zstd::zstd_safe::DCtx<'static>,
@@ -465,6 +475,21 @@ mod tests {
         assert!(c.decode_as(&others).is_err());
         assert_eq!(ChunkIds::Plain.id_of(&data), ChunkId::of(&data));
         assert_eq!(format!("{ids:?}"), "ChunkIds::Keyed(..)");
+    }
+
+    #[test]
+    fn a_thread_that_gave_back_its_contexts_makes_them_again() {
+        let data = b"compressible text ".repeat(4000);
+        let first = EncodedChunk::encode(&data);
+        assert_eq!(first.decode().unwrap(), data);
+        assert!(COMPRESSOR.with(|c| c.borrow().is_some()));
+        release_thread_caches();
+        assert!(COMPRESSOR.with(|c| c.borrow().is_none()));
+        assert!(DECOMPRESSOR.with(|c| c.borrow().is_none()));
+        assert_eq!(SCRATCH.with(|c| c.borrow().capacity()), 0);
+        let again = EncodedChunk::encode(&data);
+        assert_eq!(again, first);
+        assert_eq!(again.decode().unwrap(), data);
     }
 
     use rand::RngCore;

@@ -34,6 +34,15 @@ thread_local! {
     static CONTEXT: RefCell<Option<(ChunkId, CCtx<'static>)>> = const { RefCell::new(None) };
 }
 
+/// Give back the memory of this thread's zstd contexts and buffers: the
+/// small-file dictionary's context here and the codec's (for a thread
+/// about to sit idle, such as a capture worker with nothing to do). The
+/// next use makes them again.
+pub fn release_thread_caches() {
+    let _ = CONTEXT.with(|c| c.try_borrow_mut().map(|mut c| c.take()));
+    crate::codec::release_thread_caches();
+}
+
 /// A dictionary ready for compression.
 struct Ready {
     id: ChunkId,

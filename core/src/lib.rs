@@ -65,7 +65,7 @@ pub use codec::{
     ChunkView, CodecError, EncodedChunk, Encoding, MAX_CHUNK_LEN, STREAM_ZSTD_LEVEL, ZSTD_LEVEL,
 };
 pub use delta::{DeltaWalk, encode_with_hint};
-pub use dict::{DICT_CHUNK_MAX, FileEncoder};
+pub use dict::{DICT_CHUNK_MAX, FileEncoder, release_thread_caches};
 pub use extents::ExtentReader;
 pub use history::{
     ActivityBucket, ActivityQuery, FindHit, FindQuery, FindReply, PathPattern, PatternError,
